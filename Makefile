@@ -1,0 +1,44 @@
+# fvaudit: `make demo` and `make test` set up everything on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps services test test-engine demo demo-experiment bench clean train-demo-model
+
+$(STAMP): backend/requirements.lock backend/constraints.txt backend/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, alone: the CPU wheel on disk (a plain `torch` would pull CUDA builds)
+	$(PIP) install -q -c backend/constraints.txt torch==2.13.0
+	$(PIP) install -q -c backend/constraints.txt -r backend/requirements.lock
+	$(PIP) install -q --no-deps -e backend
+	touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+# Debian packages the project uses: Fashion-MNIST (demo data).
+system-deps:
+	@bash scripts/system-deps.sh
+
+# Postgres and Redis for the service tests; started when not running.
+services:
+	@bash scripts/services.sh
+
+test: install services
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/fvaudit demo-experiment
+
+bench: install
+	$(PY) bench/kendall_w.py
+	$(PY) bench/scan.py
+
+train-demo-model: install
+	$(VENV)/bin/fvaudit train-demo-model --out backend/fvaudit/assets/fmnist_cnn.safetensors
+
+clean:
+	rm -rf $(VENV) .fvaudit-cache runs

