@@ -167,8 +167,13 @@ class ScanResult:
     n_images: int
     k: int
     layers: dict[str, LayerScan]
-    skipped: list[tuple[int, str]] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)   # (id, reason): failed to decode
     seconds: float = 0.0
+    skipped_at_index: list = field(default_factory=list)            # SkippedImage: not an image at all
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped) + len(self.skipped_at_index)
 
     @property
     def images_per_s(self) -> float:
@@ -248,7 +253,7 @@ def scan(
         result_layers[name] = LayerScan(name, mat, tk_ids, tk_scores, dead, paths[name])
     if skipped:
         reporter.log(f"skipped {len(skipped)} unreadable images", skipped=len(skipped))
-    return ScanResult(image_set.key, n, k, result_layers, skipped, seconds)
+    return ScanResult(image_set.key, n, k, result_layers, skipped, seconds, list(image_set.skipped))
 
 
 def load_scores(path: str | Path) -> np.ndarray:

@@ -1,0 +1,171 @@
+import numpy as np
+import pytest
+import torch
+
+from fvaudit.engine.activations import layer_scores, scan
+from fvaudit.engine.attacks import AttackConfig, AttackConfigError, Target, all_conv_targets, run_attack
+from fvaudit.engine.images import open_image_set
+from fvaudit.engine.models import load_model
+from fvaudit.engine.progress import Cancelled, NullReporter
+
+
+@pytest.fixture(scope="module")
+def setup():
+    m = load_model("fmnist-cnn")
+    train = open_image_set("fashion-mnist:train", limit=1500)
+    val = open_image_set("fashion-mnist:test", limit=400)
+    init = scan(m, train, ["relu3", "relu1"], k=10)
+    return m, train, val, init
+
+
+def _cfg(**kw):
+    base = dict(kind="push_down", targets=[Target("relu3", list(range(16)))], steps=20, lr=1e-3, batch_size=64,
+                attack_batch_size=64, eval_every=10, eval_size=200, seed=3)
+    base.update(kw)
+    return AttackConfig(**base)
+
+
+@torch.no_grad()
+def _attack_loss(model, train, ids_per_unit, layer="relu3"):
+    """L_A with score_norm none, over the full D_attack (SPEC §2)."""
+    tot = []
+    for u, ids in ids_per_unit.items():
+        x = model.preprocess_many(list(train.arrays(ids)))
+        s, _ = layer_scores(model.module, x, [layer])
+        tot.append(s[layer][:, u].mean().item())
+    return float(np.mean(tot))
+
+
+def test_push_down_lowers_the_attack_loss(setup):
+    m, train, val, init = setup
+    cfg = _cfg(alpha=1.0, score_norm="none")
+    res = run_attack(m, train, val, cfg, init_scans=init.layers)
+    units = res.attacked["relu3"]
+    assert len(units) > 0 and all(u not in init.layers["relu3"].dead_units for u in units)
+    d_attack = {u: init.layers["relu3"].topk_ids[u] for u in units}
+    before = _attack_loss(m, train, d_attack)
+    after = _attack_loss(res.final_model, train, d_attack)
+    assert after < 0.8 * before
+    # the original model is untouched
+    assert _attack_loss(m, train, d_attack) == pytest.approx(before)
+
+
+def test_alpha_zero_baseline_keeps_topk(setup):
+    m, train, val, init = setup
+    res = run_attack(m, train, val, _cfg(kind="finetune", alpha=0.0, lr=1e-4), init_scans=init.layers)
+    after = scan(res.final_model, train, ["relu3"], k=10).layers["relu3"]
+    units = res.attacked["relu3"]
+    overlap = np.mean([len(set(init.layers["relu3"].topk_ids[u]) & set(after.topk_ids[u])) / 10 for u in units])
+    assert overlap >= 0.9
+    assert abs(res.acc_final - res.acc_init) < 1.0
+    assert all(e.alpha_before == 0.0 and e.alpha_after == 0.0 for e in res.alpha_trajectory)
+
+
+def test_push_down_changes_topk_more_than_baseline(setup):
+    m, train, val, init = setup
+    res = run_attack(m, train, val, _cfg(alpha=0.9, steps=30), init_scans=init.layers)
+    after = scan(res.final_model, train, ["relu3"], k=10).layers["relu3"]
+    overlap = np.mean([len(set(init.layers["relu3"].topk_ids[u]) & set(after.topk_ids[u])) / 10
+                       for u in res.attacked["relu3"]])
+    assert overlap < 0.6
+
+
+def test_push_up_moves_decoys_into_topk(setup):
+    m, train, val, init = setup
+    cfg = _cfg(kind="push_up", alpha=0.9, steps=30, decoy_class="Bag", n_decoys=20, decoy_batch_size=20)
+    res = run_attack(m, train, val, cfg, init_scans=init.layers)
+    assert len(res.decoy_ids) == 20 and all(train.labels[i] == 8 for i in res.decoy_ids)
+    before = scan(m, train, ["relu3"], k=10).layers["relu3"].topk_ids[res.attacked["relu3"]]
+    after = scan(res.final_model, train, ["relu3"], k=10).layers["relu3"].topk_ids[res.attacked["relu3"]]
+    share = lambda t: float(np.mean(train.labels[t] == 8))
+    assert share(after) > share(before) + 0.2
+
+
+def test_dynamic_alpha_halves_on_drop_and_doubles_otherwise(setup):
+    m, train, val, init = setup
+    res = run_attack(m, train, val, _cfg(alpha=None, lr=3e-3, steps=40), init_scans=init.layers)
+    traj = res.alpha_trajectory
+    assert traj[0].alpha_before == pytest.approx(0.1)
+    for e in traj:
+        if e.drop_pp > 0.5:
+            assert e.alpha_after == pytest.approx(e.alpha_before / 2)
+        else:
+            assert e.alpha_after == pytest.approx(min(2 * e.alpha_before, 0.99))
+    for a, b in zip(traj, traj[1:]):
+        assert b.alpha_before == a.alpha_after
+    # the selected state is the latest evaluation within the budget
+    within = [e.step for e in traj if e.within_budget]
+    assert res.selected_step == (within[-1] if within else 0)
+
+
+class _CancelAt(NullReporter):
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def advance(self, done, total=None, **info):
+        self.seen = done
+
+    def cancelled(self):
+        return self.seen >= self.step
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(setup, tmp_path):
+    m, train, val, init = setup
+    cfg = _cfg(alpha=0.5, steps=20, checkpoint_every=5)
+    straight = run_attack(m, train, val, cfg, out_dir=tmp_path / "a", init_scans=init.layers)
+    with pytest.raises(Cancelled):
+        run_attack(m, train, val, cfg, out_dir=tmp_path / "b", init_scans=init.layers, reporter=_CancelAt(12))
+    assert (tmp_path / "b" / "checkpoint" / "state.json").exists()
+    rep = NullReporter()
+    resumed = run_attack(m, train, val, cfg, out_dir=tmp_path / "b", init_scans=init.layers, reporter=rep)
+    assert ("log", "resumed from step 12") in rep.events
+    for (k, a), (_, b) in zip(straight.final_model.module.state_dict().items(),
+                              resumed.final_model.module.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+    assert [h["loss"] for h in straight.history] == pytest.approx([h["loss"] for h in resumed.history], abs=1e-5)
+    # a different config in the same directory is refused, not silently mixed
+    with pytest.raises(AttackConfigError, match="different configuration"):
+        run_attack(m, train, val, _cfg(alpha=0.4, steps=20, checkpoint_every=5), out_dir=tmp_path / "b",
+                   init_scans=init.layers)
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(alpha=1.5), "alpha"), (dict(alpha=-0.1), "alpha"), (dict(lr=0), "lr"), (dict(lr=-1e-3), "lr"),
+    (dict(k=0), "k"), (dict(kind="push_up"), "decoy_class"), (dict(targets=[]), "targets"),
+    (dict(steps=None), "steps"), (dict(batch_size=0), "batch_size"), (dict(score_norm="max"), "score_norm"),
+    (dict(kind="pull_sideways"), "kind"),
+])
+def test_invalid_configs_name_the_field(kw, field):
+    with pytest.raises(AttackConfigError, match=f"^{field}:"):
+        _cfg(**kw).validate()
+
+
+def test_unknown_layer_unit_and_decoy_errors(setup):
+    from fvaudit.engine.images import ImageSetError
+    from fvaudit.engine.models import ModelError
+
+    m, train, val, init = setup
+    with pytest.raises(ModelError, match="unknown layer"):
+        run_attack(m, train, val, _cfg(targets=[Target("relu7")]), init_scans=init.layers)
+    with pytest.raises(ModelError, match="unit index 500 out of range"):
+        run_attack(m, train, val, _cfg(targets=[Target("relu3", [500])]), init_scans=init.layers)
+    with pytest.raises(ImageSetError, match="unknown class 'Goldfish'"):
+        run_attack(m, train, val, _cfg(kind="push_up", decoy_class="Goldfish"), init_scans=init.layers)
+    dead = init.layers["relu3"].dead_units[:2]
+    with pytest.raises(AttackConfigError, match="every requested unit is dead"):
+        run_attack(m, train, val, _cfg(targets=[Target("relu3", dead)]), init_scans=init.layers)
+
+
+def test_all_conv_targets_are_post_relu():
+    m = load_model("fmnist-cnn")
+    assert [t.layer for t in all_conv_targets(m)] == ["relu1", "relu2", "relu3"]
+    a = load_model("alexnet", pretrained=False)
+    assert [t.layer for t in all_conv_targets(a)] == ["features.1", "features.4", "features.7", "features.9", "features.11"]
+
+
+def test_multi_layer_attack_runs(setup):
+    m, train, val, init = setup
+    res = run_attack(m, train, val, _cfg(targets=[Target("relu1", [0, 1, 2]), Target("relu3", [0, 1, 2, 3])], steps=4,
+                                         alpha=0.5), init_scans=init.layers)
+    assert set(res.attacked) == {"relu1", "relu3"} and res.steps == 4

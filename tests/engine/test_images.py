@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from fvaudit.engine.images import (DecodeCache, FolderImageSet, ImageSetError, fashion_mnist, iter_batches,
+                                   open_image_set, read_idx)
+from tests.conftest import make_image_folder
+
+
+def test_folder_ids_labels_and_class_names_are_stable(image_folder):
+    a = FolderImageSet(image_folder)
+    b = FolderImageSet(image_folder)
+    assert a.class_names == ["cat", "dog"]
+    assert len(a) == 8
+    assert a.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert [p.name for p in a.paths] == [p.name for p in b.paths]
+    assert a.paths[5].parent.name == "dog" and a.paths[5].name == "img_001.png"
+    assert a.label_name(5) == "dog"
+    assert a.load_array(0).shape == (16, 16, 3)
+
+
+def test_corrupt_and_non_image_files_are_skipped_and_counted(image_folder):
+    (image_folder / "cat" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (image_folder / "dog" / "notes.txt").write_text("ignored: not an image extension")
+    ds = FolderImageSet(image_folder)
+    assert len(ds) == 8
+    assert len(ds.skipped) == 1 and ds.skipped[0].path.endswith("broken.jpg")
+
+
+def test_truncated_image_is_skipped_at_decode_not_fatal(image_folder):
+    from fvaudit.engine.models import load_model
+
+    ds = FolderImageSet(image_folder)
+    p = ds.paths[2]
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])  # header fine, pixels missing
+    skipped = []
+    m = load_model("fmnist-cnn")
+    batches = list(iter_batches(ds, ds.ids, 3, m.preprocess_many, on_skip=lambda i, r: skipped.append(i)))
+    assert skipped == [2]
+    assert sum(len(b.ids) for b in batches) == 7
+
+
+def test_empty_folder_errors_clearly(tmp_path):
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(ImageSetError, match="holds no readable images"):
+        FolderImageSet(tmp_path / "empty")
+    with pytest.raises(ImageSetError, match="does not exist"):
+        FolderImageSet(tmp_path / "nowhere")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(ImageSetError, match="no class subfolders"):
+        FolderImageSet(tmp_path / "flat")
+
+
+def test_decode_cache_second_pass_reads_cache(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", n_per_class=3)
+    cache = DecodeCache(tmp_path / "cache")
+    ds = FolderImageSet(root, cache=cache)
+    first = [ds.load_array(i) for i in ds.ids]
+    assert (cache.hits, cache.misses) == (0, 6)
+    second = [ds.load_array(i) for i in ds.ids]
+    assert (cache.hits, cache.misses) == (6, 6)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fashion_mnist_from_debian_package():
+    tr = fashion_mnist("train")
+    te = fashion_mnist("test")
+    assert len(tr) == 60000 and len(te) == 10000
+    assert tr.load_array(0).shape == (28, 28) and tr.load_array(0).dtype == np.uint8
+    assert tr.class_names[9] == "Ankle boot"
+    assert np.bincount(te.labels).tolist() == [1000] * 10
+    assert tr.class_index("Bag") == 8 and tr.class_index(3) == 3
+    with pytest.raises(ImageSetError, match="unknown class 'Goldfish'"):
+        tr.class_index("Goldfish")
+    sub = open_image_set("fashion-mnist:test", limit=50)
+    assert len(sub) == 50 and sub.key == "fashion-mnist:test[:50]"
+    np.testing.assert_array_equal(sub.load_array(7), te.load_array(7))
+
+
+def test_read_idx_rejects_garbage(tmp_path):
+    p = tmp_path / "x.idx"
+    p.write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x05abc")
+    with pytest.raises(ImageSetError):
+        read_idx(p)
