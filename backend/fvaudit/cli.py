@@ -113,7 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, default=Path("backend/fvaudit/assets/fmnist_cnn.safetensors"))
     sp.add_argument("--epochs", type=int, default=6)
     sp.add_argument("--seed", type=int, default=0)
+    _register_service_commands(sub)
     return p
+
+
+def _register_service_commands(sub) -> None:
+    """Service commands (serve, worker, db, token, demo) live in fvaudit.service_cli."""
+    import importlib.util
+
+    if importlib.util.find_spec("fvaudit.service_cli") is None:
+        return
+    from fvaudit import service_cli
+
+    COMMANDS.update(service_cli.register(sub))
 
 
 def _fail(msg: str) -> int:
