@@ -29,6 +29,7 @@ services:
 
 test: install services
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	@if [ -f frontend/package.json ]; then bash frontend/scripts/test.sh; fi
 
 demo: install
 	$(VENV)/bin/fvaudit demo-experiment
