@@ -234,6 +234,22 @@ def test_cache_blocks_progress_and_compaction(tmp_path):
     np.testing.assert_allclose(again, out)
 
 
+def test_cache_keeps_finished_blocks_when_a_load_fails(tmp_path):
+    cache = EmbeddingCache(tmp_path, block_size=2)
+
+    def flaky(i: int) -> Image.Image:
+        if i == 3:
+            raise OSError("broken image 3")
+        return Image.new("L", (4, 4), i)
+
+    with pytest.raises(OSError):
+        cache.get_or_compute(FakeEmbedder(), "s", [0, 1, 2, 3], flaky)
+    assert cache.n_computed == 2
+    out = cache.get_or_compute(FakeEmbedder(), "s", [1, 0], Loader())
+    assert cache.n_computed == 2  # block [0, 1] was persisted before the failure
+    np.testing.assert_allclose(out, _expected([1, 0]))
+
+
 def test_cache_ignores_an_unreadable_chunk(tmp_path):
     cache = EmbeddingCache(tmp_path)
     cache.get_or_compute(FakeEmbedder(), "s", [0, 1], Loader())
