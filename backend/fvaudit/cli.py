@@ -181,7 +181,7 @@ def cmd_scan(args) -> int:
     write_scan(res, args.out, "scan", "model")
     (args.out / "config.json").write_text(json.dumps({
         "command": "scan", "model": model.name, "weights": model.weights, "checkpoint": args.checkpoint,
-        "images": images.key, "layers": layers, "k": args.k, "n_images": res.n_images,
+        "images": images.key, "images_spec": args.images, "limit": args.limit, "layers": layers, "k": args.k, "n_images": res.n_images,
         "skipped": [{"id": i, "reason": r} for i, r in res.skipped],
         "skipped_at_index": [s.__dict__ for s in images.skipped],
         "seconds": res.seconds, "images_per_s": res.images_per_s}, indent=1))
@@ -255,8 +255,7 @@ def cmd_metrics(args) -> int:
     ca = json.loads((args.after / "config.json").read_text())
     if cb["images"] != ca["images"]:
         raise ValueError(f"--before scanned {cb['images']} but --after scanned {ca['images']}: use the same image set")
-    images_spec = cb["images"].removeprefix("folder:")
-    images = open_image_set(images_spec, cache_dir=cache_dir())
+    images = open_image_set(cb["images_spec"], cache_dir=cache_dir(), limit=cb.get("limit"))
     embed, emb_id, warning = make_embed_topk(args.embedder, images, args.device)
     if warning:
         print(f"note: {warning}", file=sys.stderr)

@@ -132,7 +132,7 @@ def topk_from_scores(scores: np.ndarray, k: int, ids: np.ndarray | None = None) 
     tk = TopK(scores.shape[1], k)
     ids = np.arange(scores.shape[0]) if ids is None else np.asarray(ids)
     for start in range(0, scores.shape[0], 8192):
-        tk.update(ids[start : start + 8192], torch.from_numpy(np.asarray(scores[start : start + 8192], dtype=np.float32)))
+        tk.update(ids[start : start + 8192], torch.from_numpy(np.array(scores[start : start + 8192], dtype=np.float32)))
     return tk.result()
 
 

@@ -157,6 +157,11 @@ def run_audit(
                                        train_set.labels, decoy_class, decoy_ids),
                 "val": pushup_report({l: final_val.layers[l].topk_ids[attack.attacked[l], :k_clip] for l in layers},
                                      val_set.labels, decoy_class, None),
+                # the same shares under θ_init: what the attack has to beat
+                "train_init": pushup_report({l: init_train.layers[l].topk_ids[attack.attacked[l], :k_clip] for l in layers},
+                                            train_set.labels, decoy_class, decoy_ids),
+                "val_init": pushup_report({l: init_val.layers[l].topk_ids[attack.attacked[l], :k_clip] for l in layers},
+                                          val_set.labels, decoy_class, None),
             }
     # one Table 3.1 row: mean over all attacked units of all attacked layers
     row = _combined_row(name, metrics, attack)

@@ -227,13 +227,15 @@ def save_checkpoint(module: nn.Module, path: str | Path, metadata: dict[str, str
 # ---------------------------------------------------------------- factories
 
 def _gray28(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 3:
-        a = (a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
-    if a.shape != (28, 28):
-        from PIL import Image
+    """Any decoded image -> 28×28 grayscale uint8 (the demo CNN's input)."""
+    if a.shape == (28, 28):
+        return a
+    from PIL import Image
 
-        a = np.asarray(Image.fromarray(a).resize((28, 28), Image.BILINEAR))
-    return a
+    im = Image.fromarray(a)
+    if im.mode != "L":
+        im = im.convert("L")
+    return np.asarray(im.resize((28, 28), Image.BILINEAR))
 
 
 def _demo_model(pretrained: bool) -> LoadedModel:

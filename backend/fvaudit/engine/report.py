@@ -74,7 +74,7 @@ def measure_layer(
     scores_init: np.ndarray,
     scores_final: np.ndarray,
     attacked: Sequence[int],
-    dead: Sequence[int] = (),
+    dead: Sequence[int] | None = None,
     embed_topk: Callable[[np.ndarray], np.ndarray] | None = None,
     embedder_id: str | None = None,
     k_clip: int = 5,
@@ -83,6 +83,8 @@ def measure_layer(
 ) -> LayerMetrics:
     """Every SPEC §3 metric for each live unit of ``layer``; aggregates over ``attacked``.
 
+    ``dead``: the units dead on the training set under θ_init (SPEC §1); when None, the
+    units scoring 0 on every image of D_τ are treated as dead.
     ``embed_topk(ids [J, k]) -> [J, k, E]`` gives image embeddings; without it the CLIP
     metrics are left out. Rows of skipped (NaN) images are dropped before ranking.
     """
@@ -93,6 +95,7 @@ def measure_layer(
     ok = ~(np.isnan(a).any(axis=1) | np.isnan(b).any(axis=1))
     a, b = a[ok], b[ok]
     units = live_units(a, dead)
+    dead = [u for u in range(a.shape[1]) if u not in set(units)]
     attacked = [int(u) for u in attacked if int(u) in set(units)]
     ti_ids, _ = topk_init if topk_init is not None else topk_from_scores(np.asarray(scores_init), k_clip)
     tf_ids, _ = topk_final if topk_final is not None else topk_from_scores(np.asarray(scores_final), k_clip)
@@ -102,7 +105,8 @@ def measure_layer(
     per_unit["kendall_tau"] = dict(zip(units, M.kendall_tau(A, B).tolist()))
     tau_init = M.kendall_tau_matrix(A, A)
     tau_cross = M.kendall_tau_matrix(A, B)
-    per_unit["kendall_tau_w"] = dict(zip(units, M.kendall_tau_w(A, B).tolist())) if len(units) > 1 else {}
+    per_unit["kendall_tau_w"] = (dict(zip(units, M.kendall_tau_w(A, B, tau_init=tau_init, tau_cross=tau_cross).tolist()))
+                                 if len(units) > 1 else {})
     per_unit["topk_overlap"] = dict(zip(units, M.topk_overlap(ti_ids[units], tf_ids[units]).tolist()))
     nearest: dict[int, dict] = {}
     sim_ii = sim_if = None

@@ -1,0 +1,625 @@
+"""Attack metrics (SPEC §3): Kendall-τ, Kendall-τ-W, CLIP-δ, CLIP-W, top-k overlap,
+accuracy, push-up success and NaN-aware aggregation.
+
+Pure numpy; no web, database or model imports. Every public function validates its
+inputs and raises ``ValueError`` naming the argument and the problem.
+
+Kendall's tau
+-------------
+τ is Kendall's tau-b exactly as ``scipy.stats.kendalltau`` computes it (its default
+variant): with ``n0 = N(N-1)/2`` pairs, ``n1`` / ``n2`` the pairs tied in x / in y,
+``n3`` the pairs tied in both and ``nd`` the discordant pairs,
+``τ = (n0 - n1 - n2 + n3 - 2·nd) / sqrt(n0 - n1) / sqrt(n0 - n2)``, clipped to [-1, 1],
+NaN when x or y is constant (``n1 == n0`` or ``n2 == n0``, which includes N = 1) and
+NaN when x or y holds a NaN (scipy's default ``nan_policy='propagate'``). Because the
+same integer counts go through the same floating-point operations, results agree with
+scipy to the last bit in practice (the tests ask for 1e-9).
+
+All-pairs algorithm (:func:`kendall_tau_matrix`, used by :func:`kendall_tau_w`, which
+needs τ between every pair of units twice — 2·J·(J-1) pairs, 130 560 for J = 256):
+
+1. Every column is converted once to dense integer ranks (ties share a rank).
+2. For one column ``x`` of ``a`` and *all* columns ``y`` of ``b`` together, the keys
+   ``rank(x)·N + rank(y)`` are sorted along each row (one vectorised ``np.sort`` of a
+   ``[Jb, N]`` integer array). The y-ranks read in that order are the y sequence in
+   "x ascending, ties broken by y ascending" order, as in scipy's Knight algorithm.
+   Equal neighbouring keys give the joint ties ``n3``.
+3. The discordant pairs are then the strict inversions of that y sequence; they are
+   counted with a bottom-up merge-sort decomposition carried out by sorting: at level
+   ``L`` every block of ``2^(L+1)`` positions is split into a left and a right half,
+   and the keys ``block·2N + 2·y + side`` are sorted along the row. Because a left
+   element sorts before a right element with the same y, the sum of the (sorted)
+   positions of the right-half elements gives the number of (left, right) pairs with
+   ``y_left > y_right`` in closed form — one sort, one bit-mask and one dot product per
+   level, ``ceil(log2 N)`` levels, all columns of ``b`` at once.
+
+Cost: ``O(Ja · Jb · N log² N)`` elementary operations inside numpy's (SIMD) sort, no
+Python loop over images or over column pairs (only over the ``Ja`` columns of ``a``,
+spread over threads; numpy releases the GIL while sorting). ``a`` against itself only
+computes the upper triangle. J = 256, N = 10 000, both matrices of τ-W: about 20 s on
+two CPU cores (``bench/kendall_w.py``).
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "kendall_tau",
+    "kendall_tau_matrix",
+    "kendall_tau_w",
+    "set_similarity",
+    "clip_delta",
+    "clip_w",
+    "topk_overlap",
+    "accuracy",
+    "nan_aggregate",
+    "pushup_success",
+]
+
+# elements of one sorted block of work (rows × N); bounds temporary memory per thread
+_CHUNK_ELEMENTS = 1 << 22
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    """``x`` as a numpy array (torch tensors are detached and moved to the CPU)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name}: cannot be converted to an array ({exc})") from None
+
+
+def _score_matrix(x: Any, name: str) -> np.ndarray:
+    arr = _to_numpy(x, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D score matrix [N images, J units], got shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.int8)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name}: has no rows (N = 0 images)")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name}: has no columns (J = 0 units)")
+    return arr
+
+
+def _n_jobs(n_jobs: int | None) -> int:
+    if n_jobs is None:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - non-Linux
+            n = os.cpu_count() or 1
+        return max(1, min(n, 8))
+    if int(n_jobs) < 1:
+        raise ValueError(f"n_jobs: must be >= 1, got {n_jobs}")
+    return int(n_jobs)
+
+
+@dataclass
+class _Ranked:
+    """Columns of a score matrix as dense integer ranks (row-major per column)."""
+
+    ranks: np.ndarray    # [J, N] dense rank of each image in original image order
+    sorted: np.ndarray   # [J, N] the same ranks in ascending order
+    ties: np.ndarray     # [J] int64: pairs tied within the column (n1 / n2)
+    nan: np.ndarray      # [J] bool: column holds a NaN -> every τ with it is NaN
+    n: int
+
+
+def _rank_columns(arr: np.ndarray) -> _Ranked:
+    n, j = arr.shape
+    cols = np.ascontiguousarray(arr.T)
+    if np.issubdtype(cols.dtype, np.floating):
+        nan = np.isnan(cols).any(axis=1)
+        if nan.any():
+            cols = np.where(np.isnan(cols), 0, cols)
+    else:
+        nan = np.zeros(j, dtype=bool)
+    order = np.argsort(cols, axis=1)
+    vals = np.take_along_axis(cols, order, axis=1)
+    dense = np.zeros((j, n), dtype=np.int32 if n < 2**31 - 1 else np.int64)
+    if n > 1:
+        np.cumsum(vals[:, 1:] != vals[:, :-1], axis=1, out=dense[:, 1:])
+    ranks = np.empty_like(dense)
+    np.put_along_axis(ranks, order, dense, axis=1)
+    return _Ranked(ranks, dense, _tied_pairs(dense), nan, n)
+
+
+def _tied_pairs(sorted_rows: np.ndarray) -> np.ndarray:
+    """Per row of a row-sorted integer array: Σ over runs of equal values of c·(c−1)/2."""
+    m, n = sorted_rows.shape
+    if n < 2:
+        return np.zeros(m, dtype=np.int64)
+    # start index of the run each position belongs to; Σ_p (p − start(p)) = Σ_runs C(c, 2)
+    idx_dtype = np.int32 if n < 2**31 - 1 else np.int64
+    start = np.zeros((m, n), dtype=idx_dtype)
+    eq = sorted_rows[:, 1:] == sorted_rows[:, :-1]
+    if not eq.any():
+        return np.zeros(m, dtype=np.int64)
+    np.copyto(start[:, 1:], np.arange(1, n, dtype=idx_dtype)[None, :], where=~eq)
+    np.maximum.accumulate(start, axis=1, out=start)
+    return n * (n - 1) // 2 - start.sum(axis=1, dtype=np.int64)
+
+
+def _key_dtype(n: int):
+    # largest key: (blocks − 1)·2N + 2(N − 1) + 1 < N² + 2N; also rank·N + rank < N²
+    return np.int32 if n * n + 4 * n < 2**31 - 1 else np.int64
+
+
+@lru_cache(maxsize=16)
+def _merge_levels(n: int, dtype_name: str) -> tuple[tuple[np.ndarray, ...], tuple[int, ...], np.ndarray]:
+    """Per merge level L: the key offset ``block·2N + side`` of each position and the
+    constant ``Σ_blocks (wl·wr + wr·start + wr(wr−1)/2)`` (see :func:`_discordant`)."""
+    dt = np.dtype(dtype_name)
+    pos = np.arange(n, dtype=np.int64)
+    offsets, consts = [], []
+    level = 0
+    while (1 << level) < n:
+        w = 1 << level
+        offsets.append(((pos >> (level + 1)) * (2 * n) + ((pos >> level) & 1)).astype(dt))
+        starts = np.arange(0, n, 2 * w, dtype=np.int64)
+        size = np.minimum(2 * w, n - starts)
+        wl = np.minimum(size, w)
+        wr = size - wl
+        consts.append(int((wl * wr + wr * starts + wr * (wr - 1) // 2).sum()))
+        level += 1
+    for o in offsets:
+        o.setflags(write=False)
+    positions = np.arange(n, dtype=dt)     # Σ positions < N²/2 fits the key type
+    positions.setflags(write=False)
+    return tuple(offsets), tuple(consts), positions
+
+
+def _inversions_small_levels(y: np.ndarray) -> np.ndarray:
+    """Strict inversions between the halves of the blocks of 2 and of 4 positions
+    (merge levels 0 and 1), counted by direct comparison: cheaper than a sort."""
+    m, n = y.shape
+    count = np.zeros(m, dtype=np.int64)
+    h = n // 2
+    if h:
+        count += np.count_nonzero(y[:, 0:2 * h:2] > y[:, 1:2 * h:2], axis=1)
+    full = n // 4
+    if full:
+        v = y[:, :4 * full].reshape(m, full, 4)
+        for left in (0, 1):
+            for right in (2, 3):
+                count += np.count_nonzero(v[:, :, left] > v[:, :, right], axis=1)
+    if n % 4 == 3:              # last block: left half of 2, right half of 1
+        base = 4 * full
+        count += (y[:, base] > y[:, base + 2]).astype(np.int64) + (y[:, base + 1] > y[:, base + 2])
+    return count
+
+
+_SMALL_LEVELS = 2
+
+
+def _discordant(x_ranks: np.ndarray, x_sorted: np.ndarray, y_ranks: np.ndarray,
+                joint_ties: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Discordant pairs ``nd`` and joint ties ``n3`` for every row pair (x row, y row).
+
+    ``x_ranks`` [1 or M, N] dense x ranks in image order (broadcast over rows),
+    ``x_sorted`` [1 or M, N] the same ranks sorted, ``y_ranks`` [M, N] dense y ranks in
+    image order. Returns two int64 arrays [M]. ``joint_ties=False`` skips counting
+    ``n3`` (returned as 0): only valid when x has no ties.
+    """
+    m, n = y_ranks.shape
+    dt = _key_dtype(n)
+    offsets, consts, positions = _merge_levels(n, np.dtype(dt).name)
+    xn_sorted = x_sorted.astype(dt) * n
+    # 1. the y sequence in (x asc, y asc) order: sort the combined keys rank(x)·N + rank(y)
+    key = x_ranks.astype(dt) * n
+    key = key + y_ranks.astype(dt, copy=False)   # broadcast -> [M, N], a fresh array
+    key.sort(axis=1)
+    if not joint_ties:
+        n3 = np.zeros(m, dtype=np.int64)
+    elif x_sorted.shape[0] == 1:
+        n3 = _joint_ties_shared_x(key, x_sorted[0])
+    else:
+        n3 = _tied_pairs(key)
+    # 2. strict inversions of that y sequence = discordant pairs
+    y2 = key
+    y2 -= xn_sorted
+    y2 *= 2                                 # 2y: room for the side bit
+    nd = _inversions_small_levels(y2)
+    work = np.empty_like(y2)
+    for off, const in zip(offsets[_SMALL_LEVELS:], consts[_SMALL_LEVELS:]):
+        np.add(y2, off, out=work)           # block·2N + 2y + side
+        work.sort(axis=1)
+        work &= 1                           # 1 where a right-half element sits
+        right_pos = np.einsum("ij,j->i", work, positions, dtype=dt)
+        nd += const - right_pos.astype(np.int64)
+    return nd, n3
+
+
+def _joint_ties_shared_x(key: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Joint ties of row-sorted keys when every row has the same sorted x ranks ``xs``:
+    only positions inside an x-tie group (contiguous ranges of ``xs``) can tie."""
+    same = xs[1:] == xs[:-1]
+    if not same.any():
+        return np.zeros(key.shape[0], dtype=np.int64)
+    edges = np.flatnonzero(np.diff(np.r_[0, same.astype(np.int8), 0]))
+    starts, ends = edges[0::2], edges[1::2] + 1       # groups [start, end) of length ≥ 2
+    if len(starts) <= 8:
+        return sum(_tied_pairs(key[:, s:e]) for s, e in zip(starts, ends))
+    mask = np.r_[same, False] | np.r_[False, same]      # inside a group of length ≥ 2
+    # equal keys share x, so runs never join across two x groups
+    return _tied_pairs(key[:, mask])
+
+
+def _tau_from_counts(tot: int, xtie, ytie, nd, n3) -> np.ndarray:
+    """scipy's tau-b from integer counts (same operations, same order)."""
+    xtie = np.asarray(xtie, dtype=np.int64)
+    ytie = np.asarray(ytie, dtype=np.int64)
+    con_minus_dis = tot - xtie - ytie + n3 - 2 * nd
+    undefined = (xtie == tot) | (ytie == tot)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = (con_minus_dis.astype(np.float64)
+               / np.sqrt((tot - xtie).astype(np.float64))
+               / np.sqrt((tot - ytie).astype(np.float64)))
+    tau = np.minimum(1.0, np.maximum(-1.0, tau))
+    return np.where(undefined, np.nan, tau)
+
+
+# --------------------------------------------------------------------------- Kendall
+
+def kendall_tau(r_init: Any, r_final: Any) -> np.ndarray:
+    """Kendall-τ_j = τ(R_init,j, R_final,j) for every unit j (SPEC §3).
+
+    ``r_init``, ``r_final``: score matrices [N images, J units] of the same image set
+    under θ_init and θ_final. Returns float64 [J]. Tau-b as ``scipy.stats.kendalltau``:
+    NaN for a unit constant on all images under either model (e.g. silent, all zero),
+    NaN when the column holds a NaN, NaN for N = 1.
+    """
+    a = _score_matrix(r_init, "r_init")
+    b = _score_matrix(r_final, "r_final")
+    if a.shape != b.shape:
+        raise ValueError(f"r_init {a.shape} and r_final {b.shape}: shapes differ")
+    ra, rb = _rank_columns(a), _rank_columns(b)
+    n, j = a.shape
+    if n < 2:
+        return np.full(j, np.nan)
+    nd = np.empty(j, dtype=np.int64)
+    n3 = np.empty(j, dtype=np.int64)
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    for s in range(0, j, rows):
+        sl = slice(s, min(j, s + rows))
+        nd[sl], n3[sl] = _discordant(ra.ranks[sl], ra.sorted[sl], rb.ranks[sl])
+    tau = _tau_from_counts(n * (n - 1) // 2, ra.ties, rb.ties, nd, n3)
+    tau[ra.nan | rb.nan] = np.nan
+    return tau
+
+
+def kendall_tau_matrix(a: Any, b: Any = None, *, n_jobs: int | None = None) -> np.ndarray:
+    """τ between every column of ``a`` and every column of ``b`` (SPEC §3).
+
+    ``a`` [N, Ja], ``b`` [N, Jb] score matrices over the same N images (``b`` omitted or
+    equal to ``a``: ``a`` against itself, only the upper triangle is computed).
+    Returns float64 [Ja, Jb] with entry [j, i] = ``scipy.stats.kendalltau(a[:, j],
+    b[:, i]).statistic``; NaN where either column is constant or holds a NaN (and
+    everywhere for N = 1). The diagonal of ``a`` against itself is 1.0 (NaN for a
+    constant column). ``n_jobs`` threads (default: the usable CPUs, at most 8).
+    """
+    A = _score_matrix(a, "a")
+    symmetric = b is None or b is a
+    if not symmetric:
+        B = _score_matrix(b, "b")
+        if B.shape[0] != A.shape[0]:
+            raise ValueError(f"a has {A.shape[0]} rows (images) but b has {B.shape[0]}: they must match")
+        symmetric = B.shape == A.shape and B.dtype == A.dtype and np.array_equal(A, B)
+    else:
+        B = A
+    workers = _n_jobs(n_jobs)
+    ra = _rank_columns(A)
+    rb = ra if symmetric else _rank_columns(B)
+    n, ja, jb = A.shape[0], A.shape[1], B.shape[1]
+    if n < 2:
+        return np.full((ja, jb), np.nan)
+    tot = n * (n - 1) // 2
+    nd = np.zeros((ja, jb), dtype=np.int64)     # discordant pairs
+    n3 = np.zeros((ja, jb), dtype=np.int64)     # joint ties
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    # a joint tie needs a tie in x: without ties in column j there are none
+    x_has_ties = ra.ties > 0
+
+    def row(j: int) -> None:
+        xr, xs = ra.ranks[j:j + 1], ra.sorted[j:j + 1]
+        for s in range(j + 1 if symmetric else 0, jb, rows):
+            e = min(jb, s + rows)
+            nd[j, s:e], n3[j, s:e] = _discordant(xr, xs, rb.ranks[s:e], joint_ties=bool(x_has_ties[j]))
+
+    if workers > 1 and ja > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(row, range(ja)))
+    else:
+        for j in range(ja):
+            row(j)
+    if symmetric:
+        # both counts are symmetric in (x, y); τ(x, x): nd = 0 and the joint ties are the x ties
+        lower = np.tril_indices(ja, -1)
+        nd[lower] = nd.T[lower]
+        n3[lower] = n3.T[lower]
+        n3[np.diag_indices(ja)] = ra.ties
+    # tau from the counts in (x, y) order for every entry, exactly as scipy rounds it
+    out = _tau_from_counts(tot, ra.ties[:, None], rb.ties[None, :], nd, n3)
+    out[ra.nan, :] = np.nan
+    out[:, rb.nan] = np.nan
+    return out
+
+
+def _offdiag_max(m: np.ndarray) -> np.ndarray:
+    """Row-wise nanmax over i ≠ j; NaN for a row without a non-NaN off-diagonal value."""
+    m = np.array(m, dtype=np.float64, copy=True)
+    np.fill_diagonal(m, np.nan)
+    valid = ~np.isnan(m)
+    filled = np.where(valid, m, -np.inf)
+    mx = filled.max(axis=1)
+    return np.where(valid.any(axis=1), mx, np.nan)
+
+
+def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = num / den
+    return np.where(den == 0, np.nan, r)
+
+
+def kendall_tau_w(r_init: Any, r_final: Any, *, n_jobs: int | None = None,
+                  tau_init: Any = None, tau_cross: Any = None) -> np.ndarray:
+    """Kendall-τ-W_j = max_{i≠j} τ(R_init,j, R_final,i) / max_{i≠j} τ(R_init,j, R_init,i)
+    (SPEC §3, "whack-a-mole": did another unit take over unit j's ranking?).
+
+    ``r_init``, ``r_final``: score matrices [N, J], J ≥ 2. The maxima skip NaN (nanmax
+    over i ≠ j). Returns float64 [J]; NaN where the numerator or denominator has no
+    defined τ (e.g. unit j constant on D_τ under θ_init) and NaN where the denominator
+    is exactly 0. ``tau_init`` = ``kendall_tau_matrix(r_init)`` and ``tau_cross`` =
+    ``kendall_tau_matrix(r_init, r_final)`` may be passed when already computed (the
+    slow step); they are then used instead of being recomputed.
+    """
+    a = _score_matrix(r_init, "r_init")
+    b = _score_matrix(r_final, "r_final")
+    if a.shape != b.shape:
+        raise ValueError(f"r_init {a.shape} and r_final {b.shape}: shapes differ")
+    j = a.shape[1]
+    if j < 2:
+        raise ValueError(f"r_init: Kendall-τ-W needs at least 2 units (J ≥ 2) to compare against, got J = {j}")
+    mats = {}
+    for name, given in (("tau_init", tau_init), ("tau_cross", tau_cross)):
+        if given is not None:
+            m = _to_numpy(given, name).astype(np.float64)
+            if m.shape != (j, j):
+                raise ValueError(f"{name}: expected shape {(j, j)}, got {m.shape}")
+            mats[name] = m
+    if "tau_cross" not in mats:
+        mats["tau_cross"] = kendall_tau_matrix(a, b, n_jobs=n_jobs)
+    if "tau_init" not in mats:
+        mats["tau_init"] = kendall_tau_matrix(a, n_jobs=n_jobs)
+    return _safe_ratio(_offdiag_max(mats["tau_cross"]), _offdiag_max(mats["tau_init"]))
+
+
+# --------------------------------------------------------------------------- CLIP
+
+def _embedding_stack(x: Any, name: str) -> np.ndarray:
+    arr = _to_numpy(x, name)
+    if arr.ndim != 3:
+        raise ValueError(f"{name}: expected top-k embeddings [J units, k images, E dims], got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    if 0 in arr.shape:
+        raise ValueError(f"{name}: empty dimension in shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: holds NaN or infinite values")
+    norms = np.linalg.norm(arr, axis=2, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name}: holds an all-zero embedding, which has no direction (cosine undefined)")
+    return arr / norms
+
+
+def _set_means(unit: np.ndarray) -> np.ndarray:
+    """Mean embedding of each top-k set [J, E]. The k rows are summed in a canonical
+    (lexicographic) order, so that the same set listed in another order gives the
+    bit-identical mean (CLIP-δ of an unchanged top-k set is then exactly 0)."""
+    j, k, _ = unit.shape
+    if k > 1:
+        order = np.argsort(unit[:, :, 0], axis=1, kind="stable")
+        first = np.take_along_axis(unit[:, :, 0], order, axis=1)
+        for u in np.flatnonzero((first[:, 1:] == first[:, :-1]).any(axis=1)):
+            order[u] = np.lexsort(unit[u].T[::-1])     # tie in the first coordinate
+        unit = np.take_along_axis(unit, order[:, :, None], axis=1)
+    total = unit[:, 0, :].copy()
+    for i in range(1, k):       # fixed summation order
+        total += unit[:, i, :]
+    return total / k
+
+
+def _pair_similarity(emb_a: Any, emb_b: Any, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray]:
+    ua = _embedding_stack(emb_a, name_a)
+    ub = _embedding_stack(emb_b, name_b)
+    if ua.shape[2] != ub.shape[2]:
+        raise ValueError(f"{name_a} has embedding size {ua.shape[2]} but {name_b} has {ub.shape[2]}")
+    return _set_means(ua), _set_means(ub)
+
+
+def set_similarity(emb_a: Any, emb_b: Any) -> np.ndarray:
+    """C(S_j, S'_p) for every pair of top-k sets (SPEC §3).
+
+    ``emb_a`` [Ja, k, E], ``emb_b`` [Jb, k', E]: image embeddings of each unit's top-k.
+    Rows are L2-normalised here, so entries are true cosines. Returns float64 [Ja, Jb]:
+    entry [j, p] = mean over all k·k' ordered pairs (a ∈ S_j, b ∈ S'_p), self pairs
+    included, of cos(e(a), e(b)) — equal to ⟨mean_a e(a), mean_b e(b)⟩.
+    """
+    ma, mb = _pair_similarity(emb_a, emb_b, "emb_a", "emb_b")
+    return ma @ mb.T
+
+
+def _clip_pair(emb_init: Any, emb_final: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    mi, mf = _pair_similarity(emb_init, emb_final, "emb_init", "emb_final")
+    if mi.shape[0] != mf.shape[0]:
+        raise ValueError(f"emb_init has {mi.shape[0]} units but emb_final has {mf.shape[0]}")
+    if mi.shape[0] < 2:
+        raise ValueError(f"emb_init: needs at least 2 units (J ≥ 2) to compare against, got J = {mi.shape[0]}")
+    return mi @ mi.T, mi @ mf.T, mi, mf
+
+
+def clip_delta(emb_init: Any, emb_final: Any) -> np.ndarray:
+    """CLIP-δ_j = (C^{ii}_{jj} − C^{if}_{jj}) / ((1/(J−1)) Σ_{p≠j} C^{ii}_{jp}) (SPEC §3).
+
+    ``emb_init``, ``emb_final``: top-k embeddings [J, k, E] before / after the attack,
+    J ≥ 2. Returns float64 [J]. The same top-k set before and after (in any order)
+    gives exactly 0; higher = more semantic change. NaN where the denominator (mean
+    similarity of unit j's set to the other units' sets) is exactly 0.
+    """
+    c_ii, _, mi, mf = _clip_pair(emb_init, emb_final)
+    j = c_ii.shape[0]
+    # C^{ii}_{jj} − C^{if}_{jj} = ⟨m_j, m_j − m'_j⟩: exactly 0 when the set is unchanged
+    num = np.einsum("je,je->j", mi, mi - mf)
+    off = (c_ii.sum(axis=1) - np.diagonal(c_ii)) / (j - 1)
+    return _safe_ratio(num, off)
+
+
+def clip_w(emb_init: Any, emb_final: Any) -> np.ndarray:
+    """CLIP-W_j = max_{i≠j} C^{if}_{j,i} / max_{i≠j} C^{ii}_{j,i} (SPEC §3).
+
+    ``emb_init``, ``emb_final``: top-k embeddings [J, k, E], J ≥ 2. Returns float64 [J];
+    NaN where the denominator is exactly 0.
+    """
+    c_ii, c_if, _, _ = _clip_pair(emb_init, emb_final)
+    return _safe_ratio(_offdiag_max(c_if), _offdiag_max(c_ii))
+
+
+# --------------------------------------------------------------------------- others
+
+def _id_matrix(x: Any, name: str) -> np.ndarray:
+    arr = _to_numpy(x, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected image ids [J units, k], got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name}: k = 0 (no ids per unit)")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer image ids, got dtype {arr.dtype}")
+    return arr
+
+
+def topk_overlap(topk_init_ids: Any, topk_final_ids: Any) -> np.ndarray:
+    """Top-k overlap_j = |T_j^init ∩ T_j^final| / k (SPEC §3).
+
+    ``topk_init_ids``, ``topk_final_ids``: integer image ids [J, k] (distinct within a
+    row). Returns float64 [J] in [0, 1]; 0 = every initial top-k image was replaced.
+    """
+    a = _id_matrix(topk_init_ids, "topk_init_ids")
+    b = _id_matrix(topk_final_ids, "topk_final_ids")
+    if a.shape != b.shape:
+        raise ValueError(f"topk_init_ids {a.shape} and topk_final_ids {b.shape}: shapes differ")
+    for name, arr in (("topk_init_ids", a), ("topk_final_ids", b)):
+        s = np.sort(arr, axis=1)
+        if (s[:, 1:] == s[:, :-1]).any():
+            raise ValueError(f"{name}: a row repeats an image id; a top-k set holds distinct images")
+    hits = (a[:, :, None] == b[:, None, :]).any(axis=2).sum(axis=1)
+    return hits / a.shape[1]
+
+
+def accuracy(logits_or_preds: Any, labels: Any) -> float:
+    """Top-1 accuracy in percent, 0..100 (SPEC §3).
+
+    ``logits_or_preds``: logits [N, C] (the arg-max is the prediction; the first
+    maximum on ties) or predicted labels [N]; ``labels``: true labels [N].
+    """
+    p = _to_numpy(logits_or_preds, "logits_or_preds")
+    y = _to_numpy(labels, "labels")
+    if p.ndim == 2:
+        if p.shape[1] == 0:
+            raise ValueError("logits_or_preds: logits with 0 classes")
+        p = p.argmax(axis=1)
+    elif p.ndim != 1:
+        raise ValueError(f"logits_or_preds: expected logits [N, C] or labels [N], got shape {p.shape}")
+    if y.ndim != 1:
+        raise ValueError(f"labels: expected a 1-D array [N], got shape {y.shape}")
+    if p.shape[0] == 0 or y.shape[0] == 0:
+        raise ValueError("logits_or_preds / labels: empty input (N = 0)")
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(f"logits_or_preds has {p.shape[0]} rows but labels has {y.shape[0]}")
+    return float(np.mean(p == y) * 100.0)
+
+
+def nan_aggregate(values: Any) -> dict:
+    """Mean over the defined values (SPEC §3 "Undefined values").
+
+    Returns ``{"mean": float, "n": values used, "n_nan": NaN values skipped}``; ``mean``
+    is NaN when no value is defined (empty input or all NaN). ``None`` counts as NaN.
+    """
+    arr = _to_numpy(values, "values")
+    if arr.dtype == object:
+        try:
+            arr = np.array([np.nan if v is None else v for v in arr.ravel()], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("values: expected numbers (or None / NaN)") from None
+    try:
+        arr = arr.astype(np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"values: expected numbers, got dtype {arr.dtype}") from None
+    nan = np.isnan(arr)
+    used = arr[~nan]
+    mean = float(used.mean()) if used.size else float("nan")
+    return {"mean": mean, "n": int(used.size), "n_nan": int(nan.sum())}
+
+
+def pushup_success(topk_ids: Any, image_labels: Any, decoy_class: int,
+                   decoy_ids: Sequence[int] | np.ndarray | None = None) -> dict:
+    """Push-up success on one image set (SPEC §3; thesis App. D).
+
+    ``topk_ids`` [J, k]: the final top-k image ids of the attacked units;
+    ``image_labels``: class label of every image, a 1-D array indexed by image id (a
+    mapping id -> label is accepted too); ``decoy_class``: the decoy class;
+    ``decoy_ids``: the D_decoy image ids (training set), or None.
+
+    Returns ``share_units_with_decoy_class`` (share of units whose top-k holds ≥ 1 image
+    of the decoy class), ``mean_decoy_class_share`` (over those units, the mean share of
+    decoy-class images in the top-k; NaN if there is no such unit) and
+    ``share_units_with_decoy_images`` (share of units whose top-k holds one of
+    ``decoy_ids``; None when ``decoy_ids`` is None).
+    """
+    ids = _id_matrix(topk_ids, "topk_ids")
+    if ids.shape[0] == 0:
+        raise ValueError("topk_ids: no units (J = 0)")
+    if isinstance(image_labels, Mapping):
+        try:
+            labels_topk = np.array([[image_labels[int(i)] for i in r] for r in ids])
+        except KeyError as exc:
+            raise ValueError(f"image_labels: no label for image id {exc.args[0]}") from None
+    else:
+        labels = _to_numpy(image_labels, "image_labels")
+        if labels.ndim != 1:
+            raise ValueError(f"image_labels: expected a 1-D array indexed by image id, got shape {labels.shape}")
+        if ids.min() < 0 or ids.max() >= labels.shape[0]:
+            raise ValueError(f"topk_ids: ids must lie in [0, {labels.shape[0]}) (the length of image_labels), "
+                             f"got range [{ids.min()}, {ids.max()}]")
+        labels_topk = labels[ids]
+    try:
+        decoy = int(decoy_class)
+    except (TypeError, ValueError):
+        raise ValueError(f"decoy_class: expected an integer class, got {decoy_class!r}") from None
+    is_decoy = labels_topk == decoy
+    has = is_decoy.any(axis=1)
+    share_units = float(has.mean())
+    mean_share = float(is_decoy[has].mean(axis=1).mean()) if has.any() else float("nan")
+    share_images = None
+    if decoy_ids is not None:
+        d = _to_numpy(decoy_ids, "decoy_ids").ravel()
+        if d.size and not np.issubdtype(d.dtype, np.integer):
+            raise ValueError(f"decoy_ids: expected integer image ids, got dtype {d.dtype}")
+        share_images = float(np.isin(ids, d).any(axis=1).mean())
+    return {
+        "share_units_with_decoy_class": share_units,
+        "mean_decoy_class_share": mean_share,
+        "share_units_with_decoy_images": share_images,
+    }

@@ -1,0 +1,78 @@
+"""The CLI end to end on small subsets: run directories hold what they promise."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from fvaudit.cli import main
+
+
+def test_models_lists_registry_and_layers(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "fmnist-cnn" in out and "efficientnet-lite0" in out and "alexnet" in out
+    assert main(["models", "--model", "fmnist-cnn"]) == 0
+    assert "relu3" in capsys.readouterr().out
+
+
+def test_scan_metrics_report_attack(tmp_path, capsys):
+    out = tmp_path / "scan"
+    assert main(["scan", "--images", "fashion-mnist:test", "--limit", "300", "--layers", "relu3,relu1",
+                 "--k", "5", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["n_images"] == 300 and cfg["layers"] == ["relu3", "relu1"]
+    scores = np.load(out / "scores" / "scores_relu3.npy")
+    assert scores.shape == (300, 128) and scores.dtype == np.float32
+    topk = json.loads((out / "topk" / "scan_model_relu3.json").read_text())
+    assert len(topk["ids"]) == 128 and len(topk["ids"][0]) == 5
+    assert (out / "versions.json").exists()
+
+    # comparing a scan with itself: τ = 1, overlap = 1, CLIP-δ = 0
+    assert main(["metrics", "--before", str(out), "--after", str(out), "--embedder", "efficientnet-lite0",
+                 "--out", str(tmp_path / "m")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "m" / "metrics_relu3.csv")))
+    live = [r for r in rows]
+    assert live and all(float(r["kendall_tau"]) == pytest.approx(1.0) for r in live)
+    assert all(float(r["topk_overlap"]) == 1.0 for r in live)
+    assert all(abs(float(r["clip_delta"])) < 1e-9 for r in live)
+    m = json.loads((tmp_path / "m" / "metrics_relu3.json").read_text())
+    assert m["embedder"] == "classifier:efficientnet-lite0:pooled"
+
+    run = tmp_path / "attack"
+    assert main(["attack", "--kind", "push_down", "--layers", "relu3", "--units", "0,1,2,3,4,5,6,7",
+                 "--steps", "6", "--batch-size", "64", "--eval-every", "3", "--eval-size", "100",
+                 "--limit-train", "600", "--limit-val", "200", "--alpha", "0.5", "--lr", "1e-3",
+                 "--embedder", "efficientnet-lite0", "--out", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert "CLIP-δ" in printed and "Kendall-τ-W" in printed
+    for f in ["config.json", "versions.json", "attack.json", "alpha_trajectory.csv", "history.csv", "table.txt",
+              "selected.safetensors", "final.safetensors", "metrics_relu3.json", "metrics_relu3.csv",
+              "checkpoint/state.json", "scores/val_init_relu3.npy", "scores/val_final_relu3.npy",
+              "topk/train_final_relu3.json"]:
+        assert (run / f).exists(), f
+    summary = json.loads((run / "attack.json").read_text())
+    assert summary["steps"] == 6 and len(summary["alpha_trajectory"]) == 2
+    assert set(summary["attacked"]["relu3"]) <= set(range(8))
+    hist = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(h["step"]) for h in hist] == [1, 2, 3, 4, 5, 6]
+    assert main(["report", str(run)]) == 0
+    assert "relu3 push_down" in capsys.readouterr().out
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["scan", "--layers", "relu9", "--limit", "10", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown layer 'relu9'" in capsys.readouterr().err
+    assert main(["scan", "--layers", "relu3", "--k", "0", "--limit", "10", "--out", str(tmp_path / "x")]) == 2
+    assert "k must be a positive integer" in capsys.readouterr().err
+    assert main(["scan", "--model", "resnet9000", "--layers", "x", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown model 'resnet9000'" in capsys.readouterr().err
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    assert main(["scan", "--images", str(tmp_path / "empty"), "--layers", "relu3", "--out", str(tmp_path / "x")]) == 2
+    assert "holds no readable images" in capsys.readouterr().err
+    assert main(["attack", "--layers", "relu3", "--alpha", "2", "--out", str(tmp_path / "y"),
+                 "--limit-train", "50", "--limit-val", "50"]) == 2
+    assert "alpha: must lie in [0, 1]" in capsys.readouterr().err
+    assert main(["attack", "--kind", "push_up", "--layers", "relu3", "--out", str(tmp_path / "y"),
+                 "--limit-train", "50", "--limit-val", "50"]) == 2
+    assert "decoy_class" in capsys.readouterr().err
