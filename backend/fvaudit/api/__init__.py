@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI): ``/api/v1``, one router per resource; see docs/API.md."""

@@ -1,0 +1,200 @@
+"""Register models and image sets (API and CLI share these).
+
+Models: the engine builds the model once at registration, which checks the name, the
+weights and a checkpoint's fit, and yields the layer list that is cached in the row
+(request-time layer/unit checks then need no torch). Uploaded checkpoints are read
+without executing code (safetensors, or a pickle screened opcode by opcode and then
+``torch.load(weights_only=True)``) and stored re-saved as safetensors.
+
+Image sets: ``fashion-mnist:train|test`` or a folder under an allowed root; every image
+gets a row (stable id, path, label) at registration.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from fvaudit.config import get_settings
+from fvaudit.db.models import Image, ImageSet, Model, clean_json
+from fvaudit.jobs.validate import FieldError
+from fvaudit.store import get_store
+
+FASHION_SOURCES = ("fashion-mnist:train", "fashion-mnist:test")
+
+#: globals a weights-only PyTorch pickle may name (module prefix, or exact module.name)
+_SAFE_PREFIXES = ("torch.", "collections.")
+_SAFE_EXACT = {"torch", "collections", "_codecs.encode", "builtins.set", "builtins.frozenset", "builtins.tuple",
+               "builtins.list", "builtins.dict", "builtins.int", "builtins.float", "builtins.bool", "builtins.str",
+               "builtins.bytes", "builtins.bytearray", "builtins.complex", "builtins.slice"}
+_UNSAFE_IN_TORCH = ("torch.load", "torch.hub", "torch.package", "torch.jit", "torch._dynamo", "torch.ops",
+                    "torch.utils.cpp_extension", "torch.compile", "torch.serialization.load", "torch.autograd")
+
+
+class UnsafeCheckpoint(ValueError):
+    pass
+
+
+class _Stub:
+    """Stands in for every global while screening: calling, building or indexing it does nothing."""
+
+    def __init__(self, *a, **k) -> None:
+        pass
+
+    def __call__(self, *a, **k):
+        return _Stub()
+
+    def __setstate__(self, state) -> None:
+        pass
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+    def append(self, x) -> None:
+        pass
+
+    def extend(self, xs) -> None:
+        pass
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """Every global a pickle references, as the unpickler itself resolves them (GLOBAL,
+    STACK_GLOBAL, INST, OBJ, EXT*), with each replaced by an inert stub: nothing is imported
+    and nothing named in the pickle is called."""
+    found: list[str] = []
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            found.append(f"{module}.{name}")
+            return _Stub
+
+        def persistent_load(self, pid):
+            return None
+
+    Recording(io.BytesIO(data)).load()
+    return found
+
+
+def screen_pickle_checkpoint(path: Path) -> None:
+    """Refuse a ``.pt`` whose pickle names anything but tensors and plain containers.
+
+    Defence in depth before ``torch.load(weights_only=True)``: both must agree.
+    """
+    raw = path.read_bytes()
+    pickles: list[bytes] = []
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            for n in zf.namelist():
+                if n.endswith(".pkl"):
+                    pickles.append(zf.read(n))
+        if not pickles:
+            raise UnsafeCheckpoint("the archive holds no pickle (not a PyTorch checkpoint)")
+    else:
+        pickles.append(raw)
+    for data in pickles:
+        try:
+            names = _pickle_globals(data)
+        except Exception as exc:
+            raise UnsafeCheckpoint(f"not a readable pickle: {type(exc).__name__}: {exc}") from None
+        for g in names:
+            ok = (g in _SAFE_EXACT or g.startswith(_SAFE_PREFIXES)) and not g.startswith(_UNSAFE_IN_TORCH)
+            if not ok:
+                raise UnsafeCheckpoint(f"the pickle references {g!r}; only tensors and plain containers are accepted "
+                                       "(save a state_dict, or use safetensors)")
+
+
+def register_model(db: Session, owner_id: int | None, name: str, registry_name: str, pretrained: bool = True,
+                   checkpoint: Path | None = None, source: str = "registry", checkpoint_field: tuple = ("body", "file"),
+                   original_name: str | None = None) -> Model:
+    from fvaudit.engine.models import ModelError, apply_checkpoint, load_model, save_checkpoint
+
+    try:
+        lm = load_model(registry_name, pretrained=pretrained and checkpoint is None)
+    except ModelError as exc:
+        raise FieldError(("body", "registry_name"), str(exc)) from None
+    except Exception as exc:  # torchvision raises assorted errors for odd names
+        raise FieldError(("body", "registry_name"), f"cannot build model {registry_name!r}: "
+                                                    f"{type(exc).__name__}: {exc}") from None
+    store = get_store()
+    art = None
+    weights = lm.weights
+    if checkpoint is not None:
+        try:
+            if checkpoint.suffix != ".safetensors":
+                screen_pickle_checkpoint(checkpoint)
+            apply_checkpoint(lm.module, checkpoint)
+        except (ModelError, UnsafeCheckpoint) as exc:
+            raise FieldError(checkpoint_field, f"checkpoint refused: {exc}") from None
+        with tempfile.TemporaryDirectory(dir=get_settings().data_dir) as td:
+            out = save_checkpoint(lm.module, Path(td) / "weights.safetensors",
+                                  {"registry_name": registry_name, "source": original_name or checkpoint.name})
+            art = store.put_file(db, out, "checkpoint", ".safetensors")
+        weights = f"checkpoint:{original_name or checkpoint.name} (sha256 {art.sha256[:12]})"
+    m = Model(name=name, registry_name=registry_name, source=source, weights=weights,
+              pretrained=bool(pretrained and checkpoint is None), checkpoint_id=art.id if art else None,
+              layers=clean_json([l.as_dict() for l in lm.layers]), class_names=list(lm.class_names),
+              input_shape=list(lm.input_shape), owner_id=owner_id)
+    db.add(m)
+    db.flush()
+    return m
+
+
+def _folder_digest(paths: list[Path]) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        try:
+            st = p.stat()
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
+    return h.hexdigest()[:12]
+
+
+def register_image_set(db: Session, owner_id: int | None, name: str, source: str, limit: int | None) -> ImageSet:
+    from fvaudit.engine.images import FolderImageSet, ImageSetError, open_image_set, subset
+
+    import numpy as np
+
+    settings = get_settings()
+    loc = ("body", "source")
+    if source.startswith("fashion-mnist"):
+        if source not in FASHION_SOURCES:
+            raise FieldError(loc, f"unknown built-in image set {source!r}; use " + " or ".join(FASHION_SOURCES))
+        try:
+            ds = open_image_set(source, cache_dir=settings.engine_cache_dir, limit=limit)
+        except ImageSetError as exc:
+            raise FieldError(loc, str(exc)) from None
+        kind, root, paths, key, skipped = "fashion-mnist", None, None, ds.key, []
+    else:
+        p = settings.is_allowed_path(source)
+        if p is None:
+            raise FieldError(loc, f"path {source!r} is outside the allowed roots ("
+                                  + ", ".join(map(str, settings.roots)) + ")")
+        if not p.is_dir():
+            raise FieldError(loc, f"{source!r} is not a directory")
+        try:
+            full = FolderImageSet(p, cache=None, verify=True)
+        except ImageSetError as exc:
+            raise FieldError(loc, str(exc)) from None
+        ds = subset(full, np.arange(min(limit, len(full)))) if limit else full
+        paths = [full.paths[int(i)] for i in (ds.parent_ids if limit else range(len(full)))]
+        kind, root = "folder", str(p)
+        key = f"{ds.key}@{_folder_digest(paths)}"
+        skipped = [{"path": s.path, "reason": s.reason} for s in full.skipped]
+    row = ImageSet(name=name, source=source if kind == "fashion-mnist" else root, kind=kind, root_path=root,
+                   limit=limit, size=len(ds), classes=list(ds.class_names), skipped=clean_json(skipped),
+                   engine_key=key, owner_id=owner_id)
+    db.add(row)
+    db.flush()
+    labels = np.asarray(ds.labels, dtype=np.int64)
+    rows = [{"image_set_id": row.id, "idx": i, "path": str(paths[i]) if paths else None, "label": int(labels[i])}
+            for i in range(len(ds))]
+    for start in range(0, len(rows), 5000):
+        db.execute(insert(Image), rows[start:start + 5000])
+    return row

@@ -1,0 +1,1 @@
+"""Routers per resource: system, models, image sets, jobs, runs (and shares)."""

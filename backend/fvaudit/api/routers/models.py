@@ -1,0 +1,129 @@
+"""Models: registry, registration (registry name or uploaded checkpoint), layers."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from fvaudit.api.deps import DB, CurrentUser, IdPath, Who, require_user
+from fvaudit.api.registration import register_model
+from fvaudit.api.schemas import LayerOut, ModelCreate, ModelOut, RegistryEntry
+from fvaudit.config import get_settings
+from fvaudit.db.models import Model
+from fvaudit.db.session import session_scope
+from fvaudit.jobs.specs import Name
+from fvaudit.jobs.validate import FieldError, check_checkpoint_path
+
+router = APIRouter(prefix="/models", tags=["models"])
+UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def model_out(m: Model) -> dict:
+    return {"id": m.id, "name": m.name, "registry_name": m.registry_name, "source": m.source, "weights": m.weights,
+            "pretrained": m.pretrained, "input_shape": list(m.input_shape or []),
+            "n_classes": len(m.class_names or []), "n_layers": len(m.layers or []), "created_at": m.created_at}
+
+
+@router.get("/registry", response_model=list[RegistryEntry], summary="Models that can be registered by name")
+def registry(who: Who):
+    require_user(who)
+    from fvaudit.engine.models import list_models
+
+    return list_models()
+
+
+@router.get("", response_model=list[ModelOut], summary="Registered models")
+def list_models(db: DB, user: CurrentUser):
+    return [model_out(m) for m in db.scalars(select(Model).order_by(Model.id))]
+
+
+def _register(user_id: int, body: ModelCreate) -> int:
+    ckpt = None
+    if body.checkpoint_path is not None:
+        ckpt = Path(check_checkpoint_path(body.checkpoint_path, ("body", "checkpoint_path")))
+    with session_scope() as db:
+        m = register_model(db, user_id, body.name, body.registry_name, body.pretrained, ckpt,
+                           source="path" if ckpt else "registry", checkpoint_field=("body", "checkpoint_path"))
+        return m.id
+
+
+@router.post("", response_model=ModelOut, status_code=201,
+             summary="Register a model by registry name (weights resolved on the server)",
+             responses={422: {"description": "unknown model, weights unavailable, or a checkpoint that does not fit"}})
+async def create_model(body: ModelCreate, user: CurrentUser, db: DB):
+    mid = await run_in_threadpool(_register, user.id, body)
+    return model_out(db.get(Model, mid))
+
+
+def _register_upload(user_id: int, name: str, registry_name: str, tmp: Path, original: str) -> int:
+    with session_scope() as db:
+        m = register_model(db, user_id, name, registry_name, False, tmp, source="upload",
+                           checkpoint_field=("body", "file"), original_name=original)
+        return m.id
+
+
+@router.post("/upload", response_model=ModelOut, status_code=201,
+             summary="Register a model from an uploaded checkpoint (.safetensors or weights-only .pt)",
+             responses={413: {"description": "file larger than FVAUDIT_MAX_UPLOAD_MB"},
+                        422: {"description": "unknown architecture, or a checkpoint that is refused "
+                                             "(pickled objects, wrong shapes)"}})
+async def upload_model(user: CurrentUser, db: DB,
+                       file: Annotated[UploadFile, File(description=".safetensors, or a weights-only .pt / .pth")],
+                       registry_name: Annotated[str, Form(min_length=1, max_length=200, description="architecture")],
+                       name: Annotated[str, Form(min_length=1, max_length=200)]):
+    for field, v in (("registry_name", registry_name), ("name", name)):
+        if "\x00" in v:
+            raise FieldError(("body", field), "must not contain NUL characters")
+    original = Path(file.filename or "").name
+    suffix = Path(original).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise FieldError(("body", "file"), f"unsupported checkpoint type {suffix or '(none)'!r}: "
+                                           "upload .safetensors, or a weights-only .pt / .pth")
+    settings = get_settings()
+    limit = settings.max_upload_mb * 2**20
+    tmp_dir = Path(tempfile.mkdtemp(dir=_tmp_root()))
+    try:
+        tmp = tmp_dir / f"upload{suffix}"
+        size = 0
+        with open(tmp, "wb") as out:
+            while chunk := await file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"checkpoint larger than {settings.max_upload_mb} MiB")
+                out.write(chunk)
+        if size == 0:
+            raise FieldError(("body", "file"), "empty file")
+        mid = await run_in_threadpool(_register_upload, user.id, name, registry_name, tmp, original)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return model_out(db.get(Model, mid))
+
+
+def _tmp_root() -> Path:
+    d = get_settings().data_dir / "tmp"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@router.get("/{model_id}", response_model=ModelOut, summary="One model")
+def get_model(model_id: IdPath, db: DB, user: CurrentUser):
+    m = db.get(Model, model_id)
+    if m is None:
+        raise HTTPException(404, f"model {model_id} not found")
+    return model_out(m)
+
+
+@router.get("/{model_id}/layers", response_model=list[LayerOut], summary="Addressable layers, with shapes and unit counts")
+def layers(model_id: IdPath, db: DB, user: CurrentUser):
+    m = db.get(Model, model_id)
+    if m is None:
+        raise HTTPException(404, f"model {model_id} not found")
+    return m.layers
+
+
+__all__ = ["router", "Name"]

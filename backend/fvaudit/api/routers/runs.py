@@ -1,0 +1,179 @@
+"""Runs: summary, per-layer unit table, per-unit detail, export; share links."""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path as FPath, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import asc, desc, func, nulls_last, select
+
+from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, get_run_for, read_only, require_user
+from fvaudit.api.schemas import RunDetail, RunListItem, ShareOut, UnitDetail, UnitPage
+from fvaudit.api.security import new_share_token, well_formed
+from fvaudit.api.serialize import run_detail, run_item, unit_detail, unit_row
+from fvaudit.config import get_settings
+from fvaudit.db.models import METRICS, Artifact, Run, ShareLink, UnitResult, utcnow
+from fvaudit.store import get_store
+
+router = APIRouter(tags=["runs"])
+LayerPath = Annotated[str, FPath(min_length=1, max_length=300, pattern=r"^[^\x00/]+$")]
+UnitPath = Annotated[int, FPath(ge=0, le=2**31 - 1)]
+SortKey = Literal["unit", "clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"]
+
+
+@router.get("/runs", response_model=list[RunListItem], tags=["runs"], summary="Your runs, newest first")
+def list_runs(db: DB, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
+    q = select(Run)
+    if not user.is_admin:
+        q = q.where(Run.owner_id == user.id)
+    return [run_item(r) for r in db.scalars(q.order_by(Run.id.desc()).offset(offset).limit(limit))]
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, summary="Run summary: Table 3.1 rows, accuracy, α, histograms")
+def get_run(run_id: IdPath, db: DB, who: Who):
+    run = get_run_for(db, who, run_id)
+    return run_detail(run, read_only(who, run))
+
+
+def _layer_or_404(run: Run, layer: str) -> None:
+    if layer not in (run.layers or []) and layer not in (run.layer_info or {}):
+        raise HTTPException(404, f"layer {layer!r} not in run {run.id}")
+
+
+@router.get("/runs/{run_id}/layers/{layer}/units", response_model=UnitPage,
+            summary="Per-layer unit table, sortable by any metric (nulls last), paginated")
+def units(run_id: IdPath, layer: LayerPath, db: DB, who: Who, sort: SortKey = "unit",
+          order: Literal["asc", "desc"] = "asc", page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+          page_size: Annotated[int, Query(ge=1, le=1000)] = 50, attacked_only: bool = False,
+          include_dead: bool = True):
+    run = get_run_for(db, who, run_id)
+    _layer_or_404(run, layer)
+    cond = [UnitResult.run_id == run.id, UnitResult.layer == layer]
+    if attacked_only:
+        cond.append(UnitResult.attacked.is_(True))
+    if not include_dead:
+        cond.append(UnitResult.dead.is_(False))
+    total = db.scalar(select(func.count()).select_from(UnitResult).where(*cond)) or 0
+    col = getattr(UnitResult, sort)
+    key = nulls_last(desc(col)) if order == "desc" else nulls_last(asc(col))
+    rows = db.scalars(select(UnitResult).where(*cond).order_by(key, UnitResult.unit)
+                      .offset((page - 1) * page_size).limit(page_size))
+    return {"items": [unit_row(u) for u in rows], "total": total, "page": page, "page_size": page_size}
+
+
+@router.get("/runs/{run_id}/layers/{layer}/units/{unit}", response_model=UnitDetail,
+            summary="One unit: top-k before/after (train and validation), metrics, nearest units")
+def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who):
+    run = get_run_for(db, who, run_id)
+    u = db.scalar(select(UnitResult).where(UnitResult.run_id == run.id, UnitResult.layer == layer,
+                                           UnitResult.unit == unit))
+    if u is None:
+        raise HTTPException(404, f"unit {layer}/{unit} not found in run {run_id}")
+    return unit_detail(db, run, u, read_only(who, run))
+
+
+@router.get("/runs/{run_id}/layers/{layer}/units/{unit}/synthetic/{which}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}}, summary="Synthetic visualization before/after (when computed)")
+def synthetic(run_id: IdPath, layer: LayerPath, unit: UnitPath, which: Literal["before", "after"], db: DB, who: Who):
+    run = get_run_for(db, who, run_id)
+    u = db.scalar(select(UnitResult).where(UnitResult.run_id == run.id, UnitResult.layer == layer,
+                                           UnitResult.unit == unit))
+    aid = None if u is None else (u.synthetic_before_id if which == "before" else u.synthetic_after_id)
+    art = db.get(Artifact, aid) if aid else None
+    if art is None:
+        raise HTTPException(404, "no synthetic visualization for this unit")
+    return FileResponse(get_store().path(art), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{art.sha256}"'})
+
+
+def _all_units(db, run: Run) -> list[UnitResult]:
+    return list(db.scalars(select(UnitResult).where(UnitResult.run_id == run.id)
+                           .order_by(UnitResult.layer, UnitResult.unit)))
+
+
+@router.get("/runs/{run_id}/export.json", summary="Everything about a run as JSON (summary + every unit)")
+def export_json(run_id: IdPath, db: DB, who: Who):
+    run = get_run_for(db, who, run_id)
+    detail = run_detail(run, read_only(who, run))
+    units_out = [{"layer": u.layer, **unit_row(u), "topk": u.topk, "nearest": u.nearest, "clip_self": u.clip_self}
+                 for u in _all_units(db, run)]
+    from fastapi.encoders import jsonable_encoder
+
+    return JSONResponse(jsonable_encoder({"run": detail, "units": units_out}),
+                        headers={"Content-Disposition": f'attachment; filename="run-{run.id}.json"'})
+
+
+@router.get("/runs/{run_id}/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}},
+            summary="One CSV row per unit: metrics and top-k ids before/after")
+def export_csv(run_id: IdPath, db: DB, who: Who):
+    run = get_run_for(db, who, run_id)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    roles = ("val", "train")
+    w.writerow(["run_id", "layer", "unit", "attacked", "dead", *METRICS,
+                *[f"{r}_topk_{s}" for r in roles for s in ("before", "after")]])
+    for u in _all_units(db, run):
+        topk = u.topk or {}
+        cells = []
+        for r in roles:
+            for s in ("before", "after"):
+                cells.append(" ".join(map(str, ((topk.get(r) or {}).get(s) or {}).get("ids", []))))
+        w.writerow([run.id, u.layer, u.unit, int(u.attacked), int(u.dead),
+                    *["" if getattr(u, m) is None else repr(getattr(u, m)) for m in METRICS], *cells])
+    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="run-{run.id}.csv"'})
+
+
+# ---------------------------------------------------------------- shares
+
+def _share_out(link: ShareLink, request: Request) -> dict:
+    base = get_settings().public_url.rstrip("/") or str(request.base_url).rstrip("/")
+    return {"token": link.token, "url": f"{base}/runs/{link.run_id}?share={link.token}", "run_id": link.run_id,
+            "created_at": link.created_at, "revoked_at": link.revoked_at}
+
+
+def _owned_run(db, user, run_id: int) -> Run:
+    run = db.get(Run, run_id)
+    if run is None or not (run.owner_id == user.id or user.is_admin):
+        raise HTTPException(404, f"run {run_id} not found")
+    return run
+
+
+@router.post("/runs/{run_id}/shares", response_model=ShareOut, status_code=201, tags=["shares"],
+             summary="Create a share link: read-only access to this run, revocable")
+def create_share(run_id: IdPath, request: Request, db: DB, user: CurrentUser):
+    run = _owned_run(db, user, run_id)
+    link = ShareLink(token=new_share_token(), run_id=run.id, created_by=user.id)
+    db.add(link)
+    db.commit()
+    return _share_out(link, request)
+
+
+@router.get("/runs/{run_id}/shares", response_model=list[ShareOut], tags=["shares"],
+            summary="Share links of a run (owner only)")
+def list_shares(run_id: IdPath, request: Request, db: DB, user: CurrentUser,
+                include_revoked: bool = False):
+    run = _owned_run(db, user, run_id)
+    q = select(ShareLink).where(ShareLink.run_id == run.id)
+    if not include_revoked:
+        q = q.where(ShareLink.revoked_at.is_(None))
+    return [_share_out(s, request) for s in db.scalars(q.order_by(ShareLink.id))]
+
+
+@router.delete("/shares/{token}", status_code=204, response_class=Response, tags=["shares"],
+               summary="Revoke a share link (later reads with it → 404)")
+def revoke_share(token: Annotated[str, FPath(min_length=1, max_length=200)], db: DB, user: CurrentUser):
+    link = db.scalar(select(ShareLink).where(ShareLink.token == token)) if well_formed(token) else None
+    if link is None:
+        raise HTTPException(404, "share link not found")
+    _owned_run(db, user, link.run_id)
+    if link.revoked_at is None:
+        link.revoked_at = utcnow()
+        db.commit()
+    return Response(status_code=204)
+
+
+__all__ = ["router", "Principal", "require_user"]

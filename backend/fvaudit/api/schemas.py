@@ -1,0 +1,268 @@
+"""Response (and non-job request) models of the HTTP API; docs/API.md is their prose."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fvaudit.jobs.specs import Name, PathStr
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["scan", "attack", "metrics", "audit"]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    broker: str
+    mode: Literal["embedded", "service"]
+    version: str
+
+
+class Me(BaseModel):
+    user: str
+    is_admin: bool
+    id: int
+
+
+class RegistryEntry(BaseModel):
+    name: str
+    source: str
+    offline: bool
+    description: str
+
+
+class LayerOut(BaseModel):
+    name: str
+    label: str | None = None
+    kind: Literal["conv", "tokens", "fc"]
+    shape: list[int]
+    units: int
+    module_type: str
+
+
+class ModelOut(BaseModel):
+    id: int
+    name: str
+    registry_name: str
+    source: str
+    weights: str
+    pretrained: bool
+    input_shape: list[int]
+    n_classes: int
+    n_layers: int
+    created_at: datetime
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "demo CNN", "registry_name": "fmnist-cnn"}]})
+    name: Name
+    registry_name: Name = Field(description="a registry name (GET /models/registry) or any torchvision classifier")
+    pretrained: bool = Field(True, description="use the registry's pretrained weights (else random init)")
+    checkpoint_path: PathStr | None = Field(None, description="weights from a file on the server, under an allowed root")
+
+
+class ImageSetOut(BaseModel):
+    id: int
+    name: str
+    source: str
+    kind: str
+    size: int
+    limit: int | None
+    classes: list[str]
+    created_at: datetime
+
+
+class ImageSetDetail(ImageSetOut):
+    skipped: list[dict[str, Any]]
+
+
+class ImageSetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "Fashion-MNIST test (2000)", "source": "fashion-mnist:test", "limit": 2000}]})
+    name: Name
+    source: PathStr = Field(description="fashion-mnist:train | fashion-mnist:test | a folder of class subfolders "
+                                        "under an allowed root")
+    limit: int | None = Field(None, ge=1, le=10_000_000, description="keep only the first N images")
+
+
+class Sample(BaseModel):
+    image_id: int
+    label: int
+    label_name: str
+    thumb_url: str
+    full_url: str
+
+
+class Job(BaseModel):
+    id: int
+    kind: str
+    status: JobStatus
+    progress: dict[str, Any]
+    error: str | None
+    spec: dict[str, Any]
+    run_id: int | None
+    parent_id: int | None
+    children: list[int]
+    depends_on_id: int | None
+    seq: int
+    attempts: int
+    worker: str | None
+    cancel_requested: bool
+    heartbeat_at: datetime | None
+    result: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobEventOut(BaseModel):
+    id: int
+    job_id: int
+    type: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class Headline(BaseModel):
+    clip_delta: float | None = None
+    kendall_tau: float | None = None
+    clip_w: float | None = None
+    kendall_tau_w: float | None = None
+    topk_overlap: float | None = None
+    acc_init: float | None = None
+    acc_final: float | None = None
+    delta_acc: float | None = None
+
+
+class RunListItem(BaseModel):
+    id: int
+    name: str
+    status: JobStatus
+    model: str | None
+    model_id: int | None
+    layers: list[str]
+    attack_kind: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    headline: Headline
+    job_id: int | None
+
+
+class TableRow(BaseModel):
+    layer: str
+    clip_delta: float | None = None
+    kendall_tau: float | None = None
+    clip_w: float | None = None
+    kendall_tau_w: float | None = None
+    topk_overlap: float | None = None
+    acc: float | None = None
+    delta_acc: float | None = None
+    n_units: int | None = None
+    n_attacked: int | None = None
+    n_dead: int | None = None
+    train_topk_overlap: float | None = None
+    model_config = ConfigDict(extra="allow")
+
+
+class Accuracy(BaseModel):
+    init: float | None = None
+    final: float | None = Field(None, description="top-1 % of the selected state (the attack's result)")
+    last: float | None = Field(None, description="top-1 % of the last step's state")
+    delta: float | None = None
+    selected_step: int | None = None
+    steps: int | None = None
+    over_budget: bool | None = None
+
+
+class RunDetail(BaseModel):
+    id: int
+    name: str
+    status: JobStatus
+    model: str | None
+    model_id: int | None
+    attack: dict[str, Any] | None
+    embedder: str | None
+    embedder_warning: str | None
+    k_clip: int
+    layers: list[str]
+    table: list[TableRow]
+    accuracy: Accuracy
+    alpha_trajectory: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    pushup: dict[str, Any] | None
+    per_unit: dict[str, dict[str, list[float | None]]]
+    clip_similarity: dict[str, list[dict[str, Any]]]
+    layer_info: dict[str, Any]
+    train_set_id: int | None
+    val_set_id: int | None
+    job_id: int | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    read_only: bool
+
+
+class UnitRow(BaseModel):
+    unit: int
+    attacked: bool
+    dead: bool
+    clip_delta: float | None
+    kendall_tau: float | None
+    clip_w: float | None
+    kendall_tau_w: float | None
+    topk_overlap: float | None
+
+
+class UnitPage(BaseModel):
+    items: list[UnitRow]
+    total: int
+    page: int
+    page_size: int
+
+
+class Img(BaseModel):
+    image_id: int
+    image_set_id: int
+    label: int
+    label_name: str
+    score: float | None
+    thumb_url: str
+    full_url: str
+
+
+class BeforeAfter(BaseModel):
+    before: list[Img]
+    after: list[Img]
+
+
+class Nearest(BaseModel):
+    unit: int
+    value: float | None
+
+
+class UnitDetail(BaseModel):
+    unit: int
+    layer: str
+    attacked: bool
+    dead: bool
+    metrics: dict[str, float | None]
+    topk: dict[str, BeforeAfter]
+    nearest: dict[str, list[Nearest]]
+    clip_self: dict[str, float | None]
+    synthetic: dict[str, str | None]
+    prev_unit: int | None
+    next_unit: int | None
+    prev_attacked: int | None
+    next_attacked: int | None
+    read_only: bool
+
+
+class ShareOut(BaseModel):
+    token: str
+    url: str
+    run_id: int
+    created_at: datetime
+    revoked_at: datetime | None = None

@@ -1,0 +1,159 @@
+"""Service settings (pydantic-settings), read from the environment.
+
+Every setting has an ``FVAUDIT_`` name; the three that deployment tools name by
+convention also work without the prefix: ``DATABASE_URL``, ``BROKER_URL`` (or
+``CELERY_BROKER_URL``) and ``DATA_DIR``.
+
+Mode: ``BROKER_URL`` unset (or ``none``) → **embedded**: the API and a local worker
+process poll the same database (SQLite by default, under ``DATA_DIR``). ``BROKER_URL``
+set → **service**: jobs are woken through Celery/Redis and run by ``fvaudit worker``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: repository root when the package is installed editable from a checkout (backend/fvaudit/..)
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "fvaudit"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FVAUDIT_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir,
+                           validation_alias=AliasChoices("FVAUDIT_DATA_DIR", "DATA_DIR"))
+    database_url: str | None = Field(None, validation_alias=AliasChoices("FVAUDIT_DATABASE_URL", "DATABASE_URL"))
+    broker_url: str | None = Field(None, validation_alias=AliasChoices("FVAUDIT_BROKER_URL", "BROKER_URL",
+                                                                         "CELERY_BROKER_URL"))
+    #: folders under which image sets and server-side checkpoints may be registered (os.pathsep-separated)
+    allowed_roots: str = ""
+    #: engine caches (decoded images, embeddings, downloads); default DATA_DIR/cache
+    cache_dir: Path | None = None
+    secret_key: str | None = None            # signs image URLs; generated into DATA_DIR when unset
+    public_url: str = ""                      # base URL for share links (default: the request's)
+    frontend_dist: Path | None = None         # built dashboard; default <repo>/frontend/dist
+    max_upload_mb: int = 1024
+    device: str = "auto"                      # auto | cpu | cuda | cuda:N (resolved inside the worker child)
+    torch_threads: int = 0                    # 0 = torch default
+
+    # jobs
+    heartbeat_interval: float = 10.0          # seconds between heartbeats of a running job
+    heartbeat_timeout: float = 60.0           # a running job without heartbeat for this long is reaped
+    max_attempts: int = 3                     # runs of one job (first + requeues after a lost worker)
+    requeue_after: float = 30.0               # re-publish wake-ups of jobs queued this long (lost messages)
+    reaper_interval: float = 5.0              # 0 disables the reaper thread inside the API process
+    progress_interval: float = 0.5            # min seconds between progress writes of one job
+    max_job_seconds: int = 3 * 24 * 3600      # the longest job we expect; the broker's visibility timeout exceeds it
+    worker_max_tasks_per_child: int = 0       # 0 = unlimited; 1 = fresh child (clean GPU memory) per job
+    local_poll_interval: float = 0.5          # embedded local worker's queue poll
+    celery_queue: str = "fvaudit"
+
+    token_cache_seconds: float = 5.0
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _none_broker(cls, v):
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "none", "off", "embedded")):
+            return None
+        return v
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def mode(self) -> str:
+        return "service" if self.broker_url else "embedded"
+
+    @property
+    def db_url(self) -> str:
+        url = self.database_url or f"sqlite:///{self.data_dir / 'fvaudit.db'}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+    @property
+    def engine_cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return self.cache_dir
+        env = os.environ.get("FVAUDIT_CACHE_DIR")
+        return Path(env) if env else self.data_dir / "cache"
+
+    @property
+    def roots(self) -> list[Path]:
+        """Allowed roots, resolved; DATA_DIR/images is always one."""
+        out = [(self.data_dir / "images").resolve()]
+        for part in self.allowed_roots.split(os.pathsep):
+            part = part.strip()
+            if part:
+                out.append(Path(part).expanduser().resolve())
+        return out
+
+    @property
+    def dist_dir(self) -> Path:
+        return self.frontend_dist or (REPO_ROOT / "frontend" / "dist")
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Redis visibility timeout: above the longest job, so no job is redelivered while it runs."""
+        return int(self.max_job_seconds + 3600)
+
+    def signing_key(self) -> bytes:
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip().encode()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(key)
+        try:
+            os.link(tmp, path)          # first writer wins; others read its key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip().encode()
+
+    def is_allowed_path(self, path: str | Path) -> Path | None:
+        """The resolved path if it lies under an allowed root, else None (symlinks resolved)."""
+        try:
+            p = Path(path).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            return None
+        for root in self.roots:
+            if p == root or root in p.parents:
+                return p
+        return None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and CLI commands that change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,127 @@
+"""Worker-side helpers: DB rows → engine objects (models, image sets, scans)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fvaudit.config import get_settings
+from fvaudit.db.models import Image, ImageSet, Job, Model, Scan
+from fvaudit.engine.images import DecodeCache, ImageSet as EngineImageSet, decode_image, open_image_set
+from fvaudit.store import ArtifactStore
+
+
+class DbFolderImageSet(EngineImageSet):
+    """A folder image set exactly as indexed at registration (ids, paths, labels from the DB).
+
+    Files added or removed after registration do not shift ids: the set is its rows.
+    """
+
+    def __init__(self, key: str, class_names: list[str], paths: list[str], labels: np.ndarray,
+                 cache: DecodeCache | None) -> None:
+        self.key = key
+        self.class_names = list(class_names)
+        self.paths = [Path(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.cache = cache
+        self.skipped = []
+
+    def load_array(self, image_id: int) -> np.ndarray:
+        path = self.paths[int(image_id)]
+        if self.cache is not None:
+            return self.cache.load(path)
+        return decode_image(path)
+
+    def describe(self, image_id: int) -> str:
+        return str(self.paths[int(image_id)])
+
+
+def open_db_image_set(db: Session, row: ImageSet) -> EngineImageSet:
+    cache_dir = get_settings().engine_cache_dir
+    if row.kind == "fashion-mnist":
+        return open_image_set(row.source, cache_dir=cache_dir, limit=row.limit)
+    rows = db.execute(select(Image.idx, Image.path, Image.label).where(Image.image_set_id == row.id)
+                      .order_by(Image.idx)).all()
+    return DbFolderImageSet(row.engine_key, row.classes, [r.path for r in rows],
+                            np.array([r.label for r in rows], dtype=np.int64), DecodeCache(cache_dir / "decoded"))
+
+
+def model_checkpoint(store: ArtifactStore, model: Model) -> Path | None:
+    return store.path(model.checkpoint) if model.checkpoint is not None else None
+
+
+def resolve_weights(db: Session, store: ArtifactStore, model: Model, weights_from: dict | None,
+                    checkpoint_path: str | None) -> tuple[Path | None, str]:
+    """(checkpoint file or None for the model's own weights, a label for the scan row)."""
+    if weights_from:
+        job = db.get(Job, weights_from["job_id"])
+        if job is None or job.status != "succeeded":
+            raise RuntimeError(f"attack job {weights_from['job_id']} has not succeeded "
+                               f"({job.status if job else 'missing'}); its weights are not available")
+        sha = (job.result or {}).get(f"{weights_from.get('state', 'selected')}_sha")
+        if not sha:
+            raise RuntimeError(f"attack job {job.id} recorded no {weights_from.get('state')} weights")
+        from fvaudit.db.models import Artifact
+
+        art = db.scalar(select(Artifact).where(Artifact.sha256 == sha))
+        if art is None:
+            raise RuntimeError(f"artifact {sha} of attack job {job.id} is missing")
+        return store.path(art), f"artifact:{sha}"
+    if checkpoint_path:
+        settings = get_settings()
+        p = settings.is_allowed_path(checkpoint_path)
+        if p is None:
+            raise RuntimeError(f"checkpoint path {checkpoint_path} is outside the allowed roots")
+        return p, f"path:{p}"
+    ck = model_checkpoint(store, model)
+    return ck, (f"artifact:{model.checkpoint.sha256}" if ck is not None else "model")
+
+
+def load_db_model(model: Model, checkpoint: Path | None, device: str):
+    from fvaudit.engine.models import load_model
+
+    return load_model(model.registry_name, checkpoint=checkpoint, pretrained=model.pretrained, device=device)
+
+
+def load_scan(db: Session, job_id: int, image_set_id: int) -> Scan:
+    job = db.get(Job, job_id)
+    if job is None or job.status != "succeeded":
+        raise RuntimeError(f"scan job {job_id} has not succeeded ({job.status if job else 'missing'})")
+    scan = db.scalar(select(Scan).where(Scan.job_id == job_id, Scan.image_set_id == image_set_id))
+    if scan is None:
+        raise RuntimeError(f"scan job {job_id} holds no scan of image set {image_set_id}")
+    return scan
+
+
+def layer_scan(store: ArtifactStore, scan: Scan, layer: str):
+    """An engine LayerScan from a stored scan (score matrix memory-mapped from the store)."""
+    from fvaudit.engine.activations import LayerScan
+
+    for sl in scan.layers:
+        if sl.layer == layer:
+            scores = np.load(store.path(sl.scores), mmap_mode="r")
+            return LayerScan(layer, scores, np.asarray(sl.topk_ids, dtype=np.int64),
+                             np.asarray(sl.topk_scores, dtype=np.float32), list(sl.dead_units))
+    raise RuntimeError(f"scan {scan.id} has no layer {layer}")
+
+
+def patch_checkpoint_device(work_dir: Path, device: str) -> None:
+    """Let a requeued attack resume on another device: the engine compares the whole config
+    (device included) with the checkpoint's; rewrite only the device field."""
+    state = work_dir / "checkpoint" / "state.json"
+    if not state.exists():
+        return
+    d = json.loads(state.read_text())
+    if d.get("config", {}).get("device") not in (None, device):
+        d["config"]["device"] = device
+        tmp = state.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(d))
+        tmp.replace(state)
+
+
+def labels_of(image_set: EngineImageSet, ids: Sequence[int]) -> list[int]:
+    return [int(image_set.labels[int(i)]) for i in ids]

@@ -1,0 +1,59 @@
+"""Wake-ups: the broker carries job ids, never state.
+
+``publish`` sends ``fvaudit.run_job(job_id)`` through Celery in service mode and does
+nothing in embedded mode (the local worker polls the database). A failed publish (the
+broker is down) is logged, not raised: the row stays ``queued`` and the reaper re-sends
+the wake-up once the broker is back (``requeue_after``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from fvaudit.config import get_settings
+from fvaudit.db.models import Job, utcnow
+
+log = logging.getLogger("fvaudit.dispatch")
+TASK_NAME = "fvaudit.run_job"
+
+
+def runnable_condition():
+    """SQL condition: a queued, not cancelled job whose dependency (if any) succeeded."""
+    dep = aliased(Job)
+    from fvaudit.jobs import RUNNABLE
+
+    return and_(
+        Job.status == "queued",
+        Job.cancel_requested.is_(False),
+        Job.kind.in_(list(RUNNABLE)),
+        or_(Job.depends_on_id.is_(None),
+            Job.depends_on_id.in_(select(dep.id).where(dep.status == "succeeded").scalar_subquery())),
+    )
+
+
+def publish(db: Session | None, job_ids: Iterable[int]) -> list[int]:
+    """Send wake-ups; returns the ids sent. Sets ``enqueued_at`` (when a session is given)."""
+    ids = [int(i) for i in job_ids]
+    if not ids:
+        return []
+    settings = get_settings()
+    sent: list[int] = []
+    if settings.broker_url:
+        from fvaudit.worker import app
+
+        for jid in ids:
+            try:
+                app.send_task(TASK_NAME, args=[jid], queue=settings.celery_queue, retry=True,
+                              retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
+                                            "interval_max": 0.5, "timeout": 2})
+                sent.append(jid)
+            except Exception as exc:  # broker down: the reaper re-sends later
+                log.warning("could not publish job %s (%s: %s); the reaper will retry", jid, type(exc).__name__, exc)
+    else:
+        sent = ids
+    if db is not None:
+        db.execute(update(Job).where(Job.id.in_(ids)).values(enqueued_at=utcnow()))
+    return sent

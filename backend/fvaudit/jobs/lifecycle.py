@@ -1,0 +1,157 @@
+"""Status transitions shared by the runner, the reaper and the API (cancel).
+
+Every transition writes a ``status`` event (the SSE stream turns it into the job's
+current JSON). After a job ends, :func:`after_terminal` wakes the jobs that depended on
+it (or fails / cancels them when it did not succeed), recomputes its chain parent and
+the run's status.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from fvaudit.db.models import TERMINAL, Job, JobEvent, Run, clean_json, utcnow
+
+
+def add_event(db: Session, job_id: int, type_: str, data: dict[str, Any]) -> None:
+    db.add(JobEvent(job_id=job_id, type=type_, data=clean_json(data)))
+
+
+def log_event(db: Session, job_id: int, message: str, **info: Any) -> None:
+    add_event(db, job_id, "log", {"message": message, **info})
+
+
+def status_event(db: Session, job: Job) -> None:
+    add_event(db, job.id, "status", {"status": job.status, "job_id": job.id})
+    if job.parent_id is not None:
+        add_event(db, job.parent_id, "log", {"message": f"step {job.seq} ({job.kind}, job {job.id}) {job.status}",
+                                             "job_id": job.id, "status": job.status})
+
+
+def set_run_status(db: Session, job: Job) -> None:
+    """A standalone job's run follows the job; a chain child's run follows the chain parent."""
+    if job.run_id is None:
+        return
+    run = db.get(Run, job.run_id)
+    if run is None:
+        return
+    src = db.get(Job, job.parent_id) if job.parent_id is not None else job
+    if src is None:
+        return
+    if run.status != src.status:
+        run.status = src.status
+        if src.status in TERMINAL:
+            run.finished_at = utcnow()
+            if src.status == "failed":
+                run.error = src.error
+        else:
+            run.finished_at = None
+
+
+def refresh_parent(db: Session, parent_id: int) -> Job | None:
+    parent = db.get(Job, parent_id, populate_existing=True)
+    if parent is None:
+        return None
+    children = db.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.seq).execution_options(
+        populate_existing=True)).all()
+    if not children:
+        return parent
+    statuses = [c.status for c in children]
+    failed = next((c for c in children if c.status == "failed"), None)
+    if failed is not None:
+        new = "failed"
+    elif "cancelled" in statuses and all(s in TERMINAL for s in statuses):
+        new = "cancelled"
+    elif all(s == "succeeded" for s in statuses):
+        new = "succeeded"
+    elif any(s in ("running", "succeeded") for s in statuses) and "cancelled" not in statuses:
+        new = "running"
+    elif "cancelled" in statuses:
+        new = "running" if any(s == "running" for s in statuses) else "cancelled"
+    else:
+        new = "queued"
+    if new != parent.status:
+        parent.status = new
+        if new == "running" and parent.started_at is None:
+            parent.started_at = min((c.started_at for c in children if c.started_at), default=utcnow())
+        if new in TERMINAL:
+            parent.finished_at = utcnow()
+            if new == "failed" and failed is not None:
+                parent.error = f"step {failed.seq} ({failed.kind}, job {failed.id}) failed: {failed.error}"
+            if new == "cancelled":
+                parent.error = parent.error or "cancelled on request"
+        status_event(db, parent)
+        db.flush()
+        set_run_status(db, children[0])
+    return parent
+
+
+def finish(db: Session, job: Job, status: str, error: str | None = None, result: dict | None = None) -> None:
+    job.status = status
+    job.finished_at = utcnow()
+    job.lease = None
+    if error is not None:
+        job.error = error
+    if result is not None:
+        job.result = clean_json({**(job.result or {}), **result})
+    status_event(db, job)
+    db.flush()
+    after_terminal(db, job)
+
+
+def after_terminal(db: Session, job: Job) -> list[int]:
+    """Propagate a finished job; returns ids of dependents that became runnable (to publish)."""
+    wake: list[int] = []
+    dependents = db.scalars(select(Job).where(Job.depends_on_id == job.id, Job.status == "queued")).all()
+    for d in dependents:
+        if job.status == "succeeded":
+            if not d.cancel_requested:
+                wake.append(d.id)
+            continue
+        d.status = "cancelled" if job.status == "cancelled" else "failed"
+        d.error = (f"not run: upstream job {job.id} ({job.kind}) {job.status}"
+                   + (f": {job.error}" if job.error and job.status == "failed" else ""))
+        d.finished_at = utcnow()
+        status_event(db, d)
+        db.flush()
+        wake.extend(after_terminal(db, d))
+    if job.parent_id is not None:
+        refresh_parent(db, job.parent_id)
+    else:
+        set_run_status(db, job)
+    return wake
+
+
+def request_cancel(db: Session, job: Job) -> list[int]:
+    """Set the cancel flag on a job and its unfinished children; queued ones end at once.
+
+    Running ones stop at their next step (the runner checks the flag). Returns ids of
+    jobs whose status changed here.
+    """
+    changed: list[int] = []
+    now = utcnow()
+    targets = [job] + list(db.scalars(select(Job).where(Job.parent_id == job.id).order_by(Job.seq)).all())
+    for j in targets:
+        if j.status in TERMINAL:
+            continue
+        db.execute(update(Job).where(Job.id == j.id).values(cancel_requested=True, cancel_requested_at=now))
+        res = db.execute(update(Job).where(Job.id == j.id, Job.status == "queued", Job.kind != "audit")
+                         .values(status="cancelled", finished_at=now, error="cancelled on request"))
+        db.refresh(j)
+        if res.rowcount:
+            changed.append(j.id)
+            status_event(db, j)
+            db.flush()
+            after_terminal(db, j)
+    if job.kind == "audit":
+        db.flush()
+        refresh_parent(db, job.id)
+        db.refresh(job)
+        if job.status not in TERMINAL and all(
+                c.status in TERMINAL for c in db.scalars(select(Job).where(Job.parent_id == job.id))):
+            job.status = "cancelled"
+            job.finished_at = now
+            status_event(db, job)
+    return changed

@@ -1,0 +1,71 @@
+"""Embedded mode's worker: polls the database for runnable jobs and runs them in-process.
+
+Same runner as the Celery task (:func:`fvaudit.jobs.runner.run_job`), no broker. Started
+by ``fvaudit serve`` / ``fvaudit demo`` as a child process (``python -m
+fvaudit.local_worker``) or on its own by ``fvaudit worker`` when no broker is configured.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+
+from sqlalchemy import select
+
+from fvaudit.config import get_settings
+from fvaudit.db.models import Job
+from fvaudit.db.session import session_scope
+
+log = logging.getLogger("fvaudit.local_worker")
+_stop = False
+
+
+def _on_term(signum, frame):  # finish nothing more; the running job is requeued by the reaper
+    global _stop
+    _stop = True
+    raise KeyboardInterrupt
+
+
+def next_job() -> int | None:
+    from fvaudit.jobs.dispatch import runnable_condition
+
+    with session_scope() as db:
+        return db.scalar(select(Job.id).where(runnable_condition()).order_by(Job.id).limit(1))
+
+
+def main(once: bool = False) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _on_term)
+    settings = get_settings()
+    from fvaudit.jobs.context import worker_name
+    from fvaudit.jobs.runner import run_job
+
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    name = worker_name("local")
+    log.info("local worker %s polling %s", name, settings.db_url.split("@")[-1])
+    try:
+        while not _stop:
+            try:
+                jid = next_job()
+            except Exception as exc:  # database not ready yet / locked: retry
+                log.warning("poll failed: %s", exc)
+                time.sleep(2)
+                continue
+            if jid is None:
+                if once:
+                    return 0
+                time.sleep(settings.local_poll_interval)
+                continue
+            outcome = run_job(jid, worker=name)
+            log.info("job %s: %s", jid, outcome)
+    except KeyboardInterrupt:
+        log.info("local worker stopping")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--once" in sys.argv))

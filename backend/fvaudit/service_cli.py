@@ -1,0 +1,420 @@
+"""Service commands of the ``fvaudit`` CLI: serve, worker, db, token, reaper, demo, setup-demo.
+
+``cli.py`` calls :func:`register` with its subparsers; each command is a handler
+``(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+DEMO_DECOY = "Bag"
+
+
+def _settings():
+    from fvaudit.config import get_settings, reset_settings
+
+    reset_settings()
+    return get_settings()
+
+
+# ---------------------------------------------------------------- db / token
+
+def cmd_db(args) -> int:
+    from fvaudit.db import migrate
+
+    s = _settings()
+    if args.db_command == "upgrade":
+        migrate.upgrade(s.db_url, args.revision)
+        print(f"database {_safe_url(s.db_url)} at revision {migrate.current(s.db_url)}")
+        return 0
+    if args.db_command == "current":
+        print(migrate.current(s.db_url) or "(empty)")
+        return 0
+    return 2
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return url
+
+
+def cmd_token(args) -> int:
+    from fvaudit.api.security import create_token
+    from fvaudit.db.session import session_scope
+
+    _settings()
+    if args.token_command == "create":
+        with session_scope() as db:
+            user, token = create_token(db, args.user, admin=args.admin, label=args.name or "", token=args.token)
+            who = f"{user.name}{' (admin)' if user.is_admin else ''}"
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(token + "\n")
+            os.chmod(args.out, 0o600)
+        if args.quiet:
+            print(token)
+        else:
+            print(f"API token for {who} (shown once; send it as 'Authorization: Bearer <token>'):\n{token}")
+        return 0
+    if args.token_command == "revoke":
+        from sqlalchemy import update
+
+        from fvaudit.api.security import hash_token
+        from fvaudit.db.models import APIToken, utcnow
+
+        with session_scope() as db:
+            n = db.execute(update(APIToken).where(APIToken.token_hash == hash_token(args.token))
+                           .values(revoked_at=utcnow())).rowcount
+        print("revoked" if n else "no such token")
+        return 0 if n else 1
+    return 2
+
+
+# ---------------------------------------------------------------- worker / reaper
+
+def cmd_worker(args) -> int:
+    s = _settings()
+    if s.broker_url:
+        from fvaudit.worker import main
+
+        extra = []
+        if args.loglevel:
+            extra += [f"--loglevel={args.loglevel}"]
+        if args.hostname:
+            extra += ["-n", args.hostname]
+        main(extra)
+        return 0
+    from fvaudit.local_worker import main as local_main
+
+    return local_main(once=args.once)
+
+
+def cmd_reaper(args) -> int:
+    from fvaudit.reaper import main
+
+    _settings()
+    return main(args.interval, once=args.once, max_attempts=args.max_attempts)
+
+
+# ---------------------------------------------------------------- serve
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the server dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class LocalWorkerSupervisor:
+    """Embedded mode: a ``python -m fvaudit.local_worker`` child, restarted if it dies."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="local-worker-supervisor", daemon=True)
+
+    def start(self) -> "LocalWorkerSupervisor":
+        self._spawn()
+        self._thread.start()
+        return self
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "fvaudit.local_worker"], env=self.env,
+                                     preexec_fn=_die_with_parent)
+
+    def _loop(self) -> None:
+        backoff = 1.0
+        while not self._stop.wait(1.0):
+            if self.proc is not None and self.proc.poll() is not None and not self._stop.is_set():
+                print(f"fvaudit: local worker exited ({self.proc.returncode}); restarting", file=sys.stderr)
+                time.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
+                self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _serve(host: str, port: int, upgrade: bool = True, local_worker: bool = True, workers: int = 1,
+           log_level: str = "info") -> int:
+    import uvicorn
+
+    s = _settings()
+    if upgrade:
+        from fvaudit.db import migrate
+
+        migrate.upgrade(s.db_url)
+    sup = None
+    if s.mode == "embedded" and local_worker:
+        env = dict(os.environ)
+        env["FVAUDIT_DATABASE_URL"] = s.db_url
+        env["FVAUDIT_DATA_DIR"] = str(s.data_dir)
+        env["FVAUDIT_BROKER_URL"] = "none"
+        sup = LocalWorkerSupervisor(env).start()
+    try:
+        if workers > 1:
+            uvicorn.run("fvaudit.api.app:app", host=host, port=port, workers=workers, log_level=log_level)
+        else:
+            from fvaudit.api.app import create_app
+
+            # stop the local worker in the app's shutdown: uvicorn re-raises SIGTERM afterwards
+            uvicorn.run(create_app(on_shutdown=sup.stop if sup else None), host=host, port=port,
+                        log_level=log_level)
+    finally:
+        if sup is not None:
+            sup.stop()
+    return 0
+
+
+def cmd_serve(args) -> int:
+    return _serve(args.host, args.port, upgrade=not args.no_upgrade, local_worker=not args.no_worker,
+                  workers=args.workers, log_level=args.log_level)
+
+
+# ---------------------------------------------------------------- demo
+
+def setup_demo(limit_train: int | None, limit_val: int | None, user: str = "admin") -> dict:
+    """Register the demo model and the Fashion-MNIST sets (idempotent by name); returns ids."""
+    from sqlalchemy import select
+
+    from fvaudit.api.registration import register_image_set, register_model
+    from fvaudit.db.models import ImageSet, Model, User
+    from fvaudit.db.session import session_scope
+
+    def set_name(split: str, limit: int | None) -> str:
+        return f"Fashion-MNIST {split}" + (f" ({limit})" if limit else "")
+
+    with session_scope() as db:
+        owner = db.scalar(select(User).where(User.name == user))
+        owner_id = owner.id if owner else None
+        model = db.scalar(select(Model).where(Model.registry_name == "fmnist-cnn", Model.source == "registry")
+                          .order_by(Model.id))
+        if model is None:
+            model = register_model(db, owner_id, "fmnist-cnn (demo)", "fmnist-cnn")
+        ids = {"model_id": model.id}
+        for role, split, limit in (("train_set_id", "train", limit_train), ("val_set_id", "test", limit_val)):
+            name = set_name(split, limit)
+            row = db.scalar(select(ImageSet).where(ImageSet.name == name).order_by(ImageSet.id))
+            if row is None:
+                row = register_image_set(db, owner_id, name, f"fashion-mnist:{split}", limit)
+            ids[role] = row.id
+    return ids
+
+
+def demo_audit_spec(ids: dict, steps: int, layer: str = "relu3") -> dict:
+    return {"name": f"demo: conv3 push-down ({steps} steps)", "model_id": ids["model_id"],
+            "train_set_id": ids["train_set_id"], "val_set_id": ids["val_set_id"],
+            "attack": {"kind": "push_down", "layer": layer, "units": None, "k": 10, "alpha": None, "lr": 1e-4,
+                       "steps": steps, "batch_size": 256, "eval_every": 25, "eval_size": 2000, "seed": 0,
+                       "score_norm": "batch_mean", "decoy_class": None, "decoy_ids": None},
+            "k_clip": 5, "embedder": "auto"}
+
+
+def queue_audit(user_name: str, spec: dict) -> int:
+    from sqlalchemy import select
+
+    from fvaudit.db.models import User
+    from fvaudit.db.session import session_scope
+    from fvaudit.jobs.create import create_job
+    from fvaudit.jobs.dispatch import publish
+    from fvaudit.jobs.specs import AuditSpec
+    from fvaudit.jobs.validate import validate_spec
+
+    with session_scope() as db:
+        user = db.scalar(select(User).where(User.name == user_name))
+        norm = validate_spec(db, user, "audit", AuditSpec.model_validate(spec))
+        job, wake = create_job(db, user, "audit", norm)
+        jid = job.id
+    with session_scope() as db:
+        publish(db, wake)
+    return jid
+
+
+def _admin_token(data_dir: Path | None = None, token: str | None = None, user: str = "admin") -> str:
+    """A known admin token: the given one, the one saved in DATA_DIR/admin_token, or a new one."""
+    from fvaudit.api.security import TOKENS, create_token, hash_token
+    from fvaudit.db.models import APIToken
+    from fvaudit.db.session import session_scope
+    from sqlalchemy import select
+
+    saved = (data_dir / "admin_token") if data_dir else None
+    if token is None and saved is not None and saved.exists():
+        candidate = saved.read_text().strip()
+        with session_scope() as db:
+            if db.scalar(select(APIToken).where(APIToken.token_hash == hash_token(candidate),
+                                                APIToken.revoked_at.is_(None))) is not None:
+                token = candidate
+    with session_scope() as db:
+        _, token = create_token(db, user, admin=True, label="admin", token=token)
+    TOKENS.clear()
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(token + "\n")
+        os.chmod(saved, 0o600)
+    return token
+
+
+def cmd_setup_demo(args) -> int:
+    from fvaudit.db import migrate
+
+    s = _settings()
+    migrate.upgrade(s.db_url)
+    out: dict = {}
+    if args.admin_token_file or args.admin_token:
+        tok = _admin_token(None, args.admin_token)
+        if args.admin_token_file:
+            Path(args.admin_token_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.admin_token_file).write_text(tok + "\n")
+        out["admin_token_file"] = args.admin_token_file
+    else:
+        from fvaudit.api.security import create_token
+        from fvaudit.db.session import session_scope
+
+        with session_scope() as db:
+            from sqlalchemy import select
+
+            from fvaudit.db.models import User
+
+            if db.scalar(select(User).where(User.name == "admin")) is None:
+                db.add(User(name="admin", is_admin=True))
+    ids = setup_demo(args.limit_train or None, args.limit_val or None)
+    out.update(ids)
+    if args.queue_audit:
+        out["audit_job_id"] = queue_audit("admin", demo_audit_spec(ids, args.steps))
+    print(json.dumps(out))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["FVAUDIT_DATA_DIR"] = str(data_dir)
+    os.environ["FVAUDIT_DATABASE_URL"] = f"sqlite:///{data_dir / 'fvaudit.db'}"
+    os.environ["FVAUDIT_BROKER_URL"] = "none"
+    os.environ.setdefault("FVAUDIT_CACHE_DIR", str(data_dir / "cache"))
+    s = _settings()
+    from fvaudit.db import migrate
+
+    print(f"fvaudit demo: embedded mode, data in {data_dir}", flush=True)
+    migrate.upgrade(s.db_url)
+    token = _admin_token(data_dir, args.token)
+    print("registering the demo model and Fashion-MNIST ...", flush=True)
+    ids = setup_demo(args.limit_train or None, args.limit_val or None)
+    job_id = None
+    if not args.no_audit:
+        from sqlalchemy import select
+
+        from fvaudit.db.models import Job
+        from fvaudit.db.session import session_scope
+
+        with session_scope() as db:
+            existing = db.scalar(select(Job.id).where(Job.kind == "audit", Job.status.in_(("queued", "running",
+                                                                                              "succeeded"))))
+        if existing is None or args.requeue:
+            job_id = queue_audit("admin", demo_audit_spec(ids, args.steps))
+        else:
+            job_id = existing
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{host}:{args.port}/"
+    print("\n" + "=" * 72)
+    print(f"  fvaudit is at {url}?token={token}")
+    print(f"  API docs:      {url}api/v1/docs")
+    print(f"  admin token:   {token}   (also in {data_dir / 'admin_token'})")
+    if job_id:
+        print(f"  demo audit:    job {job_id} (scan → push-down → scan → metrics); "
+              f"follow it with GET /api/v1/jobs/{job_id}")
+    print("  Ctrl-C stops the server and the local worker.")
+    print("=" * 72 + "\n", flush=True)
+    return _serve(args.host, args.port, upgrade=False, local_worker=True)
+
+
+# ---------------------------------------------------------------- registration
+
+def register(subparsers) -> dict:
+    sp = subparsers.add_parser("serve", help="HTTP API (+ a local worker in embedded mode)")
+    sp.add_argument("--host", default=os.environ.get("FVAUDIT_HOST", "127.0.0.1"))
+    sp.add_argument("--port", type=int, default=int(os.environ.get("FVAUDIT_PORT", "8000")))
+    sp.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    sp.add_argument("--no-worker", action="store_true", help="embedded mode: do not start the local worker")
+    sp.add_argument("--no-upgrade", action="store_true", help="do not apply migrations on start")
+    sp.add_argument("--log-level", default="info")
+
+    sp = subparsers.add_parser("worker", help="run jobs: a Celery worker (service mode) or the local worker")
+    sp.add_argument("--loglevel", default=None)
+    sp.add_argument("--hostname", default=None, help="Celery node name (-n)")
+    sp.add_argument("--once", action="store_true", help="local worker: run queued jobs, then exit")
+
+    sp = subparsers.add_parser("db", help="database migrations")
+    dsub = sp.add_subparsers(dest="db_command", required=True)
+    up = dsub.add_parser("upgrade", help="apply migrations (alembic upgrade)")
+    up.add_argument("--revision", default="head")
+    dsub.add_parser("current", help="print the current revision")
+
+    sp = subparsers.add_parser("token", help="API tokens")
+    tsub = sp.add_subparsers(dest="token_command", required=True)
+    c = tsub.add_parser("create", help="create a user (if new) and an API token for it")
+    c.add_argument("--user", default="admin")
+    c.add_argument("--admin", action="store_true")
+    c.add_argument("--name", help="a label for the token")
+    c.add_argument("--token", help="use this token value (16-128 chars of A-Za-z0-9_-) instead of a random one")
+    c.add_argument("--out", help="also write the token to this file (mode 600)")
+    c.add_argument("--quiet", action="store_true", help="print only the token")
+    r = tsub.add_parser("revoke", help="revoke a token")
+    r.add_argument("token")
+
+    sp = subparsers.add_parser("reaper", help="requeue or fail jobs of dead workers; re-send lost wake-ups")
+    sp.add_argument("--interval", type=float, default=5.0)
+    sp.add_argument("--once", action="store_true")
+    sp.add_argument("--max-attempts", type=int, default=None)
+
+    sp = subparsers.add_parser("demo", help="embedded server on the demo model + Fashion-MNIST, with a queued audit")
+    sp.add_argument("--data-dir", default=os.environ.get("FVAUDIT_DEMO_DIR", "data/demo"))
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--limit-train", type=int, default=10000, help="training images (0 = all 60000)")
+    sp.add_argument("--limit-val", type=int, default=2000, help="validation images (0 = all 10000)")
+    sp.add_argument("--steps", type=int, default=200)
+    sp.add_argument("--token", help="admin token to use (default: saved one, or a new one)")
+    sp.add_argument("--no-audit", action="store_true", help="do not queue the demo audit")
+    sp.add_argument("--requeue", action="store_true", help="queue the demo audit even if one exists")
+
+    sp = subparsers.add_parser("setup-demo", help="register the demo model and Fashion-MNIST sets (idempotent)")
+    sp.add_argument("--limit-train", type=int, default=0)
+    sp.add_argument("--limit-val", type=int, default=0)
+    sp.add_argument("--admin-token", help="make this the admin token")
+    sp.add_argument("--admin-token-file", help="write the admin token here")
+    sp.add_argument("--queue-audit", action="store_true")
+    sp.add_argument("--steps", type=int, default=30)
+    sp.add_argument("--json-out")
+
+    return {"serve": cmd_serve, "worker": cmd_worker, "db": cmd_db, "token": cmd_token, "reaper": cmd_reaper,
+            "demo": cmd_demo, "setup-demo": cmd_setup_demo}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    p = argparse.ArgumentParser(prog="fvaudit")
+    cmds = register(p.add_subparsers(dest="command", required=True))
+    a = p.parse_args()
+    sys.exit(cmds[a.command](a))
