@@ -18,34 +18,40 @@ scipy to the last bit in practice (the tests ask for 1e-9).
 All-pairs algorithm (:func:`kendall_tau_matrix`, used by :func:`kendall_tau_w`, which
 needs τ between every pair of units twice — 2·J·(J-1) pairs, 130 560 for J = 256):
 
-1. Every column is converted once to dense integer ranks (ties share a rank).
+1. Every column is converted once to dense integer ranks (ties share a rank), with its
+   tied-pair count and, per image, the number of strictly smaller values.
 2. For one column ``x`` of ``a`` and *all* columns ``y`` of ``b`` together, the keys
    ``rank(x)·N + rank(y)`` are sorted along each row (one vectorised ``np.sort`` of a
-   ``[Jb, N]`` integer array). The y-ranks read in that order are the y sequence in
-   "x ascending, ties broken by y ascending" order, as in scipy's Knight algorithm.
-   Equal neighbouring keys give the joint ties ``n3``.
-3. The discordant pairs are then the strict inversions of that y sequence; they are
-   counted with a bottom-up merge-sort decomposition carried out by sorting: at level
-   ``L`` every block of ``2^(L+1)`` positions is split into a left and a right half,
-   and the keys ``block·2N + 2·y + side`` are sorted along the row. Because a left
-   element sorts before a right element with the same y, the sum of the (sorted)
-   positions of the right-half elements gives the number of (left, right) pairs with
-   ``y_left > y_right`` in closed form — one sort, one bit-mask and one dot product per
-   level, ``ceil(log2 N)`` levels, all columns of ``b`` at once.
+   ``[Jb, N]`` integer array). The y ranks read in that order are the y sequence in
+   "x ascending, ties broken by y ascending" order, as in scipy's Knight algorithm:
+   its strict inversions are exactly the discordant pairs, and equal neighbouring keys
+   give the joint ties ``n3``.
+3. The images in x's minimum tie group A (for ReLU-like scores: where the unit is
+   silent, often half of them) come first. Pairs inside A are tied in x; a pair (A,
+   rest) is discordant iff the A image has the larger y, and their number is
+   ``Σ_{r∈A} #{y < y_r} − (C(|A|, 2) − joint ties in A)``: the first term for every
+   (x, y) column pair at once is one float64 matrix product (exact, entries < N²).
+   Only the rest of the sequence is searched for inversions.
+4. Inversions are counted by a merge-sort decomposition carried out with sorts
+   (:func:`_inversions`): at level L every block of ``2^(L+1)`` positions is sorted by
+   ``2y + side`` (side 0 for its left half, 1 for its right half). A left element sorts
+   before a right element with the same y, so the sum of the sorted positions of the
+   right-half elements gives the block's (left > right) pairs in closed form: one sort
+   (16-bit keys for N ≤ 16383, rows reshaped to blocks), one mask and one dot product
+   per level, all columns of ``b`` at once; the three lowest levels compare directly.
 
-Cost: ``O(Ja · Jb · N log² N)`` elementary operations inside numpy's (SIMD) sort, no
-Python loop over images or over column pairs (only over the ``Ja`` columns of ``a``,
-spread over threads; numpy releases the GIL while sorting). ``a`` against itself only
-computes the upper triangle. J = 256, N = 10 000, both matrices of τ-W: about 20 s on
-two CPU cores (``bench/kendall_w.py``).
+Cost: ``O(Ja · Jb · N log² N)`` elementary operations, almost all inside numpy's SIMD
+sort; no Python loop over images or over column pairs (only over the ``Ja`` columns
+of ``a``, spread over threads; numpy releases the GIL while sorting). ``a`` against
+itself computes the upper triangle only. J = 256, N = 10 000, both matrices of τ-W:
+about 5 s on two CPU cores for ReLU-like scores, about 9 s without ties, against about
+2 minutes for the scipy double loop (``bench/kendall_w.py``).
 """
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -108,10 +114,11 @@ def _n_jobs(n_jobs: int | None) -> int:
 
 @dataclass
 class _Ranked:
-    """Columns of a score matrix as dense integer ranks (row-major per column)."""
+    """Columns of a score matrix as dense integer ranks (one row per column)."""
 
-    ranks: np.ndarray    # [J, N] dense rank of each image in original image order
+    ranks: np.ndarray    # [J, N] dense rank of each image (0 = the column's minimum), image order
     sorted: np.ndarray   # [J, N] the same ranks in ascending order
+    below: np.ndarray    # [J, N] number of images with a strictly smaller value, image order
     ties: np.ndarray     # [J] int64: pairs tied within the column (n1 / n2)
     nan: np.ndarray      # [J] bool: column holds a NaN -> every τ with it is NaN
     n: int
@@ -126,135 +133,193 @@ def _rank_columns(arr: np.ndarray) -> _Ranked:
             cols = np.where(np.isnan(cols), 0, cols)
     else:
         nan = np.zeros(j, dtype=bool)
+    idx = np.int32 if n < 2**31 - 1 else np.int64
     order = np.argsort(cols, axis=1)
     vals = np.take_along_axis(cols, order, axis=1)
-    dense = np.zeros((j, n), dtype=np.int32 if n < 2**31 - 1 else np.int64)
-    if n > 1:
-        np.cumsum(vals[:, 1:] != vals[:, :-1], axis=1, out=dense[:, 1:])
+    new_group = np.ones((j, n), dtype=bool)
+    new_group[:, 1:] = vals[:, 1:] != vals[:, :-1]
+    dense = np.cumsum(new_group, axis=1, dtype=idx)
+    dense -= 1
+    # first sorted position of each value's group = number of strictly smaller values
+    first = np.where(new_group, np.arange(n, dtype=idx), 0).astype(idx, copy=False)
+    np.maximum.accumulate(first, axis=1, out=first)
     ranks = np.empty_like(dense)
     np.put_along_axis(ranks, order, dense, axis=1)
-    return _Ranked(ranks, dense, _tied_pairs(dense), nan, n)
+    below = np.empty_like(first)
+    np.put_along_axis(below, order, first, axis=1)
+    ties = n * (n - 1) // 2 - first.sum(axis=1, dtype=np.int64)      # Σ_p (p − first(p))
+    return _Ranked(ranks, dense, below, ties, nan, n)
 
 
 def _tied_pairs(sorted_rows: np.ndarray) -> np.ndarray:
     """Per row of a row-sorted integer array: Σ over runs of equal values of c·(c−1)/2."""
     m, n = sorted_rows.shape
+    out = np.zeros(m, dtype=np.int64)
     if n < 2:
-        return np.zeros(m, dtype=np.int64)
-    # start index of the run each position belongs to; Σ_p (p − start(p)) = Σ_runs C(c, 2)
-    idx_dtype = np.int32 if n < 2**31 - 1 else np.int64
-    start = np.zeros((m, n), dtype=idx_dtype)
+        return out
     eq = sorted_rows[:, 1:] == sorted_rows[:, :-1]
     if not eq.any():
-        return np.zeros(m, dtype=np.int64)
-    np.copyto(start[:, 1:], np.arange(1, n, dtype=idx_dtype)[None, :], where=~eq)
-    np.maximum.accumulate(start, axis=1, out=start)
-    return n * (n - 1) // 2 - start.sum(axis=1, dtype=np.int64)
+        return out
+    # fast path: often the only run is the leading one (e.g. the zeros of ReLU scores)
+    lead = np.count_nonzero(sorted_rows == sorted_rows[:, :1], axis=1).astype(np.int64)
+    out += lead * (lead - 1) // 2
+    other = eq & (sorted_rows[:, 1:] != sorted_rows[:, :1])
+    rows = np.flatnonzero(other.any(axis=1))
+    if rows.size:
+        # start index of the run each position belongs to; Σ_p (p − start(p)) = Σ_runs C(c, 2)
+        idx_dtype = np.int32 if n < 2**31 - 1 else np.int64
+        start = np.zeros((rows.size, n), dtype=idx_dtype)
+        np.copyto(start[:, 1:], np.arange(1, n, dtype=idx_dtype)[None, :], where=~eq[rows])
+        np.maximum.accumulate(start, axis=1, out=start)
+        out[rows] = n * (n - 1) // 2 - start.sum(axis=1, dtype=np.int64)
+    return out
 
 
 def _key_dtype(n: int):
-    # largest key: (blocks − 1)·2N + 2(N − 1) + 1 < N² + 2N; also rank·N + rank < N²
-    return np.int32 if n * n + 4 * n < 2**31 - 1 else np.int64
+    # keys rank(x)·N + rank(y) < N²
+    return np.int32 if n * n < 2**31 - 1 else np.int64
 
 
-@lru_cache(maxsize=16)
-def _merge_levels(n: int, dtype_name: str) -> tuple[tuple[np.ndarray, ...], tuple[int, ...], np.ndarray]:
-    """Per merge level L: the key offset ``block·2N + side`` of each position and the
-    constant ``Σ_blocks (wl·wr + wr·start + wr(wr−1)/2)`` (see :func:`_discordant`)."""
-    dt = np.dtype(dtype_name)
-    pos = np.arange(n, dtype=np.int64)
-    offsets, consts = [], []
-    level = 0
-    while (1 << level) < n:
-        w = 1 << level
-        offsets.append(((pos >> (level + 1)) * (2 * n) + ((pos >> level) & 1)).astype(dt))
-        starts = np.arange(0, n, 2 * w, dtype=np.int64)
-        size = np.minimum(2 * w, n - starts)
-        wl = np.minimum(size, w)
-        wr = size - wl
-        consts.append(int((wl * wr + wr * starts + wr * (wr - 1) // 2).sum()))
-        level += 1
-    for o in offsets:
-        o.setflags(write=False)
-    positions = np.arange(n, dtype=dt)     # Σ positions < N²/2 fits the key type
-    positions.setflags(write=False)
-    return tuple(offsets), tuple(consts), positions
+_SIDE = {dt: np.array([0, 1], dtype=dt)[:, None] for dt in (np.int16, np.int32, np.int64)}
+_BRUTE_LEVELS = 3      # merge levels of 2, 4 and 8 positions: direct comparison beats sorting
 
 
-def _inversions_small_levels(y: np.ndarray) -> np.ndarray:
-    """Strict inversions between the halves of the blocks of 2 and of 4 positions
-    (merge levels 0 and 1), counted by direct comparison: cheaper than a sort."""
-    m, n = y.shape
-    count = np.zeros(m, dtype=np.int64)
-    h = n // 2
-    if h:
-        count += np.count_nonzero(y[:, 0:2 * h:2] > y[:, 1:2 * h:2], axis=1)
-    full = n // 4
-    if full:
-        v = y[:, :4 * full].reshape(m, full, 4)
-        for left in (0, 1):
-            for right in (2, 3):
-                count += np.count_nonzero(v[:, :, left] > v[:, :, right], axis=1)
-    if n % 4 == 3:              # last block: left half of 2, right half of 1
-        base = 4 * full
-        count += (y[:, base] > y[:, base + 2]).astype(np.int64) + (y[:, base + 1] > y[:, base + 2])
+def _brute_level(v: np.ndarray, w: int) -> np.ndarray:
+    """``v`` [M, blocks, 2w]: Σ over blocks of #(left a, right b) with v_a > v_b, per row."""
+    count = np.zeros(v.shape[0], dtype=np.int64)
+    for a in range(w):
+        left = v[:, :, a]
+        for b in range(w, 2 * w):
+            count += np.count_nonzero(left > v[:, :, b], axis=1)
     return count
 
 
-_SMALL_LEVELS = 2
+def _inversions(y: np.ndarray, n: int) -> np.ndarray:
+    """Strict inversions ``#{p < q: y_p > y_q}`` of every row of ``y`` [M, W] (integers
+    in [0, n)), as int64 [M].
+
+    Merge-sort decomposition carried out with sorts: the row is padded with the sentinel
+    ``n`` (never part of an inversion) to ``c·2^k`` positions (8 ≤ c < 16 leaf blocks);
+    at merge level L every block of ``2^(L+1)`` positions is sorted by ``2y + side``
+    (side 0 for its left half, 1 for its right half). A left element sorts before a right
+    element with the same y, so Σ over right elements of their sorted position p gives
+    the block's inversions in closed form: ``wl·wr − (Σp − wr(wr−1)/2)``. Levels inside
+    the leaf blocks sort the reshaped ``[M·blocks, 2^(L+1)]`` array (16-bit keys when
+    ``2n+1`` fits); the levels above the leaves walk a binary tree over the c leaves.
+    The three lowest levels compare elements directly.
+    """
+    m, width = y.shape
+    inv = np.zeros(m, dtype=np.int64)
+    if width < 2:
+        return inv
+    if 2 * n + 1 <= np.iinfo(np.int16).max:
+        dt = np.int16
+    elif 2 * n + 1 <= np.iinfo(np.int32).max:
+        dt = np.int32
+    else:
+        dt = np.int64
+    k = max(1, width.bit_length() - 4)          # leaf block 2^k: between 8 and 15 leaves
+    block = 1 << k
+    leaves = -(-width // block)
+    wp = leaves * block
+    acc = np.int32 if wp * wp < 2**31 - 1 else np.int64
+    if np.iinfo(dt).max < wp:                    # positions must fit the key type
+        dt = np.int32 if wp < 2**31 - 1 else np.int64
+    y2 = np.full((m, wp), 2 * n, dtype=dt)       # sentinel 2n sits above every 2y
+    np.multiply(y, 2, out=y2[:, :width], casting="unsafe")
+    work = np.empty_like(y2)
+    side = _SIDE[dt]
+    for level in range(k):
+        w = 1 << level
+        nb = wp // (2 * w)
+        if level < _BRUTE_LEVELS:
+            inv += _brute_level(y2.reshape(m, nb, 2 * w), w)
+            continue
+        np.add(y2.reshape(m, nb, 2, w), side, out=work.reshape(m, nb, 2, w))
+        flat = work.reshape(m * nb, 2 * w)
+        flat.sort(axis=1)
+        flat &= 1                                # 1 where a right-half element sits
+        local = np.tile(np.arange(2 * w, dtype=dt), nb)
+        right_pos = np.einsum("ij,j->i", work, local, dtype=acc).astype(np.int64)
+        inv += nb * (w * w + w * (w - 1) // 2) - right_pos
+    # merge levels above the leaf blocks: a binary tree over the leaves
+    nodes = [(0, leaves)]
+    while nodes:
+        lo, hi = nodes.pop()
+        if hi - lo < 2:
+            continue
+        mid = (lo + hi) // 2
+        p0, p1, p2 = lo * block, mid * block, hi * block
+        seg = work[:, : p2 - p0]
+        np.copyto(seg, y2[:, p0:p2])
+        seg[:, p1 - p0:] += 1
+        seg.sort(axis=1)
+        seg &= 1
+        wl, wr = p1 - p0, p2 - p1
+        right_pos = np.einsum("ij,j->i", seg, np.arange(p2 - p0, dtype=dt), dtype=acc).astype(np.int64)
+        inv += wl * wr - (right_pos - wr * (wr - 1) // 2)
+        nodes += [(lo, mid), (mid, hi)]
+    return inv
 
 
 def _discordant(x_ranks: np.ndarray, x_sorted: np.ndarray, y_ranks: np.ndarray,
-                joint_ties: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                joint_ties: bool = True, y_below: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Discordant pairs ``nd`` and joint ties ``n3`` for every row pair (x row, y row).
 
     ``x_ranks`` [1 or M, N] dense x ranks in image order (broadcast over rows),
     ``x_sorted`` [1 or M, N] the same ranks sorted, ``y_ranks`` [M, N] dense y ranks in
     image order. Returns two int64 arrays [M]. ``joint_ties=False`` skips counting
     ``n3`` (returned as 0): only valid when x has no ties.
+
+    With one shared x row, ``y_below`` [M] may give, per y row, Σ over the images in x's
+    minimum group A of "number of y values strictly below": the pairs (A, rest) are then
+    counted in closed form and only the rest is searched for inversions (for ReLU-like
+    scores A, the images where the unit is silent, is often half of the set).
     """
     m, n = y_ranks.shape
     dt = _key_dtype(n)
-    offsets, consts, positions = _merge_levels(n, np.dtype(dt).name)
-    xn_sorted = x_sorted.astype(dt) * n
-    # 1. the y sequence in (x asc, y asc) order: sort the combined keys rank(x)·N + rank(y)
+    # the y sequence in (x asc, y asc) order: sort the combined keys rank(x)·N + rank(y)
     key = x_ranks.astype(dt) * n
     key = key + y_ranks.astype(dt, copy=False)   # broadcast -> [M, N], a fresh array
     key.sort(axis=1)
-    if not joint_ties:
-        n3 = np.zeros(m, dtype=np.int64)
-    elif x_sorted.shape[0] == 1:
-        n3 = _joint_ties_shared_x(key, x_sorted[0])
-    else:
-        n3 = _tied_pairs(key)
-    # 2. strict inversions of that y sequence = discordant pairs
-    y2 = key
-    y2 -= xn_sorted
-    y2 *= 2                                 # 2y: room for the side bit
-    nd = _inversions_small_levels(y2)
-    work = np.empty_like(y2)
-    for off, const in zip(offsets[_SMALL_LEVELS:], consts[_SMALL_LEVELS:]):
-        np.add(y2, off, out=work)           # block·2N + 2y + side
-        work.sort(axis=1)
-        work &= 1                           # 1 where a right-half element sits
-        right_pos = np.einsum("ij,j->i", work, positions, dtype=dt)
-        nd += const - right_pos.astype(np.int64)
+    shared = x_sorted.shape[0] == 1
+    a = int(np.count_nonzero(x_sorted[0] == 0)) if shared and y_below is not None else 0
+    n3 = np.zeros(m, dtype=np.int64)
+    tied_in_a = np.zeros(m, dtype=np.int64)
+    if joint_ties:
+        if shared:
+            n3, tied_in_a = _joint_ties_shared_x(key, x_sorted[0])
+        else:
+            n3 = _tied_pairs(key)
+    y = key[:, a:]
+    y -= x_sorted[:, a:].astype(dt) * n        # leaves rank(y), still in (x, y) order
+    nd = _inversions(y, n)
+    if a:
+        # pairs (r in A, s not in A) have x_r < x_s: discordant iff y_r > y_s. Their number:
+        # Σ_{r∈A} #{s: y_s < y_r} − #{(r, s) ∈ A²: y_s < y_r}, the latter C(a,2) − ties in A
+        nd += y_below - a * (a - 1) // 2 + tied_in_a
     return nd, n3
 
 
-def _joint_ties_shared_x(key: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Joint ties of row-sorted keys when every row has the same sorted x ranks ``xs``:
-    only positions inside an x-tie group (contiguous ranges of ``xs``) can tie."""
+def _joint_ties_shared_x(key: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Joint ties of row-sorted keys when every row has the same sorted x ranks ``xs``
+    (only positions inside an x-tie group can tie), and those inside the group of the
+    minimum x (positions [0, a)). Returns (all, in the first group)."""
+    m = key.shape[0]
     same = xs[1:] == xs[:-1]
+    zero = np.zeros(m, dtype=np.int64)
     if not same.any():
-        return np.zeros(key.shape[0], dtype=np.int64)
+        return zero, zero
     edges = np.flatnonzero(np.diff(np.r_[0, same.astype(np.int8), 0]))
     starts, ends = edges[0::2], edges[1::2] + 1       # groups [start, end) of length ≥ 2
+    first = _tied_pairs(key[:, starts[0]:ends[0]]) if starts[0] == 0 else zero
     if len(starts) <= 8:
-        return sum(_tied_pairs(key[:, s:e]) for s, e in zip(starts, ends))
+        rest = [_tied_pairs(key[:, s:e]) for s, e in zip(starts, ends) if s != 0]
+        return first + sum(rest, zero), first
     mask = np.r_[same, False] | np.r_[False, same]      # inside a group of length ≥ 2
+    mask[: ends[0] if starts[0] == 0 else 0] = False
     # equal keys share x, so runs never join across two x groups
-    return _tied_pairs(key[:, mask])
+    return first + _tied_pairs(key[:, mask]), first
 
 
 def _tau_from_counts(tot: int, xtie, ytie, nd, n3) -> np.ndarray:
@@ -307,8 +372,9 @@ def kendall_tau_matrix(a: Any, b: Any = None, *, n_jobs: int | None = None) -> n
     equal to ``a``: ``a`` against itself, only the upper triangle is computed).
     Returns float64 [Ja, Jb] with entry [j, i] = ``scipy.stats.kendalltau(a[:, j],
     b[:, i]).statistic``; NaN where either column is constant or holds a NaN (and
-    everywhere for N = 1). The diagonal of ``a`` against itself is 1.0 (NaN for a
-    constant column). ``n_jobs`` threads (default: the usable CPUs, at most 8).
+    everywhere for N = 1). The diagonal of ``a`` against itself is τ(x, x) as scipy
+    rounds it (1 within 3e-16; NaN for a constant column). ``n_jobs`` threads
+    (default: the usable CPUs, at most 8).
     """
     A = _score_matrix(a, "a")
     symmetric = b is None or b is a
@@ -331,12 +397,21 @@ def kendall_tau_matrix(a: Any, b: Any = None, *, n_jobs: int | None = None) -> n
     rows = max(1, _CHUNK_ELEMENTS // n)
     # a joint tie needs a tie in x: without ties in column j there are none
     x_has_ties = ra.ties > 0
+    # Σ over the images where column j of a is at its minimum of "y values strictly below",
+    # for every column of b (exact in float64: entries < N²)
+    below_a_min = np.empty((ja, jb), dtype=np.int64)
+    below_b = rb.below.astype(np.float64)
+    for s in range(0, ja, 256):
+        at_min = (ra.ranks[s:s + 256] == 0).astype(np.float64)
+        below_a_min[s:s + 256] = np.rint(at_min @ below_b.T).astype(np.int64)
+    del below_b
 
     def row(j: int) -> None:
         xr, xs = ra.ranks[j:j + 1], ra.sorted[j:j + 1]
         for s in range(j + 1 if symmetric else 0, jb, rows):
             e = min(jb, s + rows)
-            nd[j, s:e], n3[j, s:e] = _discordant(xr, xs, rb.ranks[s:e], joint_ties=bool(x_has_ties[j]))
+            nd[j, s:e], n3[j, s:e] = _discordant(xr, xs, rb.ranks[s:e], joint_ties=bool(x_has_ties[j]),
+                                                 y_below=below_a_min[j, s:e])
 
     if workers > 1 and ja > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -381,7 +456,8 @@ def kendall_tau_w(r_init: Any, r_final: Any, *, n_jobs: int | None = None,
     ``r_init``, ``r_final``: score matrices [N, J], J ≥ 2. The maxima skip NaN (nanmax
     over i ≠ j). Returns float64 [J]; NaN where the numerator or denominator has no
     defined τ (e.g. unit j constant on D_τ under θ_init) and NaN where the denominator
-    is exactly 0. ``tau_init`` = ``kendall_tau_matrix(r_init)`` and ``tau_cross`` =
+    is exactly 0. A negative denominator (no other unit ranks the images like j) is
+    used as it is, so the ratio then flips sign, as the definition states. ``tau_init`` = ``kendall_tau_matrix(r_init)`` and ``tau_cross`` =
     ``kendall_tau_matrix(r_init, r_final)`` may be passed when already computed (the
     slow step); they are then used instead of being recomputed.
     """
