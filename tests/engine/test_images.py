@@ -83,3 +83,12 @@ def test_read_idx_rejects_garbage(tmp_path):
     p.write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x05abc")
     with pytest.raises(ImageSetError):
         read_idx(p)
+
+
+def test_folder_from_index_keeps_ids_when_files_are_added(image_folder):
+    ds = FolderImageSet(image_folder)
+    frozen = FolderImageSet.from_index("db:1", ds.class_names, [str(p) for p in ds.paths], ds.labels)
+    make_image_folder(image_folder, n_per_class=6, seed=5)  # adds img_004, img_005 per class
+    assert len(FolderImageSet(image_folder)) == 12 and len(frozen) == 8
+    assert frozen.paths[4].name == "img_000.png" and frozen.label_name(4) == "dog"
+    assert frozen.load_array(0).shape == (16, 16, 3)

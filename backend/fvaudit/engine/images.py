@@ -188,6 +188,25 @@ class FolderImageSet(ImageSet):
         self.paths = paths
         self.labels = np.asarray(labels, dtype=np.int64)
 
+    @classmethod
+    def from_index(cls, key: str, class_names: Sequence[str], paths: Sequence[str | Path], labels: Sequence[int],
+                   cache: DecodeCache | None = None) -> "FolderImageSet":
+        """A folder set exactly as indexed earlier (ids, paths, labels stored elsewhere, e.g. a DB).
+
+        Files added or removed since do not shift ids: the set is its index.
+        """
+        if len(paths) == 0:
+            raise ImageSetError(f"image set {key} is empty")
+        self = cls.__new__(cls)
+        self.key = key
+        self.root = Path(paths[0]).parent.parent
+        self.cache = cache
+        self.skipped = []
+        self.class_names = list(class_names)
+        self.paths = [Path(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        return self
+
     def load_array(self, image_id: int) -> np.ndarray:
         path = self.paths[int(image_id)]
         if self.cache is not None:
