@@ -124,6 +124,11 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(setup, tmp_path):
                               resumed.final_model.module.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
     assert [h["loss"] for h in straight.history] == pytest.approx([h["loss"] for h in resumed.history], abs=1e-5)
+    # another device or checkpoint interval may resume (a requeued job on another worker)
+    import dataclasses
+
+    moved = dataclasses.replace(cfg, checkpoint_every=7)
+    assert run_attack(m, train, val, moved, out_dir=tmp_path / "b", init_scans=init.layers).steps == 20
     # a different config in the same directory is refused, not silently mixed
     with pytest.raises(AttackConfigError, match="different configuration"):
         run_attack(m, train, val, _cfg(alpha=0.4, steps=20, checkpoint_every=5), out_dir=tmp_path / "b",

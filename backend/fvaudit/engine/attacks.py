@@ -363,12 +363,12 @@ def run_attack(
     selected_weights: dict[str, torch.Tensor] | None = None
     if ckpt_dir is not None and resume and (ckpt_dir / "state.json").exists():
         saved = json.loads((ckpt_dir / "state.json").read_text())
-        if saved.get("config") != cfg.to_json():
+        if _resume_key(saved.get("config") or {}) != _resume_key(cfg.to_json()):
             raise AttackConfigError(f"checkpoint in {ckpt_dir} was written by a different configuration; "
                                     "use a new run directory or resume=False")
         state.load(saved["state"])
         student.module.load_state_dict(load_state_dict_file(ckpt_dir / "weights.safetensors"))
-        opt.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
+        opt.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True, map_location=device))
         if (ckpt_dir / "selected.safetensors").exists():
             selected_weights = load_state_dict_file(ckpt_dir / "selected.safetensors")
         reporter.log(f"resumed from step {state.step}", step=state.step)
@@ -499,6 +499,12 @@ def run_attack(
         decoy_ids=None if decoy_ids is None else [int(i) for i in decoy_ids],
         selected_model=selected.to("cpu"), final_model=final.to("cpu"),
     )
+
+
+def _resume_key(config: dict) -> dict:
+    """The parts of a config a checkpoint must match to be resumed: all but the device and
+    the checkpoint interval (a requeued job may land on another worker, CPU or GPU)."""
+    return {k: v for k, v in config.items() if k not in ("device", "checkpoint_every")}
 
 
 def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
