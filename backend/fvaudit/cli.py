@@ -109,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="small subsets and few steps (a smoke run)")
     sp.add_argument("--device", default="cpu")
 
+    sp = sub.add_parser("visualize", help="synthetic feature visualization of units (SPEC §4)")
+    model_args(sp)
+    sp.add_argument("--compare-checkpoint", help="also render the same units with these weights (before/after)")
+    sp.add_argument("--layer", required=True)
+    sp.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all)")
+    sp.add_argument("--steps", type=int, default=256)
+    sp.add_argument("--lr", type=float, default=0.05)
+    sp.add_argument("--batch-units", type=int, default=32)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, type=Path)
+
     sp = sub.add_parser("train-demo-model", help="train the Fashion-MNIST demo CNN (reproducible)")
     sp.add_argument("--out", type=Path, default=Path("backend/fvaudit/assets/fmnist_cnn.safetensors"))
     sp.add_argument("--epochs", type=int, default=6)
@@ -292,6 +303,34 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_visualize(args) -> int:
+    import numpy as np
+
+    from fvaudit.cli_progress import RichReporter
+    from fvaudit.engine.models import load_model
+    from fvaudit.engine.synthesis import SynthesisConfig, save_grid, synthesize
+
+    cfg = SynthesisConfig(steps=args.steps, lr=args.lr, batch_units=args.batch_units, seed=args.seed,
+                          device=args.device)
+    variants = [("before", args.checkpoint)] + ([("after", args.compare_checkpoint)] if args.compare_checkpoint else [])
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for tag, ckpt in variants:
+        model = load_model(args.model, checkpoint=ckpt, device=args.device)
+        with RichReporter() as rep:
+            res = synthesize(model, args.layer, args.units, cfg, rep)
+        safe = res.layer.replace("/", "_")
+        save_grid(res.images, args.out / f"synthetic_{safe}_{tag}.png", labels=[str(u) for u in res.units])
+        np.savez_compressed(args.out / f"synthetic_{safe}_{tag}.npz", images=res.images, units=np.array(res.units),
+                            activation=res.activation)
+        summary[tag] = {"weights": model.weights, "units": res.units, "activation": res.activation.tolist(),
+                        "activation_start": res.activation_start.tolist(), "seconds": res.seconds}
+        print(f"{tag}: {len(res.units)} units of {res.layer} in {res.seconds:.1f} s; mean activation "
+              f"{res.activation.mean():.4g} (from {res.activation_start.mean():.4g}) -> {args.out / f'synthetic_{safe}_{tag}.png'}")
+    (args.out / "synthetic.json").write_text(json.dumps({"config": cfg.__dict__, **summary}, indent=1))
+    return 0
+
+
 def cmd_train_demo(args) -> int:
     from fvaudit.engine.fmnist_cnn import save_demo_weights, train_fashion_cnn
     from fvaudit.engine.images import fashion_mnist
@@ -312,7 +351,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "scan": cmd_scan, "attack": cmd_attack, "metrics": cmd_metrics,
-            "report": cmd_report, "train-demo-model": cmd_train_demo, "demo-experiment": cmd_demo}
+            "report": cmd_report, "train-demo-model": cmd_train_demo, "visualize": cmd_visualize, "demo-experiment": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,3 +76,18 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["attack", "--kind", "push_up", "--layers", "relu3", "--out", str(tmp_path / "y"),
                  "--limit-train", "50", "--limit-val", "50"]) == 2
     assert "decoy_class" in capsys.readouterr().err
+
+
+def test_visualize_writes_grids_and_activations(tmp_path):
+    from fvaudit.engine.models import load_model, save_checkpoint
+
+    ck = save_checkpoint(load_model("fmnist-cnn").module, tmp_path / "same.safetensors")
+    assert main(["visualize", "--layer", "relu3", "--units", "0,5", "--steps", "30", "--compare-checkpoint", str(ck),
+                 "--out", str(tmp_path / "vis")]) == 0
+    s = json.loads((tmp_path / "vis" / "synthetic.json").read_text())
+    assert s["before"]["units"] == [0, 5]
+    # same weights, same seed: identical images before and after
+    a = np.load(tmp_path / "vis" / "synthetic_relu3_before.npz")["images"]
+    b = np.load(tmp_path / "vis" / "synthetic_relu3_after.npz")["images"]
+    np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "vis" / "synthetic_relu3_after.png").exists()

