@@ -1,0 +1,63 @@
+import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
+import { BrowserRouter, Link, Route, Routes } from "react-router";
+import { Layout } from "./components/Layout";
+import { Compare } from "./pages/Compare";
+import { Home } from "./pages/Home";
+import { JobView } from "./pages/JobView";
+import { Launch } from "./pages/Launch";
+import { RunSummary } from "./pages/RunSummary";
+import { UnitPage } from "./pages/UnitPage";
+
+export function makeQueryClient() {
+  return new QueryClient({
+    defaultOptions: {
+      queries: {
+        staleTime: 10_000,
+        refetchOnWindowFocus: false,
+        retry: (n, e) => {
+          const s = (e as { status?: number }).status;
+          return !(s && s >= 400 && s < 500) && n < 2;
+        },
+      },
+    },
+  });
+}
+
+export function AppRoutes() {
+  return (
+    <Routes>
+      <Route element={<Layout />}>
+        <Route index element={<Home />} />
+        <Route path="launch" element={<Launch />} />
+        <Route path="jobs/:job" element={<JobView />} />
+        <Route path="runs/:run" element={<RunSummary />} />
+        <Route path="runs/:run/layers/:layer" element={<RunSummary />} />
+        <Route path="runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
+        <Route path="compare" element={<Compare />} />
+        <Route path="*" element={<NotFound />} />
+      </Route>
+    </Routes>
+  );
+}
+
+function NotFound() {
+  return (
+    <section className="panel">
+      <h1>No such page</h1>
+      <p>
+        Addresses look like <code>/runs/3</code>, <code>/runs/3/layers/relu3/units/7</code> or <code>/jobs/12</code>.{" "}
+        <Link to="/">Go to the runs</Link>.
+      </p>
+    </section>
+  );
+}
+
+export function App({ client = makeQueryClient() }: { client?: QueryClient }) {
+  return (
+    <QueryClientProvider client={client}>
+      <BrowserRouter>
+        <AppRoutes />
+      </BrowserRouter>
+    </QueryClientProvider>
+  );
+}

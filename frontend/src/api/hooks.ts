@@ -1,0 +1,225 @@
+// TanStack Query hooks over the typed client. Query keys carry the share token so a
+// shared view and a signed-in view never mix cached data.
+import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { client, unwrap, type AuditSpec, type Job, type ScanSpec } from "./client";
+import { currentShare, useToken } from "./auth";
+
+const who = (token: string | null) => ({ t: token ? token.slice(0, 12) : null, s: currentShare() });
+
+export function useHealth() {
+  return useQuery({
+    queryKey: ["health"],
+    queryFn: () => unwrap(client.GET("/api/v1/health")),
+    staleTime: 30_000,
+    retry: 1,
+  });
+}
+
+export function useMe() {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["me", token],
+    queryFn: () => unwrap(client.GET("/api/v1/me")),
+    enabled: !!token,
+    retry: false,
+    staleTime: 60_000,
+  });
+}
+
+export function useRuns(enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["runs", who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/runs", { params: { query: { limit: 500 } } })),
+    enabled: enabled && !!token,
+    refetchInterval: (q) => (q.state.data?.some((r) => r.status === "queued" || r.status === "running") ? 3000 : false),
+  });
+}
+
+export function useJobs(enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["jobs", who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/jobs", { params: { query: { top_level: true, limit: 50 } } })),
+    enabled: enabled && !!token,
+    refetchInterval: (q) => (q.state.data?.some((j) => j.status === "queued" || j.status === "running") ? 3000 : false),
+  });
+}
+
+export function useModels(enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["models", who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/models")),
+    enabled: enabled && !!token,
+    staleTime: 60_000,
+  });
+}
+
+export function useLayers(modelId: number | null | undefined) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["layers", modelId, who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/models/{model_id}/layers", { params: { path: { model_id: modelId! } } })),
+    enabled: !!token && !!modelId,
+    staleTime: Infinity,
+  });
+}
+
+export function useImageSets(enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["image-sets", who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/image-sets")),
+    enabled: enabled && !!token,
+    staleTime: 60_000,
+  });
+}
+
+export function useSamples(setId: number | null | undefined, classIndex: number | null | undefined, n = 8, offset = 0) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["samples", setId, classIndex, n, offset, who(token)],
+    queryFn: () =>
+      unwrap(
+        client.GET("/api/v1/image-sets/{set_id}/classes/{class_index}/samples", {
+          params: { path: { set_id: setId!, class_index: classIndex! }, query: { n, offset } },
+        }),
+      ),
+    enabled: !!token && setId != null && classIndex != null,
+    staleTime: Infinity,
+  });
+}
+
+export function useJob(id: number, opts: { poll?: boolean } = {}) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["job", id, who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/jobs/{job_id}", { params: { path: { job_id: id } } })),
+    enabled: !!token && id > 0,
+    refetchInterval: (q) =>
+      opts.poll && !["succeeded", "failed", "cancelled"].includes(q.state.data?.status ?? "") ? 2000 : false,
+  });
+}
+
+export function useRun(id: number) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["run", id, who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/runs/{run_id}", { params: { path: { run_id: id } } })),
+    enabled: id > 0,
+    retry: (n, e) => (e as { status?: number }).status !== 404 && (e as { status?: number }).status !== 401 && n < 2,
+    refetchInterval: (q) => (q.state.data && ["queued", "running"].includes(q.state.data.status) ? 3000 : false),
+  });
+}
+
+export type UnitQuery = {
+  sort: "unit" | "clip_delta" | "kendall_tau" | "clip_w" | "kendall_tau_w" | "topk_overlap";
+  order: "asc" | "desc";
+  page: number;
+  page_size: number;
+  attacked_only: boolean;
+};
+
+export function useUnits(runId: number, layer: string | undefined, q: UnitQuery, enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["units", runId, layer, q, who(token)],
+    queryFn: () =>
+      unwrap(
+        client.GET("/api/v1/runs/{run_id}/layers/{layer}/units", {
+          params: { path: { run_id: runId, layer: layer! }, query: q },
+        }),
+      ),
+    enabled: enabled && runId > 0 && !!layer,
+    placeholderData: keepPreviousData,
+  });
+}
+
+/** Every unit row of a layer (pages of 1000), for comparisons. */
+export function useAllUnits(runId: number | null, layer: string | undefined) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["all-units", runId, layer, who(token)],
+    queryFn: async () => {
+      const rows = [];
+      for (let page = 1; ; page++) {
+        const res = await unwrap(
+          client.GET("/api/v1/runs/{run_id}/layers/{layer}/units", {
+            params: { path: { run_id: runId!, layer: layer! }, query: { page, page_size: 1000, sort: "unit" } },
+          }),
+        );
+        rows.push(...res.items);
+        if (rows.length >= res.total || res.items.length === 0) break;
+      }
+      return rows;
+    },
+    enabled: !!runId && !!layer,
+  });
+}
+
+export function useUnit(runId: number, layer: string, unit: number) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["unit", runId, layer, unit, who(token)],
+    queryFn: () =>
+      unwrap(
+        client.GET("/api/v1/runs/{run_id}/layers/{layer}/units/{unit}", {
+          params: { path: { run_id: runId, layer, unit } },
+        }),
+      ),
+    enabled: runId > 0 && !!layer && unit >= 0,
+    placeholderData: keepPreviousData,
+    retry: (n, e) => (e as { status?: number }).status !== 404 && n < 2,
+  });
+}
+
+export function useShares(runId: number, enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["shares", runId, who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/runs/{run_id}/shares", { params: { path: { run_id: runId } } })),
+    enabled: enabled && !!token && runId > 0,
+  });
+}
+
+export function useCreateShare(runId: number) {
+  const qc = useQueryClient();
+  return useMutation({
+    mutationFn: () => unwrap(client.POST("/api/v1/runs/{run_id}/shares", { params: { path: { run_id: runId } } })),
+    onSuccess: () => qc.invalidateQueries({ queryKey: ["shares", runId] }),
+  });
+}
+
+export function useRevokeShare(runId: number) {
+  const qc = useQueryClient();
+  return useMutation({
+    mutationFn: (token: string) => unwrap(client.DELETE("/api/v1/shares/{token}", { params: { path: { token } } })),
+    onSuccess: () => qc.invalidateQueries({ queryKey: ["shares", runId] }),
+  });
+}
+
+export type LaunchBody = { kind: "audit"; spec: AuditSpec } | { kind: "scan"; spec: ScanSpec };
+
+export function useCreateJob() {
+  const qc = useQueryClient();
+  return useMutation({
+    mutationFn: (body: LaunchBody) => unwrap(client.POST("/api/v1/jobs", { body })),
+    onSuccess: () => {
+      qc.invalidateQueries({ queryKey: ["jobs"] });
+      qc.invalidateQueries({ queryKey: ["runs"] });
+    },
+  });
+}
+
+export function useCancelJob() {
+  const qc = useQueryClient();
+  return useMutation({
+    mutationFn: (id: number) => unwrap(client.POST("/api/v1/jobs/{job_id}/cancel", { params: { path: { job_id: id } } })),
+    onSuccess: (job: Job) => {
+      qc.invalidateQueries({ queryKey: ["job", job.id] });
+      qc.invalidateQueries({ queryKey: ["jobs"] });
+      qc.invalidateQueries({ queryKey: ["runs"] });
+    },
+  });
+}

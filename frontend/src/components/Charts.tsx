@@ -1,0 +1,201 @@
+// Small dependency-free SVG charts: histogram, scatter (with the y = x diagonal), lines.
+import { useMemo, useState } from "react";
+
+const W = 360;
+const H = 220;
+const M = { l: 44, r: 12, t: 12, b: 34 };
+
+function ticks(lo: number, hi: number, n = 5): number[] {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / n;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw) ?? raw;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+const fmtTick = (v: number) => {
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e4 || a < 1e-3)) return v.toExponential(0);
+  return String(Number(v.toPrecision(3))).replace("-", "−");
+};
+
+function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel }: {
+  x0: number; x1: number; y0: number; y1: number;
+  xs: (v: number) => number; ys: (v: number) => number; xLabel: string; yLabel: string;
+}) {
+  return (
+    <g className="axes">
+      <line x1={M.l} x2={W - M.r} y1={H - M.b} y2={H - M.b} />
+      <line x1={M.l} x2={M.l} y1={M.t} y2={H - M.b} />
+      {ticks(x0, x1).map((t) => (
+        <g key={`x${t}`} transform={`translate(${xs(t)},${H - M.b})`}>
+          <line y2={4} />
+          <text y={15} textAnchor="middle">{fmtTick(t)}</text>
+        </g>
+      ))}
+      {ticks(y0, y1, 4).map((t) => (
+        <g key={`y${t}`} transform={`translate(${M.l},${ys(t)})`}>
+          <line x2={-4} />
+          <line className="grid" x2={W - M.l - M.r} />
+          <text x={-6} dy="0.32em" textAnchor="end">{fmtTick(t)}</text>
+        </g>
+      ))}
+      <text className="axis-label" x={(M.l + W - M.r) / 2} y={H - 3} textAnchor="middle">{xLabel}</text>
+      <text className="axis-label" transform={`translate(11,${(M.t + H - M.b) / 2}) rotate(-90)`} textAnchor="middle">{yLabel}</text>
+    </g>
+  );
+}
+
+function extent(vals: number[], pad = 0): [number, number] {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of vals) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!Number.isFinite(lo)) return [0, 1];
+  if (lo === hi) return [lo - 0.5, hi + 0.5];
+  const p = (hi - lo) * pad;
+  return [lo - p, hi + p];
+}
+
+export function Histogram({ values, label, bins = 20, title }: { values: (number | null)[]; label: string; bins?: number; title: string }) {
+  const finite = values.filter((v): v is number => v != null && Number.isFinite(v));
+  const skipped = values.length - finite.length;
+  const { counts, lo, hi } = useMemo(() => {
+    const [lo, hi] = extent(finite);
+    const counts = new Array(bins).fill(0);
+    for (const v of finite) counts[Math.min(bins - 1, Math.floor(((v - lo) / (hi - lo)) * bins))]++;
+    return { counts, lo, hi };
+  }, [finite.join(","), bins]); // eslint-disable-line react-hooks/exhaustive-deps
+  const maxC = Math.max(1, ...counts);
+  const xs = (v: number) => M.l + ((v - lo) / (hi - lo)) * (W - M.l - M.r);
+  const ys = (v: number) => H - M.b - (v / maxC) * (H - M.t - M.b);
+  const mean = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
+  return (
+    <figure className="chart">
+      <figcaption>
+        {title}
+        <span className="muted">
+          {" "}
+          · {finite.length} units{mean != null && ` · mean ${mean.toFixed(3)}`}
+          {skipped > 0 && ` · ${skipped} undefined skipped`}
+        </span>
+      </figcaption>
+      {finite.length === 0 ? (
+        <p className="muted">No values.</p>
+      ) : (
+        <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: histogram of ${finite.length} values`}>
+          <Axes x0={lo} x1={hi} y0={0} y1={maxC} xs={xs} ys={ys} xLabel={label} yLabel="units" />
+          {counts.map((c, i) => {
+            const a = lo + ((hi - lo) * i) / bins;
+            const b = lo + ((hi - lo) * (i + 1)) / bins;
+            return (
+              <rect key={i} className="bar" x={xs(a) + 0.5} width={Math.max(0, xs(b) - xs(a) - 1)} y={ys(c)} height={H - M.b - ys(c)}>
+                <title>{`${a.toFixed(3)} … ${b.toFixed(3)}: ${c} units`}</title>
+              </rect>
+            );
+          })}
+          {mean != null && <line className="mean" x1={xs(mean)} x2={xs(mean)} y1={M.t} y2={H - M.b} />}
+        </svg>
+      )}
+    </figure>
+  );
+}
+
+export type ScatterPoint = { x: number; y: number; id: number; label?: string };
+
+export function Scatter({ points, xLabel, yLabel, title, diagonal = true, onPick, caption }: {
+  points: ScatterPoint[]; xLabel: string; yLabel: string; title: string; diagonal?: boolean;
+  onPick?: (p: ScatterPoint) => void; caption?: string;
+}) {
+  const [hover, setHover] = useState<ScatterPoint | null>(null);
+  const pts = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  const all = pts.flatMap((p) => [p.x, p.y]);
+  const [lo, hi] = diagonal ? extent(all, 0.05) : [0, 0];
+  const [x0, x1] = diagonal ? [lo, hi] : extent(pts.map((p) => p.x), 0.05);
+  const [y0, y1] = diagonal ? [lo, hi] : extent(pts.map((p) => p.y), 0.05);
+  const xs = (v: number) => M.l + ((v - x0) / (x1 - x0)) * (W - M.l - M.r);
+  const ys = (v: number) => H - M.b - ((v - y0) / (y1 - y0)) * (H - M.t - M.b);
+  return (
+    <figure className="chart">
+      <figcaption>
+        {title}
+        <span className="muted"> · {pts.length} units{hover && ` · ${hover.label ?? `unit ${hover.id}`}: (${hover.x.toFixed(3)}, ${hover.y.toFixed(3)})`}</span>
+      </figcaption>
+      {pts.length === 0 ? (
+        <p className="muted">No values.</p>
+      ) : (
+        <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: scatter of ${pts.length} units`}>
+          <Axes x0={x0} x1={x1} y0={y0} y1={y1} xs={xs} ys={ys} xLabel={xLabel} yLabel={yLabel} />
+          {diagonal && <line className="diag" x1={xs(lo)} y1={ys(lo)} x2={xs(hi)} y2={ys(hi)} />}
+          {pts.map((p) => (
+            <circle
+              key={p.id}
+              className={`dot${onPick ? " pickable" : ""}`}
+              cx={xs(p.x)}
+              cy={ys(p.y)}
+              r={hover?.id === p.id ? 5 : 3.2}
+              onMouseEnter={() => setHover(p)}
+              onMouseLeave={() => setHover(null)}
+              onClick={onPick ? () => onPick(p) : undefined}
+            >
+              <title>{`${p.label ?? `unit ${p.id}`}: ${xLabel} ${p.x.toFixed(3)}, ${yLabel} ${p.y.toFixed(3)}`}</title>
+            </circle>
+          ))}
+        </svg>
+      )}
+      {caption && <p className="caption muted">{caption}</p>}
+    </figure>
+  );
+}
+
+export type Series = { name: string; points: { x: number; y: number }[]; className?: string };
+
+export function LineChart({ series, xLabel, yLabel, title, step = false, markers }: {
+  series: Series[]; xLabel: string; yLabel: string; title: string; step?: boolean;
+  markers?: { x: number; label: string }[];
+}) {
+  const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  const [x0, x1] = extent(all.map((p) => p.x));
+  const [y0, y1] = extent(all.map((p) => p.y), 0.05);
+  const xs = (v: number) => M.l + ((v - x0) / (x1 - x0)) * (W - M.l - M.r);
+  const ys = (v: number) => H - M.b - ((v - y0) / (y1 - y0)) * (H - M.t - M.b);
+  const path = (pts: { x: number; y: number }[]) =>
+    pts
+      .filter((p) => Number.isFinite(p.y))
+      .map((p, i) => {
+        if (i === 0) return `M${xs(p.x)},${ys(p.y)}`;
+        return step ? `H${xs(p.x)}V${ys(p.y)}` : `L${xs(p.x)},${ys(p.y)}`;
+      })
+      .join("") + (step && pts.length ? `H${xs(x1)}` : "");
+  return (
+    <figure className="chart">
+      <figcaption>
+        {title}
+        <span className="legend">
+          {series.map((s, i) => (
+            <span key={s.name} className={`key ${s.className ?? `s${i}`}`}>{s.name}</span>
+          ))}
+        </span>
+      </figcaption>
+      {all.length === 0 ? (
+        <p className="muted">No points yet.</p>
+      ) : (
+        <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: ${series.map((s) => s.name).join(", ")}`}>
+          <Axes x0={x0} x1={x1} y0={y0} y1={y1} xs={xs} ys={ys} xLabel={xLabel} yLabel={yLabel} />
+          {markers?.map((m) => (
+            <line key={`${m.x}-${m.label}`} className="marker" x1={xs(m.x)} x2={xs(m.x)} y1={M.t} y2={H - M.b}>
+              <title>{m.label}</title>
+            </line>
+          ))}
+          {series.map((s, i) => (
+            <path key={s.name} className={`line ${s.className ?? `s${i}`}`} d={path(s.points)} />
+          ))}
+        </svg>
+      )}
+    </figure>
+  );
+}

@@ -1,0 +1,91 @@
+import { useState, type ReactNode } from "react";
+import { Link, NavLink, Outlet } from "react-router";
+import { useToken } from "../api/auth";
+import { useHealth, useMe } from "../api/hooks";
+import { useShareParam } from "../lib/share";
+import { TokenDialog } from "./TokenDialog";
+
+export function Layout() {
+  const token = useToken();
+  const share = useShareParam();
+  const me = useMe();
+  const health = useHealth();
+  const [tokenOpen, setTokenOpen] = useState(false);
+  const sharedOnly = !!share && !token;
+  return (
+    <div className="app">
+      <a className="skip" href="#main">
+        Skip to content
+      </a>
+      <header className="topbar">
+        <Link to={sharedOnly ? "#" : "/"} className="brand" onClick={(e) => sharedOnly && e.preventDefault()}>
+          fv<span>audit</span>
+        </Link>
+        {sharedOnly ? (
+          <span className="badge readonly" title="Opened from a share link: read-only, no login">
+            shared · read-only
+          </span>
+        ) : (
+          <nav aria-label="Main">
+            <NavLink to="/" end>
+              Runs
+            </NavLink>
+            <NavLink to="/launch">Launch</NavLink>
+            <NavLink to="/compare">Compare</NavLink>
+          </nav>
+        )}
+        <div className="spacer" />
+        <span
+          className={`health ${health.data?.status === "ok" ? "ok" : health.error ? "down" : "degraded"}`}
+          title={
+            health.data
+              ? `server ${health.data.status} · ${health.data.mode} mode · database ${health.data.database} · broker ${health.data.broker} · v${health.data.version}`
+              : health.error
+                ? "server unreachable"
+                : "checking server"
+          }
+        >
+          <span className="dot" aria-hidden="true" />
+          {health.data ? health.data.mode : health.error ? "offline" : "…"}
+        </span>
+        <button type="button" className="token-btn" onClick={() => setTokenOpen(true)} title="API token">
+          <span aria-hidden="true">🔑</span>{" "}
+          {token ? (me.data ? me.data.user + (me.data.is_admin ? " (admin)" : "") : me.error ? "invalid token" : "…") : "Sign in"}
+        </button>
+      </header>
+      {token && me.error && (
+        <div className="banner warn" role="alert">
+          The saved API token was refused ({(me.error as Error).message}).{" "}
+          <button type="button" className="link" onClick={() => setTokenOpen(true)}>
+            Enter another token
+          </button>
+        </div>
+      )}
+      <main id="main" tabIndex={-1}>
+        <Outlet />
+      </main>
+      {tokenOpen && <TokenDialog onClose={() => setTokenOpen(false)} />}
+    </div>
+  );
+}
+
+/** Shown in place of a page that needs an API token. */
+export function NeedsToken({ children }: { children: ReactNode }) {
+  const token = useToken();
+  const [open, setOpen] = useState(false);
+  if (token) return <>{children}</>;
+  return (
+    <section className="panel signin">
+      <h1>Sign in with an API token</h1>
+      <p>
+        This page lists your runs, models and jobs, which needs an API token. <code>make demo</code> prints one (open the
+        link it prints, or paste the token); a server admin can create one with <code>fvaudit token create --user you</code>.
+      </p>
+      <p>Opened a share link? It shows its run without a token.</p>
+      <button type="button" className="primary" onClick={() => setOpen(true)}>
+        Enter API token
+      </button>
+      {open && <TokenDialog onClose={() => setOpen(false)} />}
+    </section>
+  );
+}

@@ -1,0 +1,197 @@
+import { Link, useNavigate } from "react-router";
+import { useImageSets, useJobs, useModels, useRuns } from "../api/hooks";
+import { NeedsToken } from "../components/Layout";
+import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
+import { attackLabel, num, pct, signed, when } from "../lib/format";
+
+export function Home() {
+  return (
+    <NeedsToken>
+      <HomeInner />
+    </NeedsToken>
+  );
+}
+
+function HomeInner() {
+  const runs = useRuns();
+  const jobs = useJobs();
+  const models = useModels();
+  const sets = useImageSets();
+  const navigate = useNavigate();
+  const active = (jobs.data ?? []).filter((j) => j.status === "queued" || j.status === "running");
+  return (
+    <div className="page home">
+      <div className="page-head">
+        <div>
+          <h1>Runs</h1>
+          <p className="muted">
+            Each run is an audit: scan the model (θ_init), attack a layer, scan again (θ_final), measure how far the
+            top-k dataset examples moved.
+          </p>
+        </div>
+        <Link to="/launch" className="button primary">
+          + Launch an audit
+        </Link>
+      </div>
+
+      {active.length > 0 && (
+        <section className="panel" aria-label="Jobs in progress">
+          <h2>In progress</h2>
+          <ul className="job-list">
+            {active.map((j) => (
+              <li key={j.id}>
+                <StatusBadge status={j.status} /> <Link to={`/jobs/${j.id}`}>job {j.id}: {String((j.spec as { name?: string }).name ?? j.kind)}</Link>{" "}
+                <span className="muted">{String(j.progress?.stage ?? "")}</span>
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
+
+      <section className="panel" aria-label="Runs">
+        {runs.isLoading ? (
+          <Loading what="Loading runs" />
+        ) : runs.error ? (
+          <ErrorBox error={runs.error} retry={() => runs.refetch()} />
+        ) : !runs.data?.length ? (
+          <Empty>
+            No runs yet. <Link to="/launch">Launch an audit</Link> (a push-down on the demo model takes about a minute on a
+            CPU).
+          </Empty>
+        ) : (
+          <div className="scroll-x">
+            <table className="data runs">
+              <thead>
+                <tr>
+                  <th scope="col">run</th>
+                  <th scope="col">status</th>
+                  <th scope="col">model</th>
+                  <th scope="col">layer</th>
+                  <th scope="col">attack</th>
+                  <th scope="col" className="num" title="mean over attacked units">CLIP-δ</th>
+                  <th scope="col" className="num">Kendall-τ</th>
+                  <th scope="col" className="num">CLIP-W</th>
+                  <th scope="col" className="num">Kendall-τ-W</th>
+                  <th scope="col" className="num">Acc</th>
+                  <th scope="col" className="num">ΔAcc (pp)</th>
+                  <th scope="col">created</th>
+                </tr>
+              </thead>
+              <tbody>
+                {runs.data.map((r) => (
+                  <tr key={r.id} className="clickable" onClick={() => navigate(`/runs/${r.id}`)}>
+                    <td>
+                      <Link to={`/runs/${r.id}`} onClick={(e) => e.stopPropagation()}>
+                        #{r.id} {r.name}
+                      </Link>
+                    </td>
+                    <td>
+                      <StatusBadge status={r.status} />
+                      {(r.status === "running" || r.status === "queued") && r.job_id && (
+                        <>
+                          {" "}
+                          <Link to={`/jobs/${r.job_id}`} onClick={(e) => e.stopPropagation()}>
+                            progress
+                          </Link>
+                        </>
+                      )}
+                    </td>
+                    <td>{r.model ?? "—"}</td>
+                    <td className="mono">{r.layers.join(", ")}</td>
+                    <td>{attackLabel(r.attack_kind)}</td>
+                    <td className="num">{num(r.headline.clip_delta)}</td>
+                    <td className="num">{num(r.headline.kendall_tau)}</td>
+                    <td className="num">{num(r.headline.clip_w)}</td>
+                    <td className="num">{num(r.headline.kendall_tau_w)}</td>
+                    <td className="num">{pct(r.headline.acc_final)}</td>
+                    <td className="num">{signed(r.headline.delta_acc)}</td>
+                    <td className="nowrap">{when(r.created_at)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </section>
+
+      <div className="grid2">
+        <section className="panel" aria-label="Models">
+          <h2>Models</h2>
+          {models.isLoading ? (
+            <Loading what="Loading models" />
+          ) : models.error ? (
+            <ErrorBox error={models.error} retry={() => models.refetch()} />
+          ) : !models.data?.length ? (
+            <Empty>
+              No models registered. Register one with <code>POST /api/v1/models</code> or <code>fvaudit setup-demo</code>.
+            </Empty>
+          ) : (
+            <table className="data compact">
+              <thead>
+                <tr>
+                  <th scope="col">name</th>
+                  <th scope="col">architecture</th>
+                  <th scope="col">weights</th>
+                  <th scope="col" className="num">layers</th>
+                  <th scope="col" className="num">classes</th>
+                  <th scope="col" />
+                </tr>
+              </thead>
+              <tbody>
+                {models.data.map((m) => (
+                  <tr key={m.id}>
+                    <td>{m.name}</td>
+                    <td className="mono">{m.registry_name}</td>
+                    <td className="small" title={m.weights}>
+                      {m.weights.length > 40 ? m.weights.slice(0, 40) + "…" : m.weights}
+                    </td>
+                    <td className="num">{m.n_layers}</td>
+                    <td className="num">{m.n_classes}</td>
+                    <td>
+                      <Link to={`/launch?model=${m.id}`}>audit…</Link>
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </section>
+        <section className="panel" aria-label="Image sets">
+          <h2>Image sets</h2>
+          {sets.isLoading ? (
+            <Loading what="Loading image sets" />
+          ) : sets.error ? (
+            <ErrorBox error={sets.error} retry={() => sets.refetch()} />
+          ) : !sets.data?.length ? (
+            <Empty>
+              No image sets. Register <code>fashion-mnist:train</code> or a class-folder tree with <code>POST /api/v1/image-sets</code>.
+            </Empty>
+          ) : (
+            <table className="data compact">
+              <thead>
+                <tr>
+                  <th scope="col">name</th>
+                  <th scope="col">source</th>
+                  <th scope="col" className="num">images</th>
+                  <th scope="col" className="num">classes</th>
+                </tr>
+              </thead>
+              <tbody>
+                {sets.data.map((s) => (
+                  <tr key={s.id}>
+                    <td>{s.name}</td>
+                    <td className="mono small">{s.source}</td>
+                    <td className="num">{s.size.toLocaleString("en")}</td>
+                    <td className="num" title={s.classes.join(", ")}>
+                      {s.classes.length}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </section>
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,215 @@
+import { useEffect, useMemo } from "react";
+import { Link, useParams } from "react-router";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
+import { client, isTerminal, unwrap, type Job } from "../api/client";
+import { useToken } from "../api/auth";
+import { useCancelJob, useJob, useRun } from "../api/hooks";
+import { LineChart } from "../components/Charts";
+import { NeedsToken } from "../components/Layout";
+import { ErrorBox, Loading, StatusBadge } from "../components/States";
+import { attackLabel, duration, num, when } from "../lib/format";
+import { useJobEvents, type LossPoint } from "../lib/sse";
+
+const STEP_NAMES: Record<number, string> = { 1: "scan θ_init", 2: "attack", 3: "scan θ_final", 4: "metrics" };
+
+export function JobView() {
+  return (
+    <NeedsToken>
+      <JobPage />
+    </NeedsToken>
+  );
+}
+
+function useChildren(job: Job | null | undefined) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["children", job?.id, job?.status, job?.progress?.chain_step, token?.slice(0, 12)],
+    queryFn: () => unwrap(client.GET("/api/v1/jobs", { params: { query: { parent_id: job!.id, limit: 100 } } })),
+    enabled: !!job && job.children.length > 0,
+  });
+}
+
+function JobPage() {
+  const id = Number(useParams().job);
+  const stream = useJobEvents(id);
+  const polled = useJob(id, { poll: !!stream.error || !stream.connected });
+  const job: Job | null = (stream.error ? polled.data ?? stream.job : stream.job ?? polled.data) ?? null;
+  const run = useRun(job?.run_id && isTerminal(job.status) ? job.run_id : 0);
+  const children = useChildren(job);
+  const cancel = useCancelJob();
+  const qc = useQueryClient();
+
+  useEffect(() => {
+    if (job && isTerminal(job.status)) {
+      qc.invalidateQueries({ queryKey: ["runs"] });
+      qc.invalidateQueries({ queryKey: ["jobs"] });
+    }
+  }, [job?.status]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  const points: LossPoint[] = useMemo(() => {
+    const hist = (run.data?.history ?? []) as LossPoint[];
+    return hist.length ? hist : stream.points;
+  }, [run.data, stream.points]);
+
+  if (!(id > 0)) return <ErrorBox error={new Error("No such job: the address must be /jobs/<number>.")} />;
+  if (!job) {
+    if (polled.error) return <ErrorBox error={polled.error} retry={() => polled.refetch()} />;
+    return <Loading what={`Loading job ${id}`} />;
+  }
+
+  const spec = job.spec as { name?: string; attack?: { kind?: string; layer?: string; steps?: number }; layers?: string[] };
+  const p = (stream.progress ?? job.progress ?? {}) as Record<string, unknown>;
+  const done = typeof p.done === "number" ? p.done : 0;
+  const total = typeof p.total === "number" ? p.total : null;
+  const chainStep = typeof p.chain_step === "number" ? p.chain_step : null;
+  const terminal = isTerminal(job.status);
+  const failedTrace = [...stream.logs].reverse().find((l) => typeof l.traceback === "string");
+  const title = spec.name ?? (spec.attack ? `${attackLabel(spec.attack.kind)} on ${spec.attack.layer}` : `${job.kind} ${spec.layers?.join(", ") ?? ""}`);
+
+  const loss = points.filter((q) => q.loss != null);
+  const alphaPts = points.filter((q) => q.alpha != null);
+  const traj = (run.data?.alpha_trajectory ?? []) as { step: number; alpha_before: number; alpha_after: number; drop_pp: number }[];
+
+  return (
+    <div className="page job">
+      <div className="page-head">
+        <div>
+          <p className="crumbs">
+            <Link to="/">Runs</Link> / job {job.id}
+          </p>
+          <h1>
+            {title} <StatusBadge status={job.status} />
+          </h1>
+          <p className="muted">
+            {job.kind} job {job.id} · created {when(job.created_at)}
+            {job.started_at && ` · ${terminal ? "ran" : "running for"} ${duration(job.started_at, job.finished_at)}`}
+            {job.worker && ` · worker ${job.worker}`}
+            {stream.connected && !terminal && <span className="live"> · live</span>}
+          </p>
+        </div>
+        <div className="actions">
+          {!terminal && (
+            <button
+              type="button"
+              className="danger"
+              disabled={cancel.isPending || job.cancel_requested}
+              onClick={() => {
+                if (window.confirm(`Cancel job ${job.id}? A running attack stops at its next step.`)) cancel.mutate(job.id);
+              }}
+            >
+              {job.cancel_requested ? "Cancelling…" : "Cancel job"}
+            </button>
+          )}
+          {job.run_id && (
+            <Link to={`/runs/${job.run_id}`} className={`button${job.status === "succeeded" ? " primary" : ""}`}>
+              {job.status === "succeeded" ? "Open the results →" : `Run ${job.run_id}`}
+            </Link>
+          )}
+        </div>
+      </div>
+      {cancel.error && <ErrorBox error={cancel.error} />}
+      {stream.error && !terminal && <div className="banner warn">{stream.error}</div>}
+
+      {job.status === "failed" && (
+        <section className="state error" role="alert">
+          <strong>The job failed</strong>
+          <p className="mono wrap">{job.error ?? "no error message was recorded"}</p>
+          {failedTrace && (
+            <details>
+              <summary>Cause (traceback from the worker)</summary>
+              <pre className="trace">{String(failedTrace.traceback)}</pre>
+            </details>
+          )}
+          <p>
+            Fix the cause (often a setting: too few images for k, a layer with no live units) and <Link to="/launch">launch again</Link>.
+          </p>
+        </section>
+      )}
+      {job.status === "cancelled" && (
+        <div className="banner">This job was cancelled{job.error ? `: ${job.error}` : ""}.</div>
+      )}
+      {job.status === "succeeded" && job.run_id && (
+        <div className="banner ok">
+          Done. <Link to={`/runs/${job.run_id}`}>Open the run summary</Link> to see the metrics and the galleries.
+        </div>
+      )}
+      {job.status === "succeeded" && !job.run_id && (
+        <div className="banner ok">Done. {job.kind === "scan" ? "The scan is stored; metrics jobs and audits reuse it." : ""}</div>
+      )}
+
+      <section className="panel" aria-label="Progress">
+        <h2>Progress</h2>
+        {job.children.length > 0 && (
+          <ol className="chain">
+            {[1, 2, 3, 4].map((s) => {
+              const child = children.data?.find((c) => c.seq === s);
+              const status = child?.status ?? (chainStep && s < chainStep ? "succeeded" : chainStep === s && !terminal ? "running" : terminal && job.status === "succeeded" ? "succeeded" : "queued");
+              return (
+                <li key={s} className={`step status-${status}${chainStep === s && !terminal ? " current" : ""}`}>
+                  <span className="n">{s}</span> {STEP_NAMES[s]} <StatusBadge status={status} />
+                </li>
+              );
+            })}
+          </ol>
+        )}
+        <div className="stage">
+          <span>
+            <strong>{String(p.stage ?? job.status)}</strong>
+            {total ? ` · ${done.toLocaleString("en")} / ${total.toLocaleString("en")}` : ""}
+            {typeof p.alpha === "number" && ` · α = ${num(p.alpha, 3)}`}
+            {typeof p.loss === "number" && ` · loss ${num(p.loss, 4)}`}
+          </span>
+          <div className="progress" role="progressbar" aria-label="Stage progress" aria-valuemin={0} aria-valuemax={total ?? 1} aria-valuenow={total ? done : terminal ? 1 : 0}>
+            <div style={{ width: `${total ? Math.min(100, (100 * done) / total) : terminal ? 100 : 0}%` }} className={total || terminal ? "" : "indeterminate"} />
+          </div>
+        </div>
+      </section>
+
+      {(spec.attack || points.length > 0) && (
+        <section className="panel" aria-label="Training curves">
+          <h2>Training</h2>
+          {points.length === 0 ? (
+            <p className="muted">The loss curves appear when the attack starts (step 2).</p>
+          ) : (
+            <div className="charts3">
+              <LineChart
+                title="Loss"
+                xLabel="step"
+                yLabel="loss"
+                series={[
+                  { name: "L (total)", points: loss.map((q) => ({ x: q.step, y: q.loss! })) },
+                  { name: "L_maintain", points: loss.filter((q) => q.l_maintain != null).map((q) => ({ x: q.step, y: q.l_maintain! })) },
+                ]}
+              />
+              <LineChart title="Attack loss L_A" xLabel="step" yLabel="L_A" series={[{ name: "L_A", className: "s2", points: loss.filter((q) => q.l_attack != null).map((q) => ({ x: q.step, y: q.l_attack! })) }]} />
+              <LineChart
+                title="α trajectory"
+                xLabel="step"
+                yLabel="α"
+                step
+                series={[{ name: "α", className: "s3", points: alphaPts.map((q) => ({ x: q.step, y: q.alpha! })) }]}
+                markers={traj.map((t) => ({ x: t.step, label: `step ${t.step}: α ${t.alpha_before} → ${t.alpha_after} (drop ${t.drop_pp.toFixed(2)} pp)` }))}
+              />
+            </div>
+          )}
+        </section>
+      )}
+
+      <section className="panel" aria-label="Log">
+        <h2>Log</h2>
+        {stream.logs.length === 0 ? (
+          <p className="muted">{stream.connected || !terminal ? "No messages yet." : "No messages."}</p>
+        ) : (
+          <ol className="log" aria-live="polite">
+            {stream.logs.map((l) => (
+              <li key={l.id}>
+                {l.job_id ? <span className="muted">job {l.job_id}: </span> : null}
+                {l.message}
+              </li>
+            ))}
+          </ol>
+        )}
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,381 @@
+import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
+import { Link, useNavigate, useSearchParams } from "react-router";
+import { ApiError, type ImageSetOut, type LayerOut } from "../api/client";
+import { useCreateJob, useImageSets, useLayers, useModels } from "../api/hooks";
+import { DecoyClassPicker, DecoyImagePicker } from "../components/DecoyPicker";
+import { NeedsToken } from "../components/Layout";
+import { Empty, ErrorBox, Loading } from "../components/States";
+import { buildRequest, DEFAULTS, mapServerErrors, validate, type Errors, type Field, type LaunchForm, type LaunchKind } from "../lib/launch";
+
+const KINDS: { value: LaunchKind; label: string; help: string }[] = [
+  { value: "push_down", label: "Push-down", help: "push the unit's initial top-k out of its top-k" },
+  { value: "push_up", label: "Push-up (decoy)", help: "make decoy images out-activate the training set" },
+  { value: "finetune", label: "Fine-tune baseline", help: "α = 0: plain fine-tuning, the control" },
+  { value: "scan", label: "Scan only", help: "top-k of a layer over the image sets, no attack" },
+];
+
+const FIELD_ORDER: Field[] = [
+  "kind", "name", "model_id", "layer", "train_set_id", "val_set_id", "units", "decoy", "k", "alpha", "lr", "steps",
+  "batch_size", "seed", "score_norm", "eval_every", "acc_budget_pp", "k_clip", "embedder",
+];
+
+export function Launch() {
+  return (
+    <NeedsToken>
+      <LaunchPage />
+    </NeedsToken>
+  );
+}
+
+function pickLayer(layers: LayerOut[]): string {
+  const labelled = layers.filter((l) => l.label);
+  if (labelled.length) return labelled[labelled.length - 1].name;
+  const conv = layers.filter((l) => l.kind === "conv");
+  return (conv[conv.length - 1] ?? layers[0])?.name ?? "";
+}
+
+function pickSet(sets: ImageSetOut[], word: string, exclude?: string): string {
+  const s = sets.find((x) => String(x.id) !== exclude && (x.name + x.source).toLowerCase().includes(word)) ?? sets.find((x) => String(x.id) !== exclude) ?? sets[0];
+  return s ? String(s.id) : "";
+}
+
+export function LaunchPage() {
+  const [params] = useSearchParams();
+  const navigate = useNavigate();
+  const models = useModels();
+  const sets = useImageSets();
+  const [form, setForm] = useState<LaunchForm>(() => ({
+    ...DEFAULTS,
+    kind: (["scan", "push_down", "push_up", "finetune"].includes(params.get("kind") ?? "") ? params.get("kind") : DEFAULTS.kind) as LaunchKind,
+    model_id: params.get("model") ?? "",
+    layer: params.get("layer") ?? "",
+  }));
+  const layers = useLayers(form.model_id ? Number(form.model_id) : null);
+  const create = useCreateJob();
+  const [touched, setTouched] = useState<Set<Field>>(new Set());
+  const [submitted, setSubmitted] = useState(false);
+  const [server, setServer] = useState<{ fields: Errors; form: string[] }>({ fields: {}, form: [] });
+  const formRef = useRef<HTMLFormElement>(null);
+
+  // defaults once the lists arrive
+  useEffect(() => {
+    if (models.data?.length && !models.data.some((m) => String(m.id) === form.model_id))
+      setForm((f) => ({ ...f, model_id: String(models.data![0].id), layer: "" }));
+  }, [models.data]); // eslint-disable-line react-hooks/exhaustive-deps
+  useEffect(() => {
+    if (layers.data?.length && !layers.data.some((l) => l.name === form.layer || l.label === form.layer))
+      setForm((f) => ({ ...f, layer: pickLayer(layers.data!) }));
+  }, [layers.data]); // eslint-disable-line react-hooks/exhaustive-deps
+  useEffect(() => {
+    if (sets.data?.length && !form.train_set_id) {
+      const train = pickSet(sets.data, "train");
+      setForm((f) => ({ ...f, train_set_id: train, val_set_id: f.val_set_id || pickSet(sets.data!, "test", train) }));
+    }
+  }, [sets.data]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  const layer = layers.data?.find((l) => l.name === form.layer || l.label === form.layer) ?? null;
+  const train = sets.data?.find((s) => String(s.id) === form.train_set_id) ?? null;
+  const val = sets.data?.find((s) => String(s.id) === form.val_set_id) ?? null;
+  const errors = useMemo(() => validate(form, { layer, train, val }), [form, layer, train, val]);
+  const shown = (f: Field): string | undefined => server.fields[f] ?? (submitted || touched.has(f) ? errors[f] : undefined);
+
+  const set = <K extends keyof LaunchForm>(key: K, value: LaunchForm[K], field: Field = key as Field) => {
+    setForm((f) => ({ ...f, [key]: value }));
+    setTouched((t) => new Set(t).add(field));
+    if (server.fields[field]) setServer((s) => ({ ...s, fields: { ...s.fields, [field]: undefined } }));
+  };
+  const blur = (field: Field) => () => setTouched((t) => new Set(t).add(field));
+
+  const focusFirst = (errs: Errors) => {
+    const first = FIELD_ORDER.find((f) => errs[f]);
+    if (first) formRef.current?.querySelector<HTMLElement>(`#f-${first}`)?.focus();
+  };
+
+  const submit = async () => {
+    setSubmitted(true);
+    setServer({ fields: {}, form: [] });
+    if (Object.keys(errors).length) {
+      focusFirst(errors);
+      return;
+    }
+    try {
+      const job = await create.mutateAsync(buildRequest(form));
+      navigate(`/jobs/${job.id}`);
+    } catch (e) {
+      if (e instanceof ApiError && e.fieldErrors.length) {
+        const mapped = mapServerErrors(e.fieldErrors);
+        setServer(mapped);
+        focusFirst(mapped.fields);
+      }
+    }
+  };
+
+  if (models.isLoading || sets.isLoading) return <Loading what="Loading models and image sets" />;
+  if (models.error) return <ErrorBox error={models.error} retry={() => models.refetch()} />;
+  if (sets.error) return <ErrorBox error={sets.error} retry={() => sets.refetch()} />;
+  if (!models.data?.length || !sets.data?.length)
+    return (
+      <Empty>
+        {!models.data?.length ? "No model is registered yet. " : "No image set is registered yet. "}
+        Register the demo with <code>fvaudit setup-demo</code>, or use <code>POST /api/v1/models</code> and{" "}
+        <code>POST /api/v1/image-sets</code>.
+      </Empty>
+    );
+
+  const attack = form.kind !== "scan";
+  const serverOther = server.form;
+  const submitError = create.error && !(create.error instanceof ApiError && create.error.fieldErrors.length) ? create.error : null;
+  const kindLabel = KINDS.find((k) => k.value === form.kind)!.label;
+
+  return (
+    <div className="page launch">
+      <div className="page-head">
+        <div>
+          <h1>Launch</h1>
+          <p className="muted">
+            {attack
+              ? "An audit: scan θ_init → attack → scan θ_final → metrics (Kendall-τ, CLIP-δ, accuracy). It runs on the worker; you can follow it live."
+              : "A scan computes the top-k of a layer over image sets; it makes no run by itself."}
+          </p>
+        </div>
+      </div>
+      <form
+        ref={formRef}
+        noValidate
+        className="panel form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void submit();
+        }}
+      >
+        <fieldset className="kinds" id="f-kind" tabIndex={-1}>
+          <legend>What to run</legend>
+          {KINDS.map((k) => (
+            <label key={k.value} className={`kind${form.kind === k.value ? " on" : ""}`}>
+              <input type="radio" name="kind" value={k.value} checked={form.kind === k.value} onChange={() => set("kind", k.value)} />
+              <span className="t">{k.label}</span>
+              <span className="muted small">{k.help}</span>
+            </label>
+          ))}
+          <FieldError field="kind" msg={shown("kind")} />
+        </fieldset>
+
+        <div className="grid-form">
+          {attack && (
+            <Row field="name" label="Run name" hint="optional; default: model, layer, attack" error={shown("name")}>
+              <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} onBlur={blur("name")} placeholder="e.g. conv3 push-down" {...aria("name", shown("name"))} />
+            </Row>
+          )}
+          <Row field="model_id" label="Model" error={shown("model_id")}>
+            <select id="f-model_id" value={form.model_id} onChange={(e) => setForm((f) => ({ ...f, model_id: e.target.value, layer: "" }))} {...aria("model_id", shown("model_id"))}>
+              {models.data.map((m) => (
+                <option key={m.id} value={m.id}>
+                  {m.name} ({m.registry_name})
+                </option>
+              ))}
+            </select>
+          </Row>
+          <Row field="layer" label="Layer" hint={layer ? `${layer.module_type} · output ${layer.shape.join("×")} · ${layer.units} units` : undefined} error={shown("layer")}>
+            {layers.isLoading ? (
+              <Loading what="Loading layers" />
+            ) : layers.error ? (
+              <ErrorBox error={layers.error} retry={() => layers.refetch()} />
+            ) : (
+              <select id="f-layer" value={layer?.name ?? ""} onChange={(e) => set("layer", e.target.value)} {...aria("layer", shown("layer"))}>
+                <option value="" disabled>
+                  choose a layer
+                </option>
+                {(["conv", "tokens", "fc"] as const).map((kind) => {
+                  const ls = (layers.data ?? []).filter((l) => l.kind === kind);
+                  return ls.length ? (
+                    <optgroup key={kind} label={kind === "conv" ? "convolutional" : kind === "tokens" ? "token (ViT)" : "fully connected"}>
+                      {ls.map((l) => (
+                        <option key={l.name} value={l.name}>
+                          {l.label ? `${l.label} — ${l.name}` : l.name} · {l.units} units
+                        </option>
+                      ))}
+                    </optgroup>
+                  ) : null;
+                })}
+              </select>
+            )}
+          </Row>
+          <Row field="train_set_id" label={attack ? "Training set" : "Image set"} hint={attack ? "top-k to attack, fine-tuning data, decoys" : undefined} error={shown("train_set_id")}>
+            <SetSelect id="train_set_id" sets={sets.data} value={form.train_set_id} onChange={(v) => set("train_set_id", v)} error={shown("train_set_id")} />
+          </Row>
+          <Row field="val_set_id" label={attack ? "Validation set" : "Second image set"} hint={attack ? "D_τ: the metrics and accuracy" : undefined} error={shown("val_set_id")}>
+            <SetSelect id="val_set_id" sets={sets.data} value={form.val_set_id} onChange={(v) => set("val_set_id", v)} error={shown("val_set_id")} />
+          </Row>
+        </div>
+
+        {attack && (
+          <fieldset className="units">
+            <legend>Units to attack</legend>
+            <div className="row wrap">
+              {(["all", "one", "several"] as const).map((m) => (
+                <label key={m} className="check">
+                  <input type="radio" name="unitsMode" checked={form.unitsMode === m} onChange={() => set("unitsMode", m, "units")} />
+                  {m === "all" ? `all${layer ? ` (${layer.units}; dead units are left out)` : ""}` : m === "one" ? "one unit" : "several"}
+                </label>
+              ))}
+              {form.unitsMode === "one" && (
+                <input id="f-units" className="short" inputMode="numeric" value={form.unitOne} onChange={(e) => set("unitOne", e.target.value, "units")} onBlur={blur("units")} aria-label="Unit index" {...aria("units", shown("units"))} />
+              )}
+              {form.unitsMode === "several" && (
+                <input id="f-units" className="grow" value={form.unitsSeveral} onChange={(e) => set("unitsSeveral", e.target.value, "units")} onBlur={blur("units")} placeholder="0, 3, 10-15" aria-label="Unit indices" {...aria("units", shown("units"))} />
+              )}
+            </div>
+            <FieldError field="units" msg={shown("units")} />
+          </fieldset>
+        )}
+
+        {form.kind === "push_up" && train && (
+          <fieldset className="decoys">
+            <legend>Decoys (from {train.name})</legend>
+            <div className="row">
+              <label className="check">
+                <input type="radio" name="decoyMode" checked={form.decoyMode === "class"} onChange={() => set("decoyMode", "class", "decoy")} /> a decoy class (random images of it)
+              </label>
+              <label className="check">
+                <input type="radio" name="decoyMode" checked={form.decoyMode === "images"} onChange={() => set("decoyMode", "images", "decoy")} /> chosen images
+              </label>
+            </div>
+            {form.decoyMode === "class" ? (
+              <DecoyClassPicker set={train} value={form.decoy_class} onChange={(v) => set("decoy_class", v, "decoy")} invalid={!!shown("decoy")} />
+            ) : (
+              <DecoyImagePicker set={train} value={form.decoy_ids} onChange={(ids) => set("decoy_ids", ids, "decoy")} />
+            )}
+            <FieldError field="decoy" msg={shown("decoy")} />
+          </fieldset>
+        )}
+
+        <div className="grid-form narrow">
+          <Row field="k" label="k" hint={attack ? "top-k pushed (thesis: 10)" : "top-k kept per unit"} error={shown("k")}>
+            <input id="f-k" inputMode="numeric" value={form.k} onChange={(e) => set("k", e.target.value)} onBlur={blur("k")} {...aria("k", shown("k"))} />
+          </Row>
+          {attack && (
+            <>
+              <Row field="alpha" label="α" hint={form.kind === "finetune" ? "0 for the baseline" : form.alphaMode === "dynamic" ? "dynamic: starts at 0.1, halves/doubles with the accuracy drop" : "L = α·L_attack + (1−α)·L_maintain"} error={shown("alpha")}>
+                {form.kind === "finetune" ? (
+                  <input id="f-alpha" value="0" disabled aria-label="α (0 for the baseline)" />
+                ) : (
+                  <div className="row">
+                    <select value={form.alphaMode} onChange={(e) => set("alphaMode", e.target.value as LaunchForm["alphaMode"], "alpha")} aria-label="α mode">
+                      <option value="dynamic">dynamic</option>
+                      <option value="fixed">fixed</option>
+                    </select>
+                    {form.alphaMode === "fixed" && (
+                      <input id="f-alpha" className="short" inputMode="decimal" value={form.alpha} onChange={(e) => set("alpha", e.target.value)} onBlur={blur("alpha")} aria-label="α value" {...aria("alpha", shown("alpha"))} />
+                    )}
+                  </div>
+                )}
+              </Row>
+              <Row field="lr" label="learning rate" hint="Adam" error={shown("lr")}>
+                <input id="f-lr" inputMode="decimal" value={form.lr} onChange={(e) => set("lr", e.target.value)} onBlur={blur("lr")} {...aria("lr", shown("lr"))} />
+              </Row>
+              <Row field="steps" label="steps" error={shown("steps")}>
+                <input id="f-steps" inputMode="numeric" value={form.steps} onChange={(e) => set("steps", e.target.value)} onBlur={blur("steps")} {...aria("steps", shown("steps"))} />
+              </Row>
+              <Row field="batch_size" label="batch size" error={shown("batch_size")}>
+                <input id="f-batch_size" inputMode="numeric" value={form.batch_size} onChange={(e) => set("batch_size", e.target.value)} onBlur={blur("batch_size")} {...aria("batch_size", shown("batch_size"))} />
+              </Row>
+              <Row field="seed" label="seed" error={shown("seed")}>
+                <input id="f-seed" inputMode="numeric" value={form.seed} onChange={(e) => set("seed", e.target.value)} onBlur={blur("seed")} {...aria("seed", shown("seed"))} />
+              </Row>
+              <Row field="score_norm" label="score normalisation" hint="batch_mean: invariant to rescaling a unit" error={shown("score_norm")}>
+                <select id="f-score_norm" value={form.score_norm} onChange={(e) => set("score_norm", e.target.value as LaunchForm["score_norm"])} {...aria("score_norm", shown("score_norm"))}>
+                  <option value="batch_mean">batch_mean (default)</option>
+                  <option value="init_mean">init_mean</option>
+                  <option value="none">none (the thesis' formula)</option>
+                </select>
+              </Row>
+            </>
+          )}
+        </div>
+
+        {attack && (
+          <details className="advanced" open={["eval_every", "acc_budget_pp", "k_clip", "embedder"].some((f) => !!shown(f as Field))}>
+            <summary>Advanced: evaluation, accuracy budget, CLIP</summary>
+            <div className="grid-form narrow">
+              <Row field="eval_every" label="evaluate every" hint="steps between accuracy checks (dynamic α)" error={shown("eval_every")}>
+                <input id="f-eval_every" inputMode="numeric" value={form.eval_every} onChange={(e) => set("eval_every", e.target.value)} onBlur={blur("eval_every")} {...aria("eval_every", shown("eval_every"))} />
+              </Row>
+              <Row field="acc_budget_pp" label="accuracy budget (pp)" hint="allowed drop; the result is the last state within it" error={shown("acc_budget_pp")}>
+                <input id="f-acc_budget_pp" inputMode="decimal" value={form.acc_budget_pp} onChange={(e) => set("acc_budget_pp", e.target.value)} onBlur={blur("acc_budget_pp")} {...aria("acc_budget_pp", shown("acc_budget_pp"))} />
+              </Row>
+              <Row field="k_clip" label="k for CLIP-δ" hint="top-k compared by the embedder (thesis: 5)" error={shown("k_clip")}>
+                <input id="f-k_clip" inputMode="numeric" value={form.k_clip} onChange={(e) => set("k_clip", e.target.value)} onBlur={blur("k_clip")} {...aria("k_clip", shown("k_clip"))} />
+              </Row>
+              <Row field="embedder" label="embedder" hint="auto | none | efficientnet-lite0 | open_clip:<model>:<tag>" error={shown("embedder")}>
+                <input id="f-embedder" value={form.embedder} onChange={(e) => set("embedder", e.target.value)} onBlur={blur("embedder")} {...aria("embedder", shown("embedder"))} />
+              </Row>
+            </div>
+          </details>
+        )}
+
+        {serverOther.length > 0 && (
+          <div className="state error" role="alert">
+            <strong>The server refused the launch</strong>
+            <ul>
+              {serverOther.map((m) => (
+                <li key={m}>{m}</li>
+              ))}
+            </ul>
+          </div>
+        )}
+        {submitError && <ErrorBox error={submitError} />}
+        {submitted && Object.keys(errors).length > 0 && (
+          <p className="field-error" role="alert">
+            Fix the {Object.keys(errors).length === 1 ? "field" : `${Object.keys(errors).length} fields`} marked above.
+          </p>
+        )}
+        <div className="row end">
+          <Link to="/" className="button">
+            Cancel
+          </Link>
+          <button type="submit" className="primary" disabled={create.isPending}>
+            {create.isPending ? "Launching…" : `Launch ${kindLabel.toLowerCase()}`}
+          </button>
+        </div>
+      </form>
+    </div>
+  );
+}
+
+function aria(field: Field, error?: string) {
+  return { "aria-invalid": !!error, "aria-describedby": error ? `e-${field}` : undefined };
+}
+
+function FieldError({ field, msg }: { field: Field; msg?: string }) {
+  return msg ? (
+    <p className="field-error" id={`e-${field}`} role="alert">
+      {msg}
+    </p>
+  ) : null;
+}
+
+function Row({ field, label, hint, error, children }: { field: Field; label: string; hint?: string; error?: string; children: ReactNode }) {
+  return (
+    <div className={`field${error ? " invalid" : ""}`}>
+      <label htmlFor={`f-${field}`}>{label}</label>
+      {children}
+      {hint && !error && <p className="hint muted small">{hint}</p>}
+      <FieldError field={field} msg={error} />
+    </div>
+  );
+}
+
+function SetSelect({ id, sets, value, onChange, error }: { id: Field; sets: ImageSetOut[]; value: string; onChange: (v: string) => void; error?: string }) {
+  return (
+    <select id={`f-${id}`} value={value} onChange={(e) => onChange(e.target.value)} {...aria(id, error)}>
+      <option value="" disabled>
+        choose an image set
+      </option>
+      {sets.map((s) => (
+        <option key={s.id} value={s.id}>
+          {s.name} · {s.size.toLocaleString("en")} images
+        </option>
+      ))}
+    </select>
+  );
+}

@@ -1,0 +1,391 @@
+import { useState } from "react";
+import { Link, useNavigate, useParams, useSearchParams } from "react-router";
+import { download, type RunDetail } from "../api/client";
+import { useToken } from "../api/auth";
+import { useRun, useUnits, type UnitQuery } from "../api/hooks";
+import { Histogram, LineChart, Scatter } from "../components/Charts";
+import { CopyButton } from "../components/CopyButton";
+import { ShareDialog } from "../components/ShareDialog";
+import { ErrorBox, Loading, StatusBadge } from "../components/States";
+import { FIRST_ORDER, UnitTable, type SortKey } from "../components/UnitTable";
+import { attackLabel, DASH, num, pct, share, signed, when } from "../lib/format";
+import { layerPath, unitPath, useRunHref, useShareParam } from "../lib/share";
+
+const SORTS: SortKey[] = ["unit", "clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"];
+
+export function RunSummary() {
+  const params = useParams();
+  const runId = Number(params.run);
+  const run = useRun(runId);
+  const share = useShareParam();
+  if (!(runId > 0)) return <ErrorBox error={new Error("No such run: the address must be /runs/<number>.")} />;
+  if (run.isLoading) return <Loading what={`Loading run ${runId}`} />;
+  if (run.error) {
+    const status = (run.error as { status?: number }).status;
+    if (share && status === 404)
+      return (
+        <ErrorBox
+          title="This share link does not work"
+          error={new Error("The link was revoked by its owner, or it is mistyped. Ask the owner for a new link.")}
+        />
+      );
+    return <ErrorBox error={run.error} retry={() => run.refetch()} />;
+  }
+  return <RunBody run={run.data!} layerParam={params.layer} />;
+}
+
+function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
+  const navigate = useNavigate();
+  const href = useRunHref();
+  const token = useToken();
+  const [sp, setSp] = useSearchParams();
+  const [shareOpen, setShareOpen] = useState(false);
+  const [dlError, setDlError] = useState<unknown>(null);
+  const layers = run.layers.length ? run.layers : Object.keys(run.layer_info ?? {});
+  const layer = layerParam && layers.includes(layerParam) ? layerParam : layers[0];
+  const attack = (run.attack ?? {}) as Record<string, unknown>;
+  const readOnly = run.read_only || !token;
+
+  const sortParam = sp.get("sort") as SortKey | null;
+  const sort: SortKey = sortParam && SORTS.includes(sortParam) ? sortParam : "clip_delta";
+  const order = sp.get("order") === "asc" || sp.get("order") === "desc" ? (sp.get("order") as "asc" | "desc") : FIRST_ORDER[sort];
+  const q: UnitQuery = {
+    sort,
+    order,
+    page: Math.max(1, Number(sp.get("page")) || 1),
+    page_size: 25,
+    attacked_only: sp.get("attacked") !== "0",
+  };
+  const units = useUnits(run.id, layer, q, run.status === "succeeded" || !!run.table.length);
+  const update = (changes: Record<string, string | null>) => {
+    const next = new URLSearchParams(sp);
+    for (const [k, v] of Object.entries(changes)) v == null ? next.delete(k) : next.set(k, v);
+    setSp(next, { replace: true });
+  };
+
+  const info = (run.layer_info?.[layer ?? ""] ?? {}) as { units?: number; attacked?: number[]; dead?: number[]; n_images?: number };
+  const perUnit = run.per_unit?.[layer ?? ""] ?? {};
+  const sim = (run.clip_similarity?.[layer ?? ""] ?? []) as { unit: number; pre: number; post: number }[];
+  const hist = (run.history ?? []) as { step: number; loss?: number; l_attack?: number; l_maintain?: number; alpha?: number }[];
+  const traj = (run.alpha_trajectory ?? []) as { step: number; alpha_before: number; alpha_after: number; accuracy: number; drop_pp: number; within_budget?: boolean }[];
+  const acc = run.accuracy ?? {};
+  const done = run.status === "succeeded";
+
+  return (
+    <div className="page run">
+      <div className="page-head">
+        <div>
+          {!readOnly && (
+            <p className="crumbs">
+              <Link to="/">Runs</Link> / run {run.id}
+            </p>
+          )}
+          <h1>
+            {run.name} <StatusBadge status={run.status} />
+            {readOnly && <span className="badge readonly">read-only</span>}
+          </h1>
+          <p className="muted">
+            {run.model ?? "model ?"} · {attackLabel(run.attack?.kind as string)} on <span className="mono">{layers.join(", ")}</span>
+            {attack.units ? ` · units ${(attack.units as number[]).length <= 8 ? (attack.units as number[]).join(", ") : `${(attack.units as number[]).length} chosen`}` : " · all units"}
+            {attack.steps != null && ` · ${attack.steps} steps`}
+            {attack.lr != null && ` · lr ${attack.lr}`}
+            {" · α "}
+            {attack.kind === "finetune" ? "0" : attack.alpha == null ? "dynamic" : String(attack.alpha)}
+            {attack.score_norm ? ` · ${attack.score_norm}` : ""}
+            {` · k ${attack.k ?? DASH}, k_clip ${run.k_clip}`}
+            {` · ${when(run.created_at)}`}
+          </p>
+        </div>
+        <div className="actions">
+          {!readOnly && (
+            <button type="button" className="primary" onClick={() => setShareOpen(true)}>
+              Share…
+            </button>
+          )}
+          <CopyButton text={() => window.location.href} label="Copy link" />
+          {!readOnly && (
+            <Link className="button" to={`/compare?a=${run.id}&layer=${encodeURIComponent(layer ?? "")}`}>
+              Compare…
+            </Link>
+          )}
+          <button
+            type="button"
+            onClick={() => download(`/api/v1/runs/${run.id}/export.csv`, `run-${run.id}.csv`).catch(setDlError)}
+            title="One CSV row per unit: metrics and top-k ids before/after"
+          >
+            CSV
+          </button>
+          <button type="button" onClick={() => download(`/api/v1/runs/${run.id}/export.json`, `run-${run.id}.json`).catch(setDlError)}>
+            JSON
+          </button>
+        </div>
+      </div>
+      {dlError != null && <ErrorBox error={dlError} title="Export failed" />}
+      {shareOpen && <ShareDialog runId={run.id} runName={run.name} onClose={() => setShareOpen(false)} />}
+
+      {!done && (
+        <div className={`banner${run.status === "failed" ? " error" : ""}`} role="status">
+          {run.status === "failed" ? (
+            <>
+              This run failed: <span className="mono">{run.error ?? "no message"}</span>.{" "}
+            </>
+          ) : run.status === "cancelled" ? (
+            "This run was cancelled; what it measured before is shown below. "
+          ) : (
+            "This run is still in progress; the results appear when it is done. "
+          )}
+          {run.job_id && !readOnly && <Link to={`/jobs/${run.job_id}`}>Open the job{run.status === "running" || run.status === "queued" ? " (live progress)" : ""}</Link>}
+        </div>
+      )}
+      {run.embedder_warning && (
+        <div className="banner warn" role="note">
+          <strong>Embedder:</strong> {run.embedder_warning}
+        </div>
+      )}
+
+      {run.table.length > 0 && (
+        <section className="panel" aria-label="Summary (Table 3.1)">
+          <h2>Summary <span className="muted small">(thesis Table 3.1: means over attacked units)</span></h2>
+          <div className="scroll-x">
+            <table className="data t31">
+              <thead>
+                <tr>
+                  <th scope="col">layer</th>
+                  <th scope="col" className="num" title="semantic change of the top-k; 0 = identical">CLIP-δ</th>
+                  <th scope="col" className="num" title="ranking kept = 1">Kendall-τ</th>
+                  <th scope="col" className="num">CLIP-W</th>
+                  <th scope="col" className="num">Kendall-τ-W</th>
+                  <th scope="col" className="num">top-k overlap (val / train)</th>
+                  <th scope="col" className="num">Acc</th>
+                  <th scope="col" className="num">ΔAcc (pp)</th>
+                  <th scope="col" className="num">units (attacked / dead)</th>
+                </tr>
+              </thead>
+              <tbody>
+                {run.table.map((r) => (
+                  <tr key={r.layer} className={r.layer === layer ? "selected" : ""}>
+                    <td className="mono">
+                      {layers.length > 1 ? <Link to={href(layerPath(run.id, r.layer))}>{r.layer}</Link> : r.layer}
+                    </td>
+                    <td className="num strong">{num(r.clip_delta)}</td>
+                    <td className="num strong">{num(r.kendall_tau)}</td>
+                    <td className="num">{num(r.clip_w)}</td>
+                    <td className="num">{num(r.kendall_tau_w)}</td>
+                    <td className="num">
+                      {share(r.topk_overlap)} / {share(r.train_topk_overlap)}
+                    </td>
+                    <td className="num">{pct(r.acc)}</td>
+                    <td className={`num${(r.delta_acc ?? 0) < -0.5 ? " bad" : ""}`}>{signed(r.delta_acc)}</td>
+                    <td className="num">
+                      {r.n_units ?? DASH} ({r.n_attacked ?? DASH} / {r.n_dead ?? DASH})
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          <p className="muted small">
+            Embedder for CLIP-δ / CLIP-W: <span className="mono">{run.embedder ?? DASH}</span>. Kendall-τ is computed on the validation set
+            {info.n_images ? ` (${info.n_images.toLocaleString("en")} images)` : ""}.
+          </p>
+        </section>
+      )}
+
+      {(acc.init != null || acc.final != null) && (
+        <section className="panel" aria-label="Accuracy">
+          <h2>Accuracy</h2>
+          <div className="acc">
+            <AccBar label="before (θ_init)" value={acc.init} />
+            <AccBar label={`after (θ_final${acc.selected_step != null ? `, step ${acc.selected_step}` : ""})`} value={acc.final} />
+            {acc.last != null && acc.last !== acc.final && <AccBar label={`last step (${acc.steps ?? "?"})`} value={acc.last} />}
+          </div>
+          <p className="muted">
+            Top-1 on the validation set. Change {signed(acc.delta)} pp.{" "}
+            {acc.over_budget
+              ? "No evaluated state stayed within the accuracy budget: the final state is over it."
+              : acc.selected_step != null
+                ? `The result is the last evaluated state within the budget (step ${acc.selected_step}${acc.steps ? ` of ${acc.steps}` : ""}).`
+                : ""}
+          </p>
+        </section>
+      )}
+
+      {run.pushup && <PushUp pushup={run.pushup as PushupData} />}
+
+      {layer && (perUnit.clip_delta?.length || sim.length) ? (
+        <section className="panel" aria-label="Per-unit distributions">
+          <h2>
+            Per unit · <span className="mono">{layer}</span>
+          </h2>
+          <div className="charts3">
+            <Histogram title="CLIP-δ per unit" label="CLIP-δ" values={perUnit.clip_delta ?? []} />
+            <Histogram title="Kendall-τ per unit" label="Kendall-τ" values={perUnit.kendall_tau ?? []} />
+            <Scatter
+              title="CLIP similarity pre vs post (Fig. 3.5)"
+              xLabel="C^{init,init}_jj"
+              yLabel="C^{init,final}_jj"
+              points={sim.map((s) => ({ x: s.pre, y: s.post, id: s.unit, label: `unit ${s.unit}` }))}
+              onPick={(pt) => navigate(href(unitPath(run.id, layer, pt.id)))}
+              caption="Each dot is an attacked unit: below the diagonal, its final top-k looks less like its initial top-k. Click a dot to open the unit."
+            />
+          </div>
+        </section>
+      ) : null}
+
+      {hist.length > 0 && (
+        <section className="panel" aria-label="Training">
+          <h2>Training</h2>
+          <div className="charts3">
+            <LineChart
+              title="Loss"
+              xLabel="step"
+              yLabel="loss"
+              series={[
+                { name: "L (total)", points: hist.filter((h) => h.loss != null).map((h) => ({ x: h.step, y: h.loss! })) },
+                { name: "L_maintain", points: hist.filter((h) => h.l_maintain != null).map((h) => ({ x: h.step, y: h.l_maintain! })) },
+              ]}
+            />
+            <LineChart title="Attack loss L_A" xLabel="step" yLabel="L_A" series={[{ name: "L_A", className: "s2", points: hist.filter((h) => h.l_attack != null).map((h) => ({ x: h.step, y: h.l_attack! })) }]} />
+            <LineChart
+              title="α trajectory"
+              xLabel="step"
+              yLabel="α"
+              step
+              series={[{ name: "α", className: "s3", points: hist.filter((h) => h.alpha != null).map((h) => ({ x: h.step, y: h.alpha! })) }]}
+              markers={traj.map((t) => ({ x: t.step, label: `step ${t.step}: accuracy ${t.accuracy} (drop ${t.drop_pp.toFixed(2)} pp), α ${t.alpha_before} → ${t.alpha_after}` }))}
+            />
+          </div>
+          {traj.length > 0 && (
+            <details>
+              <summary>α changes ({traj.length} evaluations)</summary>
+              <table className="data compact">
+                <thead>
+                  <tr>
+                    <th scope="col" className="num">step</th>
+                    <th scope="col" className="num">accuracy</th>
+                    <th scope="col" className="num">drop (pp)</th>
+                    <th scope="col" className="num">α before → after</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {traj.map((t) => (
+                    <tr key={t.step} className={t.within_budget === false ? "bad" : ""}>
+                      <td className="num">{t.step}</td>
+                      <td className="num">{pct(t.accuracy, 2)}</td>
+                      <td className="num">{num(t.drop_pp, 2)}</td>
+                      <td className="num">
+                        {t.alpha_before} → {t.alpha_after}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </details>
+          )}
+        </section>
+      )}
+
+      {layer && (
+        <section className="panel" aria-label="Units">
+          <div className="section-head">
+            <h2>
+              Units · <span className="mono">{layer}</span>
+              {info.units != null && (
+                <span className="muted small">
+                  {" "}
+                  ({info.units} units, {info.attacked?.length ?? "?"} attacked, {info.dead?.length ?? "?"} dead)
+                </span>
+              )}
+            </h2>
+            {layers.length > 1 && (
+              <div className="tabs" role="tablist" aria-label="Layer">
+                {layers.map((l) => (
+                  <Link key={l} role="tab" aria-selected={l === layer} className={l === layer ? "on" : ""} to={href(layerPath(run.id, l))}>
+                    {l}
+                  </Link>
+                ))}
+              </div>
+            )}
+          </div>
+          {units.error ? (
+            <ErrorBox error={units.error} retry={() => units.refetch()} />
+          ) : !units.data ? (
+            <Loading what="Loading units" />
+          ) : (
+            <UnitTable
+              rows={units.data.items}
+              total={units.data.total}
+              page={units.data.page}
+              pageSize={units.data.page_size}
+              sort={sort}
+              order={order}
+              attackedOnly={q.attacked_only}
+              loading={units.isFetching}
+              onSort={(s, o) => update({ sort: s, order: o, page: null })}
+              onPage={(p) => update({ page: p > 1 ? String(p) : null })}
+              onAttackedOnly={(v) => update({ attacked: v ? null : "0", page: null })}
+              onOpen={(u) => navigate(href(unitPath(run.id, layer, u)))}
+              hrefFor={(u) => href(unitPath(run.id, layer, u))}
+            />
+          )}
+        </section>
+      )}
+    </div>
+  );
+}
+
+function AccBar({ label, value }: { label: string; value: number | null | undefined }) {
+  return (
+    <div className="accbar">
+      <span className="l">{label}</span>
+      <span className="bar" aria-hidden="true">
+        <span style={{ width: `${Math.max(0, Math.min(100, value ?? 0))}%` }} />
+      </span>
+      <span className="v">{pct(value, 2)}</span>
+    </div>
+  );
+}
+
+type PushupStats = { share_units_with_decoy_class?: number; mean_decoy_class_share?: number | null; share_units_with_decoy_images?: number | null };
+type PushupData = { decoy_class?: number; decoy_class_name?: string | null; val?: Record<string, PushupStats>; train?: Record<string, PushupStats> };
+
+function PushUp({ pushup }: { pushup: PushupData }) {
+  const layers = [...new Set([...Object.keys(pushup.val ?? {}), ...Object.keys(pushup.train ?? {})])];
+  return (
+    <section className="panel" aria-label="Push-up success">
+      <h2>
+        Push-up success · decoy class {pushup.decoy_class}
+        {pushup.decoy_class_name ? ` (${pushup.decoy_class_name})` : ""}
+      </h2>
+      <table className="data compact">
+        <thead>
+          <tr>
+            <th scope="col">layer</th>
+            <th scope="col">set</th>
+            <th scope="col" className="num" title="attacked units whose final top-k holds ≥ 1 decoy-class image">units with the decoy class</th>
+            <th scope="col" className="num" title="over those units: mean share of decoy-class images in the top-k">decoy-class share of their top-k</th>
+            <th scope="col" className="num" title="units whose top-k holds one of the decoy images themselves">units with a decoy image</th>
+          </tr>
+        </thead>
+        <tbody>
+          {layers.flatMap((l) =>
+            (["train", "val"] as const)
+              .filter((s) => pushup[s]?.[l])
+              .map((s) => {
+                const st = pushup[s]![l];
+                return (
+                  <tr key={`${l}-${s}`}>
+                    <td className="mono">{l}</td>
+                    <td>{s === "train" ? "training" : "validation"}</td>
+                    <td className="num">{share(st.share_units_with_decoy_class)}</td>
+                    <td className="num">{share(st.mean_decoy_class_share)}</td>
+                    <td className="num">{st.share_units_with_decoy_images == null ? DASH : share(st.share_units_with_decoy_images)}</td>
+                  </tr>
+                );
+              }),
+          )}
+        </tbody>
+      </table>
+    </section>
+  );
+}

@@ -1,0 +1,207 @@
+import { useEffect } from "react";
+import { Link, useNavigate, useParams, useSearchParams } from "react-router";
+import { useRun, useUnit } from "../api/hooks";
+import type { UnitDetail } from "../api/client";
+import { AuthImage } from "../components/AuthImage";
+import { CopyButton } from "../components/CopyButton";
+import { BeforeAfter } from "../components/Gallery";
+import { ErrorBox, Loading } from "../components/States";
+import { METRICS, METRIC_KEYS, num, share } from "../lib/format";
+import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../lib/share";
+
+const NEAREST: { key: string; title: string; help: string }[] = [
+  { key: "by_tau_init", title: "Kendall-τ, before", help: "units whose initial ranking is closest to this unit's initial ranking" },
+  { key: "by_tau_final", title: "Kendall-τ, after", help: "units whose final ranking is closest to this unit's initial ranking: who took over its feature?" },
+  { key: "by_clip_init", title: "CLIP, before", help: "units whose initial top-k looks most like this unit's initial top-k" },
+  { key: "by_clip_final", title: "CLIP, after", help: "units whose final top-k looks most like this unit's initial top-k" },
+];
+
+export function UnitPage() {
+  const params = useParams();
+  const runId = Number(params.run);
+  const layer = params.layer ?? "";
+  const unit = Number(params.unit);
+  const [sp, setSp] = useSearchParams();
+  const attackedNav = sp.get("nav") === "attacked";
+  const navigate = useNavigate();
+  const href = useRunHref();
+  const shareTok = useShareParam();
+  const run = useRun(runId);
+  const u = useUnit(runId, layer, unit);
+  const d = u.data;
+
+  const withNav = (path: string) => href(attackedNav ? `${path}?nav=attacked` : path);
+  const prev = d ? (attackedNav ? d.prev_attacked : d.prev_unit) : null;
+  const next = d ? (attackedNav ? d.next_attacked : d.next_unit) : null;
+
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
+      const t = e.target as HTMLElement | null;
+      if (t && (t.isContentEditable || ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName))) return;
+      if (document.querySelector("[role=dialog]")) return;
+      if (e.key === "ArrowLeft" && prev != null) {
+        e.preventDefault();
+        navigate(withNav(unitPath(runId, layer, prev)));
+      } else if (e.key === "ArrowRight" && next != null) {
+        e.preventDefault();
+        navigate(withNav(unitPath(runId, layer, next)));
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }); // re-bound each render: reads the current prev/next
+
+  if (!(runId > 0) || !(unit >= 0) || !Number.isInteger(unit))
+    return <ErrorBox error={new Error("No such unit: the address must be /runs/<run>/layers/<layer>/units/<number>.")} />;
+  if (u.isLoading) return <Loading what={`Loading unit ${unit}`} />;
+  if (u.error) {
+    const status = (u.error as { status?: number }).status;
+    if (shareTok && status === 404 && run.error)
+      return <ErrorBox title="This share link does not work" error={new Error("The link was revoked by its owner, or it is mistyped. Ask the owner for a new link.")} />;
+    return (
+      <ErrorBox
+        error={u.error}
+        title={status === 404 ? `Unit ${unit} of ${layer} is not in run ${runId}` : undefined}
+        retry={status === 404 ? undefined : () => u.refetch()}
+      />
+    );
+  }
+  if (!d) return null;
+
+  const attack = (run.data?.attack ?? {}) as { kind?: string; decoy_class?: number | null };
+  const decoy = attack.kind === "push_up" ? (attack.decoy_class ?? null) : null;
+  const topk = d.topk ?? {};
+  const roles = (["train", "val"] as const).filter((r) => topk[r]);
+  const stale = u.isFetching && (u.data?.unit !== unit || u.data?.layer !== layer);
+
+  return (
+    <div className={`page unit${stale ? " is-loading" : ""}`}>
+      <div className="page-head">
+        <div>
+          <p className="crumbs">
+            <Link to={href(runPath(runId))}>{run.data?.name ?? `run ${runId}`}</Link> /{" "}
+            <Link to={href(layerPath(runId, layer))} className="mono">
+              {layer}
+            </Link>{" "}
+            / unit {d.unit}
+          </p>
+          <h1>
+            Unit {d.unit} <span className="mono muted">{layer}</span>{" "}
+            {d.dead ? <span className="badge dead">dead</span> : d.attacked ? <span className="badge attacked">attacked</span> : <span className="badge">not attacked</span>}
+            {d.read_only && <span className="badge readonly">read-only</span>}
+          </h1>
+        </div>
+        <div className="actions">
+          <nav className="unit-nav" aria-label="Units">
+            <button type="button" disabled={prev == null} onClick={() => prev != null && navigate(withNav(unitPath(runId, layer, prev)))} title="Previous unit (← key)">
+              ← unit {prev ?? ""}
+            </button>
+            <button type="button" disabled={next == null} onClick={() => next != null && navigate(withNav(unitPath(runId, layer, next)))} title="Next unit (→ key)">
+              unit {next ?? ""} →
+            </button>
+          </nav>
+          <label className="check small">
+            <input
+              type="checkbox"
+              checked={attackedNav}
+              onChange={(e) => {
+                const n = new URLSearchParams(sp);
+                if (e.target.checked) n.set("nav", "attacked");
+                else n.delete("nav");
+                setSp(n, { replace: true });
+              }}
+            />{" "}
+            ←/→ through attacked units only
+          </label>
+          <CopyButton text={() => window.location.href} label="Copy link" className="primary" />
+        </div>
+      </div>
+
+      <section className="panel metrics" aria-label="Metrics">
+        <dl className="kv">
+          {METRIC_KEYS.map((k) => (
+            <div key={k} title={METRICS[k].help}>
+              <dt>{METRICS[k].label}</dt>
+              <dd>{k === "topk_overlap" ? share(d.metrics[k]) : num(d.metrics[k])}</dd>
+            </div>
+          ))}
+          {d.clip_self && (d.clip_self.pre != null || d.clip_self.post != null) && (
+            <div title="C(T_init, T_init) → C(T_init, T_final): the similarity of the top-k with the initial top-k">
+              <dt>CLIP similarity pre → post</dt>
+              <dd>
+                {num(d.clip_self.pre)} → {num(d.clip_self.post)}
+              </dd>
+            </div>
+          )}
+        </dl>
+        {d.dead && <p className="muted">A dead unit scores 0 on every training image under θ_init: it has no top-k and is left out of the attack and of every mean.</p>}
+      </section>
+
+      {roles.length === 0 ? (
+        <section className="panel">
+          <p className="muted">No top-k stored for this unit.</p>
+        </section>
+      ) : (
+        roles.map((r) => (
+          <section className="panel" key={r}>
+            <BeforeAfter
+              title={r === "train" ? "Training set: top-k" : "Validation set: top-k (the set the metrics use)"}
+              before={topk[r]!.before}
+              after={topk[r]!.after}
+              highlightLabel={decoy}
+            />
+          </section>
+        ))
+      )}
+
+      <Nearest d={d} runId={runId} layer={layer} href={withNav} />
+
+      {(d.synthetic?.before || d.synthetic?.after) && (
+        <section className="panel" aria-label="Synthetic visualizations">
+          <h2>Synthetic feature visualization</h2>
+          <p className="muted">Gradient ascent from noise (Olah et al. 2017). Attacks on the top-k tend to leave these unchanged (thesis Fig. 3.7).</p>
+          <div className="pair synth">
+            <figure>
+              <figcaption>Before</figcaption>
+              {d.synthetic.before ? <AuthImage src={d.synthetic.before} alt={`synthetic visualization of unit ${d.unit} before`} /> : <p className="muted">not computed</p>}
+            </figure>
+            <figure>
+              <figcaption>After</figcaption>
+              {d.synthetic.after ? <AuthImage src={d.synthetic.after} alt={`synthetic visualization of unit ${d.unit} after`} /> : <p className="muted">not computed</p>}
+            </figure>
+          </div>
+        </section>
+      )}
+      <p className="muted small hint-keys">Keys: ← / → previous / next unit.</p>
+    </div>
+  );
+}
+
+function Nearest({ d, runId, layer, href }: { d: UnitDetail; runId: number; layer: string; href: (p: string) => string }) {
+  const groups = NEAREST.filter((g) => d.nearest?.[g.key]?.length);
+  if (!groups.length) return null;
+  return (
+    <section className="panel" aria-label="Nearest units">
+      <h2>Nearest units (whack-a-mole)</h2>
+      <p className="muted">
+        Did another unit take over this unit's feature after the attack? Compare the “after” lists with the “before” lists: a unit that
+        appears after with a value close to 1 now ranks images the way this unit did.
+      </p>
+      <div className="nearest">
+        {groups.map((g) => (
+          <div key={g.key} title={g.help}>
+            <h3>{g.title}</h3>
+            <ol>
+              {d.nearest[g.key].map((n) => (
+                <li key={n.unit}>
+                  <Link to={href(unitPath(runId, layer, n.unit))}>unit {n.unit}</Link> <span className="num muted">{num(n.value)}</span>
+                </li>
+              ))}
+            </ol>
+          </div>
+        ))}
+      </div>
+    </section>
+  );
+}
