@@ -134,8 +134,7 @@ def run_audit(
         res = {}
         for layer in layers:
             iv, fv = init_val.layers[layer], final_val.layers[layer]
-            lm = measure_layer(layer, iv.scores, fv.scores, attack.attacked[layer], dead=attack.dead[layer] + [
-                u for u in init_train.layers[layer].dead_units if u not in attack.dead[layer]],
+            lm = measure_layer(layer, iv.scores, fv.scores, attack.attacked[layer], dead=init_train.layers[layer].dead_units,
                 embed_topk=embed_topk, embedder_id=embedder_id, k_clip=k_clip,
                 topk_init=(iv.topk_ids, iv.topk_scores), topk_final=(fv.topk_ids, fv.topk_scores))
             it, ft = init_train.layers[layer], final_train.layers[layer]
