@@ -14,7 +14,7 @@ from fvaudit.db.models import Job, Run, ShareLink
 from fvaudit.db.session import sessionmaker_for
 
 MAX_ID = 2**31 - 1
-IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, examples=[1])]
 
 
 def get_db() -> Iterator[Session]:

@@ -132,8 +132,8 @@ def register_model(db: Session, owner_id: int | None, name: str, registry_name: 
         except (ModelError, UnsafeCheckpoint) as exc:
             raise FieldError(checkpoint_field, f"checkpoint refused: {exc}") from None
         with tempfile.TemporaryDirectory(dir=get_settings().data_dir) as td:
-            out = save_checkpoint(lm.module, Path(td) / "weights.safetensors",
-                                  {"registry_name": registry_name, "source": original_name or checkpoint.name})
+            # metadata names only the architecture: equal weights → equal bytes → one artifact
+            out = save_checkpoint(lm.module, Path(td) / "weights.safetensors", {"registry_name": registry_name})
             art = store.put_file(db, out, "checkpoint", ".safetensors")
         weights = f"checkpoint:{original_name or checkpoint.name} (sha256 {art.sha256[:12]})"
     m = Model(name=name, registry_name=registry_name, source=source, weights=weights,

@@ -116,4 +116,6 @@ def sign_image(key: bytes, image_set_id: int, image_id: int) -> str:
 
 
 def check_image_sig(key: bytes, image_set_id: int, image_id: int, sig: str | None) -> bool:
-    return bool(sig) and hmac.compare_digest(sign_image(key, image_set_id, image_id), sig)
+    if not sig or not sig.isascii():
+        return False
+    return hmac.compare_digest(sign_image(key, image_set_id, image_id).encode(), sig.encode())

@@ -127,7 +127,8 @@ class DBReporter:
         after = sum(1 for t, _ in self._advances if t > t_req)
         last = self._advances[-1][1] if self._advances else 0
         return {"stage": self.progress.get("stage"), "stopped_at": last, "advances_after_request": after,
-                "requested_at": requested_at.isoformat() if requested_at else None}
+                "requested_at": requested_at.isoformat() if requested_at else None,
+                "observed_at": time.time(), "recent_advances": [[t, s] for t, s in list(self._advances)[-20:]]}
 
 
 class Heartbeat:

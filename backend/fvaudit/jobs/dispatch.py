@@ -48,7 +48,7 @@ def publish(db: Session | None, job_ids: Iterable[int]) -> list[int]:
             try:
                 app.send_task(TASK_NAME, args=[jid], queue=settings.celery_queue, retry=True,
                               retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
-                                            "interval_max": 0.5, "timeout": 2})
+                                            "interval_max": 0.5})
                 sent.append(jid)
             except Exception as exc:  # broker down: the reaper re-sends later
                 log.warning("could not publish job %s (%s: %s); the reaper will retry", jid, type(exc).__name__, exc)

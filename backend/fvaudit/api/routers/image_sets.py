@@ -24,7 +24,7 @@ from fvaudit.db.session import session_scope
 from fvaudit.store import get_store
 
 router = APIRouter(prefix="/image-sets", tags=["image sets"])
-ImageIdPath = Annotated[int, FPath(ge=0, le=2**31 - 1)]
+ImageIdPath = Annotated[int, FPath(ge=0, le=2**31 - 1, examples=[0])]
 CACHE = "private, max-age=31536000, immutable"
 
 

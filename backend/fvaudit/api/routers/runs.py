@@ -18,8 +18,8 @@ from fvaudit.db.models import METRICS, Artifact, Run, ShareLink, UnitResult, utc
 from fvaudit.store import get_store
 
 router = APIRouter(tags=["runs"])
-LayerPath = Annotated[str, FPath(min_length=1, max_length=300, pattern=r"^[^\x00/]+$")]
-UnitPath = Annotated[int, FPath(ge=0, le=2**31 - 1)]
+LayerPath = Annotated[str, FPath(min_length=1, max_length=300, pattern=r"^[^\x00/]+$", examples=["relu1"])]
+UnitPath = Annotated[int, FPath(ge=0, le=2**31 - 1, examples=[0])]
 SortKey = Literal["unit", "clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"]
 
 

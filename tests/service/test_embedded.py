@@ -1,0 +1,58 @@
+"""The embedded default: `fvaudit demo` (SQLite under a data dir, no broker, a local
+worker process running the same job runner). This module is the one place the service
+tests use SQLite: it checks the no-infrastructure mode, not the service."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+
+from svc import PY, Proc, free_port, wait_until
+
+
+def test_demo_serves_and_runs_the_queued_audit(tmp_path):
+    port = free_port()
+    data = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FVAUDIT_") and k not in ("DATABASE_URL", "BROKER_URL", "CELERY_BROKER_URL", "DATA_DIR")}
+    env.update({"FVAUDIT_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+                "FVAUDIT_TORCH_THREADS": "2", "FVAUDIT_HEARTBEAT_INTERVAL": "1"})
+    demo = Proc("demo", [PY, "-m", "fvaudit.cli", "demo", "--data-dir", str(data), "--port", str(port),
+                         "--limit-train", "1000", "--limit-val", "300", "--steps", "10"], env, tmp_path / "demo.log")
+    demo.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(base + "/api/v1/health", timeout=2).status_code == 200, 120,
+                   "the demo server")
+        out = demo.tail()
+        token = (data / "admin_token").read_text().strip()
+        assert f"{base}/?token={token}" in out and "admin token" in out
+        h = httpx.get(base + "/api/v1/health").json()
+        assert h["mode"] == "embedded" and h["broker"] == "none" and h["database"] == "ok"
+        assert (data / "fvaudit.db").exists()
+        auth = {"Authorization": f"Bearer {token}"}
+        jobs = httpx.get(base + "/api/v1/jobs", params={"kind": "audit"}, headers=auth).json()
+        assert len(jobs) == 1
+        jid = jobs[0]["id"]
+
+        def finished():
+            j = httpx.get(f"{base}/api/v1/jobs/{jid}", headers=auth).json()
+            return j if j["status"] in ("succeeded", "failed", "cancelled") else None
+
+        job = wait_until(finished, 300, "the demo audit", interval=1)
+        assert job["status"] == "succeeded", (job, demo.tail())
+        run = httpx.get(f"{base}/api/v1/runs/{job['run_id']}", headers=auth).json()
+        assert run["layers"] == ["relu3"] and run["table"][0]["kendall_tau"] is not None
+        assert run["table"][0]["clip_delta"] is not None and run["embedder"]
+        unit = httpx.get(f"{base}/api/v1/runs/{job['run_id']}/layers/relu3/units/5", headers=auth).json()
+        assert len(unit["topk"]["val"]["after"]) == 10
+        worker_pids = [int(p) for p in os.popen(f"pgrep -P {demo.pid}").read().split()]
+        assert worker_pids, "the local worker process is missing"
+    finally:
+        demo.stop(signal.SIGTERM, timeout=30)
+    time.sleep(1)
+    for pid in worker_pids:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", \
+            "the local worker outlived the server"

@@ -1,0 +1,192 @@
+"""The job system end to end: chain through the HTTP API, SSE, cancel, SIGKILL, Redis restart."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+
+
+def read_sse(stack, jid: int, out: list, who: str = "admin", timeout: float = 300) -> None:
+    """Collect (event, data) pairs from the job's SSE stream until it ends."""
+    with httpx.stream("GET", f"{stack.base}/api/v1/jobs/{jid}/events", params={"token": stack.tokens[who]},
+                      timeout=httpx.Timeout(timeout, read=timeout)) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                out.append((event, json.loads(line.split(":", 1)[1])))
+
+
+def test_audit_chain_through_http_with_sse(stack):
+    r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": stack.audit_spec(kind="push_down")})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["kind"] == "audit" and job["status"] == "queued" and len(job["children"]) == 4
+    events: list = []
+    t = threading.Thread(target=read_sse, args=(stack, job["id"], events), daemon=True)
+    t.start()
+    done = stack.wait_job(job["id"])
+    assert done["status"] == "succeeded", done
+    t.join(60)
+    assert not t.is_alive(), "the SSE stream did not end after the job ended"
+    kinds = [e for e, _ in events]
+    assert kinds[0] == "status"
+    assert "progress" in kinds and "log" in kinds
+    assert events[-1][0] == "status" and events[-1][1]["status"] == "succeeded"
+    stages = {d.get("kind") for e, d in events if e == "progress"}
+    assert {"scan", "attack", "metrics"} <= stages, stages
+    assert any(d.get("l_attack") is not None for e, d in events if e == "progress")
+
+    children = [stack.job(c) for c in done["children"]]
+    assert [c["kind"] for c in children] == ["scan", "attack", "scan", "metrics"]
+    assert all(c["status"] == "succeeded" for c in children)
+    run_id = done["run_id"]
+    run = stack.get(f"/api/v1/runs/{run_id}").json()
+    assert run["status"] == "succeeded" and run["layers"] == ["relu1"]
+    assert run["table"][0]["layer"] == "relu1"
+    for m in ("clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"):
+        assert run["table"][0][m] is not None, m
+    assert run["accuracy"]["init"] is not None and run["history"] and run["alpha_trajectory"]
+    units = stack.get(f"/api/v1/runs/{run_id}/layers/relu1/units", params={"sort": "kendall_tau", "order": "asc",
+                                                                          "page_size": 10}).json()
+    assert units["total"] == 32 and len(units["items"]) == 10
+    taus = [u["kendall_tau"] for u in units["items"] if u["kendall_tau"] is not None]
+    assert taus == sorted(taus)
+    u0 = units["items"][0]["unit"]
+    d = stack.get(f"/api/v1/runs/{run_id}/layers/relu1/units/{u0}").json()
+    for role in ("train", "val"):
+        for side in ("before", "after"):
+            imgs = d["topk"][role][side]
+            assert len(imgs) == 10
+            assert all(i["label_name"] and i["thumb_url"] and i["score"] is not None for i in imgs)
+    assert set(d["metrics"]) == {"clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"}
+    assert d["nearest"]["by_tau_init"] and d["nearest"]["by_clip_final"]
+    # thumbnails: signed URL works without credentials, immutable cache
+    thumb = httpx.get(stack.base + d["topk"]["val"]["before"][0]["thumb_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+    assert "immutable" in thumb.headers["cache-control"] and thumb.headers.get("etag")
+    again = httpx.get(stack.base + d["topk"]["val"]["before"][0]["thumb_url"],
+                      headers={"If-None-Match": thumb.headers["etag"]})
+    assert again.status_code == 304
+    # exports
+    ej = stack.get(f"/api/v1/runs/{run_id}/export.json").json()
+    assert len(ej["units"]) == 32 and ej["run"]["id"] == run_id
+    csv = stack.get(f"/api/v1/runs/{run_id}/export.csv")
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert len(csv.text.strip().splitlines()) == 33
+
+
+def test_push_up_chain_reports_success(stack):
+    r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": stack.audit_spec(kind="push_up", decoy_class="Bag",
+                                                                              layer="relu3", steps=10)})
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["attack"]["decoy_class"] == 8   # class name normalised to its index
+    done = stack.wait_job(r.json()["id"])
+    assert done["status"] == "succeeded", done
+    run = stack.get(f"/api/v1/runs/{done['run_id']}").json()
+    assert run["pushup"]["decoy_class"] == 8
+    assert set(run["pushup"]) >= {"train", "val"}
+
+
+def test_cancel_stops_running_attack_within_one_step(stack):
+    r = stack.post("/api/v1/jobs", {"kind": "attack", "spec": stack.attack_spec(checkpoint_every=100_000)})
+    assert r.status_code == 201, r.text
+    jid = r.json()["id"]
+    stack.wait_progress(jid, lambda j: j["status"] == "running" and j["progress"].get("stage") == "push_down"
+                        and (j["progress"].get("done") or 0) >= 3)
+    resp = stack.post(f"/api/v1/jobs/{jid}/cancel")
+    t_resp = time.time()
+    assert resp.status_code == 200 and resp.json()["cancel_requested"] is True
+    job = stack.wait_job(jid, timeout=120)
+    assert job["status"] == "cancelled", job
+    assert "cancel" in job["error"]
+    info = job["result"]["cancel"]
+    after = [step for t, step in info["recent_advances"] if t > t_resp]
+    assert len(after) <= 1, f"steps completed after the cancel request was acknowledged: {after}"
+    assert info["stopped_at"] < 100_000
+    run = stack.get(f"/api/v1/runs/{job['run_id']}").json()
+    assert run["status"] == "cancelled"
+
+
+def test_cancel_queued_audit_cancels_every_step(stack):
+    stack.worker.stop()                       # nothing runs: the audit stays queued
+    try:
+        r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": stack.audit_spec()})
+        jid = r.json()["id"]
+        c = stack.post(f"/api/v1/jobs/{jid}/cancel").json()
+        assert c["status"] == "cancelled"
+        assert all(stack.job(k)["status"] == "cancelled" for k in c["children"])
+    finally:
+        stack.start_worker()
+
+
+def test_sigkill_worker_mid_attack_is_resumed_from_checkpoint(stack):
+    r = stack.post("/api/v1/jobs", {"kind": "attack", "spec": stack.attack_spec(checkpoint_every=5)})
+    jid = r.json()["id"]
+    stack.wait_progress(jid, lambda j: j["progress"].get("stage") == "push_down" and (j["progress"].get("done") or 0) >= 12)
+    stack.worker.kill9()
+    # the reaper notices (dead process / stale heartbeat) and requeues: never "running" forever
+    requeued = stack.wait_job(jid, statuses=("queued", "failed"), timeout=60)
+    assert requeued["status"] == "queued", requeued
+    assert any("requeued" in (e["data"].get("message") or "") for e in stack.log_events(jid))
+    stack.start_worker()
+    stack.wait_progress(jid, lambda j: j["status"] == "running" and j["attempts"] == 2)
+    resumed = stack.until(lambda: [e for e in stack.log_events(jid) if "resumed from step" in
+                                  (e["data"].get("message") or "")], 60, "the resume log line")
+    step = resumed[0]["data"]["step"]
+    assert step >= 10 and step % 5 == 0, resumed
+    stack.post(f"/api/v1/jobs/{jid}/cancel")
+    assert stack.wait_job(jid)["status"] == "cancelled"
+
+
+def test_reaper_fails_job_after_max_attempts(db_env):
+    """A job whose worker vanished after its last allowed attempt is failed, with the reason."""
+    from fvaudit.db.models import Job, utcnow
+    from fvaudit.db.session import session_scope
+    from fvaudit.jobs.reaper import reap_once
+    from datetime import timedelta
+
+    with session_scope() as db:
+        job = Job(kind="scan", spec={}, status="running", attempts=3, worker="celery@elsewhere:1", lease="x",
+                  heartbeat_at=utcnow() - timedelta(minutes=10), progress={})
+        job2 = Job(kind="scan", spec={}, status="running", attempts=1, worker="celery@elsewhere:1", lease="y",
+                   heartbeat_at=utcnow() - timedelta(minutes=10), progress={}, cancel_requested=True)
+        db.add_all([job, job2])
+        db.flush()
+        ids = job.id, job2.id
+    out = reap_once(max_attempts=3)
+    assert ids[0] in out["failed"] and ids[1] in out["cancelled"]
+    with session_scope() as db:
+        j = db.get(Job, ids[0])
+        assert j.status == "failed" and "stopped heartbeating" in j.error and "3 attempt" in j.error
+        assert db.get(Job, ids[1]).status == "cancelled"
+
+
+def test_runner_is_idempotent(db_env, audit_run):
+    """A redelivered wake-up for a finished job does nothing."""
+    from fvaudit.jobs.runner import run_job
+
+    for cid in audit_run["children"]:
+        assert run_job(cid, worker="test") == "skipped"
+
+
+def test_redis_restart_with_queued_jobs_loses_none(stack, redis_server):
+    stack.worker.stop()
+    try:
+        spec = {"model_id": stack.ids["model"], "image_set_ids": [stack.ids["val"]], "layers": ["relu2"], "k": 5}
+        ids = [stack.post("/api/v1/jobs", {"kind": "scan", "spec": spec}).json()["id"] for _ in range(3)]
+        r = redis_server.client()
+        assert stack.until(lambda: r.llen(stack.queue) >= 3, 10, "messages in the queue")
+        redis_server.restart()                # no persistence: the queue is gone
+        assert redis_server.client().llen(stack.queue) == 0
+    finally:
+        stack.start_worker()
+    for jid in ids:
+        assert stack.wait_job(jid, timeout=180)["status"] == "succeeded"
