@@ -49,7 +49,10 @@ export function Layout() {
           {health.data ? health.data.mode : health.error ? "offline" : "…"}
         </span>
         <button type="button" className="token-btn" onClick={() => setTokenOpen(true)} title="API token">
-          <span aria-hidden="true">🔑</span>{" "}
+          <svg aria-hidden="true" width="14" height="14" viewBox="0 0 16 16" fill="none" stroke="currentColor" strokeWidth="1.8">
+            <circle cx="5" cy="8" r="3" />
+            <path d="M8 8h7M12.5 8v3M15 8v2" />
+          </svg>
           {token ? (me.data ? me.data.user + (me.data.is_admin ? " (admin)" : "") : me.error ? "invalid token" : "…") : "Sign in"}
         </button>
       </header>

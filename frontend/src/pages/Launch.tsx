@@ -260,7 +260,7 @@ export function LaunchPage() {
                   <input id="f-alpha" value="0" disabled aria-label="α (0 for the baseline)" />
                 ) : (
                   <div className="row">
-                    <select value={form.alphaMode} onChange={(e) => set("alphaMode", e.target.value as LaunchForm["alphaMode"], "alpha")} aria-label="α mode">
+                    <select id={form.alphaMode === "dynamic" ? "f-alpha" : "f-alpha-mode"} value={form.alphaMode} onChange={(e) => set("alphaMode", e.target.value as LaunchForm["alphaMode"], "alpha")} aria-label="α mode">
                       <option value="dynamic">dynamic</option>
                       <option value="fixed">fixed</option>
                     </select>

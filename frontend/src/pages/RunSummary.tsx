@@ -222,8 +222,8 @@ function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
             <Histogram title="Kendall-τ per unit" label="Kendall-τ" values={perUnit.kendall_tau ?? []} />
             <Scatter
               title="CLIP similarity pre vs post (Fig. 3.5)"
-              xLabel="C^{init,init}_jj"
-              yLabel="C^{init,final}_jj"
+              xLabel="C_jj(init, init): top-k vs itself"
+              yLabel="C_jj(init, final)"
               points={sim.map((s) => ({ x: s.pre, y: s.post, id: s.unit, label: `unit ${s.unit}` }))}
               onPick={(pt) => navigate(href(unitPath(run.id, layer, pt.id)))}
               caption="Each dot is an attacked unit: below the diagonal, its final top-k looks less like its initial top-k. Click a dot to open the unit."

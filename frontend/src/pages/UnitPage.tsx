@@ -31,8 +31,25 @@ export function UnitPage() {
   const d = u.data;
 
   const withNav = (path: string) => href(attackedNav ? `${path}?nav=attacked` : path);
-  const prev = d ? (attackedNav ? d.prev_attacked : d.prev_unit) : null;
-  const next = d ? (attackedNav ? d.next_attacked : d.next_unit) : null;
+  // neighbours from the run's layer info (instant, right even while the next unit loads);
+  // the unit's own prev/next when the run summary is not there
+  const info = (run.data?.layer_info?.[layer] ?? null) as { units?: number; attacked?: number[] } | null;
+  const fresh = d && d.unit === unit && d.layer === layer ? d : null;
+  let prev: number | null = null;
+  let next: number | null = null;
+  if (info?.units != null && (!attackedNav || info.attacked)) {
+    if (attackedNav) {
+      const att = [...info.attacked!].sort((x, y) => x - y);
+      prev = [...att].reverse().find((x) => x < unit) ?? null;
+      next = att.find((x) => x > unit) ?? null;
+    } else {
+      prev = unit > 0 ? unit - 1 : null;
+      next = unit + 1 < info.units ? unit + 1 : null;
+    }
+  } else if (fresh) {
+    prev = attackedNav ? fresh.prev_attacked : fresh.prev_unit;
+    next = attackedNav ? fresh.next_attacked : fresh.next_unit;
+  }
 
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {

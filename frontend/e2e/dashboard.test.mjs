@@ -1,0 +1,320 @@
+// End-to-end: Debian's Chromium (playwright-core) drives the built dashboard, served by
+// the real API, with a real Celery worker running the jobs on the demo model.
+//
+//   FVAUDIT_URL=http://127.0.0.1:PORT FVAUDIT_ADMIN_TOKEN=fva_... node --test e2e/dashboard.test.mjs
+//
+// (frontend/scripts/test.sh starts the stack and sets both.) Screenshots go to
+// $FVAUDIT_E2E_OUT (default <repo>/test-output/e2e).
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BASE = (process.env.FVAUDIT_URL ?? "").replace(/\/$/, "");
+const TOKEN = process.env.FVAUDIT_ADMIN_TOKEN ?? "";
+const OUT = process.env.FVAUDIT_E2E_OUT ?? resolve(here, "../../test-output/e2e");
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const JOB_TIMEOUT = Number(process.env.FVAUDIT_E2E_JOB_TIMEOUT ?? 300) * 1000;
+const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+if (!BASE || !TOKEN) throw new Error("set FVAUDIT_URL and FVAUDIT_ADMIN_TOKEN (frontend/scripts/test.sh does)");
+mkdirSync(OUT, { recursive: true });
+
+let browser;
+let owner; // the signed-in context
+let page;
+const state = {};
+const consoleErrors = [];
+
+async function newContext(opts = {}) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...opts });
+  await ctx.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
+  return ctx;
+}
+
+function watch(p, label) {
+  p.on("pageerror", (e) => consoleErrors.push(`${label} pageerror: ${e.message}`));
+  p.on("console", (m) => {
+    // a 404 of a revoked share link is expected; everything else is a bug
+    if (m.type() === "error" && !/404|401|Failed to load resource/.test(m.text())) consoleErrors.push(`${label}: ${m.text()}`);
+  });
+  return p;
+}
+
+/** Scroll through the page so lazy thumbnails load, then wait until every gallery image decoded. */
+async function allThumbnailsLoaded(p, selector = ".gallery img") {
+  await p.evaluate(async () => {
+    for (let y = 0; y < document.body.scrollHeight; y += 400) {
+      window.scrollTo(0, y);
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    window.scrollTo(0, 0);
+  });
+  await p.waitForFunction(
+    (sel) => {
+      const imgs = [...document.querySelectorAll(sel)];
+      return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+    },
+    selector,
+    { timeout: 30_000 },
+  );
+  return p.$$eval(selector, (imgs) => imgs.map((i) => ({ w: i.naturalWidth, h: i.naturalHeight, src: i.getAttribute("src") })));
+}
+
+const clipboard = (p) => p.evaluate(() => navigator.clipboard.readText());
+
+describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }, () => {
+  before(async () => {
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    owner = await newContext();
+    page = watch(await owner.newPage(), "owner");
+  });
+
+  after(async () => {
+    await browser?.close();
+  });
+
+  it("stores the API token given once as ?token= and drops it from the address", async () => {
+    await page.goto(`${BASE}/?token=${TOKEN}`);
+    await page.getByRole("button", { name: /admin/ }).waitFor();
+    assert.ok(!page.url().includes("token="), `token left in the URL: ${page.url()}`);
+    assert.equal(await page.evaluate(() => localStorage.getItem("fvaudit.token")), TOKEN);
+    await page.getByRole("heading", { name: "Models" }).waitFor();
+    await page.getByText("fmnist-cnn (demo)").first().waitFor();
+  });
+
+  it("launch form: inline validation, then the server's 422 lands on the field it names", async () => {
+    await page.getByRole("link", { name: "Launch", exact: true }).click();
+    await page.waitForURL(/\/launch$/);
+    await page.locator("#f-layer").selectOption("relu3");
+    await page.getByText(/ReLU · output 128×7×7 · 128 units/).waitFor();
+    await page.locator("#f-name").fill("e2e push-down");
+    // inline validation (client side)
+    await page.locator("#f-steps").fill("abc");
+    await page.locator("#f-steps").blur();
+    await page.locator("#e-steps").getByText("steps must be a whole number").waitFor();
+    assert.equal(await page.locator("#f-steps").getAttribute("aria-invalid"), "true");
+    await page.locator("#f-steps").fill("30");
+    await page.locator("#e-steps").waitFor({ state: "detached" });
+    await page.getByRole("radio", { name: "several" }).check();
+    await page.locator("#f-units").fill("0, 500");
+    await page.locator("#f-units").blur();
+    await page.getByText("unit 500 is out of range: the layer has 128 units (0–127)").waitFor();
+    await page.getByRole("radio", { name: /^all/ }).check();
+    // a value only the server can judge: an unknown embedder → 422 at spec.embedder
+    await page.getByText("Advanced: evaluation, accuracy budget, CLIP").click();
+    await page.locator("#f-eval_every").fill("10");
+    await page.locator("#f-embedder").fill("no-such-embedder");
+    await page.getByRole("button", { name: "Launch push-down" }).click();
+    const err = page.locator("#e-embedder");
+    await err.waitFor();
+    assert.match(await err.innerText(), /unknown embedder 'no-such-embedder'/);
+    assert.ok(page.url().endsWith("/launch"), "a refused launch stays on the form");
+    await page.locator("#f-embedder").fill("auto");
+    await err.waitFor({ state: "detached" });
+  });
+
+  it("launches a push-down from the form and follows it live to the end", async () => {
+    await page.getByRole("button", { name: "Launch push-down" }).click();
+    await page.waitForURL(/\/jobs\/\d+$/);
+    state.jobId = Number(page.url().match(/\/jobs\/(\d+)$/)[1]);
+    await page.getByRole("heading", { name: /e2e push-down/ }).waitFor();
+    // live progress: stages stream in over SSE while the worker runs the chain
+    const stages = new Set();
+    const deadline = Date.now() + JOB_TIMEOUT;
+    let status = "";
+    while (Date.now() < deadline) {
+      const stage = await page.locator(".stage strong").first().textContent().catch(() => null);
+      if (stage) stages.add(stage);
+      status = (await page.locator("h1 .badge").first().textContent()) ?? "";
+      if (["succeeded", "failed", "cancelled"].includes(status)) break;
+      await page.waitForTimeout(250);
+    }
+    if (status !== "succeeded") {
+      const error = await page.locator(".state.error").textContent().catch(() => "");
+      assert.fail(`job ${state.jobId} ended ${status || "(timeout)"}: ${error}`);
+    }
+    assert.ok(stages.size >= 2, `saw too few progress stages: ${[...stages].join(" | ")}`);
+    // the chain: 4 steps, all done; the attack's curves are drawn
+    assert.equal(await page.locator(".chain .step").count(), 4);
+    await page.locator(".chain .step.status-succeeded").nth(3).waitFor();
+    await page.locator('svg[aria-label^="Loss:"]').waitFor();
+    await page.locator('svg[aria-label^="α trajectory:"]').waitFor();
+    assert.ok((await page.locator("ol.log li").count()) > 3, "the job log streamed in");
+  });
+
+  it("run summary: Table 3.1 row, histograms, the Fig. 3.5 scatter, accuracy, unit table", async () => {
+    await page.getByRole("link", { name: /Open the results/ }).click();
+    await page.waitForURL(/\/runs\/\d+$/);
+    state.runId = Number(page.url().match(/\/runs\/(\d+)$/)[1]);
+    await page.getByRole("heading", { name: /e2e push-down/ }).waitFor();
+    const row = page.locator("table.t31 tbody tr").first();
+    await row.waitFor();
+    const cells = await row.locator("td").allInnerTexts();
+    assert.equal(cells[0], "relu3");
+    assert.match(cells[1], /^−?\d\.\d{3}$/, `CLIP-δ cell: ${cells[1]}`);
+    assert.match(cells[2], /^−?\d\.\d{3}$/, `Kendall-τ cell: ${cells[2]}`);
+    await page.locator('svg[aria-label^="CLIP-δ per unit: histogram"]').waitFor();
+    await page.locator('svg[aria-label^="Kendall-τ per unit: histogram"]').waitFor();
+    const dots = await page.locator("figure.chart circle.dot").count();
+    assert.ok(dots > 10, `Fig. 3.5 scatter has ${dots} dots`);
+    await page.getByText(/before \(θ_init\)/).first().waitFor();
+    // sortable, paginated unit table
+    const unitRows = page.locator(".unit-table tbody tr");
+    assert.equal(await unitRows.count(), 25);
+    await page.getByRole("button", { name: /^unit/ }).first().click(); // sort by unit
+    await page.waitForURL(/sort=unit/);
+    await page.getByRole("button", { name: /^CLIP-δ/ }).click();
+    await page.waitForURL(/sort=clip_delta&order=desc/);
+    await page.waitForFunction(() => !document.querySelector(".unit-table.is-loading"));
+    const deltas = (await page.locator(".unit-table tbody tr td:nth-child(3)").allInnerTexts()).map((t) => Number(t.replace("−", "-")));
+    assert.deepEqual(deltas, [...deltas].sort((a, b) => b - a), "CLIP-δ column sorted descending");
+    await page.getByRole("button", { name: "next ›" }).click();
+    await page.waitForURL(/page=2/);
+    await page.getByRole("button", { name: "« first" }).click();
+    await page.waitForFunction(() => !location.search.includes("page="));
+    await page.waitForFunction(() => !document.querySelector(".unit-table.is-loading"));
+    await page.screenshot({ path: join(OUT, "run-summary.png"), fullPage: true });
+  });
+
+  it("opens a unit: real before/after images for the training and validation sets; ←/→ move", async () => {
+    const first = page.locator(".unit-table tbody tr").first();
+    const unit = Number((await first.locator("td").first().innerText()).replace("unit ", ""));
+    await first.click();
+    await page.waitForURL(new RegExp(`/runs/${state.runId}/layers/relu3/units/${unit}$`));
+    state.unit = unit;
+    await page.getByRole("heading", { name: `Training set: top-k` }).waitFor();
+    await page.getByRole("heading", { name: /Validation set: top-k/ }).waitFor();
+    const imgs = await allThumbnailsLoaded(page);
+    assert.equal(imgs.length, 40, "10 before + 10 after, for training and validation");
+    for (const im of imgs) {
+      assert.ok(im.w >= 28 && im.h >= 28, `thumbnail decoded: ${im.src} ${im.w}×${im.h}`);
+      assert.match(im.src, /\/api\/v1\/image-sets\/\d+\/images\/\d+\/thumb\?sig=/);
+    }
+    const labels = await page.locator(".gallery .tile .label").allInnerTexts();
+    const classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+    assert.ok(labels.every((l) => classes.includes(l)), `class labels: ${labels.join(", ")}`);
+    assert.ok((await page.locator(".gallery .tile .score").count()) === 40);
+    await page.locator(".kv dt", { hasText: "CLIP-δ" }).waitFor();
+    await page.getByRole("heading", { name: "Nearest units (whack-a-mole)" }).waitFor();
+    await page.screenshot({ path: join(OUT, "unit-page.png"), fullPage: true });
+
+    // keyboard: → and ← move between units
+    await page.locator("main").focus();
+    const next = await page.getByRole("button", { name: /^unit \d+ →$/ }).innerText();
+    const nextUnit = Number(next.replace(/[^0-9]/g, ""));
+    await page.keyboard.press("ArrowRight");
+    await page.waitForURL((u) => u.pathname.endsWith(`/units/${nextUnit}`), { timeout: 5000 }).catch((e) => {
+      throw new Error(`→ from unit ${unit} (next ${nextUnit}) left the page at ${page.url()}: ${e.message}`);
+    });
+    await page.keyboard.press("ArrowLeft");
+    await page.waitForURL((u) => u.pathname.endsWith(`/units/${unit}`));
+    await page.getByRole("heading", { name: `Unit ${unit}`, exact: false }).waitFor();
+
+    // copy link = this page's permalink
+    await page.getByRole("button", { name: "Copy link" }).click();
+    await page.getByRole("button", { name: "Copied ✓" }).waitFor();
+    assert.equal(await clipboard(page), page.url());
+  });
+
+  it("creates a share link from the Share dialog and copies it", async () => {
+    await page.getByRole("link", { name: "e2e push-down" }).click();
+    await page.waitForURL(new RegExp(`/runs/${state.runId}$`));
+    await page.getByRole("button", { name: "Share…" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("button", { name: "Create share link" }).click();
+    const url = await dialog.getByTestId("share-url").inputValue();
+    assert.match(url, new RegExp(`/runs/${state.runId}\\?share=[A-Za-z0-9_-]{20,}$`));
+    await dialog.getByRole("button", { name: "Copy link" }).click();
+    await dialog.getByRole("button", { name: "Copied ✓" }).waitFor();
+    state.shareUrl = await clipboard(page);
+    assert.equal(state.shareUrl, url);
+    await dialog.locator(".share-list li").first().waitFor();
+    assert.equal(await dialog.locator(".share-list li").count(), 1);
+    await dialog.getByRole("button", { name: "Close" }).click();
+  });
+
+  it("opens the share link in a fresh browser context, without a token: read-only", async () => {
+    state.guest = await newContext();
+    const guest = watch(await state.guest.newPage(), "guest");
+    state.guestPage = guest;
+    await guest.goto(state.shareUrl);
+    await guest.getByRole("heading", { name: /e2e push-down/ }).waitFor();
+    assert.equal(await guest.evaluate(() => localStorage.getItem("fvaudit.token")), null);
+    await guest.getByText("shared · read-only").waitFor();
+    await guest.locator("h1 .badge.readonly").waitFor();
+    await guest.locator("table.t31 tbody tr").first().waitFor();
+    for (const name of ["Share…", "Compare…", "Cancel job"]) assert.equal(await guest.getByRole("button", { name }).count(), 0, `${name} hidden`);
+    assert.equal(await guest.getByRole("link", { name: "Launch", exact: true }).count(), 0);
+    assert.equal(await guest.getByRole("link", { name: "Compare…" }).count(), 0);
+    // a unit page keeps the share token and shows real images
+    await guest.locator(".unit-table tbody tr").first().click();
+    await guest.waitForURL(/\/units\/\d+\?share=/);
+    const imgs = await allThumbnailsLoaded(guest);
+    assert.equal(imgs.length, 40);
+    await guest.screenshot({ path: join(OUT, "shared-unit-page.png"), fullPage: true });
+    await guest.goto(state.shareUrl);
+    await guest.locator("table.t31 tbody tr").first().waitFor();
+    await guest.screenshot({ path: join(OUT, "shared-run-readonly.png"), fullPage: false });
+  });
+
+  it("revokes the link; the fresh context is refused", async () => {
+    await page.getByRole("button", { name: "Share…" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.locator(".share-list li").first().waitFor();
+    await dialog.getByRole("button", { name: /^Revoke/ }).click();
+    await dialog.getByText("No active share links.").waitFor();
+    await dialog.getByRole("button", { name: "Close" }).click();
+
+    const guest = state.guestPage;
+    await guest.reload();
+    await guest.getByText("This share link does not work").waitFor();
+    await guest.getByText(/revoked/).first().waitFor();
+    const token = new URL(state.shareUrl).searchParams.get("share");
+    const status = await guest.evaluate(async ([run, t]) => (await fetch(`/api/v1/runs/${run}?share=${t}`)).status, [state.runId, token]);
+    assert.equal(status, 404);
+    await guest.screenshot({ path: join(OUT, "share-revoked.png") });
+    await state.guest.close();
+  });
+
+  it("push-up: decoy class picker with thumbnails; a running job can be cancelled", async () => {
+    await page.goto(`${BASE}/launch`);
+    await page.getByRole("radio", { name: /Push-up/ }).check();
+    await page.locator("#f-layer").selectOption("relu3");
+    const group = page.getByRole("radiogroup", { name: "Decoy class" });
+    await group.waitFor();
+    assert.equal(await group.getByRole("radio").count(), 10);
+    await page.getByRole("button", { name: "Launch push-up (decoy)" }).click();
+    await page.getByText("pick a decoy class").waitFor(); // inline error, nothing sent
+    assert.ok(page.url().endsWith("/launch"));
+    await group.getByRole("radio", { name: /8: Bag/ }).click();
+    await page.getByText("pick a decoy class").waitFor({ state: "detached" });
+    await page.waitForFunction(() => [...document.querySelectorAll(".class-card img")].some((i) => i.complete && i.naturalWidth > 0));
+    await page.locator("#f-name").fill("e2e push-up to cancel");
+    await page.locator("#f-steps").fill("100000");
+    await page.getByRole("button", { name: "Launch push-up (decoy)" }).click();
+    await page.waitForURL(/\/jobs\/\d+$/);
+    await page.locator("h1 .badge", { hasText: "running" }).waitFor({ timeout: 60_000 });
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Cancel job" }).click();
+    await page.locator("h1 .badge", { hasText: "cancelled" }).waitFor({ timeout: 120_000 });
+    await page.getByText(/This job was cancelled/).waitFor();
+    assert.equal(await page.getByRole("button", { name: "Cancel job" }).count(), 0);
+  });
+
+  it("compare: the push-down run unit by unit", async () => {
+    await page.goto(`${BASE}/compare?a=${state.runId}&layer=relu3&unit=${state.unit}`);
+    await page.getByRole("heading", { name: /Units · relu3/ }).waitFor();
+    await page.getByRole("heading", { name: new RegExp(`Unit ${state.unit} · relu3`) }).waitFor();
+    const imgs = await allThumbnailsLoaded(page);
+    assert.equal(imgs.length, 20, "model before + attacked after, validation set");
+  });
+
+  it("logged no errors in the browser console", () => {
+    assert.deepEqual(consoleErrors, []);
+  });
+});
