@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path as FPath, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import asc, desc, func, nulls_last, select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, get_run_for, read_only, require_user
+from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, can_read_run, get_run_for, read_only, require_user
 from fvaudit.api.schemas import RunDetail, RunListItem, ShareOut, UnitDetail, UnitPage
 from fvaudit.api.security import new_share_token, well_formed
 from fvaudit.api.serialize import run_detail, run_item, unit_detail, unit_row
@@ -38,9 +40,22 @@ def get_run(run_id: IdPath, db: DB, who: Who):
     return run_detail(run, read_only(who, run))
 
 
-def _layer_or_404(run: Run, layer: str) -> None:
-    if layer not in (run.layers or []) and layer not in (run.layer_info or {}):
-        raise HTTPException(404, f"layer {layer!r} not in run {run.id}")
+@dataclass
+class _RunRef:
+    """What access checks and the unit page need of a run (not its large JSON columns)."""
+
+    id: int
+    owner_id: int | None
+    layer_info: dict | None = None
+    layers: list | None = None
+
+
+def _run_ref(db, who: Principal, run_id: int) -> _RunRef:
+    row = db.execute(select(Run.owner_id, Run.layer_info, Run.layers).where(Run.id == run_id)).one_or_none()
+    ref = _RunRef(run_id, row.owner_id, row.layer_info, row.layers) if row else None
+    if ref is None or not can_read_run(who, ref):
+        raise HTTPException(404, f"run {run_id} not found")
+    return ref
 
 
 @router.get("/runs/{run_id}/layers/{layer}/units", response_model=UnitPage,
@@ -49,9 +64,10 @@ def units(run_id: IdPath, layer: LayerPath, db: DB, who: Who, sort: SortKey = "u
           order: Literal["asc", "desc"] = "asc", page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
           page_size: Annotated[int, Query(ge=1, le=1000)] = 50, attacked_only: bool = False,
           include_dead: bool = True):
-    run = get_run_for(db, who, run_id)
-    _layer_or_404(run, layer)
-    cond = [UnitResult.run_id == run.id, UnitResult.layer == layer]
+    ref = _run_ref(db, who, run_id)
+    if layer not in (ref.layer_info or {}) and layer not in (ref.layers or []):
+        raise HTTPException(404, f"layer {layer!r} not in run {run_id}")
+    cond = [UnitResult.run_id == run_id, UnitResult.layer == layer]
     if attacked_only:
         cond.append(UnitResult.attacked.is_(True))
     if not include_dead:
@@ -59,20 +75,31 @@ def units(run_id: IdPath, layer: LayerPath, db: DB, who: Who, sort: SortKey = "u
     total = db.scalar(select(func.count()).select_from(UnitResult).where(*cond)) or 0
     col = getattr(UnitResult, sort)
     key = nulls_last(desc(col)) if order == "desc" else nulls_last(asc(col))
-    rows = db.scalars(select(UnitResult).where(*cond).order_by(key, UnitResult.unit)
-                      .offset((page - 1) * page_size).limit(page_size))
-    return {"items": [unit_row(u) for u in rows], "total": total, "page": page, "page_size": page_size}
+    cols = [UnitResult.unit, UnitResult.attacked, UnitResult.dead] + [getattr(UnitResult, m) for m in METRICS]
+    rows = db.execute(select(*cols).where(*cond).order_by(key, UnitResult.unit)
+                      .offset((page - 1) * page_size).limit(page_size)).all()
+    items = [dict(zip(("unit", "attacked", "dead", *METRICS), r)) for r in rows]
+    body = {"items": items, "total": total, "page": page, "page_size": page_size}
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/runs/{run_id}/layers/{layer}/units/{unit}", response_model=UnitDetail,
             summary="One unit: top-k before/after (train and validation), metrics, nearest units")
 def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who):
-    run = get_run_for(db, who, run_id)
-    u = db.scalar(select(UnitResult).where(UnitResult.run_id == run.id, UnitResult.layer == layer,
-                                           UnitResult.unit == unit))
-    if u is None:
+    # the hot path of the unit page: one indexed lookup joined with the run's owner and
+    # layer info (not its large JSON columns), serialised without re-validation
+    row = db.execute(select(UnitResult, Run.owner_id, Run.layer_info)
+                     .join(Run, Run.id == UnitResult.run_id)
+                     .where(UnitResult.run_id == run_id, UnitResult.layer == layer, UnitResult.unit == unit)
+                     ).one_or_none()
+    if row is None:
+        _run_ref(db, who, run_id)                     # 404 for the run itself first
         raise HTTPException(404, f"unit {layer}/{unit} not found in run {run_id}")
-    return unit_detail(db, run, u, read_only(who, run))
+    if not can_read_run(who, _RunRef(run_id, row.owner_id)):
+        raise HTTPException(404, f"run {run_id} not found")
+    ref = _RunRef(run_id, row.owner_id, row.layer_info)
+    body = unit_detail(db, ref, row.UnitResult, read_only(who, ref))
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/runs/{run_id}/layers/{layer}/units/{unit}/synthetic/{which}", response_class=Response,
