@@ -32,7 +32,7 @@ test: install services
 	@if [ -f frontend/package.json ]; then bash frontend/scripts/test.sh; fi
 
 demo: install
-	$(VENV)/bin/fvaudit demo-experiment
+	$(VENV)/bin/fvaudit demo $(DEMO_ARGS)
 
 bench: install
 	$(PY) bench/kendall_w.py
