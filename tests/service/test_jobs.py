@@ -190,3 +190,22 @@ def test_redis_restart_with_queued_jobs_loses_none(stack, redis_server):
         stack.start_worker()
     for jid in ids:
         assert stack.wait_job(jid, timeout=180)["status"] == "succeeded"
+
+
+def test_celery_parent_stays_light_and_configured(stack):
+    """The Celery parent imports neither the engine nor CUDA; settings as ARCHITECTURE.md asks."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fvaudit.worker as w\n"
+            "c = w.app.conf\n"
+            "assert c.task_acks_late and c.worker_prefetch_multiplier == 1 and c.worker_concurrency == 1\n"
+            "assert c.worker_pool == 'prefork'\n"
+            "from fvaudit.config import get_settings\n"
+            "assert c.broker_transport_options['visibility_timeout'] > get_settings().max_job_seconds\n"
+            "assert not [m for m in sys.modules if m.startswith('fvaudit.engine') or m == 'fvaudit.jobs.runner']\n"
+            "import torch\n"
+            "assert not torch.cuda.is_initialized()\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], env=stack.env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
