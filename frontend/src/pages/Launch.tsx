@@ -80,8 +80,8 @@ export function LaunchPage() {
   const shown = (f: Field): string | undefined => server.fields[f] ?? (submitted || touched.has(f) ? errors[f] : undefined);
 
   const set = <K extends keyof LaunchForm>(key: K, value: LaunchForm[K], field: Field = key as Field) => {
+    // errors of a text field show once it is left (blur) or the form is sent, then follow each keystroke
     setForm((f) => ({ ...f, [key]: value }));
-    setTouched((t) => new Set(t).add(field));
     if (server.fields[field]) setServer((s) => ({ ...s, fields: { ...s.fields, [field]: undefined } }));
   };
   const blur = (field: Field) => () => setTouched((t) => new Set(t).add(field));

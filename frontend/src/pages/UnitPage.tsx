@@ -1,4 +1,4 @@
-import { useEffect } from "react";
+import { useEffect, useRef } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import { useRun, useUnit } from "../api/hooks";
 import type { UnitDetail } from "../api/client";
@@ -34,40 +34,39 @@ export function UnitPage() {
   // neighbours from the run's layer info (instant, right even while the next unit loads);
   // the unit's own prev/next when the run summary is not there
   const info = (run.data?.layer_info?.[layer] ?? null) as { units?: number; attacked?: number[] } | null;
-  const fresh = d && d.unit === unit && d.layer === layer ? d : null;
-  let prev: number | null = null;
-  let next: number | null = null;
-  if (info?.units != null && (!attackedNav || info.attacked)) {
-    if (attackedNav) {
+  const neighbours = (at: number): [number | null, number | null] => {
+    if (info?.units != null && (!attackedNav || info.attacked)) {
+      if (!attackedNav) return [at > 0 ? at - 1 : null, at + 1 < info.units ? at + 1 : null];
       const att = [...info.attacked!].sort((x, y) => x - y);
-      prev = [...att].reverse().find((x) => x < unit) ?? null;
-      next = att.find((x) => x > unit) ?? null;
-    } else {
-      prev = unit > 0 ? unit - 1 : null;
-      next = unit + 1 < info.units ? unit + 1 : null;
+      return [[...att].reverse().find((x) => x < at) ?? null, att.find((x) => x > at) ?? null];
     }
-  } else if (fresh) {
-    prev = attackedNav ? fresh.prev_attacked : fresh.prev_unit;
-    next = attackedNav ? fresh.next_attacked : fresh.next_unit;
-  }
+    if (d && d.unit === at && d.layer === layer)
+      return attackedNav ? [d.prev_attacked, d.next_attacked] : [d.prev_unit, d.next_unit];
+    return [null, null];
+  };
+  const [prev, next] = neighbours(unit);
+  const latest = useRef(neighbours);
+  latest.current = neighbours;
 
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
       if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
+      if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
       const t = e.target as HTMLElement | null;
       if (t && (t.isContentEditable || ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName))) return;
       if (document.querySelector("[role=dialog]")) return;
-      if (e.key === "ArrowLeft" && prev != null) {
-        e.preventDefault();
-        navigate(withNav(unitPath(runId, layer, prev)));
-      } else if (e.key === "ArrowRight" && next != null) {
-        e.preventDefault();
-        navigate(withNav(unitPath(runId, layer, next)));
-      }
+      // the unit in the address bar now (a quick second key press may come before React re-renders)
+      const m = /\/units\/(\d+)\/?$/.exec(window.location.pathname);
+      const at = m ? Number(m[1]) : unit;
+      const [p, n] = latest.current(at);
+      const to = e.key === "ArrowLeft" ? p : n;
+      if (to == null) return;
+      e.preventDefault();
+      navigate(withNav(unitPath(runId, layer, to)));
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }); // re-bound each render: reads the current prev/next
+  }); // re-bound each render
 
   if (!(runId > 0) || !(unit >= 0) || !Number.isInteger(unit))
     return <ErrorBox error={new Error("No such unit: the address must be /runs/<run>/layers/<layer>/units/<number>.")} />;

@@ -1,0 +1,136 @@
+import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
+import { render, screen, waitFor } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { MemoryRouter, Route, Routes, useParams } from "react-router";
+import { beforeEach, describe, expect, it } from "vitest";
+import { setToken } from "../api/auth";
+import layers from "../test/fixtures/layers.json";
+import models from "../test/fixtures/models.json";
+import sets from "../test/fixtures/image-sets.json";
+import { mockFetch, type Route as FRoute } from "../test/fetchMock";
+import { LaunchPage } from "./Launch";
+
+const base: FRoute[] = [
+  { path: /^\/api\/v1\/models$/, body: models },
+  { path: /^\/api\/v1\/models\/1\/layers$/, body: layers },
+  { path: /^\/api\/v1\/image-sets$/, body: sets },
+  { path: /^\/api\/v1\/image-sets\/\d+\/classes\/(\d+)\/samples$/, body: (_r: Request, m: RegExpMatchArray) => [0, 1, 2, 3].map((i) => ({ image_id: i * 10 + Number(m[1]), label: Number(m[1]), label_name: "x", thumb_url: "/t.png", full_url: "/f.png" })) },
+];
+
+function JobStub() {
+  return <p>job page {useParams().job}</p>;
+}
+
+function renderLaunch() {
+  const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
+  return render(
+    <QueryClientProvider client={qc}>
+      <MemoryRouter initialEntries={["/launch"]}>
+        <Routes>
+          <Route path="/launch" element={<LaunchPage />} />
+          <Route path="/jobs/:job" element={<JobStub />} />
+        </Routes>
+      </MemoryRouter>
+    </QueryClientProvider>,
+  );
+}
+
+describe("launch form", () => {
+  beforeEach(() => setToken("fva_test_token_0123456789"));
+
+  it("fills its pickers from the API: models, layers with unit counts, image sets", async () => {
+    mockFetch(base);
+    renderLaunch();
+    await waitFor(() => expect(screen.getByLabelText("Layer")).toHaveValue("relu3"));
+    expect(screen.getByRole("option", { name: "conv3 (post-ReLU) — relu3 · 128 units" })).toBeInTheDocument();
+    expect(screen.getByRole("option", { name: "fc1 · 128 units" })).toBeInTheDocument();
+    expect(screen.getByText("ReLU · output 128×7×7 · 128 units")).toBeInTheDocument();
+    expect((screen.getByLabelText("Training set") as HTMLSelectElement).selectedOptions[0].textContent).toMatch(/train/);
+    expect((screen.getByLabelText("Validation set") as HTMLSelectElement).selectedOptions[0].textContent).toMatch(/test/);
+    expect(screen.getByRole("radio", { name: /^all \(128/ })).toBeChecked();
+  });
+
+  it("shows errors inline once a field is left, and clears them when fixed", async () => {
+    mockFetch(base);
+    const user = userEvent.setup();
+    renderLaunch();
+    const steps = await screen.findByLabelText("steps");
+    await user.clear(steps);
+    await user.type(steps, "12x");
+    expect(screen.queryByText("steps must be a whole number")).toBeNull(); // not while typing
+    await user.tab();
+    expect(screen.getByText("steps must be a whole number")).toBeInTheDocument();
+    expect(steps).toHaveAttribute("aria-invalid", "true");
+    expect(steps).toHaveAccessibleDescription("steps must be a whole number");
+    await user.clear(steps);
+    await user.type(steps, "12");
+    expect(screen.queryByText("steps must be a whole number")).toBeNull();
+    expect(steps).toHaveAttribute("aria-invalid", "false");
+
+    await user.click(screen.getByRole("radio", { name: "several" }));
+    await user.type(screen.getByLabelText("Unit indices"), "3, 130");
+    await user.tab();
+    expect(screen.getByText("unit 130 is out of range: the layer has 128 units (0–127)")).toBeInTheDocument();
+  });
+
+  it("does not send an invalid form: it marks every bad field and focuses the first", async () => {
+    const { calls } = mockFetch(base);
+    const user = userEvent.setup();
+    renderLaunch();
+    await user.click(await screen.findByRole("radio", { name: /Push-up/ }));
+    const lr = screen.getByLabelText("learning rate");
+    await user.clear(lr);
+    await user.type(lr, "0");
+    await user.click(screen.getByRole("button", { name: "Launch push-up (decoy)" }));
+    expect(await screen.findByText("pick a decoy class")).toBeInTheDocument();
+    expect(screen.getByText("the learning rate must be > 0 and ≤ 10")).toBeInTheDocument();
+    expect(screen.getByText("Fix the 2 fields marked above.")).toBeInTheDocument();
+    expect(document.activeElement).toBe(screen.getByRole("radiogroup", { name: "Decoy class" }));
+    expect(calls.some((c) => c.method === "POST")).toBe(false);
+    // the decoy picker shows classes with thumbnails; picking one clears the error
+    await user.click(screen.getByRole("radio", { name: /^8: Bag/ }));
+    expect(screen.queryByText("pick a decoy class")).toBeNull();
+  });
+
+  it("maps the server's 422 onto the field it names, then launches and opens the job", async () => {
+    let attempt = 0;
+    const { calls } = mockFetch([
+      ...base,
+      {
+        method: "POST",
+        path: /^\/api\/v1\/jobs$/,
+        respond: () =>
+          ++attempt === 1
+            ? { status: 422, body: { detail: [{ loc: ["body", "spec", "attack", "units", 1], msg: "unit index 99 is a dead unit", type: "value_error" }] } }
+            : { status: 201, body: { id: 42, kind: "audit", status: "queued" } },
+      },
+    ]);
+
+    const user = userEvent.setup();
+    renderLaunch();
+    await user.click(await screen.findByRole("radio", { name: "several" }));
+    const units = screen.getByLabelText("Unit indices");
+    await user.type(units, "4, 99");
+    await user.type(screen.getByLabelText("Run name"), "my audit");
+    await user.click(screen.getByRole("button", { name: "Launch push-down" }));
+    const err = await screen.findByText("unit index 99 is a dead unit");
+    expect(err).toHaveAttribute("id", "e-units");
+    expect(units).toHaveAttribute("aria-invalid", "true");
+    expect(document.activeElement).toBe(units);
+    const post = calls.find((c) => c.method === "POST")!;
+    expect(post.body).toMatchObject({ kind: "audit", spec: { name: "my audit", model_id: 1, attack: { kind: "push_down", layer: "relu3", units: [4, 99] } } });
+
+    await user.clear(units); // editing the field clears the server's message
+    expect(screen.queryByText("unit index 99 is a dead unit")).toBeNull();
+    await user.type(units, "4, 5");
+    await user.click(screen.getByRole("button", { name: "Launch push-down" }));
+    expect(await screen.findByText("job page 42")).toBeInTheDocument();
+  });
+
+  it("says what to do when nothing is registered", async () => {
+    mockFetch([{ path: /^\/api\/v1\/models$/, body: [] }, { path: /^\/api\/v1\/image-sets$/, body: sets }]);
+    renderLaunch();
+    expect(await screen.findByText(/No model is registered yet/)).toBeInTheDocument();
+    expect(screen.getByText("fvaudit setup-demo")).toBeInTheDocument();
+  });
+});
