@@ -38,6 +38,8 @@ app.conf.update(
     task_send_sent_event=True,
     task_default_queue=_settings.celery_queue,
     task_routes={TASK_NAME: {"queue": _settings.celery_queue}},
+    # a broker outage must not kill a running job: the row, not the message, is the truth
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     broker_connection_retry=True,
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,

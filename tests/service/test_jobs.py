@@ -209,3 +209,67 @@ def test_celery_parent_stays_light_and_configured(stack):
             "print('ok')\n")
     res = subprocess.run([sys.executable, "-c", code], env=stack.env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_manual_chain_of_scan_attack_scan_metrics_jobs(stack):
+    """The building blocks, submitted at once: each waits for the job it refers to."""
+    m, tr, va = stack.ids["model"], stack.ids["train"], stack.ids["val"]
+    scan = {"model_id": m, "image_set_ids": [tr, va], "layers": ["relu2"], "k": 10}
+    s1 = stack.post("/api/v1/jobs", {"kind": "scan", "spec": scan}).json()
+    atk = stack.post("/api/v1/jobs", {"kind": "attack", "spec": {
+        "model_id": m, "train_set_id": tr, "val_set_id": va, "init_scan_job_id": s1["id"],
+        "attack": {"kind": "push_down", "layer": "relu2", "units": [0, 1, 2, 3], "steps": 10, "batch_size": 64,
+                   "eval_every": 5, "eval_size": 400}}}).json()
+    assert atk["depends_on_id"] == s1["id"] and atk["run_id"]
+    s2 = stack.post("/api/v1/jobs", {"kind": "scan", "spec": {**scan, "weights_from": {"job_id": atk["id"]}}}).json()
+    assert s2["depends_on_id"] == atk["id"]
+    met = stack.post("/api/v1/jobs", {"kind": "metrics", "spec": {
+        "before_scan_job_id": s1["id"], "after_scan_job_id": s2["id"], "val_set_id": va, "train_set_id": tr,
+        "attack_job_id": atk["id"], "embedder": "none"}})
+    assert met.status_code == 201, met.text
+    met = met.json()
+    assert met["run_id"] == atk["run_id"] and met["depends_on_id"] == s2["id"]
+    assert stack.wait_job(met["id"])["status"] == "succeeded"
+    assert stack.job(s2["id"])["result"]["weights"].startswith("artifact:")
+    run = stack.get(f"/api/v1/runs/{atk['run_id']}").json()
+    assert run["status"] == "succeeded" and run["embedder"] is None
+    assert run["layer_info"]["relu2"]["attacked"] == [0, 1, 2, 3]
+    assert run["table"][0]["n_attacked"] == 4 and run["table"][0]["clip_delta"] is None
+    units = stack.get(f"/api/v1/runs/{atk['run_id']}/layers/relu2/units", params={"attacked_only": "true"}).json()
+    assert [u["unit"] for u in units["items"]] == [0, 1, 2, 3]
+
+
+def test_broker_restart_under_a_running_job(stack, redis_server):
+    """Redis restarts while the worker is busy and jobs wait in the queue: the worker
+    reconnects, the running job is unaffected, the lost wake-ups are re-sent."""
+    r = stack.post("/api/v1/jobs", {"kind": "attack", "spec": stack.attack_spec(checkpoint_every=100_000)})
+    long_id = r.json()["id"]
+    stack.wait_progress(long_id, lambda j: j["status"] == "running" and (j["progress"].get("done") or 0) >= 2)
+    spec = {"model_id": stack.ids["model"], "image_set_ids": [stack.ids["val"]], "layers": ["relu3"], "k": 5}
+    ids = [stack.post("/api/v1/jobs", {"kind": "scan", "spec": spec}).json()["id"] for _ in range(2)]
+    redis_server.restart()
+    assert redis_server.client().llen(stack.queue) == 0
+    before = stack.job(long_id)["progress"].get("done") or 0
+    stack.wait_progress(long_id, lambda j: (j["progress"].get("done") or 0) > before + 3)
+    assert stack.job(long_id)["status"] == "running"
+    stack.post(f"/api/v1/jobs/{long_id}/cancel")
+    assert stack.wait_job(long_id)["status"] == "cancelled"
+    for jid in ids:
+        assert stack.wait_job(jid, timeout=180)["status"] == "succeeded"
+
+
+def test_failing_step_fails_the_chain_with_the_reason(stack):
+    """Offline, CLIP weights cannot be had: the metrics step fails and says why; so does its audit."""
+    spec = stack.audit_spec(steps=4, eval_every=2)
+    spec["embedder"] = "open_clip:ViT-B-32:openai"
+    r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": spec})
+    assert r.status_code == 201, r.text
+    done = stack.wait_job(r.json()["id"])
+    assert done["status"] == "failed"
+    metrics = stack.job(done["children"][3])
+    assert metrics["status"] == "failed" and metrics["error"]
+    assert "step 4 (metrics" in done["error"] and metrics["error"] in done["error"]
+    run = stack.get(f"/api/v1/runs/{done['run_id']}").json()
+    assert run["status"] == "failed" and run["error"] == done["error"]
+    assert any("failed" in (e["data"].get("message") or "") and e["data"].get("traceback")
+               for e in stack.log_events(done["id"]))
