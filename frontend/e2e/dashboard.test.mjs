@@ -260,6 +260,18 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     await guest.goto(state.shareUrl);
     await guest.locator("table.t31 tbody tr").first().waitFor();
     await guest.screenshot({ path: join(OUT, "shared-run-readonly.png"), fullPage: false });
+    // without the share token, the same browser sees nothing private: it is asked to sign in
+    await guest.goto(`${BASE}/`);
+    await guest.getByRole("heading", { name: "Sign in with an API token" }).waitFor();
+    await guest.goto(`${BASE}/runs/${state.runId}`);
+    await guest.getByRole("heading", { name: "Sign in with an API token" }).waitFor();
+    // a stale token saved in the browser does not break a share link
+    await guest.evaluate(() => localStorage.setItem("fvaudit.token", "fva_revoked_or_wrong_token_000"));
+    await guest.goto(state.shareUrl);
+    await guest.locator("table.t31 tbody tr").first().waitFor();
+    await guest.evaluate(() => localStorage.removeItem("fvaudit.token"));
+    await guest.goto(state.shareUrl);
+    await guest.locator("table.t31 tbody tr").first().waitFor();
   });
 
   it("revokes the link; the fresh context is refused", async () => {

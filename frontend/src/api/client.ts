@@ -85,6 +85,15 @@ const auth: Middleware = {
     if (share && !request.headers.has("X-Share-Token")) request.headers.set("X-Share-Token", share);
     return request;
   },
+  async onResponse({ request, response }) {
+    // a shared view with a stale token in this browser: the share link alone is enough to read
+    if (response.status === 401 && request.method === "GET" && request.headers.has("X-Share-Token") && request.headers.has("Authorization")) {
+      const retry = new Request(request);
+      retry.headers.delete("Authorization");
+      return globalThis.fetch(retry);
+    }
+    return response;
+  },
 };
 
 // fetch resolved per call (not captured at creation), so tests can stub globalThis.fetch

@@ -81,7 +81,7 @@ export function NeedsToken({ children }: { children: ReactNode }) {
     <section className="panel signin">
       <h1>Sign in with an API token</h1>
       <p>
-        This page lists your runs, models and jobs, which needs an API token. <code>make demo</code> prints one (open the
+        This page shows your runs, models and jobs, which needs an API token. <code>make demo</code> prints one (open the
         link it prints, or paste the token); a server admin can create one with <code>fvaudit token create --user you</code>.
       </p>
       <p>Opened a share link? It shows its run without a token.</p>

@@ -51,7 +51,7 @@ export function duration(startIso: string | null | undefined, endIso?: string | 
 export const ATTACK_LABEL: Record<string, string> = {
   push_down: "push-down",
   push_up: "push-up",
-  finetune: "fine-tune baseline (α = 0)",
+  finetune: "fine-tune (α = 0)",
   scan: "scan",
 };
 
@@ -69,3 +69,16 @@ export const METRICS = {
 } as const;
 export type MetricKey = keyof typeof METRICS;
 export const METRIC_KEYS = Object.keys(METRICS) as MetricKey[];
+
+const CHAIN_STEPS: Record<number, string> = { 1: "scan θ_init", 2: "attack", 3: "scan θ_final", 4: "metrics" };
+
+/** "step 2/4 attack · push_down 12/40" from a job's progress. */
+export function progressText(p: Record<string, unknown> | null | undefined): string {
+  if (!p) return "";
+  const parts: string[] = [];
+  if (typeof p.chain_step === "number") parts.push(`step ${p.chain_step}/${p.chain_steps ?? 4} ${CHAIN_STEPS[p.chain_step] ?? ""}`.trim());
+  let stage = typeof p.stage === "string" ? p.stage : "";
+  if (typeof p.total === "number" && p.total > 0) stage += ` ${Number(p.done ?? 0).toLocaleString("en")}/${p.total.toLocaleString("en")}`;
+  if (stage) parts.push(stage);
+  return parts.join(" · ");
+}

@@ -220,6 +220,7 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
           <h2>
             Units · <span className="mono">{layer}</span> <span className="muted small">({merged.length} live units)</span>
           </h2>
+          <div className="scroll-x">
           <table className="data">
             <thead>
               <tr>
@@ -248,6 +249,7 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
               ))}
             </tbody>
           </table>
+          </div>
           <nav className="pager" aria-label="Pages">
             <button type="button" disabled={pg <= 1} onClick={() => setPage(pg - 1)}>
               ‹ previous

@@ -2,7 +2,7 @@ import { Link, useNavigate } from "react-router";
 import { useImageSets, useJobs, useModels, useRuns } from "../api/hooks";
 import { NeedsToken } from "../components/Layout";
 import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
-import { attackLabel, num, pct, signed, when } from "../lib/format";
+import { attackLabel, num, pct, progressText, signed, when } from "../lib/format";
 
 export function Home() {
   return (
@@ -41,7 +41,7 @@ function HomeInner() {
             {active.map((j) => (
               <li key={j.id}>
                 <StatusBadge status={j.status} /> <Link to={`/jobs/${j.id}`}>job {j.id}: {String((j.spec as { name?: string }).name ?? j.kind)}</Link>{" "}
-                <span className="muted">{String(j.progress?.stage ?? "")}</span>
+                <span className="muted">{progressText(j.progress)}</span>
               </li>
             ))}
           </ul>

@@ -154,6 +154,7 @@ function JobPage() {
         )}
         <div className="stage">
           <span>
+            {chainStep != null && !terminal && <span className="muted">step {chainStep} of {String(p.chain_steps ?? 4)} ({STEP_NAMES[chainStep]}) · </span>}
             <strong>{String(p.stage ?? job.status)}</strong>
             {total ? ` · ${done.toLocaleString("en")} / ${total.toLocaleString("en")}` : ""}
             {typeof p.alpha === "number" && ` · α = ${num(p.alpha, 3)}`}

@@ -5,6 +5,7 @@ import { useToken } from "../api/auth";
 import { useRun, useUnits, type UnitQuery } from "../api/hooks";
 import { Histogram, LineChart, Scatter } from "../components/Charts";
 import { CopyButton } from "../components/CopyButton";
+import { NeedsToken } from "../components/Layout";
 import { ShareDialog } from "../components/ShareDialog";
 import { ErrorBox, Loading, StatusBadge } from "../components/States";
 import { FIRST_ORDER, UnitTable, type SortKey } from "../components/UnitTable";
@@ -14,6 +15,18 @@ import { layerPath, unitPath, useRunHref, useShareParam } from "../lib/share";
 const SORTS: SortKey[] = ["unit", "clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"];
 
 export function RunSummary() {
+  const token = useToken();
+  const share = useShareParam();
+  if (!token && !share)
+    return (
+      <NeedsToken>
+        <></>
+      </NeedsToken>
+    );
+  return <RunSummaryInner />;
+}
+
+function RunSummaryInner() {
   const params = useParams();
   const runId = Number(params.run);
   const run = useRun(runId);

@@ -2,7 +2,9 @@ import { useEffect, useRef } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import { useRun, useUnit } from "../api/hooks";
 import type { UnitDetail } from "../api/client";
+import { useToken } from "../api/auth";
 import { AuthImage } from "../components/AuthImage";
+import { NeedsToken } from "../components/Layout";
 import { CopyButton } from "../components/CopyButton";
 import { BeforeAfter } from "../components/Gallery";
 import { ErrorBox, Loading } from "../components/States";
@@ -17,6 +19,18 @@ const NEAREST: { key: string; title: string; help: string }[] = [
 ];
 
 export function UnitPage() {
+  const token = useToken();
+  const share = useShareParam();
+  if (!token && !share)
+    return (
+      <NeedsToken>
+        <></>
+      </NeedsToken>
+    );
+  return <UnitPageInner />;
+}
+
+function UnitPageInner() {
   const params = useParams();
   const runId = Number(params.run);
   const layer = params.layer ?? "";
