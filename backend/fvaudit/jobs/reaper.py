@@ -97,6 +97,15 @@ def reap_once(settings: Settings | None = None, max_attempts: int | None = None)
                 db.flush()
                 wake.extend(after_terminal(db, job))
                 log.warning("job %s: %s; %s", job.id, lost, bucket)
+        # jobs past FVAUDIT_MAX_JOB_SECONDS (the broker's visibility timeout is above it): stop them
+        too_old = now - timedelta(seconds=settings.max_job_seconds)
+        for job in db.scalars(select(Job).where(Job.status == "running", Job.kind != "audit",
+                                                Job.cancel_requested.is_(False), Job.started_at < too_old)).all():
+            db.execute(update(Job).where(Job.id == job.id, Job.cancel_requested.is_(False))
+                       .values(cancel_requested=True, cancel_requested_at=now))
+            log_event(db, job.id, f"running for more than FVAUDIT_MAX_JOB_SECONDS ({settings.max_job_seconds} s): "
+                                  "stopping it")
+            out.setdefault("timed_out", []).append(job.id)
         # lost wake-ups (service mode): re-send after requeue_after
         if settings.broker_url:
             resend_before = now - timedelta(seconds=settings.requeue_after)

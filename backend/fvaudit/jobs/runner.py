@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shutil
 import traceback
 import uuid
 
@@ -124,4 +125,6 @@ def run_job(job_id: int, worker: str = "worker") -> str:
             wake = [d.id for d in db.scalars(select(Job).where(Job.depends_on_id == row.id, runnable_condition()))]
         if wake:
             publish(db, wake)
+    if outcome in ("succeeded", "cancelled"):
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)   # results are in the store; a failed job's stays for a look
     return outcome

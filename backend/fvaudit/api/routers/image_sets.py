@@ -157,5 +157,3 @@ def classes(set_id: IdPath, db: DB, user: CurrentUser):
     _get_set(db, set_id)
     return classes_of(db, set_id)
 
-
-__all__ = ["router", "run_in_threadpool"]

@@ -85,10 +85,6 @@ def list_jobs(db: DB, user: CurrentUser, status: JobStatus | None = None, kind: 
     return jobs_out(db, db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
 
 
-def _who(user: CurrentUser) -> Principal:
-    return Principal(user)
-
-
 @router.get("/{job_id}", response_model=JobSchema, summary="One job")
 def get_job(job_id: IdPath, db: DB, user: CurrentUser):
     return jobs_out(db, [get_job_for(db, Principal(user), job_id)])[0]

@@ -16,7 +16,6 @@ from fvaudit.api.schemas import LayerOut, ModelCreate, ModelOut, RegistryEntry
 from fvaudit.config import get_settings
 from fvaudit.db.models import Model
 from fvaudit.db.session import session_scope
-from fvaudit.jobs.specs import Name
 from fvaudit.jobs.validate import FieldError, check_checkpoint_path
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -125,5 +124,3 @@ def layers(model_id: IdPath, db: DB, user: CurrentUser):
         raise HTTPException(404, f"model {model_id} not found")
     return m.layers
 
-
-__all__ = ["router", "Name"]

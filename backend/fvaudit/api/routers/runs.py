@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Path as FPath, Query, Request, Res
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import asc, desc, func, nulls_last, select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, can_read_run, get_run_for, read_only, require_user
+from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, can_read_run, get_run_for, read_only
 from fvaudit.api.schemas import RunDetail, RunListItem, ShareOut, UnitDetail, UnitPage
 from fvaudit.api.security import new_share_token, well_formed
 from fvaudit.api.serialize import run_detail, run_item, unit_detail, unit_row
@@ -202,5 +202,3 @@ def revoke_share(token: Annotated[str, FPath(min_length=1, max_length=200)], db:
         db.commit()
     return Response(status_code=204)
 
-
-__all__ = ["router", "Principal", "require_user"]
