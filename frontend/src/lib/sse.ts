@@ -89,6 +89,7 @@ export function useJobEvents(jobId: number, enabled = true): JobStream {
     const url = `${API}/jobs/${jobId}/events${token ? `?token=${encodeURIComponent(token)}` : ""}`;
     const es = new EventSource(url);
     let closed = false;
+    let terminal = false;
     let logSeq = 0;
     const close = () => {
       closed = true;
@@ -96,10 +97,12 @@ export function useJobEvents(jobId: number, enabled = true): JobStream {
       dispatch({ type: "end" });
     };
     es.onopen = () => dispatch({ type: "open" });
+    // The stream starts with the job's current status, replays the stored events, and the
+    // server closes it after a terminal status: that close (an error event) ends it here.
     es.addEventListener("status", (ev) => {
       const job = JSON.parse((ev as MessageEvent).data) as Job;
       dispatch({ type: "status", job });
-      if (isTerminal(job.status)) close();
+      if (isTerminal(job.status)) terminal = true;
     });
     es.addEventListener("progress", (ev) => dispatch({ type: "progress", data: JSON.parse((ev as MessageEvent).data) }));
     es.addEventListener("log", (ev) => {
@@ -109,6 +112,10 @@ export function useJobEvents(jobId: number, enabled = true): JobStream {
     });
     es.onerror = () => {
       if (closed) return;
+      if (terminal) {
+        close();
+        return;
+      }
       if (es.readyState === EventSource.CLOSED) {
         dispatch({ type: "error", message: "The live progress stream was refused (check your API token); showing polled status." });
       } else {

@@ -1,4 +1,5 @@
 import { Link, useNavigate } from "react-router";
+import type { Job } from "../api/client";
 import { useImageSets, useJobs, useModels, useRuns } from "../api/hooks";
 import { NeedsToken } from "../components/Layout";
 import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
@@ -34,14 +35,28 @@ function HomeInner() {
         </Link>
       </div>
 
-      {active.length > 0 && (
-        <section className="panel" aria-label="Jobs in progress">
-          <h2>In progress</h2>
+      {(jobs.data?.length ?? 0) > 0 && (
+        <section className="panel" aria-label="Recent jobs">
+          <h2>
+            Jobs{" "}
+            <span className="muted small">
+              {active.length ? `${active.length} in progress` : "none in progress"} · the {Math.min(6, jobs.data!.length)} most recent
+            </span>
+          </h2>
           <ul className="job-list">
-            {active.map((j) => (
+            {jobs.data!.slice(0, Math.max(6, active.length)).map((j) => (
               <li key={j.id}>
-                <StatusBadge status={j.status} /> <Link to={`/jobs/${j.id}`}>job {j.id}: {String((j.spec as { name?: string }).name ?? j.kind)}</Link>{" "}
-                <span className="muted">{progressText(j.progress)}</span>
+                <StatusBadge status={j.status} />{" "}
+                <Link to={`/jobs/${j.id}`}>
+                  job {j.id}: {jobTitle(j)}
+                </Link>{" "}
+                <span className="muted small">
+                  {j.status === "running" || j.status === "queued"
+                    ? progressText(j.progress)
+                    : j.status === "failed"
+                      ? (j.error ?? "").slice(0, 140)
+                      : when(j.finished_at ?? j.created_at)}
+                </span>
               </li>
             ))}
           </ul>
@@ -194,4 +209,11 @@ function HomeInner() {
       </div>
     </div>
   );
+}
+
+function jobTitle(j: Job): string {
+  const spec = j.spec as { name?: string; attack?: { kind?: string; layer?: string }; layers?: string[] };
+  if (spec.name) return spec.name;
+  if (spec.attack) return `${attackLabel(spec.attack.kind)} on ${spec.attack.layer}`;
+  return `${j.kind}${spec.layers ? ` ${spec.layers.join(", ")}` : ""}`;
 }

@@ -1,4 +1,4 @@
-import { useEffect, useMemo } from "react";
+import { useEffect, useMemo, useRef } from "react";
 import { Link, useParams } from "react-router";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { client, isTerminal, unwrap, type Job } from "../api/client";
@@ -38,6 +38,11 @@ function JobPage() {
   const children = useChildren(job);
   const cancel = useCancelJob();
   const qc = useQueryClient();
+  const logRef = useRef<HTMLOListElement>(null);
+  useEffect(() => {
+    const el = logRef.current;
+    if (el) el.scrollTop = el.scrollHeight; // follow the newest line
+  }, [stream.logs.length]);
 
   useEffect(() => {
     if (job && isTerminal(job.status)) {
@@ -160,11 +165,13 @@ function JobPage() {
             {typeof p.alpha === "number" && ` · α = ${num(p.alpha, 3)}`}
             {typeof p.loss === "number" && ` · loss ${num(p.loss, 4)}`}
           </span>
-          <div className="progress" role="progressbar" aria-label="Stage progress" aria-valuemin={0} aria-valuemax={total ?? 1} aria-valuenow={total ? done : terminal ? 1 : 0}>
+          <div className={`progress${job.status === "failed" ? " failed" : ""}`} role="progressbar" aria-label="Stage progress" aria-valuemin={0} aria-valuemax={total ?? 1} aria-valuenow={total ? done : terminal ? 1 : 0}>
             <div style={{ width: `${total ? Math.min(100, (100 * done) / total) : terminal ? 100 : 0}%` }} className={total || terminal ? "" : "indeterminate"} />
           </div>
         </div>
       </section>
+
+      {job.kind === "scan" && <ScanResult job={job} />}
 
       {(spec.attack || points.length > 0) && (
         <section className="panel" aria-label="Training curves">
@@ -201,7 +208,7 @@ function JobPage() {
         {stream.logs.length === 0 ? (
           <p className="muted">{stream.connected || !terminal ? "No messages yet." : "No messages."}</p>
         ) : (
-          <ol className="log" aria-live="polite">
+          <ol className="log" aria-live="polite" ref={logRef}>
             {stream.logs.map((l) => (
               <li key={l.id}>
                 {l.job_id ? <span className="muted">job {l.job_id}: </span> : null}
@@ -212,5 +219,41 @@ function JobPage() {
         )}
       </section>
     </div>
+  );
+}
+
+function ScanResult({ job }: { job: Job }) {
+  const spec = job.spec as { model_id?: number; image_set_ids?: number[]; layers?: string[]; k?: number };
+  const result = (job.result ?? {}) as { scans?: Record<string, number>; weights?: string };
+  return (
+    <section className="panel" aria-label="Scan">
+      <h2>Scan</h2>
+      <dl className="kv">
+        <div>
+          <dt>model</dt>
+          <dd>#{spec.model_id}</dd>
+        </div>
+        <div>
+          <dt>layers</dt>
+          <dd className="mono">{(spec.layers ?? []).join(", ")}</dd>
+        </div>
+        <div>
+          <dt>image sets</dt>
+          <dd>{(spec.image_set_ids ?? []).map((i) => `#${i}`).join(", ")}</dd>
+        </div>
+        <div>
+          <dt>top-k kept</dt>
+          <dd>{spec.k ?? 10}</dd>
+        </div>
+      </dl>
+      {result.weights && <p className="muted small">Weights: {result.weights}</p>}
+      {job.status === "succeeded" && spec.layers?.length ? (
+        <p>
+          <Link className="button primary" to={`/launch?model=${spec.model_id}&layer=${encodeURIComponent(spec.layers[0])}`}>
+            Audit {spec.layers[0]}…
+          </Link>
+        </p>
+      ) : null}
+    </section>
   );
 }
