@@ -67,8 +67,9 @@ function UnitPageInner() {
       if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
       if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
       const t = e.target as HTMLElement | null;
-      if (t && (t.isContentEditable || ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName))) return;
-      if (document.querySelector("[role=dialog]")) return;
+      const typing = t && (t.isContentEditable || ["SELECT", "TEXTAREA"].includes(t.tagName) ||
+        (t.tagName === "INPUT" && !["checkbox", "button"].includes((t as HTMLInputElement).type)));
+      if (typing || document.querySelector("[role=dialog]")) return;
       // the unit in the address bar now (a quick second key press may come before React re-renders)
       const m = /\/units\/(\d+)\/?$/.exec(window.location.pathname);
       const at = m ? Number(m[1]) : unit;

@@ -1,0 +1,96 @@
+// Run summary and unit page rendered from fixtures recorded from the real API.
+import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
+import { render, screen, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { MemoryRouter, Route, Routes, useLocation } from "react-router";
+import { describe, expect, it } from "vitest";
+import { setToken } from "../api/auth";
+import run from "../test/fixtures/run-detail.json";
+import units from "../test/fixtures/run-units.json";
+import unit11 from "../test/fixtures/run-unit-11.json";
+import { mockFetch } from "../test/fetchMock";
+import { RunSummary } from "./RunSummary";
+import { UnitPage } from "./UnitPage";
+
+function Where() {
+  const l = useLocation();
+  return <output data-testid="where">{l.pathname + l.search}</output>;
+}
+
+function renderAt(path: string) {
+  const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
+  return render(
+    <QueryClientProvider client={qc}>
+      <MemoryRouter initialEntries={[path]}>
+        <Routes>
+          <Route path="/runs/:run" element={<RunSummary />} />
+          <Route path="/runs/:run/layers/:layer" element={<RunSummary />} />
+          <Route path="/runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
+        </Routes>
+        <Where />
+      </MemoryRouter>
+    </QueryClientProvider>,
+  );
+}
+
+const routes = (readOnly: boolean) => [
+  { path: /^\/api\/v1\/runs\/3$/, body: { ...run, read_only: readOnly } },
+  { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units$/, body: units },
+  { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units\/(\d+)$/, body: (_r: Request, m: RegExpMatchArray) => ({ ...unit11, unit: Number(m[1]), read_only: readOnly }) },
+];
+
+describe("run summary", () => {
+  it("shows the Table 3.1 row, push-up success, charts and the unit table; the owner can share", async () => {
+    setToken("fva_test_token_0123456789");
+    mockFetch(routes(false));
+    renderAt("/runs/3");
+    expect(await screen.findByRole("heading", { name: /conv3 push-up \(Bag\)/ })).toBeInTheDocument();
+    const row = within(screen.getByRole("region", { name: "Summary (Table 3.1)" })).getAllByRole("row")[1];
+    expect(within(row).getAllByRole("cell")[1]).toHaveTextContent(run.table[0].clip_delta!.toFixed(3));
+    expect(screen.getByRole("heading", { name: /Push-up success · decoy class 8 \(Bag\)/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /CLIP-δ per unit: histogram of 112 values/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /CLIP similarity pre vs post \(Fig. 3.5\): scatter of 112 units/ })).toBeInTheDocument();
+    expect(await screen.findByText(`units 1–25 of ${units.total}`)).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Share…" })).toBeInTheDocument();
+    expect(screen.getByText(/Embedder:/)).toBeInTheDocument();
+  });
+
+  it("read-only (a share link, no token): no share, compare or launch controls", async () => {
+    mockFetch(routes(true));
+    renderAt("/runs/3?share=abcdefghijklmnopqrstuvwxyz");
+    expect(await screen.findByRole("heading", { name: /conv3 push-up \(Bag\)/ })).toBeInTheDocument();
+    expect(screen.getAllByText("read-only").length).toBeGreaterThan(0);
+    expect(screen.queryByRole("button", { name: "Share…" })).toBeNull();
+    expect(screen.queryByRole("link", { name: "Compare…" })).toBeNull();
+    // links into units keep the share token
+    const link = await screen.findByRole("link", { name: `unit ${units.items[0].unit}` });
+    expect(link.getAttribute("href")).toMatch(/\?share=abcdefghijklmnopqrstuvwxyz$/);
+  });
+
+  it("a revoked share link says so", async () => {
+    mockFetch([{ path: /^\/api\/v1\/runs\/3$/, status: 404, body: { detail: "share link not found or revoked" } }]);
+    renderAt("/runs/3?share=revokedrevokedrevoked");
+    expect(await screen.findByText("This share link does not work")).toBeInTheDocument();
+  });
+});
+
+describe("unit page", () => {
+  it("shows metrics and both galleries; ←/→ move between units", async () => {
+    setToken("fva_test_token_0123456789");
+    mockFetch(routes(false));
+    const user = userEvent.setup();
+    renderAt("/runs/3/layers/relu3/units/11");
+    expect(await screen.findByRole("heading", { name: "Training set: top-k" })).toBeInTheDocument();
+    expect(screen.getByRole("heading", { name: /Validation set: top-k/ })).toBeInTheDocument();
+    expect(screen.getAllByTestId("tile")).toHaveLength(40);
+    expect(screen.getByRole("heading", { name: "Nearest units (whack-a-mole)" })).toBeInTheDocument();
+    await user.keyboard("{ArrowRight}");
+    expect(screen.getByTestId("where")).toHaveTextContent("/runs/3/layers/relu3/units/12");
+    await user.keyboard("{ArrowLeft}{ArrowLeft}");
+    expect(screen.getByTestId("where")).toHaveTextContent("/runs/3/layers/relu3/units/10");
+    await user.click(screen.getByRole("checkbox", { name: /attacked units only/ }));
+    await user.keyboard("{ArrowRight}");
+    const attacked = (run.layer_info.relu3 as { attacked: number[] }).attacked;
+    expect(screen.getByTestId("where")).toHaveTextContent(`/units/${attacked.find((u) => u > 10)}?nav=attacked`);
+  });
+});
