@@ -127,11 +127,17 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     const stages = new Set();
     const deadline = Date.now() + JOB_TIMEOUT;
     let status = "";
+    let shot = false;
     while (Date.now() < deadline) {
       const stage = await page.locator(".stage strong").first().textContent().catch(() => null);
       if (stage) stages.add(stage);
       status = (await page.locator("h1 .badge").first().textContent()) ?? "";
       if (["succeeded", "failed", "cancelled"].includes(status)) break;
+      const done = Number((/push_down · (\d+) \//.exec((await page.locator(".stage").first().textContent().catch(() => "")) ?? "") ?? [])[1] ?? 0);
+      if (!shot && status === "running" && done >= 12) {
+        shot = true; // the attack is streaming its loss curves
+        await page.screenshot({ path: join(OUT, "job-live.png"), fullPage: true });
+      }
       await page.waitForTimeout(250);
     }
     if (status !== "succeeded") {
@@ -178,6 +184,7 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     await page.getByRole("button", { name: "« first" }).click();
     await page.waitForFunction(() => !location.search.includes("page="));
     await page.waitForFunction(() => !document.querySelector(".unit-table.is-loading"));
+    await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(OUT, "run-summary.png"), fullPage: true });
   });
 
@@ -201,6 +208,7 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     assert.ok((await page.locator(".gallery .tile .score").count()) === 40);
     await page.locator(".kv dt", { hasText: "CLIP-δ" }).waitFor();
     await page.getByRole("heading", { name: "Nearest units (whack-a-mole)" }).waitFor();
+    await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(OUT, "unit-page.png"), fullPage: true });
 
     // keyboard: → and ← move between units
@@ -256,6 +264,7 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     await guest.waitForURL(/\/units\/\d+\?share=/);
     const imgs = await allThumbnailsLoaded(guest);
     assert.equal(imgs.length, 40);
+    await guest.evaluate(() => window.scrollTo(0, 0));
     await guest.screenshot({ path: join(OUT, "shared-unit-page.png"), fullPage: true });
     await guest.goto(state.shareUrl);
     await guest.locator("table.t31 tbody tr").first().waitFor();

@@ -5,11 +5,12 @@ const W = 360;
 const H = 220;
 const M = { l: 44, r: 12, t: 12, b: 34 };
 
-function ticks(lo: number, hi: number, n = 5): number[] {
+function ticks(lo: number, hi: number, n = 5, integer = false): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / n;
   const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw) ?? raw;
+  let step = (integer ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]).map((f) => f * mag).find((s) => s >= raw) ?? raw;
+  if (integer) step = Math.max(1, Math.round(step));
   const out: number[] = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
   return out;
@@ -21,15 +22,15 @@ const fmtTick = (v: number) => {
   return String(Number(v.toPrecision(3))).replace("-", "−");
 };
 
-function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel }: {
+function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel, xInteger }: {
   x0: number; x1: number; y0: number; y1: number;
-  xs: (v: number) => number; ys: (v: number) => number; xLabel: string; yLabel: string;
+  xs: (v: number) => number; ys: (v: number) => number; xLabel: string; yLabel: string; xInteger?: boolean;
 }) {
   return (
     <g className="axes">
       <line x1={M.l} x2={W - M.r} y1={H - M.b} y2={H - M.b} />
       <line x1={M.l} x2={M.l} y1={M.t} y2={H - M.b} />
-      {ticks(x0, x1).map((t) => (
+      {ticks(x0, x1, 5, xInteger).map((t) => (
         <g key={`x${t}`} transform={`translate(${xs(t)},${H - M.b})`}>
           <line y2={4} />
           <text y={15} textAnchor="middle">{fmtTick(t)}</text>
@@ -185,14 +186,18 @@ export function LineChart({ series, xLabel, yLabel, title, step = false, markers
         <p className="muted">No points yet.</p>
       ) : (
         <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: ${series.map((s) => s.name).join(", ")}`}>
-          <Axes x0={x0} x1={x1} y0={y0} y1={y1} xs={xs} ys={ys} xLabel={xLabel} yLabel={yLabel} />
+          <Axes x0={x0} x1={x1} y0={y0} y1={y1} xs={xs} ys={ys} xLabel={xLabel} yLabel={yLabel} xInteger />
           {markers?.map((m) => (
             <line key={`${m.x}-${m.label}`} className="marker" x1={xs(m.x)} x2={xs(m.x)} y1={M.t} y2={H - M.b}>
               <title>{m.label}</title>
             </line>
           ))}
           {series.map((s, i) => (
-            <path key={s.name} className={`line ${s.className ?? `s${i}`}`} d={path(s.points)} />
+            <g key={s.name}>
+              <path className={`line ${s.className ?? `s${i}`}`} d={path(s.points)} />
+              {s.points.length < 3 &&
+                s.points.filter((p) => Number.isFinite(p.y)).map((p) => <circle key={p.x} className={`pt ${s.className ?? `s${i}`}`} cx={xs(p.x)} cy={ys(p.y)} r={2.5} />)}
+            </g>
           ))}
         </svg>
       )}

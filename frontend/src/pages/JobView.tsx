@@ -20,10 +20,10 @@ export function JobView() {
   );
 }
 
-function useChildren(job: Job | null | undefined) {
+function useChildren(job: Job | null | undefined, chainStep: number | null) {
   const token = useToken();
   return useQuery({
-    queryKey: ["children", job?.id, job?.status, job?.progress?.chain_step, token?.slice(0, 12)],
+    queryKey: ["children", job?.id, job?.status, chainStep, token?.slice(0, 12)],
     queryFn: () => unwrap(client.GET("/api/v1/jobs", { params: { query: { parent_id: job!.id, limit: 100 } } })),
     enabled: !!job && job.children.length > 0,
   });
@@ -35,7 +35,7 @@ function JobPage() {
   const polled = useJob(id, { poll: !!stream.error || !stream.connected });
   const job: Job | null = (stream.error ? polled.data ?? stream.job : stream.job ?? polled.data) ?? null;
   const run = useRun(job?.run_id && isTerminal(job.status) ? job.run_id : 0);
-  const children = useChildren(job);
+  const children = useChildren(job, (stream.progress?.chain_step as number | undefined) ?? null);
   const cancel = useCancelJob();
   const qc = useQueryClient();
   const logRef = useRef<HTMLOListElement>(null);
@@ -148,7 +148,11 @@ function JobPage() {
           <ol className="chain">
             {[1, 2, 3, 4].map((s) => {
               const child = children.data?.find((c) => c.seq === s);
-              const status = child?.status ?? (chainStep && s < chainStep ? "succeeded" : chainStep === s && !terminal ? "running" : terminal && job.status === "succeeded" ? "succeeded" : "queued");
+              // live: the running step comes with each progress event; at the end: the children's own states
+              const status =
+                !terminal && chainStep != null
+                  ? s < chainStep ? "succeeded" : s === chainStep ? "running" : "queued"
+                  : child?.status ?? (job.status === "succeeded" ? "succeeded" : "queued");
               return (
                 <li key={s} className={`step status-${status}${chainStep === s && !terminal ? " current" : ""}`}>
                   <span className="n">{s}</span> {STEP_NAMES[s]} <StatusBadge status={status} />
