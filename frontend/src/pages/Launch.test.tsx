@@ -127,6 +127,24 @@ describe("launch form", () => {
     expect(await screen.findByText("job page 42")).toBeInTheDocument();
   });
 
+  it("push-up with chosen decoy images sends their ids", async () => {
+    const { calls } = mockFetch([...base, { method: "POST", path: /^\/api\/v1\/jobs$/, status: 201, body: { id: 7, kind: "audit", status: "queued" } }]);
+    const user = userEvent.setup();
+    renderLaunch();
+    await user.click(await screen.findByRole("radio", { name: /Push-up/ }));
+    await user.click(screen.getByRole("radio", { name: "chosen images" }));
+    await user.selectOptions(screen.getByLabelText("Browse class"), "8");
+    const picks = await screen.findAllByRole("button", { pressed: false, name: /^image \d+, x$/ });
+    await user.click(picks[0]);
+    await user.click(picks[2]);
+    expect(screen.getByText(/2 chosen/)).toBeInTheDocument();
+    expect(screen.getAllByRole("button", { pressed: true })).toHaveLength(2);
+    await user.click(screen.getByRole("button", { name: "Launch push-up (decoy)" }));
+    expect(await screen.findByText("job page 7")).toBeInTheDocument();
+    const post = calls.find((c) => c.method === "POST")!;
+    expect(post.body).toMatchObject({ spec: { attack: { kind: "push_up", decoy_ids: [8, 28], decoy_class: null } } });
+  });
+
   it("says what to do when nothing is registered", async () => {
     mockFetch([{ path: /^\/api\/v1\/models$/, body: [] }, { path: /^\/api\/v1\/image-sets$/, body: sets }]);
     renderLaunch();
