@@ -32,7 +32,12 @@ test: install services
 	@if [ -f frontend/package.json ]; then bash frontend/scripts/test.sh; fi
 
 demo: install
+	bash frontend/scripts/build.sh
 	$(VENV)/bin/fvaudit demo $(DEMO_ARGS)
+
+# The four-row Table 3.1 experiment on the demo CNN, from the command line (no server).
+demo-experiment: install
+	$(VENV)/bin/fvaudit demo-experiment
 
 bench: install
 	$(PY) bench/kendall_w.py
