@@ -49,14 +49,10 @@ step "end-to-end (Playwright + Chromium) against the real API + Celery worker"
 mkdir -p "$OUT"
 STATE="$OUT/stack"
 rm -rf "$STATE"
-if [ -x "$REPO/scripts/run-service-stack.sh" ] || [ -f "$REPO/scripts/run-service-stack.sh" ]; then
-  STACK=(bash "$REPO/scripts/run-service-stack.sh")
-  export FVAUDIT_STACK_DB="fvaudit_e2e_$$" FVAUDIT_STACK_DROP_DB=1
-  export FVAUDIT_STACK_PORT="${FVAUDIT_STACK_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
-  export FVAUDIT_CELERY_QUEUE="fvaudit-e2e-$$"
-else
-  STACK=(bash "$FRONT/scripts/stack.sh")   # the same stack, for checkouts without the backend's script
-fi
+STACK=(bash "$REPO/scripts/run-service-stack.sh")
+export FVAUDIT_STACK_DB="fvaudit_e2e_$$" FVAUDIT_STACK_DROP_DB=1
+export FVAUDIT_STACK_PORT="${FVAUDIT_STACK_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
+export FVAUDIT_CELERY_QUEUE="fvaudit-e2e-$$"
 stop_stack() {
   local rc=$?
   if [ $rc -ne 0 ] && [ -d "$STATE" ]; then

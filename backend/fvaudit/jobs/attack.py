@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from fvaudit.db.models import ImageSet, Model, Run, clean_json
-from fvaudit.jobs.common import (layer_scan, load_db_model, load_scan, open_db_image_set, patch_checkpoint_device,
+from fvaudit.jobs.common import (layer_scan, load_db_model, load_scan, open_db_image_set,
                                  resolve_weights)
 from fvaudit.jobs.context import JobContext
 from fvaudit.jobs.specs import AttackSpec
@@ -52,7 +52,6 @@ def run(spec: AttackSpec, ctx: JobContext) -> dict:
         init_scans = {layer: next(iter(init_scans.values()))}
     cfg = attack_config(spec, layer, ctx.device)
     cfg.validate()
-    patch_checkpoint_device(ctx.work_dir, ctx.device)
     res = run_attack(model, train, val, cfg, out_dir=ctx.work_dir, reporter=ctx.reporter, init_scans=init_scans,
                      resume=True)
     ctx.reporter.stage("store weights")

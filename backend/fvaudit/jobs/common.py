@@ -1,7 +1,6 @@
 """Worker-side helpers: DB rows → engine objects (models, image sets, scans)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -11,33 +10,8 @@ from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
 from fvaudit.db.models import Image, ImageSet, Job, Model, Scan
-from fvaudit.engine.images import DecodeCache, ImageSet as EngineImageSet, decode_image, open_image_set
+from fvaudit.engine.images import DecodeCache, FolderImageSet, ImageSet as EngineImageSet, open_image_set
 from fvaudit.store import ArtifactStore
-
-
-class DbFolderImageSet(EngineImageSet):
-    """A folder image set exactly as indexed at registration (ids, paths, labels from the DB).
-
-    Files added or removed after registration do not shift ids: the set is its rows.
-    """
-
-    def __init__(self, key: str, class_names: list[str], paths: list[str], labels: np.ndarray,
-                 cache: DecodeCache | None) -> None:
-        self.key = key
-        self.class_names = list(class_names)
-        self.paths = [Path(p) for p in paths]
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.cache = cache
-        self.skipped = []
-
-    def load_array(self, image_id: int) -> np.ndarray:
-        path = self.paths[int(image_id)]
-        if self.cache is not None:
-            return self.cache.load(path)
-        return decode_image(path)
-
-    def describe(self, image_id: int) -> str:
-        return str(self.paths[int(image_id)])
 
 
 def open_db_image_set(db: Session, row: ImageSet) -> EngineImageSet:
@@ -46,8 +20,9 @@ def open_db_image_set(db: Session, row: ImageSet) -> EngineImageSet:
         return open_image_set(row.source, cache_dir=cache_dir, limit=row.limit)
     rows = db.execute(select(Image.idx, Image.path, Image.label).where(Image.image_set_id == row.id)
                       .order_by(Image.idx)).all()
-    return DbFolderImageSet(row.engine_key, row.classes, [r.path for r in rows],
-                            np.array([r.label for r in rows], dtype=np.int64), DecodeCache(cache_dir / "decoded"))
+    # the set exactly as indexed at registration: files added or removed later do not shift ids
+    return FolderImageSet.from_index(row.engine_key, row.classes, [r.path for r in rows],
+                                     [r.label for r in rows], DecodeCache(cache_dir / "decoded"))
 
 
 def model_checkpoint(store: ArtifactStore, model: Model) -> Path | None:
@@ -107,20 +82,6 @@ def layer_scan(store: ArtifactStore, scan: Scan, layer: str):
             return LayerScan(layer, scores, np.asarray(sl.topk_ids, dtype=np.int64),
                              np.asarray(sl.topk_scores, dtype=np.float32), list(sl.dead_units))
     raise RuntimeError(f"scan {scan.id} has no layer {layer}")
-
-
-def patch_checkpoint_device(work_dir: Path, device: str) -> None:
-    """Let a requeued attack resume on another device: the engine compares the whole config
-    (device included) with the checkpoint's; rewrite only the device field."""
-    state = work_dir / "checkpoint" / "state.json"
-    if not state.exists():
-        return
-    d = json.loads(state.read_text())
-    if d.get("config", {}).get("device") not in (None, device):
-        d["config"]["device"] = device
-        tmp = state.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(d))
-        tmp.replace(state)
 
 
 def labels_of(image_set: EngineImageSet, ids: Sequence[int]) -> list[int]:
