@@ -45,6 +45,7 @@ class SynthesisConfig:
     scale: tuple[float, float] = (0.9, 1.1)
     rotate_deg: float = 10.0
     tv_weight: float = 0.0        # λ of the total-variation penalty
+    objective: str = "score"      # "score": a_j of SPEC §1; "channel_mean": mean of the channel (SPEC §4)
     device: str = "cpu"
 
     def validate(self) -> None:
@@ -58,6 +59,8 @@ class SynthesisConfig:
             raise ValueError(f"tv_weight: must be ≥ 0, got {self.tv_weight}")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale: must be 0 < low ≤ high, got {self.scale}")
+        if self.objective not in ("score", "channel_mean"):
+            raise ValueError(f"objective: must be score or channel_mean, got {self.objective!r}")
 
 
 @dataclass
@@ -131,7 +134,7 @@ def synthesize(model: LoadedModel, layer: str, units: Sequence[int] | None = Non
         raise ModelError(f"model {model.name} has no differentiable input normalisation: cannot synthesise")
     info = model.layer(layer)
     units = model.check_units(info.name, units)
-    pre = _relu_input_layer(model, info.name)
+    pre = _relu_input_layer(model, info.name) if cfg.objective == "score" else None
     c, h, w = model.input_shape
     device = torch.device(cfg.device)
     module = model.module.to(device).eval()
@@ -151,6 +154,9 @@ def synthesize(model: LoadedModel, layer: str, units: Sequence[int] | None = Non
             cols = torch.as_tensor(chunk, device=device)
 
             def own_scores(x: torch.Tensor) -> torch.Tensor:
+                if cfg.objective == "channel_mean":
+                    outs, _ = run_captured(module, model.normalize(x), [info.name])
+                    return outs[info.name][idx, cols].flatten(1).mean(1)
                 s, _ = layer_scores(module, model.normalize(x), [info.name])
                 return s[info.name][idx, cols]
 
@@ -186,6 +192,17 @@ def synthesize(model: LoadedModel, layer: str, units: Sequence[int] | None = Non
     return SynthesisResult(info.name, list(units), torch.cat(images).numpy(), torch.cat(act_end).numpy(),
                            torch.cat(act_start).numpy(), time.perf_counter() - t0,
                            {k: v for k, v in cfg.__dict__.items()})
+
+
+def synthesize_many(model: LoadedModel, layer: str, units: Sequence[int] | None, seeds: Sequence[int],
+                    cfg: SynthesisConfig | None = None, reporter: Reporter | None = None) -> list[SynthesisResult]:
+    """``n_synth = len(seeds)`` images per unit: one :class:`SynthesisResult` per seed, each equal
+    to ``synthesize`` with ``cfg.seed = seed`` (so θ_init and θ_final renders with the same
+    seeds differ only by the weights, SPEC §4)."""
+    import dataclasses
+
+    cfg = cfg or SynthesisConfig()
+    return [synthesize(model, layer, units, dataclasses.replace(cfg, seed=int(s)), reporter) for s in seeds]
 
 
 def save_grid(images: np.ndarray, path, labels: Sequence[str] | None = None, cell: int = 112, cols: int = 8) -> None:

@@ -1,0 +1,34 @@
+"""The one set of attack defaults (SPEC §2), shared by the engine, the CLI, the API and the form.
+
+Torch-free on purpose: the API's job specs import it without loading torch. The
+engine's :class:`~fvaudit.engine.attacks.AttackConfig`, the CLI's ``fvaudit attack``
+flags and the service's attack parameters all take their defaults from
+:data:`ATTACK_DEFAULTS`; the dashboard's launch form reads them from the API. Change a
+value here and every entry point follows.
+
+The values were chosen by measurement on the Fashion-MNIST demo CNN (2 CPU cores, the
+budget decided on the full validation set): see ``bench/attack_frontier.py`` and its
+results file for the frontier explored (lr × steps × controller), and the closing notes
+for the numbers. The thesis' own ImageNet settings (Adam, lr 1e-5, batch 256, 5 epochs)
+remain one flag away.
+"""
+from __future__ import annotations
+
+ATTACK_DEFAULTS: dict = {
+    "k": 10,                 # |D_attack(j)|: the initial top-k pushed down
+    "alpha_init": 0.1,       # dynamic α starts here (SPEC §2)
+    "alpha_max": 0.99,
+    "alpha_factor": 2.0,     # dynamic α: ÷factor when over budget, ×factor (≤ α_max) otherwise
+    "acc_budget_pp": 0.5,    # allowed accuracy drop on the full validation set, pp
+    "eval_every": 100,       # steps between evaluations (at most one epoch)
+    "eval_size": 2000,       # images of the validation set the α controller reads (0 = all)
+    "lr": 3e-4,              # Adam learning rate
+    "steps": 1500,
+    "batch_size": 128,
+    "attack_batch_size": 64,
+    "decoy_batch_size": 32,
+    "score_norm": "batch_mean",
+    "n_decoys": 100,
+    "seed": 0,
+    "checkpoint_every": 100,
+}
