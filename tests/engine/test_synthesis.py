@@ -52,3 +52,70 @@ def test_synthesis_rgb_model_and_bad_inputs():
         synthesize(m, "features.11", [999], SynthesisConfig(steps=1))
     with pytest.raises(ValueError, match="steps: must be a positive integer"):
         synthesize(m, "features.11", [0], SynthesisConfig(steps=0))
+
+
+# ------------------------------------------------------------ batched seeds × units (SPEC §4)
+
+def test_synthesize_many_records_and_pairs(tmp_path):
+    from fvaudit.engine.models import save_checkpoint
+    from fvaudit.engine.synthesis import synthesize_many
+
+    m = load_model("fmnist-cnn")
+    cfg = SynthesisConfig(steps=12, lr=0.08, batch_units=3)
+    res = synthesize_many(m, "relu3", [2, 6], [5, 11], cfg)
+    assert [r.seed for r in res] == [5, 11]
+    for r in res:
+        assert r.images.shape == (2, 28, 28, 1) and r.images.dtype == np.uint8 and r.activation.shape == (2,)
+        assert (r.objective, r.steps, r.size) == ("score", 12, (28, 28))
+        assert r.config["objective"] == "score" and r.config["seed"] == r.seed and r.config["steps"] == 12
+        assert r.config["size"] == [28, 28]
+    assert not np.array_equal(res[0].images, res[1].images)  # other seed, other noise
+    # the same call under the same weights (a reloaded checkpoint) gives the same images:
+    # a θ_init / θ_final pair differs only by the weights
+    ck = save_checkpoint(m.module, tmp_path / "same.safetensors")
+    again = synthesize_many(load_model("fmnist-cnn", checkpoint=ck), "relu3", [2, 6], [5, 11], cfg)
+    for r, a in zip(res, again):
+        np.testing.assert_array_equal(r.images, a.images)
+    # an image depends on (seed, unit), not on its batch: unit 6 / seed 11 alone is the same image
+    alone = synthesize(m, "relu3", [6], SynthesisConfig(steps=12, lr=0.08, seed=11))
+    assert np.abs(alone.images[0].astype(int) - res[1].images[1].astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="seeds: must be distinct"):
+        synthesize_many(m, "relu3", [2], [1, 1], cfg)
+
+
+def test_channel_mean_objective_on_a_layer_with_negative_outputs():
+    from fvaudit.engine.activations import run_captured
+    from fvaudit.engine.synthesis import channel_mean, total_variation, unit_score
+
+    # hand-checkable: a channel of −2s has a_j = Σ x² = 16 (rewards the negative output)
+    # but channel mean −2 (SPEC §4's option for layers that can be negative)
+    acts = {"l": torch.tensor([[[[-2.0, -2.0], [-2.0, -2.0]], [[1.0, 3.0], [0.0, 0.0]]]])}
+    u0, u1 = torch.tensor([0]), torch.tensor([1])
+    assert unit_score("l")(acts, None, u0).item() == 16.0 and channel_mean("l")(acts, None, u0).item() == -2.0
+    assert unit_score("l")(acts, None, u1).item() == 10.0 and channel_mean("l")(acts, None, u1).item() == 1.0
+    # objectives compose like lucent's: score − 0.5·TV; TV of [[0, 1], [0, 1]] = mean|Δy| + mean|Δx| = 0 + 1
+    x = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])
+    combined = unit_score("l") + total_variation(0.5)
+    assert combined(acts, x, u1).item() == 10.0 - 0.5 and combined.layers == ("l",)
+    assert (2 * channel_mean("l"))(acts, x, u1).item() == 2.0
+
+    # end to end on conv3 (before relu3): the channel-mean objective raises every unit's mean,
+    # while Σ x² (the score objective) on the same pre-ReLU layer drives it negative
+    from fvaudit.engine.synthetic_measures import unit_scores_of_images
+
+    m = load_model("fmnist-cnn")
+    units = [0, 8, 10, 20]
+    res = synthesize(m, "conv3", units, SynthesisConfig(steps=60, lr=0.08, objective="channel_mean", seed=2))
+    assert res.objective == "channel_mean" and res.config["objective"] == "channel_mean"
+    assert (res.activation > res.activation_start).all()
+    by_score = synthesize(m, "conv3", units, SynthesisConfig(steps=60, lr=0.08, objective="score", seed=2))
+    mean_of_score_images = unit_scores_of_images(m, "conv3", units, by_score.images[:, None], "channel_mean")[:, 0]
+    assert (mean_of_score_images < res.activation_start).all() and (mean_of_score_images < res.activation).all()
+    # .activation is the channel mean of the untransformed final image (uint8 rounding aside)
+    xq = torch.from_numpy(res.images).float().permute(0, 3, 1, 2) / 255
+    with torch.no_grad():
+        o, _ = run_captured(m.module, m.normalize(xq), ["conv3"])
+    means = o["conv3"].mean(dim=(2, 3))[torch.arange(4), torch.tensor(units)].numpy()
+    np.testing.assert_allclose(means, res.activation, rtol=0.05, atol=0.02)
+    with pytest.raises(ValueError, match="objective: must be score or channel_mean"):
+        synthesize(m, "conv3", [0], SynthesisConfig(steps=1, objective="sum"))

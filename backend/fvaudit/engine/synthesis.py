@@ -9,23 +9,34 @@
   all applied at once with one ``affine_grid`` / ``grid_sample`` per batch;
 * optional total-variation penalty ``λ·TV(x)``.
 
-All units of a layer are optimised together: image ``b`` of a batch maximises unit
-``units[b]``, so one forward/backward serves the whole batch. The same seed gives the same
-starting noise and the same transformations, so visualizations of θ_init and θ_final are
-directly comparable (the thesis' Fig. 3.7 finds them largely unchanged by top-k attacks).
+The pieces have lucent's shape (STYLE.md): an :class:`Objective` (a per-image value read
+from captured layer outputs, combinable with ``+`` and ``*``), a parameterisation
+(:class:`FourierParam`) and a list of transforms (:class:`RandomAffine`) are small values
+passed to one :func:`render`; swapping the objective or adding a regulariser is one
+argument. Unlike lucent, :func:`render` optimises a whole batch at once: image ``b``
+maximises unit ``units[b]`` from seed ``seeds[b]``, so one forward/backward serves every
+unit × seed of a layer.
+
+Determinism: image ``b``'s starting noise and its per-step transformations are drawn up
+front from a generator seeded by ``(seeds[b], units[b])`` alone, so an image does not
+depend on which other images share its batch, and renders of θ_init and θ_final with the
+same seeds differ only by the weights (SPEC §4, the thesis' Fig. 3.7 comparison). The loss
+is a sum over images and Adam's state is per parameter element, so every image follows its
+own optimisation, exactly as if rendered alone (up to floating-point batching effects).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fvaudit.engine.activations import layer_scores, run_captured
 from fvaudit.engine.models import LoadedModel, ModelError
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
@@ -33,12 +44,19 @@ from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 #: decorrelated colour channels to RGB so that each parameter moves a natural colour axis.
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 
+#: Objective names a :class:`SynthesisConfig` accepts (SPEC §4).
+OBJECTIVES = ("score", "channel_mean")
+
+#: Seconds between two progress reports / cancellation checks inside a render: a job's
+#: reporter may ask the database whether it was cancelled, which must not run every step.
+REPORT_EVERY_S = 0.5
+
 
 @dataclass
 class SynthesisConfig:
     steps: int = 256
     lr: float = 0.05
-    batch_units: int = 32
+    batch_units: int = 32         # images (units × seeds) optimised together in one batch
     seed: int = 0
     decay: float = 1.0            # Fourier spectrum scaled by 1 / f^decay
     jitter: float = 0.06          # max translation, fraction of the image size
@@ -47,11 +65,12 @@ class SynthesisConfig:
     tv_weight: float = 0.0        # λ of the total-variation penalty
     objective: str = "score"      # "score": a_j of SPEC §1; "channel_mean": mean of the channel (SPEC §4)
     device: str = "cpu"
+    channels_last: bool = False   # run the model in channels_last memory format (faster convs on some backends)
 
     def validate(self) -> None:
         for name in ("steps", "batch_units"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {v!r}")
         if not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
@@ -59,54 +78,117 @@ class SynthesisConfig:
             raise ValueError(f"tv_weight: must be ≥ 0, got {self.tv_weight}")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale: must be 0 < low ≤ high, got {self.scale}")
-        if self.objective not in ("score", "channel_mean"):
+        if self.objective not in OBJECTIVES:
             raise ValueError(f"objective: must be score or channel_mean, got {self.objective!r}")
 
 
 @dataclass
 class SynthesisResult:
+    """Synthetic images of some units of one layer, one seed (SPEC §4: each image records
+    its objective, seed, steps and size)."""
+
     layer: str
     units: list[int]
     images: np.ndarray            # [U, H, W, C] uint8
-    activation: np.ndarray        # [U] a_j of its own image, untransformed, at the end
-    activation_start: np.ndarray  # [U] a_j of the starting image
-    seconds: float
+    activation: np.ndarray        # [U] objective value of its own image, untransformed, at the end
+    activation_start: np.ndarray  # [U] the same for the starting image
+    seconds: float                # wall time of the render; a batched synthesize_many splits it over seeds
     config: dict = field(default_factory=dict)
+    objective: str = "score"
+    seed: int = 0
+    steps: int = 0
+    size: tuple[int, int] = (0, 0)  # (H, W) of the images
 
 
-class FourierImage(torch.nn.Module):
-    """A batch of images parameterised by a scaled spectrum (and decorrelated colour)."""
+# ------------------------------------------------------------------------- objectives
 
-    def __init__(self, batch: int, channels: int, h: int, w: int, decay: float, generator: torch.Generator):
-        super().__init__()
-        fy = torch.fft.fftfreq(h)[:, None]
-        fx = torch.fft.rfftfreq(w)[None, :]
-        freqs = torch.sqrt(fx * fx + fy * fy)
-        self.register_buffer("scale", 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay)
-        spec = torch.randn((batch, channels, h, w // 2 + 1, 2), generator=generator) * 0.01
-        self.spectrum = torch.nn.Parameter(spec)
-        self.h, self.w, self.channels = h, w, channels
-
-    def forward(self) -> torch.Tensor:
-        spec = torch.view_as_complex(self.spectrum) * self.scale
-        x = torch.fft.irfft2(spec, s=(self.h, self.w), norm="ortho") / 4.0
-        if self.channels == 3:
-            c = COLOR_CORRELATION_SVD_SQRT.to(x.device)
-            c = c / c.norm(dim=0).max()
-            x = torch.einsum("bchw,dc->bdhw", x, c)
-        return torch.sigmoid(x)
+ObjectiveFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _random_affine(x: torch.Tensor, cfg: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
-    """Jitter + scale + rotation in one resampling; borders padded with mid-grey."""
-    b = x.shape[0]
-    ang = (torch.rand(b, generator=g) * 2 - 1) * math.radians(cfg.rotate_deg)
-    sc = cfg.scale[0] + torch.rand(b, generator=g) * (cfg.scale[1] - cfg.scale[0])
-    tr = (torch.rand(b, 2, generator=g) * 2 - 1) * cfg.jitter * 2  # grid coordinates span [-1, 1]
-    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
-    theta = torch.stack([torch.stack([cos, -sin, tr[:, 0]], 1), torch.stack([sin, cos, tr[:, 1]], 1)], 1).to(x)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+@dataclass(frozen=True)
+class Objective:
+    """A value per image to maximise: ``fn(acts, image, units) -> [B]``.
+
+    ``acts`` holds the outputs of ``layers`` for the batch, ``image`` is the (transformed)
+    batch the model saw, ``units[b]`` the unit image ``b`` is rendered for. Objectives add
+    and scale like lucent's (``unit_score(l) + (-0.1) * total_variation()``), and each
+    image's value depends only on that image, so the batch loss is a plain sum.
+    """
+
+    name: str
+    layers: tuple[str, ...]
+    fn: ObjectiveFn
+
+    def __call__(self, acts: dict[str, torch.Tensor], image: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        return self.fn(acts, image, units)
+
+    def __add__(self, other: "Objective") -> "Objective":
+        return Objective(f"{self.name} + {other.name}", tuple(dict.fromkeys(self.layers + other.layers)),
+                         lambda a, x, u: self.fn(a, x, u) + other.fn(a, x, u))
+
+    def __mul__(self, k: float) -> "Objective":
+        k = float(k)
+        return Objective(f"{k:g}·{self.name}", self.layers, lambda a, x, u: k * self.fn(a, x, u))
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Objective":
+        return self * -1.0
+
+    def __sub__(self, other: "Objective") -> "Objective":
+        return self + (-other)
+
+
+def _own_channel(out: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """Image b's unit ``units[b]``: conv [B,C,H,W] → [B,H·W]; tokens [B,T,D] → [B,T]; fc [B,D] → [B,1]."""
+    b = torch.arange(out.shape[0], device=out.device)
+    if out.dim() == 4:
+        return out[b, units].flatten(1)
+    if out.dim() == 3:
+        return out[b, :, units]
+    if out.dim() == 2:
+        return out[b, units][:, None]
+    raise ValueError(f"expected a 2-D, 3-D or 4-D layer output, got shape {tuple(out.shape)}")
+
+
+def unit_score(layer: str) -> Objective:
+    """``a_j`` of SPEC §1 (what the top-k ranks by): Σ x² over space (conv) or tokens, the
+    value itself for a fully connected layer."""
+    def fn(acts, _x, units):
+        out = acts[layer]
+        own = _own_channel(out, units)
+        return own[:, 0] if out.dim() == 2 else own.pow(2).sum(1)
+
+    return Objective("score", (layer,), fn)
+
+
+def channel_mean(layer: str) -> Objective:
+    """The channel's mean (lucent's ``channel`` objective), SPEC §4's option for layers whose
+    outputs can be negative, where Σ x² would also reward large negative activations."""
+    return Objective("channel_mean", (layer,), lambda acts, _x, units: _own_channel(acts[layer], units).mean(1))
+
+
+def lifted_relu_score(pre_layer: str, lift: float = 1e-2) -> Objective:
+    """``a_j`` of a ReLU layer computed from its input ``z``: Σ relu(z)² + lift·Σ z.
+
+    A ReLU unit silent on the starting noise has zero gradient under Σ relu(z)²; the small
+    linear term lifts ``z`` while it is all negative and is negligible once the unit fires.
+    Its gradient is the ReLU layer's a_j gradient wherever the unit is active.
+    """
+    def fn(acts, _x, units):
+        z = _own_channel(acts[pre_layer], units)
+        return z.clamp_min(0).pow(2).sum(1) + lift * z.sum(1)
+
+    return Objective("score", (pre_layer,), fn)
+
+
+def total_variation(weight: float = 1.0) -> Objective:
+    """``−weight·TV(x)`` per image (a regulariser: add it to an objective)."""
+    def fn(_acts, x, _units):
+        tv = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1) + (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+        return -weight * tv
+
+    return Objective(f"tv×{weight:g}", (), fn)
 
 
 def _relu_input_layer(model: LoadedModel, layer: str) -> str | None:
@@ -120,89 +202,336 @@ def _relu_input_layer(model: LoadedModel, layer: str) -> str | None:
     return prev.name if prev.shape == info.shape else None
 
 
-def _total_variation(x: torch.Tensor) -> torch.Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+def measure_objective(layer: str, name: str = "score") -> Objective:
+    """The objective a result is scored and recorded by (SPEC §4): ``a_j`` or the channel mean."""
+    if name == "score":
+        return unit_score(layer)
+    if name == "channel_mean":
+        return channel_mean(layer)
+    raise ValueError(f"objective: must be score or channel_mean, got {name!r}")
 
 
-def synthesize(model: LoadedModel, layer: str, units: Sequence[int] | None = None,
-               cfg: SynthesisConfig | None = None, reporter: Reporter | None = None) -> SynthesisResult:
-    """One synthetic image per unit of ``layer`` (all units when ``units`` is None)."""
+def ascent_objective(model: LoadedModel, layer: str, cfg: SynthesisConfig) -> Objective:
+    """What gradient ascent maximises for ``cfg``: the measured objective (through a ReLU's
+    input for ``score`` on a ReLU layer, see :func:`lifted_relu_score`) plus the TV penalty."""
+    pre = _relu_input_layer(model, layer) if cfg.objective == "score" else None
+    obj = lifted_relu_score(pre) if pre is not None else measure_objective(layer, cfg.objective)
+    if cfg.tv_weight > 0:
+        obj = obj + total_variation(cfg.tv_weight)
+    return obj
+
+
+# ------------------------------------------------------------------ parameterisation
+
+def _generators(gens: torch.Generator | Sequence[torch.Generator], batch: int) -> list[torch.Generator] | None:
+    if isinstance(gens, torch.Generator):
+        return None
+    gens = list(gens)
+    if len(gens) != batch:
+        raise ValueError(f"expected {batch} generators (one per image), got {len(gens)}")
+    return gens
+
+
+class FourierImage(torch.nn.Module):
+    """A batch of images parameterised by a scaled spectrum (and decorrelated colour).
+
+    ``generator``: one generator for the whole batch, or one per image (then image ``b``'s
+    starting noise depends only on ``generator[b]``).
+    """
+
+    def __init__(self, batch: int, channels: int, h: int, w: int, decay: float,
+                 generator: torch.Generator | Sequence[torch.Generator], sd: float = 0.01,
+                 decorrelate: bool = True):
+        super().__init__()
+        fy = torch.fft.fftfreq(h)[:, None]
+        fx = torch.fft.rfftfreq(w)[None, :]
+        freqs = torch.sqrt(fx * fx + fy * fy)
+        # the 1/4 output scale of Lucid is folded into the spectrum scale
+        self.register_buffer("scale", (1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay) / 4.0)
+        shape = (channels, h, w // 2 + 1, 2)
+        per_image = _generators(generator, batch)
+        if per_image is None:
+            spec = torch.randn((batch, *shape), generator=generator) * sd
+        else:
+            spec = torch.stack([torch.randn(shape, generator=g) for g in per_image]) * sd
+        self.spectrum = torch.nn.Parameter(spec)
+        self.h, self.w, self.channels = h, w, channels
+        color = None
+        if channels == 3 and decorrelate:
+            c = COLOR_CORRELATION_SVD_SQRT
+            color = c / c.norm(dim=0).max()
+        self.register_buffer("color", color)
+
+    def forward(self) -> torch.Tensor:
+        spec = torch.view_as_complex(self.spectrum) * self.scale
+        x = torch.fft.irfft2(spec, s=(self.h, self.w), norm="ortho")
+        if self.color is not None:
+            x = torch.einsum("bchw,dc->bdhw", x, self.color)
+        return torch.sigmoid(x)
+
+
+@dataclass(frozen=True)
+class FourierParam:
+    """Scaled-Fourier, decorrelated-colour parameterisation (Olah et al. 2017), as a value."""
+
+    decay: float = 1.0
+    sd: float = 0.01
+    decorrelate: bool = True
+
+    def build(self, shape: tuple[int, int, int], generators: Sequence[torch.Generator]) -> FourierImage:
+        c, h, w = shape
+        return FourierImage(len(generators), c, h, w, self.decay, generators, self.sd, self.decorrelate)
+
+
+# ------------------------------------------------------------------------ transforms
+
+@dataclass(frozen=True)
+class RandomAffine:
+    """Jitter + scale + rotation in one resampling; borders padded with mid-grey.
+
+    ``draw`` takes every random number a render needs for one image up front (``[steps, 4]``
+    uniforms), so the per-step work is a few tensor ops on the whole batch.
+    """
+
+    jitter: float = 0.06
+    scale: tuple[float, float] = (0.9, 1.1)
+    rotate_deg: float = 10.0
+
+    def draw(self, g: torch.Generator, steps: int) -> torch.Tensor:
+        return torch.rand((steps, 4), generator=g)
+
+    def __call__(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        u = u.to(x)
+        ang = (u[:, 0] * 2 - 1) * math.radians(self.rotate_deg)
+        sc = self.scale[0] + u[:, 1] * (self.scale[1] - self.scale[0])
+        tr = (u[:, 2:] * 2 - 1) * self.jitter * 2  # grid coordinates span [-1, 1]
+        cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+        theta = torch.stack([torch.stack([cos, -sin, tr[:, 0]], 1), torch.stack([sin, cos, tr[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+
+
+def image_seed(seed: int, unit: int) -> int:
+    """The generator seed of one image: a function of (seed, unit) only (SPEC §4 pairs)."""
+    return int(np.random.SeedSequence([int(seed), int(unit)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+# ---------------------------------------------------------------------------- render
+
+class _StopForward(Exception):
+    """Raised by a capture hook once every wanted layer has its output."""
+
+
+@contextlib.contextmanager
+def _hooks(module: torch.nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks registered once for a whole render (not once per step); the forward is
+    aborted once all layers are captured, so nothing after the deepest one is computed.
+
+    Outputs are cloned only when a later in-place op could still overwrite them (SPEC §1
+    trap): the output that completes the set ends the forward, so it needs no copy.
+    """
+    modules = dict(module.named_modules())
+    missing = [name for name in layers if name not in modules or not name]
+    if missing:
+        raise ModelError(f"unknown layer {missing[0]!r}")
+    store: dict[str, torch.Tensor] = {}
+    wanted = set(layers)
+    handles = []
+    for name in dict.fromkeys(layers):
+        def hook(_m, _inp, out, name=name):
+            if not isinstance(out, torch.Tensor):
+                raise ModelError(f"layer {name} does not output a single tensor")
+            store[name] = out
+            if wanted.issubset(store):
+                raise _StopForward
+            store[name] = out.clone()
+
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _forward(module: torch.nn.Module, x: torch.Tensor, store: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    store.clear()
+    try:
+        module(x)
+    except _StopForward:
+        pass
+    return dict(store)
+
+
+@dataclass
+class Rendered:
+    """What :func:`render` returns: final pixels and the objective before/after."""
+
+    images: torch.Tensor   # [B, C, H, W] float in [0, 1], on the CPU
+    start: torch.Tensor    # [B] measured objective of the starting images
+    end: torch.Tensor      # [B] measured objective of the final images
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Model weights need no gradient during synthesis; their flags are restored after."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, r in zip(module.parameters(), flags):
+            p.requires_grad_(r)
+
+
+def render(model: LoadedModel, objective: Objective, units: Sequence[int], seeds: Sequence[int], *,
+           measure: Objective | None = None, param: FourierParam = FourierParam(),
+           transforms: Sequence[Callable] = (RandomAffine(),), steps: int = 256, lr: float = 0.05,
+           device: str | torch.device = "cpu", channels_last: bool = False,
+           reporter: Reporter | None = None, progress: tuple[int, int] | None = None) -> Rendered:
+    """Maximise ``objective`` for a batch: image ``b`` for unit ``units[b]`` from seed ``seeds[b]``.
+
+    ``measure`` (default: ``objective``) scores the untransformed start and final images.
+    ``transforms``: values with ``draw(generator, steps) -> [steps, k]`` and
+    ``__call__(x, draws[B, k]) -> x``, applied in order every step. ``progress``: (steps
+    already done, total steps) of the enclosing job, for the reporter.
+    """
+    if len(units) != len(seeds) or not units:
+        raise ValueError(f"render: need one seed per unit, got {len(units)} units and {len(seeds)} seeds")
+    if model.normalize is None:
+        raise ModelError(f"model {model.name} has no differentiable input normalisation: cannot synthesise")
+    reporter = reporter or NullReporter()
+    measure = measure or objective
+    done0, total = progress or (0, steps)
+    device = torch.device(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    module = model.module.to(device).eval()
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    gens = [torch.Generator().manual_seed(image_seed(s, u)) for s, u in zip(seeds, units)]
+    img = param.build(model.input_shape, gens).to(device)
+    draws = [torch.stack([t.draw(g, steps) for g in gens], 1).to(device) for t in transforms]  # [steps, B, k]
+    units_t = torch.as_tensor(list(units), device=device)
+    opt = torch.optim.Adam(img.parameters(), lr=lr)
+
+    def model_input(x: torch.Tensor) -> torch.Tensor:
+        return model.normalize(x).contiguous(memory_format=fmt)
+
+    last = time.perf_counter()
+    try:
+        with _frozen(module):
+            with torch.no_grad(), _hooks(module, measure.layers) as store:
+                x0 = img()
+                start = measure(_forward(module, model_input(x0), store), x0, units_t).float().cpu()
+            with _hooks(module, objective.layers) as store:
+                for step in range(steps):
+                    x = img()
+                    for t, d in zip(transforms, draws):
+                        x = t(x, d[step])
+                    value = objective(_forward(module, model_input(x), store), x, units_t)
+                    opt.zero_grad(set_to_none=True)
+                    (-value.sum()).backward()
+                    opt.step()
+                    now = time.perf_counter()
+                    if now - last >= REPORT_EVERY_S or step == steps - 1:
+                        last = now
+                        check_cancel(reporter)
+                        reporter.advance(done0 + step + 1, total, activation=float(value.detach().mean()))
+            with torch.no_grad(), _hooks(module, measure.layers) as store:
+                final = img()
+                end = measure(_forward(module, model_input(final), store), final, units_t).float().cpu()
+    finally:
+        if channels_last:
+            model.module.to(memory_format=torch.contiguous_format)
+    return Rendered(final.detach().cpu(), start, end)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[B, C, H, W] floats in [0, 1] → [B, H, W, C] uint8 (the stored form of an image)."""
+    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+# ------------------------------------------------------------------ public functions
+
+def synthesize_many(model: LoadedModel, layer: str, units: Sequence[int] | None, seeds: Sequence[int],
+                    cfg: SynthesisConfig | None = None, reporter: Reporter | None = None) -> list[SynthesisResult]:
+    """``n_synth = len(seeds)`` images per unit: one :class:`SynthesisResult` per seed.
+
+    All units × seeds are rendered together in batches of ``cfg.batch_units`` images.
+    Each image depends only on (seed, unit, cfg) and the weights, so θ_init and θ_final
+    renders with the same seeds differ only by the weights (SPEC §4), and a result equals
+    ``synthesize`` with ``cfg.seed = seed`` (up to floating-point batching effects).
+    """
     cfg = cfg or SynthesisConfig()
     cfg.validate()
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds: need at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: must be distinct, got {seeds}")
     reporter = reporter or NullReporter()
     if model.normalize is None:
         raise ModelError(f"model {model.name} has no differentiable input normalisation: cannot synthesise")
     info = model.layer(layer)
     units = model.check_units(info.name, units)
-    pre = _relu_input_layer(model, info.name) if cfg.objective == "score" else None
-    c, h, w = model.input_shape
-    device = torch.device(cfg.device)
-    module = model.module.to(device).eval()
-    params = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    images, act_end, act_start = [], [], []
+    objective = ascent_objective(model, info.name, cfg)
+    measure = measure_objective(info.name, cfg.objective)
+    param = FourierParam(cfg.decay)
+    transforms = (RandomAffine(cfg.jitter, tuple(cfg.scale), cfg.rotate_deg),)
+    pairs = [(s, u) for s in seeds for u in units]  # seed-major: results split by seed
+    chunks = [pairs[i : i + cfg.batch_units] for i in range(0, len(pairs), cfg.batch_units)]
+    total = cfg.steps * len(chunks)
+    reporter.stage(f"synthesise {info.name}", total=total)
     t0 = time.perf_counter()
-    n_chunks = math.ceil(len(units) / cfg.batch_units)
-    reporter.stage(f"synthesise {info.name}", total=cfg.steps * n_chunks)
-    try:
-        for ci in range(n_chunks):
-            chunk = units[ci * cfg.batch_units : (ci + 1) * cfg.batch_units]
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ci)
-            img = FourierImage(len(chunk), c, h, w, cfg.decay, g).to(device)
-            opt = torch.optim.Adam(img.parameters(), lr=cfg.lr)
-            idx = torch.arange(len(chunk), device=device)
-            cols = torch.as_tensor(chunk, device=device)
-
-            def own_scores(x: torch.Tensor) -> torch.Tensor:
-                if cfg.objective == "channel_mean":
-                    outs, _ = run_captured(module, model.normalize(x), [info.name])
-                    return outs[info.name][idx, cols].flatten(1).mean(1)
-                s, _ = layer_scores(module, model.normalize(x), [info.name])
-                return s[info.name][idx, cols]
-
-            def objective(x: torch.Tensor) -> torch.Tensor:
-                if pre is None:
-                    return own_scores(x)
-                # a ReLU unit silent on noise has zero gradient: optimise its input z with
-                # a_j = Σ relu(z)² plus a small linear term that lifts z while it is all < 0
-                outs, _ = run_captured(module, model.normalize(x), [pre])
-                z = outs[pre][idx, cols]
-                return z.clamp_min(0).pow(2).flatten(1).sum(1) + 1e-2 * z.flatten(1).sum(1)
-
-            with torch.no_grad():
-                act_start.append(own_scores(img()).cpu())
-            for step in range(cfg.steps):
-                check_cancel(reporter)
-                x = _random_affine(img(), cfg, g)
-                a = objective(x)
-                loss = -a.mean()
-                if cfg.tv_weight > 0:
-                    loss = loss + cfg.tv_weight * _total_variation(x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                reporter.advance(ci * cfg.steps + step + 1, cfg.steps * n_chunks, activation=float(a.mean().detach()))
-            with torch.no_grad():
-                final = img()
-                act_end.append(own_scores(final).cpu())
-                images.append((final.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu())
-    finally:
-        for p, r in zip(module.parameters(), params):
-            p.requires_grad_(r)
-    return SynthesisResult(info.name, list(units), torch.cat(images).numpy(), torch.cat(act_end).numpy(),
-                           torch.cat(act_start).numpy(), time.perf_counter() - t0,
-                           {k: v for k, v in cfg.__dict__.items()})
+    images, start, end = [], [], []
+    for ci, chunk in enumerate(chunks):
+        out = render(model, objective, [u for _, u in chunk], [s for s, _ in chunk], measure=measure, param=param,
+                     transforms=transforms, steps=cfg.steps, lr=cfg.lr, device=cfg.device,
+                     channels_last=cfg.channels_last, reporter=reporter, progress=(ci * cfg.steps, total))
+        images.append(to_uint8(out.images))
+        start.append(out.start.numpy())
+        end.append(out.end.numpy())
+    seconds = (time.perf_counter() - t0) / len(seeds)
+    images_all, start_all, end_all = np.concatenate(images), np.concatenate(start), np.concatenate(end)
+    h, w = model.input_shape[1:]
+    results = []
+    for i, s in enumerate(seeds):
+        sl = slice(i * len(units), (i + 1) * len(units))
+        conf = dataclasses.asdict(dataclasses.replace(cfg, seed=s))
+        conf["size"] = [h, w]
+        results.append(SynthesisResult(info.name, list(units), images_all[sl], end_all[sl], start_all[sl], seconds,
+                                       conf, objective=cfg.objective, seed=s, steps=cfg.steps, size=(h, w)))
+    return results
 
 
-def synthesize_many(model: LoadedModel, layer: str, units: Sequence[int] | None, seeds: Sequence[int],
-                    cfg: SynthesisConfig | None = None, reporter: Reporter | None = None) -> list[SynthesisResult]:
-    """``n_synth = len(seeds)`` images per unit: one :class:`SynthesisResult` per seed, each equal
-    to ``synthesize`` with ``cfg.seed = seed`` (so θ_init and θ_final renders with the same
-    seeds differ only by the weights, SPEC §4)."""
-    import dataclasses
-
+def synthesize(model: LoadedModel, layer: str, units: Sequence[int] | None = None,
+               cfg: SynthesisConfig | None = None, reporter: Reporter | None = None) -> SynthesisResult:
+    """One synthetic image per unit of ``layer`` (all units when ``units`` is None), seed ``cfg.seed``."""
     cfg = cfg or SynthesisConfig()
-    return [synthesize(model, layer, units, dataclasses.replace(cfg, seed=int(s)), reporter) for s in seeds]
+    return synthesize_many(model, layer, units, [cfg.seed], cfg, reporter)[0]
+
+
+def score_images(model: LoadedModel, layer: str, units: Sequence[int], images: torch.Tensor,
+                 objective: str = "score", device: str | torch.device = "cpu", batch_size: int = 64) -> np.ndarray:
+    """The measured objective (``a_j`` or channel mean) of image ``b`` for unit ``units[b]``.
+
+    ``images``: [B, C, H, W] pixels in [0, 1] at the model's input size; they go through
+    ``model.normalize`` exactly as synthesis feeds them. Returns float64 [B].
+    """
+    if model.normalize is None:
+        raise ModelError(f"model {model.name} has no differentiable input normalisation")
+    info = model.layer(layer)
+    measure = measure_objective(info.name, objective)
+    if images.shape[0] != len(units):
+        raise ValueError(f"images: {images.shape[0]} images but {len(units)} units")
+    module = model.module.to(device).eval()
+    out = []
+    with torch.no_grad(), _hooks(module, measure.layers) as store:
+        for i in range(0, len(units), batch_size):
+            x = images[i : i + batch_size].to(device)
+            u = torch.as_tensor(list(units[i : i + batch_size]), device=device)
+            out.append(measure(_forward(module, model.normalize(x), store), x, u).double().cpu())
+    return torch.cat(out).numpy()
 
 
 def save_grid(images: np.ndarray, path, labels: Sequence[str] | None = None, cell: int = 112, cols: int = 8) -> None:
