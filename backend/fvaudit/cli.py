@@ -6,6 +6,7 @@ JSON + CSV) and prints a human-readable summary. Long work shows a Rich progress
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 from fvaudit import _tv_guard  # noqa: F401
+from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS as D
 
 
 def cache_dir() -> Path:
@@ -35,6 +37,26 @@ def _alpha(s: str) -> float | None:
         return float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"alpha must be a number in [0, 1] or 'dynamic', got {s!r}")
+
+
+def _attack_tuning_args(sp) -> None:
+    """The attack settings shared by `fvaudit attack` and `fvaudit demo-experiment`; defaults
+    from ATTACK_DEFAULTS (the same as the API's and the form's)."""
+    sp.add_argument("--lr", type=float, default=D["lr"], help="Adam learning rate")
+    sp.add_argument("--lr-schedule", choices=["constant", "cosine"], default=D["lr_schedule"])
+    sp.add_argument("--batch-size", type=int, default=D["batch_size"])
+    sp.add_argument("--attack-batch-size", type=int, default=D["attack_batch_size"])
+    sp.add_argument("--decoy-batch-size", type=int, default=D["decoy_batch_size"])
+    sp.add_argument("--eval-every", type=int, default=D["eval_every"], help="steps between evaluations")
+    sp.add_argument("--eval-size", type=int, default=D["eval_size"],
+                    help="validation images the α controller reads (0 = all); the budget is always "
+                         "decided on the full validation set")
+    sp.add_argument("--acc-budget", type=float, default=D["acc_budget_pp"], help="allowed accuracy drop in pp")
+    sp.add_argument("--alpha-max", type=float, default=D["alpha_max"])
+    sp.add_argument("--alpha-factor", type=float, default=D["alpha_factor"],
+                    help="dynamic α: divided by this when over budget, multiplied otherwise")
+    sp.add_argument("--anchor-weight", type=float, default=D["anchor_weight"],
+                    help="loss variant: + w·mean((θ−θ_init)²) (L2-SP); 0 = off")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,23 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--kind", choices=["push_down", "push_up", "finetune"], default="push_down")
     sp.add_argument("--layers", required=True, help="comma-separated layer names, or all-conv")
     sp.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all units)")
-    sp.add_argument("--k", type=int, default=10, help="size of D_attack(j)")
+    sp.add_argument("--k", type=int, default=D["k"], help="size of D_attack(j)")
     sp.add_argument("--alpha", type=_alpha, default=None, help="fixed α in [0,1] or 'dynamic' (default)")
-    sp.add_argument("--alpha-max", type=float, default=0.99)
-    sp.add_argument("--lr", type=float, default=1e-4)
     g = sp.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int)
+    g.add_argument("--steps", type=int, help=f"optimizer steps (default {D['steps']})")
     g.add_argument("--epochs", type=float)
-    sp.add_argument("--batch-size", type=int, default=256)
-    sp.add_argument("--eval-every", type=int, default=25)
-    sp.add_argument("--eval-size", type=int, default=2000)
-    sp.add_argument("--acc-budget", type=float, default=0.5, help="allowed accuracy drop in pp")
-    sp.add_argument("--score-norm", choices=["none", "init_mean", "batch_mean"], default="batch_mean")
+    _attack_tuning_args(sp)
+    sp.add_argument("--score-norm", choices=["none", "init_mean", "batch_mean"], default=D["score_norm"])
     sp.add_argument("--decoy-class", help="push-up decoy class (name or index)")
     sp.add_argument("--decoy-ids", type=_int_list, help="push-up: explicit decoy image ids")
-    sp.add_argument("--n-decoys", type=int, default=100)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--checkpoint-every", type=int, default=100)
+    sp.add_argument("--n-decoys", type=int, default=D["n_decoys"])
+    sp.add_argument("--seed", type=int, default=D["seed"])
+    sp.add_argument("--checkpoint-every", type=int, default=D["checkpoint_every"])
     sp.add_argument("--embedder", default="auto", help="auto | efficientnet-lite0 | open_clip:ViT-B-32:openai | none")
     sp.add_argument("--k-clip", type=int, default=5)
     sp.add_argument("--limit-train", type=int)
@@ -103,9 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo-experiment", help="the thesis' Table 3.1 on the Fashion-MNIST demo CNN")
     sp.add_argument("--out", type=Path, default=Path("runs/demo-experiment"))
-    sp.add_argument("--steps", type=int, default=400)
-    sp.add_argument("--lr", type=float, default=1e-4)
+    sp.add_argument("--steps", type=int, default=D["steps"])
+    _attack_tuning_args(sp)
     sp.add_argument("--embedder", default="auto")
+    sp.add_argument("--rows", default="control,push_up,push_down,push_down_conv1",
+                    help="comma-separated rows to run (control, push_up, push_down, push_down_conv1)")
     sp.add_argument("--quick", action="store_true", help="small subsets and few steps (a smoke run)")
     sp.add_argument("--device", default="cpu")
 
@@ -217,12 +236,18 @@ def _attack_config(args, model):
     else:
         names = [x for x in args.layers.split(",") if x]
         targets = [Target(model.layer(n).name, args.units if len(names) == 1 else None) for n in names]
-    return AttackConfig(
-        kind=args.kind, targets=targets, k=args.k, alpha=args.alpha, alpha_max=args.alpha_max, lr=args.lr,
-        steps=args.steps if args.steps or args.epochs else 400, epochs=args.epochs, batch_size=args.batch_size,
-        eval_every=args.eval_every, eval_size=args.eval_size, acc_budget_pp=args.acc_budget,
-        score_norm=args.score_norm, decoy_class=args.decoy_class, decoy_ids=args.decoy_ids, n_decoys=args.n_decoys,
-        seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every)
+    return AttackConfig(kind=args.kind, targets=targets, k=args.k, alpha=args.alpha, steps=args.steps,
+                        epochs=args.epochs, score_norm=args.score_norm, decoy_class=args.decoy_class,
+                        decoy_ids=args.decoy_ids, n_decoys=args.n_decoys, seed=args.seed, device=args.device,
+                        checkpoint_every=args.checkpoint_every, **tuning_fields(args))
+
+
+def tuning_fields(args) -> dict:
+    """AttackConfig fields from the shared tuning flags (names as in ATTACK_DEFAULTS)."""
+    return dict(lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size,
+                attack_batch_size=args.attack_batch_size, decoy_batch_size=args.decoy_batch_size,
+                eval_every=args.eval_every, eval_size=args.eval_size, acc_budget_pp=args.acc_budget,
+                alpha_max=args.alpha_max, alpha_factor=args.alpha_factor, anchor_weight=args.anchor_weight)
 
 
 def cmd_attack(args) -> int:
@@ -247,11 +272,14 @@ def cmd_attack(args) -> int:
     with RichReporter() as rep:
         res = run_audit(f"{model.name} {','.join(t.layer for t in cfg.targets)} {cfg.kind}", model, train, val, cfg,
                         args.out, embed_topk=embed, embedder_id=emb_id, k_clip=args.k_clip, reporter=rep)
-    print(format_table([res.table_row]))
-    print(f"embedder: {emb_id}; attacked units: {sum(len(v) for v in res.attack.attacked.values())}, "
-          f"dead left out: {sum(len(v) for v in res.attack.dead.values())}; "
-          f"selected step {res.attack.selected_step}/{res.attack.steps}"
-          + (" (final state over the accuracy budget)" if res.attack.final_over_budget else ""))
+    print(format_table(res.rows()))
+    a = res.attack
+    print(f"embedder: {emb_id}; attacked units: {sum(len(v) for v in a.attacked.values())}, "
+          f"dead left out: {sum(len(v) for v in a.dead.values())}; "
+          f"selected step {a.selected_step}/{a.steps}"
+          + (" (final state over the accuracy budget)" if a.final_over_budget else "")
+          + f"; accuracies on all {a.acc_n_images} validation images, α controller on {a.eval_n_images}")
+    print("α trajectory: " + format_alpha_trajectory(a.alpha_trajectory))
     print(f"run directory: {args.out}")
     return 0
 
@@ -287,20 +315,60 @@ def cmd_metrics(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    from fvaudit.engine.report import TableRow, format_table
+def format_alpha_trajectory(traj) -> str:
+    """``step:α(drop on subset[/drop on full set])`` per evaluation, compact enough for one line."""
+    parts = []
+    for e in traj:
+        full = "" if e.full_drop_pp is None or e.full_n_images == e.n_images else f"/{e.full_drop_pp:+.2f}"
+        parts.append(f"{e.step}:{e.alpha_before:.3g}→{e.alpha_after:.3g}({e.drop_pp:+.2f}{full})")
+    return " ".join(parts)
 
-    rows = []
-    for run in args.runs:
+
+def cmd_report(args) -> int:
+    from fvaudit.engine.report import format_table
+
+    print(format_table(report_rows(args.runs)))
+    return 0
+
+
+def report_rows(runs: list[Path]) -> list:
+    """Table 3.1 rows of attack run directories: each run's selected and final state, and, before a
+    run, the row of an α = 0 control among ``runs`` with the same settings (SPEC §2 "Baseline")."""
+    from fvaudit.engine.report import TableRow
+
+    loaded = []
+    for run in runs:
         files = [run / "attack.json"] if (run / "attack.json").exists() else sorted(run.glob("*/attack.json"))
         if not files:
             raise ValueError(f"{run} holds no attack.json (not an attack run directory)")
         for f in files:
-            d = json.loads(f.read_text())
-            r = d["table_row"]
-            rows.append(TableRow(r["name"], r["values"], r["acc"], r["delta_acc"], r.get("seconds")))
-    print(format_table(rows))
-    return 0
+            loaded.append(json.loads(f.read_text()))
+    controls = [d for d in loaded if d["config"]["kind"] == "finetune"]
+    rows = []
+    for d in loaded:
+        if d["config"]["kind"] != "finetune":
+            ctl = next((c for c in controls if _same_settings(c["config"], d["config"])), None)
+            if ctl is not None:
+                layers = {t["layer"] for t in d["config"]["targets"]}
+                rows += [dataclasses.replace(TableRow.from_json(r), state="control")
+                         for r in _rows_of(ctl) if r.get("state", "selected") == "selected"
+                         and (r.get("layer") in layers or r.get("layer") is None)]
+        rows += [TableRow.from_json(r) for r in _rows_of(d)]
+    return rows
+
+
+def _rows_of(d: dict) -> list[dict]:
+    return d.get("table_rows") or [d["table_row"]]
+
+
+#: settings an attack shares with its α = 0 control (SPEC §2): everything but what makes it an attack
+_ATTACK_ONLY = {"kind", "targets", "alpha", "alpha_init", "alpha_max", "alpha_factor", "decoy_class", "decoy_ids",
+                "n_decoys", "attack_batch_size", "decoy_batch_size", "k", "score_norm", "device", "checkpoint_every",
+                "max_candidates"}
+
+
+def _same_settings(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k not in _ATTACK_ONLY} == {k: v for k, v in b.items() if k not in _ATTACK_ONLY}
 
 
 def cmd_visualize(args) -> int:
@@ -346,8 +414,9 @@ def cmd_train_demo(args) -> int:
 def cmd_demo(args) -> int:
     from fvaudit.demo import run_demo_experiment
 
-    return run_demo_experiment(args.out, steps=args.steps, lr=args.lr, embedder=args.embedder,
-                               quick=args.quick, device=args.device)
+    return run_demo_experiment(args.out, steps=args.steps, embedder=args.embedder, quick=args.quick,
+                               device=args.device, rows=[r for r in args.rows.split(",") if r],
+                               tuning=tuning_fields(args))
 
 
 COMMANDS = {"models": cmd_models, "scan": cmd_scan, "attack": cmd_attack, "metrics": cmd_metrics,

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fvaudit.engine.activations import layer_scores, scan
-from fvaudit.engine.attacks import AttackConfig, AttackConfigError, Target, all_conv_targets, run_attack
+from fvaudit.engine.attacks import (AlphaController, AlphaEvent, AttackConfig, AttackConfigError, BudgetSelector,
+                                   Target, all_conv_targets, evaluate_accuracy, run_attack)
 from fvaudit.engine.images import open_image_set
 from fvaudit.engine.models import load_model
 from fvaudit.engine.progress import Cancelled, NullReporter
@@ -93,9 +94,114 @@ def test_dynamic_alpha_halves_on_drop_and_doubles_otherwise(setup):
             assert e.alpha_after == pytest.approx(min(2 * e.alpha_before, 0.99))
     for a, b in zip(traj, traj[1:]):
         assert b.alpha_before == a.alpha_after
-    # the selected state is the latest evaluation within the budget
-    within = [e.step for e in traj if e.within_budget]
-    assert res.selected_step == (within[-1] if within else 0)
+    # the selected state is the latest evaluation within the budget on the full validation set
+    within_full = [e.step for e in traj if e.full_drop_pp is not None and e.full_drop_pp <= 0.5]
+    assert res.selected_step == (within_full[-1] if within_full else 0)
+    assert all(e.n_images == 200 for e in traj) and res.acc_n_images == len(val.ids) == 400
+
+
+# ---- the α controller and the budget selector (SPEC §2), on injected accuracies
+
+def test_alpha_controller_threshold_is_the_budget_and_factor_is_configurable():
+    c = AlphaController(budget_pp=1.0, alpha_max=0.99, factor=2.0)
+    assert c.update(0.1, 0.7) == pytest.approx(0.2)        # 0.7 pp ≤ 1.0 pp budget: doubles (the old rule halved)
+    assert c.update(0.1, 1.2) == pytest.approx(0.05)       # over budget: halves
+    assert c.update(0.6, 0.0) == pytest.approx(0.99)       # capped at α_max
+    assert c.update(0.1, 1.0) == pytest.approx(0.2)        # exactly at the budget is within
+    g = AlphaController(budget_pp=0.5, alpha_max=0.99, factor=1.5)
+    assert g.update(0.3, 0.6) == pytest.approx(0.2) and g.update(0.3, 0.1) == pytest.approx(0.45)
+    assert AlphaController(0.5, 0.99, 2.0, fixed=0.3).update(0.3, 5.0) == 0.3
+
+
+def _ev(step, sub_acc, acc_init=90.0, budget=0.5):
+    drop = acc_init - sub_acc
+    return AlphaEvent(step, 0.1, 0.1, sub_acc, drop, drop <= budget + 1e-9, 100)
+
+
+def test_selector_subset_within_but_full_over_is_not_selected():
+    full = {10: 89.8, 20: 89.0}          # full-set accuracies of each state (init 90.0)
+    sel = BudgetSelector(90.0, 0.5, lambda w: full[w["step"]], subset_is_full=False, n_full=1000)
+    traj = [_ev(10, 89.9), _ev(20, 89.9)]               # the subset says "within" both times
+    for e in traj:
+        sel.observe(e, {"step": e.step})
+    sel.finish(traj)
+    assert sel.selected_step == 10 and sel.selected_acc == pytest.approx(89.8)
+    assert traj[1].full_accuracy == pytest.approx(89.0) and traj[1].full_drop_pp == pytest.approx(1.0)
+    assert traj[1].full_n_images == 1000 and sel.full_evaluations == 2
+
+
+def test_selector_picks_the_latest_full_within_state_after_over_budget_ones():
+    full = {10: 89.9, 20: 88.0, 30: 88.5, 40: 89.6, 50: 89.0}
+    calls = []
+
+    def measure(w):
+        calls.append(w["step"])
+        return full[w["step"]]
+
+    sel = BudgetSelector(90.0, 0.5, measure, subset_is_full=False, n_full=1000)
+    # subset: 10 within, then 20..50 read "over"; on the full set 40 is within, 50 over
+    traj = [_ev(10, 89.7), _ev(20, 88.1), _ev(30, 89.0), _ev(40, 89.2), _ev(50, 89.3)]
+    for e in traj:
+        sel.observe(e, {"step": e.step})
+    assert sel.selected_step == 10 and sorted(sel.candidates) == [20, 30, 40, 50]
+    sel.finish(traj)
+    assert sel.selected_step == 40 and sel.selected_weights == {"step": 40}
+    assert calls == [10, 50, 40]                       # latest first, stops at the first within
+    assert traj[2].full_accuracy is None               # 30 never needed a full-set measurement
+
+
+def test_selector_bounds_its_candidates_and_uses_readings_when_the_subset_is_the_full_set():
+    sel = BudgetSelector(90.0, 0.5, lambda w: 0.0, subset_is_full=False, n_full=10, max_candidates=2)
+    dropped = [sel.observe(_ev(s, 80.0), {"step": s}) for s in (10, 20, 30)]
+    assert dropped == [[], [], [10]] and sorted(sel.candidates) == [20, 30]
+    full = BudgetSelector(90.0, 0.5, lambda w: pytest.fail("no re-evaluation"), subset_is_full=True, n_full=10)
+    traj = [_ev(10, 89.6), _ev(20, 89.0)]
+    for e in traj:
+        full.observe(e, {"step": e.step})
+    full.finish(traj)
+    assert full.selected_step == 10 and traj[1].full_drop_pp == pytest.approx(1.0)
+
+
+def test_real_attack_selection_is_decided_on_the_full_validation_set(setup):
+    """A run whose subset readings disagree with the full set: every reported accuracy is
+    re-measured here on all 400 validation images, independently of the engine's bookkeeping."""
+    m, train, val, init = setup
+    res = run_attack(m, train, val, _cfg(alpha=None, lr=3e-3, steps=40, eval_every=5, eval_size=50,
+                                         acc_budget_pp=1.0), init_scans=init.layers)
+    traj = res.alpha_trajectory
+    assert all(e.n_images == 50 for e in traj)
+    assert evaluate_accuracy(res.selected_model, val, val.ids) == pytest.approx(res.acc_selected)
+    assert evaluate_accuracy(res.final_model, val, val.ids) == pytest.approx(res.acc_final)
+    assert evaluate_accuracy(m, val, val.ids) == pytest.approx(res.acc_init)
+    assert res.acc_init - res.acc_selected <= 1.0 + 1e-9
+    assert res.final_over_budget == (res.acc_init - res.acc_final > 1.0)
+    measured = [e for e in traj if e.full_drop_pp is not None]
+    later = [e for e in measured if e.step > res.selected_step]
+    assert all(e.full_drop_pp > 1.0 for e in later)                     # nothing later was within
+    if res.selected_step:
+        sel = next(e for e in traj if e.step == res.selected_step)
+        assert sel.full_accuracy == pytest.approx(res.acc_selected)
+    # no state that the subset called within but the full set called over was selected
+    assert all(not (e.within_budget and e.full_drop_pp > 1.0 and e.step == res.selected_step) for e in measured)
+
+
+def test_alpha_doubles_on_a_real_run_within_budget(setup):
+    m, train, val, init = setup
+    res = run_attack(m, train, val, _cfg(alpha=None, lr=1e-6, steps=30, eval_every=10, eval_size=0),
+                     init_scans=init.layers)
+    assert [round(e.alpha_after, 6) for e in res.alpha_trajectory] == [0.2, 0.4, 0.8]
+    assert res.selected_step == 30 and res.eval_n_images == res.acc_n_images == 400 and res.full_evaluations == 0
+
+
+def test_dead_units_of_the_fixture_are_left_out_and_reported(setup):
+    m, train, val, init = setup
+    dead = init.layers["relu3"].dead_units
+    assert len(dead) >= 5                                    # the fixture really has dead units
+    scores = np.asarray(init.layers["relu3"].scores)
+    assert np.all(scores[:, dead] == 0) and np.all(scores.max(0)[[u for u in range(128) if u not in dead]] > 0)
+    res = run_attack(m, train, val, _cfg(targets=[Target("relu3")], steps=2, alpha=0.5), init_scans=init.layers)
+    assert res.dead["relu3"] == dead
+    assert res.attacked["relu3"] == [u for u in range(128) if u not in set(dead)]
 
 
 class _CancelAt(NullReporter):
@@ -138,7 +244,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(setup, tmp_path):
 @pytest.mark.parametrize("kw, field", [
     (dict(alpha=1.5), "alpha"), (dict(alpha=-0.1), "alpha"), (dict(lr=0), "lr"), (dict(lr=-1e-3), "lr"),
     (dict(k=0), "k"), (dict(kind="push_up"), "decoy_class"), (dict(targets=[]), "targets"),
-    (dict(steps=None), "steps"), (dict(batch_size=0), "batch_size"), (dict(score_norm="max"), "score_norm"),
+    (dict(epochs=1.0), "steps"), (dict(batch_size=0), "batch_size"), (dict(score_norm="max"), "score_norm"),
     (dict(kind="pull_sideways"), "kind"),
 ])
 def test_invalid_configs_name_the_field(kw, field):

@@ -48,16 +48,43 @@ def test_scan_metrics_report_attack(tmp_path, capsys):
     assert "CLIP-δ" in printed and "Kendall-τ-W" in printed
     for f in ["config.json", "versions.json", "attack.json", "alpha_trajectory.csv", "history.csv", "table.txt",
               "selected.safetensors", "final.safetensors", "metrics_relu3.json", "metrics_relu3.csv",
-              "checkpoint/state.json", "scores/val_init_relu3.npy", "scores/val_final_relu3.npy",
-              "topk/train_final_relu3.json"]:
+              "checkpoint/state.json", "scores/val_init_relu3.npy", "scores/val_selected_relu3.npy",
+              "topk/train_selected_relu3.json", "final/metrics_relu3.json"]:
         assert (run / f).exists(), f
     summary = json.loads((run / "attack.json").read_text())
     assert summary["steps"] == 6 and len(summary["alpha_trajectory"]) == 2
     assert set(summary["attacked"]["relu3"]) <= set(range(8))
+    # both states are measured and reported, each accuracy on all 200 validation images
+    states = [r["state"] for r in summary["table_rows"]]
+    assert states == ["selected", "final"]
+    assert all(r["acc_n_images"] == 200 for r in summary["table_rows"])
+    assert summary["table_rows"][1]["step"] == 6 and summary["table_rows"][0]["step"] == summary["selected_step"]
+    assert all(e["n_images"] == 100 for e in summary["alpha_trajectory"])
     hist = list(csv.DictReader(open(run / "history.csv")))
     assert [int(h["step"]) for h in hist] == [1, 2, 3, 4, 5, 6]
     assert main(["report", str(run)]) == 0
-    assert "relu3 push_down" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "relu3 push_down" in out and "selected" in out and "final" in out and "control" not in out
+
+    # an α = 0 control with the same settings: its row is printed next to the attack's
+    ctl = tmp_path / "control"
+    assert main(["attack", "--kind", "finetune", "--alpha", "0", "--layers", "relu3", "--steps", "6",
+                 "--batch-size", "64", "--eval-every", "3", "--eval-size", "100", "--limit-train", "600",
+                 "--limit-val", "200", "--lr", "1e-3", "--embedder", "efficientnet-lite0", "--out", str(ctl)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run), str(ctl)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    body = [l for l in lines[2:] if l.strip()]
+    assert [l.split()[0] for l in body][:1] == ["fmnist-cnn"]
+    assert "control" in body[0] and "selected" in body[1] and "final" in body[2]
+    # a control with other settings (another lr) is not this attack's control
+    other = tmp_path / "other"
+    assert main(["attack", "--kind", "finetune", "--alpha", "0", "--layers", "relu3", "--steps", "6",
+                 "--batch-size", "64", "--eval-every", "3", "--eval-size", "100", "--limit-train", "600",
+                 "--limit-val", "200", "--lr", "2e-3", "--embedder", "none", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run), str(other)]) == 0
+    assert sum("control" in l for l in capsys.readouterr().out.splitlines()) == 0
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

@@ -9,6 +9,7 @@ other live unit of its layer, attacked or not.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -156,10 +157,20 @@ def pushup_report(topk_final: dict[str, np.ndarray], labels: np.ndarray, decoy_c
 class TableRow:
     name: str
     values: dict[str, float | None]     # metric -> mean over attacked units
-    acc: float | None
+    acc: float | None                   # top-1 % on the full validation set
     delta_acc: float | None
     seconds: float | None = None
     note: str = ""
+    state: str = "selected"             # "selected" | "final" | "control" (SPEC §2)
+    step: int | None = None             # the attack step this state is from
+    acc_n_images: int | None = None     # images the accuracy was measured on
+    over_budget: bool = False           # the drop exceeds the budget (a final state, reported anyway)
+    layer: str | None = None            # a layer name, or "all"
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TableRow":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def table_rows_from_metrics(name: str, lm: LayerMetrics, acc_init: float | None, acc_final: float | None,
@@ -170,15 +181,18 @@ def table_rows_from_metrics(name: str, lm: LayerMetrics, acc_init: float | None,
 
 
 def format_table(rows: Sequence[TableRow]) -> str:
-    """Plain-text Table 3.1: mean over attacked units, accuracy and ΔAcc in pp."""
-    head = ["Layer/Attack"] + [c for c, _ in TABLE_COLUMNS] + ["Acc.(%)", "ΔAcc.(pp)", "time (s)"]
+    """Plain-text Table 3.1: mean over attacked units, accuracy and ΔAcc in pp, with the state
+    each row measures, its step, and the number of images its accuracy was measured on."""
+    head = ["Layer/Attack", "state", "step"] + [c for c, _ in TABLE_COLUMNS] + ["Acc.(%)", "ΔAcc.(pp)", "n", "time (s)"]
     body = []
     for r in rows:
-        cells = [r.name] + [_fmt(r.values.get(k)) for _, k in TABLE_COLUMNS]
-        cells += [_fmt(r.acc, 2), _fmt(r.delta_acc, 2, signed=True), _fmt(r.seconds, 1)]
+        state = r.state + (" OVER" if r.over_budget else "")
+        cells = [r.name, state, "—" if r.step is None else str(r.step)] + [_fmt(r.values.get(k)) for _, k in TABLE_COLUMNS]
+        cells += [_fmt(r.acc, 2), _fmt(r.delta_acc, 2, signed=True),
+                  "—" if r.acc_n_images is None else str(r.acc_n_images), _fmt(r.seconds, 1)]
         body.append(cells)
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    line = lambda cs: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cs, widths)))
+    line = lambda cs: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cs, widths)))
     sep = "-" * (sum(widths) + 2 * (len(widths) - 1))
     return "\n".join([line(head), sep] + [line(b) for b in body])
 
