@@ -5,6 +5,7 @@ import { Compare } from "./pages/Compare";
 import { Home } from "./pages/Home";
 import { JobView } from "./pages/JobView";
 import { Launch } from "./pages/Launch";
+import { ModelPage, ModelUnitPage } from "./pages/ModelPage";
 import { RunSummary } from "./pages/RunSummary";
 import { UnitPage } from "./pages/UnitPage";
 
@@ -34,6 +35,8 @@ export function AppRoutes() {
         <Route path="runs/:run/layers/:layer" element={<RunSummary />} />
         <Route path="runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
         <Route path="compare" element={<Compare />} />
+        <Route path="models/:model" element={<ModelPage />} />
+        <Route path="models/:model/layers/:layer/units/:unit" element={<ModelUnitPage />} />
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>
@@ -45,7 +48,8 @@ function NotFound() {
     <section className="panel">
       <h1>No such page</h1>
       <p>
-        Addresses look like <code>/runs/3</code>, <code>/runs/3/layers/relu3/units/7</code> or <code>/jobs/12</code>.{" "}
+        Addresses look like <code>/runs/3</code>, <code>/runs/3/layers/relu3/units/7</code>, <code>/jobs/12</code> or{" "}
+        <code>/models/1</code>.{" "}
         <Link to="/">Go to the runs</Link>.
       </p>
     </section>

@@ -1,7 +1,8 @@
 // TanStack Query hooks over the typed client. Query keys carry the share token so a
 // shared view and a signed-in view never mix cached data.
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { client, unwrap, type AuditSpec, type Job, type ScanSpec } from "./client";
+import { client, getJson, unwrap, type Job } from "./client";
+import type { JobKind, ModelSynthetic, ModelSyntheticUnit, RunDetailFull, StepJob, UnitDetailFull } from "./contract";
 import { currentShare, useToken } from "./auth";
 
 const who = (token: string | null) => ({ t: token ? token.slice(0, 12) : null, s: currentShare() });
@@ -106,7 +107,7 @@ export function useRun(id: number) {
   const token = useToken();
   return useQuery({
     queryKey: ["run", id, who(token)],
-    queryFn: () => unwrap(client.GET("/api/v1/runs/{run_id}", { params: { path: { run_id: id } } })),
+    queryFn: async () => (await unwrap(client.GET("/api/v1/runs/{run_id}", { params: { path: { run_id: id } } }))) as RunDetailFull,
     enabled: id > 0,
     retry: (n, e) => (e as { status?: number }).status !== 404 && (e as { status?: number }).status !== 401 && n < 2,
     refetchInterval: (q) => (q.state.data && ["queued", "running"].includes(q.state.data.status) ? 3000 : false),
@@ -162,12 +163,12 @@ export function useUnit(runId: number, layer: string, unit: number) {
   const token = useToken();
   return useQuery({
     queryKey: ["unit", runId, layer, unit, who(token)],
-    queryFn: () =>
-      unwrap(
+    queryFn: async () =>
+      (await unwrap(
         client.GET("/api/v1/runs/{run_id}/layers/{layer}/units/{unit}", {
           params: { path: { run_id: runId, layer, unit } },
         }),
-      ),
+      )) as unknown as UnitDetailFull,
     enabled: runId > 0 && !!layer && unit >= 0,
     placeholderData: keepPreviousData,
     retry: (n, e) => (e as { status?: number }).status !== 404 && n < 2,
@@ -199,12 +200,17 @@ export function useRevokeShare(runId: number) {
   });
 }
 
-export type LaunchBody = { kind: "audit"; spec: AuditSpec } | { kind: "scan"; spec: ScanSpec };
+/**
+ * A POST /jobs body: a registered kind and its spec. Typed loosely on purpose: the specs
+ * are the registry's (`GET /api/v1/job-kinds` → `spec_schema`), which grow faster than the
+ * generated client; the server's 422 names any field it refuses.
+ */
+export type LaunchBody = { kind: string; spec: Record<string, unknown> };
 
 export function useCreateJob() {
   const qc = useQueryClient();
   return useMutation({
-    mutationFn: (body: LaunchBody) => unwrap(client.POST("/api/v1/jobs", { body })),
+    mutationFn: (body: LaunchBody) => unwrap(client.POST("/api/v1/jobs", { body: body as never })),
     onSuccess: () => {
       qc.invalidateQueries({ queryKey: ["jobs"] });
       qc.invalidateQueries({ queryKey: ["runs"] });
@@ -221,5 +227,60 @@ export function useCancelJob() {
       qc.invalidateQueries({ queryKey: ["jobs"] });
       qc.invalidateQueries({ queryKey: ["runs"] });
     },
+  });
+}
+
+/** The job-kind registry: titles, chain steps with their labels, defaults, spec schemas. */
+export function useJobKinds(enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["job-kinds", who(token)],
+    queryFn: () => getJson<JobKind[]>("/api/v1/job-kinds"),
+    enabled,
+    staleTime: Infinity,
+  });
+}
+
+/** The direct children of a job (a chain's steps), in `seq` order. */
+export function useChildren(job: Job | null | undefined, refreshKey: unknown = null) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["children", job?.id, job?.status, refreshKey, who(token)],
+    queryFn: async () => {
+      const rows = (await unwrap(client.GET("/api/v1/jobs", { params: { query: { parent_id: job!.id, limit: 100 } } }))) as StepJob[];
+      return [...rows].sort((a, b) => a.seq - b.seq);
+    },
+    enabled: !!token && !!job && job.children.length > 0,
+  });
+}
+
+export function useModelSynthetic(modelId: number) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["model-synthetic", modelId, who(token)],
+    queryFn: () => getJson<ModelSynthetic>(`/api/v1/models/${modelId}/synthetic`),
+    enabled: !!token && modelId > 0,
+  });
+}
+
+export function useModelSyntheticUnit(modelId: number, layer: string, unit: number) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["model-synthetic-unit", modelId, layer, unit, who(token)],
+    queryFn: () => getJson<ModelSyntheticUnit>(`/api/v1/models/${modelId}/synthetic/${encodeURIComponent(layer)}/${unit}`),
+    enabled: !!token && modelId > 0 && !!layer && unit >= 0,
+    placeholderData: keepPreviousData,
+    retry: (n, e) => (e as { status?: number }).status !== 404 && n < 2,
+  });
+}
+
+export function useModel(modelId: number) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["model", modelId, who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/models/{model_id}", { params: { path: { model_id: modelId } } })),
+    enabled: !!token && modelId > 0,
+    staleTime: 60_000,
+    retry: (n, e) => (e as { status?: number }).status !== 404 && n < 2,
   });
 }

@@ -2,7 +2,7 @@ import { useEffect, useState } from "react";
 import { authHeaders } from "../api/client";
 
 /** An image behind the API's auth (an <img src> cannot send the Bearer header). */
-export function AuthImage({ src, alt, className }: { src: string; alt: string; className?: string }) {
+export function AuthImage({ src, alt, className, size }: { src: string; alt: string; className?: string; size?: number }) {
   const [url, setUrl] = useState<string | null>(null);
   const [failed, setFailed] = useState<string | null>(null);
   useEffect(() => {
@@ -22,7 +22,7 @@ export function AuthImage({ src, alt, className }: { src: string; alt: string; c
       if (obj) URL.revokeObjectURL(obj);
     };
   }, [src]);
-  if (failed) return <p className="muted">Could not load the image ({failed}).</p>;
-  if (!url) return <span className="ph big" aria-label={`loading ${alt}`} />;
-  return <img src={url} alt={alt} className={className} />;
+  if (failed) return <p className="muted small">Could not load {alt} ({failed}).</p>;
+  if (!url) return <span className="ph big" role="img" aria-label={`loading ${alt}`} style={size ? { width: size, height: size } : undefined} />;
+  return <img src={url} alt={alt} className={className} width={size} height={size} />;
 }

@@ -106,11 +106,13 @@ export function Histogram({ values, label, bins = 20, title }: { values: (number
   );
 }
 
-export type ScatterPoint = { x: number; y: number; id: number; label?: string };
+/** A dot; `group` names one of the chart's `groups` (e.g. attacked vs not) and styles it. */
+export type ScatterPoint = { x: number; y: number; id: number; label?: string; group?: string };
+export type ScatterGroup = { key: string; label: string; className: string };
 
-export function Scatter({ points, xLabel, yLabel, title, diagonal = true, onPick, caption }: {
+export function Scatter({ points, xLabel, yLabel, title, diagonal = true, onPick, caption, groups }: {
   points: ScatterPoint[]; xLabel: string; yLabel: string; title: string; diagonal?: boolean;
-  onPick?: (p: ScatterPoint) => void; caption?: string;
+  onPick?: (p: ScatterPoint) => void; caption?: string; groups?: ScatterGroup[];
 }) {
   const [hover, setHover] = useState<ScatterPoint | null>(null);
   const pts = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
@@ -125,17 +127,31 @@ export function Scatter({ points, xLabel, yLabel, title, diagonal = true, onPick
       <figcaption>
         {title}
         <span className="muted"> · {pts.length} units{hover && ` · ${hover.label ?? `unit ${hover.id}`}: (${hover.x.toFixed(3)}, ${hover.y.toFixed(3)})`}</span>
+        {groups && (
+          <span className="legend dots">
+            {groups.map((g) => (
+              <span key={g.key} className={`key ${g.className}`}>
+                {g.label} ({pts.filter((p) => p.group === g.key).length})
+              </span>
+            ))}
+          </span>
+        )}
       </figcaption>
       {pts.length === 0 ? (
         <p className="muted">No values.</p>
       ) : (
-        <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: scatter of ${pts.length} units`}>
+        <svg
+          viewBox={`0 0 ${W} ${H}`}
+          role="img"
+          aria-label={`${title}: scatter of ${pts.length} units${groups ? ` (${groups.map((g) => `${pts.filter((p) => p.group === g.key).length} ${g.label}`).join(", ")})` : ""}`}
+        >
           <Axes x0={x0} x1={x1} y0={y0} y1={y1} xs={xs} ys={ys} xLabel={xLabel} yLabel={yLabel} />
           {diagonal && <line className="diag" x1={xs(lo)} y1={ys(lo)} x2={xs(hi)} y2={ys(hi)} />}
           {pts.map((p) => (
             <circle
               key={p.id}
-              className={`dot${onPick ? " pickable" : ""}`}
+              className={`dot${onPick ? " pickable" : ""}${p.group ? ` ${groups?.find((g) => g.key === p.group)?.className ?? ""}` : ""}`}
+              data-group={p.group}
               cx={xs(p.x)}
               cy={ys(p.y)}
               r={hover?.id === p.id ? 5 : 3.2}

@@ -70,15 +70,26 @@ export const METRICS = {
 export type MetricKey = keyof typeof METRICS;
 export const METRIC_KEYS = Object.keys(METRICS) as MetricKey[];
 
-const CHAIN_STEPS: Record<number, string> = { 1: "scan θ_init", 2: "attack", 3: "scan θ_final", 4: "metrics" };
-
-/** "step 2/4 attack · push_down 12/40" from a job's progress. */
-export function progressText(p: Record<string, unknown> | null | undefined): string {
+/**
+ * "step 2/7 attack · push_down 12/40" from a job's progress. `stepLabel` names the step
+ * `chain_step` points at (from the job's children or the job-kind registry: see
+ * `lib/chain.ts`); the progress event's own `step_label`, when it has one, wins.
+ */
+export function progressText(p: Record<string, unknown> | null | undefined, stepLabel?: (chainStep: number) => string): string {
   if (!p) return "";
   const parts: string[] = [];
-  if (typeof p.chain_step === "number") parts.push(`step ${p.chain_step}/${p.chain_steps ?? 4} ${CHAIN_STEPS[p.chain_step] ?? ""}`.trim());
+  if (typeof p.chain_step === "number") {
+    const label = typeof p.step_label === "string" ? p.step_label : (stepLabel?.(p.chain_step) ?? "");
+    const of = typeof p.chain_steps === "number" ? `/${p.chain_steps}` : "";
+    parts.push(`step ${p.chain_step}${of} ${label}`.trim());
+  }
   let stage = typeof p.stage === "string" ? p.stage : "";
   if (typeof p.total === "number" && p.total > 0) stage += ` ${Number(p.done ?? 0).toLocaleString("en")}/${p.total.toLocaleString("en")}`;
   if (stage) parts.push(stage);
   return parts.join(" · ");
+}
+
+/** "2,000 images" (or "" when unknown): on how many images an accuracy was measured. */
+export function nImages(n: number | null | undefined): string {
+  return n == null ? "" : `${n.toLocaleString("en")} images`;
 }

@@ -1,9 +1,11 @@
 import { Link, useNavigate } from "react-router";
 import type { Job } from "../api/client";
-import { useImageSets, useJobs, useModels, useRuns } from "../api/hooks";
+import { useImageSets, useJobKinds, useJobs, useModels, useRuns } from "../api/hooks";
 import { NeedsToken } from "../components/Layout";
 import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
+import { jobTitle as titleOf, liveStepLabel } from "../lib/chain";
 import { attackLabel, num, pct, progressText, signed, when } from "../lib/format";
+import { usePageTitle } from "../lib/title";
 
 export function Home() {
   return (
@@ -18,7 +20,9 @@ function HomeInner() {
   const jobs = useJobs();
   const models = useModels();
   const sets = useImageSets();
+  const kinds = useJobKinds();
   const navigate = useNavigate();
+  usePageTitle("Runs");
   const active = (jobs.data ?? []).filter((j) => j.status === "queued" || j.status === "running");
   return (
     <div className="page home">
@@ -52,7 +56,7 @@ function HomeInner() {
                 </Link>{" "}
                 <span className="muted small">
                   {j.status === "running" || j.status === "queued"
-                    ? progressText(j.progress)
+                    ? progressText(j.progress, (n) => liveStepLabel(kinds.data, j, n, j.progress))
                     : j.status === "failed"
                       ? (j.error ?? "").slice(0, 140)
                       : when(j.finished_at ?? j.created_at)}
@@ -111,7 +115,15 @@ function HomeInner() {
                         </>
                       )}
                     </td>
-                    <td>{r.model ?? "—"}</td>
+                    <td>
+                      {r.model_id != null ? (
+                        <Link to={`/models/${r.model_id}`} onClick={(e) => e.stopPropagation()}>
+                          {r.model ?? `model ${r.model_id}`}
+                        </Link>
+                      ) : (
+                        (r.model ?? "—")
+                      )}
+                    </td>
                     <td className="mono">{r.layers.join(", ")}</td>
                     <td>{attackLabel(r.attack_kind)}</td>
                     <td className="num">{num(r.headline.clip_delta)}</td>
@@ -155,7 +167,11 @@ function HomeInner() {
               <tbody>
                 {models.data.map((m) => (
                   <tr key={m.id}>
-                    <td>{m.name}</td>
+                    <td>
+                      <Link to={`/models/${m.id}`} title="layers and synthetic visualizations">
+                        {m.name}
+                      </Link>
+                    </td>
                     <td className="mono">{m.registry_name}</td>
                     <td className="small" title={m.weights}>
                       {m.weights.length > 40 ? m.weights.slice(0, 40) + "…" : m.weights}
@@ -212,8 +228,5 @@ function HomeInner() {
 }
 
 function jobTitle(j: Job): string {
-  const spec = j.spec as { name?: string; attack?: { kind?: string; layer?: string }; layers?: string[] };
-  if (spec.name) return spec.name;
-  if (spec.attack) return `${attackLabel(spec.attack.kind)} on ${spec.attack.layer}`;
-  return `${j.kind}${spec.layers ? ` ${spec.layers.join(", ")}` : ""}`;
+  return titleOf(j, attackLabel);
 }

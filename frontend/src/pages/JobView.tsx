@@ -1,16 +1,16 @@
 import { useEffect, useMemo, useRef } from "react";
 import { Link, useParams } from "react-router";
-import { useQuery, useQueryClient } from "@tanstack/react-query";
-import { client, isTerminal, unwrap, type Job } from "../api/client";
-import { useToken } from "../api/auth";
-import { useCancelJob, useJob, useRun } from "../api/hooks";
+import { useQueryClient } from "@tanstack/react-query";
+import { isTerminal, type Job } from "../api/client";
+import type { AlphaEvent, StepJob } from "../api/contract";
+import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../api/hooks";
 import { LineChart } from "../components/Charts";
 import { NeedsToken } from "../components/Layout";
 import { ErrorBox, Loading, StatusBadge } from "../components/States";
+import { chainSteps, jobTitle, kindOf, liveStepLabel, specLayers } from "../lib/chain";
 import { attackLabel, duration, num, when } from "../lib/format";
 import { useJobEvents, type LossPoint } from "../lib/sse";
-
-const STEP_NAMES: Record<number, string> = { 1: "scan θ_init", 2: "attack", 3: "scan θ_final", 4: "metrics" };
+import { usePageTitle } from "../lib/title";
 
 export function JobView() {
   return (
@@ -20,22 +20,14 @@ export function JobView() {
   );
 }
 
-function useChildren(job: Job | null | undefined, chainStep: number | null) {
-  const token = useToken();
-  return useQuery({
-    queryKey: ["children", job?.id, job?.status, chainStep, token?.slice(0, 12)],
-    queryFn: () => unwrap(client.GET("/api/v1/jobs", { params: { query: { parent_id: job!.id, limit: 100 } } })),
-    enabled: !!job && job.children.length > 0,
-  });
-}
-
 function JobPage() {
   const id = Number(useParams().job);
   const stream = useJobEvents(id);
   const polled = useJob(id, { poll: !!stream.error || !stream.connected });
-  const job: Job | null = (stream.error ? polled.data ?? stream.job : stream.job ?? polled.data) ?? null;
+  const job: StepJob | null = (stream.error ? polled.data ?? stream.job : stream.job ?? polled.data) ?? null;
   const run = useRun(job?.run_id && isTerminal(job.status) ? job.run_id : 0);
   const children = useChildren(job, (stream.progress?.chain_step as number | undefined) ?? null);
+  const kinds = useJobKinds(!!job);
   const cancel = useCancelJob();
   const qc = useQueryClient();
   const logRef = useRef<HTMLOListElement>(null);
@@ -56,24 +48,29 @@ function JobPage() {
     return hist.length ? hist : stream.points;
   }, [run.data, stream.points]);
 
+  usePageTitle(job ? `Job ${job.id}: ${jobTitle(job, attackLabel)}` : `Job ${id}`);
+
   if (!(id > 0)) return <ErrorBox error={new Error("No such job: the address must be /jobs/<number>.")} />;
   if (!job) {
     if (polled.error) return <ErrorBox error={polled.error} retry={() => polled.refetch()} />;
     return <Loading what={`Loading job ${id}`} />;
   }
 
-  const spec = job.spec as { name?: string; attack?: { kind?: string; layer?: string; steps?: number }; layers?: string[] };
+  const spec = job.spec as { name?: string; attack?: { kind?: string; steps?: number }; layers?: string[]; model_id?: number };
   const p = (stream.progress ?? job.progress ?? {}) as Record<string, unknown>;
   const done = typeof p.done === "number" ? p.done : 0;
   const total = typeof p.total === "number" ? p.total : null;
   const chainStep = typeof p.chain_step === "number" ? p.chain_step : null;
   const terminal = isTerminal(job.status);
   const failedTrace = [...stream.logs].reverse().find((l) => typeof l.traceback === "string");
-  const title = spec.name ?? (spec.attack ? `${attackLabel(spec.attack.kind)} on ${spec.attack.layer}` : `${job.kind} ${spec.layers?.join(", ") ?? ""}`);
+  const title = jobTitle(job, attackLabel);
+  const kind = kindOf(kinds.data, job.kind);
+  const steps = chainSteps(job, children.data, kind, chainStep);
+  const liveLabel = chainStep != null ? (steps.find((s) => s.seq === chainStep)?.label ?? liveStepLabel(kinds.data, job, chainStep, p)) : "";
 
   const loss = points.filter((q) => q.loss != null);
   const alphaPts = points.filter((q) => q.alpha != null);
-  const traj = (run.data?.alpha_trajectory ?? []) as { step: number; alpha_before: number; alpha_after: number; drop_pp: number }[];
+  const traj = (run.data?.alpha_trajectory ?? []) as AlphaEvent[];
 
   return (
     <div className="page job">
@@ -86,7 +83,7 @@ function JobPage() {
             {title} <StatusBadge status={job.status} />
           </h1>
           <p className="muted">
-            {job.kind} job {job.id} · created {when(job.created_at)}
+            {kind?.title ?? job.label ?? job.kind} job {job.id} · created {when(job.created_at)}
             {job.started_at && ` · ${terminal ? "ran" : "running for"} ${duration(job.started_at, job.finished_at)}`}
             {job.worker && ` · worker ${job.worker}`}
             {stream.connected && !terminal && <span className="live"> · live</span>}
@@ -139,31 +136,36 @@ function JobPage() {
         </div>
       )}
       {job.status === "succeeded" && !job.run_id && (
-        <div className="banner ok">Done. {job.kind === "scan" ? "The scan is stored; metrics jobs and audits reuse it." : ""}</div>
+        <div className="banner ok">
+          Done. {job.kind === "scan" ? "The scan is stored; metrics jobs and audits reuse it." : ""}
+          {job.kind === "visualize" && spec.model_id != null && (
+            <>
+              <Link to={`/models/${spec.model_id}`}>Open the model's synthetic visualizations</Link>
+              {specLayers(spec).length ? ` (${specLayers(spec).join(", ")})` : ""}.
+            </>
+          )}
+        </div>
       )}
 
       <section className="panel" aria-label="Progress">
         <h2>Progress</h2>
         {job.children.length > 0 && (
-          <ol className="chain">
-            {[1, 2, 3, 4].map((s) => {
-              const child = children.data?.find((c) => c.seq === s);
-              // live: the running step comes with each progress event; at the end: the children's own states
-              const status =
-                !terminal && chainStep != null
-                  ? s < chainStep ? "succeeded" : s === chainStep ? "running" : "queued"
-                  : child?.status ?? (job.status === "succeeded" ? "succeeded" : "queued");
-              return (
-                <li key={s} className={`step status-${status}${chainStep === s && !terminal ? " current" : ""}`}>
-                  <span className="n">{s}</span> {STEP_NAMES[s]} <StatusBadge status={status} />
-                </li>
-              );
-            })}
+          <ol className="chain" aria-label={`${steps.length} steps`}>
+            {steps.map((s) => (
+              <li key={s.seq} className={`step status-${s.status}${s.current ? " current" : ""}`} data-step={s.key ?? undefined} aria-current={s.current ? "step" : undefined}>
+                <span className="n">{s.seq}</span> {s.label} <StatusBadge status={s.status} />
+              </li>
+            ))}
           </ol>
         )}
         <div className="stage">
           <span>
-            {chainStep != null && !terminal && <span className="muted">step {chainStep} of {String(p.chain_steps ?? 4)} ({STEP_NAMES[chainStep]}) · </span>}
+            {chainStep != null && !terminal && (
+              <span className="muted">
+                step {chainStep} of {String(p.chain_steps ?? steps.length)}
+                {liveLabel ? ` (${liveLabel})` : ""} ·{" "}
+              </span>
+            )}
             <strong>{String(p.stage ?? job.status)}</strong>
             {total ? ` · ${done.toLocaleString("en")} / ${total.toLocaleString("en")}` : ""}
             {typeof p.alpha === "number" && ` · α = ${num(p.alpha, 3)}`}
@@ -200,7 +202,7 @@ function JobPage() {
                 yLabel="α"
                 step
                 series={[{ name: "α", className: "s3", points: alphaPts.map((q) => ({ x: q.step, y: q.alpha! })) }]}
-                markers={traj.map((t) => ({ x: t.step, label: `step ${t.step}: α ${t.alpha_before} → ${t.alpha_after} (drop ${t.drop_pp.toFixed(2)} pp)` }))}
+                markers={traj.map((t) => ({ x: t.step, label: `step ${t.step}: α ${t.alpha_before} → ${t.alpha_after} (drop ${t.drop_pp.toFixed(2)} pp${t.n_images ? ` on ${t.n_images} images` : ""})` }))}
               />
             </div>
           )}

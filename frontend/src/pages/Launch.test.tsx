@@ -4,6 +4,7 @@ import userEvent from "@testing-library/user-event";
 import { MemoryRouter, Route, Routes, useParams } from "react-router";
 import { beforeEach, describe, expect, it } from "vitest";
 import { setToken } from "../api/auth";
+import kinds from "../test/fixtures/job-kinds.json";
 import layers from "../test/fixtures/layers.json";
 import models from "../test/fixtures/models.json";
 import sets from "../test/fixtures/image-sets.json";
@@ -11,6 +12,7 @@ import { mockFetch, type Route as FRoute } from "../test/fetchMock";
 import { LaunchPage } from "./Launch";
 
 const base: FRoute[] = [
+  { path: /^\/api\/v1\/job-kinds$/, body: kinds },
   { path: /^\/api\/v1\/models$/, body: models },
   { path: /^\/api\/v1\/models\/1\/layers$/, body: layers },
   { path: /^\/api\/v1\/image-sets$/, body: sets },
@@ -38,13 +40,25 @@ function renderLaunch() {
 describe("launch form", () => {
   beforeEach(() => setToken("fva_test_token_0123456789"));
 
-  it("fills its pickers from the API: models, layers with unit counts, image sets", async () => {
+  it("fills its pickers from the API: models, layers with unit counts, image sets; every default from the registry", async () => {
     mockFetch(base);
     renderLaunch();
-    await waitFor(() => expect(screen.getByLabelText("Layer")).toHaveValue("relu3"));
-    expect(screen.getByRole("option", { name: "conv3 (post-ReLU) — relu3 · 128 units" })).toBeInTheDocument();
-    expect(screen.getByRole("option", { name: "fc1 · 128 units" })).toBeInTheDocument();
+    await waitFor(() => expect(screen.getByRole("checkbox", { name: "conv3 (post-ReLU) — relu3 · 128 units" })).toBeChecked());
+    expect(screen.getByRole("checkbox", { name: "fc1 · 128 units" })).not.toBeChecked();
     expect(screen.getByText("ReLU · output 128×7×7 · 128 units")).toBeInTheDocument();
+    // the numbers are the registry's audit defaults (ATTACK_DEFAULTS), not the form's
+    expect(screen.getByLabelText("learning rate")).toHaveValue("0.0003");
+    expect(screen.getByLabelText("steps")).toHaveValue("1500");
+    expect(screen.getByLabelText("batch size")).toHaveValue("128");
+    expect(screen.getByLabelText("evaluate every")).toHaveValue("100");
+    expect(screen.getByLabelText("evaluation subset")).toHaveValue("2000");
+    expect(screen.getByLabelText("accuracy budget (pp)")).toHaveValue("0.5");
+    expect(screen.getByLabelText("α factor")).toHaveValue("2");
+    expect(screen.getByLabelText("seeds per unit")).toHaveValue("4");
+    expect(screen.getByRole("checkbox", { name: /synthetic visualization/ })).toBeChecked();
+    expect(screen.getByRole("checkbox", { name: /the α = 0 control/ })).toBeChecked();
+    // the chain the audit runs, in the registry's words
+    expect(screen.getByText(/An audit: scan θ_init → attack → scan θ_selected → scan θ_final → metrics → synthetic visualization → α = 0 control/)).toBeInTheDocument();
     expect((screen.getByLabelText("Training set") as HTMLSelectElement).selectedOptions[0].textContent).toMatch(/train/);
     expect((screen.getByLabelText("Validation set") as HTMLSelectElement).selectedOptions[0].textContent).toMatch(/test/);
     expect(screen.getByRole("radio", { name: /^all \(128/ })).toBeChecked();
@@ -118,13 +132,62 @@ describe("launch form", () => {
     expect(units).toHaveAttribute("aria-invalid", "true");
     expect(document.activeElement).toBe(units);
     const post = calls.find((c) => c.method === "POST")!;
-    expect(post.body).toMatchObject({ kind: "audit", spec: { name: "my audit", model_id: 1, attack: { kind: "push_down", layer: "relu3", units: [4, 99] } } });
+    expect(post.body).toMatchObject({
+      kind: "audit",
+      spec: { name: "my audit", model_id: 1, visualize: true, control: true, attack: { kind: "push_down", layers: ["relu3"], units: [4, 99], lr: 0.0003, steps: 1500 } },
+    });
 
     await user.clear(units); // editing the field clears the server's message
     expect(screen.queryByText("unit index 99 is a dead unit")).toBeNull();
     await user.type(units, "4, 5");
     await user.click(screen.getByRole("button", { name: "Launch push-down" }));
     expect(await screen.findByText("job page 42")).toBeInTheDocument();
+  });
+
+  it("several layers: no unit choice, attack.layers in the request; the toggles send visualize / control", async () => {
+    const { calls } = mockFetch([...base, { method: "POST", path: /^\/api\/v1\/jobs$/, status: 201, body: { id: 9, kind: "audit", status: "queued" } }]);
+    const user = userEvent.setup();
+    renderLaunch();
+    await user.click(await screen.findByRole("checkbox", { name: "conv2 (post-ReLU) — relu2 · 64 units" }));
+    expect(screen.getByText("2 chosen · 192 units")).toBeInTheDocument();
+    expect(screen.queryByRole("radio", { name: "several" })).toBeNull();
+    expect(screen.getByText(/All units of each of the 2 layers/)).toBeInTheDocument();
+    await user.click(screen.getByRole("checkbox", { name: /synthetic visualization/ }));
+    expect(screen.queryByLabelText("seeds per unit")).toBeNull();
+    await user.click(screen.getByRole("checkbox", { name: /the α = 0 control/ }));
+    expect(screen.getByText(/An audit: scan θ_init → attack → scan θ_selected → scan θ_final → metrics\./)).toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Launch push-down" }));
+    expect(await screen.findByText("job page 9")).toBeInTheDocument();
+    const post = calls.find((c) => c.method === "POST")!;
+    const spec = (post.body as { spec: Record<string, unknown> }).spec;
+    expect(spec).toMatchObject({ visualize: false, control: false, attack: { layers: ["relu2", "relu3"], units: null } });
+    expect("n_synth" in spec).toBe(false);
+  });
+
+  it("no layer chosen: the layer list is marked and focused; a 422 on attack.layers lands there too", async () => {
+    let attempt = 0;
+    const { calls } = mockFetch([
+      ...base,
+      {
+        method: "POST",
+        path: /^\/api\/v1\/jobs$/,
+        respond: () => (++attempt, { status: 422, body: { detail: [{ loc: ["body", "audit", "spec", "attack", "layers", 0], msg: "Value error, unknown layer 'relu9'", type: "value_error" }] } }),
+      },
+    ]);
+    const user = userEvent.setup();
+    renderLaunch();
+    const relu3 = await screen.findByRole("checkbox", { name: "conv3 (post-ReLU) — relu3 · 128 units" });
+    await waitFor(() => expect(relu3).toBeChecked());
+    await user.click(relu3);
+    await user.click(screen.getByRole("button", { name: "Launch push-down" }));
+    expect(screen.getByText("choose at least one layer")).toBeInTheDocument();
+    expect(document.activeElement).toBe(screen.getByRole("group", { name: "Layers" }));
+    expect(calls.some((c) => c.method === "POST")).toBe(false);
+    await user.click(relu3);
+    await user.click(screen.getByRole("button", { name: "Launch push-down" }));
+    const err = await screen.findByText("unknown layer 'relu9'");
+    expect(err).toHaveAttribute("id", "e-layers");
+    expect(attempt).toBe(1);
   });
 
   it("push-up with chosen decoy images sends their ids", async () => {
@@ -146,7 +209,7 @@ describe("launch form", () => {
   });
 
   it("says what to do when nothing is registered", async () => {
-    mockFetch([{ path: /^\/api\/v1\/models$/, body: [] }, { path: /^\/api\/v1\/image-sets$/, body: sets }]);
+    mockFetch([{ path: /^\/api\/v1\/job-kinds$/, body: kinds }, { path: /^\/api\/v1\/models$/, body: [] }, { path: /^\/api\/v1\/image-sets$/, body: sets }]);
     renderLaunch();
     expect(await screen.findByText(/No model is registered yet/)).toBeInTheDocument();
     expect(screen.getByText("fvaudit setup-demo")).toBeInTheDocument();

@@ -1,23 +1,28 @@
 import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { ApiError, type ImageSetOut, type LayerOut } from "../api/client";
-import { useCreateJob, useImageSets, useLayers, useModels } from "../api/hooks";
+import { useCreateJob, useImageSets, useJobKinds, useLayers, useModels } from "../api/hooks";
 import { DecoyClassPicker, DecoyImagePicker } from "../components/DecoyPicker";
 import { NeedsToken } from "../components/Layout";
+import { LayerPicker } from "../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../components/States";
-import { buildRequest, DEFAULTS, mapServerErrors, validate, type Errors, type Field, type LaunchForm, type LaunchKind } from "../lib/launch";
+import { kindOf } from "../lib/chain";
+import { BLANK, buildRequest, formDefaults, mapServerErrors, unitsApply, validate, type Errors, type Field, type LaunchForm, type LaunchKind } from "../lib/launch";
+import { usePageTitle } from "../lib/title";
 
 const KINDS: { value: LaunchKind; label: string; help: string }[] = [
   { value: "push_down", label: "Push-down", help: "push the unit's initial top-k out of its top-k" },
   { value: "push_up", label: "Push-up (decoy)", help: "make decoy images out-activate the training set" },
   { value: "finetune", label: "Fine-tune baseline", help: "α = 0: plain fine-tuning, the control" },
-  { value: "scan", label: "Scan only", help: "top-k of a layer over the image sets, no attack" },
+  { value: "scan", label: "Scan only", help: "top-k of layers over the image sets, no attack" },
 ];
 
 const FIELD_ORDER: Field[] = [
-  "kind", "name", "model_id", "layer", "train_set_id", "val_set_id", "units", "decoy", "k", "alpha", "lr", "steps",
-  "batch_size", "seed", "score_norm", "eval_every", "acc_budget_pp", "k_clip", "embedder",
+  "kind", "name", "model_id", "layers", "train_set_id", "val_set_id", "units", "decoy", "k", "alpha", "lr", "steps",
+  "batch_size", "seed", "score_norm", "visualize", "n_synth", "synth_steps", "synth_objective", "control", "eval_every",
+  "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "k_clip", "embedder",
 ];
+const ADVANCED: Field[] = ["eval_every", "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "k_clip", "embedder"];
 
 export function Launch() {
   return (
@@ -39,32 +44,54 @@ function pickSet(sets: ImageSetOut[], word: string, exclude?: string): string {
   return s ? String(s.id) : "";
 }
 
+/** ?layer=relu2&layer=relu3 or ?layer=relu2,relu3 */
+function layersParam(params: URLSearchParams): string[] {
+  return params.getAll("layer").flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
+}
+
+/** A layer named by its name or its label, on the model's list. */
+function resolve(layers: LayerOut[], names: string[]): string[] {
+  const out = names.map((n) => layers.find((l) => l.name === n || l.label === n)?.name).filter((n): n is string => !!n);
+  return layers.filter((l) => out.includes(l.name)).map((l) => l.name);
+}
+
 export function LaunchPage() {
+  usePageTitle("Launch an audit");
   const [params] = useSearchParams();
   const navigate = useNavigate();
   const models = useModels();
   const sets = useImageSets();
+  const kinds = useJobKinds();
   const [form, setForm] = useState<LaunchForm>(() => ({
-    ...DEFAULTS,
-    kind: (["scan", "push_down", "push_up", "finetune"].includes(params.get("kind") ?? "") ? params.get("kind") : DEFAULTS.kind) as LaunchKind,
+    ...BLANK,
+    kind: (["scan", "push_down", "push_up", "finetune"].includes(params.get("kind") ?? "") ? params.get("kind") : BLANK.kind) as LaunchKind,
     model_id: params.get("model") ?? "",
-    layer: params.get("layer") ?? "",
+    layers: layersParam(params),
   }));
   const layers = useLayers(form.model_id ? Number(form.model_id) : null);
   const create = useCreateJob();
   const [touched, setTouched] = useState<Set<Field>>(new Set());
+  const edited = useRef<Set<keyof LaunchForm>>(new Set());
   const [submitted, setSubmitted] = useState(false);
   const [server, setServer] = useState<{ fields: Errors; form: string[] }>({ fields: {}, form: [] });
   const formRef = useRef<HTMLFormElement>(null);
 
-  // defaults once the lists arrive
+  // defaults once the lists arrive: the registry's numbers (never the user's edits), a model, its layer, two sets
+  useEffect(() => {
+    if (!kinds.data) return;
+    const d = formDefaults(kinds.data, form.kind);
+    setForm((f) => ({ ...f, ...Object.fromEntries(Object.entries(d).filter(([k]) => !edited.current.has(k as keyof LaunchForm))) }));
+  }, [kinds.data, form.kind === "scan"]); // eslint-disable-line react-hooks/exhaustive-deps
   useEffect(() => {
     if (models.data?.length && !models.data.some((m) => String(m.id) === form.model_id))
-      setForm((f) => ({ ...f, model_id: String(models.data![0].id), layer: "" }));
+      setForm((f) => ({ ...f, model_id: String(models.data![0].id), layers: [] }));
   }, [models.data]); // eslint-disable-line react-hooks/exhaustive-deps
   useEffect(() => {
-    if (layers.data?.length && !layers.data.some((l) => l.name === form.layer || l.label === form.layer))
-      setForm((f) => ({ ...f, layer: pickLayer(layers.data!) }));
+    if (!layers.data?.length) return;
+    setForm((f) => {
+      const known = resolve(layers.data!, f.layers);
+      return { ...f, layers: known.length ? known : [pickLayer(layers.data!)].filter(Boolean) };
+    });
   }, [layers.data]); // eslint-disable-line react-hooks/exhaustive-deps
   useEffect(() => {
     if (sets.data?.length && !form.train_set_id) {
@@ -73,14 +100,16 @@ export function LaunchPage() {
     }
   }, [sets.data]); // eslint-disable-line react-hooks/exhaustive-deps
 
-  const layer = layers.data?.find((l) => l.name === form.layer || l.label === form.layer) ?? null;
+  const chosen = useMemo(() => (layers.data ?? []).filter((l) => form.layers.includes(l.name)), [layers.data, form.layers]);
+  const one = chosen.length === 1 ? chosen[0] : null;
   const train = sets.data?.find((s) => String(s.id) === form.train_set_id) ?? null;
   const val = sets.data?.find((s) => String(s.id) === form.val_set_id) ?? null;
-  const errors = useMemo(() => validate(form, { layer, train, val }), [form, layer, train, val]);
+  const errors = useMemo(() => validate(form, { layers: chosen, train, val }), [form, chosen, train, val]);
   const shown = (f: Field): string | undefined => server.fields[f] ?? (submitted || touched.has(f) ? errors[f] : undefined);
 
   const set = <K extends keyof LaunchForm>(key: K, value: LaunchForm[K], field: Field = key as Field) => {
     // errors of a text field show once it is left (blur) or the form is sent, then follow each keystroke
+    edited.current.add(key);
     setForm((f) => ({ ...f, [key]: value }));
     if (server.fields[field]) setServer((s) => ({ ...s, fields: { ...s.fields, [field]: undefined } }));
   };
@@ -110,7 +139,7 @@ export function LaunchPage() {
     }
   };
 
-  if (models.isLoading || sets.isLoading) return <Loading what="Loading models and image sets" />;
+  if (models.isLoading || sets.isLoading || kinds.isLoading) return <Loading what="Loading models, image sets and job kinds" />;
   if (models.error) return <ErrorBox error={models.error} retry={() => models.refetch()} />;
   if (sets.error) return <ErrorBox error={sets.error} retry={() => sets.refetch()} />;
   if (!models.data?.length || !sets.data?.length)
@@ -126,6 +155,19 @@ export function LaunchPage() {
   const serverOther = server.form;
   const submitError = create.error && !(create.error instanceof ApiError && create.error.fieldErrors.length) ? create.error : null;
   const kindLabel = KINDS.find((k) => k.value === form.kind)!.label;
+  const audit = kindOf(kinds.data, "audit");
+  const chainText = (audit?.steps ?? [])
+    .filter((s) => (form.visualize || !/visuali[sz]e|synth/.test(s.key)) && ((form.control && form.kind !== "finetune") || !s.key.startsWith("control")))
+    .map((s) => s.label)
+    .join(" → ");
+  const fieldProps = (f: Field & keyof LaunchForm) => ({
+    id: `f-${f}`,
+    value: form[f] as string,
+    onChange: (e: { target: { value: string } }) => set(f, e.target.value as never),
+    onBlur: blur(f),
+    placeholder: form[f] === "" ? "server default" : undefined,
+    ...aria(f, shown(f)),
+  });
 
   return (
     <div className="page launch">
@@ -134,15 +176,21 @@ export function LaunchPage() {
           <h1>Launch</h1>
           <p className="muted">
             {attack
-              ? "An audit: scan θ_init → attack → scan θ_final → metrics (Kendall-τ, CLIP-δ, accuracy). It runs on the worker; you can follow it live."
-              : "A scan computes the top-k of a layer over image sets; it makes no run by itself."}
+              ? `An audit${chainText ? `: ${chainText}` : ""}. It runs on the worker; you can follow it live.`
+              : "A scan computes the top-k of layers over image sets; it makes no run by itself."}
           </p>
         </div>
       </div>
+      {kinds.error && (
+        <div className="banner warn" role="note">
+          The job kinds (and their defaults) could not be read: {(kinds.error as Error).message} Empty fields take the server's defaults.
+        </div>
+      )}
       <form
         ref={formRef}
         noValidate
         className="panel form"
+        aria-label="Launch"
         onSubmit={(e) => {
           e.preventDefault();
           void submit();
@@ -162,42 +210,22 @@ export function LaunchPage() {
 
         <div className="grid-form">
           {attack && (
-            <Row field="name" label="Run name" hint="optional; default: model, layer, attack" error={shown("name")}>
+            <Row field="name" label="Run name" hint="optional; default: model, layers, attack" error={shown("name")}>
               <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} onBlur={blur("name")} placeholder="e.g. conv3 push-down" {...aria("name", shown("name"))} />
             </Row>
           )}
           <Row field="model_id" label="Model" error={shown("model_id")}>
-            <select id="f-model_id" value={form.model_id} onChange={(e) => setForm((f) => ({ ...f, model_id: e.target.value, layer: "" }))} {...aria("model_id", shown("model_id"))}>
+            <select id="f-model_id" value={form.model_id} onChange={(e) => setForm((f) => ({ ...f, model_id: e.target.value, layers: [] }))} {...aria("model_id", shown("model_id"))}>
               {models.data.map((m) => (
                 <option key={m.id} value={m.id}>
                   {m.name} ({m.registry_name})
                 </option>
               ))}
             </select>
-          </Row>
-          <Row field="layer" label="Layer" hint={layer ? `${layer.module_type} · output ${layer.shape.join("×")} · ${layer.units} units` : undefined} error={shown("layer")}>
-            {layers.isLoading ? (
-              <Loading what="Loading layers" />
-            ) : layers.error ? (
-              <ErrorBox error={layers.error} retry={() => layers.refetch()} />
-            ) : (
-              <select id="f-layer" value={layer?.name ?? ""} onChange={(e) => set("layer", e.target.value)} {...aria("layer", shown("layer"))}>
-                <option value="" disabled>
-                  choose a layer
-                </option>
-                {(["conv", "tokens", "fc"] as const).map((kind) => {
-                  const ls = (layers.data ?? []).filter((l) => l.kind === kind);
-                  return ls.length ? (
-                    <optgroup key={kind} label={kind === "conv" ? "convolutional" : kind === "tokens" ? "token (ViT)" : "fully connected"}>
-                      {ls.map((l) => (
-                        <option key={l.name} value={l.name}>
-                          {l.label ? `${l.label} — ${l.name}` : l.name} · {l.units} units
-                        </option>
-                      ))}
-                    </optgroup>
-                  ) : null;
-                })}
-              </select>
+            {form.model_id && (
+              <p className="hint small">
+                <Link to={`/models/${form.model_id}`}>Browse this model's synthetic visualizations</Link>
+              </p>
             )}
           </Row>
           <Row field="train_set_id" label={attack ? "Training set" : "Image set"} hint={attack ? "top-k to attack, fine-tuning data, decoys" : undefined} error={shown("train_set_id")}>
@@ -208,23 +236,47 @@ export function LaunchPage() {
           </Row>
         </div>
 
+        {layers.isLoading ? (
+          <Loading what="Loading layers" />
+        ) : layers.error ? (
+          <ErrorBox error={layers.error} retry={() => layers.refetch()} />
+        ) : (
+          <div className={`field${shown("layers") ? " invalid" : ""}`}>
+            <LayerPicker layers={layers.data ?? []} value={form.layers} onChange={(v) => set("layers", v)} invalid={!!shown("layers")} describedBy={shown("layers") ? "e-layers" : undefined} />
+            {one && !shown("layers") && (
+              <p className="hint muted small" data-testid="layer-hint">
+                {one.module_type} · output {one.shape.join("×")} · {one.units} units
+              </p>
+            )}
+            <FieldError field="layers" msg={shown("layers")} />
+          </div>
+        )}
+
         {attack && (
           <fieldset className="units">
             <legend>Units to attack</legend>
-            <div className="row wrap">
-              {(["all", "one", "several"] as const).map((m) => (
-                <label key={m} className="check">
-                  <input type="radio" name="unitsMode" checked={form.unitsMode === m} onChange={() => set("unitsMode", m, "units")} />
-                  {m === "all" ? `all${layer ? ` (${layer.units}; dead units are left out)` : ""}` : m === "one" ? "one unit" : "several"}
-                </label>
-              ))}
-              {form.unitsMode === "one" && (
-                <input id="f-units" className="short" inputMode="numeric" value={form.unitOne} onChange={(e) => set("unitOne", e.target.value, "units")} onBlur={blur("units")} aria-label="Unit index" {...aria("units", shown("units"))} />
-              )}
-              {form.unitsMode === "several" && (
-                <input id="f-units" className="grow" value={form.unitsSeveral} onChange={(e) => set("unitsSeveral", e.target.value, "units")} onBlur={blur("units")} placeholder="0, 3, 10-15" aria-label="Unit indices" {...aria("units", shown("units"))} />
-              )}
-            </div>
+            {unitsApply(form) ? (
+              <div className="row wrap">
+                {(["all", "one", "several"] as const).map((m) => (
+                  <label key={m} className="check">
+                    <input type="radio" name="unitsMode" checked={form.unitsMode === m} onChange={() => set("unitsMode", m, "units")} />
+                    {m === "all" ? `all${one ? ` (${one.units}; dead units are left out)` : ""}` : m === "one" ? "one unit" : "several"}
+                  </label>
+                ))}
+                {form.unitsMode === "one" && (
+                  <input id="f-units" className="short" inputMode="numeric" value={form.unitOne} onChange={(e) => set("unitOne", e.target.value, "units")} onBlur={blur("units")} aria-label="Unit index" {...aria("units", shown("units"))} />
+                )}
+                {form.unitsMode === "several" && (
+                  <input id="f-units" className="grow" value={form.unitsSeveral} onChange={(e) => set("unitsSeveral", e.target.value, "units")} onBlur={blur("units")} placeholder="0, 3, 10-15" aria-label="Unit indices" {...aria("units", shown("units"))} />
+                )}
+              </div>
+            ) : (
+              <p className="muted" id="f-units" tabIndex={-1}>
+                {form.layers.length > 1
+                  ? `All units of each of the ${form.layers.length} layers (dead units are left out). Choose a single layer to pick units.`
+                  : "Choose a layer first."}
+              </p>
+            )}
             <FieldError field="units" msg={shown("units")} />
           </fieldset>
         )}
@@ -251,11 +303,11 @@ export function LaunchPage() {
 
         <div className="grid-form narrow">
           <Row field="k" label="k" hint={attack ? "top-k pushed (thesis: 10)" : "top-k kept per unit"} error={shown("k")}>
-            <input id="f-k" inputMode="numeric" value={form.k} onChange={(e) => set("k", e.target.value)} onBlur={blur("k")} {...aria("k", shown("k"))} />
+            <input inputMode="numeric" {...fieldProps("k")} />
           </Row>
           {attack && (
             <>
-              <Row field="alpha" label="α" hint={form.kind === "finetune" ? "0 for the baseline" : form.alphaMode === "dynamic" ? "dynamic: starts at 0.1, halves/doubles with the accuracy drop" : "L = α·L_attack + (1−α)·L_maintain"} error={shown("alpha")}>
+              <Row field="alpha" label="α" hint={form.kind === "finetune" ? "0 for the baseline" : form.alphaMode === "dynamic" ? "dynamic: halves / grows with the accuracy drop against the budget" : "L = α·L_attack + (1−α)·L_maintain"} error={shown("alpha")}>
                 {form.kind === "finetune" ? (
                   <input id="f-alpha" value="0" disabled aria-label="α (0 for the baseline)" />
                 ) : (
@@ -271,20 +323,21 @@ export function LaunchPage() {
                 )}
               </Row>
               <Row field="lr" label="learning rate" hint="Adam" error={shown("lr")}>
-                <input id="f-lr" inputMode="decimal" value={form.lr} onChange={(e) => set("lr", e.target.value)} onBlur={blur("lr")} {...aria("lr", shown("lr"))} />
+                <input inputMode="decimal" {...fieldProps("lr")} />
               </Row>
               <Row field="steps" label="steps" error={shown("steps")}>
-                <input id="f-steps" inputMode="numeric" value={form.steps} onChange={(e) => set("steps", e.target.value)} onBlur={blur("steps")} {...aria("steps", shown("steps"))} />
+                <input inputMode="numeric" {...fieldProps("steps")} />
               </Row>
               <Row field="batch_size" label="batch size" error={shown("batch_size")}>
-                <input id="f-batch_size" inputMode="numeric" value={form.batch_size} onChange={(e) => set("batch_size", e.target.value)} onBlur={blur("batch_size")} {...aria("batch_size", shown("batch_size"))} />
+                <input inputMode="numeric" {...fieldProps("batch_size")} />
               </Row>
               <Row field="seed" label="seed" error={shown("seed")}>
-                <input id="f-seed" inputMode="numeric" value={form.seed} onChange={(e) => set("seed", e.target.value)} onBlur={blur("seed")} {...aria("seed", shown("seed"))} />
+                <input inputMode="numeric" {...fieldProps("seed")} />
               </Row>
               <Row field="score_norm" label="score normalisation" hint="batch_mean: invariant to rescaling a unit" error={shown("score_norm")}>
-                <select id="f-score_norm" value={form.score_norm} onChange={(e) => set("score_norm", e.target.value as LaunchForm["score_norm"])} {...aria("score_norm", shown("score_norm"))}>
-                  <option value="batch_mean">batch_mean (default)</option>
+                <select id="f-score_norm" value={form.score_norm} onChange={(e) => set("score_norm", e.target.value)} {...aria("score_norm", shown("score_norm"))}>
+                  {form.score_norm === "" && <option value="">server default</option>}
+                  <option value="batch_mean">batch_mean</option>
                   <option value="init_mean">init_mean</option>
                   <option value="none">none (the thesis' formula)</option>
                 </select>
@@ -294,20 +347,74 @@ export function LaunchPage() {
         </div>
 
         {attack && (
-          <details className="advanced" open={["eval_every", "acc_budget_pp", "k_clip", "embedder"].some((f) => !!shown(f as Field))}>
+          <fieldset className="extras">
+            <legend>Also run</legend>
+            <div className="toggle-row">
+              <label className="check" htmlFor="f-visualize">
+                <input id="f-visualize" type="checkbox" checked={form.visualize} onChange={(e) => set("visualize", e.target.checked)} /> synthetic visualization
+                <span className="muted small"> · images rendered from noise for every unit, the same seeds under θ_init and θ_final (SPEC §4)</span>
+              </label>
+              {form.visualize && (
+                <div className="grid-form narrow">
+                  <Row field="n_synth" label="seeds per unit" error={shown("n_synth")}>
+                    <input inputMode="numeric" {...fieldProps("n_synth")} />
+                  </Row>
+                  <Row field="synth_steps" label="visualization steps" error={shown("synth_steps")}>
+                    <input inputMode="numeric" {...fieldProps("synth_steps")} />
+                  </Row>
+                  <Row field="synth_objective" label="objective" hint="channel mean: for layers whose outputs can be negative" error={shown("synth_objective")}>
+                    <select id="f-synth_objective" value={form.synth_objective} onChange={(e) => set("synth_objective", e.target.value)} {...aria("synth_objective", shown("synth_objective"))}>
+                      {form.synth_objective === "" && <option value="">server default</option>}
+                      <option value="score">score a_j</option>
+                      <option value="channel_mean">channel mean</option>
+                    </select>
+                  </Row>
+                </div>
+              )}
+              <FieldError field="visualize" msg={shown("visualize")} />
+            </div>
+            {form.kind !== "finetune" && (
+              <div className="toggle-row">
+                <label className="check" htmlFor="f-control">
+                  <input id="f-control" type="checkbox" checked={form.control} onChange={(e) => set("control", e.target.checked)} /> the α = 0 control
+                  <span className="muted small"> · a plain fine-tune with the same settings, measured like the attack: its row sits next to the attack's</span>
+                </label>
+                <FieldError field="control" msg={shown("control")} />
+              </div>
+            )}
+          </fieldset>
+        )}
+
+        {attack && (
+          <details className="advanced" open={ADVANCED.some((f) => !!shown(f))}>
             <summary>Advanced: evaluation, accuracy budget, CLIP</summary>
             <div className="grid-form narrow">
               <Row field="eval_every" label="evaluate every" hint="steps between accuracy checks (dynamic α)" error={shown("eval_every")}>
-                <input id="f-eval_every" inputMode="numeric" value={form.eval_every} onChange={(e) => set("eval_every", e.target.value)} onBlur={blur("eval_every")} {...aria("eval_every", shown("eval_every"))} />
+                <input inputMode="numeric" {...fieldProps("eval_every")} />
               </Row>
-              <Row field="acc_budget_pp" label="accuracy budget (pp)" hint="allowed drop; the result is the last state within it" error={shown("acc_budget_pp")}>
-                <input id="f-acc_budget_pp" inputMode="decimal" value={form.acc_budget_pp} onChange={(e) => set("acc_budget_pp", e.target.value)} onBlur={blur("acc_budget_pp")} {...aria("acc_budget_pp", shown("acc_budget_pp"))} />
+              <Row field="eval_size" label="evaluation subset" hint="validation images the α controller reads (0 = all); the budget is confirmed on the full set" error={shown("eval_size")}>
+                <input inputMode="numeric" {...fieldProps("eval_size")} />
+              </Row>
+              <Row field="acc_budget_pp" label="accuracy budget (pp)" hint="allowed drop on the full validation set; the result is the last state within it" error={shown("acc_budget_pp")}>
+                <input inputMode="decimal" {...fieldProps("acc_budget_pp")} />
+              </Row>
+              {form.kind !== "finetune" && form.alphaMode === "dynamic" && (
+                <Row field="alpha_factor" label="α factor" hint="dynamic α: ÷ factor over budget, × factor within" error={shown("alpha_factor")}>
+                  <input inputMode="decimal" {...fieldProps("alpha_factor")} />
+                </Row>
+              )}
+              <Row field="lr_schedule" label="learning-rate schedule" error={shown("lr_schedule")}>
+                <select id="f-lr_schedule" value={form.lr_schedule} onChange={(e) => set("lr_schedule", e.target.value)} {...aria("lr_schedule", shown("lr_schedule"))}>
+                  {form.lr_schedule === "" && <option value="">server default</option>}
+                  <option value="constant">constant</option>
+                  <option value="cosine">cosine (decays to 0)</option>
+                </select>
               </Row>
               <Row field="k_clip" label="k for CLIP-δ" hint="top-k compared by the embedder (thesis: 5)" error={shown("k_clip")}>
-                <input id="f-k_clip" inputMode="numeric" value={form.k_clip} onChange={(e) => set("k_clip", e.target.value)} onBlur={blur("k_clip")} {...aria("k_clip", shown("k_clip"))} />
+                <input inputMode="numeric" {...fieldProps("k_clip")} />
               </Row>
               <Row field="embedder" label="embedder" hint="auto | none | efficientnet-lite0 | open_clip:<model>:<tag>" error={shown("embedder")}>
-                <input id="f-embedder" value={form.embedder} onChange={(e) => set("embedder", e.target.value)} onBlur={blur("embedder")} {...aria("embedder", shown("embedder"))} />
+                <input {...fieldProps("embedder")} />
               </Row>
             </div>
           </details>

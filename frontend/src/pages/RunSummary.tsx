@@ -1,16 +1,21 @@
 import { useState } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
-import { download, type RunDetail } from "../api/client";
+import { download } from "../api/client";
+import type { AlphaEvent, RunDetailFull } from "../api/contract";
 import { useToken } from "../api/auth";
 import { useRun, useUnits, type UnitQuery } from "../api/hooks";
 import { Histogram, LineChart, Scatter } from "../components/Charts";
 import { CopyButton } from "../components/CopyButton";
 import { NeedsToken } from "../components/Layout";
 import { ShareDialog } from "../components/ShareDialog";
+import { RunRows } from "../components/RunRows";
 import { ErrorBox, Loading, StatusBadge } from "../components/States";
+import { SyntheticSummary } from "../components/SyntheticSummary";
 import { FIRST_ORDER, UnitTable, type SortKey } from "../components/UnitTable";
-import { attackLabel, DASH, num, pct, share, signed, when } from "../lib/format";
-import { layerPath, unitPath, useRunHref, useShareParam } from "../lib/share";
+import { specLayers } from "../lib/chain";
+import { attackLabel, DASH, nImages, num, pct, share, signed, when } from "../lib/format";
+import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../lib/share";
+import { usePageTitle } from "../lib/title";
 
 const SORTS: SortKey[] = ["unit", "clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"];
 
@@ -31,6 +36,7 @@ function RunSummaryInner() {
   const runId = Number(params.run);
   const run = useRun(runId);
   const share = useShareParam();
+  usePageTitle(run.data ? `Run ${run.data.id}: ${run.data.name}${params.layer ? ` · ${params.layer}` : ""}` : `Run ${params.run}`);
   if (!(runId > 0)) return <ErrorBox error={new Error("No such run: the address must be /runs/<number>.")} />;
   if (run.isLoading) return <Loading what={`Loading run ${runId}`} />;
   if (run.error) {
@@ -47,14 +53,14 @@ function RunSummaryInner() {
   return <RunBody run={run.data!} layerParam={params.layer} />;
 }
 
-function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
+function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string }) {
   const navigate = useNavigate();
   const href = useRunHref();
   const token = useToken();
   const [sp, setSp] = useSearchParams();
   const [shareOpen, setShareOpen] = useState(false);
   const [dlError, setDlError] = useState<unknown>(null);
-  const layers = run.layers.length ? run.layers : Object.keys(run.layer_info ?? {});
+  const layers = run.layers.length ? run.layers : specLayers({ attack: run.attack }).length ? specLayers({ attack: run.attack }) : Object.keys(run.layer_info ?? {});
   const layer = layerParam && layers.includes(layerParam) ? layerParam : layers[0];
   const attack = (run.attack ?? {}) as Record<string, unknown>;
   const readOnly = run.read_only || !token;
@@ -80,7 +86,10 @@ function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
   const perUnit = run.per_unit?.[layer ?? ""] ?? {};
   const sim = (run.clip_similarity?.[layer ?? ""] ?? []) as { unit: number; pre: number; post: number }[];
   const hist = (run.history ?? []) as { step: number; loss?: number; l_attack?: number; l_maintain?: number; alpha?: number }[];
-  const traj = (run.alpha_trajectory ?? []) as { step: number; alpha_before: number; alpha_after: number; accuracy: number; drop_pp: number; within_budget?: boolean }[];
+  const traj = (run.alpha_trajectory ?? []) as AlphaEvent[];
+  const hasFull = traj.some((t) => t.full_accuracy != null || t.full_drop_pp != null);
+  const rows = run.rows ?? [];
+  const budget = typeof attack.acc_budget_pp === "number" ? attack.acc_budget_pp : null;
   const acc = run.accuracy ?? {};
   const done = run.status === "succeeded";
 
@@ -98,7 +107,7 @@ function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
             {readOnly && <span className="badge readonly">read-only</span>}
           </h1>
           <p className="muted">
-            {run.model ?? "model ?"} · {attackLabel(run.attack?.kind as string)} on <span className="mono">{layers.join(", ")}</span>
+            {run.model_id != null ? <Link to={`/models/${run.model_id}`}>{run.model ?? `model ${run.model_id}`}</Link> : (run.model ?? "model ?")} · {attackLabel(run.attack?.kind as string)} on <span className="mono">{layers.join(", ")}</span>
             {attack.units ? ` · units ${(attack.units as number[]).length <= 8 ? (attack.units as number[]).join(", ") : `${(attack.units as number[]).length} chosen`}` : " · all units"}
             {attack.steps != null && ` · ${attack.steps} steps`}
             {attack.lr != null && ` · lr ${attack.lr}`}
@@ -107,6 +116,12 @@ function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
             {attack.score_norm ? ` · ${attack.score_norm}` : ""}
             {` · k ${attack.k ?? DASH}, k_clip ${run.k_clip}`}
             {` · ${when(run.created_at)}`}
+            {run.control_run_id != null && (
+              <>
+                {" · "}
+                <Link to={href(runPath(run.control_run_id))}>α = 0 control: run {run.control_run_id}</Link>
+              </>
+            )}
           </p>
         </div>
         <div className="actions">
@@ -156,7 +171,25 @@ function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
         </div>
       )}
 
-      {run.table.length > 0 && (
+      {rows.length > 0 && (
+        <section className="panel" aria-label="Summary (Table 3.1)">
+          <h2>
+            Summary <span className="muted small">(thesis Table 3.1: means over attacked units, per layer and state)</span>
+          </h2>
+          <div className="scroll-x">
+            <RunRows rows={rows} layers={layers} current={layers.length > 1 ? layer : undefined} budget={budget} layerHref={(l) => href(layerPath(run.id, l))} runHref={(r) => href(runPath(r))} />
+          </div>
+          <p className="muted small">
+            <strong>selected</strong>: the latest evaluated state within the {budget != null ? `${budget} pp ` : ""}accuracy budget on the full validation set;{" "}
+            <strong>final</strong>: the last step's state (flagged when over the budget);{" "}
+            <strong>α = 0 control</strong>: plain fine-tuning with the same settings. Embedder for CLIP-δ / CLIP-W:{" "}
+            <span className="mono">{run.embedder ?? DASH}</span>. Kendall-τ is computed on the validation set
+            {info.n_images ? ` (${info.n_images.toLocaleString("en")} images)` : ""}.
+          </p>
+        </section>
+      )}
+
+      {rows.length === 0 && run.table.length > 0 && (
         <section className="panel" aria-label="Summary (Table 3.1)">
           <h2>Summary <span className="muted small">(thesis Table 3.1: means over attacked units)</span></h2>
           <div className="scroll-x">
@@ -245,6 +278,10 @@ function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
         </section>
       ) : null}
 
+      {run.synthetic && Object.keys(run.synthetic).length > 0 && (
+        <SyntheticSummary synthetic={run.synthetic} layers={layers} current={layer} onPickUnit={(l, u) => navigate(href(unitPath(run.id, l, u)))} />
+      )}
+
       {hist.length > 0 && (
         <section className="panel" aria-label="Training">
           <h2>Training</h2>
@@ -265,18 +302,23 @@ function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
               yLabel="α"
               step
               series={[{ name: "α", className: "s3", points: hist.filter((h) => h.alpha != null).map((h) => ({ x: h.step, y: h.alpha! })) }]}
-              markers={traj.map((t) => ({ x: t.step, label: `step ${t.step}: accuracy ${t.accuracy} (drop ${t.drop_pp.toFixed(2)} pp), α ${t.alpha_before} → ${t.alpha_after}` }))}
+              markers={traj.map((t) => ({
+                x: t.step,
+                label: `step ${t.step}: accuracy ${t.accuracy} (drop ${t.drop_pp.toFixed(2)} pp${t.n_images ? ` on ${t.n_images} images` : ""})${t.full_drop_pp != null ? `, full set drop ${t.full_drop_pp.toFixed(2)} pp` : ""}, α ${t.alpha_before} → ${t.alpha_after}`,
+              }))}
             />
           </div>
           {traj.length > 0 && (
             <details>
               <summary>α changes ({traj.length} evaluations)</summary>
-              <table className="data compact">
+              <table className="data compact alpha-table">
                 <thead>
                   <tr>
                     <th scope="col" className="num">step</th>
-                    <th scope="col" className="num">accuracy</th>
+                    <th scope="col" className="num" title="what the α controller read (an evaluation subset, or the full set)">accuracy (controller)</th>
                     <th scope="col" className="num">drop (pp)</th>
+                    {hasFull && <th scope="col" className="num" title="the same state on the full validation set: the drop that decides “within budget”">full-set accuracy</th>}
+                    {hasFull && <th scope="col" className="num">full-set drop (pp)</th>}
                     <th scope="col" className="num">α before → after</th>
                   </tr>
                 </thead>
@@ -284,8 +326,18 @@ function RunBody({ run, layerParam }: { run: RunDetail; layerParam?: string }) {
                   {traj.map((t) => (
                     <tr key={t.step} className={t.within_budget === false ? "bad" : ""}>
                       <td className="num">{t.step}</td>
-                      <td className="num">{pct(t.accuracy, 2)}</td>
+                      <td className="num">
+                        {pct(t.accuracy, 2)}
+                        {t.n_images != null && <span className="muted small"> on {nImages(t.n_images)}</span>}
+                      </td>
                       <td className="num">{num(t.drop_pp, 2)}</td>
+                      {hasFull && (
+                        <td className="num">
+                          {t.full_accuracy == null ? <span className="muted" title="not measured on the full set">{DASH}</span> : pct(t.full_accuracy, 2)}
+                          {t.full_accuracy != null && t.full_n_images != null && <span className="muted small"> on {nImages(t.full_n_images)}</span>}
+                        </td>
+                      )}
+                      {hasFull && <td className={`num${budget != null && (t.full_drop_pp ?? 0) > budget ? " bad" : ""}`}>{t.full_drop_pp == null ? DASH : num(t.full_drop_pp, 2)}</td>}
                       <td className="num">
                         {t.alpha_before} → {t.alpha_after}
                       </td>

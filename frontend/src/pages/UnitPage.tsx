@@ -1,15 +1,16 @@
 import { useEffect, useRef } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import { useRun, useUnit } from "../api/hooks";
-import type { UnitDetail } from "../api/client";
+import { unitSynthetic, type UnitDetailFull } from "../api/contract";
 import { useToken } from "../api/auth";
-import { AuthImage } from "../components/AuthImage";
 import { NeedsToken } from "../components/Layout";
 import { CopyButton } from "../components/CopyButton";
 import { BeforeAfter } from "../components/Gallery";
 import { ErrorBox, Loading } from "../components/States";
+import { SyntheticNumbers, SyntheticPairs } from "../components/Synthetic";
 import { METRICS, METRIC_KEYS, num, share } from "../lib/format";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../lib/share";
+import { usePageTitle } from "../lib/title";
 
 const NEAREST: { key: string; title: string; help: string }[] = [
   { key: "by_tau_init", title: "Kendall-τ, before", help: "units whose initial ranking is closest to this unit's initial ranking" },
@@ -43,6 +44,8 @@ function UnitPageInner() {
   const run = useRun(runId);
   const u = useUnit(runId, layer, unit);
   const d = u.data;
+  const signedIn = !!useToken();
+  usePageTitle(`Unit ${Number.isFinite(unit) ? unit : "?"} · ${layer} · ${run.data?.name ?? `run ${runId}`}`);
 
   const withNav = (path: string) => href(attackedNav ? `${path}?nav=attacked` : path);
   // neighbours from the run's layer info (instant, right even while the next unit loads);
@@ -169,47 +172,79 @@ function UnitPageInner() {
         {d.dead && <p className="muted">A dead unit scores 0 on every training image under θ_init: it has no top-k and is left out of the attack and of every mean.</p>}
       </section>
 
-      {roles.length === 0 ? (
+      {roles.length === 0 && (
         <section className="panel">
           <p className="muted">No top-k stored for this unit.</p>
         </section>
-      ) : (
-        roles.map((r) => (
-          <section className="panel" key={r}>
-            <BeforeAfter
-              title={r === "train" ? "Training set: top-k" : "Validation set: top-k (the set the metrics use)"}
-              before={topk[r]!.before}
-              after={topk[r]!.after}
-              highlightLabel={decoy}
-            />
-          </section>
-        ))
       )}
+      {/* the natural top-k before/after beside the synthetic before/after (thesis Fig. 3.7) */}
+      <div className="natural-synthetic">
+        <div className="natural">
+          {roles.map((r) => (
+            <section className="panel" key={r}>
+              <BeforeAfter
+                title={r === "train" ? "Training set: top-k" : "Validation set: top-k (the set the metrics use)"}
+                before={topk[r]!.before}
+                after={topk[r]!.after}
+                highlightLabel={decoy}
+              />
+            </section>
+          ))}
+        </div>
+        <SyntheticPanel d={d} modelId={run.data?.model_id ?? null} readOnly={!!d.read_only || !signedIn} />
+      </div>
 
       <Nearest d={d} runId={runId} layer={layer} href={withNav} />
-
-      {(d.synthetic?.before || d.synthetic?.after) && (
-        <section className="panel" aria-label="Synthetic visualizations">
-          <h2>Synthetic feature visualization</h2>
-          <p className="muted">Gradient ascent from noise (Olah et al. 2017). Attacks on the top-k tend to leave these unchanged (thesis Fig. 3.7).</p>
-          <div className="pair synth">
-            <figure>
-              <figcaption>Before</figcaption>
-              {d.synthetic.before ? <AuthImage src={d.synthetic.before} alt={`synthetic visualization of unit ${d.unit} before`} /> : <p className="muted">not computed</p>}
-            </figure>
-            <figure>
-              <figcaption>After</figcaption>
-              {d.synthetic.after ? <AuthImage src={d.synthetic.after} alt={`synthetic visualization of unit ${d.unit} after`} /> : <p className="muted">not computed</p>}
-            </figure>
-          </div>
-        </section>
-      )}
       <p className="muted small hint-keys">Keys: ← / → previous / next unit.</p>
     </div>
   );
 }
 
-function Nearest({ d, runId, layer, href }: { d: UnitDetail; runId: number; layer: string; href: (p: string) => string }) {
+function SyntheticPanel({ d, modelId, readOnly }: { d: UnitDetailFull; modelId: number | null; readOnly: boolean }) {
+  const syn = unitSynthetic(d.synthetic);
+  return (
+    <section className="panel synthetic" aria-label="Synthetic visualizations">
+      <h2>Synthetic visualizations</h2>
+      {!syn ? (
+        <div className="state empty" data-testid="no-synthetic">
+          <p>
+            <strong>This run has no synthetic visualizations.</strong> It was launched without the “synthetic visualization”
+            step (or that step has not finished).
+          </p>
+          {!readOnly && (
+            <p>
+              Launch an audit with it on (<Link to={`/launch${modelId ? `?model=${modelId}&layer=${encodeURIComponent(d.layer)}` : ""}`}>launch form</Link>)
+              {modelId != null && (
+                <>
+                  , or see the model's own visualizations of this unit on its{" "}
+                  <Link to={`/models/${modelId}/layers/${encodeURIComponent(d.layer)}/units/${d.unit}`}>model page</Link>
+                </>
+              )}
+              .
+            </p>
+          )}
+        </div>
+      ) : (
+        <>
+          <p className="muted small">
+            Gradient ascent from noise (SPEC §4), {syn.before.length || syn.after.length} seed
+            {(syn.before.length || syn.after.length) === 1 ? "" : "s"}, the same seeds before and after
+            {syn.objective ? ` · objective ${syn.objective}` : ""}
+            {syn.steps != null ? ` · ${syn.steps} steps` : ""}
+            {syn.size != null ? ` · ${syn.size}×${syn.size} px` : ""}.
+          </p>
+          <SyntheticNumbers
+            values={{ ...syn, natural_clip_delta: d.metrics.clip_delta ?? null }}
+            keys={["synthetic_clip_delta", "synthetic_transfer", "ns_agreement", "natural_clip_delta"]}
+          />
+          <SyntheticPairs before={syn.before} after={syn.after} unit={d.unit} layer={d.layer} />
+        </>
+      )}
+    </section>
+  );
+}
+
+function Nearest({ d, runId, layer, href }: { d: UnitDetailFull; runId: number; layer: string; href: (p: string) => string }) {
   const groups = NEAREST.filter((g) => d.nearest?.[g.key]?.length);
   if (!groups.length) return null;
   return (
