@@ -110,7 +110,7 @@ def main() -> int:
            "FVAUDIT_DATABASE_URL": f"postgresql+psycopg://{user}@127.0.0.1:5432/{db}",
            "FVAUDIT_BROKER_URL": args.broker, "FVAUDIT_CELERY_QUEUE": f"bench-{db}", "FVAUDIT_DATA_DIR": str(data),
            "FVAUDIT_CACHE_DIR": os.environ.get("FVAUDIT_CACHE_DIR", str(ROOT / ".fvaudit-cache" / "bench")),
-           "FVAUDIT_REAPER_INTERVAL": "5", "HF_HUB_OFFLINE": "1"}
+           "FVAUDIT_REAPER_INTERVAL": "5", "HF_HUB_OFFLINE": "1", "FVAUDIT_SECRET_KEY": uuid.uuid4().hex}
     for k in ("DATABASE_URL", "BROKER_URL", "CELERY_BROKER_URL", "DATA_DIR"):
         env.pop(k, None)
     api = None

@@ -105,6 +105,9 @@ do_start() {
   export FVAUDIT_CACHE_DIR="${FVAUDIT_CACHE_DIR:-$REPO/.fvaudit-cache/stack}"
   export FVAUDIT_CELERY_QUEUE="${FVAUDIT_CELERY_QUEUE:-fvaudit-stack-$DB}"
   export FVAUDIT_DEVICE="${FVAUDIT_DEVICE:-cpu}"
+  # service mode refuses to start without a secret key: one per state dir, kept across restarts
+  [ -f "$STATE/secret_key" ] || python3 -c 'import secrets; print(secrets.token_hex(32))' > "$STATE/secret_key"
+  export FVAUDIT_SECRET_KEY="${FVAUDIT_SECRET_KEY:-$(cat "$STATE/secret_key")}"
   export FVAUDIT_PROGRESS_INTERVAL="${FVAUDIT_PROGRESS_INTERVAL:-0.3}"
   export FVAUDIT_FRONTEND_DIST="${FVAUDIT_FRONTEND_DIST:-$REPO/frontend/dist}"
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"

@@ -27,6 +27,14 @@ def _default_data_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "fvaudit"
 
 
+class MissingSecretKey(RuntimeError):
+    """Service mode without a usable FVAUDIT_SECRET_KEY (the message says what to set)."""
+
+
+MIN_SECRET_KEY_LENGTH = 16
+WEAK_SECRET_KEYS = {"change-me-in-production", "changeme", "change-me", "secret", "fvaudit", "dev", "test"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FVAUDIT_", extra="ignore", populate_by_name=True)
 
@@ -39,7 +47,14 @@ class Settings(BaseSettings):
     allowed_roots: str = ""
     #: engine caches (decoded images, embeddings, downloads); default DATA_DIR/cache
     cache_dir: Path | None = None
-    secret_key: str | None = None            # signs image URLs; generated into DATA_DIR when unset
+    #: signs image URLs; required in service mode (see require_secret_key), generated into
+    #: DATA_DIR in the embedded default
+    secret_key: str | None = None
+    image_url_ttl: int = Field(6 * 3600, ge=60, le=30 * 24 * 3600)  # seconds a signed image URL stays valid
+    #: seconds uvicorn keeps an idle keep-alive connection open; above every client pool's
+    #: idle expiry (httpx 5 s, browsers ~60 s), so the server never closes a connection
+    #: the client is about to reuse (the race behind the soak's connection resets)
+    keep_alive_seconds: float = Field(75.0, gt=0, le=3600)
     public_url: str = ""                      # base URL for share links (default: the request's)
     frontend_dist: Path | None = None         # built dashboard; default <repo>/frontend/dist
     max_upload_mb: int = 1024
@@ -118,6 +133,25 @@ class Settings(BaseSettings):
     def visibility_timeout(self) -> int:
         """Redis visibility timeout: above the longest job, so no job is redelivered while it runs."""
         return int(self.max_job_seconds + 3600)
+
+    def require_secret_key(self) -> None:
+        """Refuse to serve in service mode without a real secret key (raises MissingSecretKey).
+
+        The key signs image URLs; several API processes (and restarts) must share it, and a
+        key everyone knows (the old compose fallback) lets anyone forge image URLs.
+        """
+        if self.mode != "service":
+            return
+        key = (self.secret_key or "").strip()
+        if not key:
+            raise MissingSecretKey(
+                "FVAUDIT_SECRET_KEY is not set: the API refuses to start in service mode without it "
+                "(it signs image URLs and must be the same for every API process). "
+                "Set it to a random value, e.g. FVAUDIT_SECRET_KEY=$(openssl rand -hex 32)")
+        if key.lower() in WEAK_SECRET_KEYS or len(key) < MIN_SECRET_KEY_LENGTH:
+            raise MissingSecretKey(
+                f"FVAUDIT_SECRET_KEY is too weak ({'a known placeholder' if key.lower() in WEAK_SECRET_KEYS else f'{len(key)} characters'}): "
+                f"use at least {MIN_SECRET_KEY_LENGTH} random characters, e.g. $(openssl rand -hex 32)")
 
     def signing_key(self) -> bytes:
         if self.secret_key:

@@ -173,13 +173,14 @@ def _serve(host: str, port: int, upgrade: bool = True, local_worker: bool = True
         sup = LocalWorkerSupervisor(env).start()
     try:
         if workers > 1:
-            uvicorn.run("fvaudit.api.app:app", host=host, port=port, workers=workers, log_level=log_level)
+            uvicorn.run("fvaudit.api.app:app", host=host, port=port, workers=workers, log_level=log_level,
+                        timeout_keep_alive=s.keep_alive_seconds)
         else:
             from fvaudit.api.app import create_app
 
             # stop the local worker in the app's shutdown: uvicorn re-raises SIGTERM afterwards
             uvicorn.run(create_app(on_shutdown=sup.stop if sup else None), host=host, port=port,
-                        log_level=log_level)
+                        log_level=log_level, timeout_keep_alive=s.keep_alive_seconds)
     finally:
         if sup is not None:
             sup.stop()

@@ -5,19 +5,24 @@ this process unless ``FVAUDIT_REAPER_INTERVAL=0``.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.exc import DataError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import fvaudit
+from fvaudit.api.security import install_log_redaction
 from fvaudit.config import get_settings
 from fvaudit.jobs.specs import JOB_KINDS
+from fvaudit.sanitize import clean_message, json_safe
 from fvaudit.jobs.validate import FieldError
 
 log = logging.getLogger("fvaudit.api")
@@ -80,6 +85,106 @@ class _TooLarge(Exception):
     pass
 
 
+class _NonFinite:
+    """Stands for a NaN/Infinity literal (or a float that overflows to one) while parsing."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _parse_float(text: str):
+    value = float(text)
+    return value if value - value == 0 else _NonFinite(text)   # inf - inf and nan - nan are nan
+
+
+def _non_finite_paths(obj, path: tuple = ()):
+    if isinstance(obj, _NonFinite):
+        yield path, obj.text
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _non_finite_paths(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _non_finite_paths(v, path + (i,))
+
+
+#: bytes without which a JSON body cannot hold a non-finite number (a NaN/Infinity
+#: literal, or a float too large for a double: an exponent of 3+ digits or 300+ digits)
+_MAYBE_NON_FINITE = re.compile(rb"NaN|Infinity|[eE]\+?\d{3}|\d{300}")
+
+
+class RejectNonFiniteJSON:
+    """422 for a JSON body holding NaN, Infinity or -Infinity, naming each field.
+
+    Python's JSON parser accepts these literals (they are not JSON), pydantic then either
+    accepts them (``lr``) or echoes them in a 422 that cannot be serialised (``steps``):
+    both ended as a 500. Checked once here, before any route, so every route, including
+    ones added later, refuses them the same way. Bodies are replayed unchanged.
+    """
+
+    METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    def _is_json(scope: Scope) -> bool:
+        ctype = dict(scope.get("headers") or []).get(b"content-type", b"").split(b";")[0].strip().lower()
+        return ctype == b"" or ctype == b"application/json" or ctype.endswith(b"+json")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in self.METHODS or not self._is_json(scope):
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":          # client went away
+                return await self.app(scope, _replay([msg], receive), send)
+            chunks.append(msg.get("body", b""))
+            more = msg.get("more_body", False)
+        body = b"".join(chunks)
+        errors = self._errors(body)
+        if errors:
+            return await JSONResponse(status_code=422, content={"detail": errors})(scope, receive, send)
+        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+    @staticmethod
+    def _errors(body: bytes) -> list[dict]:
+        if not _MAYBE_NON_FINITE.search(body):
+            return []
+        try:
+            doc = json.loads(body, parse_constant=_NonFinite, parse_float=_parse_float)
+        except (ValueError, RecursionError):
+            return []                                  # not JSON: the route's own parser says why
+        return [{"loc": ["body", *map(json_safe, path)], "type": "finite_number", "input": text,
+                 "msg": f"must be a finite number, not {text} (NaN and Infinity are not JSON numbers)"}
+                for path, text in _non_finite_paths(doc)]
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def safe_errors(errors: list[dict]) -> list[dict]:
+    """Validation errors fit to send: echoed inputs cut to 200 characters, NaN/Infinity as
+    strings, no control characters, no server paths; ``loc``, ``msg`` and ``type`` kept."""
+    out = []
+    for e in errors:
+        d = {"loc": [json_safe(p, limit=80) for p in e.get("loc") or []],
+             "msg": clean_message(str(e.get("msg", "")), 1000), "type": str(e.get("type", "value_error"))}
+        if "input" in e:
+            d["input"] = json_safe(e["input"])
+        if e.get("ctx"):
+            d["ctx"] = json_safe(e["ctx"])
+        out.append(d)
+    return out
+
+
 def _fix_loc(request: Request, errors: list[dict]) -> list[dict]:
     """POST /jobs: drop the union tag pydantic puts in the loc, so it reads
     ["body", "spec", "attack", "alpha"]; an unknown kind reads ["body", "kind"]."""
@@ -101,8 +206,12 @@ def _fix_loc(request: Request, errors: list[dict]) -> list[dict]:
 def create_app(on_shutdown=None) -> FastAPI:
     settings = get_settings()
 
+    install_log_redaction()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        get_settings().require_secret_key()       # service mode: refuse to start without one
+        install_log_redaction()                   # again: uvicorn's dictConfig made new handlers
         reaper = None
         if settings.reaper_interval > 0:
             from fvaudit.jobs.reaper import ReaperThread
@@ -119,22 +228,33 @@ def create_app(on_shutdown=None) -> FastAPI:
     app = FastAPI(title="fvaudit", version=fvaudit.__version__, description=DESCRIPTION,
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None, lifespan=lifespan)
     app.add_middleware(UploadLimit)
+    app.add_middleware(RejectNonFiniteJSON)
 
+    # every error body below is serialisable whatever the input was (json_safe) and names
+    # no server path (clean_message): one place for all routes, present and future
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return JSONResponse(status_code=422, content=jsonable_encoder({"detail": _fix_loc(request, list(exc.errors()))}))
+        return JSONResponse(status_code=422, content={"detail": safe_errors(_fix_loc(request, list(exc.errors())))})
 
     @app.exception_handler(FieldError)
     async def _field(request: Request, exc: FieldError):
         loc = list(exc.loc)
         if loc and loc[0] not in ("body", "query", "path"):
             loc = ["body"] + loc
-        return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": exc.msg, "type": exc.type}]})
+        return JSONResponse(status_code=422, content={"detail": [{"loc": json_safe(loc), "type": exc.type,
+                                                                  "msg": clean_message(exc.msg, 2000)}]})
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError):  # a value the database cannot store (NUL byte, range)
         return JSONResponse(status_code=422, content={"detail": [{"loc": ["request"], "type": "value_error",
-                                                                  "msg": f"invalid value: {str(exc.orig).splitlines()[0]}"}]})
+                                                                  "msg": "invalid value: " + clean_message(
+                                                                      str(exc.orig).splitlines()[0], 300)}]})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.detail, str):
+            exc = HTTPException(exc.status_code, clean_message(exc.detail, 2000), headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     from fvaudit.api.routers import image_sets, jobs, models, runs, system
 

@@ -1,9 +1,15 @@
-"""Pixels for the API: thumbnails (cached as content-addressed PNGs) and full images."""
+"""Pixels for the API: thumbnails (cached as content-addressed PNGs) and full images.
+
+A folder image is read only if its real path (symlinks resolved, at the moment of
+serving) lies under an allowed root: a file swapped for a symlink to ``/etc`` after
+indexing is refused like one that was a symlink all along.
+"""
 from __future__ import annotations
 
 import io
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
@@ -34,13 +40,26 @@ def _array_set(source: str):
     return ds
 
 
+class OutsideAllowedRoots(OSError):
+    """A folder image whose real path is outside the allowed roots (refused, as not found)."""
+
+
+def servable_path(path: str | None) -> Path | None:
+    """The real path of an indexed image file if it lies under an allowed root, else None."""
+    if not path:
+        return None
+    return get_settings().is_allowed_path(path)
+
+
 def load_pixels(set_row: ImageSet, image: Image) -> np.ndarray:
     if set_row.kind == "fashion-mnist":
         return _array_set(set_row.source).load_array(image.idx)
     from fvaudit.engine.images import decode_image
-    from pathlib import Path
 
-    return decode_image(Path(image.path))
+    real = servable_path(image.path)
+    if real is None:
+        raise OutsideAllowedRoots(f"image {image.idx}: its file resolves outside the allowed roots")
+    return decode_image(real)
 
 
 def png_bytes(arr: np.ndarray, thumb: bool) -> bytes:

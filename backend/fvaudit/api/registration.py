@@ -179,7 +179,7 @@ def register_image_set(db: Session, owner_id: int | None, name: str, source: str
         if not p.is_dir():
             raise FieldError(loc, f"{source!r} is not a directory")
         try:
-            full = FolderImageSet(p, cache=None, verify=True)
+            full = FolderImageSet(p, cache=None, verify=True, allowed_roots=settings.roots)
         except ImageSetError as exc:
             raise FieldError(loc, str(exc)) from None
         ds = subset(full, np.arange(min(limit, len(full)))) if limit else full

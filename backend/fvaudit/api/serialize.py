@@ -7,7 +7,7 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fvaudit.api.security import sign_image
+from fvaudit.api.security import image_sig_expiry, sign_image
 from fvaudit.config import get_settings
 from fvaudit.db.models import METRICS, ImageSet, Job, Run, UnitResult
 
@@ -44,14 +44,16 @@ def classes_of(db: Session, image_set_id: int) -> list[str]:
     return list(classes)
 
 
-def image_urls(image_set_id: int, image_id: int) -> tuple[str, str]:
-    sig = sign_image(signing_key(), image_set_id, image_id)
+def image_urls(image_set_id: int, image_id: int, share_id: int | None = None) -> tuple[str, str]:
+    """Signed thumb/full URLs: they expire, and die with the share link they were handed out through."""
+    sig = sign_image(signing_key(), image_set_id, image_id, image_sig_expiry(get_settings().image_url_ttl), share_id)
     base = f"{API}/image-sets/{image_set_id}/images/{image_id}"
     return f"{base}/thumb?sig={sig}", f"{base}/full?sig={sig}"
 
 
-def img(image_set_id: int, image_id: int, label: int, classes: list[str], score: float | None = None) -> dict:
-    thumb, full = image_urls(image_set_id, image_id)
+def img(image_set_id: int, image_id: int, label: int, classes: list[str], score: float | None = None,
+        share_id: int | None = None) -> dict:
+    thumb, full = image_urls(image_set_id, image_id, share_id)
     return {"image_id": int(image_id), "image_set_id": int(image_set_id), "label": int(label),
             "label_name": classes[label] if 0 <= label < len(classes) else str(label), "score": score,
             "thumb_url": thumb, "full_url": full}
@@ -104,13 +106,13 @@ def unit_row(u: UnitResult) -> dict[str, Any]:
     return {"unit": u.unit, "attacked": u.attacked, "dead": u.dead, **{m: getattr(u, m) for m in METRICS}}
 
 
-def topk_images(db: Session, entry: dict) -> dict[str, list[dict]]:
+def topk_images(db: Session, entry: dict, share_id: int | None = None) -> dict[str, list[dict]]:
     sid = int(entry["image_set_id"])
     classes = classes_of(db, sid)
     out = {}
     for side in ("before", "after"):
         t = entry.get(side) or {}
-        out[side] = [img(sid, i, lab, classes, s) for i, s, lab in
+        out[side] = [img(sid, i, lab, classes, s, share_id) for i, s, lab in
                      zip(t.get("ids", []), t.get("scores", []), t.get("labels", []))]
     return out
 
@@ -125,7 +127,7 @@ def _neighbour(sorted_units: list[int], unit: int, direction: int) -> int | None
     return sorted_units[i] if i < len(sorted_units) else None
 
 
-def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool) -> dict[str, Any]:
+def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id: int | None = None) -> dict[str, Any]:
     info = (run.layer_info or {}).get(u.layer, {})
     n = int(info.get("units") or 0)
     attacked = sorted(int(x) for x in info.get("attacked", []))
@@ -134,7 +136,7 @@ def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool) -> dict[s
     return {
         "unit": u.unit, "layer": u.layer, "attacked": u.attacked, "dead": u.dead,
         "metrics": {m: getattr(u, m) for m in METRICS},
-        "topk": {role: topk_images(db, entry) for role, entry in (u.topk or {}).items()},
+        "topk": {role: topk_images(db, entry, share_id) for role, entry in (u.topk or {}).items()},
         "nearest": u.nearest or {}, "clip_self": u.clip_self or {},
         "synthetic": {"before": syn_before, "after": syn_after},
         "prev_unit": u.unit - 1 if u.unit > 0 else None,

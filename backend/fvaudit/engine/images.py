@@ -5,7 +5,8 @@ Two sources (SPEC §1 needs "an image set D" with deterministic ids for tie-brea
 * a folder of class subfolders (ImageNet / torchvision ImageFolder layout), ids in the
   sorted order of (class folder, file name); files that are not images are skipped at
   indexing, files whose pixels fail to decode are skipped at load time; both are
-  counted and reported, never fatal;
+  counted and reported, never fatal; a symlink whose real path leaves the allowed
+  roots is skipped at indexing without being opened, and refused at load time;
 * Fashion-MNIST's IDX files (the Debian package `dataset-fashion-mnist`, else
   torchvision's download), ids = the row index in the IDX file.
 
@@ -152,26 +153,60 @@ class ImageSet:
         return arr
 
 
-class FolderImageSet(ImageSet):
-    """A folder whose subfolders are classes (sorted), holding image files (sorted)."""
+OUTSIDE_ROOTS = "symlink to a path outside the allowed roots"
 
-    def __init__(self, root: str | Path, cache: DecodeCache | None = None, verify: bool = True) -> None:
+
+def within_roots(path: Path, roots: Sequence[Path]) -> Path | None:
+    """The real path of ``path`` (every symlink resolved) if it lies under one of ``roots``
+    (themselves real paths), else None."""
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return None
+    return real if any(real == r or r in real.parents for r in roots) else None
+
+
+class FolderImageSet(ImageSet):
+    """A folder whose subfolders are classes (sorted), holding image files (sorted).
+
+    Every class folder and file is kept only if its real path lies under
+    ``allowed_roots`` (default: the folder itself): a symlink inside the folder that
+    points elsewhere (a file, a folder, ``/etc/passwd``) is never opened, and is
+    reported in ``skipped`` with the reason :data:`OUTSIDE_ROOTS`.
+    """
+
+    def __init__(self, root: str | Path, cache: DecodeCache | None = None, verify: bool = True,
+                 allowed_roots: Sequence[str | Path] | None = None) -> None:
         root = Path(root)
         if not root.is_dir():
             raise ImageSetError(f"image folder {root} does not exist or is not a directory")
         self.root = root.resolve()
+        self.allowed_roots = [Path(os.path.realpath(r)) for r in allowed_roots] if allowed_roots else [self.root]
+        if within_roots(self.root, self.allowed_roots) is None:
+            raise ImageSetError(f"image folder {root} resolves to {self.root}, outside the allowed roots")
         self.key = f"folder:{self.root}"
         self.cache = cache
         self.skipped: list[SkippedImage] = []
-        class_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        class_dirs = []
+        for d in sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            if within_roots(d, self.allowed_roots) is None:
+                self.skipped.append(SkippedImage(str(d), OUTSIDE_ROOTS))
+            else:
+                class_dirs.append(d)
         if not class_dirs:
-            raise ImageSetError(f"image folder {root} has no class subfolders (expected root/<class>/<image>)")
+            raise ImageSetError(f"image folder {root} has no class subfolders (expected root/<class>/<image>)"
+                                + (f" inside the allowed roots ({len(self.skipped)} skipped)" if self.skipped else ""))
         self.class_names = [d.name for d in class_dirs]
         paths: list[Path] = []
         labels: list[int] = []
         for label, d in enumerate(class_dirs):
             for p in sorted(d.rglob("*")):
-                if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS:
+                if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                if within_roots(p, self.allowed_roots) is None:     # decided before anything opens it
+                    self.skipped.append(SkippedImage(str(p), OUTSIDE_ROOTS))
+                    continue
+                if not p.is_file():
                     continue
                 if verify:
                     reason = _verify_header(p)
@@ -190,10 +225,13 @@ class FolderImageSet(ImageSet):
 
     @classmethod
     def from_index(cls, key: str, class_names: Sequence[str], paths: Sequence[str | Path], labels: Sequence[int],
-                   cache: DecodeCache | None = None) -> "FolderImageSet":
+                   cache: DecodeCache | None = None,
+                   allowed_roots: Sequence[str | Path] | None = None) -> "FolderImageSet":
         """A folder set exactly as indexed earlier (ids, paths, labels stored elsewhere, e.g. a DB).
 
-        Files added or removed since do not shift ids: the set is its index.
+        Files added or removed since do not shift ids: the set is its index. With
+        ``allowed_roots``, a file whose real path has left them since (swapped for a
+        symlink) fails to load (an OSError: the scan skips it and says why).
         """
         if len(paths) == 0:
             raise ImageSetError(f"image set {key} is empty")
@@ -202,6 +240,7 @@ class FolderImageSet(ImageSet):
         self.root = Path(paths[0]).parent.parent
         self.cache = cache
         self.skipped = []
+        self.allowed_roots = [Path(os.path.realpath(r)) for r in allowed_roots] if allowed_roots else None
         self.class_names = list(class_names)
         self.paths = [Path(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -209,6 +248,11 @@ class FolderImageSet(ImageSet):
 
     def load_array(self, image_id: int) -> np.ndarray:
         path = self.paths[int(image_id)]
+        if self.allowed_roots is not None:
+            real = within_roots(path, self.allowed_roots)
+            if real is None:
+                raise OSError(f"{path}: {OUTSIDE_ROOTS}")
+            path = real
         if self.cache is not None:
             return self.cache.load(path)
         return decode_image(path)

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fvaudit.db.models import TERMINAL, Job, JobEvent, Run, clean_json, utcnow
+from fvaudit.sanitize import clean_reason
 
 
 def add_event(db: Session, job_id: int, type_: str, data: dict[str, Any]) -> None:
@@ -93,7 +94,7 @@ def finish(db: Session, job: Job, status: str, error: str | None = None, result:
     job.finished_at = utcnow()
     job.lease = None
     if error is not None:
-        job.error = error
+        job.error = clean_reason(error)     # no ANSI escapes / control characters, no server paths
     if result is not None:
         job.result = clean_json({**(job.result or {}), **result})
     status_event(db, job)

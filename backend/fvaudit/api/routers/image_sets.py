@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, unauthorized
-from fvaudit.api.images import load_pixels, png_bytes
+from fvaudit.api.images import load_pixels, png_bytes, servable_path
 from fvaudit.api.registration import register_image_set
 from fvaudit.api.schemas import ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
 from fvaudit.api.security import check_image_sig
@@ -86,7 +86,7 @@ def samples(set_id: IdPath, class_index: Annotated[int, FPath(ge=0, le=100_000)]
 
 
 def _authorize_image(db, who: Principal, set_id: int, image_id: int, sig: str | None) -> None:
-    if check_image_sig(signing_key(), set_id, image_id, sig):
+    if check_image_sig(signing_key(), set_id, image_id, sig, db):
         return
     if who.user is not None:
         return
@@ -143,9 +143,9 @@ def full(set_id: IdPath, image_id: ImageIdPath, request: Request, db: DB, who: W
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     if s.kind == "folder" and img.path:
-        p = Path(img.path)
-        if not p.is_file():
-            raise HTTPException(404, f"image file {p.name} is gone")
+        p = servable_path(img.path)               # real path under an allowed root, else None
+        if p is None or not p.is_file():
+            raise HTTPException(404, f"image file {Path(img.path).name} is gone or outside the allowed roots")
         return FileResponse(p, media_type=mimetypes.guess_type(p.name)[0] or "application/octet-stream",
                             headers=headers)
     data = png_bytes(load_pixels(s, img), thumb=False)

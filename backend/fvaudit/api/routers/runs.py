@@ -98,7 +98,8 @@ def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who):
     if not can_read_run(who, _RunRef(run_id, row.owner_id)):
         raise HTTPException(404, f"run {run_id} not found")
     ref = _RunRef(run_id, row.owner_id, row.layer_info)
-    body = unit_detail(db, ref, row.UnitResult, read_only(who, ref))
+    ro = read_only(who, ref)          # read-only = read through a share link: its image URLs die with it
+    body = unit_detail(db, ref, row.UnitResult, ro, share_id=who.share.id if ro and who.share else None)
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
@@ -201,4 +202,3 @@ def revoke_share(token: Annotated[str, FPath(min_length=1, max_length=200)], db:
         link.revoked_at = utcnow()
         db.commit()
     return Response(status_code=204)
-
