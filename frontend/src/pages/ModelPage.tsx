@@ -242,7 +242,7 @@ function ModelUnitInner() {
               {g.images.map((im, i) => (
                 <li key={`${im.seed ?? i}-${im.url}`}>
                   <figure>
-                    <AuthImage src={im.url} size={160} alt={`synthetic visualization of unit ${unit} (${layer}), seed ${im.seed ?? "?"}${im.state ? `, ${im.state}` : ""}`} />
+                    <AuthImage src={im.url} size={160} alt={`synthetic visualization of unit ${unit} (${layer}), seed ${im.seed ?? "?"}${im.state ? `, ${stateName(im.state)}` : ""}`} />
                     <figcaption className="small">seed {im.seed ?? "?"}</figcaption>
                   </figure>
                 </li>
@@ -255,6 +255,9 @@ function ModelUnitInner() {
     </div>
   );
 }
+
+/** "init" → "θ_init": the weights a visualization was rendered under. */
+export const stateName = (state: string) => (/^(init|selected|final)$/.test(state) ? `θ_${state}` : state);
 
 type UnitImage = NonNullable<ReturnType<typeof useModelSyntheticUnit>["data"]>["images"][number];
 
@@ -269,7 +272,7 @@ export function groupImages(images: UnitImage[]) {
     .sort((a, b) => b[1][0].job_id - a[1][0].job_id)
     .map(([key, ims]) => {
       const f = ims[0];
-      const state = f.state ? ` · ${f.state === "init" ? "θ_init" : f.state}` : "";
+      const state = f.state ? ` · ${stateName(f.state)}` : "";
       return {
         key,
         title: `Job ${f.job_id}${state}`,
