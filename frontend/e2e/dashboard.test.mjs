@@ -17,7 +17,7 @@ const BASE = (process.env.FVAUDIT_URL ?? "").replace(/\/$/, "");
 const TOKEN = process.env.FVAUDIT_ADMIN_TOKEN ?? "";
 const OUT = process.env.FVAUDIT_E2E_OUT ?? resolve(here, "../../test-output/e2e");
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const JOB_TIMEOUT = Number(process.env.FVAUDIT_E2E_JOB_TIMEOUT ?? 300) * 1000;
+const JOB_TIMEOUT = Number(process.env.FVAUDIT_E2E_JOB_TIMEOUT ?? 600) * 1000;
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
@@ -45,8 +45,11 @@ function watch(p, label) {
   return p;
 }
 
-/** Scroll through the page so lazy thumbnails load, then wait until every gallery image decoded. */
-async function allThumbnailsLoaded(p, selector = ".gallery img") {
+/**
+ * Scroll through the page so lazy thumbnails load, then wait until every image the
+ * selector matches decoded (at least `n` of them when given): naturalWidth > 0.
+ */
+async function allThumbnailsLoaded(p, selector = ".gallery img", n = 1) {
   await p.evaluate(async () => {
     for (let y = 0; y < document.body.scrollHeight; y += 400) {
       window.scrollTo(0, y);
@@ -55,14 +58,14 @@ async function allThumbnailsLoaded(p, selector = ".gallery img") {
     window.scrollTo(0, 0);
   });
   await p.waitForFunction(
-    (sel) => {
+    ({ sel, min }) => {
       const imgs = [...document.querySelectorAll(sel)];
-      return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+      return imgs.length >= min && imgs.every((i) => i.complete && i.naturalWidth > 0);
     },
-    selector,
+    { sel: selector, min: n },
     { timeout: 30_000 },
   );
-  return p.$$eval(selector, (imgs) => imgs.map((i) => ({ w: i.naturalWidth, h: i.naturalHeight, src: i.getAttribute("src") })));
+  return p.$$eval(selector, (imgs) => imgs.map((i) => ({ w: i.naturalWidth, h: i.naturalHeight, src: i.getAttribute("src"), alt: i.getAttribute("alt") })));
 }
 
 const clipboard = (p) => p.evaluate(() => navigator.clipboard.readText());
@@ -90,9 +93,30 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
   it("launch form: inline validation, then the server's 422 lands on the field it names", async () => {
     await page.getByRole("link", { name: "Launch", exact: true }).click();
     await page.waitForURL(/\/launch$/);
-    await page.locator("#f-layer").selectOption("relu3");
+    // layers: a list of checkboxes; one layer chosen → its units can be picked
+    const relu3 = page.getByRole("checkbox", { name: /— relu3 · 128 units$/ });
+    await relu3.check();
+    for (const other of await page.locator('input[name="layers"]:checked').all())
+      if ((await other.getAttribute("value")) !== "relu3") await other.uncheck();
     await page.getByText(/ReLU · output 128×7×7 · 128 units/).waitFor();
+    // every default comes from GET /api/v1/job-kinds (ATTACK_DEFAULTS)
+    const kinds = await page.evaluate(async (t) => (await fetch("/api/v1/job-kinds", { headers: { Authorization: `Bearer ${t}` } })).json(), TOKEN);
+    const audit = kinds.find((k) => k.kind === "audit");
+    assert.ok(audit && audit.chain && audit.steps.length >= 6, `audit kind: ${JSON.stringify(audit?.steps)}`);
+    assert.equal(await page.locator("#f-lr").inputValue(), String(audit.defaults.attack.lr));
+    assert.equal(await page.locator("#f-steps").inputValue(), String(audit.defaults.attack.steps));
+    assert.equal(await page.locator("#f-eval_size").inputValue(), String(audit.defaults.attack.eval_size));
+    assert.ok(await page.locator("#f-visualize").isChecked(), "synthetic visualization on by default");
+    assert.ok(await page.locator("#f-control").isChecked(), "α = 0 control on by default");
+    // a second layer hides the unit choice (all units of each layer)
+    await page.getByRole("checkbox", { name: /— relu2 · 64 units$/ }).check();
+    await page.getByText(/All units of each of the 2 layers/).waitFor();
+    await page.getByRole("checkbox", { name: /— relu2 · 64 units$/ }).uncheck();
     await page.locator("#f-name").fill("e2e push-down");
+    // small enough for 2 CPU cores: few steps, 2 seeds of 24 visualization steps, a 500-image α subset
+    await page.locator("#f-batch_size").fill("64");
+    await page.locator("#f-n_synth").fill("2");
+    await page.locator("#f-synth_steps").fill("24");
     // inline validation (client side)
     await page.locator("#f-steps").fill("abc");
     await page.locator("#f-steps").blur();
@@ -108,6 +132,7 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     // a value only the server can judge: an unknown embedder → 422 at spec.embedder
     await page.getByText("Advanced: evaluation, accuracy budget, CLIP").click();
     await page.locator("#f-eval_every").fill("10");
+    await page.locator("#f-eval_size").fill("500");
     await page.locator("#f-embedder").fill("no-such-embedder");
     await page.getByRole("button", { name: "Launch push-down" }).click();
     const err = page.locator("#e-embedder");
@@ -145,9 +170,14 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
       assert.fail(`job ${state.jobId} ended ${status || "(timeout)"}: ${error}`);
     }
     assert.ok(stages.size >= 2, `saw too few progress stages: ${[...stages].join(" | ")}`);
-    // the chain: 4 steps, all done; the attack's curves are drawn
-    assert.equal(await page.locator(".chain .step").count(), 4);
-    await page.locator(".chain .step.status-succeeded").nth(3).waitFor();
+    // the chain: every step of the registry's audit (visualize and the α = 0 control included), all done,
+    // labelled by the API
+    const steps = await page.locator(".chain .step").allInnerTexts();
+    assert.ok(steps.length >= 6, `chain steps: ${steps.join(" | ")}`);
+    await page.locator(".chain .step.status-succeeded").nth(steps.length - 1).waitFor();
+    for (const label of ["scan θ_init", "attack", "metrics", "synthetic visualization", "α = 0 control"])
+      assert.ok(steps.some((t) => t.includes(label)), `a step labelled “${label}” in ${steps.join(" | ")}`);
+    state.steps = steps.length;
     await page.locator('svg[aria-label^="Loss:"]').waitFor();
     await page.locator('svg[aria-label^="α trajectory:"]').waitFor();
     assert.ok((await page.locator("ol.log li").count()) > 3, "the job log streamed in");
@@ -158,15 +188,31 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     await page.waitForURL(/\/runs\/\d+$/);
     state.runId = Number(page.url().match(/\/runs\/(\d+)$/)[1]);
     await page.getByRole("heading", { name: /e2e push-down/ }).waitFor();
-    const row = page.locator("table.t31 tbody tr").first();
+    // Table 3.1: the selected and the final state, and the α = 0 control linking its own run
+    const row = page.locator('table.t31 tbody tr[data-state="selected"]').first();
     await row.waitFor();
+    assert.equal(await row.locator("th").innerText(), "relu3");
     const cells = await row.locator("td").allInnerTexts();
-    assert.equal(cells[0], "relu3");
+    assert.match(cells[0], /^selected/, `state cell: ${cells[0]}`);
     assert.match(cells[1], /^−?\d\.\d{3}$/, `CLIP-δ cell: ${cells[1]}`);
     assert.match(cells[2], /^−?\d\.\d{3}$/, `Kendall-τ cell: ${cells[2]}`);
+    assert.match(cells[6], /% on [\d,]+ images$/, `accuracy cell says on how many images: ${cells[6]}`);
+    const final = page.locator('table.t31 tbody tr[data-state="final"]').first();
+    assert.match(await final.locator("td").first().innerText(), /^final · step 30/);
+    const control = page.locator('table.t31 tbody tr[data-state="control"]').first();
+    await control.waitFor();
+    const controlLink = control.getByRole("link", { name: /α = 0 control \(run \d+\)/ });
+    state.controlHref = await controlLink.getAttribute("href");
+    assert.match(state.controlHref, /^\/runs\/\d+$/);
+    await page.locator('section[aria-label="Summary (Table 3.1)"]').screenshot({ path: join(OUT, "run-rows.png") });
+    // Fig. 3.7 in numbers: natural vs synthetic CLIP-δ, a dot per unit
+    const fig = page.locator('section[aria-label="Natural vs synthetic (Fig. 3.7)"]');
+    await fig.waitFor();
+    assert.ok((await fig.locator("circle.dot.g-attacked").count()) > 10, "attacked units in the Fig. 3.7 scatter");
+    assert.match(await page.title(), /^Run \d+: e2e push-down · fvaudit$/);
     await page.locator('svg[aria-label^="CLIP-δ per unit: histogram"]').waitFor();
     await page.locator('svg[aria-label^="Kendall-τ per unit: histogram"]').waitFor();
-    const dots = await page.locator("figure.chart circle.dot").count();
+    const dots = await page.locator('section[aria-label="Per-unit distributions"] figure.chart circle.dot').count();
     assert.ok(dots > 10, `Fig. 3.5 scatter has ${dots} dots`);
     await page.getByText(/before \(θ_init\)/).first().waitFor();
     // sortable, paginated unit table
@@ -206,10 +252,19 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     const classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
     assert.ok(labels.every((l) => classes.includes(l)), `class labels: ${labels.join(", ")}`);
     assert.ok((await page.locator(".gallery .tile .score").count()) === 40);
-    await page.locator(".kv dt", { hasText: "CLIP-δ" }).waitFor();
+    await page.locator(".kv dt", { hasText: "CLIP-δ" }).first().waitFor();
     await page.getByRole("heading", { name: "Nearest units (whack-a-mole)" }).waitFor();
+    // the synthetic visualizations beside the natural top-k: 2 seeds before and after, really decoded
+    const synth = await allThumbnailsLoaded(page, ".synth-pairs img", 4);
+    assert.equal(synth.length, 4, `synthetic images: ${synth.map((i) => i.alt).join(" | ")}`);
+    for (const im of synth) assert.ok(im.w >= 16 && im.h >= 16, `synthetic image decoded: ${im.alt} ${im.w}×${im.h}`);
+    assert.ok(synth.some((i) => /seed 1, after the attack/.test(i.alt)), "alt text names unit, seed and state");
+    const panel = page.locator('section[aria-label="Synthetic visualizations"]');
+    for (const term of ["synthetic CLIP-δ", "synthetic transfer", "natural–synthetic agreement"]) await panel.locator("dt", { hasText: term }).waitFor();
+    assert.match(await page.title(), new RegExp(`^Unit ${unit} · relu3 · e2e push-down · fvaudit$`));
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(OUT, "unit-page.png"), fullPage: true });
+    await panel.screenshot({ path: join(OUT, "unit-synthetic.png") });
 
     // keyboard: → and ← move between units
     await page.locator("main").focus();
@@ -302,10 +357,44 @@ describe("dashboard against the real backend + worker", { timeout: 15 * 60_000 }
     await state.guest.close();
   });
 
+  it("model page: a synthetic image per unit of the audited layer; a unit shows all its seeds", async () => {
+    await page.goto(`${BASE}/runs/${state.runId}`);
+    await page.getByRole("link", { name: "fmnist-cnn (demo)" }).first().click();
+    await page.waitForURL(/\/models\/\d+$/);
+    state.modelId = Number(page.url().match(/\/models\/(\d+)$/)[1]);
+    await page.getByRole("heading", { name: "fmnist-cnn (demo)", level: 1 }).waitFor();
+    const layer = page.locator('section[aria-label="Layer relu3"]');
+    const empty = page.getByText("No synthetic visualizations of this model yet.");
+    await Promise.race([layer.waitFor(), empty.waitFor()]);
+    if (await empty.isVisible()) {
+      // the audit's renders are not browsable here: render the layer from the empty state (a visualize job)
+      await page.getByLabel("Layer").selectOption("relu3");
+      await page.getByRole("button", { name: "Render synthetic visualizations" }).click();
+      await page.waitForURL(/\/jobs\/\d+$/);
+      await page.locator("h1 .badge", { hasText: "succeeded" }).waitFor({ timeout: JOB_TIMEOUT });
+      await page.getByRole("link", { name: "Open the model's synthetic visualizations" }).click();
+      await layer.waitFor();
+    }
+    const grid = await allThumbnailsLoaded(page, 'section[aria-label="Layer relu3"] .unit-grid img', 96);
+    assert.ok(grid.length >= 96, `relu3 grid: ${grid.length} images`);
+    assert.match(grid[0].alt, /^synthetic visualization of unit 0 \(relu3\), seed 0$/);
+    assert.match(await page.title(), /^Model fmnist-cnn \(demo\): synthetic visualizations · fvaudit$/);
+    await page.screenshot({ path: join(OUT, "model-page.png"), fullPage: false });
+    // every unit is a link: all seeds of one unit
+    const link = layer.locator(".unit-grid a").nth(3);
+    const href = await link.getAttribute("href");
+    assert.match(href, new RegExp(`^/models/${state.modelId}/layers/relu3/units/\\d+$`));
+    await link.click();
+    await page.waitForURL((u) => u.pathname === href);
+    const seeds = await allThumbnailsLoaded(page, ".seed-grid img", 2);
+    assert.ok(seeds.length >= 2, `${href}: ${seeds.length} seeds`);
+    await page.screenshot({ path: join(OUT, "model-unit.png"), fullPage: true });
+  });
+
   it("push-up: decoy class picker with thumbnails; a running job can be cancelled", async () => {
     await page.goto(`${BASE}/launch`);
     await page.getByRole("radio", { name: /Push-up/ }).check();
-    await page.locator("#f-layer").selectOption("relu3");
+    await page.getByRole("checkbox", { name: /— relu3 · 128 units$/ }).check();
     const group = page.getByRole("radiogroup", { name: "Decoy class" });
     await group.waitFor();
     assert.equal(await group.getByRole("radio").count(), 10);

@@ -9,7 +9,8 @@
 #      and the Playwright end-to-end tests against it; the stack is stopped even on failure.
 # Screenshots and the stack's logs land in test-output/e2e/ (git-ignored).
 #
-# FVAUDIT_SKIP_E2E=1 stops after the build.
+# FVAUDIT_SKIP_E2E=1 stops after the build; FVAUDIT_E2E_ONLY=1 runs only the build and the
+# end-to-end part (steps 5 and 6: what to rerun after a backend change, on 2 CPU cores).
 set -euo pipefail
 FRONT="$(cd "$(dirname "$0")/.." && pwd)"
 REPO="$(cd "$FRONT/.." && pwd)"
@@ -28,14 +29,18 @@ if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
 fi
 "${CHROMIUM_PATH:-/usr/bin/chromium}" --version 2>/dev/null
 
-step "npm ci"
-npm ci --no-audit --no-fund --loglevel=error
+if [ "${FVAUDIT_E2E_ONLY:-0}" = 1 ]; then
+  [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
+else
+  step "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
 
-step "API client is up to date with the backend's OpenAPI"
-node scripts/gen-api.mjs --check
+  step "API client is up to date with the backend's OpenAPI"
+  node scripts/gen-api.mjs --check
 
-step "unit and component tests (Vitest)"
-npx vitest run
+  step "unit and component tests (Vitest)"
+  npx vitest run
+fi
 
 step "build (tsc + vite)"
 npm run -s build
