@@ -92,3 +92,60 @@ def test_folder_from_index_keeps_ids_when_files_are_added(image_folder):
     assert len(FolderImageSet(image_folder)) == 12 and len(frozen) == 8
     assert frozen.paths[4].name == "img_000.png" and frozen.label_name(4) == "dog"
     assert frozen.load_array(0).shape == (16, 16, 3)
+
+
+def _png(path, value):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((4, 4), value, dtype=np.uint8)).save(path)
+
+
+def test_symlinks_leaving_the_allowed_roots_are_skipped_unopened(tmp_path, monkeypatch):
+    """Issue 13 item 1: links to files or folders outside the roots are skipped with the
+    reason before anything opens them; links that stay inside are followed."""
+    import fvaudit.engine.images as images_mod
+
+    outside, root = tmp_path / "outside", tmp_path / "root"
+    _png(outside / "o.png", 9)
+    _png(outside / "cls" / "p.png", 8)
+    _png(root / "a" / "x.png", 1)
+    _png(root / "a" / "y.png", 2)
+    (root / "a" / "out.png").symlink_to(outside / "o.png")
+    (root / "a" / "passwd.png").symlink_to("/etc/passwd")
+    (root / "a" / "in.png").symlink_to(root / "a" / "x.png")
+    (root / "a" / "sub").symlink_to(outside / "cls", target_is_directory=True)
+    (root / "b").symlink_to(outside / "cls", target_is_directory=True)
+    opened = []
+    real_verify = images_mod._verify_header
+    monkeypatch.setattr(images_mod, "_verify_header", lambda p: opened.append(p.name) or real_verify(p))
+    ds = FolderImageSet(root)
+    assert ds.class_names == ["a"]
+    assert [p.name for p in ds.paths] == ["in.png", "x.png", "y.png"]
+    assert sorted(opened) == ["in.png", "x.png", "y.png"]            # passwd.png / out.png never opened
+    skipped = {s.path.rsplit("/", 1)[-1]: s.reason for s in ds.skipped}
+    assert skipped == {"b": "symlink to a path outside the allowed roots",
+                       "out.png": "symlink to a path outside the allowed roots",
+                       "passwd.png": "symlink to a path outside the allowed roots"}
+    # a wider allowed root takes the outside folder in
+    wide = FolderImageSet(root, allowed_roots=[tmp_path])
+    assert wide.class_names == ["a", "b"]
+    assert [p.name for p in wide.paths] == ["in.png", "out.png", "x.png", "y.png", "p.png"]
+    assert [s.path.rsplit("/", 1)[-1] for s in wide.skipped] == ["passwd.png"]
+    # the root itself outside the allowed roots
+    with pytest.raises(ImageSetError, match="outside the allowed roots"):
+        FolderImageSet(root, allowed_roots=[outside])
+
+
+def test_from_index_refuses_a_file_swapped_for_an_outside_link(tmp_path):
+    root = tmp_path / "root"
+    _png(root / "a" / "x.png", 1)
+    _png(tmp_path / "secret.png", 200)
+    ds = FolderImageSet(root)
+    idx = FolderImageSet.from_index(ds.key, ds.class_names, [str(p) for p in ds.paths], ds.labels,
+                                    allowed_roots=[root])
+    assert idx.load_array(0)[0, 0] == 1
+    (root / "a" / "x.png").unlink()
+    (root / "a" / "x.png").symlink_to(tmp_path / "secret.png")
+    with pytest.raises(OSError, match="outside the allowed roots"):
+        idx.load_array(0)

