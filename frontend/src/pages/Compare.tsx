@@ -8,6 +8,7 @@ import { NeedsToken } from "../components/Layout";
 import { Empty, ErrorBox, Loading } from "../components/States";
 import { attackLabel, num, pct, signed } from "../lib/format";
 import { unitPath } from "../lib/share";
+import { usePageTitle } from "../lib/title";
 
 export function Compare() {
   return (
@@ -27,6 +28,7 @@ function ComparePage() {
   const runs = useRuns();
   const runA = useRun(a ?? 0);
   const runB = useRun(b ?? 0);
+  usePageTitle(runA.data ? `Compare run ${runA.data.id}${runB.data ? ` with run ${runB.data.id}` : ""}` : "Compare runs");
   const set = (changes: Record<string, string | null>) => {
     const n = new URLSearchParams(sp);
     for (const [k, v] of Object.entries(changes)) v == null || v === "" ? n.delete(k) : n.set(k, v);
@@ -149,6 +151,14 @@ function Headlines({ a, b }: { a: RunDetail; b: RunDetail | null }) {
                 <Link to={`/runs/${run.id}`}>
                   #{run.id} {run.name}
                 </Link>
+                {run.model_id != null && (
+                  <>
+                    {" "}
+                    <Link className="muted small" to={`/models/${run.model_id}`}>
+                      {run.model ?? `model ${run.model_id}`}
+                    </Link>
+                  </>
+                )}
               </td>
               <td>{attackLabel(run.attack?.kind as string)}</td>
               <td className="mono">{t.layer}</td>

@@ -30,8 +30,9 @@ function HomeInner() {
         <div>
           <h1>Runs</h1>
           <p className="muted">
-            Each run is an audit: scan the model (θ_init), attack a layer, scan again (θ_final), measure how far the
-            top-k dataset examples moved.
+            Each run is an audit: scan the model (θ_init), attack one or several layers, scan again (the selected and
+            the final state), measure how far the top-k dataset examples moved, next to an α = 0 control and the units'
+            synthetic visualizations.
           </p>
         </div>
         <Link to="/launch" className="button primary">
