@@ -56,7 +56,7 @@ def _attack_tuning_args(sp) -> None:
     sp.add_argument("--alpha-factor", type=float, default=D["alpha_factor"],
                     help="dynamic α: divided by this when over budget, multiplied otherwise")
     sp.add_argument("--anchor-weight", type=float, default=D["anchor_weight"],
-                    help="loss variant: + w·mean((θ−θ_init)²) (L2-SP); 0 = off")
+                    help="loss variant: + w/2·‖θ−θ_init‖² (L2-SP); 0 = off")
 
 
 def build_parser() -> argparse.ArgumentParser:

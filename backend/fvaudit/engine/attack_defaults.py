@@ -24,7 +24,7 @@ ATTACK_DEFAULTS: dict = {
     "eval_size": 2000,       # images of the validation set the α controller reads (0 = all)
     "lr": 3e-4,              # Adam learning rate
     "lr_schedule": "constant",  # "constant" | "cosine" (decays to 0 at the last step)
-    "anchor_weight": 0.0,    # loss variant: + anchor_weight · mean((θ − θ_init)²) (L2-SP), 0 = off
+    "anchor_weight": 0.0,    # loss variant: + anchor_weight/2 · ‖θ − θ_init‖² (L2-SP), 0 = off
     "steps": 1500,
     "batch_size": 128,
     "attack_batch_size": 64,

@@ -75,7 +75,7 @@ class AttackConfig:
     eval_size: int = D["eval_size"]              # images the α controller reads; 0 = the full set
     lr: float = D["lr"]
     lr_schedule: LrSchedule = D["lr_schedule"]
-    anchor_weight: float = D["anchor_weight"]    # L2-SP variant: + w · mean((θ − θ_init)²)
+    anchor_weight: float = D["anchor_weight"]    # L2-SP variant: + w/2 · ‖θ − θ_init‖²
     steps: int | None = None
     epochs: float | None = None
     batch_size: int = D["batch_size"]
@@ -558,7 +558,6 @@ def run_attack(
     module = student.module
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     anchor = ([p.detach().clone() for p in module.parameters()] if cfg.anchor_weight > 0 else None)
-    n_params = sum(p.numel() for p in module.parameters())
     fixed_alpha = cfg.effective_alpha
     controller = AlphaController(cfg.acc_budget_pp, cfg.alpha_max, cfg.alpha_factor, fixed_alpha)
     state = _State(cfg.alpha_init if fixed_alpha is None else fixed_alpha)
@@ -633,9 +632,9 @@ def run_attack(
             l_a = attack_loss(module, sb, rng)
             alpha = state.alpha
             loss = alpha * l_a + (1 - alpha) * l_m if alpha > 0 else l_m
-            if anchor is not None:  # L2-SP: pulls θ towards θ_init (an option; SPEC §2 allows variants)
-                drift = sum(((p - a) ** 2).sum() for p, a in zip(module.parameters(), anchor)) / n_params
-                loss = loss + cfg.anchor_weight * drift
+            if anchor is not None:  # L2-SP (Li et al. 2018): pulls θ towards θ_init, an option (SPEC §2)
+                drift = sum(((p - a) ** 2).sum() for p, a in zip(module.parameters(), anchor))
+                loss = loss + 0.5 * cfg.anchor_weight * drift
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
