@@ -119,3 +119,51 @@ def test_channel_mean_objective_on_a_layer_with_negative_outputs():
     np.testing.assert_allclose(means, res.activation, rtol=0.05, atol=0.02)
     with pytest.raises(ValueError, match="objective: must be score or channel_mean"):
         synthesize(m, "conv3", [0], SynthesisConfig(steps=1, objective="sum"))
+
+
+def _conv_bn_net():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.BatchNorm2d(5))
+    for bn in (net[1], net[4]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-1, 1)
+    return net.eval()
+
+
+def test_fold_batchnorm_keeps_outputs_and_removes_the_bns():
+    from fvaudit.engine.synthesis import fold_batchnorm
+
+    net = _conv_bn_net()
+    x = torch.randn(2, 3, 8, 8)
+    folded, n = fold_batchnorm(net, x, ["4"])
+    assert n == 2 and isinstance(folded[1], torch.nn.Identity) and isinstance(folded[4], torch.nn.Identity)
+    assert isinstance(net[1], torch.nn.BatchNorm2d)  # the original is untouched
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+    # a conv whose own output is captured keeps its meaning: that pair is not folded
+    folded, n = fold_batchnorm(net, x, ["0", "4"])
+    assert n == 1 and isinstance(folded[1], torch.nn.BatchNorm2d) and isinstance(folded[4], torch.nn.Identity)
+
+
+def test_fold_batchnorm_refuses_a_conv_output_used_twice():
+    from fvaudit.engine.synthesis import fold_batchnorm
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.out = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3), torch.nn.Identity()
+            self.bn.running_mean.fill_(0.5)
+            self.bn.running_var.fill_(4.0)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.out(self.bn(y) + y)   # folding would change the second use of y
+
+    net = Residual().eval()
+    folded, n = fold_batchnorm(net, torch.randn(1, 3, 4, 4), ["out"])
+    assert n == 0 and folded is net
+    # captured at the BN itself, the forward stops there: folding is exact for what is computed
+    assert fold_batchnorm(net, torch.randn(1, 3, 4, 4), ["bn"])[1] == 1

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -66,6 +67,7 @@ class SynthesisConfig:
     objective: str = "score"      # "score": a_j of SPEC §1; "channel_mean": mean of the channel (SPEC §4)
     device: str = "cpu"
     channels_last: bool = False   # run the model in channels_last memory format (faster convs on some backends)
+    fold_bn: bool = True          # fold eval BatchNorms into their convs for the render (same outputs, fewer ops)
 
     def validate(self) -> None:
         for name in ("steps", "batch_units"):
@@ -363,6 +365,88 @@ def _forward(module: torch.nn.Module, x: torch.Tensor, store: dict[str, torch.Te
     return dict(store)
 
 
+def fold_batchnorm(module: torch.nn.Module, example: torch.Tensor, layers: Sequence[str]) -> tuple[torch.nn.Module, int]:
+    """A copy of an eval-mode ``module`` with every BatchNorm that directly follows a conv
+    folded into that conv's weight and bias (the BN becomes an Identity, so its name still
+    captures the same tensor). Returns (module, number of folded pairs).
+
+    Why: synthesis never updates the weights, and an eval BN is an affine map per channel,
+    so its forward and backward are wasted ops (on EfficientNet about a fifth of a step).
+    Pairs are found by running ``example`` up to ``layers`` (a BN whose input is a conv's
+    output tensor); a conv named in ``layers`` is left alone (its own output would change
+    meaning). The copy's outputs at ``layers`` are checked against the original on
+    ``example``; if they differ (a conv output also used elsewhere), the original is returned.
+    """
+    import copy
+
+    convs: dict[int, str] = {}
+    pairs: list[tuple[str, str]] = []
+    handles = []
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            handles.append(m.register_forward_hook(lambda _m, _i, out, name=name: convs.__setitem__(id(out), name)))
+        elif isinstance(m, torch.nn.BatchNorm2d) and m.track_running_stats and not m.training:
+            handles.append(m.register_forward_hook(
+                lambda _m, inp, _o, name=name: pairs.append((convs[id(inp[0])], name)) if id(inp[0]) in convs else None))
+    try:
+        with torch.no_grad(), _hooks(module, layers) as store:
+            ref = _forward(module, example, store)
+    finally:
+        for h in handles:
+            h.remove()
+    pairs = [(c, b) for c, b in dict.fromkeys(pairs) if c not in layers]
+    if not pairs:
+        return module, 0
+    folded = copy.deepcopy(module)
+    fmods = dict(folded.named_modules())
+    for cname, bname in pairs:
+        conv, bn = fmods[cname], fmods[bname]
+        with torch.no_grad():
+            inv = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+            k = bn.weight * inv if bn.affine else inv
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+            conv.weight.copy_(conv.weight * k.view(-1, 1, 1, 1))
+            conv.bias = torch.nn.Parameter((bias - bn.running_mean) * k + shift)
+        parent, _, child = bname.rpartition(".")
+        setattr(fmods[parent] if parent else folded, child, torch.nn.Identity())
+    with torch.no_grad(), _hooks(folded, layers) as store:
+        out = _forward(folded, example, store)
+    for name in layers:
+        r = ref[name]
+        if not torch.allclose(out[name], r, rtol=1e-3, atol=1e-4 * max(float(r.abs().max()), 1e-12)):
+            return module, 0
+    return folded, len(pairs)
+
+
+#: Folded copies, one per model module, reused while its weights are unchanged (a render
+#: per unit must not re-fold the model each time).
+_FOLDED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _weights_key(module: torch.nn.Module) -> tuple:
+    return tuple((t.data_ptr(), t._version, t.device.type) for t in [*module.parameters(), *module.buffers()])
+
+
+def synthesis_module(model: LoadedModel, layers: Sequence[str], device: torch.device, fold_bn: bool = True
+                     ) -> torch.nn.Module:
+    """The module a render runs: the model in eval mode on ``device``, with its eval
+    BatchNorms folded into the preceding convs (:func:`fold_batchnorm`) when ``fold_bn``."""
+    module = model.module.to(device).eval()
+    if not fold_bn:
+        return module
+    layers = tuple(sorted(set(layers)))
+    key = (_weights_key(module), layers)
+    hit = _FOLDED.get(module)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    g = torch.Generator().manual_seed(0)
+    example = model.normalize(torch.rand((1, *model.input_shape), generator=g)).to(device)
+    folded, _ = fold_batchnorm(module, example, layers)
+    _FOLDED[module] = (key, folded)
+    return folded
+
+
 @dataclass
 class Rendered:
     """What :func:`render` returns: final pixels and the objective before/after."""
@@ -387,13 +471,15 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
 def render(model: LoadedModel, objective: Objective, units: Sequence[int], seeds: Sequence[int], *,
            measure: Objective | None = None, param: FourierParam = FourierParam(),
            transforms: Sequence[Callable] = (RandomAffine(),), steps: int = 256, lr: float = 0.05,
-           device: str | torch.device = "cpu", channels_last: bool = False,
+           device: str | torch.device = "cpu", channels_last: bool = False, fold_bn: bool = True,
            reporter: Reporter | None = None, progress: tuple[int, int] | None = None) -> Rendered:
     """Maximise ``objective`` for a batch: image ``b`` for unit ``units[b]`` from seed ``seeds[b]``.
 
     ``measure`` (default: ``objective``) scores the untransformed start and final images.
     ``transforms``: values with ``draw(generator, steps) -> [steps, k]`` and
-    ``__call__(x, draws[B, k]) -> x``, applied in order every step. ``progress``: (steps
+    ``__call__(x, draws[B, k]) -> x``, applied in order every step. ``fold_bn``: run a copy
+    of the model with eval BatchNorms folded into their convs (same outputs, fewer ops;
+    :func:`synthesis_module`). ``progress``: (steps
     already done, total steps) of the enclosing job, for the reporter.
     """
     if len(units) != len(seeds) or not units:
@@ -405,7 +491,7 @@ def render(model: LoadedModel, objective: Objective, units: Sequence[int], seeds
     done0, total = progress or (0, steps)
     device = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    module = model.module.to(device).eval()
+    module = synthesis_module(model, (*objective.layers, *measure.layers), device, fold_bn)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     gens = [torch.Generator().manual_seed(image_seed(s, u)) for s, u in zip(seeds, units)]
@@ -442,7 +528,7 @@ def render(model: LoadedModel, objective: Objective, units: Sequence[int], seeds
                 end = measure(_forward(module, model_input(final), store), final, units_t).float().cpu()
     finally:
         if channels_last:
-            model.module.to(memory_format=torch.contiguous_format)
+            module.to(memory_format=torch.contiguous_format)
     return Rendered(final.detach().cpu(), start, end)
 
 
@@ -487,7 +573,7 @@ def synthesize_many(model: LoadedModel, layer: str, units: Sequence[int] | None,
     for ci, chunk in enumerate(chunks):
         out = render(model, objective, [u for _, u in chunk], [s for s, _ in chunk], measure=measure, param=param,
                      transforms=transforms, steps=cfg.steps, lr=cfg.lr, device=cfg.device,
-                     channels_last=cfg.channels_last, reporter=reporter, progress=(ci * cfg.steps, total))
+                     channels_last=cfg.channels_last, fold_bn=cfg.fold_bn, reporter=reporter, progress=(ci * cfg.steps, total))
         images.append(to_uint8(out.images))
         start.append(out.start.numpy())
         end.append(out.end.numpy())
