@@ -14,6 +14,7 @@ export function SyntheticSummary({ synthetic, layers, current, onPickUnit }: {
   const names = [...layers.filter((l) => synthetic[l]), ...Object.keys(synthetic).filter((l) => !layers.includes(l))];
   const layer = current && synthetic[current] ? current : names[0];
   const units = layer ? synthetic[layer].units : [];
+  const undrawn = units.filter((u) => u.natural_clip_delta == null || u.synthetic_clip_delta == null).length;
   return (
     <section className="panel" aria-label="Natural vs synthetic (Fig. 3.7)">
       <h2>
@@ -69,7 +70,7 @@ export function SyntheticSummary({ synthetic, layers, current, onPickUnit }: {
                 label: `unit ${u.unit}${u.attacked ? " (attacked)" : ""}`,
               }))}
             onPick={(p) => onPickUnit(layer, p.id)}
-            caption="Each dot is a unit. Below the diagonal: the attack moved the natural top-k more than the synthetic visualization (the thesis' finding). Click a dot to open the unit."
+            caption={`Each dot is a unit. Below the diagonal: the attack moved the natural top-k more than the synthetic visualization (the thesis' finding). Click a dot to open the unit.${undrawn ? ` ${undrawn} unit${undrawn === 1 ? "" : "s"} without both values (not attacked or dead: no natural CLIP-δ) ${undrawn === 1 ? "is" : "are"} not drawn.` : ""}`}
           />
         </div>
       )}
