@@ -304,3 +304,36 @@ def test_compose_has_no_fallback_secret_key():
     env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-fvaudit-env"]
     value = env["FVAUDIT_SECRET_KEY"]
     assert value.startswith("${FVAUDIT_SECRET_KEY:?") and ":-" not in value, value
+
+
+# ---------------------------------------------------------------- 20. keep-alive
+
+def test_an_idle_keep_alive_connection_outlives_the_clients_pool_expiry(stack):
+    """Item 20: the soak's resets were requests sent into a connection uvicorn was closing
+    after 5 s idle, exactly when httpx's pool (5 s expiry) still reused it. The server now
+    keeps idle connections for FVAUDIT_KEEP_ALIVE_SECONDS (75 s): a request on the same
+    socket after 6 s idle is answered."""
+    import socket
+
+    host, port = "127.0.0.1", stack.port
+    req = f"GET /api/v1/health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+
+    def response(sock) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+        while len(body) < length:
+            body += sock.recv(65536)
+        return head
+
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(req)
+        assert response(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(6)
+        sock.sendall(req)
+        assert response(sock).startswith(b"HTTP/1.1 200")
