@@ -255,8 +255,8 @@ function ScanResult({ job }: { job: Job }) {
       {result.weights && <p className="muted small">Weights: {result.weights}</p>}
       {job.status === "succeeded" && spec.layers?.length ? (
         <p>
-          <Link className="button primary" to={`/launch?model=${spec.model_id}&layer=${encodeURIComponent(spec.layers[0])}`}>
-            Audit {spec.layers[0]}…
+          <Link className="button primary" to={`/launch?model=${spec.model_id}&${spec.layers.map((l) => `layer=${encodeURIComponent(l)}`).join("&")}`}>
+            Audit {spec.layers.join(", ")}…
           </Link>
         </p>
       ) : null}

@@ -23,11 +23,11 @@ function JobStub() {
   return <p>job page {useParams().job}</p>;
 }
 
-function renderLaunch() {
+function renderLaunch(path = "/launch") {
   const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
   return render(
     <QueryClientProvider client={qc}>
-      <MemoryRouter initialEntries={["/launch"]}>
+      <MemoryRouter initialEntries={[path]}>
         <Routes>
           <Route path="/launch" element={<LaunchPage />} />
           <Route path="/jobs/:job" element={<JobStub />} />
@@ -188,6 +188,14 @@ describe("launch form", () => {
     const err = await screen.findByText("unknown layer 'relu9'");
     expect(err).toHaveAttribute("id", "e-layers");
     expect(attempt).toBe(1);
+  });
+
+  it("takes its layers from the address (?layer=…&layer=…, names or labels)", async () => {
+    mockFetch(base);
+    renderLaunch("/launch?model=1&layer=relu2&layer=conv3%20(post-ReLU)");
+    await waitFor(() => expect(screen.getByRole("checkbox", { name: "conv2 (post-ReLU) — relu2 · 64 units" })).toBeChecked());
+    expect(screen.getByRole("checkbox", { name: "conv3 (post-ReLU) — relu3 · 128 units" })).toBeChecked();
+    expect(screen.getByText("2 chosen · 192 units")).toBeInTheDocument();
   });
 
   it("push-up with chosen decoy images sends their ids", async () => {
