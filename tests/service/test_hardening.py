@@ -337,3 +337,29 @@ def test_an_idle_keep_alive_connection_outlives_the_clients_pool_expiry(stack):
         time.sleep(6)
         sock.sendall(req)
         assert response(sock).startswith(b"HTTP/1.1 200")
+
+
+# ---------------------------------------------------------------- 19. timm through the API
+
+def test_timm_models_register_by_name_random_init_or_a_clear_cache_error(stack):
+    """Item 19: the registry lists timm models; ``timm:<name>`` registers with random
+    weights when asked, with its layer list (stages as conv layers); asking for pretrained
+    weights offline is a 422 naming the Hugging Face cache path."""
+    reg = stack.get("/api/v1/models/registry").json()
+    assert {"name": "timm:convnext_atto", "source": "timm", "offline": False,
+            "description": "ConvNeXt-Atto (3.7 M params), conv stages 0-3; weights from the Hugging Face cache (timm)"
+            } in reg
+    r = stack.post("/api/v1/models", {"name": "convnext atto (random)", "registry_name": "timm:convnext_atto",
+                                      "pretrained": False})
+    assert r.status_code == 201, r.text
+    m = r.json()
+    assert m["weights"] == "random-init" and m["input_shape"] == [3, 224, 224] and m["n_classes"] == 1000
+    layers = {l["name"]: l for l in stack.get(f"/api/v1/models/{m['id']}/layers").json()}
+    assert layers["stages.3"]["kind"] == "conv" and layers["stages.3"]["units"] == 320
+    assert layers["stages.3"]["label"] == "stage 3 (stride 32)"
+    offline = stack.post("/api/v1/models", {"name": "convnext atto", "registry_name": "timm:convnext_atto"})
+    assert offline.status_code == 422, offline.text
+    e = offline.json()["detail"][0]
+    assert e["loc"] == ["body", "registry_name"]
+    assert "models--timm--convnext_atto.d2_in1k (hub id timm/convnext_atto.d2_in1k)" in e["msg"]
+    assert "pretrained=false" in e["msg"]
