@@ -167,3 +167,34 @@ def test_fold_batchnorm_refuses_a_conv_output_used_twice():
     assert n == 0 and folded is net
     # captured at the BN itself, the forward stops there: folding is exact for what is computed
     assert fold_batchnorm(net, torch.randn(1, 3, 4, 4), ["bn"])[1] == 1
+
+
+def test_own_channel_conv_is_that_channel_of_the_full_conv():
+    from fvaudit.engine.synthesis import _own_channel_conv
+
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2).eval()
+    x = torch.randn(3, 4, 9, 9)
+    units = torch.tensor([5, 0, 5])
+    with torch.no_grad():
+        full = conv(x)
+        own = _own_channel_conv(conv, x, units)
+    assert own.shape == (3, 1, *full.shape[2:])
+    torch.testing.assert_close(own[:, 0], full[torch.arange(3), units], rtol=1e-5, atol=1e-5)
+
+
+def test_render_speedups_leave_the_result_unchanged():
+    """Own-channel conv, BN folding and channels_last change the arithmetic, not the images."""
+    from fvaudit.engine.synthesis import producing_conv, synthesis_module
+
+    m = load_model("fmnist-cnn")
+    ex = torch.randn(2, 1, 28, 28)
+    assert producing_conv(m.module, "conv3", ex) == "conv3" and producing_conv(m.module, "relu3", ex) is None
+    base = SynthesisConfig(steps=15, lr=0.08, seed=4, channels_last=False, fold_bn=False, own_channel_only=False)
+    plain = synthesize(m, "relu3", [1, 6, 9], base)
+    fast = synthesize(m, "relu3", [1, 6, 9], SynthesisConfig(steps=15, lr=0.08, seed=4))
+    np.testing.assert_allclose(fast.activation, plain.activation, rtol=1e-3)
+    assert np.abs(fast.images.astype(int) - plain.images.astype(int)).max() <= 1
+    # the caller's module is never modified: the render runs its own (channels_last) copy
+    assert synthesis_module(m, ["conv3"], torch.device("cpu"), channels_last=True) is not m.module
+    assert m.module.conv1.weight.is_contiguous()

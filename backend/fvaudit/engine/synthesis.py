@@ -66,8 +66,9 @@ class SynthesisConfig:
     tv_weight: float = 0.0        # λ of the total-variation penalty
     objective: str = "score"      # "score": a_j of SPEC §1; "channel_mean": mean of the channel (SPEC §4)
     device: str = "cpu"
-    channels_last: bool = False   # run the model in channels_last memory format (faster convs on some backends)
+    channels_last: bool = True    # feed the model channels_last inputs (faster oneDNN convs and pools, measured)
     fold_bn: bool = True          # fold eval BatchNorms into their convs for the render (same outputs, fewer ops)
+    own_channel_only: bool = True  # compute only each image's own channel of the objective's conv layer
 
     def validate(self) -> None:
         for name in ("steps", "batch_units"):
@@ -120,17 +121,19 @@ class Objective:
     name: str
     layers: tuple[str, ...]
     fn: ObjectiveFn
+    #: reads only ``acts[layer][b, units[b]]`` (so a render may compute just that channel)
+    own_channel: bool = False
 
     def __call__(self, acts: dict[str, torch.Tensor], image: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
         return self.fn(acts, image, units)
 
     def __add__(self, other: "Objective") -> "Objective":
         return Objective(f"{self.name} + {other.name}", tuple(dict.fromkeys(self.layers + other.layers)),
-                         lambda a, x, u: self.fn(a, x, u) + other.fn(a, x, u))
+                         lambda a, x, u: self.fn(a, x, u) + other.fn(a, x, u), self.own_channel and other.own_channel)
 
     def __mul__(self, k: float) -> "Objective":
         k = float(k)
-        return Objective(f"{k:g}·{self.name}", self.layers, lambda a, x, u: k * self.fn(a, x, u))
+        return Objective(f"{k:g}·{self.name}", self.layers, lambda a, x, u: k * self.fn(a, x, u), self.own_channel)
 
     __rmul__ = __mul__
 
@@ -161,13 +164,14 @@ def unit_score(layer: str) -> Objective:
         own = _own_channel(out, units)
         return own[:, 0] if out.dim() == 2 else own.pow(2).sum(1)
 
-    return Objective("score", (layer,), fn)
+    return Objective("score", (layer,), fn, own_channel=True)
 
 
 def channel_mean(layer: str) -> Objective:
     """The channel's mean (lucent's ``channel`` objective), SPEC §4's option for layers whose
     outputs can be negative, where Σ x² would also reward large negative activations."""
-    return Objective("channel_mean", (layer,), lambda acts, _x, units: _own_channel(acts[layer], units).mean(1))
+    return Objective("channel_mean", (layer,), lambda acts, _x, units: _own_channel(acts[layer], units).mean(1),
+                     own_channel=True)
 
 
 def lifted_relu_score(pre_layer: str, lift: float = 1e-2) -> Objective:
@@ -181,7 +185,7 @@ def lifted_relu_score(pre_layer: str, lift: float = 1e-2) -> Objective:
         z = _own_channel(acts[pre_layer], units)
         return z.clamp_min(0).pow(2).sum(1) + lift * z.sum(1)
 
-    return Objective("score", (pre_layer,), fn)
+    return Objective("score", (pre_layer,), fn, own_channel=True)
 
 
 def total_variation(weight: float = 1.0) -> Objective:
@@ -190,7 +194,7 @@ def total_variation(weight: float = 1.0) -> Objective:
         tv = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1) + (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
         return -weight * tv
 
-    return Objective(f"tv×{weight:g}", (), fn)
+    return Objective(f"tv×{weight:g}", (), fn, own_channel=True)
 
 
 def _relu_input_layer(model: LoadedModel, layer: str) -> str | None:
@@ -419,32 +423,129 @@ def fold_batchnorm(module: torch.nn.Module, example: torch.Tensor, layers: Seque
     return folded, len(pairs)
 
 
-#: Folded copies, one per model module, reused while its weights are unchanged (a render
-#: per unit must not re-fold the model each time).
-_FOLDED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+def _own_channel_conv(conv: torch.nn.Conv2d, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """Only channel ``units[b]`` of ``conv(x)[b]``: ``[B, 1, H', W']``, one filter per image.
+
+    Why: an own-channel objective reads one channel per image, so computing the layer's
+    other C − 1 channels (and their backward) is wasted; on the demo CNN's conv3 that is
+    about half of a step's arithmetic. One grouped conv, a filter per image.
+    """
+    b, c = x.shape[:2]
+    out = F.conv2d(x.reshape(1, b * c, *x.shape[2:]), conv.weight[units],
+                   None if conv.bias is None else conv.bias[units], conv.stride, conv.padding, conv.dilation, groups=b)
+    return out.view(b, 1, *out.shape[2:])
+
+
+def _plain_conv(m: torch.nn.Module) -> bool:
+    return (type(m).forward is torch.nn.Conv2d.forward and m.groups == 1 and m.padding_mode == "zeros"
+            and isinstance(m.padding, tuple))
+
+
+def producing_conv(module: torch.nn.Module, layer: str, example: torch.Tensor) -> str | None:
+    """The plain ``Conv2d`` whose output tensor *is* ``layer``'s output (the layer itself,
+    or an Identity such as a folded BN after it), checked on ``example`` by computing two
+    channels with :func:`_own_channel_conv`; None when there is none."""
+    convs: dict[int, str] = {}
+    handles = [m.register_forward_hook(lambda _m, _i, out, name=name: convs.__setitem__(id(out), name))
+               for name, m in module.named_modules() if _plain_conv(m)]
+    try:
+        with torch.no_grad(), _hooks(module, [layer]) as store:
+            out = _forward(module, example, store)[layer]
+            name = convs.get(id(out))
+    finally:
+        for h in handles:
+            h.remove()
+    if name is None or out.dim() != 4:
+        return None
+    conv = dict(module.named_modules())[name]
+    seen: dict[str, torch.Tensor] = {}
+
+    def pre(_m, inp):
+        seen["x"] = inp[0]
+        raise _StopForward
+
+    h = conv.register_forward_pre_hook(pre)
+    try:
+        with torch.no_grad():
+            _forward(module, example, {})
+    finally:
+        h.remove()
+    units = torch.tensor([0, out.shape[1] - 1])
+    x = seen["x"][:1].expand(2, *seen["x"].shape[1:])
+    with torch.no_grad():
+        own = _own_channel_conv(conv, x, units)[:, 0]
+    ref = out[:1].expand(2, *out.shape[1:])[torch.arange(2), units]
+    ok = torch.allclose(own, ref, rtol=1e-4, atol=1e-5 * max(float(out.abs().max()), 1e-12))
+    return name if ok else None
+
+
+@dataclass
+class _Prepared:
+    key: tuple
+    module: torch.nn.Module
+    trims: dict = field(default_factory=dict)   # layer -> producing conv name or None
+
+
+#: Prepared (folded) copies, one per model module, reused while its weights are unchanged
+#: (a render per unit must not re-fold the model each time).
+_PREPARED: "weakref.WeakKeyDictionary[torch.nn.Module, _Prepared]" = weakref.WeakKeyDictionary()
 
 
 def _weights_key(module: torch.nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version, t.device.type) for t in [*module.parameters(), *module.buffers()])
 
 
-def synthesis_module(model: LoadedModel, layers: Sequence[str], device: torch.device, fold_bn: bool = True
-                     ) -> torch.nn.Module:
-    """The module a render runs: the model in eval mode on ``device``, with its eval
-    BatchNorms folded into the preceding convs (:func:`fold_batchnorm`) when ``fold_bn``."""
-    module = model.module.to(device).eval()
-    if not fold_bn:
-        return module
-    layers = tuple(sorted(set(layers)))
-    key = (_weights_key(module), layers)
-    hit = _FOLDED.get(module)
-    if hit is not None and hit[0] == key:
-        return hit[1]
+def _example(model: LoadedModel, device: torch.device) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    example = model.normalize(torch.rand((1, *model.input_shape), generator=g)).to(device)
-    folded, _ = fold_batchnorm(module, example, layers)
-    _FOLDED[module] = (key, folded)
-    return folded
+    return model.normalize(torch.rand((2, *model.input_shape), generator=g)).to(device)
+
+
+def _prepared(model: LoadedModel, layers: Sequence[str], device: torch.device, fold_bn: bool,
+              channels_last: bool = False) -> _Prepared:
+    """The render's own copy of the model (the caller's module is never modified), folded
+    and/or in channels_last layout, cached while the model's weights are unchanged."""
+    import copy
+
+    module = model.module.to(device).eval()
+    layers = tuple(sorted(set(layers)))
+    key = (_weights_key(module), layers, fold_bn, channels_last)
+    hit = _PREPARED.get(module)
+    if hit is not None and hit.key == key:
+        return hit
+    run = fold_batchnorm(module, _example(model, device), layers)[0] if fold_bn else module
+    if channels_last:
+        # weights in channels_last too: measured on the demo CNN, an input-only layout
+        # change does not speed up its convs and pools; converting the weights does
+        run = (copy.deepcopy(run) if run is module else run).to(memory_format=torch.channels_last)
+    prep = _Prepared(key, run)
+    _PREPARED[module] = prep
+    return prep
+
+
+def synthesis_module(model: LoadedModel, layers: Sequence[str], device: torch.device, fold_bn: bool = True,
+                     channels_last: bool = False) -> torch.nn.Module:
+    """The module a render runs: the model in eval mode on ``device``, with its eval
+    BatchNorms folded into the preceding convs (:func:`fold_batchnorm`) when ``fold_bn``,
+    its weights in channels_last layout when ``channels_last``."""
+    return _prepared(model, layers, device, fold_bn, channels_last).module
+
+
+@contextlib.contextmanager
+def _own_channel_hooks(module: torch.nn.Module, conv_name: str, layer: str, units: torch.Tensor
+                       ) -> Iterator[dict[str, torch.Tensor]]:
+    """Capture ``layer`` as just each image's own channel ``[B, 1, H, W]``, computed from the
+    input of its producing conv, which (and everything after it) is then skipped."""
+    store: dict[str, torch.Tensor] = {}
+
+    def pre(m, inp):
+        store[layer] = _own_channel_conv(m, inp[0], units)
+        raise _StopForward
+
+    h = dict(module.named_modules())[conv_name].register_forward_pre_hook(pre)
+    try:
+        yield store
+    finally:
+        h.remove()
 
 
 @dataclass
@@ -471,15 +572,17 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
 def render(model: LoadedModel, objective: Objective, units: Sequence[int], seeds: Sequence[int], *,
            measure: Objective | None = None, param: FourierParam = FourierParam(),
            transforms: Sequence[Callable] = (RandomAffine(),), steps: int = 256, lr: float = 0.05,
-           device: str | torch.device = "cpu", channels_last: bool = False, fold_bn: bool = True,
-           reporter: Reporter | None = None, progress: tuple[int, int] | None = None) -> Rendered:
+           device: str | torch.device = "cpu", channels_last: bool = True, fold_bn: bool = True,
+           own_channel_only: bool = True, reporter: Reporter | None = None, progress: tuple[int, int] | None = None) -> Rendered:
     """Maximise ``objective`` for a batch: image ``b`` for unit ``units[b]`` from seed ``seeds[b]``.
 
     ``measure`` (default: ``objective``) scores the untransformed start and final images.
     ``transforms``: values with ``draw(generator, steps) -> [steps, k]`` and
     ``__call__(x, draws[B, k]) -> x``, applied in order every step. ``fold_bn``: run a copy
     of the model with eval BatchNorms folded into their convs (same outputs, fewer ops;
-    :func:`synthesis_module`). ``progress``: (steps
+    :func:`synthesis_module`). ``own_channel_only``: for an own-channel objective on a layer
+    a plain conv produces, compute only each image's channel of it (:func:`_own_channel_conv`).
+    ``progress``: (steps
     already done, total steps) of the enclosing job, for the reporter.
     """
     if len(units) != len(seeds) or not units:
@@ -491,9 +594,14 @@ def render(model: LoadedModel, objective: Objective, units: Sequence[int], seeds
     done0, total = progress or (0, steps)
     device = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    module = synthesis_module(model, (*objective.layers, *measure.layers), device, fold_bn)
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    prep = _prepared(model, (*objective.layers, *measure.layers), device, fold_bn, channels_last)
+    module = prep.module
+    trim = None
+    if own_channel_only and objective.own_channel and len(objective.layers) == 1:
+        layer = objective.layers[0]
+        if layer not in prep.trims:
+            prep.trims[layer] = producing_conv(module, layer, _example(model, device))
+        trim = prep.trims[layer]
     gens = [torch.Generator().manual_seed(image_seed(s, u)) for s, u in zip(seeds, units)]
     img = param.build(model.input_shape, gens).to(device)
     draws = [torch.stack([t.draw(g, steps) for g in gens], 1).to(device) for t in transforms]  # [steps, B, k]
@@ -504,31 +612,31 @@ def render(model: LoadedModel, objective: Objective, units: Sequence[int], seeds
         return model.normalize(x).contiguous(memory_format=fmt)
 
     last = time.perf_counter()
-    try:
-        with _frozen(module):
-            with torch.no_grad(), _hooks(module, measure.layers) as store:
-                x0 = img()
-                start = measure(_forward(module, model_input(x0), store), x0, units_t).float().cpu()
-            with _hooks(module, objective.layers) as store:
-                for step in range(steps):
-                    x = img()
-                    for t, d in zip(transforms, draws):
-                        x = t(x, d[step])
-                    value = objective(_forward(module, model_input(x), store), x, units_t)
-                    opt.zero_grad(set_to_none=True)
-                    (-value.sum()).backward()
-                    opt.step()
-                    now = time.perf_counter()
-                    if now - last >= REPORT_EVERY_S or step == steps - 1:
-                        last = now
-                        check_cancel(reporter)
-                        reporter.advance(done0 + step + 1, total, activation=float(value.detach().mean()))
-            with torch.no_grad(), _hooks(module, measure.layers) as store:
-                final = img()
-                end = measure(_forward(module, model_input(final), store), final, units_t).float().cpu()
-    finally:
-        if channels_last:
-            module.to(memory_format=torch.contiguous_format)
+    with _frozen(module):
+        with torch.no_grad(), _hooks(module, measure.layers) as store:
+            x0 = img()
+            start = measure(_forward(module, model_input(x0), store), x0, units_t).float().cpu()
+        # a trimmed capture holds each image's own channel only: index 0 of it
+        obj_units = units_t if trim is None else torch.zeros_like(units_t)
+        capture = (_hooks(module, objective.layers) if trim is None
+                   else _own_channel_hooks(module, trim, objective.layers[0], units_t))
+        with capture as store:
+            for step in range(steps):
+                x = img()
+                for t, d in zip(transforms, draws):
+                    x = t(x, d[step])
+                value = objective(_forward(module, model_input(x), store), x, obj_units)
+                opt.zero_grad(set_to_none=True)
+                (-value.sum()).backward()
+                opt.step()
+                now = time.perf_counter()
+                if now - last >= REPORT_EVERY_S or step == steps - 1:
+                    last = now
+                    check_cancel(reporter)
+                    reporter.advance(done0 + step + 1, total, activation=float(value.detach().mean()))
+        with torch.no_grad(), _hooks(module, measure.layers) as store:
+            final = img()
+            end = measure(_forward(module, model_input(final), store), final, units_t).float().cpu()
     return Rendered(final.detach().cpu(), start, end)
 
 
@@ -573,7 +681,8 @@ def synthesize_many(model: LoadedModel, layer: str, units: Sequence[int] | None,
     for ci, chunk in enumerate(chunks):
         out = render(model, objective, [u for _, u in chunk], [s for s, _ in chunk], measure=measure, param=param,
                      transforms=transforms, steps=cfg.steps, lr=cfg.lr, device=cfg.device,
-                     channels_last=cfg.channels_last, fold_bn=cfg.fold_bn, reporter=reporter, progress=(ci * cfg.steps, total))
+                     channels_last=cfg.channels_last, fold_bn=cfg.fold_bn,
+                     own_channel_only=cfg.own_channel_only, reporter=reporter, progress=(ci * cfg.steps, total))
         images.append(to_uint8(out.images))
         start.append(out.start.numpy())
         end.append(out.end.numpy())
