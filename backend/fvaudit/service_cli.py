@@ -222,13 +222,15 @@ def setup_demo(limit_train: int | None, limit_val: int | None, user: str = "admi
     return ids
 
 
-def demo_audit_spec(ids: dict, steps: int, layer: str = "relu3") -> dict:
+def demo_audit_spec(ids: dict, steps: int, layer: str = "relu3", synth_steps: int = 64, n_synth: int = 4) -> dict:
+    """The demo audit: push-down of every unit of conv3, with its α = 0 control and synthetic
+    visualizations; every attack setting not named here is the shared default (ATTACK_DEFAULTS).
+    The renders are shorter than the API's default (256 steps) so a CPU demo finishes in minutes."""
     return {"name": f"demo: conv3 push-down ({steps} steps)", "model_id": ids["model_id"],
             "train_set_id": ids["train_set_id"], "val_set_id": ids["val_set_id"],
-            "attack": {"kind": "push_down", "layer": layer, "units": None, "k": 10, "alpha": None, "lr": 1e-4,
-                       "steps": steps, "batch_size": 256, "eval_every": 25, "eval_size": 2000, "seed": 0,
-                       "score_norm": "batch_mean", "decoy_class": None, "decoy_ids": None},
-            "k_clip": 5, "embedder": "auto"}
+            "attack": {"kind": "push_down", "layers": [layer], "steps": steps},
+            "k_clip": 5, "embedder": "auto", "control": True, "visualize": True, "synth_steps": synth_steps,
+            "n_synth": n_synth}
 
 
 def queue_audit(user_name: str, spec: dict) -> int:
@@ -238,13 +240,13 @@ def queue_audit(user_name: str, spec: dict) -> int:
     from fvaudit.db.session import session_scope
     from fvaudit.jobs.create import create_job
     from fvaudit.jobs.dispatch import publish
-    from fvaudit.jobs.specs import AuditSpec
-    from fvaudit.jobs.validate import validate_spec
+    from fvaudit.jobs.registry import get_kind
 
+    audit = get_kind("audit")
     with session_scope() as db:
         user = db.scalar(select(User).where(User.name == user_name))
-        norm = validate_spec(db, user, "audit", AuditSpec.model_validate(spec))
-        job, wake = create_job(db, user, "audit", norm)
+        norm = audit.check(db, user, audit.spec.model_validate(spec))
+        job, wake = create_job(db, user, audit.name, norm)
         jid = job.id
     with session_scope() as db:
         publish(db, wake)
@@ -301,7 +303,7 @@ def cmd_setup_demo(args) -> int:
     ids = setup_demo(args.limit_train or None, args.limit_val or None)
     out.update(ids)
     if args.queue_audit:
-        out["audit_job_id"] = queue_audit("admin", demo_audit_spec(ids, args.steps))
+        out["audit_job_id"] = queue_audit("admin", demo_audit_spec(ids, args.steps, synth_steps=args.synth_steps, n_synth=args.n_synth))
     print(json.dumps(out))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=1))
@@ -334,7 +336,7 @@ def cmd_demo(args) -> int:
             existing = db.scalar(select(Job.id).where(Job.kind == "audit", Job.status.in_(("queued", "running",
                                                                                               "succeeded"))))
         if existing is None or args.requeue:
-            job_id = queue_audit("admin", demo_audit_spec(ids, args.steps))
+            job_id = queue_audit("admin", demo_audit_spec(ids, args.steps, synth_steps=args.synth_steps, n_synth=args.n_synth))
         else:
             job_id = existing
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
@@ -397,6 +399,8 @@ def register(subparsers) -> dict:
     sp.add_argument("--limit-train", type=int, default=10000, help="training images (0 = all 60000)")
     sp.add_argument("--limit-val", type=int, default=2000, help="validation images (0 = all 10000)")
     sp.add_argument("--steps", type=int, default=200)
+    sp.add_argument("--synth-steps", type=int, default=64, help="steps of each synthetic visualization")
+    sp.add_argument("--n-synth", type=int, default=4, help="synthetic visualizations (seeds) per unit")
     sp.add_argument("--token", help="admin token to use (default: saved one, or a new one)")
     sp.add_argument("--no-audit", action="store_true", help="do not queue the demo audit")
     sp.add_argument("--requeue", action="store_true", help="queue the demo audit even if one exists")
@@ -408,6 +412,8 @@ def register(subparsers) -> dict:
     sp.add_argument("--admin-token-file", help="write the admin token here")
     sp.add_argument("--queue-audit", action="store_true")
     sp.add_argument("--steps", type=int, default=30)
+    sp.add_argument("--synth-steps", type=int, default=64, help="steps of each synthetic visualization")
+    sp.add_argument("--n-synth", type=int, default=4, help="synthetic visualizations (seeds) per unit")
     sp.add_argument("--json-out")
 
     return {"serve": cmd_serve, "worker": cmd_worker, "db": cmd_db, "token": cmd_token, "reaper": cmd_reaper,

@@ -278,14 +278,16 @@ class Stack:
         assert r.status_code == 200, r.text
         return r.json()
 
-    def audit_spec(self, **attack) -> dict:
-        a = {"kind": "push_down", "layer": "relu1", "steps": 20, "batch_size": 64, "eval_every": 10,
+    def audit_spec(self, control: bool = False, visualize: bool = False, **attack) -> dict:
+        """A small audit of relu1; the α = 0 control and the synthetic step only when asked (tiny renders)."""
+        a = {"kind": "push_down", "layers": ["relu1"], "steps": 20, "batch_size": 64, "eval_every": 10,
              "eval_size": 400, "lr": 1e-3, "checkpoint_every": 10, **attack}
         return {"model_id": self.ids["model"], "train_set_id": self.ids["train"], "val_set_id": self.ids["val"],
-                "attack": a, "k_clip": 5, "embedder": "efficientnet-lite0", "scan_batch_size": 256}
+                "attack": a, "k_clip": 5, "embedder": "efficientnet-lite0", "scan_batch_size": 256,
+                "control": control, "visualize": visualize, "n_synth": 2, "synth_steps": 8}
 
     def attack_spec(self, **attack) -> dict:
-        a = {"kind": "push_down", "layer": "relu1", "steps": 100_000, "batch_size": 64, "eval_every": 1000,
+        a = {"kind": "push_down", "layers": ["relu1"], "steps": 100_000, "batch_size": 64, "eval_every": 1000,
              "eval_size": 200, "lr": 1e-4, "checkpoint_every": 5, **attack}
         return {"model_id": self.ids["model"], "train_set_id": self.ids["train"], "val_set_id": self.ids["val"],
                 "attack": a}

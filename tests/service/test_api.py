@@ -23,7 +23,17 @@ INVALID_AUDITS = [
     ("unknown model", {"model_id": 999_999}, ["body", "spec", "model_id"]),
     ("unknown train set", {"train_set_id": 999_999}, ["body", "spec", "train_set_id"]),
     ("unknown val set", {"val_set_id": 999_999}, ["body", "spec", "val_set_id"]),
-    ("unknown layer", {"attack": {"layer": "conv9"}}, ["body", "spec", "attack", "layer"]),
+    ("unknown layer", {"attack": {"layers": ["relu1", "conv9"]}}, ["body", "spec", "attack", "layers", 1]),
+    ("no layer", {"attack": {"layers": []}}, ["body", "spec", "attack", "layers"]),
+    ("a layer twice", {"attack": {"layers": ["relu1", "relu1"]}}, ["body", "spec", "attack", "layers"]),
+    ("units with two layers", {"attack": {"layers": ["relu1", "relu2"], "units": [0]}},
+     ["body", "spec", "attack", "units"]),
+    ("k is a boolean", {"attack": {"k": True}}, ["body", "spec", "attack", "k"]),
+    ("steps is a string", {"attack": {"steps": "20"}}, ["body", "spec", "attack", "steps"]),
+    ("k_clip above k", {"k_clip": 11, "attack": {"k": 10}}, ["body", "spec", "k_clip"]),
+    ("alpha_factor = 1", {"attack": {"alpha_factor": 1.0}}, ["body", "spec", "attack", "alpha_factor"]),
+    ("n_synth = 0", {"n_synth": 0}, ["body", "spec", "n_synth"]),
+    ("embedder naming a path", {"embedder": "open_clip:../../etc:passwd"}, ["body", "spec", "embedder"]),
     ("unit out of range", {"attack": {"units": [0, 32]}}, ["body", "spec", "attack", "units", 1]),
     ("negative unit", {"attack": {"units": [-1]}}, ["body", "spec", "attack", "units", 0]),
     ("k = 0", {"attack": {"k": 0}}, ["body", "spec", "attack", "k"]),
@@ -80,6 +90,37 @@ def test_invalid_job_kind_and_scan_and_metrics_specs(stack):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "before_scan_job_id"]
     r = stack.post("/api/v1/jobs", {"kind": "attack", "spec": {**stack.attack_spec(), "model_id": 0}})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "model_id"]
+
+
+def test_pickled_checkpoint_path_is_refused_at_submission(stack, tmp_path):
+    """The same screen as model registration, before any job row exists (not in the worker, later)."""
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = stack.allowed / "evil-spec.pt"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _Evil(marker)}, evil)
+    n_jobs = len(stack.get("/api/v1/jobs", params={"limit": 1000}).json())
+    for kind, spec in (("audit", _audit(stack, checkpoint_path=str(evil))["spec"]),
+                       ("scan", {"model_id": stack.ids["model"], "image_set_ids": [stack.ids["val"]],
+                                 "layers": ["relu1"], "checkpoint_path": str(evil)})):
+        r = stack.post("/api/v1/jobs", {"kind": kind, "spec": spec})
+        assert r.status_code == 422, r.text
+        d = r.json()["detail"][0]
+        assert d["loc"] == ["body", "spec", "checkpoint_path"] and "refused" in d["msg"]
+    assert len(stack.get("/api/v1/jobs", params={"limit": 1000}).json()) == n_jobs
+    assert not marker.exists()
+
+
+def test_validation_set_too_small_or_with_other_classes_is_refused(stack):
+    small = stack.post("/api/v1/image-sets", {"name": "five", "source": "fashion-mnist:test", "limit": 5}).json()
+    r = stack.post("/api/v1/jobs", _audit(stack, val_set_id=small["id"]))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "attack", "k"], r.text
+    assert "validation set" in r.json()["detail"][0]["msg"]
+    folder = _image_folder(stack.allowed / "two-classes")
+    pets = stack.post("/api/v1/image-sets", {"name": "two classes", "source": str(folder)}).json()
+    r = stack.post("/api/v1/jobs", _audit(stack, val_set_id=pets["id"]))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "val_set_id"], r.text
+    assert "2 classes" in r.json()["detail"][0]["msg"]
 
 
 def test_image_set_paths_outside_allowed_roots_are_refused(stack, tmp_path):

@@ -20,7 +20,8 @@ def test_demo_serves_and_runs_the_queued_audit(tmp_path):
     env.update({"FVAUDIT_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
                 "FVAUDIT_TORCH_THREADS": "2", "FVAUDIT_HEARTBEAT_INTERVAL": "1"})
     demo = Proc("demo", [PY, "-m", "fvaudit.cli", "demo", "--data-dir", str(data), "--port", str(port),
-                         "--limit-train", "1000", "--limit-val", "300", "--steps", "10"], env, tmp_path / "demo.log")
+                         "--limit-train", "1000", "--limit-val", "300", "--steps", "10",
+                         "--synth-steps", "4", "--n-synth", "2"], env, tmp_path / "demo.log")
     demo.start()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -41,13 +42,19 @@ def test_demo_serves_and_runs_the_queued_audit(tmp_path):
             j = httpx.get(f"{base}/api/v1/jobs/{jid}", headers=auth).json()
             return j if j["status"] in ("succeeded", "failed", "cancelled") else None
 
-        job = wait_until(finished, 300, "the demo audit", interval=1)
+        job = wait_until(finished, 600, "the demo audit", interval=1)
         assert job["status"] == "succeeded", (job, demo.tail())
         run = httpx.get(f"{base}/api/v1/runs/{job['run_id']}", headers=auth).json()
         assert run["layers"] == ["relu3"] and run["table"][0]["kendall_tau"] is not None
         assert run["table"][0]["clip_delta"] is not None and run["embedder"]
+        # the demo audit runs its α = 0 control and the synthetic step
+        assert {r["state"] for r in run["rows"]} == {"selected", "final", "control"} and run["control_run_id"]
+        assert run["synthetic"]["relu3"]["means"]["synthetic_clip_delta"] is not None
         unit = httpx.get(f"{base}/api/v1/runs/{job['run_id']}/layers/relu3/units/5", headers=auth).json()
         assert len(unit["topk"]["val"]["after"]) == 10
+        assert [i["seed"] for i in unit["synthetic"]["before"]] == [0, 1]
+        png = httpx.get(base + unit["synthetic"]["after"][0]["url"], headers=auth)
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         worker_pids = [int(p) for p in os.popen(f"pgrep -P {demo.pid}").read().split()]
         assert worker_pids, "the local worker process is missing"
     finally:

@@ -39,7 +39,8 @@ def test_audit_chain_through_http_with_sse(stack):
     r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": stack.audit_spec(kind="push_down")})
     assert r.status_code == 201, r.text
     job = r.json()
-    assert job["kind"] == "audit" and job["status"] == "queued" and len(job["children"]) == 4
+    assert job["kind"] == "audit" and job["status"] == "queued" and len(job["children"]) == 5
+    assert job["label"] == "audit" and job["step_key"] is None
     events: list = []
     t = threading.Thread(target=read_sse, args=(stack, job["id"], events), daemon=True)
     t.start()
@@ -56,7 +57,11 @@ def test_audit_chain_through_http_with_sse(stack):
     assert any(d.get("l_attack") is not None for e, d in events if e == "progress")
 
     children = [stack.job(c) for c in done["children"]]
-    assert [c["kind"] for c in children] == ["scan", "attack", "scan", "metrics"]
+    assert [c["kind"] for c in children] == ["scan", "attack", "scan", "scan", "metrics"]
+    assert [c["step_key"] for c in children] == ["scan_init", "attack", "scan_selected", "scan_final", "metrics"]
+    assert [c["label"] for c in children] == ["scan θ_init", "attack", "scan θ_selected", "scan θ_final", "metrics"]
+    kinds = {k["kind"]: k for k in stack.get("/api/v1/job-kinds").json()}
+    assert [s["key"] for s in kinds["audit"]["steps"]][:5] == [c["step_key"] for c in children]
     assert all(c["status"] == "succeeded" for c in children)
     run_id = done["run_id"]
     run = stack.get(f"/api/v1/runs/{run_id}").json()
@@ -94,16 +99,44 @@ def test_audit_chain_through_http_with_sse(stack):
     assert len(csv.text.strip().splitlines()) == 33
 
 
+def _recomputed_pushup(units: list[dict], role: str, side: str, k: int, decoy: int, decoy_ids=None) -> dict:
+    """SPEC §3 push-up success from the run's own stored top-k (the unit rows), by hand."""
+    tops = [u["topk"][role][side] for u in units if u["attacked"]]
+    has = [any(lab == decoy for lab in t["labels"][:k]) for t in tops]
+    shares = [sum(lab == decoy for lab in t["labels"][:k]) / k for t, h in zip(tops, has) if h]
+    out = {"share_units_with_decoy_class": sum(has) / len(tops),
+           "mean_decoy_class_share": sum(shares) / len(shares) if shares else None}
+    if decoy_ids is not None:
+        out["share_units_with_decoy_images"] = sum(any(i in set(decoy_ids) for i in t["ids"][:k])
+                                                   for t in tops) / len(tops)
+    return out
+
+
 def test_push_up_chain_reports_success(stack):
-    r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": stack.audit_spec(kind="push_up", decoy_class="Bag",
-                                                                              layer="relu3", steps=10)})
+    """The push-up success shares are exactly those of the run's own stored top-k, before and after."""
+    spec = stack.audit_spec(kind="push_up", decoy_class="Bag", layers=["relu3"], steps=30, alpha=0.9,
+                            n_decoys=20, decoy_batch_size=20, acc_budget_pp=100.0)
+    r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": spec})
     assert r.status_code == 201, r.text
     assert r.json()["spec"]["attack"]["decoy_class"] == 8   # class name normalised to its index
     done = stack.wait_job(r.json()["id"])
     assert done["status"] == "succeeded", done
     run = stack.get(f"/api/v1/runs/{done['run_id']}").json()
-    assert run["pushup"]["decoy_class"] == 8
-    assert set(run["pushup"]) >= {"train", "val"}
+    pu = run["pushup"]
+    assert pu["decoy_class"] == 8 and pu["decoy_class_name"] == "Bag" and pu["k"] == run["k_clip"] == 5
+    attack = stack.job(done["children"][1])["result"]
+    assert attack["accuracy"]["selected_step"] == 30          # the budget admits the last state: a real change
+    units = stack.get(f"/api/v1/runs/{done['run_id']}/export.json").json()["units"]
+    assert sum(u["attacked"] for u in units) == len(attack["attacked"]["relu3"]) > 0
+    for key, role, side, ids in (("val", "val", "after", None), ("val_init", "val", "before", None),
+                                 ("train", "train", "after", attack["decoy_ids"]),
+                                 ("train_init", "train", "before", attack["decoy_ids"])):
+        want = _recomputed_pushup(units, role, side, 5, 8, ids)
+        got = pu[key]["relu3"]
+        for m, v in want.items():
+            assert (got[m] is None) if v is None else got[m] == pytest.approx(v, abs=1e-12), (key, m, got, want)
+    # the attack pushed the decoy class up against its own θ_init baseline
+    assert pu["val"]["relu3"]["share_units_with_decoy_class"] > pu["val_init"]["relu3"]["share_units_with_decoy_class"]
 
 
 def test_cancel_stops_running_attack_within_one_step(stack):
@@ -235,7 +268,7 @@ def test_manual_chain_of_scan_attack_scan_metrics_jobs(stack):
     s1 = stack.post("/api/v1/jobs", {"kind": "scan", "spec": scan}).json()
     atk = stack.post("/api/v1/jobs", {"kind": "attack", "spec": {
         "model_id": m, "train_set_id": tr, "val_set_id": va, "init_scan_job_id": s1["id"],
-        "attack": {"kind": "push_down", "layer": "relu2", "units": [0, 1, 2, 3], "steps": 10, "batch_size": 64,
+        "attack": {"kind": "push_down", "layers": ["relu2"], "units": [0, 1, 2, 3], "steps": 10, "batch_size": 64,
                    "eval_every": 5, "eval_size": 400}}}).json()
     assert atk["depends_on_id"] == s1["id"] and atk["run_id"]
     s2 = stack.post("/api/v1/jobs", {"kind": "scan", "spec": {**scan, "weights_from": {"job_id": atk["id"]}}}).json()
@@ -283,9 +316,9 @@ def test_failing_step_fails_the_chain_with_the_reason(stack):
     assert r.status_code == 201, r.text
     done = stack.wait_job(r.json()["id"])
     assert done["status"] == "failed"
-    metrics = stack.job(done["children"][3])
-    assert metrics["status"] == "failed" and metrics["error"]
-    assert "step 4 (metrics" in done["error"] and metrics["error"] in done["error"]
+    metrics = stack.job(done["children"][4])
+    assert metrics["status"] == "failed" and metrics["error"] and metrics["step_key"] == "metrics"
+    assert "step 5 (metrics" in done["error"] and metrics["error"] in done["error"]
     run = stack.get(f"/api/v1/runs/{done['run_id']}").json()
     assert run["status"] == "failed" and run["error"] == done["error"]
     assert any("failed" in (e["data"].get("message") or "") and e["data"].get("traceback")

@@ -21,8 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import fvaudit
 from fvaudit.api.security import install_log_redaction
 from fvaudit.config import get_settings
-from fvaudit.jobs.specs import JOB_KINDS
 from fvaudit.sanitize import clean_message, json_safe
+from fvaudit.jobs.registry import is_kind
 from fvaudit.jobs.validate import FieldError
 
 log = logging.getLogger("fvaudit.api")
@@ -194,7 +194,7 @@ def _fix_loc(request: Request, errors: list[dict]) -> list[dict]:
     for e in errors:
         e = dict(e)
         loc = list(e.get("loc") or [])
-        if len(loc) >= 2 and loc[0] == "body" and loc[1] in JOB_KINDS:
+        if len(loc) >= 2 and loc[0] == "body" and is_kind(loc[1]):
             loc = ["body"] + loc[2:]
         elif loc == ["body"] and e.get("type") in ("union_tag_invalid", "union_tag_not_found"):
             loc = ["body", "kind"]

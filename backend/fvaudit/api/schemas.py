@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from fvaudit.jobs.specs import Name, PathStr
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobKind = Literal["scan", "attack", "metrics", "audit"]
 
 
 class Health(BaseModel):
@@ -96,9 +95,29 @@ class Sample(BaseModel):
     full_url: str
 
 
+class StepOut(BaseModel):
+    key: str
+    label: str
+
+
+class JobKindOut(BaseModel):
+    """A job kind of the registry: what it is, its chain steps, the spec's defaults and JSON schema."""
+
+    kind: str
+    title: str
+    description: str
+    runnable: bool
+    chain: bool
+    steps: list[StepOut]
+    defaults: dict[str, Any]
+    spec_schema: dict[str, Any]
+
+
 class Job(BaseModel):
     id: int
     kind: str
+    step_key: str | None = Field(description="the chain step this job is (e.g. scan_init); null when standalone")
+    label: str = Field(description="human label of the job or chain step")
     status: JobStatus
     progress: dict[str, Any]
     error: str | None
@@ -172,9 +191,53 @@ class Accuracy(BaseModel):
     final: float | None = Field(None, description="top-1 % of the selected state (the attack's result)")
     last: float | None = Field(None, description="top-1 % of the last step's state")
     delta: float | None = None
+    delta_last: float | None = None
     selected_step: int | None = None
     steps: int | None = None
     over_budget: bool | None = None
+    n_images: int | None = Field(None, description="validation images the accuracy was measured on")
+    model_config = ConfigDict(extra="allow")
+
+
+class Row(BaseModel):
+    """A Table 3.1 row: one layer (or "all") in one state (SPEC §2–§3)."""
+
+    layer: str = Field(description='a layer name, or "all": the mean over every attacked unit of every layer')
+    state: Literal["selected", "final", "control"]
+    step: int | None = None
+    clip_delta: float | None = None
+    kendall_tau: float | None = None
+    clip_w: float | None = None
+    kendall_tau_w: float | None = None
+    topk_overlap: float | None = None
+    acc: float | None = None
+    delta_acc: float | None = None
+    acc_n_images: int | None = Field(None, description="validation images the accuracy was measured on")
+    over_budget: bool = False
+    synthetic_clip_delta: float | None = None
+    run_id: int
+    model_config = ConfigDict(extra="allow")
+
+
+class SyntheticMeans(BaseModel):
+    natural_clip_delta: float | None = None
+    synthetic_clip_delta: float | None = None
+    synthetic_transfer: float | None = None
+    ns_agreement: float | None = None
+
+
+class SyntheticUnit(BaseModel):
+    unit: int
+    attacked: bool
+    natural_clip_delta: float | None = None
+    synthetic_clip_delta: float | None = None
+    synthetic_transfer: float | None = None
+    ns_agreement: float | None = None
+
+
+class LayerSynthetic(BaseModel):
+    means: SyntheticMeans
+    units: list[SyntheticUnit]
 
 
 class RunDetail(BaseModel):
@@ -188,7 +251,10 @@ class RunDetail(BaseModel):
     embedder_warning: str | None
     k_clip: int
     layers: list[str]
-    table: list[TableRow]
+    table: list[TableRow] = Field(description="the selected state's rows, one per layer (see rows for every state)")
+    rows: list[Row]
+    control_run_id: int | None
+    synthetic: dict[str, LayerSynthetic] | None = Field(description="Fig. 3.7 in numbers, per layer")
     accuracy: Accuracy
     alpha_trajectory: list[dict[str, Any]]
     history: list[dict[str, Any]]
@@ -243,6 +309,24 @@ class Nearest(BaseModel):
     value: float | None
 
 
+class SyntheticImageOut(BaseModel):
+    url: str
+    seed: int
+
+
+class UnitSynthetic(BaseModel):
+    """A unit's synthetic visualizations (SPEC §4): the same seeds before (θ_init) and after."""
+
+    before: list[SyntheticImageOut]
+    after: list[SyntheticImageOut]
+    objective: str
+    steps: int
+    size: int
+    synthetic_clip_delta: float | None = None
+    synthetic_transfer: float | None = None
+    ns_agreement: float | None = None
+
+
 class UnitDetail(BaseModel):
     unit: int
     layer: str
@@ -252,12 +336,48 @@ class UnitDetail(BaseModel):
     topk: dict[str, BeforeAfter]
     nearest: dict[str, list[Nearest]]
     clip_self: dict[str, float | None]
-    synthetic: dict[str, str | None]
+    synthetic: UnitSynthetic | None
     prev_unit: int | None
     next_unit: int | None
     prev_attacked: int | None
     next_attacked: int | None
     read_only: bool
+
+
+class ModelSyntheticUnit(BaseModel):
+    unit: int
+    url: str
+    seed: int
+    job_id: int
+
+
+class ModelSyntheticLayer(BaseModel):
+    layer: str
+    units: list[ModelSyntheticUnit]
+
+
+class ModelSynthetic(BaseModel):
+    """One synthetic image per unit: the first seed of the newest visualize job of each layer."""
+
+    model_id: int
+    layers: list[ModelSyntheticLayer]
+
+
+class ModelSyntheticImage(BaseModel):
+    url: str
+    seed: int
+    objective: str
+    steps: int
+    size: int
+    job_id: int
+    state: str
+
+
+class ModelSyntheticUnitDetail(BaseModel):
+    model_id: int
+    layer: str
+    unit: int
+    images: list[ModelSyntheticImage]
 
 
 class ShareOut(BaseModel):

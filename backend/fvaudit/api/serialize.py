@@ -1,6 +1,7 @@
 """Rows → API JSON."""
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any, Iterable
 
@@ -9,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from fvaudit.api.security import image_sig_expiry, sign_image
 from fvaudit.config import get_settings
-from fvaudit.db.models import METRICS, ImageSet, Job, Run, UnitResult
+from fvaudit.db.models import METRICS, ImageSet, Job, Run, SyntheticImage, UnitResult
+from fvaudit.jobs.registry import job_label
 
 API = "/api/v1"
 
@@ -59,8 +61,9 @@ def img(image_set_id: int, image_id: int, label: int, classes: list[str], score:
             "thumb_url": thumb, "full_url": full}
 
 
-def job_out(job: Job, children: list[int]) -> dict[str, Any]:
-    return {"id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress or {},
+def job_out(job: Job, children: list[int], parent_kind: str | None = None) -> dict[str, Any]:
+    return {"id": job.id, "kind": job.kind, "step_key": job.step_key,
+            "label": job_label(job.kind, job.step_key, parent_kind), "status": job.status, "progress": job.progress or {},
             "error": job.error, "spec": job.spec or {}, "run_id": job.run_id, "parent_id": job.parent_id,
             "children": children, "depends_on_id": job.depends_on_id, "seq": job.seq, "attempts": job.attempts,
             "worker": job.worker, "cancel_requested": job.cancel_requested, "heartbeat_at": job.heartbeat_at,
@@ -75,7 +78,9 @@ def jobs_out(db: Session, jobs: Iterable[Job]) -> list[dict[str, Any]]:
     if ids:
         for cid, pid in db.execute(select(Job.id, Job.parent_id).where(Job.parent_id.in_(ids)).order_by(Job.seq)):
             kids[pid].append(cid)
-    return [job_out(j, kids[j.id]) for j in jobs]
+    parent_ids = {j.parent_id for j in jobs if j.parent_id is not None}
+    parent_kind = dict(db.execute(select(Job.id, Job.kind).where(Job.id.in_(parent_ids))).all()) if parent_ids else {}
+    return [job_out(j, kids[j.id], parent_kind.get(j.parent_id)) for j in jobs]
 
 
 def headline(run: Run) -> dict:
@@ -90,11 +95,57 @@ def run_item(run: Run) -> dict[str, Any]:
             "job_id": run.job_id}
 
 
-def run_detail(run: Run, read_only: bool) -> dict[str, Any]:
+def _mean(xs) -> float | None:
+    v = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(v) / len(v) if v else None
+
+
+SYNTH = ("synthetic_clip_delta", "synthetic_transfer", "ns_agreement")
+
+
+def run_synthetic(db: Session, run: Run) -> dict[str, dict] | None:
+    """Fig. 3.7 in numbers: natural vs synthetic measures per unit and their means over attacked units."""
+    if db.scalar(select(SyntheticImage.id).where(SyntheticImage.run_id == run.id).limit(1)) is None:
+        return None
+    out: dict[str, dict] = {}
+    rows = db.execute(select(UnitResult.layer, UnitResult.unit, UnitResult.attacked, UnitResult.clip_delta,
+                             *[getattr(UnitResult, m) for m in SYNTH])
+                      .where(UnitResult.run_id == run.id).order_by(UnitResult.layer, UnitResult.unit)).all()
+    for layer, unit, attacked, clip_delta, *synth in rows:
+        if all(v is None for v in synth):
+            continue
+        out.setdefault(layer, {"units": []})["units"].append(
+            {"unit": unit, "attacked": attacked, "natural_clip_delta": clip_delta, **dict(zip(SYNTH, synth))})
+    for layer, d in out.items():
+        att = [u for u in d["units"] if u["attacked"]] or d["units"]
+        d["means"] = {m: _mean(u[m] for u in att) for m in ("natural_clip_delta", *SYNTH)}
+    return out
+
+
+def run_rows(db: Session, run: Run, synthetic: dict | None) -> list[dict]:
+    """Table 3.1 rows: this run's states, then the α = 0 control's (state "control", its own run_id)."""
+    rows = []
+    for r in run.rows or []:
+        row = {**r, "run_id": run.id, "over_budget": bool(r.get("over_budget"))}
+        if synthetic and r.get("state") == "selected":
+            layers = list(synthetic) if r.get("layer") == "all" else [r.get("layer")]
+            units = [u for l in layers for u in (synthetic.get(l) or {}).get("units", []) if u["attacked"]]
+            row["synthetic_clip_delta"] = _mean(u["synthetic_clip_delta"] for u in units)
+        rows.append(row)
+    control = db.get(Run, run.control_run_id) if run.control_run_id else None
+    if control is not None:
+        rows += [{**r, "state": "control", "run_id": control.id, "over_budget": bool(r.get("over_budget"))}
+                 for r in control.rows or [] if r.get("state") == "selected"]
+    return rows
+
+
+def run_detail(db: Session, run: Run, read_only: bool) -> dict[str, Any]:
+    synthetic = run_synthetic(db, run)
     return {"id": run.id, "name": run.name, "status": run.status, "model": run.model.name if run.model else None,
             "model_id": run.model_id, "attack": run.attack, "embedder": run.embedder,
             "embedder_warning": run.embedder_warning, "k_clip": run.k_clip, "layers": list(run.layers or []),
-            "table": run.table or [], "accuracy": run.accuracy or {}, "alpha_trajectory": run.alpha_trajectory or [],
+            "table": run.table or [], "rows": run_rows(db, run, synthetic), "control_run_id": run.control_run_id,
+            "synthetic": synthetic, "accuracy": run.accuracy or {}, "alpha_trajectory": run.alpha_trajectory or [],
             "history": run.history or [], "pushup": run.pushup, "per_unit": run.per_unit or {},
             "clip_similarity": run.clip_similarity or {}, "layer_info": run.layer_info or {},
             "train_set_id": run.train_set_id, "val_set_id": run.val_set_id, "job_id": run.job_id,
@@ -103,7 +154,7 @@ def run_detail(run: Run, read_only: bool) -> dict[str, Any]:
 
 
 def unit_row(u: UnitResult) -> dict[str, Any]:
-    return {"unit": u.unit, "attacked": u.attacked, "dead": u.dead, **{m: getattr(u, m) for m in METRICS}}
+    return {"unit": u.unit, "attacked": u.attacked, "dead": u.dead, **{m: getattr(u, m) for m in (*METRICS, *SYNTH)}}
 
 
 def topk_images(db: Session, entry: dict, share_id: int | None = None) -> dict[str, list[dict]]:
@@ -127,18 +178,36 @@ def _neighbour(sorted_units: list[int], unit: int, direction: int) -> int | None
     return sorted_units[i] if i < len(sorted_units) else None
 
 
+def synthetic_url(image_id: int) -> str:
+    return f"{API}/synthetic-images/{image_id}"
+
+
+def unit_synthetic(db: Session, run_id: int, u: UnitResult) -> dict | None:
+    """The unit's synthetic images: θ_init ("before") and the attack's state ("after"), same seeds."""
+    imgs = db.execute(select(SyntheticImage.id, SyntheticImage.state, SyntheticImage.seed, SyntheticImage.objective,
+                             SyntheticImage.steps, SyntheticImage.size, SyntheticImage.job_id)
+                      .where(SyntheticImage.run_id == run_id, SyntheticImage.layer == u.layer,
+                             SyntheticImage.unit == u.unit)
+                      .order_by(SyntheticImage.job_id.desc(), SyntheticImage.seed)).all()
+    if not imgs:
+        return None
+    newest = [i for i in imgs if i.job_id == imgs[0].job_id]
+    return {"before": [{"url": synthetic_url(i.id), "seed": i.seed} for i in newest if i.state == "init"],
+            "after": [{"url": synthetic_url(i.id), "seed": i.seed} for i in newest if i.state != "init"],
+            "objective": newest[0].objective, "steps": newest[0].steps, "size": newest[0].size,
+            **{m: getattr(u, m) for m in SYNTH}}
+
+
 def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id: int | None = None) -> dict[str, Any]:
     info = (run.layer_info or {}).get(u.layer, {})
     n = int(info.get("units") or 0)
     attacked = sorted(int(x) for x in info.get("attacked", []))
-    syn_before = f"{API}/runs/{run.id}/layers/{u.layer}/units/{u.unit}/synthetic/before" if u.synthetic_before_id else None
-    syn_after = f"{API}/runs/{run.id}/layers/{u.layer}/units/{u.unit}/synthetic/after" if u.synthetic_after_id else None
     return {
         "unit": u.unit, "layer": u.layer, "attacked": u.attacked, "dead": u.dead,
         "metrics": {m: getattr(u, m) for m in METRICS},
         "topk": {role: topk_images(db, entry, share_id) for role, entry in (u.topk or {}).items()},
         "nearest": u.nearest or {}, "clip_self": u.clip_self or {},
-        "synthetic": {"before": syn_before, "after": syn_after},
+        "synthetic": unit_synthetic(db, run.id, u),
         "prev_unit": u.unit - 1 if u.unit > 0 else None,
         "next_unit": u.unit + 1 if u.unit + 1 < n else None,
         "prev_attacked": _neighbour(attacked, u.unit, -1), "next_attacked": _neighbour(attacked, u.unit, 1),

@@ -187,6 +187,10 @@ class Run(Base):
     per_unit: Mapped[dict] = mapped_column(JSONType, default=dict)
     clip_similarity: Mapped[dict] = mapped_column(JSONType, default=dict)
     layer_info: Mapped[dict] = mapped_column(JSONType, default=dict)     # layer -> {units, attacked, dead}
+    #: Table 3.1 rows of every state: [{layer ("all" = pooled), state ("selected" | "final"), metrics, acc ...}]
+    rows: Mapped[list] = mapped_column(JSONType, default=list)
+    #: the α = 0 fine-tune with the same settings (its own run), shown as the "control" row
+    control_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
     attack_summary: Mapped[dict] = mapped_column(JSONType, default=dict)
     selected_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"), nullable=True)
     final_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"), nullable=True)
@@ -218,6 +222,8 @@ class Job(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True, index=True)
     depends_on_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
     seq: Mapped[int] = mapped_column(Integer, default=0)
+    #: the chain step this job is (its parent kind's step key, e.g. "scan_init"); None for a standalone job
+    step_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -293,13 +299,62 @@ class UnitResult(Base):
     topk: Mapped[dict] = mapped_column(JSONType, default=dict)
     nearest: Mapped[dict] = mapped_column(JSONType, default=dict)
     clip_self: Mapped[dict] = mapped_column(JSONType, default=dict)     # {"pre": C^{ii}_jj, "post": C^{if}_jj}
-    synthetic_before_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"), nullable=True)
-    synthetic_after_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"), nullable=True)
+    #: SPEC §4 measures, written by a visualize job (never by metrics; images in synthetic_images)
+    synthetic_clip_delta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    synthetic_transfer: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ns_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
     extra: Mapped[dict] = mapped_column(JSONType, default=dict)
     __table_args__ = (
         UniqueConstraint("run_id", "layer", "unit", name="uq_unit_results_run_layer_unit"),
         *[Index(f"ix_unit_results_{m}", "run_id", "layer", m) for m in METRICS],
     )
+
+
+class SyntheticImage(Base):
+    """One synthetic visualization (SPEC §4): a unit's image for one seed under one state.
+
+    ``state`` is ``init`` (θ_init) or the attack state the weights came from
+    (``selected`` / ``final``); ``run_id`` is null for a visualize job run alone on a model.
+    """
+
+    __tablename__ = "synthetic_images"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    layer: Mapped[str] = mapped_column(String(300))
+    unit: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    seed: Mapped[int] = mapped_column(Integer)
+    objective: Mapped[str] = mapped_column(String(32))
+    steps: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)                # image side in pixels (square)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
+    activation: Mapped[float | None] = mapped_column(Float, nullable=True)   # objective of its own image
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        UniqueConstraint("job_id", "layer", "unit", "state", "seed", name="uq_synthetic_images_job_unit_state_seed"),
+        Index("ix_synthetic_images_run_layer_unit", "run_id", "layer", "unit"),
+        Index("ix_synthetic_images_model_layer_unit", "model_id", "layer", "unit", "job_id"),
+    )
+
+
+def upsert(db, table, rows: list[dict], keys: tuple[str, ...], update: tuple[str, ...]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET only ``update`` columns (Postgres and SQLite).
+
+    Other columns of an existing row are left alone: a metrics job never wipes what a
+    visualize job wrote into the same unit rows, and the other way round.
+    """
+    if not rows:
+        return
+    if db.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    for i in range(0, len(rows), 1000):
+        stmt = insert(table.__table__).values(rows[i:i + 1000])
+        db.execute(stmt.on_conflict_do_update(index_elements=list(keys),
+                                              set_={c: getattr(stmt.excluded, c) for c in update}))
 
 
 class ShareLink(Base):

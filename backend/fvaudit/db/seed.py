@@ -17,7 +17,7 @@ def synthetic_run(db: Session, owner_id: int | None, model_id: int, train: Image
                   layers: dict[str, int], k: int = 10, seed: int = 0, name: str = "synthetic run") -> Run:
     rng = np.random.default_rng(seed)
     run = Run(name=name, owner_id=owner_id, model_id=model_id, status="succeeded", attack_kind="push_down",
-              layers=list(layers), attack={"kind": "push_down", "layer": next(iter(layers)), "k": k},
+              layers=list(layers), attack={"kind": "push_down", "layers": list(layers), "k": k},
               train_set_id=train.id, val_set_id=val.id, embedder="synthetic", k_clip=5,
               accuracy={"init": 92.0, "final": 91.7, "last": 91.5, "delta": -0.3, "selected_step": 100, "steps": 100,
                         "over_budget": False},
@@ -45,13 +45,15 @@ def synthetic_run(db: Session, owner_id: int | None, model_id: int, train: Image
                          **{m: float(vals[m][u]) for m in METRICS}, "topk": topk, "nearest": nearest,
                          "clip_self": {"pre": 0.8, "post": 0.6}, "extra": {}})
         db.execute(UnitResult.__table__.insert(), rows)
-        table.append({"layer": layer, **{m: float(vals[m].mean()) for m in METRICS}, "acc": 91.7, "delta_acc": -0.3,
+        table.append({"layer": layer, "state": "selected", "step": 100, **{m: float(vals[m].mean()) for m in METRICS},
+                      "acc": 91.7, "delta_acc": -0.3, "acc_n_images": val.size, "over_budget": False,
                       "n_units": n_units, "n_attacked": n_units, "n_dead": 0})
         per_unit[layer] = {m: vals[m].tolist() for m in METRICS}
         layer_info[layer] = {"units": n_units, "attacked": list(range(n_units)), "dead": [], "live": n_units}
         for m in METRICS:
             headline_vals[m].extend(vals[m].tolist())
     run.table = clean_json(table)
+    run.rows = clean_json(table)
     run.per_unit = clean_json(per_unit)
     run.layer_info = layer_info
     run.headline = clean_json({**{m: float(np.mean(v)) for m, v in headline_vals.items()},

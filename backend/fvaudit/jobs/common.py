@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from fvaudit.config import get_settings
 from fvaudit.db.models import Image, ImageSet, Job, Model, Scan
 from fvaudit.engine.images import DecodeCache, FolderImageSet, ImageSet as EngineImageSet, open_image_set
+from fvaudit.jobs.specs import WeightsRef
 from fvaudit.store import ArtifactStore
 
 
@@ -29,17 +30,17 @@ def model_checkpoint(store: ArtifactStore, model: Model) -> Path | None:
     return store.path(model.checkpoint) if model.checkpoint is not None else None
 
 
-def resolve_weights(db: Session, store: ArtifactStore, model: Model, weights_from: dict | None,
+def resolve_weights(db: Session, store: ArtifactStore, model: Model, weights_from: "WeightsRef | None",
                     checkpoint_path: str | None) -> tuple[Path | None, str]:
     """(checkpoint file or None for the model's own weights, a label for the scan row)."""
-    if weights_from:
-        job = db.get(Job, weights_from["job_id"])
+    if weights_from is not None:
+        job = db.get(Job, weights_from.job_id)
         if job is None or job.status != "succeeded":
-            raise RuntimeError(f"attack job {weights_from['job_id']} has not succeeded "
+            raise RuntimeError(f"attack job {weights_from.job_id} has not succeeded "
                                f"({job.status if job else 'missing'}); its weights are not available")
-        sha = (job.result or {}).get(f"{weights_from.get('state', 'selected')}_sha")
+        sha = (job.result or {}).get(f"{weights_from.state}_sha")
         if not sha:
-            raise RuntimeError(f"attack job {job.id} recorded no {weights_from.get('state')} weights")
+            raise RuntimeError(f"attack job {job.id} recorded no {weights_from.state} weights")
         from fvaudit.db.models import Artifact
 
         art = db.scalar(select(Artifact).where(Artifact.sha256 == sha))

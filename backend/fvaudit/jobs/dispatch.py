@@ -23,12 +23,12 @@ TASK_NAME = "fvaudit.run_job"
 def runnable_condition():
     """SQL condition: a queued, not cancelled job whose dependency (if any) succeeded."""
     dep = aliased(Job)
-    from fvaudit.jobs import RUNNABLE
+    from fvaudit.jobs.registry import runnable_kinds
 
     return and_(
         Job.status == "queued",
         Job.cancel_requested.is_(False),
-        Job.kind.in_(list(RUNNABLE)),
+        Job.kind.in_(runnable_kinds()),
         or_(Job.depends_on_id.is_(None),
             Job.depends_on_id.in_(select(dep.id).where(dep.status == "succeeded").scalar_subquery())),
     )

@@ -27,8 +27,9 @@ def log_event(db: Session, job_id: int, message: str, **info: Any) -> None:
 def status_event(db: Session, job: Job) -> None:
     add_event(db, job.id, "status", {"status": job.status, "job_id": job.id})
     if job.parent_id is not None:
-        add_event(db, job.parent_id, "log", {"message": f"step {job.seq} ({job.kind}, job {job.id}) {job.status}",
-                                             "job_id": job.id, "status": job.status})
+        add_event(db, job.parent_id, "log", {"message": f"step {job.seq} ({job.step_key or job.kind}, job {job.id}) "
+                                                        f"{job.status}",
+                                             "job_id": job.id, "status": job.status, "step_key": job.step_key})
 
 
 def set_run_status(db: Session, job: Job) -> None:
@@ -80,12 +81,17 @@ def refresh_parent(db: Session, parent_id: int) -> Job | None:
         if new in TERMINAL:
             parent.finished_at = utcnow()
             if new == "failed" and failed is not None:
-                parent.error = f"step {failed.seq} ({failed.kind}, job {failed.id}) failed: {failed.error}"
+                parent.error = (f"step {failed.seq} ({failed.step_key or failed.kind}, job {failed.id}) failed: "
+                                f"{failed.error}")
             if new == "cancelled":
                 parent.error = parent.error or "cancelled on request"
         status_event(db, parent)
         db.flush()
-        set_run_status(db, children[0])
+        seen: set[int] = set()
+        for c in children:          # every run of the chain (e.g. the attack's and its control's)
+            if c.run_id is not None and c.run_id not in seen:
+                seen.add(c.run_id)
+                set_run_status(db, c)
     return parent
 
 
@@ -131,14 +137,17 @@ def request_cancel(db: Session, job: Job) -> list[int]:
     Running ones stop at their next step (the runner checks the flag). Returns ids of
     jobs whose status changed here.
     """
+    from fvaudit.jobs.registry import chain_kinds
+
     changed: list[int] = []
     now = utcnow()
+    chains = chain_kinds()
     targets = [job] + list(db.scalars(select(Job).where(Job.parent_id == job.id).order_by(Job.seq)).all())
     for j in targets:
         if j.status in TERMINAL:
             continue
         db.execute(update(Job).where(Job.id == j.id).values(cancel_requested=True, cancel_requested_at=now))
-        res = db.execute(update(Job).where(Job.id == j.id, Job.status == "queued", Job.kind != "audit")
+        res = db.execute(update(Job).where(Job.id == j.id, Job.status == "queued", Job.kind.not_in(chains))
                          .values(status="cancelled", finished_at=now, error="cancelled on request"))
         db.refresh(j)
         if res.rowcount:
@@ -146,7 +155,7 @@ def request_cancel(db: Session, job: Job) -> list[int]:
             status_event(db, j)
             db.flush()
             after_terminal(db, j)
-    if job.kind == "audit":
+    if job.kind in chains:
         db.flush()
         refresh_parent(db, job.id)
         db.refresh(job)

@@ -57,10 +57,13 @@ def reap_once(settings: Settings | None = None, max_attempts: int | None = None)
     max_attempts = max_attempts if max_attempts is not None else settings.max_attempts
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.heartbeat_timeout)
+    from fvaudit.jobs.registry import chain_kinds
+
+    chains = chain_kinds()
     out = {"requeued": [], "failed": [], "cancelled": [], "republished": []}
     wake: list[int] = []
     with session_scope() as db:
-        running = db.scalars(select(Job).where(Job.status == "running", Job.kind != "audit")).all()
+        running = db.scalars(select(Job).where(Job.status == "running", Job.kind.not_in(chains))).all()
         for job in running:
             seen = job.heartbeat_at.isoformat(timespec="seconds") if job.heartbeat_at else "never"
             if job.heartbeat_at is None or job.heartbeat_at < cutoff:
@@ -99,7 +102,7 @@ def reap_once(settings: Settings | None = None, max_attempts: int | None = None)
                 log.warning("job %s: %s; %s", job.id, lost, bucket)
         # jobs past FVAUDIT_MAX_JOB_SECONDS (the broker's visibility timeout is above it): stop them
         too_old = now - timedelta(seconds=settings.max_job_seconds)
-        for job in db.scalars(select(Job).where(Job.status == "running", Job.kind != "audit",
+        for job in db.scalars(select(Job).where(Job.status == "running", Job.kind.not_in(chains),
                                                 Job.cancel_requested.is_(False), Job.started_at < too_old)).all():
             db.execute(update(Job).where(Job.id == job.id, Job.cancel_requested.is_(False))
                        .values(cancel_requested=True, cancel_requested_at=now))
@@ -113,7 +116,7 @@ def reap_once(settings: Settings | None = None, max_attempts: int | None = None)
                                                                                 Job.enqueued_at < resend_before))).all()
             wake.extend(waiting)
         # chain parents whose children all ended (e.g. a child finished by another reaper)
-        parents = db.scalars(select(Job).where(Job.kind == "audit", Job.status.in_(("queued", "running")))).all()
+        parents = db.scalars(select(Job).where(Job.kind.in_(chains), Job.status.in_(("queued", "running")))).all()
         for p in parents:
             refresh_parent(db, p.id)
         db.flush()

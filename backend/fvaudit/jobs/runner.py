@@ -7,7 +7,6 @@ Used by the Celery task (:mod:`fvaudit.worker`) and the embedded local worker.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import shutil
 import traceback
@@ -18,11 +17,10 @@ from sqlalchemy import func, select, update
 from fvaudit.config import get_settings
 from fvaudit.db.models import Job, utcnow
 from fvaudit.db.session import session_scope
-from fvaudit.jobs import RUNNABLE
 from fvaudit.jobs.context import Heartbeat, JobContext, LeaseLost
 from fvaudit.jobs.dispatch import publish, runnable_condition
 from fvaudit.jobs.lifecycle import after_terminal, finish, log_event, set_run_status, status_event
-from fvaudit.jobs.specs import SPEC_MODELS
+from fvaudit.jobs.registry import get_kind, is_kind
 from fvaudit.store import get_store
 
 log = logging.getLogger("fvaudit.runner")
@@ -38,7 +36,7 @@ def claim(job_id: int, worker: str) -> tuple[Job, str] | None:
     lease = uuid.uuid4().hex
     with session_scope() as db:
         job = db.get(Job, job_id)
-        if job is None or job.kind not in RUNNABLE:
+        if job is None or not is_kind(job.kind) or not get_kind(job.kind).runnable:
             return None
         if job.status == "queued" and job.cancel_requested:
             res = db.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
@@ -91,9 +89,9 @@ def run_job(job_id: int, worker: str = "worker") -> str:
     try:
         with Heartbeat(job.id, lease, settings.heartbeat_interval, ctx.reporter.lost):
             try:
-                spec = SPEC_MODELS[job.kind].model_validate(job.spec)
-                module = importlib.import_module(RUNNABLE[job.kind])
-                result = module.run(spec, ctx) or {}
+                kind = get_kind(job.kind)
+                spec = kind.spec.model_validate(job.spec)      # the typed spec, as validated at submission
+                result = kind.run(spec, ctx) or {}
                 ctx.reporter.flush(force=True)
             except Cancelled as exc:
                 outcome, error = "cancelled", f"cancelled on request ({exc})"

@@ -1,23 +1,26 @@
 """Request-time checks of job specs against the database (→ 422 naming the field).
 
-Pydantic already checked types and ranges (:mod:`fvaudit.jobs.specs`); here: the model,
-image sets and referenced jobs exist and are visible to the user, the layer is one of
-the model's layers (cached in its row at registration), units / decoys / k are in range,
-server-side paths lie under an allowed root. Returns a normalised spec (layer names
+Pydantic already checked types and ranges (:mod:`fvaudit.jobs.specs`); these are the
+checks the kinds' ``check`` methods share (:mod:`fvaudit.jobs.kinds`): the model, image
+sets and referenced jobs exist and are visible to the user, a layer is one of the
+model's layers (cached in its row at registration), units / decoys / k are in range,
+server-side paths lie under an allowed root. They return normalised values (layer names
 resolved from labels, decoy class names turned into indices).
 """
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
 from fvaudit.db.models import ImageSet, Job, Model, User
-from fvaudit.jobs.specs import AttackParams, AttackSpec, AuditSpec, MetricsSpec, ScanSpec
+from fvaudit.jobs.specs import AttackParams
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+#: what an open_clip model name or pretrained tag may look like (never a path)
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class FieldError(ValueError):
@@ -92,6 +95,15 @@ def check_checkpoint_path(path: str, loc: tuple) -> str:
         raise FieldError(loc, f"checkpoint {path!r}: unsupported extension {p.suffix!r} (use .safetensors or .pt)")
     if not p.is_file():
         raise FieldError(loc, f"checkpoint {path!r} does not exist")
+    if p.suffix.lower() != ".safetensors":
+        # the same screen as model registration: a pickle naming anything but tensors is refused
+        # here, at submission, not inside the worker after the chain has started
+        from fvaudit.api.registration import UnsafeCheckpoint, screen_pickle_checkpoint
+
+        try:
+            screen_pickle_checkpoint(p)
+        except UnsafeCheckpoint as exc:
+            raise FieldError(loc, f"checkpoint {p.name} refused: {exc}") from None
     return str(p)
 
 
@@ -101,16 +113,29 @@ def check_embedder(spec: str, loc: tuple) -> str:
     from fvaudit.engine.embedders import EmbedderError, canonical_spec
 
     try:
-        return canonical_spec(spec)
+        canon = canonical_spec(spec)
     except EmbedderError as exc:
         raise FieldError(loc, str(exc)) from None
+    if canon.startswith("open_clip:"):
+        _, model, tag = canon.split(":", 2)
+        for part, what in ((model, "model"), (tag, "pretrained tag")):
+            if not SAFE_NAME.fullmatch(part) or ".." in part:
+                raise FieldError(loc, f"embedder {what} {part!r}: only letters, digits, '.', '_' and '-' "
+                                      "(a name, never a path)")
+    return canon
 
 
-def check_attack(db: Session, model: Model, train: ImageSet, attack: AttackParams, loc: tuple) -> dict:
-    a = attack.model_dump()
-    info = check_layer(model, attack.layer, loc + ("layer",))
-    a["layer"] = info["name"]
+def check_attack(db: Session, model: Model, train: ImageSet, attack: AttackParams, loc: tuple) -> AttackParams:
+    """The attack's layers resolved to names, its units, decoys and k in range; decoy class → index."""
+    layers, infos = [], []
+    for i, name in enumerate(attack.layers):
+        info = check_layer(model, name, loc + ("layers", i))
+        layers.append(info["name"])
+        infos.append(info)
+    if len(set(layers)) != len(layers):
+        raise FieldError(loc + ("layers",), "a layer is listed twice")
     if attack.units is not None:
+        info = infos[0]
         for i, u in enumerate(attack.units):
             if u >= info["units"]:
                 raise FieldError(loc + ("units", i), f"unit index {u} out of range for layer {info['name']} of "
@@ -122,6 +147,7 @@ def check_attack(db: Session, model: Model, train: ImageSet, attack: AttackParam
             if d >= train.size:
                 raise FieldError(loc + ("decoy_ids", i), f"decoy image id {d} out of range: the training set "
                                                          f"{train.name} has {train.size} images")
+    update: dict = {"layers": layers}
     dc = attack.decoy_class
     if dc is not None:
         classes = list(train.classes)
@@ -129,103 +155,26 @@ def check_attack(db: Session, model: Model, train: ImageSet, attack: AttackParam
             if dc not in classes:
                 raise FieldError(loc + ("decoy_class",), f"unknown class {dc!r} in {train.name}; classes: "
                                                          + ", ".join(classes[:20]))
-            a["decoy_class"] = classes.index(dc)
+            update["decoy_class"] = classes.index(dc)
         else:
             idx = int(dc)
             if not 0 <= idx < len(classes):
                 raise FieldError(loc + ("decoy_class",), f"class index {idx} out of range: {train.name} has "
                                                          f"{len(classes)} classes (0..{len(classes) - 1})")
-            a["decoy_class"] = idx
-    return a
+            update["decoy_class"] = idx
+    return attack.model_copy(update=update)
 
 
-def validate_spec(db: Session, user: User, kind: str, spec: Any) -> dict:
-    """Normalised spec dict, or FieldError with loc starting at ("spec", ...)."""
-    L = ("spec",)
-    if isinstance(spec, AuditSpec) or isinstance(spec, AttackSpec):
-        model = get_model(db, spec.model_id, L + ("model_id",))
-        train = get_image_set(db, spec.train_set_id, L + ("train_set_id",))
-        val = get_image_set(db, spec.val_set_id, L + ("val_set_id",))
-        out = spec.model_dump()
-        out["attack"] = check_attack(db, model, train, spec.attack, L + ("attack",))
-        if spec.checkpoint_path is not None:
-            out["checkpoint_path"] = check_checkpoint_path(spec.checkpoint_path, L + ("checkpoint_path",))
-        if isinstance(spec, AuditSpec):
-            if spec.k_clip > val.size:
-                raise FieldError(L + ("k_clip",), f"k_clip = {spec.k_clip} is larger than the validation set "
-                                                  f"({val.size} images)")
-            if max(spec.attack.k, spec.k_clip) > train.size:
-                raise FieldError(L + ("k_clip",), f"k_clip = {spec.k_clip} is larger than the training set")
-            out["embedder"] = check_embedder(spec.embedder, L + ("embedder",))
-        else:
-            if spec.init_scan_job_id is not None:
-                j = get_job(db, user, spec.init_scan_job_id, L + ("init_scan_job_id",), ("scan",))
-                if j.spec.get("model_id") != spec.model_id or spec.train_set_id not in j.spec.get("image_set_ids", []):
-                    raise FieldError(L + ("init_scan_job_id",), f"scan job {j.id} did not scan model {spec.model_id} "
-                                                                f"on image set {spec.train_set_id}")
-                if out["attack"]["layer"] not in j.spec.get("layers", []):
-                    raise FieldError(L + ("init_scan_job_id",), f"scan job {j.id} did not scan layer "
-                                                                f"{out['attack']['layer']}")
-                if j.spec.get("k", 0) < spec.attack.k:
-                    raise FieldError(L + ("init_scan_job_id",), f"scan job {j.id} kept top-{j.spec.get('k')}, "
-                                                                f"fewer than k = {spec.attack.k}")
-        return out
-    if isinstance(spec, ScanSpec):
-        model = get_model(db, spec.model_id, L + ("model_id",))
-        out = spec.model_dump()
-        out["layers"] = [check_layer(model, name, L + ("layers", i))["name"] for i, name in enumerate(spec.layers)]
-        if len(set(out["layers"])) != len(out["layers"]):
-            raise FieldError(L + ("layers",), "a layer is listed twice")
-        sizes = []
-        for i, sid in enumerate(spec.image_set_ids):
-            sizes.append(get_image_set(db, sid, L + ("image_set_ids", i)).size)
-        if len(set(spec.image_set_ids)) != len(spec.image_set_ids):
-            raise FieldError(L + ("image_set_ids",), "an image set is listed twice")
-        if spec.k > min(sizes):
-            raise FieldError(L + ("k",), f"k = {spec.k} is larger than the smallest image set ({min(sizes)} images)")
-        if spec.weights_from is not None and spec.checkpoint_path is not None:
-            raise FieldError(L + ("checkpoint_path",), "give weights_from or checkpoint_path, not both")
-        if spec.weights_from is not None:
-            j = get_job(db, user, spec.weights_from.job_id, L + ("weights_from", "job_id"), ("attack",))
-            if j.spec.get("model_id") != spec.model_id:
-                raise FieldError(L + ("weights_from", "job_id"), f"attack job {j.id} attacked model "
-                                                                 f"{j.spec.get('model_id')}, not {spec.model_id}")
-        if spec.checkpoint_path is not None:
-            out["checkpoint_path"] = check_checkpoint_path(spec.checkpoint_path, L + ("checkpoint_path",))
-        return out
-    if isinstance(spec, MetricsSpec):
-        out = spec.model_dump()
-        before = get_job(db, user, spec.before_scan_job_id, L + ("before_scan_job_id",), ("scan",))
-        after = get_job(db, user, spec.after_scan_job_id, L + ("after_scan_job_id",), ("scan",))
-        get_image_set(db, spec.val_set_id, L + ("val_set_id",))
-        for name, j in (("before_scan_job_id", before), ("after_scan_job_id", after)):
-            if spec.val_set_id not in j.spec.get("image_set_ids", []):
-                raise FieldError(L + (name,), f"scan job {j.id} did not scan image set {spec.val_set_id}")
-            if spec.train_set_id is not None and spec.train_set_id not in j.spec.get("image_set_ids", []):
-                raise FieldError(L + ("train_set_id",), f"scan job {j.id} did not scan image set {spec.train_set_id}")
-        if before.spec.get("model_id") != after.spec.get("model_id"):
-            raise FieldError(L + ("after_scan_job_id",), "the two scans are of different models")
-        common = [l for l in before.spec.get("layers", []) if l in after.spec.get("layers", [])]
-        if spec.layers is not None:
-            model = get_model(db, before.spec["model_id"], L + ("before_scan_job_id",))
-            names = []
-            for i, name in enumerate(spec.layers):
-                info = check_layer(model, name, L + ("layers", i))
-                if info["name"] not in common:
-                    raise FieldError(L + ("layers", i), f"layer {info['name']} is not in both scans")
-                names.append(info["name"])
-            out["layers"] = names
-        elif not common:
-            raise FieldError(L + ("after_scan_job_id",), "the two scans have no layer in common")
-        if spec.attack_job_id is not None:
-            get_job(db, user, spec.attack_job_id, L + ("attack_job_id",), ("attack",))
-        k_scan = min(before.spec.get("k", 0), after.spec.get("k", 0))
-        if spec.k_clip > k_scan:
-            raise FieldError(L + ("k_clip",), f"k_clip = {spec.k_clip} is larger than the scans' top-{k_scan}")
-        out["embedder"] = check_embedder(spec.embedder, L + ("embedder",))
-        return out
-    raise FieldError(("kind",), f"unknown job kind {kind!r}")
+def check_classes_match(model: Model, image_set: ImageSet, loc: tuple) -> None:
+    """An image set the model is measured on must have the model's classes (else accuracy means nothing)."""
+    n = len(model.class_names or [])
+    if n and len(image_set.classes) != n:
+        raise FieldError(loc, f"image set {image_set.name} has {len(image_set.classes)} classes, the model "
+                              f"{model.name} has {n}: accuracy on it would be meaningless")
 
 
-def path_of(p: str | None) -> Path | None:
-    return Path(p) if p else None
+def validate_spec(db: Session, user: User, kind: str, spec: Any) -> Any:
+    """The kind's request-time checks (a thin door for callers outside the API)."""
+    from fvaudit.jobs.registry import get_kind
+
+    return get_kind(kind).check(db, user, spec)

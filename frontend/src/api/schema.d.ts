@@ -121,6 +121,40 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/models/{model_id}/synthetic": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A model's synthetic visualizations: one image per unit (first seed of the newest visualize job of each layer, θ_init) */
+        get: operations["model_synthetic_api_v1_models__model_id__synthetic_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/models/{model_id}/synthetic/{layer}/{unit}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every stored synthetic visualization of one unit of a model (all seeds, states and jobs) */
+        get: operations["model_synthetic_unit_api_v1_models__model_id__synthetic__layer___unit__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/image-sets": {
         parameters: {
             query?: never;
@@ -224,6 +258,23 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/job-kinds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The job kinds: spec schema, defaults, chain steps and their labels */
+        get: operations["job_kinds_api_v1_job_kinds_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/jobs": {
         parameters: {
             query?: never;
@@ -234,7 +285,7 @@ export type paths = {
         /** Your jobs, newest first */
         get: operations["list_jobs_api_v1_jobs_get"];
         put?: never;
-        /** Launch a job (scan, attack, metrics, or audit chain) */
+        /** Launch a job (any kind of GET /job-kinds; a chain kind creates its steps) */
         post: operations["create_api_v1_jobs_post"];
         delete?: never;
         options?: never;
@@ -385,8 +436,25 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** Synthetic visualization before/after (when computed) */
+        /** A unit's first-seed synthetic visualization before (θ_init) or after the attack */
         get: operations["synthetic_api_v1_runs__run_id__layers__layer__units__unit__synthetic__which__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/synthetic-images/{image_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One synthetic visualization (PNG): readable with the run's access, or by any user when it belongs to no run */
+        get: operations["synthetic_image_api_v1_synthetic_images__image_id__get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -484,17 +552,29 @@ export type components = {
             last?: number | null;
             /** Delta */
             delta?: number | null;
+            /** Delta Last */
+            delta_last?: number | null;
             /** Selected Step */
             selected_step?: number | null;
             /** Steps */
             steps?: number | null;
             /** Over Budget */
             over_budget?: boolean | null;
+            /**
+             * N Images
+             * @description validation images the accuracy was measured on
+             */
+            n_images?: number | null;
+        } & {
+            [key: string]: unknown;
         };
-        /** AttackJobCreate */
+        /**
+         * AttackJobCreate
+         * @description attack: push-down, push-up or the α = 0 fine-tune baseline on one or several layers (SPEC §2)
+         */
         AttackJobCreate: {
             /**
-             * @description discriminator enum property added by openapi-typescript
+             * @description attack (enum property replaced by openapi-typescript)
              * @enum {string}
              */
             kind: "attack";
@@ -502,24 +582,24 @@ export type components = {
         };
         /**
          * AttackParams
-         * @description One attack (SPEC §2) on one layer of the model.
+         * @description One attack (SPEC §2) on the units of one or several layers of the model.
          */
         AttackParams: {
             /**
              * Kind
-             * @description attack kind; finetune = the α=0 baseline
+             * @description attack kind; finetune = the α = 0 baseline
              * @default push_down
              * @enum {string}
              */
             kind?: "push_down" | "push_up" | "finetune";
             /**
-             * Layer
-             * @description layer name or display label (see GET /models/{id}/layers)
+             * Layers
+             * @description layer names or display labels (see GET /models/{id}/layers)
              */
-            layer: string;
+            layers: string[];
             /**
              * Units
-             * @description units to attack; null = every unit of the layer
+             * @description units to attack (only with exactly one layer); null = every unit of every layer
              */
             units?: number[] | null;
             /**
@@ -534,50 +614,82 @@ export type components = {
              */
             alpha?: number | null;
             /**
+             * Alpha Init
+             * @description dynamic α starts here
+             * @default 0.1
+             */
+            alpha_init?: number;
+            /**
              * Alpha Max
              * @default 0.99
              */
             alpha_max?: number;
             /**
-             * Lr
-             * @description Adam learning rate
-             * @default 0.0001
+             * Alpha Factor
+             * @description dynamic α: ÷ factor when over budget, × factor (≤ α_max) otherwise
+             * @default 2
              */
-            lr?: number;
-            /**
-             * Steps
-             * @default 400
-             */
-            steps?: number;
-            /**
-             * Batch Size
-             * @default 256
-             */
-            batch_size?: number;
-            /**
-             * Eval Every
-             * @description steps between accuracy evaluations (dynamic α)
-             * @default 25
-             */
-            eval_every?: number;
-            /**
-             * Eval Size
-             * @default 2000
-             */
-            eval_size?: number;
+            alpha_factor?: number;
             /**
              * Acc Budget Pp
-             * @description allowed accuracy drop, percentage points
+             * @description allowed accuracy drop on the full validation set, percentage points
              * @default 0.5
              */
             acc_budget_pp?: number;
             /**
-             * Seed
+             * Eval Every
+             * @description steps between accuracy evaluations
+             * @default 100
+             */
+            eval_every?: number;
+            /**
+             * Eval Size
+             * @description validation images the α controller reads (0 = all)
+             * @default 2000
+             */
+            eval_size?: number;
+            /**
+             * Lr
+             * @description Adam learning rate
+             * @default 0.0003
+             */
+            lr?: number;
+            /**
+             * Lr Schedule
+             * @description cosine decays to 0 at the last step
+             * @default constant
+             * @enum {string}
+             */
+            lr_schedule?: "constant" | "cosine";
+            /**
+             * Anchor Weight
+             * @description loss variant: + w · mean((θ − θ_init)²) (L2-SP); 0 = off
              * @default 0
              */
-            seed?: number;
+            anchor_weight?: number;
+            /**
+             * Steps
+             * @default 1500
+             */
+            steps?: number;
+            /**
+             * Batch Size
+             * @default 128
+             */
+            batch_size?: number;
+            /**
+             * Attack Batch Size
+             * @default 64
+             */
+            attack_batch_size?: number;
+            /**
+             * Decoy Batch Size
+             * @default 32
+             */
+            decoy_batch_size?: number;
             /**
              * Score Norm
+             * @description SPEC §2
              * @default batch_mean
              * @enum {string}
              */
@@ -587,6 +699,11 @@ export type components = {
              * @default 100
              */
             n_decoys?: number;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed?: number;
             /**
              * Checkpoint Every
              * @description steps between resumable checkpoints
@@ -609,7 +726,9 @@ export type components = {
          * @example {
          *       "attack": {
          *         "kind": "push_down",
-         *         "layer": "relu3",
+         *         "layers": [
+         *           "relu3"
+         *         ],
          *         "steps": 100
          *       },
          *       "model_id": 1,
@@ -635,10 +754,13 @@ export type components = {
             /** Checkpoint Path */
             checkpoint_path?: string | null;
         };
-        /** AuditJobCreate */
+        /**
+         * AuditJobCreate
+         * @description audit: scan θ_init → attack → scan θ_selected and θ_final → metrics, with the α = 0 control and synthetic visualizations
+         */
         AuditJobCreate: {
             /**
-             * @description discriminator enum property added by openapi-typescript
+             * @description audit (enum property replaced by openapi-typescript)
              * @enum {string}
              */
             kind: "audit";
@@ -646,24 +768,23 @@ export type components = {
         };
         /**
          * AuditSpec
-         * @description What the launch form sends: scan θ_init → attack → scan θ_final → metrics, as one request.
+         * @description What the launch form sends: scan θ_init → attack → scans → metrics (→ control, visualize).
          * @example {
          *       "attack": {
-         *         "batch_size": 256,
-         *         "k": 10,
          *         "kind": "push_down",
-         *         "layer": "relu3",
-         *         "lr": 0.0001,
-         *         "score_norm": "batch_mean",
-         *         "seed": 0,
+         *         "layers": [
+         *           "relu3"
+         *         ],
          *         "steps": 200
          *       },
+         *       "control": true,
          *       "embedder": "auto",
          *       "k_clip": 5,
          *       "model_id": 1,
          *       "name": "conv3 push-down",
          *       "train_set_id": 1,
-         *       "val_set_id": 2
+         *       "val_set_id": 2,
+         *       "visualize": true
          *     }
          */
         AuditSpec: {
@@ -678,11 +799,13 @@ export type components = {
             attack: components["schemas"]["AttackParams"];
             /**
              * K Clip
+             * @description top-k size of the CLIP metrics (≤ attack.k)
              * @default 5
              */
             k_clip?: number;
             /**
              * Embedder
+             * @description auto | none | efficientnet-lite0 | open_clip:<model>:<tag>
              * @default auto
              */
             embedder?: string;
@@ -693,6 +816,37 @@ export type components = {
             scan_batch_size?: number;
             /** Checkpoint Path */
             checkpoint_path?: string | null;
+            /**
+             * Control
+             * @description also run the α = 0 fine-tune with the same settings, measured the same way, as the control
+             * @default true
+             */
+            control?: boolean;
+            /**
+             * Visualize
+             * @description add the synthetic visualization step (SPEC §4)
+             * @default true
+             */
+            visualize?: boolean;
+            /**
+             * N Synth
+             * @description synthetic images per unit (seeds 0 .. n_synth − 1)
+             * @default 4
+             */
+            n_synth?: number;
+            /**
+             * Synth Steps
+             * @description gradient-ascent steps per synthetic image
+             * @default 256
+             */
+            synth_steps?: number;
+            /**
+             * Synth Objective
+             * @description a_j of SPEC §1, or the channel mean
+             * @default score
+             * @enum {string}
+             */
+            synth_objective?: "score" | "channel_mean";
         };
         /** BeforeAfter */
         BeforeAfter: {
@@ -853,6 +1007,16 @@ export type components = {
             /** Kind */
             kind: string;
             /**
+             * Step Key
+             * @description the chain step this job is (e.g. scan_init); null when standalone
+             */
+            step_key: string | null;
+            /**
+             * Label
+             * @description human label of the job or chain step
+             */
+            label: string;
+            /**
              * Status
              * @enum {string}
              */
@@ -917,6 +1081,32 @@ export type components = {
              */
             created_at: string;
         };
+        /**
+         * JobKindOut
+         * @description A job kind of the registry: what it is, its chain steps, the spec's defaults and JSON schema.
+         */
+        JobKindOut: {
+            /** Kind */
+            kind: string;
+            /** Title */
+            title: string;
+            /** Description */
+            description: string;
+            /** Runnable */
+            runnable: boolean;
+            /** Chain */
+            chain: boolean;
+            /** Steps */
+            steps: components["schemas"]["StepOut"][];
+            /** Defaults */
+            defaults: {
+                [key: string]: unknown;
+            };
+            /** Spec Schema */
+            spec_schema: {
+                [key: string]: unknown;
+            };
+        };
         /** LayerOut */
         LayerOut: {
             /** Name */
@@ -935,6 +1125,12 @@ export type components = {
             /** Module Type */
             module_type: string;
         };
+        /** LayerSynthetic */
+        LayerSynthetic: {
+            means: components["schemas"]["SyntheticMeans"];
+            /** Units */
+            units: components["schemas"]["SyntheticUnit"][];
+        };
         /** Me */
         Me: {
             /** User */
@@ -944,10 +1140,13 @@ export type components = {
             /** Id */
             id: number;
         };
-        /** MetricsJobCreate */
+        /**
+         * MetricsJobCreate
+         * @description metrics: SPEC §3 metrics of an attack from stored scans, per unit, per layer and per state
+         */
         MetricsJobCreate: {
             /**
-             * @description discriminator enum property added by openapi-typescript
+             * @description metrics (enum property replaced by openapi-typescript)
              * @enum {string}
              */
             kind: "metrics";
@@ -968,10 +1167,28 @@ export type components = {
         MetricsSpec: {
             /** Name */
             name?: string | null;
-            /** Before Scan Job Id */
+            /**
+             * Before Scan Job Id
+             * @description scan of θ_init
+             */
             before_scan_job_id: number;
-            /** After Scan Job Id */
+            /**
+             * After Scan Job Id
+             * @description scan of the attack's result (its selected state by default)
+             */
             after_scan_job_id: number;
+            /**
+             * Final Scan Job Id
+             * @description scan of the attack's final state, measured too
+             */
+            final_scan_job_id?: number | null;
+            /**
+             * After State
+             * @description which state after_scan_job_id scanned
+             * @default selected
+             * @enum {string}
+             */
+            after_state?: "selected" | "final";
             /**
              * Val Set Id
              * @description D_τ: the image set the metrics rank over (in both scans)
@@ -1054,6 +1271,62 @@ export type components = {
              */
             created_at: string;
         };
+        /**
+         * ModelSynthetic
+         * @description One synthetic image per unit: the first seed of the newest visualize job of each layer.
+         */
+        ModelSynthetic: {
+            /** Model Id */
+            model_id: number;
+            /** Layers */
+            layers: components["schemas"]["ModelSyntheticLayer"][];
+        };
+        /** ModelSyntheticImage */
+        ModelSyntheticImage: {
+            /** Url */
+            url: string;
+            /** Seed */
+            seed: number;
+            /** Objective */
+            objective: string;
+            /** Steps */
+            steps: number;
+            /** Size */
+            size: number;
+            /** Job Id */
+            job_id: number;
+            /** State */
+            state: string;
+        };
+        /** ModelSyntheticLayer */
+        ModelSyntheticLayer: {
+            /** Layer */
+            layer: string;
+            /** Units */
+            units: components["schemas"]["ModelSyntheticUnit"][];
+        };
+        /** ModelSyntheticUnit */
+        ModelSyntheticUnit: {
+            /** Unit */
+            unit: number;
+            /** Url */
+            url: string;
+            /** Seed */
+            seed: number;
+            /** Job Id */
+            job_id: number;
+        };
+        /** ModelSyntheticUnitDetail */
+        ModelSyntheticUnitDetail: {
+            /** Model Id */
+            model_id: number;
+            /** Layer */
+            layer: string;
+            /** Unit */
+            unit: number;
+            /** Images */
+            images: components["schemas"]["ModelSyntheticImage"][];
+        };
         /** Nearest */
         Nearest: {
             /** Unit */
@@ -1071,6 +1344,54 @@ export type components = {
             offline: boolean;
             /** Description */
             description: string;
+        };
+        /**
+         * Row
+         * @description A Table 3.1 row: one layer (or "all") in one state (SPEC §2–§3).
+         */
+        Row: {
+            /**
+             * Layer
+             * @description a layer name, or "all": the mean over every attacked unit of every layer
+             */
+            layer: string;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "selected" | "final" | "control";
+            /** Step */
+            step?: number | null;
+            /** Clip Delta */
+            clip_delta?: number | null;
+            /** Kendall Tau */
+            kendall_tau?: number | null;
+            /** Clip W */
+            clip_w?: number | null;
+            /** Kendall Tau W */
+            kendall_tau_w?: number | null;
+            /** Topk Overlap */
+            topk_overlap?: number | null;
+            /** Acc */
+            acc?: number | null;
+            /** Delta Acc */
+            delta_acc?: number | null;
+            /**
+             * Acc N Images
+             * @description validation images the accuracy was measured on
+             */
+            acc_n_images?: number | null;
+            /**
+             * Over Budget
+             * @default false
+             */
+            over_budget?: boolean;
+            /** Synthetic Clip Delta */
+            synthetic_clip_delta?: number | null;
+            /** Run Id */
+            run_id: number;
+        } & {
+            [key: string]: unknown;
         };
         /** RunDetail */
         RunDetail: {
@@ -1099,8 +1420,22 @@ export type components = {
             k_clip: number;
             /** Layers */
             layers: string[];
-            /** Table */
+            /**
+             * Table
+             * @description the selected state's rows, one per layer (see rows for every state)
+             */
             table: components["schemas"]["TableRow"][];
+            /** Rows */
+            rows: components["schemas"]["Row"][];
+            /** Control Run Id */
+            control_run_id: number | null;
+            /**
+             * Synthetic
+             * @description Fig. 3.7 in numbers, per layer
+             */
+            synthetic: {
+                [key: string]: components["schemas"]["LayerSynthetic"];
+            } | null;
             accuracy: components["schemas"]["Accuracy"];
             /** Alpha Trajectory */
             alpha_trajectory: {
@@ -1191,10 +1526,13 @@ export type components = {
             /** Full Url */
             full_url: string;
         };
-        /** ScanJobCreate */
+        /**
+         * ScanJobCreate
+         * @description scan: top-k and score matrices of layers over image sets (SPEC §1)
+         */
         ScanJobCreate: {
             /**
-             * @description discriminator enum property added by openapi-typescript
+             * @description scan (enum property replaced by openapi-typescript)
              * @enum {string}
              */
             kind: "scan";
@@ -1255,6 +1593,46 @@ export type components = {
             /** Revoked At */
             revoked_at?: string | null;
         };
+        /** StepOut */
+        StepOut: {
+            /** Key */
+            key: string;
+            /** Label */
+            label: string;
+        };
+        /** SyntheticImageOut */
+        SyntheticImageOut: {
+            /** Url */
+            url: string;
+            /** Seed */
+            seed: number;
+        };
+        /** SyntheticMeans */
+        SyntheticMeans: {
+            /** Natural Clip Delta */
+            natural_clip_delta?: number | null;
+            /** Synthetic Clip Delta */
+            synthetic_clip_delta?: number | null;
+            /** Synthetic Transfer */
+            synthetic_transfer?: number | null;
+            /** Ns Agreement */
+            ns_agreement?: number | null;
+        };
+        /** SyntheticUnit */
+        SyntheticUnit: {
+            /** Unit */
+            unit: number;
+            /** Attacked */
+            attacked: boolean;
+            /** Natural Clip Delta */
+            natural_clip_delta?: number | null;
+            /** Synthetic Clip Delta */
+            synthetic_clip_delta?: number | null;
+            /** Synthetic Transfer */
+            synthetic_transfer?: number | null;
+            /** Ns Agreement */
+            ns_agreement?: number | null;
+        };
         /** TableRow */
         TableRow: {
             /** Layer */
@@ -1310,10 +1688,7 @@ export type components = {
             clip_self: {
                 [key: string]: number | null;
             };
-            /** Synthetic */
-            synthetic: {
-                [key: string]: string | null;
-            };
+            synthetic: components["schemas"]["UnitSynthetic"] | null;
             /** Prev Unit */
             prev_unit: number | null;
             /** Next Unit */
@@ -1355,6 +1730,28 @@ export type components = {
             /** Topk Overlap */
             topk_overlap: number | null;
         };
+        /**
+         * UnitSynthetic
+         * @description A unit's synthetic visualizations (SPEC §4): the same seeds before (θ_init) and after.
+         */
+        UnitSynthetic: {
+            /** Before */
+            before: components["schemas"]["SyntheticImageOut"][];
+            /** After */
+            after: components["schemas"]["SyntheticImageOut"][];
+            /** Objective */
+            objective: string;
+            /** Steps */
+            steps: number;
+            /** Size */
+            size: number;
+            /** Synthetic Clip Delta */
+            synthetic_clip_delta?: number | null;
+            /** Synthetic Transfer */
+            synthetic_transfer?: number | null;
+            /** Ns Agreement */
+            ns_agreement?: number | null;
+        };
         /** ValidationError */
         ValidationError: {
             /** Location */
@@ -1367,6 +1764,94 @@ export type components = {
             input?: unknown;
             /** Context */
             ctx?: Record<string, never>;
+        };
+        /**
+         * VisualizeJobCreate
+         * @description synthetic visualization: synthetic images of every unit of layers under θ_init (and an attack's state), measured (SPEC §4)
+         */
+        VisualizeJobCreate: {
+            /**
+             * @description synthetic visualization (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "visualize";
+            spec: components["schemas"]["VisualizeSpec"];
+        };
+        /**
+         * VisualizeSpec
+         * @example {
+         *       "layers": [
+         *         "relu3"
+         *       ],
+         *       "model_id": 1,
+         *       "n_synth": 4,
+         *       "objective": "score",
+         *       "steps": 256
+         *     }
+         */
+        VisualizeSpec: {
+            /** Model Id */
+            model_id: number;
+            /** Layers */
+            layers: string[];
+            /**
+             * Units
+             * @description units to render (only with exactly one layer); null = all
+             */
+            units?: number[] | null;
+            /**
+             * N Synth
+             * @description images per unit (seeds 0 .. n_synth − 1)
+             * @default 4
+             */
+            n_synth?: number;
+            /**
+             * Steps
+             * @description gradient-ascent steps per image
+             * @default 256
+             */
+            steps?: number;
+            /**
+             * Objective
+             * @description a_j of SPEC §1, or the channel mean (for layers that can be negative)
+             * @default score
+             * @enum {string}
+             */
+            objective?: "score" | "channel_mean";
+            /** @description also render an attack's state with the same seeds, and measure the pair */
+            weights_from?: components["schemas"]["WeightsRef"] | null;
+            /**
+             * Checkpoint Path
+             * @description θ_init from a checkpoint under an allowed root
+             */
+            checkpoint_path?: string | null;
+            /**
+             * Val Set Id
+             * @description validation set: normalises synthetic transfer, gives the natural top-k for the agreement
+             */
+            val_set_id?: number | null;
+            /**
+             * Before Scan Job Id
+             * @description a scan of θ_init on val_set_id to reuse
+             */
+            before_scan_job_id?: number | null;
+            /**
+             * After Scan Job Id
+             * @description a scan of the weights_from state on val_set_id
+             */
+            after_scan_job_id?: number | null;
+            /**
+             * K Clip
+             * @description natural top-k size of the agreement
+             * @default 5
+             */
+            k_clip?: number;
+            /**
+             * Embedder
+             * @description auto | none | efficientnet-lite0 | open_clip:<model>:<tag>
+             * @default auto
+             */
+            embedder?: string;
         };
         /**
          * WeightsRef
@@ -1673,6 +2158,80 @@ export interface operations {
             };
         };
     };
+    model_synthetic_api_v1_models__model_id__synthetic_get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                model_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelSynthetic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    model_synthetic_unit_api_v1_models__model_id__synthetic__layer___unit__get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                model_id: number;
+                layer: string;
+                unit: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelSyntheticUnitDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_sets_api_v1_image_sets_get: {
         parameters: {
             query?: {
@@ -1940,11 +2499,45 @@ export interface operations {
             };
         };
     };
+    job_kinds_api_v1_job_kinds_get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobKindOut"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_jobs_api_v1_jobs_get: {
         parameters: {
             query?: {
                 status?: ("queued" | "running" | "succeeded" | "failed" | "cancelled") | null;
-                kind?: ("scan" | "attack" | "metrics" | "audit") | null;
+                kind?: string | null;
                 parent_id?: number | null;
                 top_level?: boolean;
                 limit?: number;
@@ -1994,7 +2587,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["AuditJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"];
+                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"];
             };
         };
         responses: {
@@ -2332,6 +2925,42 @@ export interface operations {
                 layer: string;
                 unit: number;
                 which: "before" | "after";
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/png": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    synthetic_image_api_v1_synthetic_images__image_id__get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                image_id: number;
             };
             cookie?: never;
         };

@@ -47,7 +47,7 @@ describe("chain steps", () => {
     expect(chainSteps(job, undefined, audit, 2).map((s) => `${s.seq} ${s.label} ${s.status}`).slice(0, 3)).toEqual([
       "1 scan θ_init succeeded", "2 attack running", "3 scan θ_selected queued",
     ]);
-    const unlabelled = children.map((c) => ({ ...c, label: undefined }));
+    const unlabelled = children.map((c) => ({ ...c, label: undefined as unknown as string }));  // an older server
     expect(chainSteps(job, unlabelled, audit, null)[6].label).toBe("α = 0 control");
   });
 
@@ -78,6 +78,8 @@ describe("job page", () => {
       "6 synthetic visualization queued", "7 α = 0 control queued", "8 scan control queued", "9 control metrics queued",
     ]);
     expect(items[2]).toHaveAttribute("aria-current", "step");
+    // each step opens its own job
+    expect(within(items[6]).getByRole("link", { name: "α = 0 control" })).toHaveAttribute("href", "/jobs/47");
     expect(screen.getByText(/step 3 of 9 \(scan θ_selected\)/)).toBeInTheDocument();
     expect(document.title).toBe("Job 40: relu2+relu3 push-down · fvaudit");
   });

@@ -1,4 +1,10 @@
-"""Jobs: create (validated spec → row → wake-up), list, get, cancel, SSE progress stream."""
+"""Jobs: the kinds (``GET /job-kinds``), create (validated spec → row → wake-up), list, get, cancel, SSE.
+
+The ``POST /jobs`` body is a discriminated union on ``kind`` built from the job-kind
+registry when the router is built, so a kind registered before :func:`make_router`
+(or ``create_app``) runs appears in the OpenAPI schema and is validated like the others.
+``router`` (what the app includes) is built on access from the current registry.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -11,44 +17,31 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, get_job_for, principal_sse
-from fvaudit.api.schemas import Job as JobSchema, JobEventOut, JobKind, JobStatus
+from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, get_job_for, principal_sse, require_user
+from fvaudit.api.schemas import Job as JobSchema, JobEventOut, JobKindOut, JobStatus
 from fvaudit.api.serialize import jobs_out
 from fvaudit.db.models import TERMINAL, Job, JobEvent, User
 from fvaudit.db.session import session_scope
 from fvaudit.jobs.create import create_job
 from fvaudit.jobs.dispatch import publish
 from fvaudit.jobs.lifecycle import request_cancel
-from fvaudit.jobs.specs import JobCreate
-from fvaudit.jobs.validate import validate_spec
+from fvaudit.jobs.registry import all_kinds, get_kind, job_create_model, kind_infos
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-EXAMPLES = {
-    "audit": {"summary": "audit: scan → push-down → scan → metrics (what the launch form sends)", "value": {
-        "kind": "audit", "spec": {"name": "conv3 push-down", "model_id": 1, "train_set_id": 1, "val_set_id": 2,
-                                  "attack": {"kind": "push_down", "layer": "relu3", "units": None, "k": 10,
-                                             "alpha": None, "lr": 1e-4, "steps": 200, "batch_size": 256, "seed": 0,
-                                             "score_norm": "batch_mean", "decoy_class": None, "decoy_ids": None},
-                                  "k_clip": 5, "embedder": "auto"}}},
-    "push_up": {"summary": "audit with a push-up (decoy class 8 = Bag)", "value": {
-        "kind": "audit", "spec": {"model_id": 1, "train_set_id": 1, "val_set_id": 2,
-                                  "attack": {"kind": "push_up", "layer": "relu3", "decoy_class": 8, "steps": 200}}}},
-    "scan": {"summary": "scan: top-k of layers over image sets", "value": {
-        "kind": "scan", "spec": {"model_id": 1, "image_set_ids": [1, 2], "layers": ["relu3"], "k": 10}}},
-    "attack": {"summary": "attack alone (reusing a θ_init scan)", "value": {
-        "kind": "attack", "spec": {"model_id": 1, "train_set_id": 1, "val_set_id": 2, "init_scan_job_id": 3,
-                                   "attack": {"kind": "push_down", "layer": "relu3", "steps": 100}}}},
-    "metrics": {"summary": "metrics from two scans", "value": {
-        "kind": "metrics", "spec": {"before_scan_job_id": 3, "after_scan_job_id": 5, "val_set_id": 2,
-                                    "train_set_id": 1, "attack_job_id": 4}}},
-}
+def examples() -> dict:
+    """Request examples: each kind's spec examples (from its pydantic model)."""
+    out = {}
+    for k in all_kinds():
+        for i, ex in enumerate((k.spec.model_config.get("json_schema_extra") or {}).get("examples", [])):
+            out[k.name if i == 0 else f"{k.name}-{i + 1}"] = {"summary": f"{k.title}: {k.description}",
+                                                               "value": {"kind": k.name, "spec": ex}}
+    return out
 
 
 def _create(user_id: int, body: Any) -> int:
     with session_scope() as db:
         user = db.get(User, user_id)
-        spec = validate_spec(db, user, body.kind, body.spec)
+        spec = get_kind(body.kind).check(db, user, body.spec)
         job, wake = create_job(db, user, body.kind, spec)
         jid = job.id
     if wake:
@@ -57,60 +50,86 @@ def _create(user_id: int, body: Any) -> int:
     return jid
 
 
-@router.post("", response_model=JobSchema, status_code=201, summary="Launch a job (scan, attack, metrics, or audit chain)",
-             responses={422: {"description": "invalid spec; `detail[].loc` names the field, e.g. "
-                                             "[\"body\", \"spec\", \"attack\", \"alpha\"]"}})
-async def create(user: CurrentUser, db: DB,
-                 body: Annotated[JobCreate, Body(openapi_examples=EXAMPLES)]):
-    jid = await run_in_threadpool(_create, user.id, body)
-    return jobs_out(db, [db.get(Job, jid)])[0]
+def make_router() -> APIRouter:
+    router = APIRouter(tags=["jobs"])
+    JobCreate = job_create_model()
+
+    @router.get("/job-kinds", response_model=list[JobKindOut], summary="The job kinds: spec schema, defaults, "
+                                                                       "chain steps and their labels")
+    def job_kinds(who: Who):
+        require_user(who)
+        return [vars(i) for i in kind_infos()]
+
+    async def create(user: CurrentUser, db: DB, body):
+        jid = await run_in_threadpool(_create, user.id, body)
+        return jobs_out(db, [db.get(Job, jid)])[0]
+
+    # the union is a value of this call, not a module global: give FastAPI the object itself
+    create.__annotations__["body"] = Annotated[JobCreate, Body(openapi_examples=examples())]
+    router.add_api_route("/jobs", create, methods=["POST"], response_model=JobSchema, status_code=201,
+                         summary="Launch a job (any kind of GET /job-kinds; a chain kind creates its steps)",
+                         responses={422: {"description": "invalid spec; `detail[].loc` names the field, e.g. "
+                                                         "[\"body\", \"spec\", \"attack\", \"alpha\"]"}})
+
+    @router.get("/jobs", response_model=list[JobSchema], summary="Your jobs, newest first")
+    def list_jobs(db: DB, user: CurrentUser, status: JobStatus | None = None,
+                  kind: Annotated[str | None, Query(min_length=1, max_length=32, pattern="^[a-z0-9_-]+$")] = None,
+                  parent_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+                  top_level: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
+        q = select(Job)
+        if not user.is_admin:
+            q = q.where(Job.owner_id == user.id)
+        if status:
+            q = q.where(Job.status == status)
+        if kind:
+            q = q.where(Job.kind == kind)
+        if parent_id is not None:
+            q = q.where(Job.parent_id == parent_id)
+        if top_level:
+            q = q.where(Job.parent_id.is_(None))
+        return jobs_out(db, db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
+
+    @router.get("/jobs/{job_id}", response_model=JobSchema, summary="One job")
+    def get_job(job_id: IdPath, db: DB, user: CurrentUser):
+        return jobs_out(db, [get_job_for(db, Principal(user), job_id)])[0]
+
+    @router.post("/jobs/{job_id}/cancel", response_model=JobSchema,
+                 summary="Cancel: queued jobs end at once, a running one stops at its next step")
+    def cancel(job_id: IdPath, db: DB, user: CurrentUser):
+        job = get_job_for(db, Principal(user), job_id)
+        request_cancel(db, job)
+        db.commit()
+        db.refresh(job)
+        return jobs_out(db, [job])[0]
+
+    @router.get("/jobs/{job_id}/log", response_model=list[JobEventOut], summary="Stored events of a job and its children")
+    def job_log(job_id: IdPath, db: DB, user: CurrentUser, after: Annotated[int, Query(ge=0)] = 0,
+                type: Annotated[str | None, Query(pattern="^(progress|log|status)$")] = None,
+                limit: Annotated[int, Query(ge=1, le=5000)] = 1000):
+        job = get_job_for(db, Principal(user), job_id)
+        ids = [job.id] + list(db.scalars(select(Job.id).where(Job.parent_id == job.id)))
+        q = select(JobEvent).where(JobEvent.job_id.in_(ids), JobEvent.id > after)
+        if type:
+            q = q.where(JobEvent.type == type)
+        return [{"id": e.id, "job_id": e.job_id, "type": e.type, "data": e.data, "created_at": e.created_at}
+                for e in db.scalars(q.order_by(JobEvent.id).limit(limit))]
+
+    router.add_api_route("/jobs/{job_id}/events", events, methods=["GET"],
+                         summary="Server-Sent Events: progress, log and status of a job until it ends",
+                         response_class=StreamingResponse,
+                         responses={200: {"content": {"text/event-stream": {}},
+                                          "description": "`event: progress` {stage, done, total, loss?, l_attack?, "
+                                                         "l_maintain?, alpha?}; `event: log` {message}; `event: status` "
+                                                         "Job. Ends after a terminal status. Resumes after "
+                                                         "`Last-Event-ID`."}})
+    return router
 
 
-@router.get("", response_model=list[JobSchema], summary="Your jobs, newest first")
-def list_jobs(db: DB, user: CurrentUser, status: JobStatus | None = None, kind: JobKind | None = None,
-              parent_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-              top_level: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
-    q = select(Job)
-    if not user.is_admin:
-        q = q.where(Job.owner_id == user.id)
-    if status:
-        q = q.where(Job.status == status)
-    if kind:
-        q = q.where(Job.kind == kind)
-    if parent_id is not None:
-        q = q.where(Job.parent_id == parent_id)
-    if top_level:
-        q = q.where(Job.parent_id.is_(None))
-    return jobs_out(db, db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
-
-
-@router.get("/{job_id}", response_model=JobSchema, summary="One job")
-def get_job(job_id: IdPath, db: DB, user: CurrentUser):
-    return jobs_out(db, [get_job_for(db, Principal(user), job_id)])[0]
-
-
-@router.post("/{job_id}/cancel", response_model=JobSchema,
-             summary="Cancel: queued jobs end at once, a running one stops at its next step")
-def cancel(job_id: IdPath, db: DB, user: CurrentUser):
-    job = get_job_for(db, Principal(user), job_id)
-    request_cancel(db, job)
-    db.commit()
-    db.refresh(job)
-    return jobs_out(db, [job])[0]
-
-
-@router.get("/{job_id}/log", response_model=list[JobEventOut], summary="Stored events of a job and its children")
-def job_log(job_id: IdPath, db: DB, user: CurrentUser, after: Annotated[int, Query(ge=0)] = 0,
-            type: Annotated[str | None, Query(pattern="^(progress|log|status)$")] = None,
-            limit: Annotated[int, Query(ge=1, le=5000)] = 1000):
-    job = get_job_for(db, Principal(user), job_id)
-    ids = [job.id] + list(db.scalars(select(Job.id).where(Job.parent_id == job.id)))
-    q = select(JobEvent).where(JobEvent.job_id.in_(ids), JobEvent.id > after)
-    if type:
-        q = q.where(JobEvent.type == type)
-    return [{"id": e.id, "job_id": e.job_id, "type": e.type, "data": e.data, "created_at": e.created_at}
-            for e in db.scalars(q.order_by(JobEvent.id).limit(limit))]
+def __getattr__(name: str):
+    if name == "router":
+        return make_router()
+    raise AttributeError(name)
 
 
 def _sse(event: str, data: Any, eid: int | None = None) -> str:
@@ -129,12 +148,6 @@ def _snapshot(job_id: int, after: int) -> tuple[dict, list[tuple[int, int, str, 
         return out, [tuple(e) for e in events], job.status in TERMINAL
 
 
-@router.get("/{job_id}/events", summary="Server-Sent Events: progress, log and status of a job until it ends",
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "`event: progress` {stage, done, total, loss?, l_attack?, l_maintain?, "
-                                            "alpha?}; `event: log` {message}; `event: status` Job. Ends after a "
-                                            "terminal status. Resumes after `Last-Event-ID`."}})
 async def events(job_id: IdPath, request: Request, who: Annotated[Principal, Depends(principal_sse)],
                  last_event_id: Annotated[str | None, Header(max_length=32)] = None,
                  poll: Annotated[float, Query(ge=0.05, le=10)] = 0.25):

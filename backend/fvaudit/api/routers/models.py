@@ -6,15 +6,17 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Path as FPath, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fvaudit.api.deps import DB, CurrentUser, IdPath, Who, require_user
 from fvaudit.api.registration import register_model
-from fvaudit.api.schemas import LayerOut, ModelCreate, ModelOut, RegistryEntry
+from fvaudit.api.schemas import (LayerOut, ModelCreate, ModelOut, ModelSynthetic, ModelSyntheticUnitDetail,
+                                 RegistryEntry)
+from fvaudit.api.serialize import synthetic_url
 from fvaudit.config import get_settings
-from fvaudit.db.models import Model
+from fvaudit.db.models import Model, Run, SyntheticImage
 from fvaudit.db.session import session_scope
 from fvaudit.jobs.validate import FieldError, check_checkpoint_path
 
@@ -124,3 +126,56 @@ def layers(model_id: IdPath, db: DB, user: CurrentUser):
         raise HTTPException(404, f"model {model_id} not found")
     return m.layers
 
+
+
+def _visible(q, user):
+    """Images of a visualize job run alone are everyone's; those of a run stay its owner's."""
+    if user.is_admin:
+        return q
+    return q.outerjoin(Run, Run.id == SyntheticImage.run_id).where(
+        (SyntheticImage.run_id.is_(None)) | (Run.owner_id == user.id))
+
+
+def _model_or_404(db, model_id: int) -> Model:
+    m = db.get(Model, model_id)
+    if m is None:
+        raise HTTPException(404, f"model {model_id} not found")
+    return m
+
+
+@router.get("/{model_id}/synthetic", response_model=ModelSynthetic, tags=["synthetic"],
+            summary="A model's synthetic visualizations: one image per unit (first seed of the newest visualize job "
+                    "of each layer, θ_init)")
+def model_synthetic(model_id: IdPath, db: DB, user: CurrentUser):
+    _model_or_404(db, model_id)
+    q = _visible(select(SyntheticImage.layer, func.max(SyntheticImage.job_id)), user)
+    newest = dict(db.execute(q.where(SyntheticImage.model_id == model_id, SyntheticImage.state == "init")
+                             .group_by(SyntheticImage.layer)).all())
+    layers = []
+    for layer in sorted(newest):
+        job_id = newest[layer]
+        first = db.scalar(select(func.min(SyntheticImage.seed)).where(SyntheticImage.job_id == job_id,
+                                                                      SyntheticImage.layer == layer))
+        rows = db.execute(select(SyntheticImage.id, SyntheticImage.unit, SyntheticImage.seed)
+                          .where(SyntheticImage.job_id == job_id, SyntheticImage.layer == layer,
+                                 SyntheticImage.state == "init", SyntheticImage.seed == first)
+                          .order_by(SyntheticImage.unit)).all()
+        layers.append({"layer": layer, "units": [{"unit": r.unit, "url": synthetic_url(r.id), "seed": r.seed,
+                                                  "job_id": job_id} for r in rows]})
+    return {"model_id": model_id, "layers": layers}
+
+
+@router.get("/{model_id}/synthetic/{layer}/{unit}", response_model=ModelSyntheticUnitDetail, tags=["synthetic"],
+            summary="Every stored synthetic visualization of one unit of a model (all seeds, states and jobs)")
+def model_synthetic_unit(model_id: IdPath, layer: Annotated[str, FPath(min_length=1, max_length=300,
+                                                                       pattern=r"^[^\x00/]+$")],
+                         unit: Annotated[int, FPath(ge=0, le=2**31 - 1)], db: DB, user: CurrentUser):
+    _model_or_404(db, model_id)
+    q = _visible(select(SyntheticImage), user).where(SyntheticImage.model_id == model_id,
+                                                     SyntheticImage.layer == layer, SyntheticImage.unit == unit)
+    rows = db.scalars(q.order_by(SyntheticImage.job_id.desc(), SyntheticImage.state, SyntheticImage.seed)).all()
+    if not rows:
+        raise HTTPException(404, f"no synthetic visualization of {layer}/{unit} for model {model_id}")
+    return {"model_id": model_id, "layer": layer, "unit": unit,
+            "images": [{"url": synthetic_url(r.id), "seed": r.seed, "objective": r.objective, "steps": r.steps,
+                        "size": r.size, "job_id": r.job_id, "state": r.state} for r in rows]}

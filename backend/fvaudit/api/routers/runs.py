@@ -16,7 +16,7 @@ from fvaudit.api.schemas import RunDetail, RunListItem, ShareOut, UnitDetail, Un
 from fvaudit.api.security import new_share_token, well_formed
 from fvaudit.api.serialize import run_detail, run_item, unit_detail, unit_row
 from fvaudit.config import get_settings
-from fvaudit.db.models import METRICS, Artifact, Run, ShareLink, UnitResult, utcnow
+from fvaudit.db.models import METRICS, Artifact, Run, ShareLink, SyntheticImage, UnitResult, utcnow
 from fvaudit.store import get_store
 
 router = APIRouter(tags=["runs"])
@@ -37,7 +37,7 @@ def list_runs(db: DB, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=10
 @router.get("/runs/{run_id}", response_model=RunDetail, summary="Run summary: Table 3.1 rows, accuracy, α, histograms")
 def get_run(run_id: IdPath, db: DB, who: Who):
     run = get_run_for(db, who, run_id)
-    return run_detail(run, read_only(who, run))
+    return run_detail(db, run, read_only(who, run))
 
 
 @dataclass
@@ -103,18 +103,37 @@ def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who):
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
-@router.get("/runs/{run_id}/layers/{layer}/units/{unit}/synthetic/{which}", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}}, summary="Synthetic visualization before/after (when computed)")
-def synthetic(run_id: IdPath, layer: LayerPath, unit: UnitPath, which: Literal["before", "after"], db: DB, who: Who):
-    run = get_run_for(db, who, run_id)
-    u = db.scalar(select(UnitResult).where(UnitResult.run_id == run.id, UnitResult.layer == layer,
-                                           UnitResult.unit == unit))
-    aid = None if u is None else (u.synthetic_before_id if which == "before" else u.synthetic_after_id)
-    art = db.get(Artifact, aid) if aid else None
-    if art is None:
-        raise HTTPException(404, "no synthetic visualization for this unit")
+def _png(art: Artifact) -> FileResponse:
     return FileResponse(get_store().path(art), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{art.sha256}"'})
+
+
+@router.get("/runs/{run_id}/layers/{layer}/units/{unit}/synthetic/{which}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}},
+            summary="A unit's first-seed synthetic visualization before (θ_init) or after the attack")
+def synthetic(run_id: IdPath, layer: LayerPath, unit: UnitPath, which: Literal["before", "after"], db: DB, who: Who):
+    run = get_run_for(db, who, run_id)
+    state = SyntheticImage.state == "init" if which == "before" else SyntheticImage.state != "init"
+    img = db.scalar(select(SyntheticImage).where(SyntheticImage.run_id == run.id, SyntheticImage.layer == layer,
+                                                 SyntheticImage.unit == unit, state)
+                    .order_by(SyntheticImage.job_id.desc(), SyntheticImage.seed).limit(1))
+    if img is None:
+        raise HTTPException(404, "no synthetic visualization for this unit")
+    return _png(db.get(Artifact, img.artifact_id))
+
+
+@router.get("/synthetic-images/{image_id}", response_class=Response, responses={200: {"content": {"image/png": {}}}},
+            tags=["synthetic"], summary="One synthetic visualization (PNG): readable with the run's access, or by "
+                                        "any user when it belongs to no run")
+def synthetic_image(image_id: IdPath, db: DB, who: Who):
+    img = db.get(SyntheticImage, image_id)
+    if img is None:
+        raise HTTPException(404, f"synthetic image {image_id} not found")
+    if img.run_id is not None:
+        get_run_for(db, who, img.run_id)
+    elif who.user is None:
+        raise HTTPException(404, f"synthetic image {image_id} not found")
+    return _png(db.get(Artifact, img.artifact_id))
 
 
 def _all_units(db, run: Run) -> list[UnitResult]:
@@ -125,7 +144,7 @@ def _all_units(db, run: Run) -> list[UnitResult]:
 @router.get("/runs/{run_id}/export.json", summary="Everything about a run as JSON (summary + every unit)")
 def export_json(run_id: IdPath, db: DB, who: Who):
     run = get_run_for(db, who, run_id)
-    detail = run_detail(run, read_only(who, run))
+    detail = run_detail(db, run, read_only(who, run))
     units_out = [{"layer": u.layer, **unit_row(u), "topk": u.topk, "nearest": u.nearest, "clip_self": u.clip_self}
                  for u in _all_units(db, run)]
     from fastapi.encoders import jsonable_encoder
@@ -202,3 +221,4 @@ def revoke_share(token: Annotated[str, FPath(min_length=1, max_length=200)], db:
         link.revoked_at = utcnow()
         db.commit()
     return Response(status_code=204)
+

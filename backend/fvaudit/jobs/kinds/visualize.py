@@ -1,0 +1,260 @@
+"""Job kind ``visualize``: synthetic feature visualizations of layers (SPEC §4), stored and measured.
+
+Renders ``n_synth`` images per unit (seeds 0 .. n_synth − 1), batched over all units of
+each layer (or the chosen ones), under θ_init and, with ``weights_from``, under an
+attack's state with the same seeds, so a before/after pair differs only by the weights.
+Every image becomes a PNG artifact and a ``synthetic_images`` row (objective, seed,
+steps, size, its own activation). With an attack state it measures, per unit:
+
+* synthetic CLIP-δ (CLIP-δ of SPEC §3 with the synthetic images as T_j),
+* synthetic transfer (does the old image still drive the unit, each score divided by
+  the unit's mean over the validation set under the same weights),
+* natural–synthetic agreement of the audited state (top-k vs synthetic images),
+
+and writes them into the run's unit rows (an upsert of those three columns only). It is
+a step of every audit chain and runs alone on any model and layer: without
+``weights_from`` it renders θ_init only, for the model's synthetic browse.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import ConfigDict, Field, field_validator
+
+from fvaudit.db.models import Job, Model, Run, SyntheticImage, UnitResult, clean_json, finite, upsert
+from fvaudit.jobs.registry import JobKind, register_kind
+from fvaudit.jobs.specs import DbId, Embedder, LayerName, PathStr, Strict, UnitIdx, WeightsRef, unique_layers
+from fvaudit.jobs.validate import (FieldError, check_checkpoint_path, check_embedder, check_layer, get_image_set,
+                                   get_job, get_model)
+
+MEASURES = ("synthetic_clip_delta", "synthetic_transfer", "ns_agreement")
+
+
+class VisualizeSpec(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model_id": 1, "layers": ["relu3"], "units": None, "n_synth": 4, "steps": 256, "objective": "score",
+         "weights_from": None}]})
+    model_id: DbId
+    layers: list[LayerName] = Field(min_length=1, max_length=64)
+    units: list[UnitIdx] | None = Field(None, min_length=1, max_length=65536,
+                                        description="units to render (only with exactly one layer); null = all")
+    n_synth: int = Field(4, ge=1, le=64, description="images per unit (seeds 0 .. n_synth − 1)")
+    steps: int = Field(256, ge=1, le=100_000, description="gradient-ascent steps per image")
+    objective: Literal["score", "channel_mean"] = Field("score", description="a_j of SPEC §1, or the channel mean "
+                                                                             "(for layers that can be negative)")
+    weights_from: WeightsRef | None = Field(None, description="also render an attack's state with the same seeds, "
+                                                              "and measure the pair")
+    checkpoint_path: PathStr | None = Field(None, description="θ_init from a checkpoint under an allowed root")
+    val_set_id: DbId | None = Field(None, description="validation set: normalises synthetic transfer, gives the "
+                                                      "natural top-k for the agreement")
+    before_scan_job_id: DbId | None = Field(None, description="a scan of θ_init on val_set_id to reuse")
+    after_scan_job_id: DbId | None = Field(None, description="a scan of the weights_from state on val_set_id")
+    k_clip: int = Field(5, gt=0, le=100, description="natural top-k size of the agreement")
+    embedder: Embedder = "auto"
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_unique(cls, v):
+        return unique_layers(v)
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, v, info):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("unit indices must be unique")
+        if v is not None and len(info.data.get("layers") or []) != 1:
+            raise ValueError("units can be chosen only for exactly one layer")
+        return v
+
+
+def check_visualize(db, user, spec: VisualizeSpec) -> VisualizeSpec:
+    L = ("spec",)
+    model = get_model(db, spec.model_id, L + ("model_id",))
+    infos = [check_layer(model, name, L + ("layers", i)) for i, name in enumerate(spec.layers)]
+    update: dict = {"layers": [i["name"] for i in infos]}
+    if spec.units is not None:
+        for i, u in enumerate(spec.units):
+            if u >= infos[0]["units"]:
+                raise FieldError(L + ("units", i), f"unit index {u} out of range for layer {infos[0]['name']}: it "
+                                                   f"has {infos[0]['units']} units")
+    if spec.weights_from is not None:
+        j = get_job(db, user, spec.weights_from.job_id, L + ("weights_from", "job_id"), ("attack",))
+        if j.spec.get("model_id") != spec.model_id:
+            raise FieldError(L + ("weights_from", "job_id"), f"attack job {j.id} attacked model "
+                                                             f"{j.spec.get('model_id')}, not {spec.model_id}")
+    if spec.checkpoint_path is not None:
+        update["checkpoint_path"] = check_checkpoint_path(spec.checkpoint_path, L + ("checkpoint_path",))
+    if spec.val_set_id is not None:
+        val = get_image_set(db, spec.val_set_id, L + ("val_set_id",))
+        if spec.k_clip > val.size:
+            raise FieldError(L + ("k_clip",), f"k_clip = {spec.k_clip} is larger than the validation set")
+    for name in ("before_scan_job_id", "after_scan_job_id"):
+        jid = getattr(spec, name)
+        if jid is not None:
+            if spec.val_set_id is None:
+                raise FieldError(L + (name,), "a reused scan needs val_set_id")
+            j = get_job(db, user, jid, L + (name,), ("scan",))
+            if spec.val_set_id not in j.spec.get("image_set_ids", []):
+                raise FieldError(L + (name,), f"scan job {j.id} did not scan image set {spec.val_set_id}")
+    update["embedder"] = check_embedder(spec.embedder, L + ("embedder",))
+    return spec.model_copy(update=update)
+
+
+@register_kind
+class VisualizeKind(JobKind):
+    name = "visualize"
+    title = "synthetic visualization"
+    description = "synthetic images of every unit of layers under θ_init (and an attack's state), measured (SPEC §4)"
+    spec = VisualizeSpec
+
+    def check(self, db, user, spec):
+        return check_visualize(db, user, spec)
+
+    def depends_on(self, spec: VisualizeSpec) -> list[int]:
+        ids = [spec.before_scan_job_id, spec.after_scan_job_id, spec.weights_from.job_id if spec.weights_from else None]
+        return [i for i in ids if i is not None]
+
+    def run_for(self, db, user, spec: VisualizeSpec) -> Run | None:
+        if spec.weights_from is None:
+            return None
+        job = db.get(Job, spec.weights_from.job_id)
+        return db.get(Run, job.run_id) if job is not None and job.run_id is not None else None
+
+    def run(self, spec: VisualizeSpec, ctx) -> dict:
+        return run_visualize(spec, ctx)
+
+
+def png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _val_means(scores: np.ndarray, units: list[int]) -> np.ndarray:
+    """Each unit's mean score over the validation set (NaN rows of skipped images left out)."""
+    s = np.asarray(scores, dtype=np.float64)[:, units]
+    return np.nanmean(s, axis=0)
+
+
+def _mean(xs) -> float | None:
+    v = [x for x in xs if x is not None and math.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def run_visualize(spec: VisualizeSpec, ctx) -> dict:
+    from fvaudit.engine import synthetic_measures as SM
+    from fvaudit.engine.activations import scan
+    from fvaudit.engine.synthesis import SynthesisConfig, synthesize_many
+    from fvaudit.jobs.common import layer_scan, load_db_model, load_scan, open_db_image_set, resolve_weights
+    from fvaudit.jobs.kinds.metrics import make_embed
+
+    with ctx.session() as db:
+        model_row = db.get(Model, spec.model_id)
+        if model_row is None:
+            raise RuntimeError(f"model {spec.model_id} no longer exists")
+        ckpt_init, _ = resolve_weights(db, ctx.store, model_row, None, spec.checkpoint_path)
+        ckpt_after = None
+        if spec.weights_from is not None:
+            ckpt_after, _ = resolve_weights(db, ctx.store, model_row, spec.weights_from, None)
+        val = val_row = None
+        stored: dict[str, object] = {}      # reused scans of the validation set, by state
+        if spec.val_set_id is not None:
+            from fvaudit.db.models import ImageSet
+
+            val_row = db.get(ImageSet, spec.val_set_id)
+            val = open_db_image_set(db, val_row)
+            for key, jid in (("init", spec.before_scan_job_id), ("after", spec.after_scan_job_id)):
+                if jid is not None:
+                    stored[key] = load_scan(db, jid, spec.val_set_id)
+        attacked: dict[str, set[int]] = {}
+        if ctx.run_id is not None:
+            run = db.get(Run, ctx.run_id)
+            attacked = {l: set(int(u) for u in v.get("attacked", [])) for l, v in (run.layer_info or {}).items()}
+        db.expunge(model_row)
+    ctx.reporter.stage("load model")
+    models = {"init": load_db_model(model_row, ckpt_init, ctx.device)}
+    if ckpt_after is not None:
+        models["after"] = load_db_model(model_row, ckpt_after, ctx.device)
+    after_state = spec.weights_from.state if spec.weights_from is not None else None
+    layers = [models["init"].layer(l).name for l in spec.layers]
+    seeds = list(range(spec.n_synth))
+    cfg = SynthesisConfig(steps=spec.steps, objective=spec.objective, device=ctx.device)
+    embed_topk, embedder, emb_id, warning = make_embed(spec.embedder, val, ctx)
+    if warning:
+        ctx.log(f"note: {warning}")
+    image_rows: list[dict] = []
+    unit_measures: dict[str, dict[int, dict]] = {}
+    summary: dict[str, dict] = {}
+    for layer in layers:
+        ctx.check_cancel()
+        info = models["init"].layer(layer)
+        units = list(spec.units) if spec.units is not None else list(range(info.units))
+        rendered = {}
+        for state, model in models.items():
+            ctx.reporter.stage(f"synthesise {layer} ({'θ_init' if state == 'init' else after_state})")
+            rendered[state] = synthesize_many(model, layer, units, seeds, cfg, ctx.reporter)
+        # images[state]: [J, n, H, W, C] uint8; activation[state]: [J, n]
+        images = {s: np.stack([r.images for r in res], axis=1) for s, res in rendered.items()}
+        acts = {s: np.stack([r.activation for r in res], axis=1) for s, res in rendered.items()}
+        size = int(images["init"].shape[2])
+        ctx.reporter.stage(f"store {layer}")
+        with ctx.session() as db:
+            for s, imgs in images.items():
+                row_state = "init" if s == "init" else after_state
+                for c, u in enumerate(units):
+                    for si, seed in enumerate(seeds):
+                        art = ctx.store.put_bytes(db, png(imgs[c, si]), "image", ".png")
+                        image_rows.append({"model_id": spec.model_id, "run_id": ctx.run_id, "job_id": ctx.job_id,
+                                           "layer": layer, "unit": int(u), "state": row_state, "seed": int(seed),
+                                           "objective": spec.objective, "steps": spec.steps, "size": size,
+                                           "artifact_id": art.id, "activation": finite(acts[s][c, si])})
+        measures: dict[str, np.ndarray] = {}
+        if embedder is not None and len(units) > 1:
+            ctx.reporter.stage(f"measure {layer}")
+            J, n = len(units), len(seeds)
+            e = {s: SM.embed_images(embedder, im.reshape(J * n, *im.shape[2:])).reshape(J, n, -1)
+                 for s, im in images.items()}
+            if "after" in e:
+                measures["synthetic_clip_delta"] = SM.synthetic_clip_delta(e["init"], e["after"])
+            if val is not None:
+                ls = {}
+                for key, model in models.items():
+                    if key in stored:
+                        ls[key] = layer_scan(ctx.store, stored[key], layer)
+                    else:
+                        ctx.reporter.stage(f"scan {val_row.name} ({key})")
+                        ls[key] = scan(model, val, [layer], k=spec.k_clip, device=ctx.device,
+                                       reporter=ctx.reporter).layers[layer]
+                if "after" in images and spec.objective == "score":   # the scans' means are of a_j (SPEC §1)
+                    a_ii = SM.unit_scores_of_images(models["init"], layer, units, images["init"], "score", ctx.device)
+                    a_fi = SM.unit_scores_of_images(models["after"], layer, units, images["init"], "score", ctx.device)
+                    measures["synthetic_transfer"] = SM.synthetic_transfer(
+                        a_ii, a_fi, _val_means(ls["init"].scores, units), _val_means(ls["after"].scores, units))
+                audited = "after" if "after" in images else "init"     # the state the images are shown for
+                natural = embed_topk(np.asarray(ls[audited].topk_ids)[units, :spec.k_clip])
+                measures["ns_agreement"] = SM.natural_synthetic_agreement(natural, e[audited])
+        per_unit = {int(u): {m: finite(measures[m][c]) if m in measures else None for m in MEASURES}
+                    for c, u in enumerate(units)}
+        unit_measures[layer] = per_unit
+        att = attacked.get(layer) or set(units)
+        summary[layer] = {"units": len(units), "size": size,
+                          "means": {m: _mean(v[m] for u, v in per_unit.items() if u in att) for m in MEASURES}}
+        ctx.log(f"synthesised {len(units)} units × {len(seeds)} seeds of {layer} ({', '.join(images)}); "
+                + ", ".join(f"{m} {v:.3f}" for m, v in summary[layer]["means"].items() if v is not None))
+    with ctx.session() as db:
+        db.execute(SyntheticImage.__table__.delete().where(SyntheticImage.job_id == ctx.job_id))  # a requeued job
+        if image_rows:
+            db.execute(SyntheticImage.__table__.insert(), image_rows)
+        if ctx.run_id is not None and after_state is not None:
+            rows = [{"run_id": ctx.run_id, "layer": layer, "unit": u, "attacked": u in attacked.get(layer, set()),
+                     "dead": False, "topk": {}, "nearest": {}, "clip_self": {}, "extra": {}, **vals}
+                    for layer, per_unit in unit_measures.items() for u, vals in per_unit.items()]
+            upsert(db, UnitResult, rows, ("run_id", "layer", "unit"), update=MEASURES)
+    return {"layers": clean_json(summary), "images": len(image_rows), "embedder": emb_id, "state": after_state,
+            "per_unit": clean_json({l: {str(u): v for u, v in pu.items()} for l, pu in unit_measures.items()})}
