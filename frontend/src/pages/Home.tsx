@@ -86,7 +86,7 @@ function HomeInner() {
                   <th scope="col">run</th>
                   <th scope="col">status</th>
                   <th scope="col">model</th>
-                  <th scope="col">layer</th>
+                  <th scope="col">layers</th>
                   <th scope="col">attack</th>
                   <th scope="col" className="num" title="mean over attacked units">CLIP-δ</th>
                   <th scope="col" className="num">Kendall-τ</th>

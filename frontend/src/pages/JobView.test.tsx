@@ -78,6 +78,8 @@ describe("job page", () => {
       "6 synthetic visualization queued", "7 α = 0 control queued", "8 scan control queued", "9 control metrics queued",
     ]);
     expect(items[2]).toHaveAttribute("aria-current", "step");
+    // each step opens its own job
+    expect(within(items[6]).getByRole("link", { name: "α = 0 control" })).toHaveAttribute("href", "/jobs/47");
     expect(screen.getByText(/step 3 of 9 \(scan θ_selected\)/)).toBeInTheDocument();
     expect(document.title).toBe("Job 40: relu2+relu3 push-down · fvaudit");
   });

@@ -153,7 +153,15 @@ function JobPage() {
           <ol className="chain" aria-label={`${steps.length} steps`}>
             {steps.map((s) => (
               <li key={s.seq} className={`step status-${s.status}${s.current ? " current" : ""}`} data-step={s.key ?? undefined} aria-current={s.current ? "step" : undefined}>
-                <span className="n">{s.seq}</span> {s.label} <StatusBadge status={s.status} />
+                <span className="n">{s.seq}</span>{" "}
+                {s.jobId != null ? (
+                  <Link to={`/jobs/${s.jobId}`} title={`step ${s.seq}${s.key ? ` (${s.key})` : ""}: job ${s.jobId}`}>
+                    {s.label}
+                  </Link>
+                ) : (
+                  s.label
+                )}{" "}
+                <StatusBadge status={s.status} />
               </li>
             ))}
           </ol>
