@@ -128,7 +128,7 @@ def register_model(db: Session, owner_id: int | None, name: str, registry_name: 
         try:
             if checkpoint.suffix != ".safetensors":
                 screen_pickle_checkpoint(checkpoint)
-            apply_checkpoint(lm.module, checkpoint)
+            apply_checkpoint(lm.module, checkpoint, original_name)   # messages name the upload, not its temp path
         except (ModelError, UnsafeCheckpoint) as exc:
             raise FieldError(checkpoint_field, f"checkpoint refused: {exc}") from None
         with tempfile.TemporaryDirectory(dir=get_settings().data_dir) as td:

@@ -176,15 +176,17 @@ def list_layers(module: nn.Module, input_shape: tuple[int, ...], labels: dict[st
 
 # ---------------------------------------------------------------- checkpoints
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | Path, display_name: str | None = None) -> dict[str, torch.Tensor]:
     """Read a checkpoint without executing code: safetensors, or torch.load(weights_only=True).
 
     A pickle that would build arbitrary objects (the classic code-execution vector) is
-    refused by the weights-only unpickler before anything runs.
+    refused by the weights-only unpickler before anything runs. Messages name the file
+    as ``display_name`` when given (an upload's own name, not the server's temp path).
     """
     path = Path(path)
+    shown = display_name or str(path)
     if not path.is_file():
-        raise ModelError(f"checkpoint {path} does not exist")
+        raise ModelError(f"checkpoint {shown} does not exist")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -192,31 +194,31 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelError(f"checkpoint {path} is not a valid safetensors file: {exc}") from exc
+            raise ModelError(f"checkpoint {shown} is not a valid safetensors file: {exc}") from exc
     if path.suffix not in (".pt", ".pth", ".bin", ".ckpt"):
-        raise ModelError(f"checkpoint {path}: unsupported extension {path.suffix!r} (use .safetensors or .pt)")
+        raise ModelError(f"checkpoint {shown}: unsupported extension {path.suffix!r} (use .safetensors or .pt)")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, zip errors...
         raise ModelError(
-            f"checkpoint {path} refused: it is not a weights-only PyTorch file "
+            f"checkpoint {shown} refused: it is not a weights-only PyTorch file "
             f"(it holds pickled objects other than tensors, or is corrupt): {str(exc).splitlines()[0][:300]}"
         ) from exc
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"checkpoint {path} does not hold a state dict of tensors")
+        raise ModelError(f"checkpoint {shown} does not hold a state dict of tensors")
     return obj
 
 
-def apply_checkpoint(module: nn.Module, path: str | Path) -> None:
-    state = load_state_dict_file(path)
+def apply_checkpoint(module: nn.Module, path: str | Path, display_name: str | None = None) -> None:
+    state = load_state_dict_file(path, display_name)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
-            f"checkpoint {path} does not fit the architecture: missing {list(result.missing_keys)[:5]}, "
+            f"checkpoint {display_name or path} does not fit the architecture: missing {list(result.missing_keys)[:5]}, "
             f"unexpected {list(result.unexpected_keys)[:5]}"
         )
 
