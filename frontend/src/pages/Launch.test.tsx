@@ -45,9 +45,9 @@ describe("launch form", () => {
     renderLaunch();
     await waitFor(() => expect(screen.getByRole("checkbox", { name: "conv3 (post-ReLU) — relu3 · 128 units" })).toBeChecked());
     expect(screen.getByRole("checkbox", { name: "fc1 · 128 units" })).not.toBeChecked();
-    expect(screen.getByText("ReLU · output 128×7×7 · 128 units")).toBeInTheDocument();
+    expect(await screen.findByText("ReLU · output 128×7×7 · 128 units")).toBeInTheDocument();
     // the numbers are the registry's audit defaults (ATTACK_DEFAULTS), not the form's
-    expect(screen.getByLabelText("learning rate")).toHaveValue("0.0003");
+    await waitFor(() => expect(screen.getByLabelText("learning rate")).toHaveValue("0.0003"));
     expect(screen.getByLabelText("steps")).toHaveValue("1500");
     expect(screen.getByLabelText("batch size")).toHaveValue("128");
     expect(screen.getByLabelText("evaluate every")).toHaveValue("100");
