@@ -116,35 +116,6 @@ export async function unwrap<T>(p: Promise<{ data?: T; error?: unknown; response
   throw new ApiError(res.response.status, detail);
 }
 
-/**
- * GET an API path the generated client does not type yet (see `contract.ts`), with the
- * same credentials and errors as the typed client: a 401 of a shared view with a stale
- * token in this browser is retried with the share link alone.
- */
-export async function getJson<T>(path: string): Promise<T> {
-  const url = typeof window !== "undefined" ? new URL(path, window.location.origin).toString() : path;
-  const get = (headers: Record<string, string>) => globalThis.fetch(new Request(url, { headers }));
-  let res: Response;
-  try {
-    const h = authHeaders();
-    res = await get(h);
-    if (res.status === 401 && h.Authorization && h["X-Share-Token"]) {
-      delete h.Authorization;
-      res = await get(h);
-    }
-  } catch (e) {
-    throw new ApiError(0, e instanceof Error ? e.message : String(e));
-  }
-  if (res.ok) return (await res.json()) as T;
-  let detail: unknown = res.statusText;
-  try {
-    detail = (await res.json()).detail;
-  } catch {
-    /* not JSON */
-  }
-  throw new ApiError(res.status, detail);
-}
-
 /** Headers for a hand-made request (downloads, images behind auth). */
 export function authHeaders(): Record<string, string> {
   const h: Record<string, string> = {};

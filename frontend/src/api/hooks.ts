@@ -1,8 +1,7 @@
 // TanStack Query hooks over the typed client. Query keys carry the share token so a
 // shared view and a signed-in view never mix cached data.
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { client, getJson, unwrap, type Job } from "./client";
-import type { JobKind, ModelSynthetic, ModelSyntheticUnit, RunDetailFull, StepJob, UnitDetailFull } from "./contract";
+import { client, unwrap, type Job } from "./client";
 import { currentShare, useToken } from "./auth";
 
 const who = (token: string | null) => ({ t: token ? token.slice(0, 12) : null, s: currentShare() });
@@ -107,7 +106,7 @@ export function useRun(id: number) {
   const token = useToken();
   return useQuery({
     queryKey: ["run", id, who(token)],
-    queryFn: async () => (await unwrap(client.GET("/api/v1/runs/{run_id}", { params: { path: { run_id: id } } }))) as RunDetailFull,
+    queryFn: () => unwrap(client.GET("/api/v1/runs/{run_id}", { params: { path: { run_id: id } } })),
     enabled: id > 0,
     retry: (n, e) => (e as { status?: number }).status !== 404 && (e as { status?: number }).status !== 401 && n < 2,
     refetchInterval: (q) => (q.state.data && ["queued", "running"].includes(q.state.data.status) ? 3000 : false),
@@ -163,12 +162,12 @@ export function useUnit(runId: number, layer: string, unit: number) {
   const token = useToken();
   return useQuery({
     queryKey: ["unit", runId, layer, unit, who(token)],
-    queryFn: async () =>
-      (await unwrap(
+    queryFn: () =>
+      unwrap(
         client.GET("/api/v1/runs/{run_id}/layers/{layer}/units/{unit}", {
           params: { path: { run_id: runId, layer, unit } },
         }),
-      )) as unknown as UnitDetailFull,
+      ),
     enabled: runId > 0 && !!layer && unit >= 0,
     placeholderData: keepPreviousData,
     retry: (n, e) => (e as { status?: number }).status !== 404 && n < 2,
@@ -235,7 +234,7 @@ export function useJobKinds(enabled = true) {
   const token = useToken();
   return useQuery({
     queryKey: ["job-kinds", who(token)],
-    queryFn: () => getJson<JobKind[]>("/api/v1/job-kinds"),
+    queryFn: () => unwrap(client.GET("/api/v1/job-kinds")),
     enabled,
     staleTime: Infinity,
   });
@@ -247,7 +246,7 @@ export function useChildren(job: Job | null | undefined, refreshKey: unknown = n
   return useQuery({
     queryKey: ["children", job?.id, job?.status, refreshKey, who(token)],
     queryFn: async () => {
-      const rows = (await unwrap(client.GET("/api/v1/jobs", { params: { query: { parent_id: job!.id, limit: 100 } } }))) as StepJob[];
+      const rows = await unwrap(client.GET("/api/v1/jobs", { params: { query: { parent_id: job!.id, limit: 100 } } }));
       return [...rows].sort((a, b) => a.seq - b.seq);
     },
     enabled: !!token && !!job && job.children.length > 0,
@@ -258,7 +257,7 @@ export function useModelSynthetic(modelId: number) {
   const token = useToken();
   return useQuery({
     queryKey: ["model-synthetic", modelId, who(token)],
-    queryFn: () => getJson<ModelSynthetic>(`/api/v1/models/${modelId}/synthetic`),
+    queryFn: () => unwrap(client.GET("/api/v1/models/{model_id}/synthetic", { params: { path: { model_id: modelId } } })),
     enabled: !!token && modelId > 0,
   });
 }
@@ -267,7 +266,8 @@ export function useModelSyntheticUnit(modelId: number, layer: string, unit: numb
   const token = useToken();
   return useQuery({
     queryKey: ["model-synthetic-unit", modelId, layer, unit, who(token)],
-    queryFn: () => getJson<ModelSyntheticUnit>(`/api/v1/models/${modelId}/synthetic/${encodeURIComponent(layer)}/${unit}`),
+    queryFn: () =>
+      unwrap(client.GET("/api/v1/models/{model_id}/synthetic/{layer}/{unit}", { params: { path: { model_id: modelId, layer, unit } } })),
     enabled: !!token && modelId > 0 && !!layer && unit >= 0,
     placeholderData: keepPreviousData,
     retry: (n, e) => (e as { status?: number }).status !== 404 && n < 2,
