@@ -10,7 +10,6 @@ resolved from labels, decoy class names turned into indices).
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -172,9 +171,3 @@ def check_classes_match(model: Model, image_set: ImageSet, loc: tuple) -> None:
         raise FieldError(loc, f"image set {image_set.name} has {len(image_set.classes)} classes, the model "
                               f"{model.name} has {n}: accuracy on it would be meaningless")
 
-
-def validate_spec(db: Session, user: User, kind: str, spec: Any) -> Any:
-    """The kind's request-time checks (a thin door for callers outside the API)."""
-    from fvaudit.jobs.registry import get_kind
-
-    return get_kind(kind).check(db, user, spec)
