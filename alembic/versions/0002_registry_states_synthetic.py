@@ -27,14 +27,19 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'post
 BigId = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
 
 
+def _sqlite() -> bool:
+    return op.get_bind().dialect.name == "sqlite"
+
+
 def upgrade() -> None:
-    with op.batch_alter_table('jobs') as b:
-        b.add_column(sa.Column('step_key', sa.String(length=64), nullable=True))
-    with op.batch_alter_table('runs') as b:
-        b.add_column(sa.Column('rows', JSONType, nullable=False, server_default='[]'))
-        b.add_column(sa.Column('control_run_id', sa.Integer(), nullable=True))
-        b.create_foreign_key('fk_runs_control_run_id', 'runs', ['control_run_id'], ['id'], ondelete='SET NULL')
-    with op.batch_alter_table('unit_results') as b:
+    # plain ADD COLUMNs: on SQLite a batch would recreate jobs / runs, which other tables reference
+    op.add_column('jobs', sa.Column('step_key', sa.String(length=64), nullable=True))
+    op.add_column('runs', sa.Column('rows', JSONType, nullable=False, server_default='[]'))
+    op.add_column('runs', sa.Column('control_run_id', sa.Integer(), nullable=True))
+    if not _sqlite():   # SQLite cannot add a constraint to a table; the ORM keeps the link consistent there
+        op.create_foreign_key('fk_runs_control_run_id', 'runs', 'runs', ['control_run_id'], ['id'],
+                              ondelete='SET NULL')
+    with op.batch_alter_table('unit_results') as b:     # referenced by no table: recreated on SQLite
         b.add_column(sa.Column('synthetic_clip_delta', sa.Float(), nullable=True))
         b.add_column(sa.Column('synthetic_transfer', sa.Float(), nullable=True))
         b.add_column(sa.Column('ns_agreement', sa.Float(), nullable=True))
@@ -76,9 +81,8 @@ def downgrade() -> None:
         b.drop_column('ns_agreement')
         b.drop_column('synthetic_transfer')
         b.drop_column('synthetic_clip_delta')
-    with op.batch_alter_table('runs') as b:
-        b.drop_constraint('fk_runs_control_run_id', type_='foreignkey')
-        b.drop_column('control_run_id')
-        b.drop_column('rows')
-    with op.batch_alter_table('jobs') as b:
-        b.drop_column('step_key')
+    if not _sqlite():
+        op.drop_constraint('fk_runs_control_run_id', 'runs', type_='foreignkey')
+    op.drop_column('runs', 'control_run_id')       # SQLite ≥ 3.35 drops plain columns in place
+    op.drop_column('runs', 'rows')
+    op.drop_column('jobs', 'step_key')
