@@ -46,9 +46,12 @@ import torch  # noqa: E402
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "fvaudit-bench-lucent-venv"
 
 CASES = {
-    "fmnist-cnn": {"layer": "relu3", "units": 32, "steps": 128},
-    "efficientnet-lite0": {"layer": "_blocks.5", "units": 16, "steps": 48},
+    "fmnist-cnn": {"layer": "relu3", "units": 32, "steps": 128, "seeds_case": True},
+    "efficientnet-lite0": {"layer": "_blocks.5", "units": 16, "steps": 48, "seeds_case": False},
 }
+#: The render speed-ups off (BN folding, channels_last, own-channel conv): the batched
+#: renderer as it was before them, to measure what they bring.
+PLAIN = {"fold_bn": False, "channels_last": False, "own_channel_only": False}
 LR = 0.05
 
 
@@ -77,6 +80,7 @@ def lucent_worker(job_path: str, out_path: str) -> None:
     from fvaudit.engine.synthesis import _relu_input_layer
 
     job = json.loads(Path(job_path).read_text())
+    torch.set_num_threads(int(os.environ.get("FVAUDIT_BENCH_THREADS", torch.get_num_threads())))
     model = load_model(job["model"])
     module = model.module.eval()
     c, h, w = model.input_shape
@@ -102,11 +106,11 @@ def lucent_worker(job_path: str, out_path: str) -> None:
     torch.manual_seed(job["seed"])
     np.random.seed(job["seed"])
     one(job["units"][0], 2)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = [one(u, job["steps"]) for u in job["units"]]
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     images = (np.clip(np.stack(out), 0, 1) * 255).round().astype(np.uint8)
-    np.savez(out_path, images=images, seconds=seconds, torch_file=torch.__file__,
+    np.savez(out_path, images=images, seconds=seconds, cpu_seconds=cpu, torch_file=torch.__file__,
              threads=torch.get_num_threads())
 
 
@@ -156,7 +160,7 @@ class Lucent:
         if not self._ok():
             raise RuntimeError("installed, but `import lucent` fails")
 
-    def run(self, model: str, layer: str, units: list[int], steps: int) -> tuple[float, np.ndarray]:
+    def run(self, model: str, layer: str, units: list[int], steps: int) -> tuple[float, float, np.ndarray]:
         with tempfile.TemporaryDirectory() as d:
             job, out = Path(d) / "job.json", Path(d) / "out.npz"
             job.write_text(json.dumps({"model": model, "layer": layer, "units": units, "steps": steps, "lr": LR, "seed": 0}))
@@ -168,31 +172,31 @@ class Lucent:
             torch_file = str(z["torch_file"])
             if str(self.venv) in torch_file:
                 raise RuntimeError(f"the lucent venv pulled its own torch ({torch_file}); it must reuse the project's")
-            return float(z["seconds"]), z["images"][:, None]
+            return float(z["seconds"]), float(z["cpu_seconds"]), z["images"][:, None]
 
 
 # ------------------------------------------------------------------ fvaudit side
 
-def run_batched(model, layer, units, steps, seeds=(0,), batch=None, channels_last=False):
+def run_batched(model, layer, units, steps, seeds=(0,), batch=None, **options):
     from fvaudit.engine.synthesis import SynthesisConfig, synthesize_many
 
-    cfg = SynthesisConfig(steps=steps, lr=LR, batch_units=batch or len(units) * len(seeds), channels_last=channels_last)
-    t0 = time.perf_counter()
+    cfg = SynthesisConfig(steps=steps, lr=LR, batch_units=batch or len(units) * len(seeds), **options)
+    t0, c0 = time.perf_counter(), time.process_time()
     res = synthesize_many(model, layer, units, list(seeds), cfg)
-    return time.perf_counter() - t0, np.stack([r.images for r in res], 1)  # [J, n, H, W, C]
+    return time.perf_counter() - t0, time.process_time() - c0, np.stack([r.images for r in res], 1)  # [J, n, H, W, C]
 
 
-def run_one_at_a_time(model, layer, units, steps, channels_last=False):
+def run_one_at_a_time(model, layer, units, steps, **options):
     from fvaudit.engine.synthesis import SynthesisConfig, synthesize
 
-    cfg = SynthesisConfig(steps=steps, lr=LR, batch_units=1, channels_last=channels_last)
-    t0 = time.perf_counter()
+    cfg = SynthesisConfig(steps=steps, lr=LR, batch_units=1, **options)
+    t0, c0 = time.perf_counter(), time.process_time()
     imgs = [synthesize(model, layer, [u], cfg).images for u in units]
-    return time.perf_counter() - t0, np.concatenate(imgs)[:, None]
+    return time.perf_counter() - t0, time.process_time() - c0, np.concatenate(imgs)[:, None]
 
 
 def bench_case(name: str, spec: dict, repeats: int, lucent: Lucent | None, seeds_case: bool,
-               channels_last: bool) -> dict:
+               only: set[str] | None = None) -> dict:
     from fvaudit.engine.models import load_model
     from fvaudit.engine.synthetic_measures import unit_scores_of_images
 
@@ -201,47 +205,59 @@ def bench_case(name: str, spec: dict, repeats: int, lucent: Lucent | None, seeds
     units = list(range(spec["units"]))
     J = len(units)
     cands = {
-        "batched": lambda: run_batched(model, layer, units, steps, channels_last=channels_last),
-        "one_at_a_time": lambda: run_one_at_a_time(model, layer, units, steps, channels_last=channels_last),
+        "batched": lambda: run_batched(model, layer, units, steps),
+        "one_at_a_time": lambda: run_one_at_a_time(model, layer, units, steps),
+        "batched_plain": lambda: run_batched(model, layer, units, steps, **PLAIN),
+        # the whole layer in one batch even on a CPU (no cpu_pixels_per_batch cap)
+        "batched_one_batch": lambda: run_batched(model, layer, units, steps, cpu_pixels_per_batch=0),
     }
-    per = {"batched": J, "one_at_a_time": J}
-    if seeds_case:
-        cands["batched_4_seeds"] = lambda: run_batched(model, layer, units, steps, seeds=(0, 1, 2, 3),
-                                                       batch=min(4 * J, 64), channels_last=channels_last)
+    per = {"batched": J, "one_at_a_time": J, "batched_plain": J, "batched_one_batch": J}
+    if only:
+        cands = {k: v for k, v in cands.items() if k in only or k == "batched"}
+    if (seeds_case or spec.get("seeds_case")) and (not only or "batched_4_seeds" in only):
+        cands["batched_4_seeds"] = lambda: run_batched(model, layer, units, steps, seeds=(0, 1, 2, 3), batch=min(4 * J, 64))
         per["batched_4_seeds"] = 4 * J
-    if lucent is not None and lucent.skipped is None:
+    if lucent is not None and lucent.skipped is None and (not only or "lucent" in only):
         cands["lucent"] = lambda: lucent.run(name, layer, units, steps)
         per["lucent"] = J
     # warm-up (oneDNN primitive caches, lazy imports), untimed; lucent warms up in its worker
-    run_batched(model, layer, units[:2], 2, channels_last=channels_last)
-    run_one_at_a_time(model, layer, units[:1], 2, channels_last=channels_last)
+    run_batched(model, layer, units[:2], 2)
+    if "batched_plain" in cands:
+        run_batched(model, layer, units[:2], 2, **PLAIN)
+    run_one_at_a_time(model, layer, units[:1], 2)
     times: dict[str, list[float]] = {k: [] for k in cands}
+    cpu: dict[str, list[float]] = {k: [] for k in cands}
     images: dict[str, np.ndarray] = {}
     order = list(cands)
     for r in range(repeats):
         rot = order[r % len(order):] + order[: r % len(order)]
         for k in rot:
-            t, im = cands[k]()
+            t, c, im = cands[k]()
             times[k].append(t / per[k])
+            cpu[k].append(c / per[k])
             images[k] = im
-            print(f"  {name} {layer} repeat {r + 1} {k}: {t / per[k] * 1e3:.1f} ms/image (load {os.getloadavg()[0]:.2f})", flush=True)
+            print(f"  {name} {layer} repeat {r + 1} {k}: {t / per[k] * 1e3:.1f} ms/image, cpu {c / per[k] * 1e3:.1f} "
+                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
     out = {"model": name, "layer": layer, "units": J, "steps": steps, "size": list(model.input_shape[1:]), "lr": LR,
-           "channels_last": channels_last, "candidates": {}}
+           "plain_options": PLAIN, "candidates": {}}
     for k in cands:
         im = images[k]
         a = unit_scores_of_images(model, layer, units, im, "score")  # ONE evaluator for every candidate
         out["candidates"][k] = {
             "s_per_image_min": min(times[k]), "s_per_image_median": statistics.median(times[k]),
             "s_per_image_all": times[k], "images": per[k],
+            "cpu_s_per_image_min": min(cpu[k]), "cpu_s_per_image_median": statistics.median(cpu[k]),
             "objective_mean": float(a.mean()), "objective_median": float(np.median(a.mean(1))),
         }
     b = out["candidates"]["batched"]
     for k, c in out["candidates"].items():
         c["speedup_of_batched_min"] = c["s_per_image_min"] / b["s_per_image_min"]
         c["speedup_of_batched_median"] = c["s_per_image_median"] / b["s_per_image_median"]
+        c["cpu_speedup_of_batched_median"] = c["cpu_s_per_image_median"] / b["cpu_s_per_image_median"]
         c["objective_vs_batched"] = c["objective_mean"] / b["objective_mean"]
-    d = np.abs(images["batched"][:, :1].astype(int) - images["one_at_a_time"].astype(int))
-    out["batched_vs_one_at_a_time_max_pixel_diff"] = int(d.max())
+    if "one_at_a_time" in images:
+        d = np.abs(images["batched"][:, :1].astype(int) - images["one_at_a_time"].astype(int))
+        out["batched_vs_one_at_a_time_max_pixel_diff"] = int(d.max())
     return out
 
 
@@ -254,14 +270,18 @@ def to_markdown(res: dict) -> str:
              "a_j of the final images scored by one evaluator (`unit_scores_of_images`), relative to batched.", ""]
     for c in res["cases"]:
         lines += [f"## {c['model']} `{c['layer']}`: {c['units']} units, {c['steps']} steps, {c['size'][0]}×{c['size'][1]} px", "",
-                  "| candidate | ms / image (min) | ms / image (median) | ratio to batched (min) | ratio (median) | mean a_j | a_j vs batched |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| candidate | ms / image (min) | ms / image (median) | ratio to batched (min) | ratio (median) "
+                  "| CPU ms / image (median) | CPU ratio | mean a_j | a_j vs batched |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for k, v in c["candidates"].items():
             lines.append(f"| {k} | {v['s_per_image_min'] * 1e3:.1f} | {v['s_per_image_median'] * 1e3:.1f} | "
                          f"{v['speedup_of_batched_min']:.2f}× | {v['speedup_of_batched_median']:.2f}× | "
+                         f"{v['cpu_s_per_image_median'] * 1e3:.1f} | {v['cpu_speedup_of_batched_median']:.2f}× | "
                          f"{v['objective_mean']:.4g} | {v['objective_vs_batched']:.3f} |")
-        lines += ["", f"batched vs one-at-a-time: max pixel difference {c['batched_vs_one_at_a_time_max_pixel_diff']} "
-                      "(same seeds per unit, so the same images up to float batching effects).", ""]
+        if "batched_vs_one_at_a_time_max_pixel_diff" in c:
+            lines += ["", f"batched vs one-at-a-time: max pixel difference {c['batched_vs_one_at_a_time_max_pixel_diff']} "
+                          "(same seeds per unit, so the same images up to float batching effects)."]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -275,12 +295,21 @@ def main() -> int:
     ap.add_argument("--no-lucent", action="store_true")
     ap.add_argument("--fresh-venv", action="store_true", help="recreate the lucent virtualenv")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV)
-    ap.add_argument("--seeds-case", action="store_true", help="also time synthesize_many with 4 seeds per unit")
-    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--seeds-case", action="store_true", help="also time synthesize_many with 4 seeds per unit "
+                    "on every case (default: on the demo CNN only)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for every candidate (default 1: on 2 shared cores, 2 threads collapse under "
+                         "load, measured 5x slower at load 18)")
+    ap.add_argument("--candidates", default="",
+                    help="comma list to run (batched always runs): one_at_a_time, batched_plain, batched_one_batch, "
+                         "batched_4_seeds, lucent; default all but batched_one_batch")
     ap.add_argument("--quick", action="store_true", help="few steps, 1 repeat: a smoke run, not a measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "synthesis.json")
     args = ap.parse_args()
-    lucent = None if args.no_lucent else Lucent(args.venv, args.fresh_venv)
+    torch.set_num_threads(args.threads)
+    os.environ["FVAUDIT_BENCH_THREADS"] = str(args.threads)
+    wants_lucent = not args.no_lucent and (not args.candidates or "lucent" in args.candidates.split(","))
+    lucent = Lucent(args.venv, args.fresh_venv) if wants_lucent else None
     load_before = os.getloadavg()
     cases = []
     for name in args.models.split(","):
@@ -288,7 +317,8 @@ def main() -> int:
         if args.quick:
             spec.update(steps=4, units=min(spec["units"], 4))
         print(f"{name} {spec['layer']}: {spec['units']} units, {spec['steps']} steps", flush=True)
-        cases.append(bench_case(name, spec, 1 if args.quick else args.repeats, lucent, args.seeds_case, args.channels_last))
+        only = set(args.candidates.split(",")) if args.candidates else {"one_at_a_time", "batched_plain", "batched_4_seeds", "lucent"}
+        cases.append(bench_case(name, spec, 1 if args.quick else args.repeats, lucent, args.seeds_case, only))
     res = {"command": "python bench/synthesis.py " + " ".join(sys.argv[1:]), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],

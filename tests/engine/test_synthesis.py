@@ -198,3 +198,15 @@ def test_render_speedups_leave_the_result_unchanged():
     # the caller's module is never modified: the render runs its own (channels_last) copy
     assert synthesis_module(m, ["conv3"], torch.device("cpu"), channels_last=True) is not m.module
     assert m.module.conv1.weight.is_contiguous()
+
+
+def test_cpu_batch_cap_by_pixels():
+    from fvaudit.engine.synthesis import batch_size
+
+    assert batch_size(SynthesisConfig(), (3, 224, 224)) == 4          # 4 × 224² pixels per batch on a CPU
+    assert batch_size(SynthesisConfig(), (1, 28, 28)) == 32           # small images: batch_units decides
+    assert batch_size(SynthesisConfig(cpu_pixels_per_batch=0), (3, 224, 224)) == 32
+    assert batch_size(SynthesisConfig(device="cuda"), (3, 224, 224)) == 32
+    assert batch_size(SynthesisConfig(cpu_pixels_per_batch=10), (3, 224, 224)) == 1
+    with pytest.raises(ValueError, match="cpu_pixels_per_batch"):
+        SynthesisConfig(cpu_pixels_per_batch=-1).validate()

@@ -23,6 +23,13 @@ depend on which other images share its batch, and renders of θ_init and θ_fina
 same seeds differ only by the weights (SPEC §4, the thesis' Fig. 3.7 comparison). The loss
 is a sum over images and Adam's state is per parameter element, so every image follows its
 own optimisation, exactly as if rendered alone (up to floating-point batching effects).
+
+Speed (measured in ``bench/synthesis.py``): a render runs a private copy of the model
+(cached while the weights are unchanged; the caller's module is never modified) with its
+eval BatchNorms folded into their convs, weights in channels_last layout, hooks registered
+once per render, the forward stopped at the objective's layer, and, when that layer is a
+plain conv's output, only each image's own channel of it computed. Per-image random draws
+are made up front, and progress / cancellation are checked twice a second, not every step.
 """
 from __future__ import annotations
 
@@ -69,6 +76,12 @@ class SynthesisConfig:
     channels_last: bool = True    # feed the model channels_last inputs (faster oneDNN convs and pools, measured)
     fold_bn: bool = True          # fold eval BatchNorms into their convs for the render (same outputs, fewer ops)
     own_channel_only: bool = True  # compute only each image's own channel of the objective's conv layer
+    #: on a CPU, at most this many pixels per batch (0: no cap). Measured with
+    #: EfficientNet-Lite0 at 224 px on 1 thread: 27–39 ms per image-step with 1–8 images
+    #: per batch, 42–51 ms with 16 (large batches overflow the caches, and a batch of a
+    #: whole layer ran 1.5× slower per image than one unit at a time); the demo CNN's
+    #: 28 px images are far below the cap. Accelerators keep ``batch_units``.
+    cpu_pixels_per_batch: int = 4 * 224 * 224
 
     def validate(self) -> None:
         for name in ("steps", "batch_units"):
@@ -77,6 +90,8 @@ class SynthesisConfig:
                 raise ValueError(f"{name}: must be a positive integer, got {v!r}")
         if not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if not isinstance(self.cpu_pixels_per_batch, int) or self.cpu_pixels_per_batch < 0:
+            raise ValueError(f"cpu_pixels_per_batch: must be an integer ≥ 0, got {self.cpu_pixels_per_batch!r}")
         if self.tv_weight < 0:
             raise ValueError(f"tv_weight: must be ≥ 0, got {self.tv_weight}")
         if not 0 < self.scale[0] <= self.scale[1]:
@@ -647,11 +662,20 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 # ------------------------------------------------------------------ public functions
 
+def batch_size(cfg: SynthesisConfig, input_shape: Sequence[int]) -> int:
+    """Images per optimisation batch: ``cfg.batch_units``, capped on a CPU by
+    ``cfg.cpu_pixels_per_batch`` (see :class:`SynthesisConfig`)."""
+    b = cfg.batch_units
+    if torch.device(cfg.device).type == "cpu" and cfg.cpu_pixels_per_batch > 0:
+        b = min(b, max(1, cfg.cpu_pixels_per_batch // (int(input_shape[-1]) * int(input_shape[-2]))))
+    return b
+
+
 def synthesize_many(model: LoadedModel, layer: str, units: Sequence[int] | None, seeds: Sequence[int],
                     cfg: SynthesisConfig | None = None, reporter: Reporter | None = None) -> list[SynthesisResult]:
     """``n_synth = len(seeds)`` images per unit: one :class:`SynthesisResult` per seed.
 
-    All units × seeds are rendered together in batches of ``cfg.batch_units`` images.
+    All units × seeds are rendered together in batches of :func:`batch_size` images.
     Each image depends only on (seed, unit, cfg) and the weights, so θ_init and θ_final
     renders with the same seeds differ only by the weights (SPEC §4), and a result equals
     ``synthesize`` with ``cfg.seed = seed`` (up to floating-point batching effects).
@@ -673,7 +697,8 @@ def synthesize_many(model: LoadedModel, layer: str, units: Sequence[int] | None,
     param = FourierParam(cfg.decay)
     transforms = (RandomAffine(cfg.jitter, tuple(cfg.scale), cfg.rotate_deg),)
     pairs = [(s, u) for s in seeds for u in units]  # seed-major: results split by seed
-    chunks = [pairs[i : i + cfg.batch_units] for i in range(0, len(pairs), cfg.batch_units)]
+    batch = batch_size(cfg, model.input_shape)
+    chunks = [pairs[i : i + batch] for i in range(0, len(pairs), batch)]
     total = cfg.steps * len(chunks)
     reporter.stage(f"synthesise {info.name}", total=total)
     t0 = time.perf_counter()
