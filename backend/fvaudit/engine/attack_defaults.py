@@ -21,9 +21,9 @@ ATTACK_DEFAULTS: dict = {
     "alpha_factor": 2.0,     # dynamic α: ÷factor when over budget, ×factor (≤ α_max) otherwise
     "acc_budget_pp": 0.5,    # allowed accuracy drop on the full validation set, pp
     "eval_every": 100,       # steps between evaluations (at most one epoch)
-    "eval_size": 2000,       # images of the validation set the α controller reads (0 = all)
+    "eval_size": 10000,      # at most this many validation images drive the α controller (0 = all)
     "lr": 3e-4,              # Adam learning rate
-    "lr_schedule": "constant",  # "constant" | "cosine" (decays to 0 at the last step)
+    "lr_schedule": "cosine",  # "constant" | "cosine" (decays to 0 at the last step)
     "anchor_weight": 0.0,    # loss variant: + anchor_weight/2 · ‖θ − θ_init‖² (L2-SP), 0 = off
     "steps": 1500,
     "batch_size": 128,
