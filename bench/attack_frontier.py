@@ -71,7 +71,8 @@ def run(points: list[dict], rows: list[str], out_dir: Path) -> None:
                 res = run_audit(name, model, train, val, cfg, out_dir / tag.replace("=", "_") / key, embed_topk=embed,
                                 embedder_id=emb_id, reporter=rep, init_train=init_train, init_val=init_val)
                 a = res.attack
-                rec = {"point": point, "row": key, "embedder": emb_id, "seconds_attack": res.timings.get("attack"),
+                rec = {"point": point, "row": key, "embedder": emb_id,
+                       "config": {k: v for k, v in cfg.to_json().items() if k not in ("targets", "device")}, "seconds_attack": res.timings.get("attack"),
                        "seconds_total": time.perf_counter() - t, "acc_init": a.acc_init, "n_images": a.acc_n_images,
                        "eval_n_images": a.eval_n_images, "selected_step": a.selected_step, "steps": a.steps,
                        "full_evaluations": a.full_evaluations,
