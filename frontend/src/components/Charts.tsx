@@ -1,5 +1,5 @@
 // Small dependency-free SVG charts: histogram, scatter (with the y = x diagonal), lines.
-import { useMemo, useState } from "react";
+import { useMemo, useState, type KeyboardEvent } from "react";
 
 const W = 360;
 const H = 220;
@@ -116,6 +116,20 @@ export function Scatter({ points, xLabel, yLabel, title, diagonal = true, onPick
 }) {
   const [hover, setHover] = useState<ScatterPoint | null>(null);
   const pts = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  // keyboard: the chart is one tab stop; ←/→ walk the dots in x order, Enter opens the one shown
+  const byX = useMemo(() => [...pts].sort((a, b) => a.x - b.x || a.y - b.y), [pts.map((p) => `${p.id}:${p.x}:${p.y}`).join()]); // eslint-disable-line react-hooks/exhaustive-deps
+  const onKey = (e: KeyboardEvent) => {
+    if (!onPick || !byX.length) return;
+    const at = hover ? byX.findIndex((p) => p.id === hover.id) : -1;
+    if (e.key === "ArrowRight" || e.key === "ArrowUp") setHover(byX[Math.min(byX.length - 1, at + 1)]);
+    else if (e.key === "ArrowLeft" || e.key === "ArrowDown") setHover(byX[Math.max(0, at < 0 ? 0 : at - 1)]);
+    else if (e.key === "Home") setHover(byX[0]);
+    else if (e.key === "End") setHover(byX[byX.length - 1]);
+    else if (e.key === "Enter" && hover) onPick(hover);
+    else return;
+    e.preventDefault();
+    e.stopPropagation();
+  };
   const all = pts.flatMap((p) => [p.x, p.y]);
   const [lo, hi] = diagonal ? extent(all, 0.05) : [0, 0];
   const [x0, x1] = diagonal ? [lo, hi] : extent(pts.map((p) => p.x), 0.05);
@@ -126,7 +140,7 @@ export function Scatter({ points, xLabel, yLabel, title, diagonal = true, onPick
     <figure className="chart">
       <figcaption>
         {title}
-        <span className="muted"> · {pts.length} units{hover && ` · ${hover.label ?? `unit ${hover.id}`}: (${hover.x.toFixed(3)}, ${hover.y.toFixed(3)})`}</span>
+        <span className="muted" aria-live="polite"> · {pts.length} units{hover && ` · ${hover.label ?? `unit ${hover.id}`}: (${hover.x.toFixed(3)}, ${hover.y.toFixed(3)})`}</span>
         {groups && (
           <span className="legend dots">
             {groups.map((g) => (
@@ -144,13 +158,17 @@ export function Scatter({ points, xLabel, yLabel, title, diagonal = true, onPick
           viewBox={`0 0 ${W} ${H}`}
           role="img"
           aria-label={`${title}: scatter of ${pts.length} units${groups ? ` (${groups.map((g) => `${pts.filter((p) => p.group === g.key).length} ${g.label}`).join(", ")})` : ""}`}
+          aria-roledescription={onPick ? "scatter plot: arrow keys move between units, Enter opens one" : undefined}
+          tabIndex={onPick ? 0 : undefined}
+          onKeyDown={onPick ? onKey : undefined}
+          onBlur={() => setHover(null)}
         >
           <Axes x0={x0} x1={x1} y0={y0} y1={y1} xs={xs} ys={ys} xLabel={xLabel} yLabel={yLabel} />
           {diagonal && <line className="diag" x1={xs(lo)} y1={ys(lo)} x2={xs(hi)} y2={ys(hi)} />}
           {pts.map((p) => (
             <circle
               key={p.id}
-              className={`dot${onPick ? " pickable" : ""}${p.group ? ` ${groups?.find((g) => g.key === p.group)?.className ?? ""}` : ""}`}
+              className={`dot${onPick ? " pickable" : ""}${p.group ? ` ${groups?.find((g) => g.key === p.group)?.className ?? ""}` : ""}${hover?.id === p.id ? " on" : ""}`}
               data-group={p.group}
               cx={xs(p.x)}
               cy={ys(p.y)}

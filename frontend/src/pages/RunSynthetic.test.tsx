@@ -120,6 +120,26 @@ describe("run page of a two-layer audit", () => {
   });
 });
 
+describe("scatter by keyboard", () => {
+  beforeEach(() => setToken("fva_test_token_0123456789"));
+
+  it("is one tab stop: arrows walk the units in x order, Enter opens the one shown", async () => {
+    mockFetch(routes(unitSynth));
+    const user = userEvent.setup();
+    renderAt("/runs/5");
+    const fig = await screen.findByRole("region", { name: "Natural vs synthetic (Fig. 3.7)" });
+    const scatter = within(fig).getByRole("img", { name: /relu2: scatter of 6 units/ });
+    await user.tab();
+    while (document.activeElement !== scatter && document.activeElement !== document.body) await user.tab();
+    expect(document.activeElement).toBe(scatter);
+    await user.keyboard("{ArrowRight}{ArrowRight}");
+    expect(within(fig).getByText(/unit 1 \(attacked\): \(0\.150, 0\.045\)/)).toBeInTheDocument();
+    expect(scatter.querySelectorAll("circle.dot.on")).toHaveLength(1);
+    await user.keyboard("{Enter}");
+    expect(screen.getByTestId("where")).toHaveTextContent("/runs/5/layers/relu2/units/1");
+  });
+});
+
 describe("unit page: synthetic visualizations", () => {
   beforeEach(() => {
     setToken("fva_test_token_0123456789");
