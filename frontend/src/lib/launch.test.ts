@@ -17,8 +17,8 @@ const valid: LaunchForm = { ...DEFAULTS, model_id: "1", layers: ["relu3"], train
 describe("formDefaults", () => {
   it("reads every number and choice from the registry's audit defaults (ATTACK_DEFAULTS inside)", () => {
     expect(formDefaults(kinds as JobKind[])).toEqual({
-      k: "10", lr: "0.0003", lr_schedule: "constant", steps: "1500", batch_size: "128", seed: "0", score_norm: "batch_mean",
-      eval_every: "100", eval_size: "2000", acc_budget_pp: "0.5", alpha_factor: "2", alpha: "0.1", k_clip: "5",
+      k: "10", lr: "0.0003", lr_schedule: "cosine", steps: "1500", batch_size: "128", seed: "0", score_norm: "batch_mean",
+      eval_every: "100", eval_size: "10000", acc_budget_pp: "0.5", alpha_factor: "2", alpha: "0.1", k_clip: "5",
       embedder: "auto", n_synth: "4", synth_steps: "256", synth_objective: "score", visualize: true, control: true,
     });
   });
@@ -112,8 +112,8 @@ describe("buildRequest", () => {
         val_set_id: val.id,
         attack: {
           kind: "push_down", layers: ["relu3"], units: [0, 1, 2, 7], k: 10, alpha: null, alpha_factor: 2, lr: 0.0003,
-          lr_schedule: "constant", steps: 30, batch_size: 128, seed: 0, score_norm: "batch_mean", eval_every: 100,
-          eval_size: 2000, acc_budget_pp: 0.5, decoy_class: null, decoy_ids: null,
+          lr_schedule: "cosine", steps: 30, batch_size: 128, seed: 0, score_norm: "batch_mean", eval_every: 100,
+          eval_size: 10000, acc_budget_pp: 0.5, decoy_class: null, decoy_ids: null,
         },
         k_clip: 5,
         embedder: "auto",

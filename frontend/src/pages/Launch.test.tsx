@@ -51,7 +51,7 @@ describe("launch form", () => {
     expect(screen.getByLabelText("steps")).toHaveValue("1500");
     expect(screen.getByLabelText("batch size")).toHaveValue("128");
     expect(screen.getByLabelText("evaluate every")).toHaveValue("100");
-    expect(screen.getByLabelText("evaluation subset")).toHaveValue("2000");
+    expect(screen.getByLabelText("evaluation subset")).toHaveValue("10000");
     expect(screen.getByLabelText("accuracy budget (pp)")).toHaveValue("0.5");
     expect(screen.getByLabelText("α factor")).toHaveValue("2");
     expect(screen.getByLabelText("seeds per unit")).toHaveValue("4");
