@@ -323,7 +323,8 @@ def main() -> int:
            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
            "lucent": ("skipped: " + lucent.skipped) if lucent and lucent.skipped else
-                     ("not run (--no-lucent)" if lucent is None else f"torch-lucent {lucent.version} in {lucent.venv}"),
+                     (("not run (--no-lucent)" if args.no_lucent else "not run (not among --candidates)") if lucent is None
+                      else f"torch-lucent {lucent.version} in {lucent.venv}"),
            "cases": cases}
     for c in cases:
         print(f"\n{c['model']} {c['layer']} ({c['units']} units, {c['steps']} steps, {c['size'][0]} px)")
