@@ -309,8 +309,10 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
             />
           </div>
           {traj.length > 0 && (
-            <details>
-              <summary>α changes ({traj.length} evaluations)</summary>
+            <details open={hasFull}>
+              <summary>
+                α changes ({traj.length} evaluations{hasFull ? "; the controller's reading next to the full validation set's" : ""})
+              </summary>
               <table className="data compact alpha-table">
                 <thead>
                   <tr>
