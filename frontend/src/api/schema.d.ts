@@ -645,7 +645,7 @@ export type components = {
             /**
              * Eval Size
              * @description validation images the α controller reads (0 = all)
-             * @default 2000
+             * @default 10000
              */
             eval_size?: number;
             /**
@@ -657,7 +657,7 @@ export type components = {
             /**
              * Lr Schedule
              * @description cosine decays to 0 at the last step
-             * @default constant
+             * @default cosine
              * @enum {string}
              */
             lr_schedule?: "constant" | "cosine";
