@@ -280,7 +280,8 @@ def to_markdown(res: dict) -> str:
                          f"{v['objective_mean']:.4g} | {v['objective_vs_batched']:.3f} |")
         if "batched_vs_one_at_a_time_max_pixel_diff" in c:
             lines += ["", f"batched vs one-at-a-time: max pixel difference {c['batched_vs_one_at_a_time_max_pixel_diff']} "
-                          "(same seeds per unit, so the same images up to float batching effects)."]
+                          "(same seeds and transforms per unit; what differs is floating-point batching, which "
+                          "the optimisation can amplify over the steps — compare the mean a_j)."]
         lines.append("")
     return "\n".join(lines) + "\n"
 
