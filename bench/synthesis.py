@@ -304,6 +304,7 @@ def main() -> int:
     ap.add_argument("--candidates", default="",
                     help="comma list to run (batched always runs): one_at_a_time, batched_plain, batched_one_batch, "
                          "batched_4_seeds, lucent; default all but batched_one_batch")
+    ap.add_argument("--steps", type=int, default=0, help="override every case's steps (same for all candidates)")
     ap.add_argument("--quick", action="store_true", help="few steps, 1 repeat: a smoke run, not a measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "synthesis.json")
     args = ap.parse_args()
@@ -315,6 +316,8 @@ def main() -> int:
     cases = []
     for name in args.models.split(","):
         spec = dict(CASES[name])
+        if args.steps:
+            spec.update(steps=args.steps)
         if args.quick:
             spec.update(steps=4, units=min(spec["units"], 4))
         print(f"{name} {spec['layer']}: {spec['units']} units, {spec['steps']} steps", flush=True)
