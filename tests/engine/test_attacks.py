@@ -63,12 +63,19 @@ def test_alpha_zero_baseline_keeps_topk(setup):
 
 
 def test_push_down_changes_topk_more_than_baseline(setup):
+    """The attack against its α = 0 control at the same settings (SPEC §2 "Baseline"): the
+    control keeps almost every top-k image, the attack replaces most of them."""
     m, train, val, init = setup
-    res = run_attack(m, train, val, _cfg(alpha=0.9, steps=30), init_scans=init.layers)
-    after = scan(res.final_model, train, ["relu3"], k=10).layers["relu3"]
-    overlap = np.mean([len(set(init.layers["relu3"].topk_ids[u]) & set(after.topk_ids[u])) / 10
-                       for u in res.attacked["relu3"]])
-    assert overlap < 0.6
+
+    def overlap_after(cfg):
+        res = run_attack(m, train, val, cfg, init_scans=init.layers)
+        after = scan(res.final_model, train, ["relu3"], k=10).layers["relu3"]
+        return np.mean([len(set(init.layers["relu3"].topk_ids[u]) & set(after.topk_ids[u])) / 10
+                        for u in res.attacked["relu3"]])
+
+    attack = overlap_after(_cfg(alpha=0.9, steps=30))
+    control = overlap_after(_cfg(kind="finetune", alpha=0.0, steps=30))
+    assert control >= 0.8 and attack < 0.6 and control - attack > 0.3   # measured: control 0.83 at lr 1e-3
 
 
 def test_push_up_moves_decoys_into_topk(setup):
