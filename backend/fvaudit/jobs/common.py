@@ -22,8 +22,10 @@ def open_db_image_set(db: Session, row: ImageSet) -> EngineImageSet:
     rows = db.execute(select(Image.idx, Image.path, Image.label).where(Image.image_set_id == row.id)
                       .order_by(Image.idx)).all()
     # the set exactly as indexed at registration: files added or removed later do not shift ids
+    # allowed_roots: a file swapped for a symlink out of the roots after indexing is skipped here too
     return FolderImageSet.from_index(row.engine_key, row.classes, [r.path for r in rows],
-                                     [r.label for r in rows], DecodeCache(cache_dir / "decoded"))
+                                     [r.label for r in rows], DecodeCache(cache_dir / "decoded"),
+                                     allowed_roots=get_settings().roots)
 
 
 def model_checkpoint(store: ArtifactStore, model: Model) -> Path | None:

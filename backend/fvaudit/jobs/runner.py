@@ -21,6 +21,7 @@ from fvaudit.jobs.context import Heartbeat, JobContext, LeaseLost
 from fvaudit.jobs.dispatch import publish, runnable_condition
 from fvaudit.jobs.lifecycle import after_terminal, finish, log_event, set_run_status, status_event
 from fvaudit.jobs.registry import get_kind, is_kind
+from fvaudit.sanitize import clean_message, clean_reason
 from fvaudit.store import get_store
 
 log = logging.getLogger("fvaudit.runner")
@@ -103,7 +104,7 @@ def run_job(job_id: int, worker: str = "worker") -> str:
                 tb = traceback.format_exc()
                 log.error("job %s failed: %s", job.id, tb)
                 try:
-                    ctx.reporter.log(f"failed: {error}", traceback=tb[-8000:])
+                    ctx.reporter.log(f"failed: {clean_reason(error)}", traceback=clean_message(tb[-8000:], 8000))
                 except LeaseLost:
                     raise
                 except Exception:

@@ -75,7 +75,7 @@ class AttackParams(Strict):
     lr_schedule: Literal["constant", "cosine"] = Field(D["lr_schedule"], description="cosine decays to 0 at the "
                                                                                      "last step")
     anchor_weight: float = Field(D["anchor_weight"], ge=0.0, le=1e6,
-                                 description="loss variant: + w · mean((θ − θ_init)²) (L2-SP); 0 = off")
+                                 description="loss variant: + w/2 · ‖θ − θ_init‖² (L2-SP); 0 = off")
     steps: int = Field(D["steps"], gt=0, le=10_000_000)
     batch_size: int = Field(D["batch_size"], gt=0, le=8192)
     attack_batch_size: int = Field(D["attack_batch_size"], gt=0, le=8192)

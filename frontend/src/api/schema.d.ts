@@ -663,7 +663,7 @@ export type components = {
             lr_schedule?: "constant" | "cosine";
             /**
              * Anchor Weight
-             * @description loss variant: + w · mean((θ − θ_init)²) (L2-SP); 0 = off
+             * @description loss variant: + w/2 · ‖θ − θ_init‖² (L2-SP); 0 = off
              * @default 0
              */
             anchor_weight?: number;
