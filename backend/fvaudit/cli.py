@@ -344,16 +344,20 @@ def report_rows(runs: list[Path]) -> list:
         for f in files:
             loaded.append(json.loads(f.read_text()))
     controls = [d for d in loaded if d["config"]["kind"] == "finetune"]
+    attacks = [d for d in loaded if d["config"]["kind"] != "finetune"]
+    used = set()
     rows = []
-    for d in loaded:
-        if d["config"]["kind"] != "finetune":
-            ctl = next((c for c in controls if _same_settings(c["config"], d["config"])), None)
-            if ctl is not None:
-                layers = {t["layer"] for t in d["config"]["targets"]}
-                rows += [dataclasses.replace(TableRow.from_json(r), state="control")
-                         for r in _rows_of(ctl) if r.get("state", "selected") == "selected"
-                         and (r.get("layer") in layers or r.get("layer") is None)]
-        rows += [TableRow.from_json(r) for r in _rows_of(d)]
+    for d in attacks:
+        ctl = next((c for c in controls if _same_settings(c["config"], d["config"])), None)
+        if ctl is not None:
+            used.add(id(ctl))
+            layers = {t["layer"] for t in d["config"]["targets"]}
+            rows += [dataclasses.replace(TableRow.from_json(r), state="control") for r in _rows_of(ctl)
+                     if r.get("state", "selected") == "selected" and (r.get("layer") in layers or r.get("layer") is None)]
+        # an attack's own rows; the control rows it carries are re-derived above from the runs given
+        rows += [TableRow.from_json(r) for r in _rows_of(d) if r.get("state") != "control"]
+    # fine-tune runs that are nobody's control are reported as runs of their own
+    rows = [TableRow.from_json(r) for c in controls if id(c) not in used for r in _rows_of(c)] + rows
     return rows
 
 

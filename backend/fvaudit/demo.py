@@ -81,11 +81,10 @@ def run_demo_experiment(out: Path, steps: int | None = None, embedder: str = "au
                             control=None if key == "control" else control)
             results[key] = res
             if key == "control":
-                control = res
-                table_rows += res.rows()
+                control = res   # its rows are printed once, as the control, above the attacks
+                table_rows += [dataclasses.replace(r, state="control") for r in res.states["selected"].rows(name)]
             else:
-                table_rows += [r for r in res.rows() if r.state != "control" or not any(
-                    x.state == "control" and x.name == r.name for x in table_rows)]
+                table_rows += [r for r in res.rows() if r.state != "control"]
             stage_times[name] = dict(res.timings)
             if res.pushup:
                 stage_times[name]["pushup"] = res.pushup

@@ -201,7 +201,10 @@ class AuditResult:
             out += [dataclasses.replace(r, state="control") for r in self.control.states["selected"].rows(self.control.name)]
         for st in ("selected", "final"):
             if st in self.states:
-                out += self.states[st].rows(f"{self.name} ({st})" if st == "final" else self.name)
+                rows = self.states[st].rows(f"{self.name} ({st})" if st == "final" else self.name)
+                if st == "selected":   # the audit's time (scans, attack, metrics) on its selected rows
+                    rows = [dataclasses.replace(r, seconds=sum(self.timings.values())) for r in rows]
+                out += rows
         return out
 
 
