@@ -39,14 +39,17 @@ class _StopForward(Exception):
 
 
 @contextlib.contextmanager
-def capture(module: nn.Module, layers: Sequence[str], stop_early: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+def capture(module: nn.Module, layers: Sequence[str], stop_early: bool = False,
+            clone_final: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """Forward hooks that store each named module's output; always removed on exit.
 
     Outputs are cloned at hook time. torchvision's ReLUs are in place: without the clone,
     an output taken at a conv module would be overwritten by the ReLU that follows it
     (SPEC §1 trap). The clone keeps the autograd graph, so attacks use it too.
     With ``stop_early`` the forward pass is aborted once all layers are captured; run the
-    forward through :func:`run_captured`, which swallows that signal.
+    forward through :func:`run_captured`, which swallows that signal. ``clone_final=False``
+    skips the copy of the output that completes the set when stopping early (nothing runs
+    after it, so no in-place op can touch it: synthesis uses this on its hot path).
     """
     modules = dict(module.named_modules())
     missing = [name for name in layers if name not in modules or not name]
@@ -60,9 +63,12 @@ def capture(module: nn.Module, layers: Sequence[str], stop_early: bool = False) 
         def hook(_m, _inp, out, name=name):
             if not isinstance(out, torch.Tensor):
                 raise ModelError(f"layer {name} does not output a single tensor")
-            store[name] = out.clone()
+            store[name] = out
             if stop_early and wanted.issubset(store):
+                if clone_final:
+                    store[name] = out.clone()
                 raise _StopForward
+            store[name] = out.clone()
 
         handles.append(modules[name].register_forward_hook(hook))
     try:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fvaudit.engine.activations import _StopForward, capture
 from fvaudit.engine.models import LoadedModel, ModelError
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
@@ -339,40 +340,10 @@ def image_seed(seed: int, unit: int) -> int:
 
 # ---------------------------------------------------------------------------- render
 
-class _StopForward(Exception):
-    """Raised by a capture hook once every wanted layer has its output."""
-
-
-@contextlib.contextmanager
-def _hooks(module: torch.nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+def _hooks(module: torch.nn.Module, layers: Sequence[str]):
     """Forward hooks registered once for a whole render (not once per step); the forward is
-    aborted once all layers are captured, so nothing after the deepest one is computed.
-
-    Outputs are cloned only when a later in-place op could still overwrite them (SPEC §1
-    trap): the output that completes the set ends the forward, so it needs no copy.
-    """
-    modules = dict(module.named_modules())
-    missing = [name for name in layers if name not in modules or not name]
-    if missing:
-        raise ModelError(f"unknown layer {missing[0]!r}")
-    store: dict[str, torch.Tensor] = {}
-    wanted = set(layers)
-    handles = []
-    for name in dict.fromkeys(layers):
-        def hook(_m, _inp, out, name=name):
-            if not isinstance(out, torch.Tensor):
-                raise ModelError(f"layer {name} does not output a single tensor")
-            store[name] = out
-            if wanted.issubset(store):
-                raise _StopForward
-            store[name] = out.clone()
-
-        handles.append(modules[name].register_forward_hook(hook))
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
+    aborted once all layers are captured, and the output that ends it is not copied."""
+    return capture(module, layers, stop_early=True, clone_final=False)
 
 
 def _forward(module: torch.nn.Module, x: torch.Tensor, store: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
