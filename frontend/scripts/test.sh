@@ -6,7 +6,7 @@
 #   4. Vitest: unit and component tests
 #   5. npm run build (type check + Vite build into frontend/dist, which the API serves at /)
 #   6. the real service stack (Postgres, Redis, API, Celery worker; scripts/run-service-stack.sh)
-#      and the Playwright end-to-end tests against it; the stack is stopped even on failure.
+#      and the Playwright end-to-end tests (every e2e/*.test.mjs) against it; the stack is stopped even on failure.
 # Screenshots and the stack's logs land in test-output/e2e/ (git-ignored).
 #
 # FVAUDIT_SKIP_E2E=1 stops after the build; FVAUDIT_E2E_ONLY=1 runs only the build and the
@@ -76,5 +76,6 @@ set -a
 . "$STATE/stack.env"
 set +a
 export FVAUDIT_E2E_OUT="$OUT"
-node --test --test-reporter=spec e2e/dashboard.test.mjs
+# every e2e file, one after another (they share the one stack)
+node --test --test-concurrency=1 --test-reporter=spec e2e/*.test.mjs
 echo "screenshots: $(ls "$OUT"/*.png 2>/dev/null | tr '\n' ' ')"
