@@ -125,6 +125,11 @@ class Model(Base):
     input_shape: Mapped[list] = mapped_column(JSONType)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: lineage of a pruned model (SPEC §5): its parent, the prune job that fills this row (no
+    #: checkpoint until it succeeds) and what that job recorded (report, fine-tune, accuracy)
+    parent_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True)
+    prune_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    prune: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     checkpoint: Mapped[Artifact | None] = relationship(lazy="joined")
 
 
@@ -367,3 +372,23 @@ class ShareLink(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class SweepPoint(Base):
+    """One grid point of a sweep job: its values, the model it audits, its audits' runs.
+
+    ``runs`` maps an attack kind (``push_down``, ``push_up``) to the run of its audit; the
+    sweep's results table (``GET /sweeps/{id}/table``) is read from those runs' rows and
+    the audited model's ``prune`` record.
+    """
+
+    __tablename__ = "sweep_points"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(300))
+    values: Mapped[dict] = mapped_column(JSONType)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True)
+    prune_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    runs: Mapped[dict] = mapped_column(JSONType, default=dict)
+    __table_args__ = (UniqueConstraint("sweep_job_id", "idx", name="uq_sweep_points_job_idx"),)
