@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -56,9 +55,9 @@ def run_demo_experiment(out: Path, steps: int | None = None, embedder: str = "au
     train = open_image_set("fashion-mnist:train", limit=6000 if quick else None)
     val = open_image_set("fashion-mnist:test", limit=2000 if quick else None)
     steps = 20 if quick else (steps or ATTACK_DEFAULTS["steps"])
+    # a CLIP fall-back is logged once as a WARNING by the engine (embedders.default_embedder)
+    # and kept in the summary below
     embed, emb_id, warning = make_embed_topk(embedder, val, device)
-    if warning:
-        print(f"note: {warning}", file=sys.stderr)
     common = dict(tuning or {})
     common.update(steps=steps, device=device)
     if quick:

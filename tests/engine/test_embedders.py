@@ -6,6 +6,7 @@ random-init one (~1-2 s, the slowest here) checks the encoder path end to end.
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 from pathlib import Path
 
@@ -342,11 +343,17 @@ def test_open_clip_unknown_model_or_tag():
         OpenClipEmbedder("ViT-Nope-99", pretrained=None)
 
 
-def test_default_embedder_falls_back_to_the_stand_in(hf_offline, monkeypatch):
+def test_default_embedder_falls_back_to_the_stand_in(hf_offline, monkeypatch, caplog):
     monkeypatch.setattr(E, "_hub_reachable", lambda *a, **k: False)
-    emb, warning = E.default_embedder("cpu")
+    with caplog.at_level(logging.INFO):
+        emb, warning = E.default_embedder("cpu")
     assert isinstance(emb, ClassifierFeatureEmbedder) and not emb.is_clip
     assert warning and "stand-in" in warning and emb.id in warning and "open_clip:ViT-B-32:openai" in warning
+    # the expected offline fall-back is one WARNING that says what happens instead, not an
+    # ERROR from open_clip (issue 13, item 17)
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR] == []
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "fvaudit.engine.embedders"]
+    assert [r.getMessage() for r in warned] == [warning]
 
 
 def test_open_clip_random_init_embeds(tmp_path):

@@ -25,8 +25,12 @@ def test_unknown_model_and_layer_and_units_name_the_problem():
     with pytest.raises(ModelError, match="unknown model 'nosuchnet'"):
         load_model("nosuchnet")
     m = load_model("fmnist-cnn")
-    with pytest.raises(ModelError, match="unknown layer 'conv9'"):
+    with pytest.raises(ModelError, match="unknown layer 'conv9'") as err:
         m.layer("conv9")
+    # the names the CLI and the API accept, not the display labels (issue 13, item 17)
+    assert str(err.value).endswith("conv layers: conv1, relu1, pool1, conv2, relu2, pool2, conv3, relu3, pool3"), \
+        str(err.value)
+    assert m.layer("relu3").name == "relu3"
     with pytest.raises(ModelError, match="unit index 128 out of range .* 128 units"):
         m.check_units("relu3", [0, 128])
     with pytest.raises(ModelError, match="unit index -1"):
@@ -52,6 +56,8 @@ def test_torchvision_models_random_init_layer_lists():
         info = m.layer(layer)
         assert info.units == units, name
     assert load_model("alexnet", pretrained=False).layer("conv5").name == "features.11"
+    with pytest.raises(ModelError, match=r"conv layers: .*features\.11 or conv5"):
+        load_model("alexnet", pretrained=False).layer("conv6")
     assert load_model("vit_b_32", pretrained=False).layer("encoder.layers.encoder_layer_11").kind == "tokens"
 
 

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -63,6 +64,9 @@ OFFLINE_EMBEDDER = "efficientnet-lite0"
 _CLASSIFIER_ALIASES = ("efficientnet-lite0", "classifier", "classifier:efficientnet-lite0:pooled")
 _CLIP_ALIASES = ("clip", "open_clip")
 _RANDOM_INIT_TAGS = ("none", "random", "random-init")
+
+
+log = logging.getLogger(__name__)
 
 
 class EmbedderError(ValueError):
@@ -253,6 +257,25 @@ _HF_OFFLINE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
+def _open_clip_errors_raised_not_logged():
+    """Drop open_clip's own ``logging.error`` lines while a load is tried.
+
+    open_clip logs "Failed to download weights ..." at ERROR on the root logger and then
+    raises; the raise becomes an :class:`EmbedderError` that carries the same words, and
+    the caller decides what it means (``default_embedder`` falls back and warns once). An
+    ERROR line for the expected offline fall-back read as a failure in the demo's log
+    (issue 13, item 17).
+    """
+    root = logging.getLogger()
+    drop = lambda rec: not (rec.levelno >= logging.ERROR and f"{os.sep}open_clip{os.sep}" in (rec.pathname or ""))
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+@contextlib.contextmanager
 def _hf_offline():
     """Make huggingface_hub use only its local cache for the duration (no network waits).
 
@@ -353,7 +376,7 @@ class OpenClipEmbedder(Embedder):
     def _create(self, open_clip, model_name, pretrained, kwargs, caches, local_only):
         guard = _hf_offline() if local_only else contextlib.nullcontext()
         try:
-            with guard:
+            with guard, _open_clip_errors_raised_not_logged():
                 return open_clip.create_model_and_transforms(model_name, pretrained=pretrained, **kwargs)
         except Exception as exc:  # download/IO errors surface as RuntimeError, OSError, HTTP errors...
             raise EmbedderError(
@@ -492,11 +515,13 @@ def default_embedder(
     except EmbedderError as exc:
         fallback = get_embedder(OFFLINE_EMBEDDER, device, batch_size=batch_size)
         why = "the hub is unreachable and the weights are not cached" if local_only else str(exc)
-        return fallback, (
+        warning = (
             f"CLIP embedder {spec!r} unavailable ({why}); CLIP-δ and CLIP-W were computed with "
             f"the stand-in {fallback.id!r} ({fallback.description}). Values are not comparable "
             f"with CLIP-based numbers such as the thesis'."
         )
+        log.warning("%s", warning)
+        return fallback, warning
 
 
 # ---------------------------------------------------------------------------------------

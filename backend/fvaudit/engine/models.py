@@ -99,8 +99,15 @@ class LoadedModel:
         for info in self.layers:
             if info.label is not None and info.label == name:
                 return info
-        choices = ", ".join(i.label or i.name for i in self.layers if i.kind == "conv")[:400]
-        raise ModelError(f"unknown layer {name!r} for model {self.name}; conv layers: {choices}")
+        raise ModelError(f"unknown layer {name!r} for model {self.name}; conv layers: {self.accepted_names()}")
+
+    def accepted_names(self, limit: int = 400) -> str:
+        """The conv layers as a user types them: the module name, and a label too when it is
+        one word (AlexNet's ``features.11 or conv5``). Labels like ``conv3 (post-ReLU)`` are
+        for reading, not typing, so the message names ``relu3`` (issue 13, item 17)."""
+        def one(i: LayerInfo) -> str:
+            return f"{i.name} or {i.label}" if i.label and i.label != i.name and " " not in i.label else i.name
+        return ", ".join(one(i) for i in self.layers if i.kind == "conv")[:limit]
 
     def check_units(self, layer: str, units: Sequence[int] | None) -> list[int]:
         """Validate unit indices of a layer (None = all units)."""

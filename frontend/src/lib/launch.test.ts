@@ -56,12 +56,12 @@ describe("validate", () => {
     expect(e.val_set_id).toMatch(/validation/);
   });
   it("checks numbers and ranges field by field", () => {
-    const e = validate({ ...valid, k: "0", lr: "fast", steps: "1.5", batch_size: "9000", seed: "-1", alphaMode: "fixed", alpha: "1.5", k_clip: "0", acc_budget_pp: "200" }, ctx);
+    const e = validate({ ...valid, k: "1001", lr: "fast", steps: "1.5", batch_size: "9000", seed: "-1", alphaMode: "fixed", alpha: "1.5", k_clip: "101", acc_budget_pp: "200" }, ctx);
     expect(e.k).toBe("k must be between 1 and 1,000");
     expect(e.lr).toMatch(/must be a number/);
     expect(e.steps).toBe("steps must be a whole number");
     expect(e.batch_size).toBe("batch size must be between 1 and 8,192");
-    expect(e.seed).toBe("seed must be a whole number");
+    expect(e.seed).toBe("seed must be ≥ 0");
     expect(e.alpha).toBe("α must be between 0 and 1");
     expect(e.k_clip).toMatch(/k for CLIP must be between 1 and 100/);
     expect(e.acc_budget_pp).toMatch(/0–100/);
@@ -78,10 +78,17 @@ describe("validate", () => {
     expect(validate({ ...two, layers: ["relu3"] }, ctx).units).toMatch(/unit 999 is out of range/);
   });
   it("checks the synthetic visualization settings only when it is on", () => {
-    expect(validate({ ...valid, n_synth: "0" }, ctx).n_synth).toBe("seeds per unit must be between 1 and 64");
+    expect(validate({ ...valid, n_synth: "65" }, ctx).n_synth).toBe("seeds per unit must be between 1 and 64");
     expect(validate({ ...valid, n_synth: "0", visualize: false }, ctx)).toEqual({});
-    expect(validate({ ...valid, eval_size: "-3" }, ctx).eval_size).toBe("evaluation subset size must be a whole number");
+    expect(validate({ ...valid, eval_size: "-3" }, ctx).eval_size).toBe("evaluation subset size must be ≥ 0");
     expect(validate({ ...valid, alpha_factor: "1" }, ctx).alpha_factor).toMatch(/> 1/);
+  });
+  it("a negative k is out of range, not malformed (issue 13, item 17)", () => {
+    expect(validate({ ...valid, k: "-3" }, ctx).k).toBe("k must be ≥ 1");
+    expect(validate({ ...valid, k: "−3" }, ctx).k).toBe("k must be ≥ 1"); // typographic minus
+    expect(validate({ ...valid, k: "0" }, ctx).k).toBe("k must be ≥ 1");
+    expect(validate({ ...valid, k: "2.5" }, ctx).k).toBe("k must be a whole number");
+    expect(validate({ ...valid, k: "1001" }, ctx).k).toBe("k must be between 1 and 1,000");
   });
   it("bounds k by the training set and units by the layer", () => {
     const small = { ...train, size: 8 };

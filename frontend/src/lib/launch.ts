@@ -143,6 +143,7 @@ export type LaunchContext = {
 };
 
 const INT = /^\s*\d+\s*$/;
+const NEG_INT = /^\s*[-−]\s*\d+\s*$/;
 const FLOAT = /^\s*[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
 
 export function parseIntStrict(s: string): number | null {
@@ -182,8 +183,10 @@ export function parseUnits(text: string, nUnits?: number): number[] {
 function intIn(s: string, lo: number, hi: number, what: string, optional = false): string | undefined {
   if (optional && !s.trim()) return undefined;
   const v = parseIntStrict(s);
-  if (v == null) return `${what} must be a whole number`;
-  if (v < lo || v > hi) return `${what} must be between ${lo} and ${hi.toLocaleString("en")}`;
+  // a negative whole number ("-3", or "−3" with a typographic minus) is out of range, not malformed
+  if (v == null) return NEG_INT.test(s) ? `${what} must be ≥ ${lo}` : `${what} must be a whole number`;
+  if (v < lo) return `${what} must be ≥ ${lo}`;
+  if (v > hi) return `${what} must be between ${lo} and ${hi.toLocaleString("en")}`;
   return undefined;
 }
 

@@ -24,6 +24,8 @@ function HomeInner() {
   const navigate = useNavigate();
   usePageTitle("Runs");
   const active = (jobs.data ?? []).filter((j) => j.status === "queued" || j.status === "running");
+  // the 6 most recent, or every job in progress when there are more: the heading counts what is listed
+  const shown = (jobs.data ?? []).slice(0, Math.max(6, active.length));
   return (
     <div className="page home">
       <div className="page-head">
@@ -45,11 +47,12 @@ function HomeInner() {
           <h2>
             Jobs{" "}
             <span className="muted small">
-              {active.length ? `${active.length} in progress` : "none in progress"} · the {Math.min(6, jobs.data!.length)} most recent
+              {active.length ? `${active.length} in progress` : "none in progress"} ·{" "}
+              {shown.length === 1 ? "the most recent" : `the ${shown.length} most recent`}
             </span>
           </h2>
           <ul className="job-list">
-            {jobs.data!.slice(0, Math.max(6, active.length)).map((j) => (
+            {shown.map((j) => (
               <li key={j.id}>
                 <StatusBadge status={j.status} />{" "}
                 <Link to={`/jobs/${j.id}`}>
