@@ -29,7 +29,10 @@ export type LossPoint = { step: number; loss?: number; l_attack?: number; l_main
 export type JobStream = {
   job: Job | null;
   progress: Progress | null;
+  /** the loss curve of the attack that reported last (a chain mirrors each child's progress) */
   points: LossPoint[];
+  /** every reporting job's curve, by job id (0: a job reporting for itself) */
+  curves: Record<number, LossPoint[]>;
   logs: LogLine[];
   connected: boolean;
   error: string | null;
@@ -45,7 +48,7 @@ type Action =
   | { type: "error"; message: string }
   | { type: "end" };
 
-const initial: JobStream = { job: null, progress: null, points: [], logs: [], connected: false, error: null, ended: false };
+const initial: JobStream = { job: null, progress: null, points: [], curves: {}, logs: [], connected: false, error: null, ended: false };
 
 export function reduce(s: JobStream, a: Action): JobStream {
   switch (a.type) {
@@ -57,16 +60,18 @@ export function reduce(s: JobStream, a: Action): JobStream {
       return { ...s, job: a.job };
     case "progress": {
       const d = a.data;
-      let points = s.points;
-      if (typeof d.step === "number" && (d.loss != null || d.alpha != null)) {
-        const p: LossPoint = { step: d.step, loss: d.loss, l_attack: d.l_attack, l_maintain: d.l_maintain, alpha: d.alpha };
-        const last = points[points.length - 1];
-        if (last && last.step >= d.step) {
-          // a restarted attack (requeue) starts over: keep the newest trajectory only
-          points = last.step === d.step ? [...points.slice(0, -1), p] : [p];
-        } else points = [...points, p];
-      }
-      return { ...s, progress: d, points };
+      if (!(typeof d.step === "number" && (d.loss != null || d.alpha != null))) return { ...s, progress: d };
+      const p: LossPoint = { step: d.step, loss: d.loss, l_attack: d.l_attack, l_maintain: d.l_maintain, alpha: d.alpha };
+      const key = typeof d.job_id === "number" ? d.job_id : 0;
+      const before = s.curves[key] ?? [];
+      const last = before[before.length - 1];
+      // An attack requeued after a worker restart resumes from its last checkpoint and
+      // follows exactly the path it took before (engine/attacks.py), so the steps before
+      // the resume point stay: only those from it on are replaced. (Issue 13, item 16: the
+      // chart used to drop everything before the resume point.) A restart from scratch
+      // (step 1) replaces the whole curve.
+      const points = last && last.step >= d.step ? [...before.filter((q) => q.step < d.step), p] : [...before, p];
+      return { ...s, progress: d, points, curves: { ...s.curves, [key]: points } };
     }
     case "log": {
       if (s.logs.some((l) => l.id === a.id)) return s;
