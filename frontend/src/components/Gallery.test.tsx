@@ -1,7 +1,11 @@
+/// <reference types="node" />
 import { render, screen, within } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
 import type { UnitDetail } from "../api/client";
 import unit from "../test/fixtures/unit-detail.json";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { BeforeAfter, classSummary, Gallery } from "./Gallery";
 
 const d = unit as unknown as UnitDetail;
@@ -42,6 +46,18 @@ describe("Gallery", () => {
     expect(within(b).getAllByText("kept")).toHaveLength(1);
     expect(within(a).getAllByText("new")).toHaveLength(3);
     expect(within(a).getByText(/1\/4 kept from before/)).toBeInTheDocument();
+    // a dropped image says so to a screen reader too
+    expect(within(b).getAllByRole("img")[0]).toHaveAccessibleName(`#1: ${before[0].label_name} (image ${before[0].image_id}), dropped from the top-k after the attack`);
+  });
+
+  it("marks dropped images without fading their pixels (issue 13, item 14)", () => {
+    // the stylesheet frames a dropped tile; no rule for it may change opacity or filter the image
+    // read from disk: Vitest runs with css: false, which empties stylesheet imports (?raw too)
+    const css = readFileSync(join(dirname(fileURLToPath(import.meta.url)), "../styles.css"), "utf8").replace(/\/\*[\s\S]*?\*\//g, "");
+    const rules = [...css.matchAll(/([^{}]+)\{([^}]*)\}/g)].filter(([, sel]) => /\.dropped/.test(sel));
+    expect(rules.map(([, sel]) => sel.trim())).toContain(".tile.dropped img");
+    for (const [, sel, body] of rules) expect(`${sel.trim()} { ${body.trim()} }`).not.toMatch(/opacity|filter/);
+    expect(rules.find(([, sel]) => sel.trim() === ".tile.dropped img")![2]).toMatch(/border-style: dashed/);
   });
 
   it("highlights the decoy class of a push-up", () => {

@@ -52,7 +52,7 @@ export function Gallery({ title, images, variant, otherIds, highlightLabel, empt
                     decoding="async"
                     width={96}
                     height={96}
-                    alt={`#${i + 1}: ${im.label_name} (image ${im.image_id})`}
+                    alt={`#${i + 1}: ${im.label_name} (image ${im.image_id})${mark === "dropped" ? ", dropped from the top-k after the attack" : mark === "new" ? ", new in the top-k" : ""}`}
                   />
                 </a>
                 <div className="cap">

@@ -33,3 +33,16 @@ export function StatusBadge({ status }: { status: string | null | undefined }) {
   const s = status ?? "unknown";
   return <span className={`badge status-${s}`}>{s}</span>;
 }
+
+/**
+ * An address that names something the run (or model) does not have: say so, instead of
+ * quietly showing something else (issue 13, item 13). `children` offers the way back.
+ */
+export function NotFound({ title, children }: { title: string; children?: ReactNode }) {
+  return (
+    <section className="panel not-found" aria-label="Not found" data-testid="not-found">
+      <h1>{title}</h1>
+      {children}
+    </section>
+  );
+}

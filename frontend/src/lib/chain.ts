@@ -69,6 +69,13 @@ export function liveStepLabel(kinds: JobKind[] | undefined, job: Pick<Job, "kind
 }
 
 /** The layers an audit or attack spec names: `attack.layers` (the contract), or the older `attack.layer`. */
+/** The layers a run has results for: its own list, else its attack's, else its layer info's. */
+export function runLayers(run: { layers: string[]; attack?: unknown; layer_info?: unknown }): string[] {
+  if (run.layers.length) return run.layers;
+  const fromSpec = specLayers({ attack: run.attack });
+  return fromSpec.length ? fromSpec : Object.keys((run.layer_info ?? {}) as object);
+}
+
 export function specLayers(spec: unknown): string[] {
   const s = (spec ?? {}) as { attack?: { layers?: unknown; layer?: unknown }; layers?: unknown };
   const a = s.attack;

@@ -1,6 +1,6 @@
 // Run summary and unit page rendered from fixtures recorded from the real API.
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, within } from "@testing-library/react";
+import { cleanup, render, screen, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { MemoryRouter, Route, Routes, useLocation } from "react-router";
 import { describe, expect, it } from "vitest";
@@ -92,5 +92,62 @@ describe("unit page", () => {
     await user.keyboard("{ArrowRight}");
     const attacked = (run.layer_info.relu3 as { attacked: number[] }).attacked;
     expect(screen.getByTestId("where")).toHaveTextContent(`/units/${attacked.find((u) => u > 10)}?nav=attacked`);
+  });
+});
+
+describe("addresses the run does not have (issue 13, item 13)", () => {
+  it("a layer the run did not measure is a not-found page, not another layer's results", async () => {
+    setToken("fva_test_token_0123456789");
+    mockFetch(routes(false));
+    renderAt("/runs/3/layers/relu2");
+    expect(await screen.findByRole("heading", { name: "Run 3 has no layer relu2" })).toBeInTheDocument();
+    expect(screen.getByRole("link", { name: "relu3" })).toHaveAttribute("href", "/runs/3/layers/relu3");
+    expect(screen.queryByRole("region", { name: "Units" })).toBeNull();
+    expect(document.title).toBe("Layer relu2 not found · Run 3: conv3 push-up (Bag) · fvaudit");
+  });
+
+  it("a unit page on such a layer, or past the layer's last unit, says so", async () => {
+    setToken("fva_test_token_0123456789");
+    mockFetch(routes(false));
+    renderAt("/runs/3/layers/relu2/units/5");
+    expect(await screen.findByRole("heading", { name: "Run 3 has no layer relu2" })).toBeInTheDocument();
+    cleanup();
+    renderAt("/runs/3/layers/relu3/units/128"); // relu3 has 128 units: 0–127
+    expect(await screen.findByRole("heading", { name: "Layer relu3 of run 3 has no unit 128" })).toBeInTheDocument();
+    expect(screen.getByRole("link", { name: "the last one, unit 127" })).toHaveAttribute("href", "/runs/3/layers/relu3/units/127");
+    expect(screen.queryAllByTestId("tile")).toHaveLength(0);
+    expect(document.title).toBe("Unit 128 not found · relu3 · conv3 push-up (Bag) · fvaudit");
+  });
+
+  it("a unit the API does not know (404) is not found too", async () => {
+    setToken("fva_test_token_0123456789");
+    mockFetch([
+      { path: /^\/api\/v1\/runs\/3$/, body: { ...run, layer_info: {} } },
+      { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units\/(\d+)$/, status: 404, body: { detail: "unit relu3/90 not found in run 3" } },
+    ]);
+    renderAt("/runs/3/layers/relu3/units/90");
+    expect(await screen.findByRole("heading", { name: "Layer relu3 of run 3 has no unit 90" })).toBeInTheDocument();
+  });
+});
+
+describe("a dead unit (issue 13, item 11)", () => {
+  it("shows a clear empty state, no gallery of score-0 images marked kept", async () => {
+    setToken("fva_test_token_0123456789");
+    const zero = (imgs: typeof unit11.topk.val.before) => imgs.map((im) => ({ ...im, score: 0 }));
+    const dead = {
+      ...unit11, unit: 3, dead: true, attacked: false, next_attacked: 4,
+      topk: { val: { before: zero(unit11.topk.val.before), after: zero(unit11.topk.val.before) }, train: { before: zero(unit11.topk.train.before), after: zero(unit11.topk.train.before) } },
+    };
+    mockFetch([
+      { path: /^\/api\/v1\/runs\/3$/, body: run },
+      { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units\/3$/, body: dead },
+    ]);
+    renderAt("/runs/3/layers/relu3/units/3");
+    expect(await screen.findByText("Unit 3 is dead: it has no top-k.")).toBeInTheDocument();
+    expect(screen.getByText("dead", { selector: ".badge" })).toBeInTheDocument();
+    expect(screen.queryAllByTestId("tile")).toHaveLength(0);
+    expect(screen.queryByText("kept")).toBeNull();
+    expect(screen.queryByText(/still in the top-k/)).toBeNull();
+    expect(screen.getByRole("link", { name: "Next attacked unit (4)" })).toHaveAttribute("href", "/runs/3/layers/relu3/units/4?nav=attacked");
   });
 });

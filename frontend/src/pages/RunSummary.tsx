@@ -9,10 +9,10 @@ import { CopyButton } from "../components/CopyButton";
 import { NeedsToken } from "../components/Layout";
 import { ShareDialog } from "../components/ShareDialog";
 import { RunRows } from "../components/RunRows";
-import { ErrorBox, Loading, StatusBadge } from "../components/States";
+import { ErrorBox, Loading, NotFound, StatusBadge } from "../components/States";
 import { SyntheticSummary } from "../components/SyntheticSummary";
 import { FIRST_ORDER, UnitTable, type SortKey } from "../components/UnitTable";
-import { specLayers } from "../lib/chain";
+import { runLayers } from "../lib/chain";
 import { attackLabel, DASH, nImages, num, pct, share, signed, when } from "../lib/format";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../lib/share";
 import { usePageTitle } from "../lib/title";
@@ -36,7 +36,15 @@ function RunSummaryInner() {
   const runId = Number(params.run);
   const run = useRun(runId);
   const share = useShareParam();
-  usePageTitle(run.data ? `Run ${run.data.id}: ${run.data.name}${params.layer ? ` · ${params.layer}` : ""}` : `Run ${params.run}`);
+  const layers = run.data ? runLayers(run.data) : [];
+  const noSuchLayer = params.layer != null && layers.length > 0 && !layers.includes(params.layer);
+  usePageTitle(
+    run.data
+      ? noSuchLayer
+        ? `Layer ${params.layer} not found · Run ${run.data.id}: ${run.data.name}`
+        : `Run ${run.data.id}: ${run.data.name}${params.layer ? ` · ${params.layer}` : ""}`
+      : `Run ${params.run}`,
+  );
   if (!(runId > 0)) return <ErrorBox error={new Error("No such run: the address must be /runs/<number>.")} />;
   if (run.isLoading) return <Loading what={`Loading run ${runId}`} />;
   if (run.error) {
@@ -50,7 +58,29 @@ function RunSummaryInner() {
       );
     return <ErrorBox error={run.error} retry={() => run.refetch()} />;
   }
+  if (noSuchLayer) return <LayerNotFound runId={runId} runName={run.data!.name} layer={params.layer!} layers={layers} />;
   return <RunBody run={run.data!} layerParam={params.layer} />;
+}
+
+/** `/runs/1/layers/relu2` when run 1 has no relu2: not another layer's results in its place. */
+export function LayerNotFound({ runId, runName, layer, layers }: { runId: number; runName: string; layer: string; layers: string[] }) {
+  const href = useRunHref();
+  return (
+    <NotFound title={`Run ${runId} has no layer ${layer}`}>
+      <p>
+        <Link to={href(runPath(runId))}>{runName}</Link> measured {layers.length === 1 ? "one layer" : `${layers.length} layers`}:{" "}
+        {layers.map((l, i) => (
+          <span key={l}>
+            {i > 0 && ", "}
+            <Link className="mono" to={href(layerPath(runId, l))}>
+              {l}
+            </Link>
+          </span>
+        ))}
+        .
+      </p>
+    </NotFound>
+  );
 }
 
 function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string }) {
@@ -60,7 +90,7 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
   const [sp, setSp] = useSearchParams();
   const [shareOpen, setShareOpen] = useState(false);
   const [dlError, setDlError] = useState<unknown>(null);
-  const layers = run.layers.length ? run.layers : specLayers({ attack: run.attack }).length ? specLayers({ attack: run.attack }) : Object.keys(run.layer_info ?? {});
+  const layers = runLayers(run);
   const layer = layerParam && layers.includes(layerParam) ? layerParam : layers[0];
   const attack = (run.attack ?? {}) as Record<string, unknown>;
   const readOnly = run.read_only || !token;

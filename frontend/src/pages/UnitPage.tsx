@@ -6,11 +6,13 @@ import { useToken } from "../api/auth";
 import { NeedsToken } from "../components/Layout";
 import { CopyButton } from "../components/CopyButton";
 import { BeforeAfter } from "../components/Gallery";
-import { ErrorBox, Loading } from "../components/States";
+import { ErrorBox, Loading, NotFound } from "../components/States";
 import { SyntheticNumbers, SyntheticPairs } from "../components/Synthetic";
 import { METRICS, METRIC_KEYS, num, share } from "../lib/format";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../lib/share";
+import { runLayers } from "../lib/chain";
 import { usePageTitle } from "../lib/title";
+import { LayerNotFound } from "./RunSummary";
 
 const NEAREST: { key: string; title: string; help: string }[] = [
   { key: "by_tau_init", title: "Kendall-τ, before", help: "units whose initial ranking is closest to this unit's initial ranking" },
@@ -45,7 +47,20 @@ function UnitPageInner() {
   const u = useUnit(runId, layer, unit);
   const d = u.data;
   const signedIn = !!useToken();
-  usePageTitle(`Unit ${Number.isFinite(unit) ? unit : "?"} · ${layer} · ${run.data?.name ?? `run ${runId}`}`);
+  // an address naming a layer the run does not have, or a unit past the layer's last one,
+  // is a not-found page, never another unit's results (issue 13, item 13)
+  const layers = run.data ? runLayers(run.data) : [];
+  const layerUnits = (run.data?.layer_info?.[layer] as { units?: number } | undefined)?.units;
+  const noSuchLayer = layers.length > 0 && !layers.includes(layer);
+  const noSuchUnit = !noSuchLayer && ((layerUnits != null && unit >= layerUnits) || (u.error as { status?: number } | null)?.status === 404);
+  const runName = run.data?.name ?? `run ${runId}`;
+  usePageTitle(
+    noSuchLayer
+      ? `Layer ${layer} not found · Run ${runId}: ${runName}`
+      : noSuchUnit
+        ? `Unit ${unit} not found · ${layer} · ${runName}`
+        : `Unit ${Number.isFinite(unit) ? unit : "?"} · ${layer} · ${runName}`,
+  );
 
   const withNav = (path: string) => href(attackedNav ? `${path}?nav=attacked` : path);
   // neighbours from the run's layer info (instant, right even while the next unit loads);
@@ -88,19 +103,28 @@ function UnitPageInner() {
 
   if (!(runId > 0) || !(unit >= 0) || !Number.isInteger(unit))
     return <ErrorBox error={new Error("No such unit: the address must be /runs/<run>/layers/<layer>/units/<number>.")} />;
-  if (u.isLoading) return <Loading what={`Loading unit ${unit}`} />;
-  if (u.error) {
-    const status = (u.error as { status?: number }).status;
-    if (shareTok && status === 404 && run.error)
-      return <ErrorBox title="This share link does not work" error={new Error("The link was revoked by its owner, or it is mistyped. Ask the owner for a new link.")} />;
+  if (noSuchLayer) return <LayerNotFound runId={runId} runName={runName} layer={layer} layers={layers} />;
+  const status = (u.error as { status?: number } | null)?.status;
+  if (shareTok && status === 404 && run.error)
+    return <ErrorBox title="This share link does not work" error={new Error("The link was revoked by its owner, or it is mistyped. Ask the owner for a new link.")} />;
+  if (noSuchUnit)
     return (
-      <ErrorBox
-        error={u.error}
-        title={status === 404 ? `Unit ${unit} of ${layer} is not in run ${runId}` : undefined}
-        retry={status === 404 ? undefined : () => u.refetch()}
-      />
+      <NotFound title={`Layer ${layer} of run ${runId} has no unit ${unit}`}>
+        <p>
+          {layerUnits != null ? (
+            <>
+              Its units are 0–{layerUnits - 1}:{" "}
+              <Link to={withNav(unitPath(runId, layer, layerUnits - 1))}>the last one, unit {layerUnits - 1}</Link>, or the{" "}
+            </>
+          ) : (
+            "See the "
+          )}
+          <Link to={href(layerPath(runId, layer))}>unit table of {layer}</Link> in <Link to={href(runPath(runId))}>{runName}</Link>.
+        </p>
+      </NotFound>
     );
-  }
+  if (u.isLoading) return <Loading what={`Loading unit ${unit}`} />;
+  if (u.error) return <ErrorBox error={u.error} retry={() => u.refetch()} />;
   if (!d) return null;
 
   const attack = (run.data?.attack ?? {}) as { kind?: string; decoy_class?: number | null };
@@ -169,10 +193,9 @@ function UnitPageInner() {
             </div>
           )}
         </dl>
-        {d.dead && <p className="muted">A dead unit scores 0 on every training image under θ_init: it has no top-k and is left out of the attack and of every mean.</p>}
       </section>
 
-      {roles.length === 0 && (
+      {!d.dead && roles.length === 0 && (
         <section className="panel">
           <p className="muted">No top-k stored for this unit.</p>
         </section>
@@ -180,7 +203,9 @@ function UnitPageInner() {
       {/* the natural top-k before/after beside the synthetic before/after (thesis Fig. 3.7) */}
       <div className="natural-synthetic">
         <div className="natural">
-          {roles.map((r) => (
+          {d.dead ? (
+            <DeadUnit unit={d.unit} layer={layer} runId={runId} nextAttacked={d.next_attacked ?? null} href={href} />
+          ) : roles.map((r) => (
             <section className="panel" key={r}>
               <BeforeAfter
                 title={r === "train" ? "Training set: top-k" : "Validation set: top-k (the set the metrics use)"}
@@ -197,6 +222,37 @@ function UnitPageInner() {
       <Nearest d={d} runId={runId} layer={layer} href={withNav} />
       <p className="muted small hint-keys">Keys: ← / → previous / next unit.</p>
     </div>
+  );
+}
+
+/**
+ * A dead unit (SPEC §1) scores 0 on every training image under θ_init: every image ties,
+ * so a "top-k" would be the first k images by index, marked "kept" because they still tie
+ * after. No gallery, then: say what the unit is and where to go (issue 13, item 11).
+ */
+function DeadUnit({ unit, layer, runId, nextAttacked, href }: {
+  unit: number; layer: string; runId: number; nextAttacked: number | null; href: (p: string) => string;
+}) {
+  return (
+    <section className="panel" aria-label="Top-k">
+      <div className="state empty dead-unit" data-testid="dead-unit">
+        <p>
+          <strong>Unit {unit} is dead: it has no top-k.</strong>
+        </p>
+        <p>
+          It scores 0 on every training image under θ_init, so no image activates it more than another. It is left out of
+          the attack and of every mean and count on the run page.
+        </p>
+        <p>
+          {nextAttacked != null && (
+            <>
+              <Link to={href(`${unitPath(runId, layer, nextAttacked)}?nav=attacked`)}>Next attacked unit ({nextAttacked})</Link> ·{" "}
+            </>
+          )}
+          <Link to={href(layerPath(runId, layer))}>the units of {layer}</Link>
+        </p>
+      </div>
+    </section>
   );
 }
 
