@@ -151,3 +151,28 @@ describe("a dead unit (issue 13, item 11)", () => {
     expect(screen.getByRole("link", { name: "Next attacked unit (4)" })).toHaveAttribute("href", "/runs/3/layers/relu3/units/4?nav=attacked");
   });
 });
+
+describe("push-up success (issue 13, item 12)", () => {
+  it("names the k it counts on and shows each share before → after the attack", async () => {
+    setToken("fva_test_token_0123456789");
+    const pushup = {
+      decoy_class: 8, decoy_class_name: "Bag", k: 5,
+      val: { relu3: { share_units_with_decoy_class: 0.8, mean_decoy_class_share: 0.45, share_units_with_decoy_images: null } },
+      val_init: { relu3: { share_units_with_decoy_class: 0.125, mean_decoy_class_share: 0.2, share_units_with_decoy_images: null } },
+      train: { relu3: { share_units_with_decoy_class: 0.75, mean_decoy_class_share: 0.5, share_units_with_decoy_images: 0.25 } },
+      train_init: { relu3: { share_units_with_decoy_class: 0.0625, mean_decoy_class_share: 0.2, share_units_with_decoy_images: 0 } },
+    };
+    mockFetch([{ path: /^\/api\/v1\/runs\/3$/, body: { ...run, pushup } }, ...routes(false).slice(1)]);
+    renderAt("/runs/3");
+    const panel = await screen.findByRole("region", { name: "Push-up success" });
+    expect(within(panel).getByRole("heading")).toHaveTextContent("Push-up success · decoy class 8 (Bag) on each attacked unit's top-5");
+    const head = within(panel).getAllByRole("columnheader").map((c) => c.textContent);
+    expect(head).toEqual(["layer", "set", "units with the decoy class in their top-5", "decoy-class share of their top-5", "units with a decoy image"]);
+    const rows = within(panel).getAllByRole("row").slice(1).map((r) => within(r).getAllByRole("cell").map((c) => c.textContent));
+    expect(rows).toEqual([
+      ["relu3", "training", "6 % → 75 %", "20 % → 50 %", "0 % → 25 %"],
+      ["relu3", "validation", "13 % → 80 %", "20 % → 45 %", "—"],
+    ]);
+    expect(within(panel).getByText(/Counted on the top-5 \(k_clip = 5, the k the CLIP metrics use\); the galleries on the unit pages show the top-10\./)).toBeInTheDocument();
+  });
+});

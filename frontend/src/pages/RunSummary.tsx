@@ -286,7 +286,7 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
         </section>
       )}
 
-      {run.pushup && <PushUp pushup={run.pushup as PushupData} />}
+      {run.pushup && <PushUp pushup={run.pushup as PushupData} kClip={run.k_clip} kGallery={typeof attack.k === "number" ? attack.k : null} />}
 
       {layer && (perUnit.clip_delta?.length || sim.length) ? (
         <section className="panel" aria-label="Per-unit distributions">
@@ -444,24 +444,51 @@ function AccBar({ label, value }: { label: string; value: number | null | undefi
 }
 
 type PushupStats = { share_units_with_decoy_class?: number; mean_decoy_class_share?: number | null; share_units_with_decoy_images?: number | null };
-type PushupData = { decoy_class?: number; decoy_class_name?: string | null; val?: Record<string, PushupStats>; train?: Record<string, PushupStats> };
+type PushupSets = { train?: Record<string, PushupStats>; val?: Record<string, PushupStats>; train_init?: Record<string, PushupStats>; val_init?: Record<string, PushupStats> };
+type PushupData = PushupSets & { decoy_class?: number; decoy_class_name?: string | null; k?: number };
 
-function PushUp({ pushup }: { pushup: PushupData }) {
+/** "before → after" of one share; the before is θ_init's own top-k (what the attack started from). */
+function BeforeAfterShare({ before, after }: { before: number | null | undefined; after: number | null | undefined }) {
+  return (
+    <>
+      <span className="muted" title="before the attack (θ_init)">{before == null ? DASH : share(before)}</span>
+      {" → "}
+      <strong title="after the attack">{after == null ? DASH : share(after)}</strong>
+    </>
+  );
+}
+
+/**
+ * Push-up success (SPEC §3, thesis App. D) on each attacked unit's top-k_clip, next to the
+ * same count on θ_init's top-k: a decoy class that was already there before is no success
+ * (issue 13, item 12: the table said "top-k" beside top-10 galleries and had no baseline).
+ */
+function PushUp({ pushup, kClip, kGallery }: { pushup: PushupData; kClip: number; kGallery: number | null }) {
+  const k = pushup.k ?? kClip;
   const layers = [...new Set([...Object.keys(pushup.val ?? {}), ...Object.keys(pushup.train ?? {})])];
+  const hasDecoyImages = layers.some((l) => pushup.train?.[l]?.share_units_with_decoy_images != null);
   return (
     <section className="panel" aria-label="Push-up success">
       <h2>
         Push-up success · decoy class {pushup.decoy_class}
-        {pushup.decoy_class_name ? ` (${pushup.decoy_class_name})` : ""}
+        {pushup.decoy_class_name ? ` (${pushup.decoy_class_name})` : ""} <span className="muted small">on each attacked unit's top-{k}</span>
       </h2>
-      <table className="data compact">
+      <table className="data compact pushup">
         <thead>
           <tr>
             <th scope="col">layer</th>
             <th scope="col">set</th>
-            <th scope="col" className="num" title="attacked units whose final top-k holds ≥ 1 decoy-class image">units with the decoy class</th>
-            <th scope="col" className="num" title="over those units: mean share of decoy-class images in the top-k">decoy-class share of their top-k</th>
-            <th scope="col" className="num" title="units whose top-k holds one of the decoy images themselves">units with a decoy image</th>
+            <th scope="col" className="num" title={`attacked units whose top-${k} holds ≥ 1 decoy-class image: before → after the attack`}>
+              units with the decoy class in their top-{k}
+            </th>
+            <th scope="col" className="num" title={`over those units: mean share of decoy-class images in the top-${k}`}>
+              decoy-class share of their top-{k}
+            </th>
+            {hasDecoyImages && (
+              <th scope="col" className="num" title={`units whose top-${k} holds one of the decoy images themselves`}>
+                units with a decoy image
+              </th>
+            )}
           </tr>
         </thead>
         <tbody>
@@ -470,19 +497,32 @@ function PushUp({ pushup }: { pushup: PushupData }) {
               .filter((s) => pushup[s]?.[l])
               .map((s) => {
                 const st = pushup[s]![l];
+                const init = pushup[s === "train" ? "train_init" : "val_init"]?.[l];
                 return (
                   <tr key={`${l}-${s}`}>
                     <td className="mono">{l}</td>
                     <td>{s === "train" ? "training" : "validation"}</td>
-                    <td className="num">{share(st.share_units_with_decoy_class)}</td>
-                    <td className="num">{share(st.mean_decoy_class_share)}</td>
-                    <td className="num">{st.share_units_with_decoy_images == null ? DASH : share(st.share_units_with_decoy_images)}</td>
+                    <td className="num">
+                      <BeforeAfterShare before={init?.share_units_with_decoy_class} after={st.share_units_with_decoy_class} />
+                    </td>
+                    <td className="num">
+                      <BeforeAfterShare before={init?.mean_decoy_class_share} after={st.mean_decoy_class_share} />
+                    </td>
+                    {hasDecoyImages && (
+                      <td className="num">
+                        {st.share_units_with_decoy_images == null ? DASH : <BeforeAfterShare before={init?.share_units_with_decoy_images} after={st.share_units_with_decoy_images} />}
+                      </td>
+                    )}
                   </tr>
                 );
               }),
           )}
         </tbody>
       </table>
+      <p className="muted small">
+        Counted on the top-{k} (k_clip = {k}, the k the CLIP metrics use){kGallery != null && kGallery !== k ? `; the galleries on the unit pages show the top-${kGallery}` : ""}.
+        Before: θ_init's top-{k}; after: the selected state's.
+      </p>
     </section>
   );
 }
