@@ -2,7 +2,7 @@ import { useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router";
 import { useAllUnits, useRun, useRuns, useUnit } from "../api/hooks";
 import type { RunDetail, UnitRow } from "../api/client";
-import { Scatter } from "../components/Charts";
+import { Scatter, type ScatterGroup } from "../components/Charts";
 import { Gallery } from "../components/Gallery";
 import { NeedsToken } from "../components/Layout";
 import { Empty, ErrorBox, Loading } from "../components/States";
@@ -185,6 +185,26 @@ function Headlines({ a, b }: { a: RunDetail; b: RunDetail | null }) {
 
 const PAGE = 20;
 
+const B_GROUPS: ScatterGroup[] = [
+  { key: "b", label: "attacked by B", className: "g-attacked" },
+  { key: "not-b", label: "not attacked by B", className: "g-other" },
+];
+
+/** Tags for the runs whose attack included the unit (issue 13, item 15: B's were not marked). */
+function AttackedBy({ x, twoRuns }: { x: Merged; twoRuns: boolean }) {
+  const tags = [x.a?.attacked ? "A" : null, twoRuns && x.b?.attacked ? "B" : null].filter((t): t is "A" | "B" => t != null);
+  if (!tags.length) return <span className="muted" title="neither run attacked this unit">none</span>;
+  return (
+    <>
+      {tags.map((t) => (
+        <span key={t} className={`badge tag${t}`} title={`run ${t} attacked unit ${x.unit}`}>
+          {t}
+        </span>
+      ))}
+    </>
+  );
+}
+
 function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetail | null; layer: string; unit: number | null; onUnit: (u: number | null) => void }) {
   const ua = useAllUnits(a.id, layer);
   const ub = useAllUnits(b?.id ?? null, layer);
@@ -212,6 +232,8 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
   if (ub.error) return <ErrorBox error={ub.error} retry={() => ub.refetch()} />;
   if (!ua.data || (b && !ub.data)) return <Loading what="Loading units" />;
 
+  const nA = merged.filter((x) => x.a?.attacked).length;
+  const nB = merged.filter((x) => x.b?.attacked).length;
   const pages = Math.max(1, Math.ceil(merged.length / PAGE));
   const pg = Math.min(page, pages);
   const rows = merged.slice((pg - 1) * PAGE, pg * PAGE);
@@ -228,13 +250,17 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
       <div className="grid2">
         <section className="panel" aria-label="Units">
           <h2>
-            Units · <span className="mono">{layer}</span> <span className="muted small">({merged.length} live units)</span>
+            Units · <span className="mono">{layer}</span>{" "}
+            <span className="muted small">
+              ({merged.length} live units; A attacked {nA}{b ? `, B attacked ${nB}` : ""})
+            </span>
           </h2>
           <div className="scroll-x">
           <table className="data">
             <thead>
               <tr>
                 {th("unit", "unit")}
+                <th scope="col" title="which run's attack included the unit">attacked by</th>
                 {th("a_delta", "A CLIP-δ")}
                 {th("a_tau", "A Kendall-τ")}
                 {b && th("b_delta", "B CLIP-δ")}
@@ -249,6 +275,9 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
                     <button type="button" className="link" onClick={(e) => { e.stopPropagation(); onUnit(x.unit); }}>
                       unit {x.unit}
                     </button>
+                  </td>
+                  <td className="attacked-by">
+                    <AttackedBy x={x} twoRuns={!!b} />
                   </td>
                   <td className="num">{num(x.a?.clip_delta)}</td>
                   <td className="num">{num(x.a?.kendall_tau)}</td>
@@ -278,9 +307,12 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
               title="CLIP-δ per unit: A vs B"
               xLabel="A CLIP-δ"
               yLabel="B CLIP-δ"
-              points={merged.filter((x) => x.a?.clip_delta != null && x.b?.clip_delta != null).map((x) => ({ x: x.a!.clip_delta!, y: x.b!.clip_delta!, id: x.unit }))}
+              points={merged
+                .filter((x) => x.a?.clip_delta != null && x.b?.clip_delta != null)
+                .map((x) => ({ x: x.a!.clip_delta!, y: x.b!.clip_delta!, id: x.unit, label: `unit ${x.unit}${x.b?.attacked ? " (attacked by B)" : ""}`, group: x.b?.attacked ? "b" : "not-b" }))}
+              groups={B_GROUPS}
               onPick={(p) => onUnit(p.id)}
-              caption="Above the diagonal: B changed the unit's top-k more than A. Click a dot to compare its galleries."
+              caption="Above the diagonal: B changed the unit's top-k more than A. Filled dots: units B attacked. Click a dot to compare its galleries."
             />
           ) : (
             <Scatter
@@ -328,9 +360,9 @@ function UnitSideBySide({ a, b, layer, unit }: { a: RunDetail; b: RunDetail | nu
       </div>
       <div className={`pair ${b ? "three" : ""}`}>
         <Gallery title={`${sameModel ? "Model" : "A"} before`} images={ta?.before ?? []} variant="before" />
-        <Gallery title={`A after (${attackLabel(a.attack?.kind as string)})`} images={ta?.after ?? []} variant="after" otherIds={beforeIds} />
+        <Gallery title={`A after (${attackLabel(a.attack?.kind as string)}${ua.data.attacked ? ", attacked" : ", not attacked"})`} images={ta?.after ?? []} variant="after" otherIds={beforeIds} />
         {b && !sameModel && <Gallery title="B before" images={tb?.before ?? []} variant="before" />}
-        {b && (ub.error ? <ErrorBox error={ub.error} /> : <Gallery title={`B after (${attackLabel(b.attack?.kind as string)})`} images={tb?.after ?? []} variant="after" otherIds={sameModel ? beforeIds : new Set((tb?.before ?? []).map((i) => i.image_id))} />)}
+        {b && (ub.error ? <ErrorBox error={ub.error} /> : <Gallery title={`B after (${attackLabel(b.attack?.kind as string)}${ub.data?.attacked ? ", attacked" : ", not attacked"})`} images={tb?.after ?? []} variant="after" otherIds={sameModel ? beforeIds : new Set((tb?.before ?? []).map((i) => i.image_id))} />)}
       </div>
     </section>
   );

@@ -1,0 +1,52 @@
+// The compare page marks which units each run attacked (issue 13, item 15).
+import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
+import { render, screen, within } from "@testing-library/react";
+import { MemoryRouter } from "react-router";
+import { describe, expect, it } from "vitest";
+import { setToken } from "../api/auth";
+import type { UnitRow } from "../api/client";
+import run from "../test/fixtures/run-detail.json";
+import { mockFetch } from "../test/fetchMock";
+import { Compare } from "./Compare";
+
+const row = (unit: number, attacked: boolean, clip_delta: number): UnitRow => ({
+  unit, attacked, dead: false, clip_delta, kendall_tau: 0.5, clip_w: 1, kendall_tau_w: 0.9, topk_overlap: 0.5,
+});
+// A attacked units 0 and 1, B attacked units 1 and 2; unit 3 neither
+const unitsA = [row(0, true, 0.4), row(1, true, 0.3), row(2, false, 0.2), row(3, false, 0.1)];
+const unitsB = [row(0, false, 0.05), row(1, true, 0.5), row(2, true, 0.6), row(3, false, 0.02)];
+
+describe("compare", () => {
+  it("marks the units run A and run B attacked, in the table and the A-vs-B scatter", async () => {
+    setToken("fva_test_token_0123456789");
+    const runB = { ...run, id: 4, name: "relu3 push-down", attack: { ...run.attack, kind: "push_down" } };
+    mockFetch([
+      { path: /^\/api\/v1\/runs$/, body: [{ ...run, headline: {} }, { ...runB, headline: {} }] },
+      { path: /^\/api\/v1\/runs\/3$/, body: run },
+      { path: /^\/api\/v1\/runs\/4$/, body: runB },
+      { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units$/, body: { items: unitsA, total: 4, page: 1, page_size: 1000 } },
+      { path: /^\/api\/v1\/runs\/4\/layers\/relu3\/units$/, body: { items: unitsB, total: 4, page: 1, page_size: 1000 } },
+    ]);
+    render(
+      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+        <MemoryRouter initialEntries={["/compare?a=3&b=4&layer=relu3"]}>
+          <Compare />
+        </MemoryRouter>
+      </QueryClientProvider>,
+    );
+    const panel = await screen.findByRole("region", { name: "Units" });
+    expect(within(panel).getByRole("heading")).toHaveTextContent("Units · relu3 (4 live units; A attacked 2, B attacked 2)");
+    const table = within(panel).getByRole("table");
+    const byUnit = Object.fromEntries(
+      within(table).getAllByRole("row").slice(1).map((r) => {
+        const cells = within(r).getAllByRole("cell");
+        return [cells[0].textContent, cells[1].textContent];
+      }),
+    );
+    expect(byUnit).toEqual({ "unit 0": "A", "unit 1": "AB", "unit 2": "B", "unit 3": "none" });
+    expect(within(table).getAllByTitle("run B attacked unit 2")).toHaveLength(1);
+    const scatter = screen.getByRole("img", { name: /CLIP-δ per unit: A vs B/ });
+    expect(scatter).toHaveAccessibleName("CLIP-δ per unit: A vs B: scatter of 4 units (2 attacked by B, 2 not attacked by B)");
+    expect(scatter.querySelectorAll('circle[data-group="b"]')).toHaveLength(2);
+  });
+});
