@@ -146,3 +146,201 @@ def test_masks_survive_finetune_and_push_down_attack(fmnist, tmp_path):
         saved = load_model("fmnist-cnn", checkpoint=res.final_path)
         for name, mask in rep.masks.items():
             assert int((saved.module.get_submodule(name.split(".")[0]).weight[~mask] != 0).sum()) == 0
+
+
+# ---------------------------------------------------------------- vulnerability pruning
+
+CHANS = [3, 17, 64, 127]
+
+
+def _masked_reference(base, conv, chans):
+    """The same model with the chosen filters (weights and bias) zeroed: what removal must equal."""
+    ref = clone_model(base)
+    with torch.no_grad():
+        layer = ref.module.get_submodule(conv)
+        layer.weight[chans] = 0
+        layer.bias[chans] = 0
+    return ref
+
+
+@pytest.mark.parametrize("layer", ["relu3", "conv3", "conv3 (post-ReLU)"])
+def test_vulnerability_prune_removes_exactly_the_chosen_channels(fmnist, layer):
+    base, _, val = fmnist
+    m = clone_model(base)
+    rep = pruning.vulnerability_prune(m, layer, [127, 3, 64, 17])
+    kept = [c for c in range(128) if c not in CHANS]
+    conv, fc1 = m.module.conv3, m.module.fc1
+    assert conv.weight.shape == (124, 64, 3, 3) and conv.out_channels == 124
+    assert torch.equal(conv.weight, base.module.conv3.weight[kept])
+    assert torch.equal(conv.bias, base.module.conv3.bias[kept])
+    # fc1 reads the flattened [128, 3, 3] map: channel c feeds inputs 9c..9c+8
+    assert fc1.weight.shape == (128, 124 * 9) and fc1.in_features == 1116
+    assert torch.equal(fc1.weight, base.module.fc1.weight.reshape(128, 128, 9)[:, kept].reshape(128, -1))
+    assert torch.equal(fc1.bias, base.module.fc1.bias)
+    assert m.layer("relu3").units == 124                       # the LoadedModel's layer list follows
+    assert torch.equal(m.module.conv2.weight, base.module.conv2.weight)
+    x = m.preprocess_many(list(val.arrays(val.ids[:32])))
+    ref = _masked_reference(base, "conv3", CHANS)
+    with torch.no_grad():
+        assert torch.allclose(m.module(x), ref.module(x), atol=1e-5)
+        assert not torch.allclose(m.module(x), base.module(x), atol=1e-3)   # the removal did change the model
+    assert rep.target == {"layer": layer, "channels": CHANS, "n": 4}
+    assert rep.layers["conv3"] == {"weights": 73728, "zeroed": 4 * 64 * 9, "filters": 128, "filters_removed": 4}
+    assert rep.layers["fc1"] == {"weights": 147456, "zeroed": 4 * 9 * 128, "filters": 128, "filters_removed": 0}
+    assert rep.weight_rate == (4 * 64 * 9 + 4 * 9 * 128) / 241184
+    assert rep.filter_rate == 4 / (32 + 64 + 128)
+    assert rep.details["width_after"] == 124 and rep.masks == {}
+    assert [d["module"] for d in rep.details["removed_from"]] == ["conv3", "fc1"]
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(6, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.bn1.running_mean.copy_(torch.arange(6.0))
+            self.bn1.running_var.copy_(torch.arange(1.0, 7.0))
+
+    def forward(self, x):
+        return self.fc(self.pool(self.conv2(self.relu1(self.bn1(self.conv1(x))))).flatten(1))
+
+
+def test_vulnerability_prune_takes_the_batchnorm_along():
+    m = ConvBN().eval()
+    before = __import__("copy").deepcopy(m)
+    pruning.vulnerability_prune(m, "relu1", [0, 4], input_shape=(3, 8, 8))
+    kept = [1, 2, 3, 5]
+    assert m.bn1.num_features == 4 and m.bn1.running_mean.tolist() == [1.0, 2.0, 3.0, 5.0]
+    assert torch.equal(m.conv2.weight, before.conv2.weight[:, kept])
+    with torch.no_grad():
+        # reference: BN output of the removed channels forced to 0 (zero gamma and beta)
+        before.bn1.weight[[0, 4]] = 0
+        before.bn1.bias[[0, 4]] = 0
+        x = torch.randn(5, 3, 8, 8)
+        assert torch.allclose(m(x), before(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("layer,channels,match", [
+    ("relu3", [0, 128], r"channels: \[128\] out of range for relu3 \(it has 128 channels"),
+    ("relu3", [-1], r"channels: \[-1\] out of range"),
+    ("relu3", [5, 7, 5], r"channels: duplicate indices \[5\]"),
+    ("relu3", [], "channels: at least one"),
+    ("relu3", list(range(128)), "channels: removing all 128"),
+    ("relu3", [1.5], "channels: not integers"),
+    ("relu3", "0,1", "channels: must be a list"),
+    ("nope", [0], "layer: .*unknown layer 'nope'"),
+    ("fc2", [0], "layer: fc2 is the model's output layer"),
+])
+def test_vulnerability_prune_rejects_bad_input(fmnist, layer, channels, match):
+    m = clone_model(fmnist[0])
+    with pytest.raises(PruneError, match=match):
+        pruning.vulnerability_prune(m, layer, channels)
+    assert m.module.conv3.weight.shape[0] == 128            # nothing was changed
+
+
+class Residual(nn.Module):
+    """conv0 → x + conv2(relu(conv1(x))) → fc; ``stem=False``: the block adds the network input."""
+
+    def __init__(self, stem=True):
+        super().__init__()
+        self.conv0 = nn.Conv2d(4, 4, 3, padding=1) if stem else nn.Identity()
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.conv0(x)
+        x = x + self.conv2(torch.relu(self.conv1(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("stem,match", [(True, "would also remove output channels of conv0"),
+                                        (False, "does not run after removing channels of conv2")])
+def test_vulnerability_prune_refuses_coupled_channels(stem, match):
+    m = Residual(stem)
+    w = m.conv2.weight.clone()
+    with pytest.raises(PruneError, match=match):
+        pruning.vulnerability_prune(m, "conv2", [1], input_shape=(4, 6, 6))
+    assert torch.equal(m.conv2.weight, w) and m(torch.zeros(1, 4, 6, 6)).shape == (1, 2)   # left intact
+
+
+def test_pruned_checkpoint_loads_through_load_model(fmnist, tmp_path):
+    from fvaudit.engine.models import ModelError, save_checkpoint
+
+    base, _, val = fmnist
+    m = clone_model(base)
+    pruning.vulnerability_prune(m, "relu3", CHANS)
+    rec = pruning.pruned_architecture(m)
+    assert rec["shapes"]["conv3.weight"] == [124, 64, 3, 3] and rec["shapes"]["fc1.weight"] == [128, 1116]
+    path = save_checkpoint(m.module, tmp_path / "pruned.safetensors")
+    loaded = load_model("fmnist-cnn", checkpoint=path)
+    assert loaded.layer("relu3").units == 124 and loaded.module.conv3.out_channels == 124
+    x = m.preprocess_many(list(val.arrays(val.ids[:16])))
+    with torch.no_grad():
+        assert torch.equal(loaded.module(x), m.module(x))
+    fresh = load_model("fmnist-cnn", pretrained=False)
+    assert pruning.rebuild_pruned(fresh, rec) == ["conv3", "fc1"]
+    fresh.module.load_state_dict(m.module.state_dict())
+    with pytest.raises(PruneError, match="not in the base architecture"):
+        pruning.rebuild_pruned(load_model("fmnist-cnn", pretrained=False), {"conv9.weight": [1]})
+    # a checkpoint with other class outputs is no pruned version of the architecture
+    bad = clone_model(base)
+    with torch.no_grad():
+        bad.module.fc2 = nn.Linear(128, 7)
+    path = save_checkpoint(bad.module, tmp_path / "other.safetensors")
+    with pytest.raises(ModelError, match="output layer fc2 would change from 10 to 7"):
+        load_model("fmnist-cnn", checkpoint=path)
+
+
+# ---------------------------------------------------------------- OTO
+
+@pytest.mark.parametrize("mode", ["filter", "weight"])
+def test_oto_subnet_equals_the_group_sparse_model(fmnist, mode):
+    import copy
+
+    base, train, val = fmnist
+    m = clone_model(base)
+    run = pruning.hesso_train(m, train, 0.25, mode=mode, steps=12, batch_size=32, pruning_periods=2, lr=1e-4)
+    assert run.total_groups == 32 + 64 + 128 + 128          # conv1..3 filters, fc1 neurons; fc2 is the output
+    assert run.zero_groups == int(352 * 0.25) and run.group_sparsity == pytest.approx(0.25, abs=1e-6)
+    full = copy.deepcopy(m.module)
+    before = pruning._shapes_before(base.module)
+    pruning.construct_subnet(run)
+    weight_rate, filter_rate, layers = pruning.count_pruning(m.module, before)
+    removed = sum(v["filters_removed"] for v in layers.values())   # conv filters and fc1 neurons
+    assert removed == run.zero_groups                       # every zero group was removed, and nothing else
+    assert weight_rate > 0
+    x = m.preprocess_many(list(val.arrays(val.ids[:64])))
+    with torch.no_grad():
+        assert torch.allclose(m.module(x), full(x), atol=1e-5)
+
+
+def test_oto_prune_report(fmnist):
+    base, train, _ = fmnist
+    m = clone_model(base)
+    rep = pruning.oto_prune(m, train, 0.5, mode="filter", steps=8, batch_size=32, pruning_periods=1)
+    assert rep.method == "oto-filter" and rep.target == {"group_sparsity": 0.5, "mode": "filter"}
+    assert rep.details["zero_groups"] == 176 and rep.details["group_sparsity_reached"] == pytest.approx(0.5, abs=1e-6)
+    widths = {n: mod.weight.shape[0] for n, mod in pruning.prunable_layers(m.module)}
+    assert rep.filter_rate == (224 - widths["conv1"] - widths["conv2"] - widths["conv3"]) / 224
+    assert 0 < rep.weight_rate < 1 and m.layer("relu3").units == widths["conv3"]
+    assert rep.to_json()["details"]["optimizer"] == "HESSO (only-train-once 3.0.1)"
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"group_sparsity": 0.0}, "group_sparsity: must be a number strictly between 0 and 1"),
+    ({"group_sparsity": 1.0}, "group_sparsity"),
+    ({"mode": "channel"}, r"mode: must be one of \['filter', 'weight'\]"),
+    ({"steps": 1}, "steps"),
+])
+def test_oto_rejects_bad_input(fmnist, kw, match):
+    base, train, _ = fmnist
+    args = {"group_sparsity": 0.5, **kw}
+    with pytest.raises(PruneError, match=match):
+        pruning.oto_prune(clone_model(base), train, **args)

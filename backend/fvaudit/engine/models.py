@@ -219,15 +219,27 @@ def load_state_dict_file(path: str | Path, display_name: str | None = None) -> d
     return obj
 
 
-def apply_checkpoint(module: nn.Module, path: str | Path, display_name: str | None = None) -> None:
+def apply_checkpoint(module: nn.Module, path: str | Path, display_name: str | None = None) -> list[str]:
+    """Load a checkpoint into ``module``; returns the modules resized to fit a structurally
+    pruned checkpoint (SPEC §5: ``pruning.rebuild_pruned``), empty for an ordinary one."""
     state = load_state_dict_file(path, display_name)
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = module.state_dict()
+    resized: list[str] = []
+    if any(k in own and own[k].shape != v.shape for k, v in state.items()):
+        from fvaudit.engine.pruning import PruneError, rebuild_pruned  # only a pruned checkpoint needs it
+
+        try:
+            resized = rebuild_pruned(module, {k: tuple(v.shape) for k, v in state.items() if k in own})
+        except PruneError as exc:
+            raise ModelError(f"checkpoint {display_name or path} does not fit the architecture: {exc}") from None
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
             f"checkpoint {display_name or path} does not fit the architecture: missing {list(result.missing_keys)[:5]}, "
             f"unexpected {list(result.unexpected_keys)[:5]}"
         )
+    return resized
 
 
 def save_checkpoint(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -449,7 +461,8 @@ def load_model(name: str, checkpoint: str | Path | None = None, pretrained: bool
     except UnknownModel as exc:
         raise ModelError(str(exc)) from None
     if checkpoint is not None:
-        apply_checkpoint(lm.module, checkpoint)
+        if apply_checkpoint(lm.module, checkpoint):   # a structurally pruned model: its layers' widths changed
+            lm.layers = list_layers(lm.module, lm.input_shape, LAYER_LABELS.get(lm.name, {}))
         lm.weights = f"checkpoint:{Path(checkpoint).name}"
         lm.source = f"{lm.source} + local checkpoint"
     return lm.to(device)
