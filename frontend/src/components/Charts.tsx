@@ -1,5 +1,5 @@
 // Small dependency-free SVG charts: histogram, scatter (with the y = x diagonal), lines.
-import { useMemo, useState, type KeyboardEvent } from "react";
+import { useId, useMemo, useState, type KeyboardEvent } from "react";
 
 const W = 360;
 const H = 220;
@@ -22,9 +22,11 @@ const fmtTick = (v: number) => {
   return String(Number(v.toPrecision(3))).replace("-", "−");
 };
 
-function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel, xInteger }: {
+function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel, xInteger, yTicks, yFmt = fmtTick }: {
   x0: number; x1: number; y0: number; y1: number;
   xs: (v: number) => number; ys: (v: number) => number; xLabel: string; yLabel: string; xInteger?: boolean;
+  /** where the y ticks go, in the axis' own coordinates (log10 on a log axis); default: round values */
+  yTicks?: number[]; yFmt?: (v: number) => string;
 }) {
   return (
     <g className="axes">
@@ -36,11 +38,11 @@ function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel, xInteger }: {
           <text y={15} textAnchor="middle">{fmtTick(t)}</text>
         </g>
       ))}
-      {ticks(y0, y1, 4).map((t) => (
+      {(yTicks ?? ticks(y0, y1, 4)).map((t) => (
         <g key={`y${t}`} transform={`translate(${M.l},${ys(t)})`}>
           <line x2={-4} />
           <line className="grid" x2={W - M.l - M.r} />
-          <text x={-6} dy="0.32em" textAnchor="end">{fmtTick(t)}</text>
+          <text x={-6} dy="0.32em" textAnchor="end">{yFmt(t)}</text>
         </g>
       ))}
       <text className="axis-label" x={(M.l + W - M.r) / 2} y={H - 3} textAnchor="middle">{xLabel}</text>
@@ -189,23 +191,89 @@ export function Scatter({ points, xLabel, yLabel, title, diagonal = true, onPick
 
 export type Series = { name: string; points: { x: number; y: number }[]; className?: string };
 
-export function LineChart({ series, xLabel, yLabel, title, step = false, markers }: {
+/**
+ * How a line chart's y axis maps values. Training curves start with a spike (loss ≈ 100,
+ * L_A ≈ 1000 near step 3) that flattens the rest on a full linear axis (issue 13, item 10):
+ * - `clipped` (the default when there is such a spike): linear up to the largest value that
+ *   is not an outlier (Tukey's far fence, Q3 + 3·IQR); the spike still rises to the top
+ *   edge, where a ▲ marks each point above it and names its value;
+ * - `linear`: the full range;
+ * - `log`: log10 of the positive values (values ≤ 0 are left out and counted).
+ */
+export type YScale = "clipped" | "linear" | "log";
+export const Y_SCALES: YScale[] = ["clipped", "linear", "log"];
+
+function quantile(sorted: number[], p: number): number {
+  const at = (sorted.length - 1) * p;
+  const lo = Math.floor(at);
+  return lo + 1 < sorted.length ? sorted[lo] + (sorted[lo + 1] - sorted[lo]) * (at - lo) : sorted[lo];
+}
+
+/** The largest value that is not a far outlier above (null when nothing is one, or < 5 values). */
+export function clipTop(values: number[]): number | null {
+  if (values.length < 5) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const q1 = quantile(sorted, 0.25);
+  const q3 = quantile(sorted, 0.75);
+  const fence = q3 + 3 * (q3 - q1);
+  const kept = sorted.filter((v) => v <= fence);
+  return kept.length < sorted.length && kept.length ? kept[kept.length - 1] : null;
+}
+
+/** Tick positions (log10 units) for a log axis from 10^lo to 10^hi: decades, plus 2× and 5× when few. */
+function logTicks(lo: number, hi: number): number[] {
+  const decades: number[] = [];
+  for (let e = Math.ceil(lo - 1e-9); e <= hi + 1e-9; e++) decades.push(e);
+  if (decades.length >= 3) return decades;
+  const out: number[] = [];
+  for (let e = Math.floor(lo) - 1; e <= Math.ceil(hi); e++)
+    for (const m of [1, 2, 5]) {
+      const t = e + Math.log10(m);
+      if (t >= lo - 1e-9 && t <= hi + 1e-9) out.push(t);
+    }
+  return out;
+}
+
+const logLabel = (t: number) => fmtTick(Number((10 ** t).toPrecision(3)));
+
+export function LineChart({ series, xLabel, yLabel, title, step = false, markers, scales = false }: {
   series: Series[]; xLabel: string; yLabel: string; title: string; step?: boolean;
   markers?: { x: number; label: string }[];
+  /** offer the y-scale toggle (clipped / linear / log); without it the axis is linear */
+  scales?: boolean;
 }) {
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  const top = scales ? clipTop(all.map((p) => p.y)) : null;
+  const [chosen, setChosen] = useState<YScale | null>(null);
+  const scale: YScale = chosen ?? (top != null ? "clipped" : "linear");
+  const log = scale === "log";
+  const clipped = scale === "clipped" && top != null;
+  const shown = log ? all.filter((p) => p.y > 0) : all;
+  const nonPositive = all.length - shown.length;
+  const tf = (y: number) => (log ? Math.log10(y) : y);
   const [x0, x1] = extent(all.map((p) => p.x));
-  const [y0, y1] = extent(all.map((p) => p.y), 0.05);
+  const [y0, y1] = log
+    ? extent(shown.map((p) => tf(p.y)), 0.05)
+    : extent(clipped ? all.map((p) => p.y).filter((y) => y <= top!) : all.map((p) => p.y), 0.05);
   const xs = (v: number) => M.l + ((v - x0) / (x1 - x0)) * (W - M.l - M.r);
   const ys = (v: number) => H - M.b - ((v - y0) / (y1 - y0)) * (H - M.t - M.b);
+  const yOf = (y: number) => ys(tf(y));
+  const above = clipped ? series.flatMap((s) => s.points.filter((p) => Number.isFinite(p.y) && p.y > y1).map((p) => ({ ...p, name: s.name }))) : [];
+  const highest = above.reduce<(typeof above)[number] | null>((m, p) => (m == null || p.y > m.y ? p : m), null);
   const path = (pts: { x: number; y: number }[]) =>
     pts
-      .filter((p) => Number.isFinite(p.y))
+      .filter((p) => Number.isFinite(p.y) && (!log || p.y > 0))
       .map((p, i) => {
-        if (i === 0) return `M${xs(p.x)},${ys(p.y)}`;
-        return step ? `H${xs(p.x)}V${ys(p.y)}` : `L${xs(p.x)},${ys(p.y)}`;
+        if (i === 0) return `M${xs(p.x)},${yOf(p.y)}`;
+        return step ? `H${xs(p.x)}V${yOf(p.y)}` : `L${xs(p.x)},${yOf(p.y)}`;
       })
       .join("") + (step && pts.length ? `H${xs(x1)}` : "");
+  const clipId = `plot-${useId().replace(/[^a-zA-Z0-9_-]/g, "")}`;
+  const note = clipped
+    ? `y axis clipped at ${fmtTick(Number(y1.toPrecision(3)))}: ${above.length} point${above.length === 1 ? "" : "s"} above it (highest ${fmtTick(Number(highest!.y.toPrecision(4)))} at ${xLabel} ${highest!.x})`
+    : log
+      ? `log scale${nonPositive ? `; ${nonPositive} value${nonPositive === 1 ? "" : "s"} ≤ 0 left out` : ""}`
+      : "";
   return (
     <figure className="chart">
       <figcaption>
@@ -215,26 +283,58 @@ export function LineChart({ series, xLabel, yLabel, title, step = false, markers
             <span key={s.name} className={`key ${s.className ?? `s${i}`}`}>{s.name}</span>
           ))}
         </span>
+        {scales && all.length > 0 && (
+          <span className="scale-toggle" role="group" aria-label={`${title}: y scale`}>
+            {Y_SCALES.map((k) => (
+              <button
+                key={k}
+                type="button"
+                aria-pressed={scale === k}
+                disabled={k === "clipped" && top == null}
+                title={k === "clipped" ? (top == null ? "no outliers to clip" : "linear, the early spike clipped at the top edge") : k === "log" ? "log10 scale" : "linear, full range"}
+                onClick={() => setChosen(k)}
+              >
+                {k}
+              </button>
+            ))}
+          </span>
+        )}
       </figcaption>
       {all.length === 0 ? (
         <p className="muted">No points yet.</p>
       ) : (
-        <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: ${series.map((s) => s.name).join(", ")}`}>
-          <Axes x0={x0} x1={x1} y0={y0} y1={y1} xs={xs} ys={ys} xLabel={xLabel} yLabel={yLabel} xInteger />
+        <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: ${series.map((s) => s.name).join(", ")}${note ? ` (${note})` : ""}`}>
+          <defs>
+            <clipPath id={clipId}>
+              <rect x={M.l} y={M.t - 1} width={W - M.l - M.r} height={H - M.t - M.b + 1} />
+            </clipPath>
+          </defs>
+          <Axes
+            x0={x0} x1={x1} y0={y0} y1={y1} xs={xs} ys={ys} xLabel={xLabel} yLabel={yLabel} xInteger
+            yTicks={log ? logTicks(y0, y1) : undefined} yFmt={log ? logLabel : undefined}
+          />
           {markers?.map((m) => (
             <line key={`${m.x}-${m.label}`} className="marker" x1={xs(m.x)} x2={xs(m.x)} y1={M.t} y2={H - M.b}>
               <title>{m.label}</title>
             </line>
           ))}
-          {series.map((s, i) => (
-            <g key={s.name}>
-              <path className={`line ${s.className ?? `s${i}`}`} d={path(s.points)} />
-              {s.points.length < 3 &&
-                s.points.filter((p) => Number.isFinite(p.y)).map((p) => <circle key={p.x} className={`pt ${s.className ?? `s${i}`}`} cx={xs(p.x)} cy={ys(p.y)} r={2.5} />)}
-            </g>
+          <g clipPath={`url(#${clipId})`}>
+            {series.map((s, i) => (
+              <g key={s.name}>
+                <path className={`line ${s.className ?? `s${i}`}`} d={path(s.points)} />
+                {s.points.length < 3 &&
+                  s.points.filter((p) => Number.isFinite(p.y) && (!log || p.y > 0)).map((p) => <circle key={p.x} className={`pt ${s.className ?? `s${i}`}`} cx={xs(p.x)} cy={yOf(p.y)} r={2.5} />)}
+              </g>
+            ))}
+          </g>
+          {above.map((p) => (
+            <path key={`${p.name}-${p.x}`} className="clip-mark" data-testid="clip-mark" d={`M${xs(p.x) - 4},${M.t + 6}L${xs(p.x)},${M.t - 1}L${xs(p.x) + 4},${M.t + 6}Z`}>
+              <title>{`${p.name} ${fmtTick(Number(p.y.toPrecision(4)))} at ${xLabel} ${p.x} (above the axis)`}</title>
+            </path>
           ))}
         </svg>
       )}
+      {note && scales && <p className="caption muted small">{note}</p>}
     </figure>
   );
 }

@@ -195,6 +195,7 @@ function JobPage() {
           ) : (
             <div className="charts3">
               <LineChart
+                scales
                 title="Loss"
                 xLabel="step"
                 yLabel="loss"
@@ -203,7 +204,7 @@ function JobPage() {
                   { name: "L_maintain", points: loss.filter((q) => q.l_maintain != null).map((q) => ({ x: q.step, y: q.l_maintain! })) },
                 ]}
               />
-              <LineChart title="Attack loss L_A" xLabel="step" yLabel="L_A" series={[{ name: "L_A", className: "s2", points: loss.filter((q) => q.l_attack != null).map((q) => ({ x: q.step, y: q.l_attack! })) }]} />
+              <LineChart scales title="Attack loss L_A" xLabel="step" yLabel="L_A" series={[{ name: "L_A", className: "s2", points: loss.filter((q) => q.l_attack != null).map((q) => ({ x: q.step, y: q.l_attack! })) }]} />
               <LineChart
                 title="α trajectory"
                 xLabel="step"

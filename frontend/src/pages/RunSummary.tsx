@@ -317,6 +317,7 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
           <h2>Training</h2>
           <div className="charts3">
             <LineChart
+              scales
               title="Loss"
               xLabel="step"
               yLabel="loss"
@@ -325,7 +326,7 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
                 { name: "L_maintain", points: hist.filter((h) => h.l_maintain != null).map((h) => ({ x: h.step, y: h.l_maintain! })) },
               ]}
             />
-            <LineChart title="Attack loss L_A" xLabel="step" yLabel="L_A" series={[{ name: "L_A", className: "s2", points: hist.filter((h) => h.l_attack != null).map((h) => ({ x: h.step, y: h.l_attack! })) }]} />
+            <LineChart scales title="Attack loss L_A" xLabel="step" yLabel="L_A" series={[{ name: "L_A", className: "s2", points: hist.filter((h) => h.l_attack != null).map((h) => ({ x: h.step, y: h.l_attack! })) }]} />
             <LineChart
               title="α trajectory"
               xLabel="step"
