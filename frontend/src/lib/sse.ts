@@ -70,7 +70,8 @@ export function reduce(s: JobStream, a: Action): JobStream {
       // the resume point stay: only those from it on are replaced. (Issue 13, item 16: the
       // chart used to drop everything before the resume point.) A restart from scratch
       // (step 1) replaces the whole curve.
-      const points = last && last.step >= d.step ? [...before.filter((q) => q.step < d.step), p] : [...before, p];
+      const step = d.step;
+      const points = last && last.step >= step ? [...before.filter((q) => q.step < step), p] : [...before, p];
       return { ...s, progress: d, points, curves: { ...s.curves, [key]: points } };
     }
     case "log": {
