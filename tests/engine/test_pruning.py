@@ -193,6 +193,28 @@ def test_vulnerability_prune_removes_exactly_the_chosen_channels(fmnist, layer):
     assert [d["module"] for d in rep.details["removed_from"]] == ["conv3", "fc1"]
 
 
+def test_structural_pruning_of_a_norm_pruned_model_keeps_its_zeros_held(fmnist):
+    base, train, _ = fmnist
+    m = clone_model(base)
+    norm = norm_prune(m, 0.5)
+    pruning.vulnerability_prune(m, "relu3", CHANS)
+    masks = pruning.attached_masks(m)
+    kept = [c for c in range(128) if c not in CHANS]
+    # the norm masks, sliced like the weights: the kept filters' zeros, fc1's kept input columns
+    assert torch.equal(masks["conv3.weight"], norm.masks["conv3.weight"][kept])
+    assert torch.equal(masks["fc1.weight"], norm.masks["fc1.weight"].reshape(128, 128, 9)[:, kept].reshape(128, -1))
+    assert torch.equal(masks["conv1.weight"], norm.masks["conv1.weight"])
+    pruning.finetune(m, train, [(2, 1e-3)], batch_size=16)
+    _check_held(m, masks, _pruned_copy_of(base, norm))
+
+
+def _pruned_copy_of(base, norm):
+    ref = clone_model(base)
+    pruning.apply_masks(ref, norm.masks)
+    pruning.vulnerability_prune(ref, "relu3", CHANS)
+    return ref
+
+
 class ConvBN(nn.Module):
     def __init__(self):
         super().__init__()
@@ -310,7 +332,7 @@ def test_oto_subnet_equals_the_group_sparse_model(fmnist, mode):
     assert run.total_groups == 32 + 64 + 128 + 128          # conv1..3 filters, fc1 neurons; fc2 is the output
     assert run.zero_groups == int(352 * 0.25) and run.group_sparsity == pytest.approx(0.25, abs=1e-6)
     full = copy.deepcopy(m.module)
-    before = pruning._shapes_before(base.module)
+    before = pruning.prunable_shapes(base.module)
     pruning.construct_subnet(run)
     weight_rate, filter_rate, layers = pruning.count_pruning(m.module, before)
     removed = sum(v["filters_removed"] for v in layers.values())   # conv filters and fc1 neurons

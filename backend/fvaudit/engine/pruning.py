@@ -12,8 +12,7 @@ non-persistent buffer (so safetensors checkpoints keep their plain keys) and a f
 pre-hook; both survive ``copy.deepcopy``, which is how ``run_attack`` builds its student.
 The pre-hook enrols the weight (at its first forward) with a process-wide optimizer step
 post-hook that re-applies the mask after **every optimizer step** of any optimizer
-holding it. ``run_attack`` and :func:`finetune` therefore need no
-mask argument.
+holding it. ``run_attack`` and :func:`finetune` therefore need no mask argument.
 
 Structural removal (:func:`vulnerability_prune`, OTO's ``construct_subnet``) changes
 parameter shapes: :func:`pruned_architecture` records them and :func:`rebuild_pruned`
@@ -108,7 +107,7 @@ def count_pruning(module: nn.Module, before: dict[str, tuple[int, int, bool]] | 
     fully pruned. A filter is pruned when removed or when all its weights are zero.
     """
     now = dict(prunable_layers(module))
-    before = before if before is not None else _shapes_before(module)
+    before = before if before is not None else prunable_shapes(module)
     layers: dict[str, dict[str, int]] = {}
     for name, (w0, f0, _) in before.items():
         m = now.get(name)
@@ -128,7 +127,8 @@ def count_pruning(module: nn.Module, before: dict[str, tuple[int, int, bool]] | 
     return weight_rate, filter_rate, layers
 
 
-def _shapes_before(module: nn.Module) -> dict[str, tuple[int, int, bool]]:
+def prunable_shapes(module: nn.Module) -> dict[str, tuple[int, int, bool]]:
+    """Layer name → (weights, filters, is_conv): the ``before`` of :func:`count_pruning`."""
     return {n: (m.weight.numel(), m.weight.shape[0], _is_conv(m)) for n, m in prunable_layers(module)}
 
 
@@ -215,10 +215,26 @@ def attach_masks(model: Any, masks: dict[str, torch.Tensor]) -> None:
         owner, _ = _owner(module, name)
         m = mask.to(owner.weight.device, owner.weight.dtype)
         owner.register_buffer(MASK_BUFFER, m, persistent=False)
-        if not getattr(owner, "_fvaudit_mask_hooked", False):
+        if not any(h is _enforce_mask for h in owner._forward_pre_hooks.values()):
             owner.register_forward_pre_hook(_enforce_mask)
-            owner._fvaudit_mask_hooked = True
         _ENROLLED[owner.weight] = m
+
+
+def detach_masks(model: Any) -> dict[str, torch.Tensor]:
+    """Remove attached masks (buffers, hooks, enrolment); returns what was attached.
+
+    Structural pruning calls it before changing shapes (an old-shape mask cannot apply to
+    a resized weight) and attaches :func:`masks_from_zeros` afterwards.
+    """
+    module = _module_of(model)
+    had = attached_masks(module)
+    for m in module.modules():
+        if MASK_BUFFER in m._buffers:
+            del m._buffers[MASK_BUFFER]
+            _ENROLLED.pop(m.weight, None)
+        for key in [k for k, h in m._forward_pre_hooks.items() if h is _enforce_mask]:
+            del m._forward_pre_hooks[key]
+    return had
 
 
 def attached_masks(model: Any) -> dict[str, torch.Tensor]:
@@ -251,7 +267,7 @@ def norm_prune(model: Any, rate: float) -> PruneReport:
     layers = prunable_layers(module)
     if not layers:
         raise PruneError("model: it has no conv or linear weights to prune")
-    before = _shapes_before(module)
+    before = prunable_shapes(module)
     flat = torch.cat([m.weight.detach().abs().reshape(-1).float().cpu() for _, m in layers])
     n = flat.numel()
     k = int(math.floor(rate * n + 0.5))
@@ -454,10 +470,13 @@ def oto_prune(model: Any, train_set: Any, group_sparsity: float, mode: str = "fi
     report gives the target and reached group sparsity and the resulting filter and weight
     pruning rates against the original shapes. ``mode``: see :data:`OTO_CRITERIA`.
     """
-    before = _shapes_before(_module_of(model))
+    before = prunable_shapes(_module_of(model))
     run = hesso_train(model, train_set, group_sparsity, mode, steps, lr, variant, batch_size, pruning_fraction,
                       pruning_periods, seed, device, reporter)
+    had_masks = detach_masks(model)
     construct_subnet(run)
+    if had_masks:
+        attach_masks(model, masks_from_zeros(model))
     _refresh_layers(model)
     weight_rate, filter_rate, per_layer = count_pruning(_module_of(model), before)
     return PruneReport(f"oto-{mode}", {"group_sparsity": run.target_group_sparsity, "mode": mode}, weight_rate,
@@ -554,8 +573,6 @@ def vulnerability_prune(model: Any, layer: str, channels: Iterable[int],
     ``flatten``, too). Couplings that force more removals (residual adds) are refused:
     the request would no longer be "these channels".
     """
-    import torch_pruning as tp
-
     module = _module_of(model)
     shape = tuple(model.input_shape) if hasattr(model, "input_shape") else input_shape
     conv_name = producing_layer(model, layer, shape)
@@ -567,7 +584,28 @@ def vulnerability_prune(model: Any, layer: str, channels: Iterable[int],
     last = _execution_order(module, shape, [n for n, _ in prunable_layers(module)])[-1]
     if last == conv_name:
         raise PruneError(f"layer: {layer} is the model's output layer ({conv_name}); its outputs are the classes")
-    before = _shapes_before(module)
+    before = prunable_shapes(module)
+    had_masks = detach_masks(module)
+    try:
+        touched = _remove_channels(module, conv_name, chans, shape)
+    except PruneError:
+        if had_masks:
+            attach_masks(module, had_masks)
+        raise
+    if had_masks:            # earlier (norm) pruning stays held in the kept slices
+        attach_masks(module, masks_from_zeros(module))
+    _refresh_layers(model)
+    weight_rate, filter_rate, per_layer = count_pruning(module, before)
+    return PruneReport("vulnerability", {"layer": layer, "channels": chans, "n": len(chans)}, weight_rate,
+                       filter_rate, per_layer, {},
+                       {"conv": conv_name, "width_before": width, "width_after": width - len(chans),
+                        "removed_from": touched})
+
+
+def _remove_channels(module: nn.Module, conv_name: str, chans: list[int], shape: tuple[int, ...]) -> list[dict]:
+    """torch-pruning on a copy; once the copy runs, give ``module`` its shapes and weights."""
+    import torch_pruning as tp
+
     # prune a copy first: torch-pruning can leave a model that no longer runs (a channel added
     # to the network's input, say); the original is only changed once the copy has run
     work = copy.deepcopy(module).eval()
@@ -598,12 +636,7 @@ def vulnerability_prune(model: Any, layer: str, channels: Iterable[int],
                          f"{str(exc).splitlines()[0][:200]}") from None
     rebuild_pruned(module, pruned_architecture(work))
     module.load_state_dict(work.state_dict())
-    _refresh_layers(model)
-    weight_rate, filter_rate, per_layer = count_pruning(module, before)
-    return PruneReport("vulnerability", {"layer": layer, "channels": chans, "n": len(chans)}, weight_rate,
-                       filter_rate, per_layer, {},
-                       {"conv": conv_name, "width_before": width, "width_after": width - len(chans),
-                        "removed_from": touched})
+    return touched
 
 
 # ---------------------------------------------------------------- saving and loading structurally pruned models
