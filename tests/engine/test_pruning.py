@@ -366,3 +366,11 @@ def test_oto_rejects_bad_input(fmnist, kw, match):
     args = {"group_sparsity": 0.5, **kw}
     with pytest.raises(PruneError, match=match):
         pruning.oto_prune(clone_model(base), train, **args)
+
+
+@pytest.mark.parametrize("phases,match", [([], "at least one"), ([(0, 1e-3)], r"phases\[0\]"),
+                                          ([(5, 1e-3), (5, -1.0)], r"phases\[1\]")])
+def test_finetune_rejects_bad_phases(fmnist, phases, match):
+    base, train, _ = fmnist
+    with pytest.raises(PruneError, match=match):
+        pruning.finetune(clone_model(base), train, phases)

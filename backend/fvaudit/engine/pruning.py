@@ -279,7 +279,7 @@ def norm_prune(model: Any, rate: float) -> PruneReport:
     offset = 0
     for name, m in layers:
         size = m.weight.numel()
-        masks[f"{name}.weight"] = keep[offset:offset + size].reshape(m.weight.shape).to(m.weight.device)
+        masks[f"{name}.weight"] = keep[offset:offset + size].reshape(m.weight.shape).to(m.weight.device).clone()
         offset += size
     attach_masks(module, masks)
     weight_rate, filter_rate, per_layer = count_pruning(module, before)
@@ -301,6 +301,8 @@ def finetune(model: Any, train_set: Any, phases: Iterable[tuple[int, float]], ba
     history (step, lr, loss). ``model`` is a LoadedModel (its preprocessing reads the set).
     """
     phases = [(int(s), float(lr)) for s, lr in phases]
+    if not phases:
+        raise PruneError("finetune phases: at least one (steps, lr) phase is required")
     for i, (s, lr) in enumerate(phases):
         if s <= 0 or not (math.isfinite(lr) and lr > 0):
             raise PruneError(f"finetune phases[{i}]: steps must be > 0 and lr > 0, got ({s}, {lr})")
