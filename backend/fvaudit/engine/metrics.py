@@ -15,11 +15,16 @@ NaN when x or y holds a NaN (scipy's default ``nan_policy='propagate'``). Becaus
 same integer counts go through the same floating-point operations, results agree with
 scipy to the last bit in practice (the tests ask for 1e-9).
 
-All-pairs algorithm (:func:`kendall_tau_matrix`, used by :func:`kendall_tau_w`, which
-needs τ between every pair of units twice — 2·J·(J-1) pairs, 130 560 for J = 256):
+All-pairs algorithm (:func:`kendall_tau_matrix`, for callers that need the matrices;
+τ between every pair of units twice is 2·J·(J-1) pairs, 130 560 for J = 256).
+:func:`kendall_tau_w` needs only each row's maximum and finds it by bound-and-prune
+(:mod:`fvaudit.engine.kendall_w`), running the exact kernel below on about 1 % of the
+pairs:
 
 1. Every column is converted once to dense integer ranks (ties share a rank), with its
-   tied-pair count and, per image, the number of strictly smaller values.
+   tied-pair count and, per image, the number of strictly smaller values. The order
+   comes from one SIMD sort of uint64 keys (the value's order-preserving 32 bits above
+   the image index) when the values fit 32 bits exactly, as float32 scores do.
 2. For one column ``x`` of ``a`` and *all* columns ``y`` of ``b`` together, the keys
    ``rank(x)·N + rank(y)`` are sorted along each row (one vectorised ``np.sort`` of a
    ``[Jb, N]`` integer array). The y ranks read in that order are the y sequence in
@@ -112,6 +117,16 @@ def _n_jobs(n_jobs: int | None) -> int:
     return int(n_jobs)
 
 
+def _map_rows(fn, count: int, workers: int) -> None:
+    """``fn(j)`` for j in range(count), on ``workers`` threads (numpy's sorts release the GIL)."""
+    if workers > 1 and count > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(fn, range(count)))
+    else:
+        for j in range(count):
+            fn(j)
+
+
 @dataclass
 class _Ranked:
     """Columns of a score matrix as dense integer ranks (one row per column)."""
@@ -124,6 +139,56 @@ class _Ranked:
     n: int
 
 
+def _order_keys(cols: np.ndarray) -> np.ndarray | None:
+    """32-bit unsigned keys with the order of the values (equal values, -0.0 and 0.0
+    included, get equal keys), or None when the values do not all fit 32 bits exactly."""
+    if cols.dtype == np.float16:
+        cols = cols.astype(np.float32)
+    elif cols.dtype == np.float64:
+        narrow = cols.astype(np.float32)
+        if not np.array_equal(narrow, cols):      # not exactly representable (NaN already replaced)
+            return None
+        cols = narrow
+    if cols.dtype == np.float32:
+        bits = (cols + np.float32(0)).view(np.uint32)        # + 0 turns -0.0 into 0.0
+        # IEEE order: flip every bit of negatives, only the sign bit of the others
+        return np.where(bits >> 31 == 1, ~bits, bits | np.uint32(1 << 31))
+    if np.issubdtype(cols.dtype, np.integer):
+        lo, hi = int(cols.min()), int(cols.max())
+        if lo >= 0 and hi < (1 << 32):
+            return cols.astype(np.uint32)
+        if lo >= -(1 << 31) and hi < (1 << 31):
+            return (cols.astype(np.int64) + (1 << 31)).astype(np.uint32)
+    return None
+
+
+def _sort_columns(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``cols`` [J, N]: the ascending order (an argsort; order inside a tie
+    group is arbitrary, nothing downstream depends on it) and where a new value starts
+    in that order (bool [J, N]).
+
+    Scores are float32 (or float64 holding float32 values), so (value key << 32 | image)
+    packs into one uint64 whose plain sort — SIMD, several times faster than argsort —
+    yields both the order and the sorted values.
+    """
+    j, n = cols.shape
+    keys = _order_keys(cols) if n < 2**32 else None
+    new_group = np.ones((j, n), dtype=bool)
+    if keys is None:
+        order = np.argsort(cols, axis=1)
+        vals = np.take_along_axis(cols, order, axis=1)
+        new_group[:, 1:] = vals[:, 1:] != vals[:, :-1]
+        return order, new_group
+    packed = keys.astype(np.uint64)
+    packed <<= np.uint64(32)
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort(axis=1)
+    hi = (packed >> np.uint64(32)).astype(np.uint32)
+    new_group[:, 1:] = hi[:, 1:] != hi[:, :-1]
+    order = (packed & np.uint64(0xFFFFFFFF)).astype(np.int32 if n < 2**31 - 1 else np.int64)
+    return order, new_group
+
+
 def _rank_columns(arr: np.ndarray) -> _Ranked:
     n, j = arr.shape
     cols = np.ascontiguousarray(arr.T)
@@ -134,10 +199,7 @@ def _rank_columns(arr: np.ndarray) -> _Ranked:
     else:
         nan = np.zeros(j, dtype=bool)
     idx = np.int32 if n < 2**31 - 1 else np.int64
-    order = np.argsort(cols, axis=1)
-    vals = np.take_along_axis(cols, order, axis=1)
-    new_group = np.ones((j, n), dtype=bool)
-    new_group[:, 1:] = vals[:, 1:] != vals[:, :-1]
+    order, new_group = _sort_columns(cols)
     dense = np.cumsum(new_group, axis=1, dtype=idx)
     dense -= 1
     # first sorted position of each value's group = number of strictly smaller values
@@ -413,12 +475,7 @@ def kendall_tau_matrix(a: Any, b: Any = None, *, n_jobs: int | None = None) -> n
             nd[j, s:e], n3[j, s:e] = _discordant(xr, xs, rb.ranks[s:e], joint_ties=bool(x_has_ties[j]),
                                                  y_below=below_a_min[j, s:e])
 
-    if workers > 1 and ja > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(row, range(ja)))
-    else:
-        for j in range(ja):
-            row(j)
+    _map_rows(row, ja, workers)
     if symmetric:
         # both counts are symmetric in (x, y); τ(x, x): nd = 0 and the joint ties are the x ties
         lower = np.tril_indices(ja, -1)
@@ -457,10 +514,16 @@ def kendall_tau_w(r_init: Any, r_final: Any, *, n_jobs: int | None = None,
     over i ≠ j). Returns float64 [J]; NaN where the numerator or denominator has no
     defined τ (e.g. unit j constant on D_τ under θ_init) and NaN where the denominator
     is exactly 0. A negative denominator (no other unit ranks the images like j) is
-    used as it is, so the ratio then flips sign, as the definition states. ``tau_init`` = ``kendall_tau_matrix(r_init)`` and ``tau_cross`` =
-    ``kendall_tau_matrix(r_init, r_final)`` may be passed when already computed (the
-    slow step); they are then used instead of being recomputed.
+    used as it is, so the ratio then flips sign, as the definition states.
+
+    Only the row maxima are needed, so they are found by bound-and-prune
+    (:mod:`fvaudit.engine.kendall_w`: exact τ for about 1 % of the pairs, the same bits
+    as the matrices would give). ``tau_init`` = ``kendall_tau_matrix(r_init)`` and
+    ``tau_cross`` = ``kendall_tau_matrix(r_init, r_final)`` may be passed when a caller
+    has them anyway; they are then used instead.
     """
+    from fvaudit.engine import kendall_w as KW     # it builds on this module's kernels
+
     a = _score_matrix(r_init, "r_init")
     b = _score_matrix(r_final, "r_final")
     if a.shape != b.shape:
@@ -475,11 +538,13 @@ def kendall_tau_w(r_init: Any, r_final: Any, *, n_jobs: int | None = None,
             if m.shape != (j, j):
                 raise ValueError(f"{name}: expected shape {(j, j)}, got {m.shape}")
             mats[name] = m
-    if "tau_cross" not in mats:
-        mats["tau_cross"] = kendall_tau_matrix(a, b, n_jobs=n_jobs)
-    if "tau_init" not in mats:
-        mats["tau_init"] = kendall_tau_matrix(a, n_jobs=n_jobs)
-    return _safe_ratio(_offdiag_max(mats["tau_cross"]), _offdiag_max(mats["tau_init"]))
+    if not mats:
+        return KW.tau_w_from_maxima(*KW.kendall_w_maxima(a, b, n_jobs=n_jobs))
+    num = (_offdiag_max(mats["tau_cross"]) if "tau_cross" in mats
+           else KW.kendall_row_top(a, b, n_jobs=n_jobs).max)
+    den = (_offdiag_max(mats["tau_init"]) if "tau_init" in mats
+           else KW.kendall_row_top(a, n_jobs=n_jobs).max)
+    return _safe_ratio(num, den)
 
 
 # --------------------------------------------------------------------------- CLIP

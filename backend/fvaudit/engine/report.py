@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fvaudit.engine import kendall_w as KW
 from fvaudit.engine import metrics as M
 from fvaudit.engine.activations import topk_from_scores
 
@@ -104,9 +105,9 @@ def measure_layer(
     A, B = a[:, units], b[:, units]
     per_unit: dict[str, dict[int, float]] = {}
     per_unit["kendall_tau"] = dict(zip(units, M.kendall_tau(A, B).tolist()))
-    tau_init = M.kendall_tau_matrix(A, A)
-    tau_cross = M.kendall_tau_matrix(A, B)
-    per_unit["kendall_tau_w"] = (dict(zip(units, M.kendall_tau_w(A, B, tau_init=tau_init, tau_cross=tau_cross).tolist()))
+    # τ-W and the nearest units need only each row's 3 largest τ: bound-and-prune, no matrices
+    tau_cross, tau_init = KW.kendall_w_maxima(A, B, k=3) if len(units) > 1 else (None, None)
+    per_unit["kendall_tau_w"] = (dict(zip(units, KW.tau_w_from_maxima(tau_cross, tau_init).tolist()))
                                  if len(units) > 1 else {})
     per_unit["topk_overlap"] = dict(zip(units, M.topk_overlap(ti_ids[units], tf_ids[units]).tolist()))
     nearest: dict[int, dict] = {}
@@ -130,7 +131,14 @@ def measure_layer(
 
 
 def _nearest(c: int, units: list[int], tau_init, tau_cross, sim_ii, sim_if, n: int = 3) -> dict:
-    """The other units closest to unit ``units[c]`` before and after (thesis Figs. 3.4, 3.6)."""
+    """The other units closest to unit ``units[c]`` before and after (thesis Figs. 3.4, 3.6).
+    ``tau_init`` / ``tau_cross``: the rows' largest τ (``kendall_w.RowTop``, k ≥ n) or None."""
+    def top_tau(rows) -> list[dict]:
+        if rows is None:
+            return []
+        return [{"unit": units[int(i)], "value": _num(float(v))}
+                for i, v in zip(rows.index[c, :n], rows.value[c, :n]) if i >= 0]
+
     def top(row: np.ndarray) -> list[dict]:
         row = row.astype(float).copy()
         row[c] = -np.inf
@@ -138,7 +146,7 @@ def _nearest(c: int, units: list[int], tau_init, tau_cross, sim_ii, sim_if, n: i
         order = np.argsort(-row, kind="stable")[:n]
         return [{"unit": units[i], "value": _num(row[i])} for i in order if np.isfinite(row[i])]
 
-    out = {"by_tau_init": top(tau_init[c]), "by_tau_final": top(tau_cross[c])}
+    out = {"by_tau_init": top_tau(tau_init), "by_tau_final": top_tau(tau_cross)}
     if sim_ii is not None:
         out["by_clip_init"] = top(sim_ii[c])
         out["by_clip_final"] = top(sim_if[c])

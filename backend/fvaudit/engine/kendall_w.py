@@ -1,0 +1,366 @@
+"""The largest Kendall-τ of every row, by bound-and-prune (SPEC §3, Kendall-τ-W).
+
+Kendall-τ-W_j = max_{i≠j} τ(R_init,j, R_final,i) / max_{i≠j} τ(R_init,j, R_init,i) needs
+only the largest τ of each row of two J × J matrices, not the matrices themselves.
+:func:`kendall_row_top` finds the ``k`` largest entries of every row exactly (k = 1 for
+τ-W; the report's "nearest units" view uses k = 3) and computes the exact τ of only a
+few pairs (about 1 % at J = 256):
+
+1. **Buckets.** Every column is cut into at most ``B`` buckets by value: a function of
+   its dense rank, so monotone and never splitting a tie group. A column with at most
+   ``B`` distinct values gets one bucket per value; a large minimum tie group (the zeros
+   of ReLU scores) gets a bucket of its own; the rest are equal quantiles.
+2. **Bound.** τ-b's numerator (scipy's, as in :mod:`fvaudit.engine.metrics`) is
+   ``S = n0 − n1 − n2 + n3 − 2·nd`` = Σ over image pairs of sign(Δx)·sign(Δy). Let Q be
+   the pairs sharing an x bucket or a y bucket. A pair outside Q has both orders fixed
+   by its buckets; those pairs add up exactly to ``S_b = 2·C_b − (n0 − Px − Py + Pxy)``,
+   where ``C_b`` counts the pairs concordant in both buckets and ``Px``, ``Py``, ``Pxy``
+   the pairs sharing an x bucket, a y bucket, a cell. A pair in Q adds at most 1, and 0
+   when it is tied in x or in y; the n1 + n2 − n3 tied pairs all lie in Q. Hence
+   ``S ≤ S_b + (Px + Py − Pxy) − n1 − n2 + min(n1, n2, Pxy)``, an integer. It is turned
+   into τ by the same floating-point operations as the exact counts, so — rounding being
+   monotone — the float bound is ≥ the float τ, ties included.
+3. **Coarse bound for every pair** (``B`` = 16): the B × B contingency tables of all
+   column pairs are one matrix product of int8 one-hot bucket indicators
+   (``torch._int_mm``: exact int32 sums, VNNI; float32, exact below 2^24 images, where
+   it is missing), then two cumulative sums give ``C_b`` and ``Pxy``.
+4. **Prune per row.** The exact kernel (``metrics._discordant``, the one
+   ``kendall_tau_matrix`` uses) first runs on the ``k`` pairs with the largest bound,
+   which sets the row's k-th best exact value t. Pairs whose coarse bound is ≥ t get a
+   fine bound (``B`` = 64, their tables by ``bincount``); pairs whose fine bound is ≥ t
+   get the exact kernel, best bound first, t rising as they come. A pair left out has
+   τ ≤ bound < t, so it cannot be among the row's k largest.
+
+Values come from the same integer counts through ``metrics._tau_from_counts``, so they
+equal ``kendall_tau_matrix`` bit for bit (and scipy's ``kendalltau``, which does the same
+arithmetic on the same counts). NaN (a column holding NaN: scipy's
+``nan_policy='propagate'``) and constant columns give undefined τ, skipped as ``nanmax``
+skips them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fvaudit.engine import metrics as M
+
+__all__ = ["RowTop", "kendall_row_top", "kendall_w_maxima", "tau_w_from_maxima", "tau_upper_bound"]
+
+COARSE_BUCKETS = 16      # every pair: a J·16 × J·16 int8 product
+FINE_BUCKETS = 64        # surviving pairs: a 64 × 64 histogram each
+# table entries and their cumulative sums multiply exactly in int32 below this many images
+_INT32_IMAGES = 46_000
+# int32 table elements per block of rows (~64 MB each; three such arrays live at once)
+_BLOCK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class RowTop:
+    """The ``k`` largest τ of every row of a τ matrix; equal values in column order."""
+
+    index: np.ndarray     # [Ja, k] int64 column; -1 where the row has fewer defined values
+    value: np.ndarray     # [Ja, k] float64 τ; NaN where index is -1
+    exact_pairs: int      # pairs whose exact τ was computed
+    fine_pairs: int       # pairs given the fine bound
+    eligible_pairs: int   # pairs with a defined τ (off the diagonal when it is excluded)
+
+    @property
+    def max(self) -> np.ndarray:
+        """Row maxima over the defined values, NaN for a row without one (= nanmax)."""
+        return self.value[:, 0].copy()
+
+
+@dataclass
+class _Side:
+    """One score matrix, prepared once: ranks, buckets, one-hot coarse indicators."""
+
+    r: M._Ranked
+    coarse: np.ndarray        # [J, N] uint8 coarse bucket
+    coarse_same: np.ndarray   # [J] int64 pairs sharing a coarse bucket
+    fine: np.ndarray          # [J, N] uint8 fine bucket
+    fine_same: np.ndarray
+    valid: np.ndarray         # [J] bool: τ with this column is defined (no NaN, not constant)
+
+    @classmethod
+    def of(cls, arr: np.ndarray, coarse: int, fine: int) -> "_Side":
+        r = M._rank_columns(arr)
+        tot = r.n * (r.n - 1) // 2
+        cb, cs = _buckets(r, coarse)
+        fb, fs = _buckets(r, fine)
+        return cls(r, cb, cs, fb, fs, ~r.nan & (r.ties < tot))
+
+
+def _buckets(r: M._Ranked, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket of every image in every column [J, N] (uint8): monotone in the value and
+    constant on tie groups (a function of the dense rank); and per column the number of
+    image pairs sharing a bucket [J] (int64)."""
+    j, n = r.ranks.shape
+    distinct = r.sorted[:, -1].astype(np.int64) + 1
+    zmin = np.count_nonzero(r.sorted == 0, axis=1).astype(np.int64)
+    out = np.empty((j, n), dtype=np.uint8)
+    few = distinct <= n_buckets                        # one bucket per value: exact
+    big_min = ~few & (zmin * n_buckets >= n)           # the minimum's tie group alone in bucket 0
+    rest = ~few & ~big_min
+    if few.any():
+        out[few] = r.ranks[few]
+    if big_min.any():
+        z = zmin[big_min][:, None]
+        below = r.below[big_min].astype(np.int64)
+        out[big_min] = np.where(below == 0, 0, 1 + (below - z) * (n_buckets - 1) // (n - z))
+    if rest.any():
+        out[rest] = r.below[rest].astype(np.int64) * n_buckets // n
+    flat = out + (np.arange(j, dtype=np.int64) * n_buckets)[:, None]
+    counts = np.bincount(flat.ravel(), minlength=j * n_buckets).reshape(j, n_buckets)
+    return out, (counts * (counts - 1) // 2).sum(axis=1)
+
+
+def _bound(tot: int, cb, pxy, px, py, n1, n2) -> np.ndarray:
+    """Upper bound on τ-b from bucket counts (module docstring, step 2), float64."""
+    cb, pxy, px, py, n1, n2 = (np.asarray(v, dtype=np.int64) for v in (cb, pxy, px, py, n1, n2))
+    s_b = 2 * cb - (tot - px - py + pxy)
+    s_max = s_b + (px + py - pxy) - n1 - n2 + np.minimum(np.minimum(n1, n2), pxy)
+    # metrics._tau_from_counts computes (tot − n1 − n2 + n3 − 2·nd): n3 chosen so that equals s_max
+    return M._tau_from_counts(tot, n1, n2, np.zeros_like(s_max), s_max - (tot - n1 - n2))
+
+
+def _one_hot(buckets: np.ndarray, n_buckets: int, images_first: bool) -> torch.Tensor:
+    """int8 indicators of the buckets [J, N]: [N, J·B] (``images_first``) or [J·B, N];
+    entry (n, j·B + b) is 1 where image n lies in bucket b of column j."""
+    j, n = buckets.shape
+    if images_first:
+        hot = torch.zeros((n, j, n_buckets), dtype=torch.int8)
+        hot.scatter_(2, torch.from_numpy(np.ascontiguousarray(buckets.T)).long()[:, :, None], 1)
+        return hot.view(n, j * n_buckets)
+    hot = torch.zeros((j, n_buckets, n), dtype=torch.int8)
+    hot.scatter_(1, torch.from_numpy(buckets).long()[:, None, :], 1)
+    return hot.view(j * n_buckets, n)
+
+
+def _count_product(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``lhs @ rhs`` for 0/1 int8 matrices [R, N] @ [N, C], as exact int32 counts."""
+    if hasattr(torch, "_int_mm"):
+        try:
+            return torch._int_mm(lhs, rhs)
+        except RuntimeError:       # no int8 kernel on this build / device
+            pass
+    if lhs.shape[1] >= 1 << 24:
+        return (lhs.double() @ rhs.double()).to(torch.int32)
+    return (lhs.float() @ rhs.float()).to(torch.int32)
+
+
+def _table_counts(t: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """From contingency tables ``t`` [R, B, C, B] (x bucket, y bucket): C_b (pairs
+    concordant in both buckets) and Pxy (pairs sharing a cell), int64 [R, C].
+
+    Cell counts and their cumulative sums are ≤ N, so their products fit int32 below
+    46 000 images; sums go to int64. Loops run over the B x-buckets only (contiguous
+    slices; numpy's cumsum along a middle axis is several times slower)."""
+    wide = np.int32 if n < _INT32_IMAGES else np.int64
+    t = t.astype(wide, copy=False)
+    nb = t.shape[1]
+    if t.shape[2] == 1:             # a few tables (the fine bound): plain 2-D cumulative sums
+        flat = t[:, :, 0]
+        cum = np.cumsum(np.cumsum(flat, axis=2, dtype=wide), axis=1, dtype=wide)
+        cb = np.einsum("rab,rab->r", flat[:, 1:, 1:], cum[:, :-1, :-1], dtype=np.int64)
+        pxy = np.einsum("rab,rab->r", flat, flat, dtype=np.int64)
+        return cb[:, None], (pxy[:, None] - n) // 2
+    below = np.cumsum(t[:, 0], axis=-1, dtype=wide)      # #{a' ≤ a, b' ≤ b}, running over a
+    cb = np.zeros(t.shape[::2], dtype=np.int64)
+    pxy = np.einsum("rcb,rcb->rc", t[:, 0], t[:, 0], dtype=np.int64)
+    for a in range(1, nb):
+        row = t[:, a]
+        cb += np.einsum("rcb,rcb->rc", row[:, :, 1:], below[:, :, :-1], dtype=np.int64)
+        pxy += np.einsum("rcb,rcb->rc", row, row, dtype=np.int64)
+        if a + 1 < nb:
+            below += np.cumsum(row, axis=-1, dtype=wide)
+    return cb, (pxy - n) // 2
+
+
+def _coarse_bounds(sa: _Side, sb: _Side, nb: int) -> np.ndarray:
+    """Coarse upper bound on τ for every pair [Ja, Jb]; -inf where τ is undefined."""
+    n, ja, jb = sa.r.n, sa.coarse.shape[0], sb.coarse.shape[0]
+    tot = n * (n - 1) // 2
+    eb = _one_hot(sb.coarse, nb, images_first=True)
+    out = np.full((ja, jb), -np.inf)
+    step = max(1, _BLOCK_ELEMENTS // (nb * nb * jb))
+    for s in range(0, ja, step):
+        e = min(ja, s + step)
+        ea = _one_hot(sa.coarse[s:e], nb, images_first=False)
+        tables = _count_product(ea, eb).view(e - s, nb, jb, nb).numpy()
+        cb, pxy = _table_counts(tables, n)
+        out[s:e] = _bound(tot, cb, pxy, sa.coarse_same[s:e, None], sb.coarse_same[None, :],
+                          sa.r.ties[s:e, None], sb.r.ties[None, :])
+    out[~sa.valid, :] = -np.inf
+    out[:, ~sb.valid] = -np.inf
+    return out
+
+
+def _fine_bounds(sa: _Side, sb: _Side, j: int, cols: np.ndarray, nb: int = FINE_BUCKETS) -> np.ndarray:
+    """Fine upper bound on τ(a_j, b_i) for the columns ``cols`` of b (tables by bincount)."""
+    n, m = sa.r.n, cols.size
+    keys = sa.fine[j].astype(np.int32) * nb + sb.fine[cols]          # [m, N] int32
+    keys += (np.arange(m, dtype=np.int32) * (nb * nb))[:, None]
+    t = np.bincount(keys.ravel(), minlength=m * nb * nb).reshape(m, nb, 1, nb)
+    cb, pxy = _table_counts(t, n)
+    return _bound(n * (n - 1) // 2, cb[:, 0], pxy[:, 0], sa.fine_same[j], sb.fine_same[cols],
+                  sa.r.ties[j], sb.r.ties[cols])
+
+
+def _exact(sa: _Side, sb: _Side, j: int, cols: np.ndarray) -> np.ndarray:
+    """Exact τ(a_j, b_i) for the columns ``cols``: kendall_tau_matrix's kernel and arithmetic."""
+    ra, rb = sa.r, sb.r
+    n = ra.n
+    at_min = ra.ranks[j] == 0
+    nd = np.empty(cols.size, dtype=np.int64)
+    n3 = np.empty(cols.size, dtype=np.int64)
+    rows = max(1, M._CHUNK_ELEMENTS // n)
+    for s in range(0, cols.size, rows):
+        c = cols[s:s + rows]
+        y_below = rb.below[c][:, at_min].sum(axis=1, dtype=np.int64)
+        nd[s:s + rows], n3[s:s + rows] = M._discordant(
+            ra.ranks[j:j + 1], ra.sorted[j:j + 1], rb.ranks[c],
+            joint_ties=bool(ra.ties[j] > 0), y_below=y_below)
+    return M._tau_from_counts(n * (n - 1) // 2, ra.ties[j], rb.ties[cols], nd, n3)
+
+
+def _row(sa: _Side, sb: _Side, j: int, ub: np.ndarray, k: int, head: int = 8):
+    """The k best (column, τ) of row j, and how many fine bounds / exact τ it took.
+
+    The ``head`` columns with the largest coarse bound get the fine bound first; the k
+    best of those by fine bound get the exact τ, which sets the threshold t. The other
+    columns whose coarse bound reaches t get the fine bound too; every column whose fine
+    bound reaches t, best first, gets the exact τ, t rising as values come in.
+    """
+    order = np.argsort(-ub, kind="stable")
+    order = order[: np.count_nonzero(ub > -np.inf)]
+    if order.size == 0:
+        return [], 0, 0
+    done_i: list[np.ndarray] = []
+    done_v: list[np.ndarray] = []
+
+    def run(cols: np.ndarray) -> float:
+        done_i.append(cols)
+        done_v.append(_exact(sa, sb, j, cols))
+        vals = np.concatenate(done_v)
+        return -np.inf if vals.size < k else float(np.partition(vals, vals.size - k)[vals.size - k])
+
+    cand = order[:max(head, k)]
+    fb = _fine_bounds(sa, sb, j, cand)
+    by = np.argsort(-fb, kind="stable")
+    t = run(cand[by[:k]])
+    cand, fb = cand[by[k:]], fb[by[k:]]
+    more = order[max(head, k):]
+    more = more[ub[more] >= t]
+    n_fine = cand.size + k + more.size
+    if more.size:
+        cand = np.concatenate([cand, more])
+        fb = np.concatenate([fb, _fine_bounds(sa, sb, j, more)])
+    keep = fb >= t
+    cand, fb = cand[keep], fb[keep]
+    by = np.argsort(-fb, kind="stable")
+    cand, fb = cand[by], fb[by]
+    while cand.size:
+        step = max(k, cand.size // 2)
+        t = run(cand[:step])
+        cand, fb = cand[step:], fb[step:]
+        keep = fb >= t
+        cand, fb = cand[keep], fb[keep]
+    idx = np.concatenate(done_i)
+    val = np.concatenate(done_v)
+    best = np.lexsort((idx, -val))[:k]            # largest τ first, then the smaller column
+    return list(zip(idx[best].tolist(), val[best].tolist())), n_fine, idx.size
+
+
+def _top(sa: _Side, sb: _Side, k: int, exclude_diagonal: bool, n_jobs: int | None) -> RowTop:
+    ja = sa.coarse.shape[0]
+    index = np.full((ja, k), -1, dtype=np.int64)
+    value = np.full((ja, k), np.nan)
+    if sa.r.n < 2:
+        return RowTop(index, value, 0, 0, 0)
+    ub = _coarse_bounds(sa, sb, COARSE_BUCKETS)
+    if exclude_diagonal:
+        np.fill_diagonal(ub, -np.inf)
+    counts = np.zeros((ja, 2), dtype=np.int64)
+
+    def row(j: int) -> None:
+        best, counts[j, 0], counts[j, 1] = _row(sa, sb, j, ub[j], k)
+        for c, (i, v) in enumerate(best):
+            index[j, c], value[j, c] = i, v
+
+    M._map_rows(row, ja, M._n_jobs(n_jobs))
+    return RowTop(index, value, int(counts[:, 1].sum()), int(counts[:, 0].sum()),
+                  int(np.count_nonzero(ub > -np.inf)))
+
+
+def _check_k(k: int) -> int:
+    if int(k) != k or k < 1:
+        raise ValueError(f"k: must be an integer >= 1, got {k}")
+    return int(k)
+
+
+def kendall_row_top(a, b=None, *, k: int = 1, exclude_diagonal: bool = True,
+                    n_jobs: int | None = None) -> RowTop:
+    """The ``k`` largest τ(a_j, b_i) of every column j of ``a`` over the columns i of
+    ``b`` (``b`` omitted: ``a`` itself), exactly as ``kendall_tau_matrix(a, b)`` holds
+    them, without computing the matrix (module docstring).
+
+    ``exclude_diagonal``: skip i = j (SPEC §3 takes the maxima over i ≠ j; needs
+    Ja = Jb). Undefined τ (NaN, constant columns) are skipped; a row with fewer than
+    ``k`` defined values is padded with index -1 and value NaN. Equal values are
+    ordered by the smaller column index.
+    """
+    k = _check_k(k)
+    A = M._score_matrix(a, "a")
+    B = A if b is None else M._score_matrix(b, "b")
+    if B.shape[0] != A.shape[0]:
+        raise ValueError(f"a has {A.shape[0]} rows (images) but b has {B.shape[0]}: they must match")
+    if exclude_diagonal and A.shape[1] != B.shape[1]:
+        raise ValueError(f"exclude_diagonal: needs as many columns in b as in a, got {A.shape[1]} and {B.shape[1]}")
+    sa = _Side.of(A, COARSE_BUCKETS, FINE_BUCKETS)
+    sb = sa if b is None else _Side.of(B, COARSE_BUCKETS, FINE_BUCKETS)
+    return _top(sa, sb, k, exclude_diagonal, n_jobs)
+
+
+def kendall_w_maxima(r_init, r_final, *, k: int = 1, n_jobs: int | None = None) -> tuple[RowTop, RowTop]:
+    """Both rows-maxima of Kendall-τ-W (SPEC §3): (init × final, init × init), each the
+    ``k`` largest over i ≠ j. ``r_init`` is ranked and bucketed once for both."""
+    k = _check_k(k)
+    a = M._score_matrix(r_init, "r_init")
+    b = M._score_matrix(r_final, "r_final")
+    if a.shape != b.shape:
+        raise ValueError(f"r_init {a.shape} and r_final {b.shape}: shapes differ")
+    sa = _Side.of(a, COARSE_BUCKETS, FINE_BUCKETS)
+    sb = _Side.of(b, COARSE_BUCKETS, FINE_BUCKETS)
+    return _top(sa, sb, k, True, n_jobs), _top(sa, sa, k, True, n_jobs)
+
+
+def tau_w_from_maxima(cross: RowTop, same: RowTop) -> np.ndarray:
+    """Kendall-τ-W [J] from :func:`kendall_w_maxima`'s two results (SPEC §3): NaN where
+    either maximum is undefined or the denominator is exactly 0."""
+    return M._safe_ratio(cross.max, same.max)
+
+
+def tau_upper_bound(a, b=None, *, n_buckets: int = COARSE_BUCKETS, fine: bool = False) -> np.ndarray:
+    """The upper bound on ``kendall_tau_matrix(a, b)`` that prunes pairs, for every pair
+    [Ja, Jb] (NaN where τ is undefined): the coarse path (one int8 product) or, with
+    ``fine``, the per-row histogram path. For tests and the benchmark."""
+    if not 2 <= n_buckets <= 255:
+        raise ValueError(f"n_buckets: must lie in [2, 255], got {n_buckets}")
+    A = M._score_matrix(a, "a")
+    B = A if b is None else M._score_matrix(b, "b")
+    if B.shape[0] != A.shape[0]:
+        raise ValueError(f"a has {A.shape[0]} rows (images) but b has {B.shape[0]}: they must match")
+    sa = _Side.of(A, n_buckets, n_buckets)
+    sb = sa if b is None else _Side.of(B, n_buckets, n_buckets)
+    if A.shape[0] < 2:
+        return np.full((A.shape[1], B.shape[1]), np.nan)
+    if fine:
+        cols = np.arange(B.shape[1])
+        out = np.stack([_fine_bounds(sa, sb, j, cols, n_buckets) for j in range(A.shape[1])])
+    else:
+        out = _coarse_bounds(sa, sb, n_buckets)
+    out[~sa.valid, :] = np.nan
+    out[:, ~sb.valid] = np.nan
+    return out
