@@ -273,6 +273,16 @@ class Stack:
         return wait_until(lambda: (lambda j: j if pred(j) else None)(self.job(jid)), timeout,
                           f"progress of job {jid}", interval=0.1)
 
+    def register_folder(self, name: str, folder, who: str = "admin", **body) -> dict:
+        """POST a folder image set (202: indexed by a register_images job), wait for the job; the set's JSON."""
+        r = self.post("/api/v1/image-sets", {"name": name, "source": str(folder), **body}, who)
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "indexing" and r.json()["job"]["kind"] == "register_images", r.text
+        self.wait_job(r.json()["job"]["id"], who=who)
+        s = self.get(f"/api/v1/image-sets/{r.json()['id']}", who)
+        assert s.status_code == 200, s.text
+        return s.json()
+
     def log_events(self, jid: int) -> list[dict]:
         r = self.get(f"/api/v1/jobs/{jid}/log")
         assert r.status_code == 200, r.text

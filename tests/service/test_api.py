@@ -117,7 +117,7 @@ def test_validation_set_too_small_or_with_other_classes_is_refused(stack):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "attack", "k"], r.text
     assert "validation set" in r.json()["detail"][0]["msg"]
     folder = _image_folder(stack.allowed / "two-classes")
-    pets = stack.post("/api/v1/image-sets", {"name": "two classes", "source": str(folder)}).json()
+    pets = stack.register_folder("two classes", folder)
     r = stack.post("/api/v1/jobs", _audit(stack, val_set_id=pets["id"]))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "val_set_id"], r.text
     assert "2 classes" in r.json()["detail"][0]["msg"]
@@ -317,10 +317,8 @@ def _image_folder(root, classes=("cat", "dog"), n=3):
 
 def test_folder_image_set_thumbnails_and_samples(stack):
     folder = _image_folder(stack.allowed / "pets")
-    r = stack.post("/api/v1/image-sets", {"name": "pets", "source": str(folder)})
-    assert r.status_code == 201, r.text
-    s = r.json()
-    assert s["size"] == 6 and s["classes"] == ["cat", "dog"] and len(s["skipped"]) == 1
+    s = stack.register_folder("pets", folder)
+    assert s["status"] == "ready" and s["size"] == 6 and s["classes"] == ["cat", "dog"] and len(s["skipped"]) == 1
     samples = stack.get(f"/api/v1/image-sets/{s['id']}/classes/1/samples", params={"n": 2}).json()
     assert [x["label_name"] for x in samples] == ["dog", "dog"] and [x["image_id"] for x in samples] == [3, 4]
     t = httpx.get(stack.base + samples[0]["thumb_url"])

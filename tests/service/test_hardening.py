@@ -52,9 +52,7 @@ def test_symlinks_leaving_the_allowed_roots_are_skipped_at_indexing_and_refused_
     (root / "a" / "link-in.png").symlink_to(root / "a" / "a1.png")       # stays inside: kept
     (root / "linked-class").symlink_to(outside / "dog", target_is_directory=True)
 
-    r = stack.post("/api/v1/image-sets", {"name": "symlinks", "source": str(root)})
-    assert r.status_code == 201, r.text
-    s = r.json()
+    s = stack.register_folder("symlinks", root)
     assert s["classes"] == ["a"]
     assert s["size"] == 3                      # a1, a2, link-in (sorted: a1, a2, link-in)
     reasons = {Path(x["path"]).name: x["reason"] for x in s["skipped"]}

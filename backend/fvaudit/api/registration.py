@@ -6,12 +6,13 @@ weights and a checkpoint's fit, and yields the layer list that is cached in the 
 without executing code (safetensors, or a pickle screened opcode by opcode and then
 ``torch.load(weights_only=True)``) and stored re-saved as safetensors.
 
-Image sets: ``fashion-mnist:train|test`` or a folder under an allowed root; every image
-gets a row (stable id, path, label) at registration.
+Image sets: ``fashion-mnist:train|test`` (registered inside the request) or a folder under
+an allowed root (the request checks the path and creates a ``register_images`` job that
+lists the files and checks every header, with progress); every image gets a row
+(stable id, path, label) at registration.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import tempfile
@@ -22,7 +23,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Image, ImageSet, Model, clean_json
+from fvaudit.db.models import Image, ImageSet, Job, Model, User, clean_json
 from fvaudit.jobs.validate import FieldError
 from fvaudit.store import get_store
 
@@ -145,56 +146,83 @@ def register_model(db: Session, owner_id: int | None, name: str, registry_name: 
     return m
 
 
-def _folder_digest(paths: list[Path]) -> str:
-    h = hashlib.sha1()
-    for p in paths:
-        try:
-            st = p.stat()
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}|missing\n".encode())
-    return h.hexdigest()[:12]
+def _check_folder(source: str) -> Path:
+    """The request-time checks of a folder source (cheap: no file is opened); returns its real path."""
+    settings = get_settings()
+    loc = ("body", "source")
+    p = settings.is_allowed_path(source)
+    if p is None:
+        raise FieldError(loc, f"path {source!r} is outside the allowed roots ("
+                              + ", ".join(map(str, settings.roots)) + ")")
+    if not p.is_dir():
+        raise FieldError(loc, f"{source!r} is not a directory")
+    try:
+        has_class = any(d.is_dir() and not d.name.startswith(".") for d in p.iterdir())
+    except OSError as exc:
+        raise FieldError(loc, f"{source!r} cannot be listed: {type(exc).__name__}") from None
+    if not has_class:
+        raise FieldError(loc, f"image folder {source!r} has no class subfolders (expected root/<class>/<image>)")
+    return p
+
+
+def _folder_row(name: str, p: Path, limit: int | None, owner_id: int | None, status: str) -> ImageSet:
+    return ImageSet(name=name, source=str(p), kind="folder", root_path=str(p), limit=limit, size=0, classes=[],
+                    skipped=[], engine_key=f"folder:{p}", owner_id=owner_id, status=status)
+
+
+def start_folder_registration(db: Session, user: User, name: str, source: str, limit: int | None
+                              ) -> tuple[ImageSet, Job, list[int]]:
+    """A folder set in status ``indexing`` and its ``register_images`` job (the work runs on a worker).
+
+    Returns (set row, job row, ids to publish once the transaction committed).
+    """
+    from fvaudit.jobs.create import create_job
+    from fvaudit.jobs.kinds.register_images import RegisterImagesSpec
+
+    p = _check_folder(source)
+    row = _folder_row(name, p, limit, user.id, "indexing")
+    db.add(row)
+    db.flush()
+    job, wake = create_job(db, user, "register_images", RegisterImagesSpec(image_set_id=row.id))
+    row.job_id = job.id
+    db.flush()
+    return row, job, wake
 
 
 def register_image_set(db: Session, owner_id: int | None, name: str, source: str, limit: int | None) -> ImageSet:
-    from fvaudit.engine.images import FolderImageSet, ImageSetError, open_image_set, subset
+    """Register an image set inside this transaction: Fashion-MNIST (what the API does), or a folder
+    indexed synchronously (scripts; the API indexes folders with a job: :func:`start_folder_registration`)."""
+    from fvaudit.engine.images import ImageSetError, open_image_set
 
     import numpy as np
 
     settings = get_settings()
     loc = ("body", "source")
-    if source.startswith("fashion-mnist"):
-        if source not in FASHION_SOURCES:
-            raise FieldError(loc, f"unknown built-in image set {source!r}; use " + " or ".join(FASHION_SOURCES))
+    if not source.startswith("fashion-mnist"):
+        from fvaudit.jobs.kinds.register_images import fill_folder_set, index_folder
+
+        p = _check_folder(source)
         try:
-            ds = open_image_set(source, cache_dir=settings.engine_cache_dir, limit=limit)
+            index = index_folder(p, settings.roots, limit)
         except ImageSetError as exc:
             raise FieldError(loc, str(exc)) from None
-        kind, root, paths, key, skipped = "fashion-mnist", None, None, ds.key, []
-    else:
-        p = settings.is_allowed_path(source)
-        if p is None:
-            raise FieldError(loc, f"path {source!r} is outside the allowed roots ("
-                                  + ", ".join(map(str, settings.roots)) + ")")
-        if not p.is_dir():
-            raise FieldError(loc, f"{source!r} is not a directory")
-        try:
-            full = FolderImageSet(p, cache=None, verify=True, allowed_roots=settings.roots)
-        except ImageSetError as exc:
-            raise FieldError(loc, str(exc)) from None
-        ds = subset(full, np.arange(min(limit, len(full)))) if limit else full
-        paths = [full.paths[int(i)] for i in (ds.parent_ids if limit else range(len(full)))]
-        kind, root = "folder", str(p)
-        key = f"{ds.key}@{_folder_digest(paths)}"
-        skipped = [{"path": s.path, "reason": s.reason} for s in full.skipped]
-    row = ImageSet(name=name, source=source if kind == "fashion-mnist" else root, kind=kind, root_path=root,
-                   limit=limit, size=len(ds), classes=list(ds.class_names), skipped=clean_json(skipped),
-                   engine_key=key, owner_id=owner_id)
+        row = _folder_row(name, p, limit, owner_id, "ready")
+        db.add(row)
+        db.flush()
+        fill_folder_set(db, row, index)
+        return row
+    if source not in FASHION_SOURCES:
+        raise FieldError(loc, f"unknown built-in image set {source!r}; use " + " or ".join(FASHION_SOURCES))
+    try:
+        ds = open_image_set(source, cache_dir=settings.engine_cache_dir, limit=limit)
+    except ImageSetError as exc:
+        raise FieldError(loc, str(exc)) from None
+    row = ImageSet(name=name, source=source, kind="fashion-mnist", root_path=None, limit=limit, size=len(ds),
+                   classes=list(ds.class_names), skipped=[], engine_key=ds.key, owner_id=owner_id, status="ready")
     db.add(row)
     db.flush()
     labels = np.asarray(ds.labels, dtype=np.int64)
-    rows = [{"image_set_id": row.id, "idx": i, "path": str(paths[i]) if paths else None, "label": int(labels[i])}
-            for i in range(len(ds))]
+    rows = [{"image_set_id": row.id, "idx": i, "path": None, "label": int(labels[i])} for i in range(len(ds))]
     for start in range(0, len(rows), 5000):
         db.execute(insert(Image), rows[start:start + 5000])
     return row

@@ -71,6 +71,10 @@ class ImageSetOut(BaseModel):
     size: int
     limit: int | None
     classes: list[str]
+    status: Literal["ready", "indexing", "failed"] = Field(
+        description="indexing: its register_images job (job_id) is listing and checking the folder")
+    job_id: int | None = Field(description="the registration job of a folder set")
+    error: str | None = Field(description="why the registration failed")
     created_at: datetime
 
 
@@ -126,6 +130,7 @@ class Job(BaseModel):
     parent_id: int | None
     children: list[int]
     depends_on_id: int | None
+    group_job_id: int | None = Field(description="the job this one is a member of (a scan shard → its scan)")
     seq: int
     attempts: int
     worker: str | None
@@ -135,6 +140,10 @@ class Job(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class ImageSetAccepted(ImageSetDetail):
+    job: Job = Field(description="the register_images job indexing the folder (follow its events)")
 
 
 class JobEventOut(BaseModel):

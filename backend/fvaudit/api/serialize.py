@@ -35,14 +35,16 @@ def reset_caches() -> None:
 
 
 def classes_of(db: Session, image_set_id: int) -> list[str]:
-    """Class names of an image set (rows are immutable: cached per process)."""
+    """Class names of an image set (a ready row is immutable: cached per process)."""
     with _classes_lock:
         hit = _classes.get(image_set_id)
     if hit is not None:
         return hit
-    classes = db.scalar(select(ImageSet.classes).where(ImageSet.id == image_set_id)) or []
-    with _classes_lock:
-        _classes[image_set_id] = list(classes)
+    row = db.execute(select(ImageSet.classes, ImageSet.status).where(ImageSet.id == image_set_id)).one_or_none()
+    classes = list(row.classes or []) if row is not None else []
+    if row is not None and row.status == "ready":      # an indexing set has no classes yet: not cached
+        with _classes_lock:
+            _classes[image_set_id] = classes
     return list(classes)
 
 
@@ -65,7 +67,8 @@ def job_out(job: Job, children: list[int], parent_kind: str | None = None) -> di
     return {"id": job.id, "kind": job.kind, "step_key": job.step_key,
             "label": job_label(job.kind, job.step_key, parent_kind), "status": job.status, "progress": job.progress or {},
             "error": job.error, "spec": job.spec or {}, "run_id": job.run_id, "parent_id": job.parent_id,
-            "children": children, "depends_on_id": job.depends_on_id, "seq": job.seq, "attempts": job.attempts,
+            "children": children, "depends_on_id": job.depends_on_id,
+            "group_job_id": job.group_job_id, "seq": job.seq, "attempts": job.attempts,
             "worker": job.worker, "cancel_requested": job.cancel_requested, "heartbeat_at": job.heartbeat_at,
             "result": job.result or {}, "created_at": job.created_at, "started_at": job.started_at,
             "finished_at": job.finished_at}

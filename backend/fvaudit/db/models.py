@@ -147,6 +147,10 @@ class ImageSet(Base):
     engine_key: Mapped[str] = mapped_column(String(1100))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: ready | indexing (a register_images job is listing and checking the folder) | failed
+    status: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)     # the registration job (folders)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Image(Base):
@@ -229,6 +233,9 @@ class Job(Base):
     seq: Mapped[int] = mapped_column(Integer, default=0)
     #: the chain step this job is (its parent kind's step key, e.g. "scan_init"); None for a standalone job
     step_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: a member of that job's group (a scan shard of its scan): the group job runs once every member succeeded
+    group_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True,
+                                                     index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -45,7 +45,26 @@ def create_job(db: Session, user: User, kind_name: str, spec: BaseModel) -> tupl
         if run.status in TERMINAL:
             run.status = "queued"
     log_event(db, job.id, f"{kind.name} job created by {user.name}")
-    return job, ([job.id] if depends is None else [])
+    members = _create_members(db, job, kind, spec)
+    return job, ((members or [job.id]) if depends is None else [])
+
+
+def _create_members(db: Session, job: Job, kind, spec: BaseModel) -> list[int]:
+    """The group a job waits for (``kind.members``, e.g. a scan's shards): rows with
+    ``group_job_id = job.id`` and the job's own dependency. Returns their ids (the wake-ups:
+    the job itself becomes runnable when the last member succeeds)."""
+    ids: list[int] = []
+    for seq, (member_kind, member_spec) in enumerate(kind.members(spec, job.id), start=1):
+        m = Job(kind=get_kind(member_kind).name, spec=spec_json(member_spec), status="queued", owner_id=job.owner_id,
+                depends_on_id=job.depends_on_id, group_job_id=job.id, seq=seq,
+                progress={"stage": "waiting" if job.depends_on_id else "queued", "done": 0, "total": None})
+        db.add(m)
+        db.flush()
+        ids.append(m.id)
+    if ids:
+        job.progress = {"stage": "shards", "done": 0, "total": len(ids), "members": ids}
+        log_event(db, job.id, f"{len(ids)} {member_kind} jobs (a group): " + ", ".join(map(str, ids)))
+    return ids
 
 
 def _create_chain(db: Session, user: User, kind, spec: BaseModel) -> tuple[Job, list[int]]:
@@ -69,8 +88,9 @@ def _create_chain(db: Session, user: User, kind, spec: BaseModel) -> tuple[Job, 
         db.add(job)
         db.flush()
         ids[step.key] = job.id
+        members = _create_members(db, job, child_kind, child_kind.spec.model_validate(job.spec))
         if depends is None:
-            wake.append(job.id)
+            wake.extend(members or [job.id])
     kind.created(db, runs, ids)
     log_event(db, parent.id, f"{kind.name} created by {user.name}: "
                              + " → ".join(kind.step_label(s.key) or s.key for s in steps))

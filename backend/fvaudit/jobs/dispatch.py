@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from fvaudit.config import get_settings
@@ -21,8 +21,10 @@ TASK_NAME = "fvaudit.run_job"
 
 
 def runnable_condition():
-    """SQL condition: a queued, not cancelled job whose dependency (if any) succeeded."""
+    """SQL condition: a queued, not cancelled job whose dependency (if any) succeeded and
+    whose group members (``group_job_id``: a scan's shards) all succeeded."""
     dep = aliased(Job)
+    member = aliased(Job)
     from fvaudit.jobs.registry import runnable_kinds
 
     return and_(
@@ -31,6 +33,7 @@ def runnable_condition():
         Job.kind.in_(runnable_kinds()),
         or_(Job.depends_on_id.is_(None),
             Job.depends_on_id.in_(select(dep.id).where(dep.status == "succeeded").scalar_subquery())),
+        ~exists().where(member.group_job_id == Job.id, member.status != "succeeded"),
     )
 
 
@@ -42,16 +45,27 @@ def publish(db: Session | None, job_ids: Iterable[int]) -> list[int]:
     settings = get_settings()
     sent: list[int] = []
     if settings.broker_url:
+        from celery import group
+
         from fvaudit.worker import app
 
-        for jid in ids:
+        retry = {"retry": True, "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
+                                                 "interval_max": 0.5}}
+        if len(ids) > 1:      # one Celery group: idle workers take its members in parallel (a scan's shards)
             try:
-                app.send_task(TASK_NAME, args=[jid], queue=settings.celery_queue, retry=True,
-                              retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
-                                            "interval_max": 0.5})
-                sent.append(jid)
+                group(app.signature(TASK_NAME, args=[jid], queue=settings.celery_queue) for jid in ids
+                      ).apply_async(**retry)
+                sent = list(ids)
             except Exception as exc:  # broker down: the reaper re-sends later
-                log.warning("could not publish job %s (%s: %s); the reaper will retry", jid, type(exc).__name__, exc)
+                log.warning("could not publish jobs %s as a group (%s: %s); the reaper will retry", ids,
+                            type(exc).__name__, exc)
+        else:
+            try:
+                app.send_task(TASK_NAME, args=[ids[0]], queue=settings.celery_queue, **retry)
+                sent = list(ids)
+            except Exception as exc:  # broker down: the reaper re-sends later
+                log.warning("could not publish job %s (%s: %s); the reaper will retry", ids[0], type(exc).__name__,
+                            exc)
     else:
         sent = ids
     if db is not None:

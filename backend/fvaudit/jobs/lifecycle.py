@@ -117,17 +117,51 @@ def after_terminal(db: Session, job: Job) -> list[int]:
             if not d.cancel_requested:
                 wake.append(d.id)
             continue
-        d.status = "cancelled" if job.status == "cancelled" else "failed"
-        d.error = (f"not run: upstream job {job.id} ({job.kind}) {job.status}"
-                   + (f": {job.error}" if job.error and job.status == "failed" else ""))
-        d.finished_at = utcnow()
-        status_event(db, d)
-        db.flush()
-        wake.extend(after_terminal(db, d))
+        wake.extend(_not_run(db, d, job, "upstream job"))
+    if job.group_job_id is not None:
+        wake.extend(_member_ended(db, job))
     if job.parent_id is not None:
         refresh_parent(db, job.parent_id)
     else:
         set_run_status(db, job)
+    return wake
+
+
+def _not_run(db: Session, job: Job, cause: Job, what: str) -> list[int]:
+    """End a queued ``job`` that can no longer run because ``cause`` did not succeed (failed →
+    failed, cancelled → cancelled, with the reason), and propagate; returns ids to wake."""
+    job.status = "cancelled" if cause.status == "cancelled" else "failed"
+    job.error = (f"not run: {what} {cause.id}" + (f" ({cause.kind})" if what == "upstream job" else "")
+                 + f" {cause.status}" + (f": {cause.error}" if cause.error and cause.status == "failed" else ""))
+    job.finished_at = utcnow()
+    status_event(db, job)
+    db.flush()
+    return after_terminal(db, job)
+
+
+def _member_ended(db: Session, member: Job) -> list[int]:
+    """A group member ended: count it on the group job; the last success makes the group job
+    runnable (returned, to publish); a failure or cancel ends the group job (and, through it,
+    whatever waits for it) and cancels the other members."""
+    group = db.get(Job, member.group_job_id)
+    if group is None or group.status in TERMINAL:
+        return []
+    members = db.scalars(select(Job).where(Job.group_job_id == group.id).order_by(Job.seq)).all()
+    if member.status == "succeeded":
+        done = sum(1 for m in members if m.status == "succeeded")
+        group.progress = {**(group.progress or {}), "stage": "shards", "done": done, "total": len(members)}
+        add_event(db, group.id, "progress", dict(group.progress))
+        if done == len(members) and group.status == "queued" and not group.cancel_requested:
+            from fvaudit.jobs.dispatch import runnable_condition
+
+            return list(db.scalars(select(Job.id).where(Job.id == group.id, runnable_condition())))
+        return []
+    if group.status != "queued":        # running: it no longer reads its members
+        return []
+    wake = _not_run(db, group, member, f"{member.kind} job")
+    for m in members:
+        if m.status not in TERMINAL and not m.cancel_requested:
+            request_cancel(db, m)
     return wake
 
 
@@ -143,6 +177,9 @@ def request_cancel(db: Session, job: Job) -> list[int]:
     now = utcnow()
     chains = chain_kinds()
     targets = [job] + list(db.scalars(select(Job).where(Job.parent_id == job.id).order_by(Job.seq)).all())
+    # and the group members (a scan's shards) of every target
+    targets += list(db.scalars(select(Job).where(Job.group_job_id.in_([t.id for t in targets]))
+                               .order_by(Job.id)).all())
     for j in targets:
         if j.status in TERMINAL:
             continue

@@ -71,6 +71,9 @@ class JobKind:
     spec: ClassVar[type[BaseModel]]
     #: chain kinds: every step ``expand`` may produce, in order (for labels and the UI)
     steps: ClassVar[tuple[StepInfo, ...]] = ()
+    #: created by the service itself (a scan's shards, a folder's registration), never by ``POST /jobs``:
+    #: left out of the request union and of ``GET /job-kinds``
+    internal: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -95,6 +98,11 @@ class JobKind:
 
     def depends_on(self, spec: BaseModel) -> list[int]:
         """Job ids the spec refers to: the new job waits for the latest unfinished one."""
+        return []
+
+    def members(self, spec: BaseModel, job_id: int) -> list[tuple[str, BaseModel]]:
+        """A group this job waits for: ``(kind, spec)`` of each member, all runnable at once (a
+        Celery group); the job itself runs once every member succeeded (e.g. a scan's shards)."""
         return []
 
     def run_for(self, db: "Session", user: "User", spec: BaseModel) -> "Run | None":
@@ -197,6 +205,8 @@ def job_create_model() -> Any:
     """The ``POST /jobs`` body: a union of ``{kind: Literal[name], spec: <Spec>}`` discriminated on kind."""
     members = []
     for k in all_kinds():
+        if k.internal:
+            continue
         members.append(create_model(
             f"{_camel(k.name)}JobCreate", __config__=ConfigDict(extra="forbid"),
             __doc__=f"{k.title}: {k.description}".strip(": "),
@@ -240,4 +250,4 @@ class KindInfo:
 def kind_infos() -> list[KindInfo]:
     return [KindInfo(k.name, k.title, k.description, k.runnable, k.is_chain,
                      [{"key": s.key, "label": s.label} for s in k.steps], k.defaults(),
-                     k.spec.model_json_schema()) for k in all_kinds()]
+                     k.spec.model_json_schema()) for k in all_kinds() if not k.internal]

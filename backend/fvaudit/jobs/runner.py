@@ -12,7 +12,7 @@ import shutil
 import traceback
 import uuid
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from fvaudit.config import get_settings
 from fvaudit.db.models import Job, utcnow
@@ -121,7 +121,8 @@ def run_job(job_id: int, worker: str = "worker") -> str:
             outcome = "failed"
         finish(db, row, outcome, error, result)
         if outcome == "succeeded":
-            wake = [d.id for d in db.scalars(select(Job).where(Job.depends_on_id == row.id, runnable_condition()))]
+            wake = [d.id for d in db.scalars(select(Job).where(
+                or_(Job.depends_on_id == row.id, Job.id == row.group_job_id), runnable_condition()))]
         if wake:
             publish(db, wake)
     if outcome in ("succeeded", "cancelled"):

@@ -70,6 +70,8 @@ def get_image_set(db: Session, set_id: int, loc: tuple) -> ImageSet:
     s = db.get(ImageSet, set_id)
     if s is None:
         raise FieldError(loc, f"unknown image set id {set_id}")
+    if s.status != "ready":     # a folder still being indexed by its register_images job, or one that failed
+        raise FieldError(loc, f"image set {set_id} is not ready ({s.status}, registration job {s.job_id})")
     return s
 
 

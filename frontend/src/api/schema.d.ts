@@ -165,7 +165,7 @@ export type paths = {
         /** Registered image sets */
         get: operations["list_sets_api_v1_image_sets_get"];
         put?: never;
-        /** Register an image set: fashion-mnist:train|test or a class-folder tree under an allowed root */
+        /** Register an image set: fashion-mnist:train|test (201, at once) or a class-folder tree under an allowed root (202: indexed by a register_images job) */
         post: operations["create_set_api_v1_image_sets_post"];
         delete?: never;
         options?: never;
@@ -913,6 +913,50 @@ export type components = {
             /** Version */
             version: string;
         };
+        /** ImageSetAccepted */
+        ImageSetAccepted: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /** Source */
+            source: string;
+            /** Kind */
+            kind: string;
+            /** Size */
+            size: number;
+            /** Limit */
+            limit: number | null;
+            /** Classes */
+            classes: string[];
+            /**
+             * Status
+             * @description indexing: its register_images job (job_id) is listing and checking the folder
+             * @enum {string}
+             */
+            status: "ready" | "indexing" | "failed";
+            /**
+             * Job Id
+             * @description the registration job of a folder set
+             */
+            job_id: number | null;
+            /**
+             * Error
+             * @description why the registration failed
+             */
+            error: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Skipped */
+            skipped: {
+                [key: string]: unknown;
+            }[];
+            /** @description the register_images job indexing the folder (follow its events) */
+            job: components["schemas"]["Job"];
+        };
         /**
          * ImageSetCreate
          * @example {
@@ -952,6 +996,22 @@ export type components = {
             /** Classes */
             classes: string[];
             /**
+             * Status
+             * @description indexing: its register_images job (job_id) is listing and checking the folder
+             * @enum {string}
+             */
+            status: "ready" | "indexing" | "failed";
+            /**
+             * Job Id
+             * @description the registration job of a folder set
+             */
+            job_id: number | null;
+            /**
+             * Error
+             * @description why the registration failed
+             */
+            error: string | null;
+            /**
              * Created At
              * Format: date-time
              */
@@ -977,6 +1037,22 @@ export type components = {
             limit: number | null;
             /** Classes */
             classes: string[];
+            /**
+             * Status
+             * @description indexing: its register_images job (job_id) is listing and checking the folder
+             * @enum {string}
+             */
+            status: "ready" | "indexing" | "failed";
+            /**
+             * Job Id
+             * @description the registration job of a folder set
+             */
+            job_id: number | null;
+            /**
+             * Error
+             * @description why the registration failed
+             */
+            error: string | null;
             /**
              * Created At
              * Format: date-time
@@ -1039,6 +1115,11 @@ export type components = {
             children: number[];
             /** Depends On Id */
             depends_on_id: number | null;
+            /**
+             * Group Job Id
+             * @description the job this one is a member of (a scan shard → its scan)
+             */
+            group_job_id: number | null;
             /** Seq */
             seq: number;
             /** Attempts */
@@ -1576,6 +1657,12 @@ export type components = {
              * @description a checkpoint file on the server, under an allowed root
              */
             checkpoint_path?: string | null;
+            /**
+             * Shards
+             * @description split every image set into this many row ranges, scanned by as many scan_shard jobs (a Celery group) and merged exactly
+             * @default 1
+             */
+            shards?: number;
         };
         /** ShareOut */
         ShareOut: {
@@ -2293,7 +2380,16 @@ export interface operations {
                     "application/json": components["schemas"]["ImageSetDetail"];
                 };
             };
-            /** @description path outside the allowed roots, not a folder, or no readable images */
+            /** @description a folder: the set in status indexing and the job indexing it (follow its events) */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageSetAccepted"];
+                };
+            };
+            /** @description path outside the allowed roots, not a folder, no class subfolders */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -1,4 +1,7 @@
-"""Image sets: registration under allowed roots, class samples, thumbnails and full images."""
+"""Image sets: registration under allowed roots, class samples, thumbnails and full images.
+
+A folder is indexed by a ``register_images`` job (202 with the job), not inside the request:
+see :mod:`fvaudit.jobs.kinds.register_images` and docs/API.md."""
 from __future__ import annotations
 
 import mimetypes
@@ -10,17 +13,19 @@ import hashlib
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as FPath
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
 from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, unauthorized
 from fvaudit.api.images import load_pixels, png_bytes, servable_path
-from fvaudit.api.registration import register_image_set
-from fvaudit.api.schemas import ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
+from fvaudit.api.registration import register_image_set, start_folder_registration
+from fvaudit.api.schemas import ImageSetAccepted, ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
 from fvaudit.api.security import check_image_sig
-from fvaudit.api.serialize import classes_of, image_urls, signing_key
-from fvaudit.db.models import Image, ImageSet, Run
+from fvaudit.api.serialize import classes_of, image_urls, jobs_out, signing_key
+from fvaudit.db.models import Image, ImageSet, Job, Run, User
 from fvaudit.db.session import session_scope
+from fvaudit.jobs.dispatch import publish
 from fvaudit.store import get_store
 
 router = APIRouter(prefix="/image-sets", tags=["image sets"])
@@ -28,12 +33,30 @@ ImageIdPath = Annotated[int, FPath(ge=0, le=2**31 - 1, examples=[0])]
 CACHE = "private, max-age=31536000, immutable"
 
 
-def set_out(s: ImageSet, detail: bool = False) -> dict:
+def set_out(s: ImageSet, detail: bool = False, job: Job | None = None) -> dict:
+    """A set's JSON. An ``indexing`` set whose registration job ended without success (its worker
+    gave up, or it failed before it could say so) reads as ``failed`` with the job's reason."""
+    status, error = s.status, s.error
+    if status == "indexing" and job is not None and job.status in ("failed", "cancelled"):
+        status, error = "failed", error or job.error
     d = {"id": s.id, "name": s.name, "source": s.source, "kind": s.kind, "size": s.size, "limit": s.limit,
-         "classes": list(s.classes or []), "created_at": s.created_at}
+         "classes": list(s.classes or []), "status": status, "job_id": s.job_id, "error": error,
+         "created_at": s.created_at}
     if detail:
         d["skipped"] = list(s.skipped or [])
     return d
+
+
+def _jobs_of(db, sets: list[ImageSet]) -> dict[int, Job]:
+    """The registration jobs of the sets still indexing (one query)."""
+    ids = [s.job_id for s in sets if s.status == "indexing" and s.job_id is not None]
+    return {j.id: j for j in db.scalars(select(Job).where(Job.id.in_(ids)))} if ids else {}
+
+
+def sets_out(db, sets: list[ImageSet], detail: bool = False) -> list[dict]:
+    jobs = _jobs_of(db, sets)
+    return [set_out(s, detail, jobs.get(s.job_id)) for s in sets]
+
 
 
 def _get_set(db, set_id: int) -> ImageSet:
@@ -45,25 +68,42 @@ def _get_set(db, set_id: int) -> ImageSet:
 
 @router.get("", response_model=list[ImageSetOut], summary="Registered image sets")
 def list_sets(db: DB, user: CurrentUser):
-    return [set_out(s) for s in db.scalars(select(ImageSet).order_by(ImageSet.id))]
+    return sets_out(db, list(db.scalars(select(ImageSet).order_by(ImageSet.id))))
 
 
-def _register(user_id: int, body: ImageSetCreate) -> int:
+def _register(user_id: int, body: ImageSetCreate) -> tuple[int, int | None]:
+    """(set id, registration job id or None): Fashion-MNIST inside the request, a folder as a job."""
     with session_scope() as db:
-        return register_image_set(db, user_id, body.name, body.source, body.limit).id
+        if body.source.startswith("fashion-mnist"):
+            return register_image_set(db, user_id, body.name, body.source, body.limit).id, None
+        row, job, wake = start_folder_registration(db, db.get(User, user_id), body.name, body.source, body.limit)
+        ids = (row.id, job.id)
+    if wake:
+        with session_scope() as db:
+            publish(db, wake)
+    return ids
 
 
 @router.post("", response_model=ImageSetDetail, status_code=201,
-             summary="Register an image set: fashion-mnist:train|test or a class-folder tree under an allowed root",
-             responses={422: {"description": "path outside the allowed roots, not a folder, or no readable images"}})
+             summary="Register an image set: fashion-mnist:train|test (201, at once) or a class-folder tree under "
+                     "an allowed root (202: indexed by a register_images job)",
+             responses={202: {"model": ImageSetAccepted, "description": "a folder: the set in status indexing and "
+                                                                         "the job indexing it (follow its events)"},
+                        422: {"description": "path outside the allowed roots, not a folder, no class subfolders"}})
 async def create_set(body: ImageSetCreate, user: CurrentUser, db: DB):
-    sid = await run_in_threadpool(_register, user.id, body)
-    return set_out(db.get(ImageSet, sid), detail=True)
+    sid, jid = await run_in_threadpool(_register, user.id, body)
+    row = db.get(ImageSet, sid)
+    if jid is None:
+        return set_out(row, detail=True)
+    job = db.get(Job, jid)
+    body_out = ImageSetAccepted.model_validate({**set_out(row, detail=True, job=job), "job": jobs_out(db, [job])[0]})
+    return JSONResponse(jsonable_encoder(body_out), status_code=202)
 
 
 @router.get("/{set_id}", response_model=ImageSetDetail, summary="One image set, with the files skipped at indexing")
 def get_set(set_id: IdPath, db: DB, user: CurrentUser):
-    return set_out(_get_set(db, set_id), detail=True)
+    return sets_out(db, [_get_set(db, set_id)], detail=True)[0]
+
 
 
 @router.get("/{set_id}/classes/{class_index}/samples", response_model=list[Sample],

@@ -87,7 +87,7 @@ def make_router() -> APIRouter:
         if parent_id is not None:
             q = q.where(Job.parent_id == parent_id)
         if top_level:
-            q = q.where(Job.parent_id.is_(None))
+            q = q.where(Job.parent_id.is_(None), Job.group_job_id.is_(None))
         return jobs_out(db, db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
 
     @router.get("/jobs/{job_id}", response_model=JobSchema, summary="One job")

@@ -3,6 +3,14 @@
 One ``scans`` row per image set, one ``scan_layers`` row per layer (top-k ids and scores
 as JSON, the ``[N, J]`` float32 score matrix as a content-addressed ``.npy`` artifact).
 A requeued scan skips the image sets it already stored.
+
+With ``shards = S > 1`` the scan is a group (:meth:`ScanKind.members`): S ``scan_shard``
+jobs (:mod:`fvaudit.jobs.kinds.scan_shard`) each scan one row range of every image set
+(:func:`fvaudit.engine.shards.shard_ranges`, cut on multiples of ``batch_size``) on
+whichever workers are free, and write their part under ``DATA_DIR/scan-parts/``; the
+scan job itself runs once all of them succeeded and merges the parts
+(:func:`fvaudit.engine.shards.merge_scans`): its rows and artifacts are the ones a
+one-worker scan stores, bit for bit (SPEC §1 tie-break).
 """
 from __future__ import annotations
 
@@ -28,6 +36,8 @@ class ScanSpec(Strict):
     batch_size: int = Field(256, gt=0, le=8192)
     weights_from: WeightsRef | None = Field(None, description="scan an attack's weights instead of the model's")
     checkpoint_path: PathStr | None = Field(None, description="a checkpoint file on the server, under an allowed root")
+    shards: int = Field(1, ge=1, le=64, description="split every image set into this many row ranges, scanned by "
+                                                    "as many scan_shard jobs (a Celery group) and merged exactly")
 
     @field_validator("layers")
     @classmethod
@@ -72,59 +82,124 @@ class ScanKind(JobKind):
     def depends_on(self, spec: ScanSpec) -> list[int]:
         return [spec.weights_from.job_id] if spec.weights_from else []
 
+    def members(self, spec: ScanSpec, job_id: int) -> list:
+        from fvaudit.jobs.kinds.scan_shard import ScanShardSpec
+
+        if spec.shards <= 1:
+            return []
+        return [("scan_shard", ScanShardSpec(scan_job_id=job_id, shard=i, shards=spec.shards))
+                for i in range(spec.shards)]
+
     def run(self, spec: ScanSpec, ctx) -> dict:
-        return run_scan(spec, ctx)
+        return run_merge(spec, ctx) if spec.shards > 1 else run_scan(spec, ctx)
 
 
-def run_scan(spec: ScanSpec, ctx) -> dict:
-    from fvaudit.engine.activations import scan
-    from fvaudit.jobs.common import load_db_model, open_db_image_set, resolve_weights
+def load_scan_model(spec: ScanSpec, ctx):
+    """(engine model, resolved layer names, weights label) of a scan spec, on the job's device."""
+    from fvaudit.jobs.common import load_db_model, resolve_weights
 
     with ctx.session() as db:
         model_row = db.get(Model, spec.model_id)
         if model_row is None:
             raise RuntimeError(f"model {spec.model_id} no longer exists")
-        ckpt, weights_label = resolve_weights(db, ctx.store, model_row,
-                                              spec.weights_from,
-                                              spec.checkpoint_path)
+        ckpt, weights_label = resolve_weights(db, ctx.store, model_row, spec.weights_from, spec.checkpoint_path)
         db.expunge(model_row)
     ctx.reporter.stage("load model")
     model = load_db_model(model_row, ckpt, ctx.device)
-    layers = [model.layer(name).name for name in spec.layers]
-    out: dict[str, int] = {}
+    return model, [model.layer(name).name for name in spec.layers], weights_label
+
+
+def pending_sets(spec: ScanSpec, ctx, out: dict[str, int]):
+    """The image sets still to scan; those an earlier attempt stored go into ``out`` (a requeued scan skips them)."""
     for set_id in spec.image_set_ids:
         ctx.check_cancel()
         with ctx.session() as db:
-            existing = db.scalar(select(Scan).where(Scan.job_id == ctx.job_id, Scan.image_set_id == set_id))
-            if existing is not None:
-                out[str(set_id)] = existing.id
-                continue
-            set_row = db.get(ImageSet, set_id)
-            if set_row is None:
-                raise RuntimeError(f"image set {set_id} no longer exists")
+            done = db.scalar(select(Scan.id).where(Scan.job_id == ctx.job_id, Scan.image_set_id == set_id))
+        if done is not None:
+            out[str(set_id)] = done
+        else:
+            yield set_id
+
+
+def image_set_row(db: Session, set_id: int) -> ImageSet:
+    row = db.get(ImageSet, set_id)
+    if row is None:
+        raise RuntimeError(f"image set {set_id} no longer exists")
+    return row
+
+
+def store_scan(ctx, spec: ScanSpec, set_id: int, set_name: str, res, weights_label: str, verb: str = "scanned") -> int:
+    """One ``scans`` row and its ``scan_layers`` rows (score matrices into the artifact store)."""
+    ctx.reporter.stage(f"store scan of {set_name}")
+    with ctx.session() as db:
+        row = Scan(job_id=ctx.job_id, model_id=spec.model_id, weights=weights_label, image_set_id=set_id,
+                   k=res.k, n_images=res.n_images, n_skipped=res.n_skipped, seconds=res.seconds)
+        db.add(row)
+        db.flush()
+        for layer, ls in res.layers.items():
+            if hasattr(ls.scores, "flush"):
+                ls.scores.flush()
+            art = ctx.store.put_file(db, ls.path, "scores", ".npy")
+            db.add(ScanLayer(scan_id=row.id, layer=layer, units=ls.units, dead_units=[int(u) for u in ls.dead_units],
+                             topk_ids=ls.topk_ids.tolist(), topk_scores=clean_json(ls.topk_scores.tolist()),
+                             scores_id=art.id))
+        scan_id = row.id
+    dead = {l: len(ls.dead_units) for l, ls in res.layers.items()}
+    ctx.log(f"{verb} {res.n_images} images of {set_name} in {res.seconds:.1f} s "
+            f"({res.images_per_s:.0f} images/s); dead units: {dead}")
+    return scan_id
+
+
+def run_scan(spec: ScanSpec, ctx) -> dict:
+    from fvaudit.engine.activations import scan
+    from fvaudit.jobs.common import open_db_image_set
+
+    model, layers, weights_label = load_scan_model(spec, ctx)
+    out: dict[str, int] = {}
+    for set_id in pending_sets(spec, ctx, out):
+        with ctx.session() as db:
+            set_row = image_set_row(db, set_id)
             images = open_db_image_set(db, set_row)
         k = min(spec.k, len(images))
         out_dir = ctx.work_dir / f"scan-{set_id}"
         shutil.rmtree(out_dir, ignore_errors=True)
         res = scan(model, images, layers, k=k, batch_size=spec.batch_size, device=ctx.device, out_dir=out_dir,
                    reporter=ctx.reporter)
-        ctx.reporter.stage(f"store scan of {set_row.name}")
-        with ctx.session() as db:
-            row = Scan(job_id=ctx.job_id, model_id=spec.model_id, weights=weights_label, image_set_id=set_id,
-                       k=k, n_images=res.n_images, n_skipped=res.n_skipped, seconds=res.seconds)
-            db.add(row)
-            db.flush()
-            for layer, ls in res.layers.items():
-                if hasattr(ls.scores, "flush"):
-                    ls.scores.flush()
-                art = ctx.store.put_file(db, ls.path, "scores", ".npy")
-                db.add(ScanLayer(scan_id=row.id, layer=layer, units=ls.units, dead_units=[int(u) for u in ls.dead_units],
-                                 topk_ids=ls.topk_ids.tolist(), topk_scores=clean_json(ls.topk_scores.tolist()),
-                                 scores_id=art.id))
-            out[str(set_id)] = row.id
-        dead = {l: len(ls.dead_units) for l, ls in res.layers.items()}
-        ctx.log(f"scanned {res.n_images} images of {set_row.name} in {res.seconds:.1f} s "
-                f"({res.images_per_s:.0f} images/s); dead units: {dead}")
+        out[str(set_id)] = store_scan(ctx, spec, set_id, set_row.name, res, weights_label)
         del res
         shutil.rmtree(out_dir, ignore_errors=True)
     return {"scans": out, "weights": weights_label}
+
+
+def run_merge(spec: ScanSpec, ctx) -> dict:
+    """The fan-in of a sharded scan: every shard succeeded; merge their parts per image set."""
+    from fvaudit.db.models import Job
+    from fvaudit.engine.shards import merge_scans
+    from fvaudit.jobs.kinds.scan_shard import load_part, parts_dir
+
+    with ctx.session() as db:
+        shards = db.scalars(select(Job).where(Job.group_job_id == ctx.job_id).order_by(Job.seq)).all()
+        results = [(s.id, s.status, dict(s.result or {})) for s in shards]
+    if len(results) != spec.shards or any(st != "succeeded" for _, st, _ in results):
+        raise RuntimeError(f"scan job {ctx.job_id}: expected {spec.shards} succeeded shards, found "
+                           + ", ".join(f"job {i} {st}" for i, st, _ in results))
+    labels = {r.get("weights") for _, _, r in results}
+    if len(labels) != 1:
+        raise RuntimeError(f"the shards of scan job {ctx.job_id} scanned different weights: {sorted(map(str, labels))}")
+    weights_label = labels.pop()
+    out: dict[str, int] = {}
+    for set_id in pending_sets(spec, ctx, out):
+        with ctx.session() as db:
+            set_row = image_set_row(db, set_id)
+            set_name, n, key = set_row.name, set_row.size, set_row.engine_key
+        ctx.reporter.stage(f"merge {len(results)} shards of {set_name}", total=len(results))
+        parts = [load_part(ctx.settings, r["parts"][str(set_id)]) for _, _, r in results]
+        out_dir = ctx.work_dir / f"scan-{set_id}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        res = merge_scans(parts, n, min(spec.k, n), key, out_dir=out_dir)
+        out[str(set_id)] = store_scan(ctx, spec, set_id, set_name, res, weights_label,
+                                      verb=f"merged {len(parts)} shards:")
+        del res, parts
+        shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.rmtree(parts_dir(ctx.settings, ctx.job_id), ignore_errors=True)    # stored: the parts are spent
+    return {"scans": out, "weights": weights_label, "shards": [i for i, _, _ in results]}

@@ -1,0 +1,165 @@
+"""Sharded scans on the real stack: a scan job split into scan_shard members (a Celery group)
+merges into rows and artifacts identical bit for bit to the one-worker scan; cancel reaches
+the members. The last test runs the embedded mode (SQLite, the local worker's loop, no
+broker) in this process: there the shards run one after another."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from sqlalchemy import select
+
+from svc import TRAIN_LIMIT
+
+
+def _scan_rows(job_id: int) -> dict:
+    from fvaudit.db.models import Scan
+    from fvaudit.db.session import session_scope
+    from fvaudit.store import get_store
+
+    out = {}
+    with session_scope() as db:
+        for s in db.scalars(select(Scan).where(Scan.job_id == job_id)):
+            out[s.image_set_id] = {
+                "n": (s.n_images, s.n_skipped, s.k),
+                "layers": {l.layer: (l.units, list(l.dead_units), l.topk_ids, l.topk_scores, l.scores.sha256,
+                                     get_store().path(l.scores).read_bytes()) for l in s.layers}}
+    return out
+
+
+def _members(stack, job_id: int) -> list[dict]:
+    jobs = stack.get("/api/v1/jobs", params={"kind": "scan_shard", "limit": 1000}).json()
+    return sorted((j for j in jobs if j["group_job_id"] == job_id), key=lambda j: j["seq"])
+
+
+def test_sharded_scan_equals_the_one_worker_scan_bit_for_bit(stack, db_env):
+    spec = {"model_id": stack.ids["model"], "image_set_ids": [stack.ids["train"], stack.ids["val"]],
+            "layers": ["relu1", "relu3", "fc1"], "k": 10, "batch_size": 128}
+    extra = stack.start_worker()             # two workers: the group's members run side by side
+    try:
+        r1 = stack.post("/api/v1/jobs", {"kind": "scan", "spec": spec})
+        r3 = stack.post("/api/v1/jobs", {"kind": "scan", "spec": {**spec, "shards": 3}})
+        assert r1.status_code == 201 and r3.status_code == 201, (r1.text, r3.text)
+        one, three = r1.json()["id"], r3.json()["id"]
+        assert r3.json()["progress"] == {"stage": "shards", "done": 0, "total": 3, "members": [three + 1, three + 2,
+                                                                                             three + 3]}
+        assert stack.wait_job(one)["status"] == "succeeded"
+        job = stack.wait_job(three)
+        assert job["status"] == "succeeded", job
+    finally:
+        extra.stop()
+        stack.workers.remove(extra)
+    members = _members(stack, three)
+    assert [m["spec"] for m in members] == [{"scan_job_id": three, "shard": i, "shards": 3} for i in range(3)]
+    assert all(m["status"] == "succeeded" for m in members)
+    # 1500 train images in batches of 128 = 12 batches → 4 per shard; 400 val = 4 batches → 1, 1, 2
+    assert [m["result"]["parts"][str(stack.ids["train"])]["start"] for m in members] == [0, 512, 1024]
+    assert [m["result"]["parts"][str(stack.ids["val"])]["stop"] for m in members] == [128, 256, 400]
+    assert job["result"]["shards"] == [m["id"] for m in members]
+    a, b = _scan_rows(one), _scan_rows(three)
+    assert set(a) == set(b) == {stack.ids["train"], stack.ids["val"]}
+    assert a[stack.ids["train"]]["n"] == (TRAIN_LIMIT, 0, 10)
+    for set_id in a:
+        assert b[set_id]["n"] == a[set_id]["n"]
+        for layer in spec["layers"]:
+            la, lb = a[set_id]["layers"][layer], b[set_id]["layers"][layer]
+            assert lb[:3] == la[:3]                         # units, dead units, top-k ids
+            assert lb[3] == la[3]                           # top-k scores (float32 → JSON, same text)
+            assert lb[4] == la[4] and lb[5] == la[5]        # the score matrix: same artifact, same bytes
+    scores = np.load(__import__("io").BytesIO(b[stack.ids["val"]]["layers"]["relu3"][5]))
+    assert scores.shape == (400, 128) and scores.dtype == np.float32
+    top = [j["id"] for j in stack.get("/api/v1/jobs", params={"top_level": "true", "limit": 1000}).json()]
+    assert three in top and not set(m["id"] for m in members) & set(top)
+    data_dir = stack.env["FVAUDIT_DATA_DIR"]
+    assert not os.path.exists(os.path.join(data_dir, "scan-parts", f"scan-{three}"))   # parts removed once merged
+
+
+def test_cancelling_a_sharded_scan_cancels_its_shards(stack):
+    spec = {"model_id": stack.ids["model"], "image_set_ids": [stack.ids["train"]], "layers": ["relu1"], "k": 5,
+            "batch_size": 4, "shards": 4}
+    r = stack.post("/api/v1/jobs", {"kind": "scan", "spec": spec})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    stack.until(lambda: any(m["status"] == "running" and m["progress"].get("done", 0) > 0
+                            for m in _members(stack, sid)), 120, "a shard to start scanning")
+    c = stack.post(f"/api/v1/jobs/{sid}/cancel")
+    assert c.status_code == 200 and c.json()["status"] == "cancelled", c.text
+    assert c.json()["error"] == "cancelled on request"
+    stack.until(lambda: all(m["status"] in ("cancelled", "succeeded", "failed") for m in _members(stack, sid)), 120,
+                "every shard to end")
+    statuses = [m["status"] for m in _members(stack, sid)]
+    assert statuses.count("cancelled") >= 3 and "failed" not in statuses, statuses
+    assert stack.job(sid)["status"] == "cancelled"
+
+
+def test_a_failed_shard_fails_the_scan_and_cancels_the_other_shards(stack, db_env):
+    """The group's fan-in (jobs/lifecycle.py) on Postgres: rows written and ended in one transaction,
+    as a worker would end a shard that raised, so no worker can take the shards first."""
+    from fvaudit.db.models import Job, User
+    from fvaudit.db.session import session_scope
+    from fvaudit.jobs.create import create_job
+    from fvaudit.jobs.kinds.scan import ScanSpec
+    from fvaudit.jobs.lifecycle import finish
+
+    with session_scope() as db:
+        user = db.scalar(select(User).where(User.name == "admin"))
+        scan, wake = create_job(db, user, "scan", ScanSpec(model_id=stack.ids["model"], image_set_ids=[stack.ids["val"]],
+                                                           layers=["relu1"], k=5, shards=3))
+        sid = scan.id
+        assert wake == [sid + 1, sid + 2, sid + 3]
+        first = db.get(Job, sid + 1)
+        first.status, first.attempts = "running", 1
+        db.flush()
+        finish(db, first, "failed", "RuntimeError: disk on fire")
+    job = stack.job(sid)
+    assert job["status"] == "failed"
+    assert job["error"] == f"not run: scan_shard job {sid + 1} failed: RuntimeError: disk on fire"
+    others = [stack.job(sid + i) for i in (2, 3)]
+    assert [(o["status"], o["cancel_requested"], o["error"]) for o in others] == [
+        ("cancelled", True, "cancelled on request")] * 2
+
+
+def test_embedded_mode_runs_shards_one_after_another(tmp_path, monkeypatch):
+    """SQLite + the local worker's loop (no broker): shards, then the merge, in id order; same bytes."""
+    from fvaudit.config import reset_settings
+    from fvaudit.db import migrate
+    from fvaudit.db.models import Job, User
+    from fvaudit.db.session import dispose_all, session_scope
+    from fvaudit.jobs.create import create_job
+    from fvaudit.jobs.kinds.scan import ScanSpec
+    from fvaudit.api.registration import register_image_set, register_model
+    from fvaudit import local_worker
+
+    for k in list(os.environ):
+        if k.startswith("FVAUDIT_") and k not in ("FVAUDIT_CACHE_DIR",):
+            monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("FVAUDIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FVAUDIT_DEVICE", "cpu")
+    monkeypatch.setenv("FVAUDIT_LOCAL_POLL_INTERVAL", "0.05")
+    reset_settings()
+    dispose_all()
+    try:
+        migrate.upgrade()
+        with session_scope() as db:
+            user = User(name="u", is_admin=True)
+            db.add(user)
+            db.flush()
+            model = register_model(db, user.id, "demo", "fmnist-cnn")
+            val = register_image_set(db, user.id, "val", "fashion-mnist:test", 300)
+            base = dict(model_id=model.id, image_set_ids=[val.id], layers=["relu3"], k=7, batch_size=64)
+            one, _ = create_job(db, user, "scan", ScanSpec(**base))
+            two, wake = create_job(db, user, "scan", ScanSpec(**base, shards=2))
+            ids = (one.id, two.id)
+            assert wake == [two.id + 1, two.id + 2]            # the members are the wake-ups, not the scan
+        assert local_worker.main(once=True) == 0            # runs until nothing is runnable
+        with session_scope() as db:
+            jobs = {j.id: j for j in db.scalars(select(Job))}
+            order = sorted((j.started_at, j.id) for j in jobs.values())
+            assert [i for _, i in order] == [ids[0], ids[1] + 1, ids[1] + 2, ids[1]]
+            assert all(j.status == "succeeded" for j in jobs.values()), [(j.id, j.status, j.error) for j in jobs.values()]
+            assert jobs[ids[1] + 1].finished_at <= jobs[ids[1] + 2].started_at        # one after another
+        a, b = _scan_rows(ids[0]), _scan_rows(ids[1])
+        assert a == b and a[val.id]["n"] == (300, 0, 7)
+    finally:
+        dispose_all()
+        reset_settings()
