@@ -202,6 +202,10 @@ def test_visualize_alone_on_a_model_and_the_model_browse(stack):
         (0, "init", "score", 4, 28), (1, "init", "score", 4, 28)]
     png = stack.get(mine[0]["url"], who="bob")
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    # allowed per request (token or share link): revalidated on every reuse, never kept a year
+    assert png.headers["cache-control"] == "private, no-cache"
+    assert httpx.get(stack.base + mine[0]["url"], headers={**stack.h("bob"), "If-None-Match": png.headers["etag"]},
+                     timeout=30).status_code == 304
     assert httpx.get(stack.base + mine[0]["url"]).status_code == 404        # images need a user
     assert stack.get(f"/api/v1/models/{stack.ids['model']}/synthetic/relu2/9").status_code == 404
     for over, loc in (({"units": [0], "layers": ["relu1", "relu2"]}, ["body", "spec", "units"]),

@@ -152,6 +152,42 @@ def test_image_urls_handed_out_through_a_share_link_die_with_it(shared_run):
     assert httpx.get(stack.base + own["thumb_url"], timeout=30).status_code == 200
 
 
+def test_image_cache_lifetime_never_outlives_the_url_or_a_revoked_share_link(shared_run):
+    """Revoked share links: a browser must not keep showing an image it cached through one.
+    Images used to be sent with ``max-age=31536000, immutable``: a cached copy outlived both
+    the URL's expiry and the share link. Now a signed URL may be reused for at most 60 s
+    (through a share link) or 300 s, never past its expiry, and a request allowed by a token
+    or a share header is revalidated every time (ETag → 304, which runs the checks again)."""
+    from fvaudit.api.images import image_cache_control
+    from fvaudit.api.security import ImageSig
+
+    assert image_cache_control(ImageSig(expires=1000, share_id=None, mac="m"), now=970) == "private, max-age=30"
+    assert image_cache_control(ImageSig(expires=1000, share_id=None, mac="m"), now=0) == "private, max-age=300"
+    assert image_cache_control(ImageSig(expires=1000, share_id=7, mac="m"), now=0) == "private, max-age=60"
+    assert image_cache_control(ImageSig(expires=1000, share_id=7, mac="m"), now=990) == "private, max-age=10"
+    assert image_cache_control(None) == "private, no-cache"
+
+    stack, run_id, token = shared_run
+    via_share = stack.get(f"/api/v1/runs/{run_id}/layers/relu1/units/0?share={token}", who=None).json()
+    own = stack.get(f"/api/v1/runs/{run_id}/layers/relu1/units/0", who="alice").json()
+    shared_img, own_img = via_share["topk"]["val"]["before"][0], own["topk"]["val"]["before"][0]
+    for url in (shared_img["thumb_url"], shared_img["full_url"]):
+        r = httpx.get(stack.base + url, timeout=30)
+        assert r.status_code == 200 and r.headers["cache-control"] == "private, max-age=60", url
+    r = httpx.get(stack.base + own_img["thumb_url"], timeout=30)
+    assert r.headers["cache-control"] == "private, max-age=300"
+    # no signature: allowed by the API token on each request, so revalidated each time
+    unsigned = own_img["thumb_url"].split("?")[0]
+    r = httpx.get(stack.base + unsigned, headers=stack.h("alice"), timeout=30)
+    assert r.status_code == 200 and r.headers["cache-control"] == "private, no-cache"
+    again = httpx.get(stack.base + unsigned, timeout=30, headers={**stack.h("alice"), "If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+    # after revocation, the revalidation of the shared URL is refused
+    assert stack.delete(f"/api/v1/shares/{token}", who="alice").status_code == 204
+    gone = httpx.get(stack.base + shared_img["thumb_url"], timeout=30, headers={"If-None-Match": r.headers["etag"]})
+    assert gone.status_code in (401, 404)
+
+
 def test_image_urls_expire_and_cannot_be_extended(stack):
     """Item 6: a signature carries its expiry inside the MAC: past → refused; edited → refused."""
     from fvaudit.api.security import SIG_BUCKET_SECONDS, sign_image

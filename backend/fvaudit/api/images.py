@@ -8,17 +8,44 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
+from fvaudit.api.security import ImageSig
 from fvaudit.config import get_settings
 from fvaudit.db.models import Image, ImageSet
 
 THUMB = 112          # small images (28 px Fashion-MNIST) are upscaled, nearest, to this size
 THUMB_MAX = 160      # larger images are shrunk to fit this box
+
+#: The longest a browser may reuse an image fetched through a signed URL without asking
+#: again. Signed URLs die with their share link (issue 13, item 6), but a cached copy sent
+#: with a one-year ``immutable`` lifetime kept showing after the link was revoked: the
+#: lifetime is now short, and never past the URL's own expiry. A revalidation is cheap
+#: (``ETag`` → 304) and runs the signature and share-link check again.
+SIGNED_MAX_AGE = 300
+#: ... and for a URL handed out through a share link, whose revocation must show soon.
+SHARED_MAX_AGE = 60
+
+
+def image_cache_control(sig: ImageSig | None, now: float | None = None) -> str:
+    """``Cache-Control`` of an image response, by how the request was allowed.
+
+    A signed URL: ``private, max-age=N``, N the smaller of its remaining lifetime and
+    :data:`SHARED_MAX_AGE` (handed out through a share link) or :data:`SIGNED_MAX_AGE`.
+    No signature (an API token or a share-token header allowed it): ``private, no-cache``,
+    so every reuse is checked again (and costs a 304 only).
+    """
+    if sig is None:
+        return "private, no-cache"
+    left = int(sig.expires - (time.time() if now is None else now))
+    cap = SHARED_MAX_AGE if sig.share_id is not None else SIGNED_MAX_AGE
+    return f"private, max-age={max(0, min(cap, left))}"
+
 
 _lock = threading.Lock()
 _arrays: "OrderedDict[str, object]" = OrderedDict()

@@ -214,7 +214,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** Thumbnail (PNG, immutable cache) */
+        /** Thumbnail (PNG; cached briefly, never past its signed URL's expiry) */
         get: operations["thumb_api_v1_image_sets__set_id__images__image_id__thumb_get"];
         put?: never;
         post?: never;

@@ -18,10 +18,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
 from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, unauthorized
-from fvaudit.api.images import load_pixels, png_bytes, servable_path
+from fvaudit.api.images import image_cache_control, load_pixels, png_bytes, servable_path
 from fvaudit.api.registration import register_image_set, start_folder_registration
 from fvaudit.api.schemas import ImageSetAccepted, ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
-from fvaudit.api.security import check_image_sig
+from fvaudit.api.security import check_image_sig, parse_image_sig
 from fvaudit.api.serialize import classes_of, image_urls, jobs_out, signing_key
 from fvaudit.db.models import Image, ImageSet, Job, Run, User
 from fvaudit.db.session import session_scope
@@ -30,7 +30,6 @@ from fvaudit.store import get_store
 
 router = APIRouter(prefix="/image-sets", tags=["image sets"])
 ImageIdPath = Annotated[int, FPath(ge=0, le=2**31 - 1, examples=[0])]
-CACHE = "private, max-age=31536000, immutable"
 
 
 def set_out(s: ImageSet, detail: bool = False, job: Job | None = None) -> dict:
@@ -56,7 +55,6 @@ def _jobs_of(db, sets: list[ImageSet]) -> dict[int, Job]:
 def sets_out(db, sets: list[ImageSet], detail: bool = False) -> list[dict]:
     jobs = _jobs_of(db, sets)
     return [set_out(s, detail, jobs.get(s.job_id)) for s in sets]
-
 
 
 def _get_set(db, set_id: int) -> ImageSet:
@@ -105,7 +103,6 @@ def get_set(set_id: IdPath, db: DB, user: CurrentUser):
     return sets_out(db, [_get_set(db, set_id)], detail=True)[0]
 
 
-
 @router.get("/{set_id}/classes/{class_index}/samples", response_model=list[Sample],
             summary="Images of one class (the decoy picker)")
 def samples(set_id: IdPath, class_index: Annotated[int, FPath(ge=0, le=100_000)], db: DB,
@@ -125,15 +122,17 @@ def samples(set_id: IdPath, class_index: Annotated[int, FPath(ge=0, le=100_000)]
     return out
 
 
-def _authorize_image(db, who: Principal, set_id: int, image_id: int, sig: str | None) -> None:
+def _authorize_image(db, who: Principal, set_id: int, image_id: int, sig: str | None) -> str:
+    """Refuse the request unless a signed URL, a token or a share link allows it; return the
+    ``Cache-Control`` its response may carry (:func:`fvaudit.api.images.image_cache_control`)."""
     if check_image_sig(signing_key(), set_id, image_id, sig, db):
-        return
+        return image_cache_control(parse_image_sig(signing_key(), set_id, image_id, sig))
     if who.user is not None:
-        return
+        return image_cache_control(None)
     if who.share is not None:
         run = db.get(Run, who.share.run_id)
         if run is not None and set_id in (run.train_set_id, run.val_set_id):
-            return
+            return image_cache_control(None)
         raise HTTPException(404, "image not found")
     raise unauthorized("images need a signed URL (from the API), an API token or a share link")
 
@@ -152,9 +151,9 @@ SigQuery = Annotated[str | None, Query(max_length=64, description="signature fro
 @router.get("/{set_id}/images/{image_id}/thumb", response_class=Response,
             responses={200: {"content": {"image/png": {}}, "description": "PNG thumbnail (small images upscaled, nearest)"},
                        304: {"description": "not modified"}},
-            summary="Thumbnail (PNG, immutable cache)")
+            summary="Thumbnail (PNG; cached briefly, never past its signed URL's expiry)")
 def thumb(set_id: IdPath, image_id: ImageIdPath, request: Request, db: DB, who: Who, sig: SigQuery = None):
-    _authorize_image(db, who, set_id, image_id, sig)
+    cache = _authorize_image(db, who, set_id, image_id, sig)
     s, img = _image(db, set_id, image_id)
     store = get_store()
     if img.thumb_sha is None or not store.path(store.rel_path(img.thumb_sha, ".png")).exists():
@@ -166,7 +165,7 @@ def thumb(set_id: IdPath, image_id: ImageIdPath, request: Request, db: DB, who: 
         img.thumb_sha = art.sha256
         db.commit()
     etag = f'"{img.thumb_sha}"'
-    headers = {"Cache-Control": CACHE, "ETag": etag}
+    headers = {"Cache-Control": cache, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     return FileResponse(store.path(store.rel_path(img.thumb_sha, ".png")), media_type="image/png", headers=headers)
@@ -176,10 +175,10 @@ def thumb(set_id: IdPath, image_id: ImageIdPath, request: Request, db: DB, who: 
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "the image"}},
             summary="Full image (the original file, or PNG for array data sets)")
 def full(set_id: IdPath, image_id: ImageIdPath, request: Request, db: DB, who: Who, sig: SigQuery = None):
-    _authorize_image(db, who, set_id, image_id, sig)
+    cache = _authorize_image(db, who, set_id, image_id, sig)
     s, img = _image(db, set_id, image_id)
     etag = '"' + hashlib.sha1(f"{s.engine_key}|{img.idx}|{img.path}".encode()).hexdigest() + '"'
-    headers = {"Cache-Control": CACHE, "ETag": etag}
+    headers = {"Cache-Control": cache, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     if s.kind == "folder" and img.path:

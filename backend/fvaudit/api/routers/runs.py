@@ -103,15 +103,21 @@ def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who):
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
-def _png(art: Artifact) -> FileResponse:
-    return FileResponse(get_store().path(art), media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{art.sha256}"'})
+def _png(art: Artifact, request: Request) -> Response:
+    """A synthetic image: allowed by a token or a share link on each request, so a browser
+    must ask again before reusing it (``no-cache``: a 304 when unchanged). A one-year
+    ``immutable`` copy kept showing after its share link was revoked."""
+    headers = {"Cache-Control": "private, no-cache", "ETag": f'"{art.sha256}"'}
+    if request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(get_store().path(art), media_type="image/png", headers=headers)
 
 
 @router.get("/runs/{run_id}/layers/{layer}/units/{unit}/synthetic/{which}", response_class=Response,
             responses={200: {"content": {"image/png": {}}}},
             summary="A unit's first-seed synthetic visualization before (θ_init) or after the attack")
-def synthetic(run_id: IdPath, layer: LayerPath, unit: UnitPath, which: Literal["before", "after"], db: DB, who: Who):
+def synthetic(run_id: IdPath, layer: LayerPath, unit: UnitPath, which: Literal["before", "after"], request: Request,
+              db: DB, who: Who):
     run = get_run_for(db, who, run_id)
     state = SyntheticImage.state == "init" if which == "before" else SyntheticImage.state != "init"
     img = db.scalar(select(SyntheticImage).where(SyntheticImage.run_id == run.id, SyntheticImage.layer == layer,
@@ -119,13 +125,13 @@ def synthetic(run_id: IdPath, layer: LayerPath, unit: UnitPath, which: Literal["
                     .order_by(SyntheticImage.job_id.desc(), SyntheticImage.seed).limit(1))
     if img is None:
         raise HTTPException(404, "no synthetic visualization for this unit")
-    return _png(db.get(Artifact, img.artifact_id))
+    return _png(db.get(Artifact, img.artifact_id), request)
 
 
 @router.get("/synthetic-images/{image_id}", response_class=Response, responses={200: {"content": {"image/png": {}}}},
             tags=["synthetic"], summary="One synthetic visualization (PNG): readable with the run's access, or by "
                                         "any user when it belongs to no run")
-def synthetic_image(image_id: IdPath, db: DB, who: Who):
+def synthetic_image(image_id: IdPath, request: Request, db: DB, who: Who):
     img = db.get(SyntheticImage, image_id)
     if img is None:
         raise HTTPException(404, f"synthetic image {image_id} not found")
@@ -133,7 +139,7 @@ def synthetic_image(image_id: IdPath, db: DB, who: Who):
         get_run_for(db, who, img.run_id)
     elif who.user is None:
         raise HTTPException(404, f"synthetic image {image_id} not found")
-    return _png(db.get(Artifact, img.artifact_id))
+    return _png(db.get(Artifact, img.artifact_id), request)
 
 
 def _all_units(db, run: Run) -> list[UnitResult]:
