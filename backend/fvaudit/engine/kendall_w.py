@@ -197,101 +197,162 @@ def _coarse_bounds(sa: _Side, sb: _Side, nb: int) -> np.ndarray:
     return out
 
 
-def _fine_bounds(sa: _Side, sb: _Side, j: int, cols: np.ndarray, nb: int = FINE_BUCKETS) -> np.ndarray:
-    """Fine upper bound on τ(a_j, b_i) for the columns ``cols`` of b (tables by bincount)."""
+# image-pair work items per chunk (pairs × N elements): bounds temporary memory
+_PAIR_CHUNK_ELEMENTS = 1 << 22
+
+
+def _chunks(count: int, n: int) -> list[slice]:
+    step = max(1, _PAIR_CHUNK_ELEMENTS // max(n, 1))
+    return [slice(s, min(count, s + step)) for s in range(0, count, step)]
+
+
+def _fine_bounds(sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, nb: int = FINE_BUCKETS) -> np.ndarray:
+    """Fine upper bound on τ(a_j, b_i) for the pairs (js[p], cols[p]): each pair's
+    nb × nb table by one ``bincount`` over its N images."""
     n, m = sa.r.n, cols.size
-    keys = sa.fine[j].astype(np.int32) * nb + sb.fine[cols]          # [m, N] int32
+    keys = sa.fine[js].astype(np.int32) * nb + sb.fine[cols]          # [m, N] int32
     keys += (np.arange(m, dtype=np.int32) * (nb * nb))[:, None]
     t = np.bincount(keys.ravel(), minlength=m * nb * nb).reshape(m, nb, 1, nb)
     cb, pxy = _table_counts(t, n)
-    return _bound(n * (n - 1) // 2, cb[:, 0], pxy[:, 0], sa.fine_same[j], sb.fine_same[cols],
-                  sa.r.ties[j], sb.r.ties[cols])
+    return _bound(n * (n - 1) // 2, cb[:, 0], pxy[:, 0], sa.fine_same[js], sb.fine_same[cols],
+                  sa.r.ties[js], sb.r.ties[cols])
 
 
-def _exact(sa: _Side, sb: _Side, j: int, cols: np.ndarray) -> np.ndarray:
-    """Exact τ(a_j, b_i) for the columns ``cols``: kendall_tau_matrix's kernel and arithmetic."""
-    ra, rb = sa.r, sb.r
-    n = ra.n
-    at_min = ra.ranks[j] == 0
-    nd = np.empty(cols.size, dtype=np.int64)
-    n3 = np.empty(cols.size, dtype=np.int64)
-    rows = max(1, M._CHUNK_ELEMENTS // n)
-    for s in range(0, cols.size, rows):
-        c = cols[s:s + rows]
-        y_below = rb.below[c][:, at_min].sum(axis=1, dtype=np.int64)
-        nd[s:s + rows], n3[s:s + rows] = M._discordant(
-            ra.ranks[j:j + 1], ra.sorted[j:j + 1], rb.ranks[c],
-            joint_ties=bool(ra.ties[j] > 0), y_below=y_below)
-    return M._tau_from_counts(n * (n - 1) // 2, ra.ties[j], rb.ties[cols], nd, n3)
+def _discordant_pairs(ra: M._Ranked, rb: M._Ranked, js: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Discordant pairs nd and joint ties n3 of (a_js[p], b_cols[p]) for every p: the
+    counts ``metrics._discordant`` gives, for pairs of different x columns in one batch.
 
-
-def _row(sa: _Side, sb: _Side, j: int, ub: np.ndarray, k: int, head: int = 8):
-    """The k best (column, τ) of row j, and how many fine bounds / exact τ it took.
-
-    The ``head`` columns with the largest coarse bound get the fine bound first; the k
-    best of those by fine bound get the exact τ, which sets the threshold t. The other
-    columns whose coarse bound reaches t get the fine bound too; every column whose fine
-    bound reaches t, best first, gets the exact τ, t rising as values come in.
+    As there, the images of x's minimum tie group A (per pair: its first a_p positions
+    in (x, y) order) are left out of the inversion search and their pairs with the rest
+    counted in closed form; the remaining y sequences are left-aligned and padded with
+    the sentinel N, which is never part of an inversion.
     """
-    order = np.argsort(-ub, kind="stable")
-    order = order[: np.count_nonzero(ub > -np.inf)]
-    if order.size == 0:
-        return [], 0, 0
-    done_i: list[np.ndarray] = []
-    done_v: list[np.ndarray] = []
-
-    def run(cols: np.ndarray) -> float:
-        done_i.append(cols)
-        done_v.append(_exact(sa, sb, j, cols))
-        vals = np.concatenate(done_v)
-        return -np.inf if vals.size < k else float(np.partition(vals, vals.size - k)[vals.size - k])
-
-    cand = order[:max(head, k)]
-    fb = _fine_bounds(sa, sb, j, cand)
-    by = np.argsort(-fb, kind="stable")
-    t = run(cand[by[:k]])
-    cand, fb = cand[by[k:]], fb[by[k:]]
-    more = order[max(head, k):]
-    more = more[ub[more] >= t]
-    n_fine = cand.size + k + more.size
-    if more.size:
-        cand = np.concatenate([cand, more])
-        fb = np.concatenate([fb, _fine_bounds(sa, sb, j, more)])
-    keep = fb >= t
-    cand, fb = cand[keep], fb[keep]
-    by = np.argsort(-fb, kind="stable")
-    cand, fb = cand[by], fb[by]
-    while cand.size:
-        step = max(k, cand.size // 2)
-        t = run(cand[:step])
-        cand, fb = cand[step:], fb[step:]
-        keep = fb >= t
-        cand, fb = cand[keep], fb[keep]
-    idx = np.concatenate(done_i)
-    val = np.concatenate(done_v)
-    best = np.lexsort((idx, -val))[:k]            # largest τ first, then the smaller column
-    return list(zip(idx[best].tolist(), val[best].tolist())), n_fine, idx.size
+    n = ra.n
+    m = cols.size
+    dt = M._key_dtype(n)
+    xr = ra.ranks[js]
+    key = xr.astype(dt) * n
+    key += rb.ranks[cols].astype(dt, copy=False)
+    key.sort(axis=1)
+    n3 = M._tied_pairs(key)
+    a = np.count_nonzero(ra.sorted[js] == 0, axis=1)                   # |A| per pair, ≥ 1
+    y_below = np.einsum("pn,pn->p", (xr == 0).astype(np.int32), rb.below[cols].astype(np.int32, copy=False),
+                        dtype=np.int64)
+    # joint ties inside A: the first a_p keys (sorted), later positions made distinct and larger
+    amax = int(a.max())
+    head = key[:, :amax].astype(np.int64)
+    pos = np.arange(amax)
+    head = np.where(pos[None, :] < a[:, None], head, np.int64(n) * n + pos[None, :])
+    tied_in_a = M._tied_pairs(head)
+    key -= ra.sorted[js].astype(dt) * n                                # rank(y) in (x, y) order
+    width = n - int(a.min())
+    idx = a[:, None] + np.arange(width)[None, :]
+    y = np.take_along_axis(key, np.minimum(idx, n - 1), axis=1)
+    y[idx >= n] = n
+    nd = M._inversions(y, n)
+    nd += y_below - a.astype(np.int64) * (a - 1) // 2 + tied_in_a
+    return nd, n3
 
 
-def _top(sa: _Side, sb: _Side, k: int, exclude_diagonal: bool, n_jobs: int | None) -> RowTop:
-    ja = sa.coarse.shape[0]
+def _exact(sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Exact τ(a_js[p], b_cols[p]): the integer counts of kendall_tau_matrix's kernel,
+    through its arithmetic (``metrics._tau_from_counts``), hence the same bits."""
+    nd, n3 = _discordant_pairs(sa.r, sb.r, js, cols)
+    n = sa.r.n
+    return M._tau_from_counts(n * (n - 1) // 2, sa.r.ties[js], sb.r.ties[cols], nd, n3)
+
+
+def _pairwise(fn, sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, workers: int) -> np.ndarray:
+    """``fn`` over the pairs in chunks, on ``workers`` threads; float64 [pairs]."""
+    out = np.empty(cols.size)
+    parts = _chunks(cols.size, sa.r.n)
+    if workers > 1 and len(parts) == 1 and cols.size > 1:        # split a single chunk for the threads
+        half = cols.size // 2
+        parts = [slice(0, half), slice(half, cols.size)]
+
+    def run(i: int) -> None:
+        out[parts[i]] = fn(sa, sb, js[parts[i]], cols[parts[i]])
+
+    M._map_rows(run, len(parts), workers)
+    return out
+
+
+def _top(sa: _Side, sb: _Side, k: int, exclude_diagonal: bool, n_jobs: int | None,
+         head: int = 8) -> RowTop:
+    """Rows' k largest τ (module docstring, step 4), all rows advancing together so that
+    every fine bound and exact τ runs in large batches.
+
+    The ``head`` columns with the largest coarse bound of each row get the fine bound;
+    the k best of those by fine bound get the exact τ, which sets each row's threshold
+    t (its k-th best exact value). Other columns whose coarse bound reaches t get the
+    fine bound; then, in rounds, each row's best remaining columns by fine bound get the
+    exact τ (1, 2, 4, ... per row), t rises, and columns whose fine bound fell below t
+    are dropped.
+    """
+    ja, jb = sa.coarse.shape[0], sb.coarse.shape[0]
     index = np.full((ja, k), -1, dtype=np.int64)
     value = np.full((ja, k), np.nan)
     if sa.r.n < 2:
         return RowTop(index, value, 0, 0, 0)
+    workers = M._n_jobs(n_jobs)
     ub = _coarse_bounds(sa, sb, COARSE_BUCKETS)
     if exclude_diagonal:
         np.fill_diagonal(ub, -np.inf)
-    counts = np.zeros((ja, 2), dtype=np.int64)
+    eligible = int(np.count_nonzero(ub > -np.inf))
+    fine = np.full((ja, jb), np.nan)        # fine bound where computed
+    exact = np.full((ja, jb), np.nan)       # exact τ where computed
+    rows = np.arange(ja)
 
-    def row(j: int) -> None:
-        best, counts[j, 0], counts[j, 1] = _row(sa, sb, j, ub[j], k)
-        for c, (i, v) in enumerate(best):
-            index[j, c], value[j, c] = i, v
+    def fine_for(js, cols):
+        if cols.size:
+            fine[js, cols] = _pairwise(_fine_bounds, sa, sb, js, cols, workers)
 
-    M._map_rows(row, ja, M._n_jobs(n_jobs))
-    return RowTop(index, value, int(counts[:, 1].sum()), int(counts[:, 0].sum()),
-                  int(np.count_nonzero(ub > -np.inf)))
+    def exact_for(js, cols):
+        if cols.size:
+            exact[js, cols] = _pairwise(_exact, sa, sb, js, cols, workers)
+
+    def threshold() -> np.ndarray:
+        done = np.where(np.isnan(exact), -np.inf, exact)
+        return np.partition(done, jb - k, axis=1)[:, jb - k] if k <= jb else np.full(ja, -np.inf)
+
+    order = np.argsort(-ub, axis=1, kind="stable")
+    h = min(max(head, k), jb)
+    js, cols = np.repeat(rows, h), order[:, :h].ravel()
+    live = ub[js, cols] > -np.inf
+    fine_for(js[live], cols[live])
+    # the k best of the head by fine bound: exact
+    fb = np.where(np.isnan(fine), -np.inf, fine)
+    first = np.argsort(-fb, axis=1, kind="stable")[:, :k]
+    js, cols = np.repeat(rows, first.shape[1]), first.ravel()
+    live = fb[js, cols] > -np.inf
+    exact_for(js[live], cols[live])
+    t = threshold()
+    # every other column whose coarse bound reaches t: fine bound
+    todo = (ub >= t[:, None]) & (ub > -np.inf) & np.isnan(fine)
+    js, cols = np.nonzero(todo)
+    fine_for(js, cols)
+    per_row = 1
+    while True:
+        cand = (fine >= t[:, None]) & np.isnan(exact)
+        if not cand.any():
+            break
+        fb = np.where(cand, fine, -np.inf)
+        take = np.argsort(-fb, axis=1, kind="stable")[:, :per_row]
+        js, cols = np.repeat(rows, take.shape[1]), take.ravel()
+        live = fb[js, cols] > -np.inf
+        exact_for(js[live], cols[live])
+        t = threshold()
+        per_row *= 2
+    done = np.where(np.isnan(exact), -np.inf, exact)
+    cols_idx = np.broadcast_to(np.arange(jb), (ja, jb))
+    best = np.lexsort((cols_idx, -done), axis=1)[:, :k]     # largest τ first, then the smaller column
+    vals = np.take_along_axis(done, best, axis=1)
+    ok = vals > -np.inf
+    w = best.shape[1]                                       # min(k, Jb)
+    index[:, :w][ok] = best[ok]
+    value[:, :w][ok] = vals[ok]
+    return RowTop(index, value, int(np.count_nonzero(~np.isnan(exact))), int(np.count_nonzero(~np.isnan(fine))),
+                  eligible)
 
 
 def _check_k(k: int) -> int:
@@ -357,8 +418,8 @@ def tau_upper_bound(a, b=None, *, n_buckets: int = COARSE_BUCKETS, fine: bool = 
     if A.shape[0] < 2:
         return np.full((A.shape[1], B.shape[1]), np.nan)
     if fine:
-        cols = np.arange(B.shape[1])
-        out = np.stack([_fine_bounds(sa, sb, j, cols, n_buckets) for j in range(A.shape[1])])
+        js, cols = np.divmod(np.arange(A.shape[1] * B.shape[1]), B.shape[1])
+        out = _fine_bounds(sa, sb, js, cols, n_buckets).reshape(A.shape[1], B.shape[1])
     else:
         out = _coarse_bounds(sa, sb, n_buckets)
     out[~sa.valid, :] = np.nan
