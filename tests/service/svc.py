@@ -12,6 +12,7 @@ says so). Jobs run on the demo CNN with small image sets (1500 train / 400 val).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -77,6 +78,31 @@ def drop_database(name: str) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     except Exception as exc:  # leave it; names are unique
         print(f"could not drop test database {name}: {exc}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- embedded mode, in this process
+
+@contextlib.contextmanager
+def embedded_db(data_dir: Path, monkeypatch):
+    """Settings of the embedded default (SQLite under ``data_dir``, no broker), migrated, for
+    tests that drive the local worker's loop (``local_worker.main(once=True)``) in this process."""
+    from fvaudit.config import reset_settings
+    from fvaudit.db import migrate
+    from fvaudit.db.session import dispose_all
+
+    for k in list(os.environ):
+        if k.startswith("FVAUDIT_") and k != "FVAUDIT_CACHE_DIR":
+            monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("FVAUDIT_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("FVAUDIT_DEVICE", "cpu")
+    reset_settings()
+    dispose_all()
+    try:
+        migrate.upgrade()
+        yield
+    finally:
+        dispose_all()
+        reset_settings()
 
 
 # ---------------------------------------------------------------- Redis

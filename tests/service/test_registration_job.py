@@ -7,6 +7,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from svc import embedded_db
+
 
 def _folder(root: Path, per_class: int = 5, corrupt: bool = True) -> Path:
     from PIL import Image
@@ -118,3 +120,32 @@ def test_cheap_checks_stay_in_the_request_and_internal_kinds_are_not_submittable
     assert "scan" in kinds and not kinds & {"register_images", "scan_shard"}
     fm = stack.post("/api/v1/image-sets", {"name": "fm 20", "source": "fashion-mnist:test", "limit": 20})
     assert fm.status_code == 201 and fm.json()["status"] == "ready" and fm.json()["job_id"] is None
+
+
+def test_embedded_mode_indexes_a_folder_with_the_local_worker(tmp_path, monkeypatch):
+    """SQLite + the local worker's loop: the same job, its rows written in one transaction
+    (no progress write from inside it: SQLite would make that write wait for it)."""
+    from fvaudit import local_worker
+    from fvaudit.api.registration import start_folder_registration
+    from fvaudit.db.models import Image, ImageSet, Job, JobEvent, User
+    from fvaudit.db.session import session_scope
+    from sqlalchemy import func, select
+
+    root = _folder(tmp_path / "data" / "images" / "abc")          # DATA_DIR/images is an allowed root
+    with embedded_db(tmp_path / "data", monkeypatch):
+        with session_scope() as db:
+            user = User(name="u", is_admin=True)
+            db.add(user)
+            db.flush()
+            row, job, wake = start_folder_registration(db, user, "abc", str(root), None)
+            sid, jid = row.id, job.id
+            assert (row.status, row.size, wake) == ("indexing", 0, [jid])
+        assert local_worker.main(once=True) == 0
+        with session_scope() as db:
+            row, job = db.get(ImageSet, sid), db.get(Job, jid)
+            assert job.status == "succeeded", job.error
+            assert (row.status, row.size, row.classes) == ("ready", 15, ["ant", "bee", "cow"])
+            assert db.scalar(select(func.count()).select_from(Image).where(Image.image_set_id == sid)) == 15
+            stages = [e.data["stage"] for e in db.scalars(select(JobEvent).where(JobEvent.job_id == jid,
+                                                                                 JobEvent.type == "progress"))]
+            assert stages == ["index files", "check headers", "check headers", "store rows", "store rows"]

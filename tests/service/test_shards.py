@@ -9,7 +9,7 @@ import os
 import numpy as np
 from sqlalchemy import select
 
-from svc import TRAIN_LIMIT
+from svc import TRAIN_LIMIT, embedded_db
 
 
 def _scan_rows(job_id: int) -> dict:
@@ -121,25 +121,14 @@ def test_a_failed_shard_fails_the_scan_and_cancels_the_other_shards(stack, db_en
 
 def test_embedded_mode_runs_shards_one_after_another(tmp_path, monkeypatch):
     """SQLite + the local worker's loop (no broker): shards, then the merge, in id order; same bytes."""
-    from fvaudit.config import reset_settings
-    from fvaudit.db import migrate
+    from fvaudit import local_worker
+    from fvaudit.api.registration import register_image_set, register_model
     from fvaudit.db.models import Job, User
-    from fvaudit.db.session import dispose_all, session_scope
+    from fvaudit.db.session import session_scope
     from fvaudit.jobs.create import create_job
     from fvaudit.jobs.kinds.scan import ScanSpec
-    from fvaudit.api.registration import register_image_set, register_model
-    from fvaudit import local_worker
 
-    for k in list(os.environ):
-        if k.startswith("FVAUDIT_") and k not in ("FVAUDIT_CACHE_DIR",):
-            monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("FVAUDIT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FVAUDIT_DEVICE", "cpu")
-    monkeypatch.setenv("FVAUDIT_LOCAL_POLL_INTERVAL", "0.05")
-    reset_settings()
-    dispose_all()
-    try:
-        migrate.upgrade()
+    with embedded_db(tmp_path / "data", monkeypatch):
         with session_scope() as db:
             user = User(name="u", is_admin=True)
             db.add(user)
@@ -149,7 +138,7 @@ def test_embedded_mode_runs_shards_one_after_another(tmp_path, monkeypatch):
             base = dict(model_id=model.id, image_set_ids=[val.id], layers=["relu3"], k=7, batch_size=64)
             one, _ = create_job(db, user, "scan", ScanSpec(**base))
             two, wake = create_job(db, user, "scan", ScanSpec(**base, shards=2))
-            ids = (one.id, two.id)
+            ids, val_id = (one.id, two.id), val.id
             assert wake == [two.id + 1, two.id + 2]            # the members are the wake-ups, not the scan
         assert local_worker.main(once=True) == 0            # runs until nothing is runnable
         with session_scope() as db:
@@ -159,7 +148,23 @@ def test_embedded_mode_runs_shards_one_after_another(tmp_path, monkeypatch):
             assert all(j.status == "succeeded" for j in jobs.values()), [(j.id, j.status, j.error) for j in jobs.values()]
             assert jobs[ids[1] + 1].finished_at <= jobs[ids[1] + 2].started_at        # one after another
         a, b = _scan_rows(ids[0]), _scan_rows(ids[1])
-        assert a == b and a[val.id]["n"] == (300, 0, 7)
-    finally:
-        dispose_all()
-        reset_settings()
+        assert a == b and a[val_id]["n"] == (300, 0, 7)
+
+
+def test_an_audit_with_sharded_scans_runs_its_chain(stack):
+    """scan_shards in an audit: every scan step is a group; the shards of the scans of the attacked
+    weights wait for the attack (their dependency), and the chain runs through to its metrics."""
+    spec = stack.audit_spec(steps=10)
+    spec["scan_shards"] = 2
+    r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": spec})
+    assert r.status_code == 201, r.text
+    done = stack.wait_job(r.json()["id"], timeout=400)
+    assert done["status"] == "succeeded", done
+    kids = {k["step_key"]: k for k in (stack.job(c) for c in done["children"])}
+    for key in ("scan_init", "scan_selected", "scan_final"):
+        members = _members(stack, kids[key]["id"])
+        assert [m["status"] for m in members] == ["succeeded", "succeeded"], key
+        assert kids[key]["result"]["shards"] == [m["id"] for m in members]
+    assert all(m["depends_on_id"] == kids["attack"]["id"] for m in _members(stack, kids["scan_selected"]["id"]))
+    run = stack.get(f"/api/v1/runs/{done['run_id']}").json()
+    assert run["table"][0]["kendall_tau"] is not None

@@ -814,6 +814,12 @@ export type components = {
              * @default 256
              */
             scan_batch_size?: number;
+            /**
+             * Scan Shards
+             * @description split every scan into this many row ranges, run as scan_shard jobs on free workers and merged exactly
+             * @default 1
+             */
+            scan_shards?: number;
             /** Checkpoint Path */
             checkpoint_path?: string | null;
             /**

@@ -41,6 +41,8 @@ class AuditSpec(Strict):
     k_clip: int = Field(5, gt=0, le=100, description="top-k size of the CLIP metrics (≤ attack.k)")
     embedder: Embedder = "auto"
     scan_batch_size: int = Field(256, gt=0, le=8192)
+    scan_shards: int = Field(1, ge=1, le=64, description="split every scan into this many row ranges, run as "
+                                                         "scan_shard jobs on free workers and merged exactly")
     checkpoint_path: PathStr | None = None
     control: bool = Field(True, description="also run the α = 0 fine-tune with the same settings, measured the same "
                                             "way, as the control")
@@ -101,7 +103,8 @@ class AuditKind(JobKind):
 
         def scan(weights_from: WeightsRef | None = None, ckpt: str | None = None) -> ScanSpec:
             return ScanSpec(model_id=spec.model_id, image_set_ids=sets, layers=a.layers, k=k_scan,
-                            batch_size=spec.scan_batch_size, weights_from=weights_from, checkpoint_path=ckpt)
+                            batch_size=spec.scan_batch_size, weights_from=weights_from, checkpoint_path=ckpt,
+                            shards=spec.scan_shards)
 
         def attack(params: AttackParams, ids: dict, label: str | None) -> AttackSpec:
             return AttackSpec(name=label, model_id=spec.model_id, train_set_id=spec.train_set_id,
