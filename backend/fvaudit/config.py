@@ -14,6 +14,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,13 @@ class Settings(BaseSettings):
     max_upload_mb: int = 1024
     device: str = "auto"                      # auto | cpu | cuda | cuda:N (resolved inside the worker child)
     torch_threads: int = 0                    # 0 = torch default
+
+    # input pipeline (engine/pipeline.py), applied by the worker to every job that loads images
+    loader_workers: int | None = Field(None, ge=0)   # DataLoader processes per job; None = the cores, 0 = in-process
+    decode_cache: Literal["auto", "on", "off"] = "auto"  # auto: only when one full pass fits the bound
+    decode_cache_gb: float = Field(4.0, ge=0)         # bound of the decode cache (model-input-size pixels), LRU
+    scan_max_skipped_share: float = Field(0.01, ge=0, le=1)  # a scan fails when more images fail to decode
+    amp: bool | None = None                   # bf16 autocast + channels_last; unset = on CUDA only
 
     # jobs
     heartbeat_interval: float = 10.0          # seconds between heartbeats of a running job
@@ -114,6 +122,10 @@ class Settings(BaseSettings):
             return self.cache_dir
         env = os.environ.get("FVAUDIT_CACHE_DIR")
         return Path(env) if env else self.data_dir / "cache"
+
+    @property
+    def decode_cache_bytes(self) -> int:
+        return int(self.decode_cache_gb * 2**30)
 
     @property
     def roots(self) -> list[Path]:

@@ -57,10 +57,16 @@ app.conf.update(
 
 @worker_process_init.connect
 def _fresh_child(**_kw) -> None:
-    """A forked pool child must not reuse the parent's DB connections (it has none by design)."""
+    """A forked pool child must not reuse the parent's DB connections (it has none by design).
+
+    It may start processes of its own: the input pipeline's DataLoader workers (a daemonic
+    process may not have children; they exit with their parent through DataLoader's watchdog)."""
+    from multiprocessing import current_process
+
     from fvaudit.db.session import dispose_all
 
     dispose_all()
+    current_process().daemon = False
 
 
 @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)

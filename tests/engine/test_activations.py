@@ -115,7 +115,7 @@ def test_scan_folder_with_corrupt_image_skips_and_counts(image_folder):
     p = sorted((image_folder / "dog").iterdir())[0]
     p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])  # cut after indexing: fails at decode
     m = load_model("fmnist-cnn")
-    res = scan(m, ds, ["relu3"], k=3, batch_size=3)
+    res = scan(m, ds, ["relu3"], k=3, batch_size=3, max_skipped_share=0.5)   # 1 of 8: above the default 1 %
     assert len(res.skipped) == 1 and res.skipped[0][0] == 4
     assert res.n_skipped == 2 and res.n_images == 8
     assert np.isnan(np.asarray(res.layers["relu3"].scores)[4]).all()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fvaudit.engine.images import (DecodeCache, FolderImageSet, ImageSetError, fashion_mnist, iter_batches,
-                                   open_image_set, read_idx)
+                                   open_image_set, read_idx, stratified_ids)
 from tests.conftest import make_image_folder
 
 
@@ -55,12 +55,17 @@ def test_decode_cache_second_pass_reads_cache(tmp_path):
     root = make_image_folder(tmp_path / "imgs", n_per_class=3)
     cache = DecodeCache(tmp_path / "cache")
     ds = FolderImageSet(root, cache=cache)
-    first = [ds.load_array(i) for i in ds.ids]
+    first = [ds.load_input(i, 28) for i in ds.ids]
+    cache.sync()
     assert (cache.hits, cache.misses) == (0, 6)
-    second = [ds.load_array(i) for i in ds.ids]
+    second = [ds.load_input(i, 28) for i in ds.ids]
+    cache.sync()
     assert (cache.hits, cache.misses) == (6, 6)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
+    ds.load_array(0)                      # full resolution (display) never goes through the cache
+    cache.sync()
+    assert (cache.hits, cache.misses) == (6, 6)
 
 
 def test_fashion_mnist_from_debian_package():
@@ -74,8 +79,35 @@ def test_fashion_mnist_from_debian_package():
     with pytest.raises(ImageSetError, match="unknown class 'Goldfish'"):
         tr.class_index("Goldfish")
     sub = open_image_set("fashion-mnist:test", limit=50)
-    assert len(sub) == 50 and sub.key == "fashion-mnist:test[:50]"
-    np.testing.assert_array_equal(sub.load_array(7), te.load_array(7))
+    assert len(sub) == 50 and sub.key.startswith("fashion-mnist:test[")
+    assert np.bincount(sub.labels).tolist() == [5] * 10          # stratified: 1000 of each class → 5 each
+    np.testing.assert_array_equal(sub.load_array(7), te.load_array(int(sub.parent_ids[7])))
+    assert open_image_set("fashion-mnist:test", limit=50).parent_ids.tolist() == sub.parent_ids.tolist()
+
+
+def test_stratified_limit_rule_is_proportional_seeded_and_sorted():
+    labels = np.repeat([0, 1, 2], [50, 30, 20])                  # ids in class order, like a folder
+    ten = stratified_ids(labels, 10)
+    assert np.bincount(labels[ten]).tolist() == [5, 3, 2]          # 10 · (50, 30, 20) / 100
+    seven = stratified_ids(labels, 7)
+    # 7 · (0.5, 0.3, 0.2) = 3.5, 2.1, 1.4 → floors 3, 2, 1; the one left goes to the largest remainder (class 0)
+    assert np.bincount(labels[seven]).tolist() == [4, 2, 1]
+    assert seven.tolist() == sorted(seven.tolist()) and len(set(seven.tolist())) == 7
+    assert stratified_ids(labels, 7).tolist() == seven.tolist()    # deterministic
+    assert stratified_ids(labels, 7, seed=1).tolist() != seven.tolist()
+    # a class's pick depends only on (seed, class): class 2's ids are its first 1 of rng([0, 2])'s permutation
+    c2 = np.flatnonzero(labels == 2)
+    assert seven[labels[seven] == 2].tolist() == [int(c2[np.random.default_rng([0, 2]).permutation(20)[0]])]
+    assert stratified_ids(labels, 100).tolist() == list(range(100))
+    with pytest.raises(ImageSetError, match="positive"):
+        stratified_ids(labels, 0)
+
+
+def test_a_limited_folder_holds_every_class(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", n_per_class=6, classes=("a", "b", "c"))
+    ds = open_image_set(root, limit=6)
+    assert np.bincount(ds.labels).tolist() == [2, 2, 2]            # not the first 6 ids (all of class a)
+    assert ds.load_input(0, 28).shape == (16, 16, 3)
 
 
 def test_read_idx_rejects_garbage(tmp_path):

@@ -18,13 +18,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from fvaudit.engine.images import ImageSet, ImageSetError, iter_batches
+from fvaudit.engine.images import ImageSet, ImageSetError
 from fvaudit.engine.models import LoadedModel, ModelError
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
 
 def unit_scores(output: torch.Tensor) -> torch.Tensor:
-    """Activation score ``a_j(x)`` of every unit for a batch: ``[B, J]`` (SPEC §1)."""
+    """Activation score ``a_j(x)`` of every unit for a batch: ``[B, J]`` (SPEC §1).
+
+    Always float32 (a bf16 output under autocast is upcast first): float16/bf16 scores
+    would create ties that change top-k and Kendall-τ (ARCHITECTURE.md)."""
+    if output.dtype in (torch.float16, torch.bfloat16):
+        output = output.float()
     if output.dim() == 4:
         return output.pow(2).sum(dim=(2, 3))
     if output.dim() == 3:
@@ -196,14 +201,26 @@ def scan(
     out_dir: str | Path | None = None,
     reporter: Reporter | None = None,
     ids: Sequence[int] | None = None,
-    workers: int = 2,
+    workers: int | None = None,
+    amp: bool | None = None,
+    cache: str | None = None,
+    max_skipped_share: float | None = None,
 ) -> ScanResult:
     """One streaming pass: every unit's top-k and the full score matrix for each layer.
 
-    Images that fail to decode are skipped and counted (their rows are NaN and never
-    enter a top-k). With ``out_dir`` the score matrices are written as
+    Input comes from :class:`~fvaudit.engine.pipeline.Loader` (``workers`` DataLoader
+    processes, default the configured number, 0 = in-process; ``cache``: decode-cache use,
+    auto | on | off). ``amp``: bf16 autocast + channels_last (default: on CUDA only);
+    scores stay float32. Images that fail to decode are skipped and counted (their rows
+    are NaN and never enter a top-k); when more than ``max_skipped_share`` of them fail
+    (default: the configured 1 %), the scan raises
+    :class:`~fvaudit.engine.pipeline.SkippedShareError` naming the count instead of
+    describing part of the set. With ``out_dir`` the score matrices are written as
     ``scores_<layer>.npy`` (float32, memory-mapped), else held in memory.
     """
+    from fvaudit.engine.pipeline import (Loader, amp_enabled, autocast, check_skipped_share, decode_size_for,
+                                         prepare_module, to_device)
+
     reporter = reporter or NullReporter()
     if not layers:
         raise ModelError("scan needs at least one layer")
@@ -226,29 +243,38 @@ def scan(
             paths[info.name] = None
     topks = {info.name: TopK(info.units, k) for info in infos}
     skipped: list[tuple[int, str]] = []
-    module = model.module.to(device).eval()
+    use_amp = amp_enabled(device, amp)
+    module = prepare_module(model.module, device, use_amp).eval()
     reporter.stage(f"scan {image_set.key}", total=n)
     t0 = time.perf_counter()
     done = 0
     order = np.sort(all_ids)
+    loader = Loader(image_set, model.preprocess_many, decode_size_for(model), workers=workers, cache=cache,
+                    pin_memory=torch.device(device).type == "cuda", on_warn=reporter.log, expected_images=n)
+    groups = (order[i : i + batch_size] for i in range(0, n, batch_size))
     with torch.inference_mode():
-        for batch in iter_batches(image_set, order, batch_size, model.preprocess_many, workers,
-                                  on_skip=lambda i, why: skipped.append((i, why))):
+        for batch in loader.batches(groups, on_skip=lambda i, why: skipped.append((i, why))):
             check_cancel(reporter)
             for i in batch.failed:
                 r = i if row_of is None else row_of[i]
                 for name in names:
                     mats[name][r] = np.nan
             if len(batch.ids):
-                scores, _ = layer_scores(module, batch.tensor.to(device), names)
+                with autocast(device, use_amp):
+                    scores, _ = layer_scores(module, to_device(batch.tensor, device, use_amp), names)
                 rows = batch.ids if row_of is None else np.array([row_of[int(i)] for i in batch.ids])
                 for name in names:
-                    s = scores[name].float()
-                    mats[name][rows] = s.cpu().numpy()
+                    s = scores[name].float().cpu()
+                    mats[name][rows] = s.numpy()
                     topks[name].update(batch.ids, s)
             done += len(batch.ids) + len(batch.failed)
             reporter.advance(done, n)
+    if use_amp:
+        model.module.to(memory_format=torch.contiguous_format)
     seconds = time.perf_counter() - t0
+    if skipped:
+        reporter.log(f"skipped {len(skipped)} unreadable images", skipped=len(skipped))
+    check_skipped_share(len(skipped), n, image_set.key, max_skipped_share)
     result_layers = {}
     for name in names:
         tk_ids, tk_scores = topks[name].result()
@@ -257,8 +283,6 @@ def scan(
             mat.flush()
         dead = np.flatnonzero(np.nan_to_num(np.abs(mat), nan=0.0).max(axis=0) == 0).tolist()
         result_layers[name] = LayerScan(name, mat, tk_ids, tk_scores, dead, paths[name])
-    if skipped:
-        reporter.log(f"skipped {len(skipped)} unreadable images", skipped=len(skipped))
     return ScanResult(image_set.key, n, k, result_layers, skipped, seconds, list(image_set.skipped))
 
 

@@ -18,7 +18,10 @@ Fine-tune θ from θ_init with ``L = α·L_A + (1−α)·L_M``:
   flagged when over budget. Every accuracy records on how many images it was measured.
 
 Every step draws its batches from ``numpy.random.default_rng([seed, step])``, so a run
-resumed from a checkpoint follows exactly the path of an uninterrupted one.
+resumed from a checkpoint follows exactly the path of an uninterrupted one. Because the
+draw depends on nothing else, the input pipeline (:mod:`fvaudit.engine.pipeline`) decodes
+the next steps' batches in its worker processes while the current step trains
+(:class:`_StepFeed`); bf16 autocast + channels_last on CUDA (``amp``), off on the CPU.
 """
 from __future__ import annotations
 
@@ -26,10 +29,10 @@ import copy
 import json
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +40,9 @@ import torch.nn.functional as F
 
 from fvaudit.engine.activations import LayerScan, layer_scores, scan
 from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS as D
-from fvaudit.engine.images import ImageSet, ImageSetError, load_tensor
+from fvaudit.engine.images import ImageSet, ImageSetError
+from fvaudit.engine.pipeline import (Loader, amp_enabled, autocast, decode_size_for, load_groups, prepare_module,
+                                     to_device)
 from fvaudit.engine.models import LoadedModel, ModelError, clone_model, load_state_dict_file, save_checkpoint
 from fvaudit.engine.progress import Cancelled, NullReporter, Reporter
 
@@ -89,6 +94,8 @@ class AttackConfig:
     device: str = "cpu"
     checkpoint_every: int = D["checkpoint_every"]
     max_candidates: int = 8                      # over-budget-on-subset states kept for the full-set check
+    amp: bool | None = None                      # bf16 autocast + channels_last; None = on CUDA only
+    workers: int | None = None                   # input pipeline worker processes; None = configured default
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
@@ -227,52 +234,147 @@ class AttackResult:
         return d
 
 
-class _Batches:
-    """Per-step random batches from an image set; small sets are preprocessed once."""
+#: sets whose preprocessed tensor fits this many MB are decoded once and held in memory
+PRELOAD_LIMIT_MB = 512
 
-    def __init__(self, image_set: ImageSet, ids: np.ndarray, model: LoadedModel, preload_limit_mb: int = 512):
+
+class _Batches:
+    """Batches of one id list of an image set, addressed by position in that list.
+
+    A set whose preprocessed tensor fits ``preload_limit_mb`` (default
+    :data:`PRELOAD_LIMIT_MB`) is loaded once (through the
+    input pipeline's workers) and indexed afterwards; a larger one is decoded per batch
+    by the pipeline (:meth:`stream`), with the decode cache where it fits.
+    """
+
+    def __init__(self, image_set: ImageSet, ids: np.ndarray, model: LoadedModel, preload_limit_mb: int | None = None,
+                 workers: int | None = None, pin_memory: bool = False):
         self.image_set = image_set
         self.ids = np.asarray(ids, dtype=np.int64)
-        self.model = model
-        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.loader = Loader(image_set, model.preprocess_many, decode_size_for(model), workers=workers,
+                             pin_memory=pin_memory, expected_images=len(self.ids))
         self.cache: torch.Tensor | None = None
         per_image = int(np.prod(model.input_shape)) * 4
-        if len(self.ids) * per_image <= preload_limit_mb * 2**20:
-            loaded, tensor = load_tensor(image_set, self.ids, model.preprocess_many, self.pool)
-            if len(loaded) != len(self.ids):
-                raise ImageSetError(f"{len(self.ids) - len(loaded)} images of {image_set.key} failed to decode")
-            self.cache = tensor
+        limit = PRELOAD_LIMIT_MB if preload_limit_mb is None else preload_limit_mb
+        if len(self.ids) and len(self.ids) * per_image <= limit * 2**20:
+            _, self.cache = load_groups(self.loader, [self.ids[i : i + 512] for i in range(0, len(self.ids), 512)])
+
+    @property
+    def preloaded(self) -> bool:
+        return self.cache is not None
+
+    def _kept(self, positions: np.ndarray, failed: list[int]) -> np.ndarray:
+        if not failed:
+            return positions
+        bad = set(failed)
+        return np.asarray([p for p in positions if int(self.ids[p]) not in bad], dtype=np.int64)
+
+    def stream(self, position_groups) -> Iterator[tuple[np.ndarray, torch.Tensor | None]]:
+        """(positions that loaded, tensor) for each group of positions, in order."""
+        if self.cache is not None:
+            for pos in position_groups:
+                yield pos, self.cache[torch.as_tensor(pos)]
+            return
+        groups = list(position_groups) if not hasattr(position_groups, "__next__") else position_groups
+        pending: list[np.ndarray] = []
+
+        def ids_of():
+            for pos in groups:
+                pending.append(np.asarray(pos, dtype=np.int64))
+                yield self.ids[pending[-1]]
+
+        for b in self.loader.batches(ids_of()):
+            yield self._kept(pending.pop(0), b.failed), b.tensor
 
     def take(self, positions: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        """Rows at ``positions`` of ``self.ids`` (positions, not ids)."""
-        if self.cache is not None:
-            return positions, self.cache[torch.as_tensor(positions)]
-        ids, tensor = load_tensor(self.image_set, self.ids[positions], self.model.preprocess_many, self.pool)
-        pos_of = {int(i): p for p, i in zip(positions, self.ids[positions])}
-        return np.array([pos_of[int(i)] for i in ids]), tensor
+        """Rows at ``positions`` of ``self.ids`` (positions, not ids), loaded now."""
+        pos, x = next(self.stream([np.asarray(positions, dtype=np.int64)]))
+        if x is None:
+            raise ImageSetError(f"none of {len(positions)} images of {self.image_set.key} could be decoded")
+        return pos, x
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False)
+        self.cache = None
+
+
+class _StepFeed:
+    """The training batch and the attack/decoy batch of every step from ``start`` on, drawn by
+    ``draw(step)`` (seeded by (seed, step) only) and decoded ahead by the input pipeline.
+
+    A resumed run starts the feed at its checkpoint's step and gets exactly the batches an
+    uninterrupted run gets there. One loader serves both sources (both are training-set ids)
+    in step order; a preloaded source is indexed in memory instead.
+    """
+
+    def __init__(self, draw, train_b: _Batches, extra_b: _Batches | None, start: int, total: int):
+        self.draw, self.train_b, self.extra_b, self.start, self.total = draw, train_b, extra_b, start, total
+
+    def __iter__(self) -> Iterator[tuple[int, tuple[np.ndarray, torch.Tensor], tuple | None]]:
+        """(step, (train positions, tensor), (attack/decoy positions, tensor) or None) per step."""
+        srcs = {"train": self.train_b, "extra": self.extra_b}
+        lazy = [t for t, b in srcs.items() if b is not None and not b.preloaded]
+        plan: deque = deque()
+
+        def lazy_ids():   # runs as the loader asks for work, ahead of the training loop
+            for step in range(self.start, self.total):
+                tpos, epos = self.draw(step)
+                plan.append((step, tpos, epos))
+                for tag, pos in (("train", tpos), ("extra", epos)):
+                    if pos is not None and tag in lazy:
+                        yield srcs[tag].ids[pos]  # type: ignore[union-attr]
+
+        batches = srcs[lazy[0]].loader.batches(lazy_ids()) if lazy else None  # type: ignore[union-attr]
+        for step in range(self.start, self.total):
+            first = next(batches) if batches is not None else None   # fills `plan` up to this step at least
+            if batches is not None:
+                drawn, tpos, epos = plan.popleft()
+                assert drawn == step
+            else:
+                tpos, epos = self.draw(step)
+            out = {}
+            for tag, pos in (("train", tpos), ("extra", epos)):
+                if pos is None:
+                    continue
+                src = srcs[tag]
+                if tag in lazy:
+                    b = first if first is not None else next(batches)  # type: ignore[arg-type]
+                    first = None
+                    out[tag] = (src._kept(pos, b.failed), b.tensor)  # type: ignore[union-attr]
+                else:
+                    out[tag] = (pos, src.cache[torch.as_tensor(pos)])  # type: ignore[union-attr,index]
+            if out["train"][1] is None:
+                raise ImageSetError(f"step {step}: no image of the training batch could be decoded")
+            yield step, out["train"], out.get("extra")
 
 
 @torch.no_grad()
 def evaluate_accuracy(model: LoadedModel, image_set: ImageSet, ids: Sequence[int], batch_size: int = 512,
-                      device: str = "cpu", batches: _Batches | None = None) -> float:
-    """Top-1 accuracy (%) of ``model`` on the given ids of a labelled image set."""
+                      device: str = "cpu", batches: _Batches | None = None, amp: bool = False,
+                      workers: int | None = None) -> float:
+    """Top-1 accuracy (%) of ``model`` on the given ids of a labelled image set.
+
+    ``batches``: the same ids, preloaded or streamed by the input pipeline (an attack
+    evaluates one set many times); without it the ids are streamed through the pipeline's
+    ``workers``. Images that fail to decode are left out of the count."""
     module = model.module.eval()
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0:
         raise ImageSetError("accuracy needs at least one image")
+    if batches is None:
+        batches = _Batches(image_set, ids, model, preload_limit_mb=0, workers=workers,
+                           pin_memory=torch.device(device).type == "cuda")
     correct = total = 0
-    for start in range(0, len(ids), batch_size):
-        if batches is not None:
-            pos, x = batches.take(np.arange(start, min(start + batch_size, len(ids))))
-            got = batches.ids[pos]
-        else:
-            got, x = load_tensor(image_set, ids[start : start + batch_size], model.preprocess_many)
-        pred = module(x.to(device)).argmax(1).cpu().numpy()
+    groups = [np.arange(s, min(s + batch_size, len(ids))) for s in range(0, len(ids), batch_size)]
+    for pos, x in batches.stream(groups):
+        if x is None:
+            continue
+        got = batches.ids[pos]
+        with autocast(device, amp):
+            pred = module(to_device(x, device, amp)).argmax(1).cpu().numpy()
         correct += int((pred == image_set.labels[got]).sum())
         total += len(got)
+    if total == 0:
+        raise ImageSetError(f"none of {len(ids)} images of {image_set.key} could be decoded")
     return 100.0 * correct / total
 
 
@@ -404,8 +506,9 @@ class _AttackLoss:
 
     def __init__(self, cfg: AttackConfig, layers: list[str], attacked: dict[str, list[int]],
                  scans: dict[str, LayerScan], init_mean: dict[str, torch.Tensor], train_set: ImageSet,
-                 model: LoadedModel, rng0: np.random.Generator, device: torch.device):
-        self.cfg, self.layers, self.device, self.init_mean = cfg, layers, device, init_mean
+                 model: LoadedModel, rng0: np.random.Generator, device: torch.device, amp: bool = False):
+        self.cfg, self.layers, self.device, self.init_mean, self.amp = cfg, layers, device, init_mean, amp
+        pin = device.type == "cuda"
         self.cols = {l: torch.as_tensor(attacked[l], dtype=torch.long, device=device) for l in layers}
         self.attack_b: _Batches | None = None
         self.decoy_b: _Batches | None = None
@@ -413,7 +516,7 @@ class _AttackLoss:
         if cfg.kind == "push_down":
             self.attack_ids = np.unique(np.concatenate([scans[l].topk_ids[attacked[l], : cfg.k].reshape(-1)
                                                         for l in layers]))
-            self.attack_b = _Batches(train_set, self.attack_ids, model)
+            self.attack_b = _Batches(train_set, self.attack_ids, model, workers=cfg.workers, pin_memory=pin)
             pos_of = {int(i): p for p, i in enumerate(self.attack_ids)}
             # membership[l]: [|U|, J_l] bool, image u in D_attack(j)
             self.membership = {}
@@ -432,7 +535,24 @@ class _AttackLoss:
                 if len(pool) == 0:
                     raise AttackConfigError(f"decoy_class: no training image of class {cfg.decoy_class!r}")
                 self.decoy_ids = np.sort(rng0.choice(pool, size=min(cfg.n_decoys, len(pool)), replace=False))
-            self.decoy_b = _Batches(train_set, self.decoy_ids, model)
+            self.decoy_b = _Batches(train_set, self.decoy_ids, model, workers=cfg.workers, pin_memory=pin)
+
+    @property
+    def extra_b(self) -> "_Batches | None":
+        """Where this loss's per-step batch comes from: D_attack, D_decoy or nothing."""
+        return self.attack_b if self.attack_b is not None else self.decoy_b
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray | None:
+        """This step's positions in D_attack / D_decoy, drawn from the step's generator after the
+        training batch (the order every run, resumed or not, draws in)."""
+        cfg = self.cfg
+        if self.attack_b is not None:
+            return np.sort(rng.choice(len(self.attack_ids), size=min(cfg.attack_batch_size, len(self.attack_ids)),
+                                      replace=False))
+        if self.decoy_b is not None:
+            return np.sort(rng.choice(len(self.decoy_ids), size=min(cfg.decoy_batch_size, len(self.decoy_ids)),
+                                      replace=False))
+        return None
 
     def normaliser(self, l: str, batch_scores: torch.Tensor) -> torch.Tensor:
         norm = self.cfg.score_norm
@@ -444,14 +564,14 @@ class _AttackLoss:
         # init-mean term keeps a unit silent on this batch from dividing by zero
         return batch_scores.mean(dim=0) + 1e-3 * self.init_mean[l] + 1e-12
 
-    def __call__(self, module: torch.nn.Module, sb: dict[str, torch.Tensor], rng: np.random.Generator) -> torch.Tensor:
-        cfg, dev = self.cfg, self.device
+    def __call__(self, module: torch.nn.Module, sb: dict[str, torch.Tensor],
+                 extra: tuple[np.ndarray, torch.Tensor] | None) -> torch.Tensor:
+        """``extra``: this step's (positions, tensor) of D_attack / D_decoy (:meth:`draw`, loaded)."""
+        dev = self.device
         per_unit: list[torch.Tensor] = []
         if self.attack_b is not None:
-            apos = np.sort(rng.choice(len(self.attack_ids), size=min(cfg.attack_batch_size, len(self.attack_ids)),
-                                      replace=False))
-            apos, xa = self.attack_b.take(apos)
-            scores_a, _ = layer_scores(module, xa.to(dev), self.layers)
+            apos, xa = extra  # type: ignore[misc]
+            scores_a, _ = layer_scores(module, to_device(xa, dev, self.amp), self.layers)
             for l in self.layers:
                 s = scores_a[l][:, self.cols[l]] / self.normaliser(l, sb[l])
                 m = self.membership[l][torch.as_tensor(apos, device=dev)].float()
@@ -459,10 +579,8 @@ class _AttackLoss:
                 has = cnt > 0
                 per_unit.append((s * m).sum(0)[has] / cnt[has])
         elif self.decoy_b is not None:
-            dpos = np.sort(rng.choice(len(self.decoy_ids), size=min(cfg.decoy_batch_size, len(self.decoy_ids)),
-                                      replace=False))
-            _, xp = self.decoy_b.take(dpos)
-            scores_p, _ = layer_scores(module, xp.to(dev), self.layers)
+            _, xp = extra  # type: ignore[misc]
+            scores_p, _ = layer_scores(module, to_device(xp, dev, self.amp), self.layers)
             for l in self.layers:
                 n = self.normaliser(l, sb[l])
                 s_x = sb[l] / n                                    # [B, J]
@@ -516,7 +634,8 @@ def run_attack(
     scans = dict(init_scans or {})
     if need_scan:
         reporter.stage("scan θ_init (attack set)")
-        res = scan(model, train_set, need_scan, k=cfg.k, device=cfg.device, reporter=reporter)
+        res = scan(model, train_set, need_scan, k=cfg.k, device=cfg.device, reporter=reporter, workers=cfg.workers,
+                   amp=cfg.amp)
         scans.update(res.layers)
     attacked: dict[str, list[int]] = {}
     dead: dict[str, list[int]] = {}
@@ -545,16 +664,24 @@ def run_attack(
     total_steps = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * steps_per_epoch))
     eval_every = min(cfg.eval_every, steps_per_epoch)
 
-    train_b = _Batches(train_set, train_ids, model)
-    eval_b = _Batches(eval_set, eval_ids, model)
-    full_b = eval_b if subset_is_full else _Batches(eval_set, full_ids, model)
-    attack_loss = _AttackLoss(cfg, layers, attacked, scans, init_mean, train_set, model, rng0, device)
+    use_amp = amp_enabled(device, cfg.amp)
+    pin = device.type == "cuda"
+    train_b = _Batches(train_set, train_ids, model, workers=cfg.workers, pin_memory=pin)
+    eval_b = _Batches(eval_set, eval_ids, model, workers=cfg.workers, pin_memory=pin)
+    full_b = eval_b if subset_is_full else _Batches(eval_set, full_ids, model, workers=cfg.workers, pin_memory=pin)
+    attack_loss = _AttackLoss(cfg, layers, attacked, scans, init_mean, train_set, model, rng0, device, use_amp)
+
+    def draw(step: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Step ``step``'s batches, from its own generator only: the training batch, then L_A's."""
+        rng = np.random.default_rng([cfg.seed, step])
+        pos = np.sort(rng.choice(len(train_ids), size=min(cfg.batch_size, len(train_ids)), replace=False))
+        return pos, attack_loss.draw(rng)
 
     # ---- models
     teacher = clone_model(model)
-    teacher.module.to(device).eval().requires_grad_(False)
+    prepare_module(teacher.module, device, use_amp).eval().requires_grad_(False)
     student = clone_model(model)
-    student.module.to(device).eval()  # eval mode: BN statistics and dropout stay as in θ_init
+    prepare_module(student.module, device, use_amp).eval()  # eval mode: BN statistics and dropout stay as in θ_init
     module = student.module
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     anchor = ([p.detach().clone() for p in module.parameters()] if cfg.anchor_weight > 0 else None)
@@ -563,15 +690,16 @@ def run_attack(
     state = _State(cfg.alpha_init if fixed_alpha is None else fixed_alpha)
 
     reporter.stage("accuracy of θ_init")
-    acc_init_sub = evaluate_accuracy(teacher, eval_set, eval_ids, device=cfg.device, batches=eval_b)
+    acc_init_sub = evaluate_accuracy(teacher, eval_set, eval_ids, device=cfg.device, batches=eval_b, amp=use_amp)
     acc_init_full = (acc_init_sub if subset_is_full
-                     else evaluate_accuracy(teacher, eval_set, full_ids, device=cfg.device, batches=full_b))
+                     else evaluate_accuracy(teacher, eval_set, full_ids, device=cfg.device, batches=full_b,
+                                            amp=use_amp))
     scratch = clone_model(model)
 
     def full_accuracy(weights: Weights) -> float:
         scratch.module.load_state_dict(weights)
-        scratch.module.to(device).eval()
-        return evaluate_accuracy(scratch, eval_set, full_ids, device=cfg.device, batches=full_b)
+        prepare_module(scratch.module, device, use_amp).eval()
+        return evaluate_accuracy(scratch, eval_set, full_ids, device=cfg.device, batches=full_b, amp=use_amp)
 
     selector = BudgetSelector(acc_init_full, cfg.acc_budget_pp, full_accuracy, subset_is_full, len(full_ids),
                               cfg.max_candidates)
@@ -612,24 +740,22 @@ def run_attack(
                 f.unlink(missing_ok=True)
 
     reporter.stage(cfg.kind, total=total_steps)
+    feed = _StepFeed(draw, train_b, attack_loss.extra_b, state.step, total_steps)
     try:
-        while state.step < total_steps:
+        for step, (_, xb), extra in feed:
             if reporter.cancelled():
                 save_ckpt()
                 raise Cancelled(f"cancelled at step {state.step}")
-            step = state.step
-            rng = np.random.default_rng([cfg.seed, step])
             for g in opt.param_groups:
                 g["lr"] = _lr_at(cfg, step, total_steps)
-            pos = rng.choice(len(train_ids), size=min(cfg.batch_size, len(train_ids)), replace=False)
-            _, xb = train_b.take(np.sort(pos))
-            xb = xb.to(device)
-            with torch.no_grad():
-                t_logits = teacher.module(xb)
-            scores_b, logits = layer_scores(module, xb, layers, need_logits=True)
-            l_m = _distillation(logits, t_logits)  # type: ignore[arg-type]
-            sb = {l: scores_b[l][:, attack_loss.cols[l]] for l in layers}
-            l_a = attack_loss(module, sb, rng)
+            xb = to_device(xb, device, use_amp)
+            with autocast(device, use_amp):
+                with torch.no_grad():
+                    t_logits = teacher.module(xb)
+                scores_b, logits = layer_scores(module, xb, layers, need_logits=True)
+                l_m = _distillation(logits.float(), t_logits.float())  # type: ignore[union-attr]
+                sb = {l: scores_b[l][:, attack_loss.cols[l]] for l in layers}
+                l_a = attack_loss(module, sb, extra)
             alpha = state.alpha
             loss = alpha * l_a + (1 - alpha) * l_m if alpha > 0 else l_m
             if anchor is not None:  # L2-SP (Li et al. 2018): pulls θ towards θ_init, an option (SPEC §2)
@@ -645,7 +771,7 @@ def run_attack(
             reporter.advance(state.step, total_steps, **rec)
 
             if state.step % eval_every == 0 or state.step == total_steps:
-                acc = evaluate_accuracy(student, eval_set, eval_ids, device=cfg.device, batches=eval_b)
+                acc = evaluate_accuracy(student, eval_set, eval_ids, device=cfg.device, batches=eval_b, amp=use_amp)
                 drop = acc_init_sub - acc
                 new_alpha = controller.update(alpha, drop)
                 ev = AlphaEvent(state.step, alpha, new_alpha, acc, drop, drop <= cfg.acc_budget_pp + 1e-9,
@@ -677,6 +803,8 @@ def run_attack(
             last.full_accuracy, last.full_drop_pp, last.full_n_images = (
                 acc_final_full, acc_init_full - acc_final_full, len(full_ids))
     final = student
+    if use_amp:   # hand back ordinary (contiguous) weights
+        final.module.to(memory_format=torch.contiguous_format)
     selected = clone_model(model)
     if selector.selected_weights is not None:
         selected.module.load_state_dict(selector.selected_weights)

@@ -19,7 +19,9 @@ import gzip
 import hashlib
 import os
 import struct
+import logging
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,54 +48,195 @@ class SkippedImage:
     reason: str
 
 
-class DecodeCache:
-    """Decoded pixels on disk, keyed by the file's path, size and mtime.
+DEFAULT_CACHE_BYTES = 4 * 2**30   # the decode cache's bound when no setting says otherwise
 
-    Decoding a JPEG/PNG dominates a scan's input cost; reading back an ``.npy`` of the
-    same pixels is several times cheaper. A changed file gets a new key.
+log = logging.getLogger("fvaudit.engine.images")
+
+
+class DecodeCache:
+    """Model-input-size pixels on disk, bounded in bytes, least recently used evicted first.
+
+    What it holds: :func:`decode_image` at a decode size ``S`` (the pixels the input
+    pipeline feeds to a model's preprocessing, shorter side at most ``S``), one ``.npy``
+    per (file path, size, mtime, S): a 500×375 photo for a 224-pixel model is 341×256×3 =
+    262 KB, not the 563 KB of its full resolution. A changed file gets a new key.
+
+    Who does what (the input pipeline runs several processes on one cache):
+
+    * any process reads (:meth:`read`, which touches the file's mtime: the LRU clock that
+      survives restarts) and writes (:meth:`write`, atomic rename); each reports what it
+      did as *events* (:meth:`drain`);
+    * the process that owns the scan applies the events in order (:meth:`apply`): it keeps
+      the byte total and evicts the least recently used files until the total is within
+      ``max_bytes``. The bound is exact at every :meth:`apply`; between two, files written
+      by workers and not yet applied (at most the batches in flight) may exceed it.
+
+    A write that fails (a full disk: ENOSPC, a read-only folder) never makes an image
+    unreadable: the decoded pixels are used, further writes by this process are skipped,
+    and the owner warns once (:attr:`write_error`).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        if int(max_bytes) < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = int(max_bytes)
         self.hits = 0
         self.misses = 0
+        self.evictions = 0
+        self.write_error: str | None = None    # first failed write, as applied by the owner
+        self._writes_off = False                # this process stopped writing after a failure
+        self._events: list[tuple] = []
         self._lock = threading.Lock()
+        self._lru: OrderedDict[str, int] = OrderedDict()   # key -> bytes, least recently used first
+        self.total_bytes = 0
+        found = []
+        for sub in self.root.iterdir():
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in os.scandir(sub):
+                    if f.name.endswith(".npy"):
+                        st = f.stat()
+                        found.append((st.st_mtime_ns, f"{sub.name}/{f.name}", st.st_size))
+        for _, key, size in sorted(found):
+            self._lru[key] = size
+            self.total_bytes += size
+        self._evict()
 
-    def _key(self, path: Path) -> Path:
+    @staticmethod
+    def key(path: Path, size: int) -> str:
         st = path.stat()
-        h = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
-        return self.root / h[:2] / f"{h}.npy"
+        h = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{int(size)}".encode()).hexdigest()
+        return f"{h[:2]}/{h}.npy"
 
-    def load(self, path: Path) -> np.ndarray:
-        key = self._key(path)
-        if key.exists():
-            try:
-                arr = np.load(key, allow_pickle=False)
-                with self._lock:
-                    self.hits += 1
-                return arr
-            except (OSError, ValueError):
-                pass  # a torn cache file: decode again and overwrite it
-        arr = decode_image(path)
-        key.parent.mkdir(parents=True, exist_ok=True)
-        tmp = key.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-        os.replace(tmp, key)
+    def read(self, key: str) -> np.ndarray | None:
+        f = self.root / key
+        try:
+            arr = np.load(f, allow_pickle=False)
+            os.utime(f)
+        except (OSError, ValueError):   # absent, evicted meanwhile, or torn: decode again
+            return None
         with self._lock:
-            self.misses += 1
+            self._events.append(("hit", key, 0))
         return arr
 
+    def _write_file(self, f: Path, arr: np.ndarray) -> None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f"{f.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+            os.replace(tmp, f)
+        finally:
+            if tmp.exists():
+                tmp.unlink(missing_ok=True)
 
-def decode_image(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 pixels: ``[H, W]`` for grayscale, else ``[H, W, 3]``."""
+    def write(self, key: str, arr: np.ndarray) -> None:
+        """Store ``arr`` under ``key``; a failure is recorded (once) and never raised."""
+        if self._writes_off:
+            return
+        f = self.root / key
+        try:
+            self._write_file(f, arr)
+            nbytes = f.stat().st_size
+        except OSError as exc:
+            self._writes_off = True
+            with self._lock:
+                self._events.append(("write_failed", key, f"{type(exc).__name__}: {exc}"))
+            return
+        with self._lock:
+            self._events.append(("miss", key, nbytes))
+
+    def load(self, path: Path, size: int) -> np.ndarray:
+        """The cached pixels of ``path`` at decode size ``size``, decoding (and storing) on a miss."""
+        key = self.key(path, size)
+        arr = self.read(key)
+        if arr is None:
+            arr = decode_image(path, size)
+            self.write(key, arr)
+        return arr
+
+    def drain(self) -> list[tuple]:
+        """Events recorded by this process since the last drain (to hand to the owner)."""
+        with self._lock:
+            ev, self._events = self._events, []
+        return ev
+
+    def apply(self, events: Sequence[tuple]) -> list[str]:
+        """Owner side: account reads and writes in order, evict down to the bound.
+
+        Returns the messages of write failures seen for the first time (to warn once)."""
+        new_errors = []
+        for kind, key, arg in events:
+            if kind == "hit":
+                self.hits += 1
+                if key in self._lru:
+                    self._lru.move_to_end(key)
+                else:   # written by another process since this one indexed the folder
+                    try:
+                        size = (self.root / key).stat().st_size
+                    except OSError:
+                        continue
+                    self._lru[key] = size
+                    self.total_bytes += size
+            elif kind == "miss":
+                self.misses += 1
+                self.total_bytes -= self._lru.pop(key, 0)
+                self._lru[key] = int(arg)
+                self.total_bytes += int(arg)
+            elif kind == "write_failed":
+                self.misses += 1
+                if self.write_error is None:
+                    self.write_error = str(arg)
+                    new_errors.append(str(arg))
+            self._evict()
+        return new_errors
+
+    def _evict(self) -> None:
+        while self.total_bytes > self.max_bytes and self._lru:
+            key, size = self._lru.popitem(last=False)
+            self.total_bytes -= size
+            self.evictions += 1
+            (self.root / key).unlink(missing_ok=True)
+
+    def keys(self) -> list[str]:
+        """Cached keys, least recently used first (what eviction removes first)."""
+        return list(self._lru)
+
+    def sync(self) -> list[str]:
+        """In-process use: apply this process's own events; warn once about a failed write."""
+        errors = self.apply(self.drain())
+        for e in errors:
+            log.warning("decode cache %s: write failed (%s); the image was used, the cache is skipped", self.root, e)
+        return errors
+
+
+def decode_image(path: Path, size: int | None = None) -> np.ndarray:
+    """Decode an image file to uint8 pixels: ``[H, W]`` for grayscale, else ``[H, W, 3]``.
+
+    ``size=None``: full resolution (display, galleries, embedders). ``size=S``: the input
+    pipeline's pixels for a model that needs a shorter side of about ``S``: a JPEG is
+    decoded with DCT scaling (``Image.draft``: 1/2, 1/4 or 1/8 while both sides stay ≥ S,
+    several times cheaper than a full decode), then an image whose shorter side is still
+    above ``S`` is resized (bilinear, antialiased) so that its shorter side is ``S`` and
+    its longer side ``round(long·S/short)``, the rule of the models' own resize, which is
+    then the identity. Deterministic: the same file and ``S`` give the same pixels.
+    """
     with Image.open(path) as im:
+        if size is not None and im.format == "JPEG":
+            im.draft(None, (int(size), int(size)))
         im.load()
         if im.mode in ("L", "I;16", "I", "1"):
             im = im.convert("L")
         elif im.mode != "RGB":
             im = im.convert("RGB")
+        if size is not None:
+            w, h = im.size
+            short = min(w, h)
+            if short > size:
+                s = size / short
+                im = im.resize((size if w == short else round(w * s), size if h == short else round(h * s)),
+                               Image.BILINEAR)
         return np.asarray(im, dtype=np.uint8).copy()
 
 
@@ -114,6 +257,11 @@ class ImageSet:
 
     def load_array(self, image_id: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def load_input(self, image_id: int, size: int | None = None) -> np.ndarray:
+        """The pixels the input pipeline hands to a model's preprocessing (``size``: its decode
+        size, see :func:`decode_image`). In-memory sets return their arrays as they are."""
+        return self.load_array(image_id)
 
     def load_pil(self, image_id: int) -> Image.Image:
         return Image.fromarray(self.load_array(image_id))
@@ -246,16 +394,24 @@ class FolderImageSet(ImageSet):
         self.labels = np.asarray(labels, dtype=np.int64)
         return self
 
-    def load_array(self, image_id: int) -> np.ndarray:
+    def _real_path(self, image_id: int) -> Path:
         path = self.paths[int(image_id)]
         if self.allowed_roots is not None:
             real = within_roots(path, self.allowed_roots)
             if real is None:
                 raise OSError(f"{path}: {OUTSIDE_ROOTS}")
             path = real
-        if self.cache is not None:
-            return self.cache.load(path)
-        return decode_image(path)
+        return path
+
+    def load_array(self, image_id: int) -> np.ndarray:
+        """Full-resolution pixels (display, embedders); never cached."""
+        return decode_image(self._real_path(image_id))
+
+    def load_input(self, image_id: int, size: int | None = None, use_cache: bool = True) -> np.ndarray:
+        path = self._real_path(image_id)
+        if size is not None and use_cache and self.cache is not None:
+            return self.cache.load(path, size)
+        return decode_image(path, size)
 
     def describe(self, image_id: int) -> str:
         return str(self.paths[int(image_id)])
@@ -352,20 +508,61 @@ def fashion_mnist(split: str = "train", download_root: Path | None = None) -> Ar
     return ArrayImageSet(f"fashion-mnist:{split}", images, labels, FASHION_MNIST_CLASSES)
 
 
-def open_image_set(spec: str | Path, cache_dir: Path | None = None, limit: int | None = None) -> ImageSet:
+def stratified_ids(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """A seeded, class-stratified sample of ``n`` ids (sorted), the rule of a limited image set.
+
+    Why not the first ``n`` ids: folder ids run in class order, so a limited ImageNet
+    folder would hold only its first classes. The rule, deterministic given (labels, n, seed):
+
+    1. class ``c`` with ``n_c`` of the ``N`` images gets ``floor(n·n_c/N)`` places; the
+       places left over go one each to the classes with the largest remainders
+       ``n·n_c/N − floor(…)``, ties to the smaller class index (largest remainder method),
+       so every class is represented in proportion, within one image;
+    2. within class ``c``, its ids are shuffled by ``numpy.random.default_rng([seed, c])``
+       and the first places taken (a class's pick does not depend on the other classes);
+    3. the chosen ids are sorted, so the subset keeps the parent's order.
+
+    ``n ≥ N`` keeps every id.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    total = len(labels)
+    if n >= total:
+        return np.arange(total, dtype=np.int64)
+    if n <= 0:
+        raise ImageSetError(f"limit must be a positive integer, got {n}")
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (n / total)
+    quota = np.floor(exact).astype(np.int64)
+    left = n - int(quota.sum())
+    if left:
+        order = sorted(range(len(classes)), key=lambda c: (-(exact[c] - quota[c]), c))
+        for c in order[:left]:
+            quota[c] += 1
+    chosen = []
+    for c, q in zip(classes, quota):
+        if q:
+            ids = np.flatnonzero(labels == c)
+            chosen.append(ids[np.random.default_rng([int(seed), int(c)]).permutation(len(ids))[:q]])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def open_image_set(spec: str | Path, cache_dir: Path | None = None, limit: int | None = None, seed: int = 0,
+                   cache_bytes: int = DEFAULT_CACHE_BYTES) -> ImageSet:
     """Open ``fashion-mnist:train`` / ``fashion-mnist:test`` or a folder path.
 
-    ``limit`` keeps the first ``limit`` images (a deterministic subset, for quick runs).
+    ``limit`` keeps a seeded class-stratified sample of ``limit`` images
+    (:func:`stratified_ids`), for quick runs and the API's image-set limit. With
+    ``cache_dir``, a folder set gets a decode cache under it bounded by ``cache_bytes``.
     """
     s = str(spec)
     if s.startswith("fashion-mnist"):
         split = s.split(":", 1)[1] if ":" in s else "train"
         ds: ImageSet = fashion_mnist(split, download_root=cache_dir / "downloads" if cache_dir else None)
     else:
-        cache = DecodeCache(cache_dir / "decoded") if cache_dir else None
+        cache = DecodeCache(cache_dir / "decoded", cache_bytes) if cache_dir else None
         ds = FolderImageSet(s, cache=cache)
     if limit is not None:
-        ds = subset(ds, np.arange(min(limit, len(ds))))
+        ds = subset(ds, stratified_ids(ds.labels, int(limit), seed))
     return ds
 
 
@@ -381,11 +578,20 @@ class SubsetImageSet(ImageSet):
         self.labels = parent.labels[self.parent_ids]
         self.class_names = parent.class_names
         self.skipped = parent.skipped
+        if hasattr(parent, "arrays"):   # in-memory parents only: "arrays" marks the fast path
+            self.arrays = self._arrays
 
     def load_array(self, image_id: int) -> np.ndarray:
         return self.parent.load_array(int(self.parent_ids[int(image_id)]))
 
-    def arrays(self, ids: Sequence[int]) -> np.ndarray:
+    def load_input(self, image_id: int, size: int | None = None, **kw) -> np.ndarray:
+        return self.parent.load_input(int(self.parent_ids[int(image_id)]), size, **kw)
+
+    @property
+    def cache(self) -> "DecodeCache | None":
+        return getattr(self.parent, "cache", None)
+
+    def _arrays(self, ids: Sequence[int]) -> np.ndarray:
         return self.parent.arrays(self.parent_ids[np.asarray(ids, dtype=np.int64)])  # type: ignore[attr-defined]
 
     def describe(self, image_id: int) -> str:
@@ -415,54 +621,22 @@ def iter_batches(
     ids: Sequence[int],
     batch_size: int,
     preprocess_many: Callable[[list[np.ndarray]], "object"],
-    workers: int = 2,
+    workers: int | None = None,
     on_skip: Callable[[int, str], None] | None = None,
+    decode_size: int | None = None,
 ) -> Iterator[Batch]:
-    """Decode + preprocess batches, the next batch prepared in threads while one is used.
+    """Decode + preprocess consecutive batches of ``ids`` through the input pipeline
+    (:class:`fvaudit.engine.pipeline.Loader`: DataLoader worker processes, 0 = in-process).
 
     A file that fails to decode is skipped: ``on_skip(id, reason)`` is called and the
-    batch carries the ids that did decode.
+    batch carries the ids that did decode. ``decode_size``: see :func:`decode_image`
+    (None = full resolution).
     """
+    from fvaudit.engine.pipeline import Loader
+
     ids = np.asarray(ids, dtype=np.int64)
-    chunks = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
-    fast = hasattr(image_set, "arrays")
-
-    def load_one(i: int) -> np.ndarray | str:
-        try:
-            return image_set.load_array(int(i))
-        except (OSError, ValueError, SyntaxError) as exc:
-            return f"{type(exc).__name__}: {exc}"
-
-    pool = ThreadPoolExecutor(max_workers=max(1, workers)) if not fast else None
-
-    def prepare(chunk: np.ndarray) -> Batch:
-        if fast:
-            arrays = list(image_set.arrays(chunk))  # type: ignore[attr-defined]
-            return Batch(chunk, preprocess_many(arrays))
-        loaded = list(pool.map(load_one, chunk))  # type: ignore[union-attr]
-        good_ids, arrays, failed = [], [], []
-        for i, a in zip(chunk, loaded):
-            if isinstance(a, str):
-                failed.append(int(i))
-                if on_skip:
-                    on_skip(int(i), a)
-            else:
-                good_ids.append(int(i))
-                arrays.append(a)
-        tensor = preprocess_many(arrays) if arrays else None
-        return Batch(np.asarray(good_ids, dtype=np.int64), tensor, failed)
-
-    prefetch = ThreadPoolExecutor(max_workers=1)
-    try:
-        future = prefetch.submit(prepare, chunks[0]) if chunks else None
-        for n in range(len(chunks)):
-            batch = future.result()  # type: ignore[union-attr]
-            future = prefetch.submit(prepare, chunks[n + 1]) if n + 1 < len(chunks) else None
-            yield batch
-    finally:
-        prefetch.shutdown(wait=True, cancel_futures=True)
-        if pool is not None:
-            pool.shutdown(wait=True)
+    loader = Loader(image_set, preprocess_many, decode_size, workers=workers)
+    yield from loader.batches((ids[i : i + batch_size] for i in range(0, len(ids), batch_size)), on_skip)
 
 
 def load_tensor(
@@ -470,22 +644,24 @@ def load_tensor(
     ids: Sequence[int],
     preprocess_many: Callable[[list[np.ndarray]], "object"],
     pool: ThreadPoolExecutor | None = None,
+    decode_size: int | None = None,
 ) -> tuple[np.ndarray, "object"]:
-    """Decode + preprocess the given ids into one batch; ids that fail to decode are dropped.
-
-    Returns (ids that loaded, tensor). Used for training batches, drawn at random.
-    """
+    """Decode + preprocess the given ids into one batch, in this process; ids that fail to
+    decode are dropped. Returns (ids that loaded, tensor). ``pool``: threads to decode in."""
     ids = np.asarray(ids, dtype=np.int64)
     if hasattr(image_set, "arrays"):
         return ids, preprocess_many(list(image_set.arrays(ids)))  # type: ignore[attr-defined]
 
     def load_one(i: int):
         try:
-            return image_set.load_array(int(i))
+            return image_set.load_input(int(i), decode_size)
         except (OSError, ValueError, SyntaxError):
             return None
 
     loaded = list(pool.map(load_one, ids)) if pool is not None else [load_one(i) for i in ids]
+    cache = getattr(image_set, "cache", None)
+    if cache is not None:
+        cache.sync()
     keep = [j for j, a in enumerate(loaded) if a is not None]
     if not keep:
         raise ImageSetError(f"none of {len(ids)} images of {image_set.key} could be decoded")

@@ -15,7 +15,18 @@ from fvaudit.jobs.specs import WeightsRef
 from fvaudit.store import ArtifactStore
 
 
+def configure_pipeline() -> None:
+    """The worker's settings become the engine input pipeline's defaults (workers, decode-cache
+    use, the skipped-share threshold, AMP): every job kind loads images through it."""
+    from fvaudit.engine import pipeline
+
+    s = get_settings()
+    pipeline.configure(workers=s.loader_workers, cache=s.decode_cache, max_skipped_share=s.scan_max_skipped_share,
+                       amp=s.amp)
+
+
 def open_db_image_set(db: Session, row: ImageSet) -> EngineImageSet:
+    configure_pipeline()
     cache_dir = get_settings().engine_cache_dir
     if row.kind == "fashion-mnist":
         return open_image_set(row.source, cache_dir=cache_dir, limit=row.limit)
@@ -24,7 +35,8 @@ def open_db_image_set(db: Session, row: ImageSet) -> EngineImageSet:
     # the set exactly as indexed at registration: files added or removed later do not shift ids
     # allowed_roots: a file swapped for a symlink out of the roots after indexing is skipped here too
     return FolderImageSet.from_index(row.engine_key, row.classes, [r.path for r in rows],
-                                     [r.label for r in rows], DecodeCache(cache_dir / "decoded"),
+                                     [r.label for r in rows],
+                                     DecodeCache(cache_dir / "decoded", get_settings().decode_cache_bytes),
                                      allowed_roots=get_settings().roots)
 
 
