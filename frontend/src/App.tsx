@@ -5,6 +5,7 @@ import { Compare } from "./pages/Compare";
 import { Home } from "./pages/Home";
 import { JobView } from "./pages/JobView";
 import { Launch } from "./pages/Launch";
+import { Register } from "./pages/Register";
 import { ModelPage, ModelUnitPage } from "./pages/ModelPage";
 import { RunSummary } from "./pages/RunSummary";
 import { UnitPage } from "./pages/UnitPage";
@@ -30,6 +31,7 @@ export function AppRoutes() {
       <Route element={<Layout />}>
         <Route index element={<Home />} />
         <Route path="launch" element={<Launch />} />
+        <Route path="register" element={<Register />} />
         <Route path="jobs/:job" element={<JobView />} />
         <Route path="runs/:run" element={<RunSummary />} />
         <Route path="runs/:run/layers/:layer" element={<RunSummary />} />

@@ -284,3 +284,43 @@ export function useModel(modelId: number) {
     retry: (n, e) => (e as { status?: number }).status !== 404 && n < 2,
   });
 }
+
+/** Architectures that can be registered by name (`GET /models/registry`). */
+export function useModelRegistry(enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["model-registry", who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/models/registry")),
+    enabled: enabled && !!token,
+    staleTime: Infinity,
+  });
+}
+
+export function useRegisterModel() {
+  const qc = useQueryClient();
+  return useMutation({
+    mutationFn: (body: { name: string; registry_name: string; pretrained: boolean; checkpoint_path?: string }) =>
+      unwrap(client.POST("/api/v1/models", { body })),
+    onSuccess: () => qc.invalidateQueries({ queryKey: ["models"] }),
+  });
+}
+
+/** `POST /image-sets`: 201 with the set (Fashion-MNIST), 202 with the set indexing and its job (a folder). */
+export function useRegisterImageSet() {
+  const qc = useQueryClient();
+  return useMutation({
+    mutationFn: (body: { name: string; source: string; limit?: number }) => unwrap(client.POST("/api/v1/image-sets", { body })),
+    onSuccess: () => qc.invalidateQueries({ queryKey: ["image-sets"] }),
+  });
+}
+
+/** One image set with its skipped files; polled while it is being indexed. */
+export function useImageSet(id: number | null, enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["image-set", id, who(token)],
+    queryFn: () => unwrap(client.GET("/api/v1/image-sets/{set_id}", { params: { path: { set_id: id! } } })),
+    enabled: enabled && !!token && id != null,
+    refetchInterval: (q) => ((q.state.data as { status?: string } | undefined)?.status === "indexing" ? 2000 : false),
+  });
+}

@@ -31,6 +31,7 @@ export function Layout() {
               Runs
             </NavLink>
             <NavLink to="/launch">Launch</NavLink>
+            <NavLink to="/register">Register</NavLink>
             <NavLink to="/compare">Compare</NavLink>
           </nav>
         )}

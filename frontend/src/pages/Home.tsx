@@ -147,14 +147,17 @@ function HomeInner() {
 
       <div className="grid2">
         <section className="panel" aria-label="Models">
-          <h2>Models</h2>
+          <div className="section-head">
+            <h2>Models</h2>
+            <Link to="/register">+ register a model</Link>
+          </div>
           {models.isLoading ? (
             <Loading what="Loading models" />
           ) : models.error ? (
             <ErrorBox error={models.error} retry={() => models.refetch()} />
           ) : !models.data?.length ? (
             <Empty>
-              No models registered. Register one with <code>POST /api/v1/models</code> or <code>fvaudit setup-demo</code>.
+              No models registered. <Link to="/register">Register one</Link> (a registry model or your own checkpoint).
             </Empty>
           ) : (
             <table className="data compact">
@@ -192,14 +195,17 @@ function HomeInner() {
           )}
         </section>
         <section className="panel" aria-label="Image sets">
-          <h2>Image sets</h2>
+          <div className="section-head">
+            <h2>Image sets</h2>
+            <Link to="/register">+ register an image folder</Link>
+          </div>
           {sets.isLoading ? (
             <Loading what="Loading image sets" />
           ) : sets.error ? (
             <ErrorBox error={sets.error} retry={() => sets.refetch()} />
           ) : !sets.data?.length ? (
             <Empty>
-              No image sets. Register <code>fashion-mnist:train</code> or a class-folder tree with <code>POST /api/v1/image-sets</code>.
+              No image sets. <Link to="/register">Register a folder</Link> of class subfolders.
             </Empty>
           ) : (
             <table className="data compact">

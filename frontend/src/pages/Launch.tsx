@@ -146,8 +146,8 @@ export function LaunchPage() {
     return (
       <Empty>
         {!models.data?.length ? "No model is registered yet. " : "No image set is registered yet. "}
-        Register the demo with <code>fvaudit setup-demo</code>, or use <code>POST /api/v1/models</code> and{" "}
-        <code>POST /api/v1/image-sets</code>.
+        <Link to="/register">Register {!models.data?.length ? "a model" : "an image folder"}</Link>, or the demo's with{" "}
+        <code>fvaudit setup-demo</code>.
       </Empty>
     );
 
