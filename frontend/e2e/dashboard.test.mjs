@@ -7,7 +7,7 @@
 // $FVAUDIT_E2E_OUT (default <repo>/test-output/e2e).
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -422,6 +422,160 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     await page.getByRole("heading", { name: new RegExp(`Unit ${state.unit} · relu3`) }).waitFor();
     const imgs = await allThumbnailsLoaded(page);
     assert.equal(imgs.length, 20, "model before + attacked after, validation set");
+  });
+
+  // ---------------------------------------------------------------- issue 13, items 10–15 and 18
+  // Screenshots named issue13-item<N>-*.png (for the issue's closing note).
+
+  it("issue 13 item 18: register forms: a server 422 on its field, a checkpoint upload, a folder indexed by its job", async () => {
+    await page.goto(`${BASE}/`);
+    await page.getByRole("link", { name: "Register", exact: true }).click();
+    await page.waitForURL(/\/register$/);
+    assert.match(await page.title(), /^Register a model or an image set · fvaudit$/);
+    // a registry model whose checkpoint lies outside the allowed roots: the server's reason on that field
+    const rm = page.getByRole("form", { name: "Register a registry model" });
+    await rm.getByLabel("Name").fill("e2e outside the roots");
+    await rm.getByLabel("Architecture").selectOption("fmnist-cnn");
+    await rm.getByLabel("Checkpoint on the server (optional)").fill("/etc/e2e.safetensors");
+    await rm.getByRole("button", { name: "Register model" }).click();
+    const err = rm.locator("#rm-checkpoint_path-error");
+    await err.waitFor();
+    assert.match(await err.innerText(), /outside the allowed roots/);
+    assert.equal(await rm.locator("#rm-checkpoint_path").getAttribute("aria-invalid"), "true");
+    await rm.screenshot({ path: join(OUT, "issue13-item18-register-422.png") });
+    // an uploaded checkpoint: the demo CNN's own weights, re-registered under another name
+    const up = page.getByRole("form", { name: "Upload a checkpoint" });
+    await up.getByLabel("Name").fill("e2e uploaded cnn");
+    await up.getByLabel("Architecture").selectOption("fmnist-cnn");
+    await up.getByLabel("Checkpoint file").setInputFiles(resolve(here, "../../backend/fvaudit/assets/fmnist_cnn.safetensors"));
+    await up.getByRole("button", { name: "Upload and register" }).click();
+    const upDone = up.getByRole("status");
+    await upDone.waitFor({ timeout: 120_000 });
+    assert.match(await upDone.innerText(), /Registered model #\d+ e2e uploaded cnn \(fmnist-cnn\)/);
+    await up.screenshot({ path: join(OUT, "issue13-item18-upload.png") });
+    // a folder under an allowed root (DATA_DIR/images is always one): two classes and one broken file
+    const fs = page.getByRole("form", { name: "Register an image folder" });
+    await fs.getByLabel("Name").fill("e2e outside");
+    await fs.getByLabel("Folder on the server").fill("/etc");
+    await fs.getByRole("button", { name: "Register folder" }).click();
+    await fs.locator("#fs-source-error").getByText(/outside the allowed roots/).waitFor();
+    const state_dir = process.env.FVAUDIT_STACK_LOGS;
+    if (!state_dir) return; // a stack started elsewhere: its data dir is not known here
+    const root = join(state_dir, "data", "images", "e2e-pets");
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==", "base64");
+    for (const c of ["cat", "dog"]) {
+      mkdirSync(join(root, c), { recursive: true });
+      for (let i = 0; i < 3; i++) writeFileSync(join(root, c, `${i}.png`), png);
+    }
+    writeFileSync(join(root, "dog", "broken.png"), "not an image");
+    await fs.getByLabel("Name").fill("e2e pets");
+    await fs.getByLabel("Folder on the server").fill(root);
+    await fs.getByRole("button", { name: "Register folder" }).click();
+    const fsDone = fs.getByRole("status");
+    await fsDone.waitFor({ timeout: JOB_TIMEOUT });
+    assert.match(await fsDone.innerText(), /Registered image set #\d+ e2e pets: 6 images in 2 classes \(cat, dog\); 1 file skipped/);
+    await fs.screenshot({ path: join(OUT, "issue13-item18-folder.png") });
+    await page.screenshot({ path: join(OUT, "issue13-item18-register.png"), fullPage: true });
+  });
+
+  it("issue 13: a push-up audit for the push-up success table (queued now, read in item 12)", async () => {
+    // the same model and image sets as the push-down run
+    const run = await page.evaluate(async ([id, tok]) => (await fetch(`/api/v1/runs/${id}`, { headers: { Authorization: `Bearer ${tok}` } })).json(), [state.runId, TOKEN]);
+    const spec = {
+      name: "e2e push-up", model_id: run.model_id, train_set_id: run.train_set_id, val_set_id: run.val_set_id, visualize: false, control: false,
+      attack: { kind: "push_up", layers: ["relu3"], decoy_class: 8, steps: 30, batch_size: 64, eval_every: 10, eval_size: 500 },
+    };
+    const r = await page.evaluate(async ([t, body]) => {
+      const res = await fetch("/api/v1/jobs", { method: "POST", headers: { Authorization: `Bearer ${t}`, "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      return { status: res.status, body: await res.json() };
+    }, [TOKEN, { kind: "audit", spec }]);
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    state.pushupJob = r.body.id;
+  });
+
+  it("issue 13 item 10: training curves clipped above the early spike by default, with linear and log", async () => {
+    await page.goto(`${BASE}/runs/${state.runId}`);
+    const training = page.locator('section[aria-label="Training"]');
+    await training.waitFor();
+    const toggle = training.getByRole("group", { name: "Attack loss L_A: y scale" });
+    await toggle.waitFor();
+    for (const k of ["clipped", "linear", "log"]) await toggle.getByRole("button", { name: k }).waitFor();
+    await training.scrollIntoViewIfNeeded();
+    await training.screenshot({ path: join(OUT, "issue13-item10-curves.png") });
+    await toggle.getByRole("button", { name: "log" }).click();
+    assert.equal(await toggle.getByRole("button", { name: "log" }).getAttribute("aria-pressed"), "true");
+    await training.locator('svg[aria-label^="Attack loss L_A: L_A (log scale"]').waitFor();
+    await training.screenshot({ path: join(OUT, "issue13-item10-curves-log.png") });
+  });
+
+  it("issue 13 item 11: a dead unit's page is an empty state, no gallery", async (t) => {
+    const run = await page.evaluate(async ([id, tok]) => (await fetch(`/api/v1/runs/${id}`, { headers: { Authorization: `Bearer ${tok}` } })).json(), [state.runId, TOKEN]);
+    const dead = run.layer_info?.relu3?.dead ?? [];
+    if (!dead.length) {
+      t.skip("this run's relu3 has no dead unit");
+      return;
+    }
+    await page.goto(`${BASE}/runs/${state.runId}/layers/relu3/units/${dead[0]}`);
+    await page.getByText(`Unit ${dead[0]} is dead: it has no top-k.`).waitFor();
+    assert.equal(await page.locator(".gallery .tile").count(), 0, "no gallery of score-0 images");
+    await page.screenshot({ path: join(OUT, "issue13-item11-dead-unit.png"), fullPage: true });
+  });
+
+  it("issue 13 item 13: a layer or a unit the run does not have is a not-found page", async () => {
+    await page.goto(`${BASE}/runs/${state.runId}/layers/relu2`);
+    await page.getByRole("heading", { name: `Run ${state.runId} has no layer relu2` }).waitFor();
+    assert.equal(await page.locator(".unit-table").count(), 0, "no other layer's units in its place");
+    assert.match(await page.title(), /^Layer relu2 not found · Run \d+: e2e push-down · fvaudit$/);
+    await page.screenshot({ path: join(OUT, "issue13-item13-layer-not-found.png") });
+    await page.goto(`${BASE}/runs/${state.runId}/layers/relu3/units/500`);
+    await page.getByRole("heading", { name: `Layer relu3 of run ${state.runId} has no unit 500` }).waitFor();
+    await page.screenshot({ path: join(OUT, "issue13-item13-unit-not-found.png") });
+  });
+
+  it("issue 13 item 14: dropped images are framed, not faded", async () => {
+    await page.goto(`${BASE}/runs/${state.runId}/layers/relu3/units/${state.unit}`);
+    const val = page.locator('section.before-after[aria-label^="Validation set"]');
+    await val.waitFor();
+    await allThumbnailsLoaded(page, ".gallery img", 20);
+    const dropped = val.locator(".gallery.before .tile.dropped img");
+    assert.ok((await dropped.count()) > 0, `unit ${state.unit} dropped no validation image`);
+    const style = await dropped.first().evaluate((el) => {
+      const cs = getComputedStyle(el);
+      return { opacity: cs.opacity, filter: cs.filter, border: cs.borderTopStyle };
+    });
+    assert.deepEqual(style, { opacity: "1", filter: "none", border: "dashed" });
+    await val.scrollIntoViewIfNeeded();
+    await val.screenshot({ path: join(OUT, "issue13-item14-dropped.png") });
+  });
+
+  it("issue 13 item 15: compare marks the units each run attacked", async () => {
+    const control = Number(state.controlHref.match(/\/runs\/(\d+)$/)[1]);
+    await page.goto(`${BASE}/compare?a=${control}&b=${state.runId}&layer=relu3&unit=${state.unit}`);
+    const units = page.locator('section[aria-label="Units"]');
+    await units.getByRole("heading", { name: /B attacked \d+/ }).waitFor();
+    assert.ok((await units.locator("td.attacked-by .badge.tagB").count()) > 0, "units tagged B");
+    const scatter = page.getByRole("img", { name: /CLIP-δ per unit: A vs B: scatter of \d+ units \(\d+ attacked by B/ });
+    await scatter.waitFor();
+    await page.screenshot({ path: join(OUT, "issue13-item15-compare.png"), fullPage: true });
+  });
+
+  it("issue 13 item 12: push-up success names its k and shows before → after", async () => {
+    const deadline = Date.now() + JOB_TIMEOUT;
+    let job;
+    while (Date.now() < deadline) {
+      job = await page.evaluate(async ([id, tok]) => (await fetch(`/api/v1/jobs/${id}`, { headers: { Authorization: `Bearer ${tok}` } })).json(), [state.pushupJob, TOKEN]);
+      if (["succeeded", "failed", "cancelled"].includes(job.status)) break;
+      await page.waitForTimeout(2000);
+    }
+    assert.equal(job.status, "succeeded", `push-up audit ${state.pushupJob}: ${job.status} ${job.error ?? ""}`);
+    await page.goto(`${BASE}/runs/${job.run_id}`);
+    const panel = page.locator('section[aria-label="Push-up success"]');
+    await panel.waitFor();
+    assert.match(await panel.getByRole("heading").innerText(), /Push-up success · decoy class 8 \(Bag\) on each attacked unit's top-5/);
+    const cells = await panel.locator("tbody tr").first().locator("td").allInnerTexts();
+    assert.match(cells[2], /^\d+ % → \d+ %$/, `before → after: ${cells.join(" | ")}`);
+    await panel.scrollIntoViewIfNeeded();
+    await panel.screenshot({ path: join(OUT, "issue13-item12-pushup.png") });
   });
 
   it("logged no errors in the browser console", () => {

@@ -2,7 +2,7 @@
 // an uploaded checkpoint (with upload progress), an image folder under an allowed root
 // (indexed by a register_images job whose progress is followed here). Each form checks
 // what it can in the browser and shows the server's 422 on the field it names.
-import { useState, type FormEvent, type ReactNode } from "react";
+import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { Link } from "react-router";
 import { useQueryClient } from "@tanstack/react-query";
 import { ApiError, isTerminal, type ModelOut } from "../api/client";
@@ -311,10 +311,13 @@ function FolderProgress({ started }: { started: RegisteredSet }) {
   const qc = useQueryClient();
   const final = (set.data as RegisteredSet | undefined) ?? (jobId ? undefined : started);
   const p = (stream.progress ?? job?.progress ?? {}) as { stage?: string; done?: number; total?: number | null };
+  const ready = final?.status === "ready" || (final != null && final.status == null);
+  useEffect(() => {
+    if (ready) void qc.invalidateQueries({ queryKey: ["image-sets"] }); // the launch form's set lists
+  }, [ready, qc]);
   if (final && final.status !== "indexing") {
     if (final.status === "failed")
       return <ErrorBox title={`Image set ${final.name} was not registered`} error={new Error(final.error ?? job?.error ?? "the registration job failed")} />;
-    void qc.invalidateQueries({ queryKey: ["image-sets"] });
     const skipped = final.skipped ?? [];
     return (
       <div className="banner ok" role="status">
