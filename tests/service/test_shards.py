@@ -5,6 +5,7 @@ broker) in this process: there the shards run one after another."""
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import select
@@ -166,5 +167,9 @@ def test_an_audit_with_sharded_scans_runs_its_chain(stack):
         assert [m["status"] for m in members] == ["succeeded", "succeeded"], key
         assert kids[key]["result"]["shards"] == [m["id"] for m in members]
     assert all(m["depends_on_id"] == kids["attack"]["id"] for m in _members(stack, kids["scan_selected"]["id"]))
+    # the audit went "running" when the first shard of scan_init started, not when that scan's merge did
+    t = datetime.fromisoformat
+    first = _members(stack, kids["scan_init"]["id"])
+    assert t(done["started_at"]) <= min(t(m["finished_at"]) for m in first) < t(kids["scan_init"]["started_at"])
     run = stack.get(f"/api/v1/runs/{done['run_id']}").json()
     assert run["table"][0]["kendall_tau"] is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from fvaudit.db.models import TERMINAL, Job, JobEvent, Run, clean_json, utcnow
@@ -72,6 +72,9 @@ def refresh_parent(db: Session, parent_id: int) -> Job | None:
         new = "running"
     elif "cancelled" in statuses:
         new = "running" if any(s == "running" for s in statuses) else "cancelled"
+    elif db.scalar(select(exists().where(Job.group_job_id.in_([c.id for c in children]),
+                                         Job.status.in_(("running", "succeeded"))))):
+        new = "running"             # a step still queued waits for its group, whose members are at work
     else:
         new = "queued"
     if new != parent.status:

@@ -62,12 +62,15 @@ def claim(job_id: int, worker: str) -> tuple[Job, str] | None:
         if job.attempts > 1:
             log_event(db, job.id, f"attempt {job.attempts} on {worker}")
         db.flush()
-        if job.parent_id is not None:
-            from fvaudit.jobs.lifecycle import refresh_parent
+        from fvaudit.jobs.lifecycle import refresh_parent
 
+        if job.parent_id is not None:
             refresh_parent(db, job.parent_id)
         else:
             set_run_status(db, job)
+        group = db.get(Job, job.group_job_id) if job.group_job_id is not None else None
+        if group is not None and group.parent_id is not None:     # a chain step's shard: the chain is at work
+            refresh_parent(db, group.parent_id)
         db.expunge(job)
     return job, lease
 
