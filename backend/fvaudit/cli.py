@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--k", type=int, default=10)
     sp.add_argument("--batch-size", type=int, default=256)
     sp.add_argument("--limit", type=int, help="use only the first N images")
+    sp.add_argument("--shards", type=int, default=1, help="scan in this many row ranges one after another and "
+                                                          "merge them (the result is the one-pass scan's, bit for bit)")
     sp.add_argument("--out", required=True, type=Path)
 
     sp = sub.add_parser("attack", help="push-down / push-up / fine-tune baseline, then measure it")
@@ -206,12 +208,18 @@ def cmd_scan(args) -> int:
     layers = [model.layer(l).name for l in args.layers.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     with RichReporter() as rep:
-        res = scan(model, images, layers, k=args.k, batch_size=args.batch_size, device=args.device,
-                   out_dir=args.out / "scores", reporter=rep)
+        if args.shards > 1:
+            from fvaudit.engine.shards import scan_in_shards
+
+            res = scan_in_shards(model, images, layers, args.k, args.shards, batch_size=args.batch_size,
+                                 device=args.device, out_dir=args.out / "scores", reporter=rep)
+        else:
+            res = scan(model, images, layers, k=args.k, batch_size=args.batch_size, device=args.device,
+                       out_dir=args.out / "scores", reporter=rep)
     write_scan(res, args.out, "scan", "model")
     (args.out / "config.json").write_text(json.dumps({
         "command": "scan", "model": model.name, "weights": model.weights, "checkpoint": args.checkpoint,
-        "images": images.key, "images_spec": args.images, "limit": args.limit, "layers": layers, "k": args.k, "n_images": res.n_images,
+        "images": images.key, "images_spec": args.images, "limit": args.limit, "layers": layers, "k": args.k, "shards": args.shards, "n_images": res.n_images,
         "skipped": [{"id": i, "reason": r} for i, r in res.skipped],
         "skipped_at_index": [s.__dict__ for s in images.skipped],
         "seconds": res.seconds, "images_per_s": res.images_per_s}, indent=1))

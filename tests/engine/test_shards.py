@@ -87,7 +87,7 @@ def test_sharded_scan_is_bit_identical_with_ties_and_skipped_images(tmp_path, sh
     ds = _dup_folder(tmp_path / "imgs")
     m = load_model("fmnist-cnn")
     layers = ["relu3", "fc1"]                                             # a conv and a fully connected layer
-    one = scan(m, ds, layers, k=7, batch_size=batch, out_dir=tmp_path / "one")
+    one = scan(m, ds, layers, k=7, batch_size=batch, out_dir=tmp_path / "one", max_skipped_share=0.5)
     parts = []
     for i, (start, stop) in enumerate(shard_ranges(len(ds), shards, batch)):
         if start == stop:
@@ -96,7 +96,7 @@ def test_sharded_scan_is_bit_identical_with_ties_and_skipped_images(tmp_path, sh
         res = scan_shard(m, ds, layers, 7, start, stop, batch_size=batch, out_dir=tmp_path / f"part{i}")
         assert res.layers["relu3"].scores.shape[0] == stop - start
         parts.append(ShardPart.from_scan(start, stop, res))
-    merged = merge_scans(parts, len(ds), 7, ds.key, out_dir=tmp_path / "merged")
+    merged = merge_scans(parts, len(ds), 7, ds.key, out_dir=tmp_path / "merged", max_skipped_share=0.5)
     assert [i for i, _ in merged.skipped] == [6, 15] == [i for i, _ in one.skipped]
     assert merged.n_skipped == one.n_skipped == 2 and merged.n_images == 23
     for name in layers:
@@ -125,3 +125,34 @@ def test_merge_scans_rejects_gaps_and_overlaps(tmp_path):
         merge_scans([a], 6, 2, ds.key)
     with pytest.raises(ValueError, match="empty or outside"):
         scan_shard(m, ds, ["relu3"], 2, 5, 9)
+
+
+def test_cli_scan_shards_equals_one_pass(tmp_path, capsys):
+    from fvaudit.cli import main
+
+    common = ["scan", "--images", "fashion-mnist:test", "--limit", "700", "--layers", "relu3,relu1", "--k", "5",
+              "--batch-size", "128"]
+    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    assert main(common + ["--shards", "3", "--out", str(tmp_path / "three")]) == 0
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*")
+                   if p.is_file() and p.suffix in (".npy", ".json") and p.name not in ("config.json", "versions.json"))
+    assert len(files) == 6                                   # per layer: the scan's matrix, its copy, the top-k
+    for f in files:
+        assert (tmp_path / "three" / f).read_bytes() == (tmp_path / "one" / f).read_bytes(), f
+    assert not (tmp_path / "three" / "scores" / "parts").exists()
+
+
+def test_skipped_share_is_checked_on_the_whole_set_not_per_shard(tmp_path):
+    """2 of 23 images fail (8.7 %), both in the first 8 ids: that shard alone is 25 % broken."""
+    from fvaudit.engine.pipeline import SkippedShareError
+
+    ds = _dup_folder(tmp_path / "imgs", broken=(1, 6))
+    m = load_model("fmnist-cnn")
+    ranges = shard_ranges(len(ds), 3, 4)
+    assert ranges == [(0, 8), (8, 16), (16, 23)]
+    parts = [ShardPart.from_scan(a, b, scan_shard(m, ds, ["relu3"], 3, a, b, batch_size=4)) for a, b in ranges]
+    assert [len(p.skipped) for p in parts] == [2, 0, 0]
+    merged = merge_scans(parts, 23, 3, ds.key, max_skipped_share=0.1)          # 8.7 % ≤ 10 %: complete
+    assert [i for i, _ in merged.skipped] == [1, 6]
+    with pytest.raises(SkippedShareError, match="2 of 23 images"):
+        merge_scans(parts, 23, 3, ds.key, max_skipped_share=0.05)

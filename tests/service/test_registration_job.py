@@ -77,10 +77,14 @@ def test_folder_registration_is_a_job_with_progress(stack):
     assert stack.wait_job(sc.json()["id"])["status"] == "succeeded"
 
 
-def test_a_limited_folder_keeps_its_first_readable_images(stack):
+def test_a_limited_folder_keeps_a_class_stratified_sample_of_its_readable_images(stack):
     root = _folder(stack.allowed / "abc-limited")
     s = stack.register_folder("abc (7)", root, limit=7)
     assert s["status"] == "ready" and s["size"] == 7 and s["limit"] == 7
+    # 5 readable images per class, 7 places: 7·5/15 = 2.33 each → 2, 2, 2 and the one left to the smallest index
+    per_class = [len(stack.get(f"/api/v1/image-sets/{s['id']}/classes/{c}/samples", params={"n": 10}).json())
+                 for c in range(3)]
+    assert per_class == [3, 2, 2]
 
 
 def test_a_folder_without_readable_images_fails_and_cannot_be_used(stack):

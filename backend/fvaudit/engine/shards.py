@@ -36,6 +36,7 @@ import torch
 from fvaudit.engine.activations import LayerScan, ScanResult, scan
 from fvaudit.engine.images import ImageSet
 from fvaudit.engine.models import LoadedModel
+from fvaudit.engine.pipeline import check_skipped_share
 from fvaudit.engine.progress import Reporter
 
 
@@ -61,12 +62,15 @@ def scan_shard(model: LoadedModel, image_set: ImageSet, layers: Sequence[str], k
 
     Ids stay those of the whole set (top-k ids, skipped ids); score-matrix row ``r`` is
     image ``start + r``. ``k`` is capped at the shard's size (the merge keeps the global k).
+    No skipped-share check here: failures may cluster in one range while the whole set is
+    within the threshold, so :func:`merge_scans` checks the share of the whole set.
     Further keyword arguments go to :func:`~fvaudit.engine.activations.scan`.
     """
     if not 0 <= start < stop <= len(image_set):
         raise ValueError(f"scan_shard: range [{start}, {stop}) is empty or outside the set ({len(image_set)} images)")
     return scan(model, image_set, layers, k=min(k, stop - start), batch_size=batch_size, device=device,
-                out_dir=out_dir, reporter=reporter, ids=np.arange(start, stop, dtype=np.int64), **scan_kwargs)
+                out_dir=out_dir, reporter=reporter, ids=np.arange(start, stop, dtype=np.int64),
+                max_skipped_share=1.0, **scan_kwargs)
 
 
 @dataclass
@@ -109,8 +113,13 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[
 
 
 def merge_scans(parts: Sequence[ShardPart], n_images: int, k: int, image_set_key: str,
-                out_dir: str | Path | None = None, skipped_at_index: Sequence = ()) -> ScanResult:
+                out_dir: str | Path | None = None, skipped_at_index: Sequence = (),
+                max_skipped_share: float | None = None) -> ScanResult:
     """One :class:`ScanResult` from the shards of a scan, equal to the one-worker scan.
+
+    Like the one-worker scan it fails (:class:`~fvaudit.engine.pipeline.SkippedShareError`)
+    when more than ``max_skipped_share`` (default: the configured threshold) of the whole
+    set failed to decode.
 
     ``parts`` must cover ``0..n_images`` with contiguous, non-overlapping ranges (empty
     ranges allowed) and scan the same layers. With ``out_dir`` each score matrix is
@@ -130,6 +139,8 @@ def merge_scans(parts: Sequence[ShardPart], n_images: int, k: int, image_set_key
     full = [p for p in parts if p.stop > p.start]
     if not full:
         raise ValueError("merge_scans: every shard is empty")
+    skipped = [s for p in parts for s in p.skipped]
+    check_skipped_share(len(skipped), n_images, image_set_key, max_skipped_share)
     names = list(full[0].layers)
     for p in full:
         if list(p.layers) != names:
@@ -158,6 +169,32 @@ def merge_scans(parts: Sequence[ShardPart], n_images: int, k: int, image_set_key
         for p in full[1:]:
             dead &= set(p.layers[name].dead_units)
         layers[name] = LayerScan(name, mat, tk_ids, tk_scores, sorted(int(u) for u in dead), path)
-    skipped = [s for p in parts for s in p.skipped]
     return ScanResult(image_set_key, n_images, k, layers, skipped, float(sum(p.seconds for p in parts)),
                       list(skipped_at_index))
+
+
+def scan_in_shards(model: LoadedModel, image_set: ImageSet, layers: Sequence[str], k: int, shards: int,
+                   batch_size: int = 256, device: str | torch.device = "cpu", out_dir: str | Path | None = None,
+                   reporter: Reporter | None = None, max_skipped_share: float | None = None,
+                   **scan_kwargs) -> ScanResult:
+    """Scan in ``shards`` row ranges one after another, then merge: the result of
+    :func:`~fvaudit.engine.activations.scan` (``fvaudit scan --shards``; a check of the split
+    and the merge on one machine). Parts go to ``out_dir/parts`` and are removed after the merge."""
+    import shutil
+
+    n = len(image_set)
+    parts = []
+    for i, (start, stop) in enumerate(shard_ranges(n, shards, batch_size)):
+        if start == stop:
+            parts.append(ShardPart(start, stop, {}))
+            continue
+        part_dir = Path(out_dir) / "parts" / f"shard-{i}" if out_dir is not None else None
+        res = scan_shard(model, image_set, layers, k, start, stop, batch_size=batch_size, device=device,
+                         out_dir=part_dir, reporter=reporter, **scan_kwargs)
+        parts.append(ShardPart.from_scan(start, stop, res))
+    merged = merge_scans(parts, n, min(k, n), image_set.key, out_dir=out_dir, skipped_at_index=image_set.skipped,
+                         max_skipped_share=max_skipped_share)
+    if out_dir is not None:
+        del parts
+        shutil.rmtree(Path(out_dir) / "parts", ignore_errors=True)
+    return merged

@@ -18,7 +18,8 @@ job, on a worker:
    starts again from nothing, a failed one leaves no half-written set.
 
 Ids equal the ones the synchronous indexing gave (sorted class folder, then sorted file;
-unreadable files take no id). A failure (no class folder, no readable image, cancel)
+unreadable files take no id); a ``limit`` keeps the engine's seeded, class-stratified sample
+of the readable files (:func:`~fvaudit.engine.images.stratified_ids`), as ``open_image_set`` does. A failure (no class folder, no readable image, cancel)
 marks the set ``failed`` with the reason; a set whose job ended otherwise (its worker
 gave up) reads as failed through its job (:mod:`fvaudit.api.routers.image_sets`).
 """
@@ -67,9 +68,7 @@ def index_folder(root: Path, allowed_roots: list[Path], limit: int | None, repor
     ``{"paths", "labels", "classes", "skipped": [{path, reason}], "key"}``; raises
     :class:`~fvaudit.engine.images.ImageSetError` when nothing usable is left.
     """
-    import numpy as np
-
-    from fvaudit.engine.images import FolderImageSet, ImageSetError, _verify_header, subset
+    from fvaudit.engine.images import FolderImageSet, ImageSetError, _verify_header, stratified_ids, subset
     from fvaudit.engine.progress import NullReporter
 
     reporter = reporter or NullReporter()
@@ -95,8 +94,8 @@ def index_folder(root: Path, allowed_roots: list[Path], limit: int | None, repor
     paths = [listed.paths[i] for i in keep]
     labels = listed.labels[keep]
     key = f"folder:{listed.root}"
-    if limit:
-        ds = subset(FolderImageSet.from_index(key, listed.class_names, paths, labels), np.arange(min(limit, len(paths))))
+    if limit:       # the engine's rule of a limited set: a seeded, class-stratified sample
+        ds = subset(FolderImageSet.from_index(key, listed.class_names, paths, labels), stratified_ids(labels, limit))
         paths = [paths[int(i)] for i in ds.parent_ids]
         labels = labels[ds.parent_ids]
         key = ds.key
