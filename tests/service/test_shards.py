@@ -83,6 +83,8 @@ def test_cancelling_a_sharded_scan_cancels_its_shards(stack):
     sid = r.json()["id"]
     stack.until(lambda: any(m["status"] == "running" and m["progress"].get("done", 0) > 0
                             for m in _members(stack, sid)), 120, "a shard to start scanning")
+    parts = os.path.join(stack.env["FVAUDIT_DATA_DIR"], "scan-parts", f"scan-{sid}")
+    assert os.path.isdir(parts)                            # the running shard writes its part there
     c = stack.post(f"/api/v1/jobs/{sid}/cancel")
     assert c.status_code == 200 and c.json()["status"] == "cancelled", c.text
     assert c.json()["error"] == "cancelled on request"
@@ -91,6 +93,7 @@ def test_cancelling_a_sharded_scan_cancels_its_shards(stack):
     statuses = [m["status"] for m in _members(stack, sid)]
     assert statuses.count("cancelled") >= 3 and "failed" not in statuses, statuses
     assert stack.job(sid)["status"] == "cancelled"
+    stack.until(lambda: not os.path.exists(parts), 30, "the reaper to remove the cancelled scan's parts")
 
 
 def test_a_failed_shard_fails_the_scan_and_cancels_the_other_shards(stack, db_env):

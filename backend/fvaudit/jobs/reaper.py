@@ -9,7 +9,8 @@ Each pass (every ``reaper_interval`` s, in the API process or ``fvaudit reaper``
 2. in service mode, a runnable ``queued`` job whose wake-up was sent more than
    ``requeue_after`` s ago (or never) gets it again: a broker restart that lost its
    queue loses no job (the runner's claim makes duplicates harmless);
-3. chain parents are reconciled with their children.
+3. chain parents are reconciled with their children;
+4. each kind's housekeeping (``JobKind.reap``) removes files its ended jobs left behind.
 
 Every UPDATE is conditional on the state read, so several reapers may run at once.
 """
@@ -120,6 +121,13 @@ def reap_once(settings: Settings | None = None, max_attempts: int | None = None)
         for p in parents:
             refresh_parent(db, p.id)
         db.flush()
+        from fvaudit.jobs.registry import all_kinds
+
+        for kind in all_kinds():          # files jobs left behind (a sharded scan's parts once it ended)
+            try:
+                out.setdefault("swept", []).extend(kind.reap(db, settings))
+            except OSError as exc:
+                log.warning("reaper: %s housekeeping failed: %s", kind.name, exc)
         wake = sorted(set(wake))
         if wake and settings.broker_url:
             out["republished"] = publish(db, wake)

@@ -120,6 +120,12 @@ class JobKind:
     def created(self, db: "Session", runs: "dict[str, Run]", ids: dict[str, int]) -> None:
         """Hook after a chain's rows are written (e.g. to link its runs)."""
 
+    # ------------------------------------------------------------------ housekeeping
+    def reap(self, db: "Session", settings: Any) -> list[str]:
+        """Each reaper pass: remove what this kind's jobs left on disk once nobody needs it
+        (e.g. the parts of a sharded scan that ended); returns what was removed."""
+        return []
+
     # ------------------------------------------------------------------ work
     def run(self, spec: BaseModel, ctx: "JobContext") -> dict:
         raise NotImplementedError(f"{self.name} is not run by a worker")

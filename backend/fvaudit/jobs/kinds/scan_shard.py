@@ -8,8 +8,9 @@ the ids ``shard_ranges(N, S, batch_size)[i]`` of every image set and leaves its 
 matrix (``scores_<layer>.npy``), the part's top-k (``topk.npz``, exact float32) and the
 ids and reasons of images that failed to decode (``skipped.json``). Its ``result`` says
 where (no reasons there: they may name server paths). The scan job merges the parts
-once every member succeeded. A requeued shard rewrites its own part; a shard that
-fails fails the scan (:mod:`fvaudit.jobs.lifecycle`).
+once every member succeeded and removes them; a requeued shard rewrites its own part; a
+shard that fails fails the scan (:mod:`fvaudit.jobs.lifecycle`), and the reaper removes the
+parts of a scan that ended once none of its shards is still writing (:meth:`ScanShardKind.reap`).
 """
 from __future__ import annotations
 
@@ -65,6 +66,28 @@ class ScanShardKind(JobKind):
 
     def run(self, spec: ScanShardSpec, ctx) -> dict:
         return run_shard(spec, ctx)
+
+    def reap(self, db, settings) -> list[str]:
+        """Parts of scans that ended (failed, cancelled, or merged by a run that died before its
+        own cleanup) whose shards have all stopped writing: nothing will read them again."""
+        from sqlalchemy import select
+
+        from fvaudit.db.models import TERMINAL
+
+        root = settings.data_dir / "scan-parts"
+        if not root.is_dir():
+            return []
+        removed = []
+        for d in root.iterdir():
+            sid = d.name.removeprefix("scan-")
+            if not (d.name.startswith("scan-") and sid.isdigit()):
+                continue
+            scan = db.get(Job, int(sid))
+            busy = db.scalar(select(Job.id).where(Job.group_job_id == int(sid), Job.status.not_in(TERMINAL)).limit(1))
+            if (scan is None or scan.status in TERMINAL) and busy is None:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+        return removed
 
 
 def run_shard(spec: ScanShardSpec, ctx) -> dict:
