@@ -256,3 +256,17 @@ def test_bad_input_names_the_argument(call, field):
 def test_row_top_max_property_is_nan_for_empty_rows():
     top = KW.kendall_row_top(np.array([[0.0, 1], [0, 2], [0, 3]]))
     assert math.isnan(top.max[0]) and math.isnan(top.max[1])    # column 0 constant: nothing defined
+
+
+def test_blocked_products_give_the_same_bounds(monkeypatch):
+    # small memory budgets: 5 columns of one-hot indicators per block, row blocks of 3
+    # units, the symmetric path skipping and mirroring the blocks below the diagonal
+    rng = np.random.default_rng(13)
+    a = tie_heavy(rng, 300, 37, "relu")
+    b = np.maximum(a + rng.standard_normal(a.shape), 0)
+    whole_cross, whole_same = KW.tau_upper_bound(a, b), KW.tau_upper_bound(a)
+    monkeypatch.setattr(KW, "_ONE_HOT_BYTES", 300 * KW.COARSE_BUCKETS * 5)
+    monkeypatch.setattr(KW, "_BLOCK_ELEMENTS", KW.COARSE_BUCKETS ** 2 * 5 * 3)
+    np.testing.assert_array_equal(KW.tau_upper_bound(a, b), whole_cross)
+    np.testing.assert_array_equal(KW.tau_upper_bound(a), whole_same)
+    assert_top_equals(KW.kendall_row_top(a, k=2), M.kendall_tau_matrix(a), 2)

@@ -59,6 +59,8 @@ FINE_BUCKETS = 64        # surviving pairs: a 64 × 64 histogram each
 _INT32_IMAGES = 46_000
 # int32 table elements per block of rows (~64 MB each; three such arrays live at once)
 _BLOCK_ELEMENTS = 1 << 24
+# int8 one-hot indicators of one block of columns (N · columns · B bytes)
+_ONE_HOT_BYTES = 1 << 28
 
 
 @dataclass
@@ -67,8 +69,8 @@ class RowTop:
 
     index: np.ndarray     # [Ja, k] int64 column; -1 where the row has fewer defined values
     value: np.ndarray     # [Ja, k] float64 τ; NaN where index is -1
-    exact_pairs: int      # pairs whose exact τ was computed
-    fine_pairs: int       # pairs given the fine bound
+    exact_pairs: int      # exact τ computations (against itself: one per unordered pair, both entries)
+    fine_pairs: int       # fine-bound computations (likewise)
     eligible_pairs: int   # pairs with a defined τ (off the diagonal when it is excluded)
 
     @property
@@ -186,25 +188,30 @@ def _table_counts(t: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 def _coarse_bounds(sa: _Side, sb: _Side, nb: int) -> np.ndarray:
     """Coarse upper bound on τ for every pair [Ja, Jb]; -inf where τ is undefined.
 
-    Blocks of rows against all columns; a matrix against itself (``sb is sa``) computes
-    each block against the columns from its own first row on only, and mirrors the
-    integer counts (C_b and Pxy are symmetric in x and y) — about 56 % of the product."""
+    Blocks of rows against blocks of columns (the one-hot indicators of a column block
+    take N·columns·B bytes, bounded by ``_ONE_HOT_BYTES``). A matrix against itself
+    (``sb is sa``) computes each row block against the columns from its own first row
+    on only, and mirrors the integer counts (C_b and Pxy are symmetric in x and y):
+    about 56 % of the product at J = 256."""
     n, ja, jb = sa.r.n, sa.coarse.shape[0], sb.coarse.shape[0]
     tot = n * (n - 1) // 2
     symmetric = sb is sa
-    eb = _one_hot(sb.coarse, nb, images_first=True)
     cb = np.zeros((ja, jb), dtype=np.int64)
     pxy = np.zeros((ja, jb), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMENTS // (nb * nb * jb))
-    if symmetric:
-        step = min(step, max(16, -(-ja // 8)))
-    for s in range(0, ja, step):
-        e = min(ja, s + step)
-        c0 = s if symmetric else 0
-        ea = _one_hot(sa.coarse[s:e], nb, images_first=False)
-        rhs = eb[:, c0 * nb:].contiguous() if c0 else eb
-        tables = _count_product(ea, rhs).view(e - s, nb, jb - c0, nb).numpy()
-        cb[s:e, c0:], pxy[s:e, c0:] = _table_counts(tables, n)
+    col_step = max(1, _ONE_HOT_BYTES // (n * nb))
+    for cs in range(0, jb, col_step):
+        ce = min(jb, cs + col_step)
+        eb = _one_hot(sb.coarse[cs:ce], nb, images_first=True)
+        step = max(1, _BLOCK_ELEMENTS // (nb * nb * (ce - cs)))
+        if symmetric:
+            step = min(step, max(16, -(-ja // 8)))
+        for s in range(0, ce if symmetric else ja, step):
+            e = min(ja, s + step)
+            c0 = max(cs, s) if symmetric else cs          # first column of this block's product
+            ea = _one_hot(sa.coarse[s:e], nb, images_first=False)
+            rhs = eb[:, (c0 - cs) * nb:].contiguous() if c0 > cs else eb
+            tables = _count_product(ea, rhs).view(e - s, nb, ce - c0, nb).numpy()
+            cb[s:e, c0:ce], pxy[s:e, c0:ce] = _table_counts(tables, n)
     if symmetric:
         lower = np.tril_indices(ja, -1)
         cb[lower] = cb.T[lower]
@@ -225,9 +232,11 @@ def _chunks(count: int, n: int) -> list[slice]:
     return [slice(s, min(count, s + step)) for s in range(0, count, step)]
 
 
-def _fine_bounds(sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, nb: int = FINE_BUCKETS) -> np.ndarray:
+def _fine_bounds(sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, nb: int = FINE_BUCKETS,
+                 both: bool = False) -> np.ndarray:
     """Fine upper bound on τ(a_j, b_i) for the pairs (js[p], cols[p]): each pair's
-    nb × nb table by one ``bincount`` over its N images."""
+    nb × nb table by one ``bincount`` over its N images. ``both`` (a matrix against
+    itself): also the bound on τ(a_i, a_j) from the same symmetric counts, as [2, m]."""
     n, m = sa.r.n, cols.size
     keys = sa.fine[js].astype(np.uint16)                              # cell x·nb + y < 2^16
     keys *= nb
@@ -235,8 +244,12 @@ def _fine_bounds(sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, nb: int
     # one bincount per pair: measured ~2x faster than widening the keys for a single call
     t = np.stack([np.bincount(row, minlength=nb * nb) for row in keys]).reshape(m, nb, 1, nb)
     cb, pxy = _table_counts(t, n)
-    return _bound(n * (n - 1) // 2, cb[:, 0], pxy[:, 0], sa.fine_same[js], sb.fine_same[cols],
-                  sa.r.ties[js], sb.r.ties[cols])
+    tot = n * (n - 1) // 2
+    fwd = _bound(tot, cb[:, 0], pxy[:, 0], sa.fine_same[js], sb.fine_same[cols], sa.r.ties[js], sb.r.ties[cols])
+    if not both:
+        return fwd
+    back = _bound(tot, cb[:, 0], pxy[:, 0], sb.fine_same[cols], sa.fine_same[js], sb.r.ties[cols], sa.r.ties[js])
+    return np.stack([fwd, back])
 
 
 def _discordant_pairs(ra: M._Ranked, rb: M._Ranked, js: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -275,24 +288,31 @@ def _discordant_pairs(ra: M._Ranked, rb: M._Ranked, js: np.ndarray, cols: np.nda
     return nd, n3
 
 
-def _exact(sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def _exact(sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, both: bool = False) -> np.ndarray:
     """Exact τ(a_js[p], b_cols[p]): the integer counts of kendall_tau_matrix's kernel,
-    through its arithmetic (``metrics._tau_from_counts``), hence the same bits."""
+    through its arithmetic (``metrics._tau_from_counts``), hence the same bits. ``both``
+    (a matrix against itself): also τ(a_i, a_j) from the same symmetric counts, [2, m]."""
     nd, n3 = _discordant_pairs(sa.r, sb.r, js, cols)
     n = sa.r.n
-    return M._tau_from_counts(n * (n - 1) // 2, sa.r.ties[js], sb.r.ties[cols], nd, n3)
+    fwd = M._tau_from_counts(n * (n - 1) // 2, sa.r.ties[js], sb.r.ties[cols], nd, n3)
+    if not both:
+        return fwd
+    return np.stack([fwd, M._tau_from_counts(n * (n - 1) // 2, sb.r.ties[cols], sa.r.ties[js], nd, n3)])
 
 
-def _pairwise(fn, sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, workers: int) -> np.ndarray:
-    """``fn`` over the pairs in chunks, on ``workers`` threads; float64 [pairs]."""
-    out = np.empty(cols.size)
+def _pairwise(fn, sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, workers: int,
+              both: bool = False) -> np.ndarray:
+    """``fn`` over the pairs in chunks, on ``workers`` threads; float64 [pairs] ([2, pairs]
+    with ``both``)."""
+    out = np.empty((2, cols.size) if both else cols.size)
     parts = _chunks(cols.size, sa.r.n)
     if workers > 1 and len(parts) == 1 and cols.size > 1:        # split a single chunk for the threads
         half = cols.size // 2
         parts = [slice(0, half), slice(half, cols.size)]
 
     def run(i: int) -> None:
-        out[parts[i]] = fn(sa, sb, js[parts[i]], cols[parts[i]])
+        out[..., parts[i]] = fn(sa, sb, js[parts[i]], cols[parts[i]], both=both) if both else \
+            fn(sa, sb, js[parts[i]], cols[parts[i]])
 
     M._map_rows(run, len(parts), workers)
     return out
@@ -324,13 +344,28 @@ def _top(sa: _Side, sb: _Side, k: int, exclude_diagonal: bool, n_jobs: int | Non
     exact = np.full((ja, jb), np.nan)       # exact τ where computed
     rows = np.arange(ja)
 
+    symmetric = sb is sa and exclude_diagonal
+    computed = {"fine": 0, "exact": 0}
+
+    def fill(target: np.ndarray, fn, js: np.ndarray, cols: np.ndarray) -> None:
+        if symmetric:
+            # a matrix against itself: each unordered pair once, both entries from its counts
+            key = np.unique(np.minimum(js, cols) * jb + np.maximum(js, cols))
+            js, cols = np.divmod(key, jb)
+        if not cols.size:
+            return
+        computed["fine" if target is fine else "exact"] += cols.size
+        got = _pairwise(fn, sa, sb, js, cols, workers, both=symmetric)
+        if symmetric:
+            target[js, cols], target[cols, js] = got
+        else:
+            target[js, cols] = got
+
     def fine_for(js, cols):
-        if cols.size:
-            fine[js, cols] = _pairwise(_fine_bounds, sa, sb, js, cols, workers)
+        fill(fine, _fine_bounds, js, cols)
 
     def exact_for(js, cols):
-        if cols.size:
-            exact[js, cols] = _pairwise(_exact, sa, sb, js, cols, workers)
+        fill(exact, _exact, js, cols)
 
     def threshold() -> np.ndarray:
         done = np.where(np.isnan(exact), -np.inf, exact)
@@ -372,8 +407,7 @@ def _top(sa: _Side, sb: _Side, k: int, exclude_diagonal: bool, n_jobs: int | Non
     w = best.shape[1]                                       # min(k, Jb)
     index[:, :w][ok] = best[ok]
     value[:, :w][ok] = vals[ok]
-    return RowTop(index, value, int(np.count_nonzero(~np.isnan(exact))), int(np.count_nonzero(~np.isnan(fine))),
-                  eligible)
+    return RowTop(index, value, computed["exact"], computed["fine"], eligible)
 
 
 def _check_k(k: int) -> int:
