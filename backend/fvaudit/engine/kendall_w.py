@@ -104,20 +104,32 @@ def _buckets(r: M._Ranked, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
     constant on tie groups (a function of the dense rank); and per column the number of
     image pairs sharing a bucket [J] (int64)."""
     j, n = r.ranks.shape
+    wide = np.int32 if n * n_buckets < 2**31 else np.int64
     distinct = r.sorted[:, -1].astype(np.int64) + 1
     zmin = np.count_nonzero(r.sorted == 0, axis=1).astype(np.int64)
     out = np.empty((j, n), dtype=np.uint8)
     few = distinct <= n_buckets                        # one bucket per value: exact
     big_min = ~few & (zmin * n_buckets >= n)           # the minimum's tie group alone in bucket 0
     rest = ~few & ~big_min
-    if few.any():
-        out[few] = r.ranks[few]
-    if big_min.any():
-        z = zmin[big_min][:, None]
-        below = r.below[big_min].astype(np.int64)
-        out[big_min] = np.where(below == 0, 0, 1 + (below - z) * (n_buckets - 1) // (n - z))
-    if rest.any():
-        out[rest] = r.below[rest].astype(np.int64) * n_buckets // n
+    for rows, kind in ((few, "few"), (big_min, "big_min"), (rest, "rest")):
+        if not rows.any():
+            continue
+        sel = slice(None) if rows.all() else rows      # no fancy-index copy in the usual case
+        if kind == "few":
+            out[sel] = r.ranks[sel]
+            continue
+        below = r.below[sel].astype(wide)
+        if kind == "big_min":
+            z = zmin[sel].astype(wide)[:, None]
+            below -= z                                 # < 0 exactly on the minimum's group
+            below *= n_buckets - 1
+            below //= np.maximum(n - z, 1)
+            below += 1
+            np.maximum(below, 0, out=below)            # the minimum's group: bucket 0
+        else:
+            below *= n_buckets
+            below //= n
+        out[sel] = below
     flat = out + (np.arange(j, dtype=np.int64) * n_buckets)[:, None]
     counts = np.bincount(flat.ravel(), minlength=j * n_buckets).reshape(j, n_buckets)
     return out, (counts * (counts - 1) // 2).sum(axis=1)
