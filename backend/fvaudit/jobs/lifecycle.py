@@ -42,14 +42,37 @@ def set_run_status(db: Session, job: Job) -> None:
     src = db.get(Job, job.parent_id) if job.parent_id is not None else job
     if src is None:
         return
-    if run.status != src.status:
-        run.status = src.status
-        if src.status in TERMINAL:
+    status, error = src.status, src.error
+    if job.parent_id is not None and _runs_follow_steps(src.kind):
+        status, error = _steps_status(db, job.parent_id, run.id)
+    if run.status != status:
+        run.status = status
+        if status in TERMINAL:
             run.finished_at = utcnow()
-            if src.status == "failed":
-                run.error = src.error
+            if status == "failed":
+                run.error = error
         else:
             run.finished_at = None
+
+
+def _runs_follow_steps(kind: str) -> bool:
+    """A chain whose runs are independent results (a sweep's points): each run follows its own steps."""
+    from fvaudit.jobs.registry import get_kind, is_kind
+
+    return is_kind(kind) and bool(getattr(get_kind(kind), "runs_follow_steps", False))
+
+
+def _steps_status(db: Session, parent_id: int, run_id: int) -> tuple[str, str | None]:
+    """(status, error) of the chain steps that write into one run (one point of a sweep)."""
+    steps = db.scalars(select(Job).where(Job.parent_id == parent_id, Job.run_id == run_id).order_by(Job.seq)
+                       .execution_options(populate_existing=True)).all()
+    statuses = [s.status for s in steps]
+    failed = next((s for s in steps if s.status == "failed"), None)
+    if failed is not None:
+        return "failed", f"step {failed.seq} ({failed.step_key or failed.kind}, job {failed.id}) failed: {failed.error}"
+    if statuses and all(s in TERMINAL for s in statuses):
+        return ("succeeded" if all(s == "succeeded" for s in statuses) else "cancelled"), None
+    return ("running" if any(s in ("running", "succeeded") for s in statuses) else "queued"), None
 
 
 def refresh_parent(db: Session, parent_id: int) -> Job | None:
@@ -62,7 +85,9 @@ def refresh_parent(db: Session, parent_id: int) -> Job | None:
         return parent
     statuses = [c.status for c in children]
     failed = next((c for c in children if c.status == "failed"), None)
-    if failed is not None:
+    if failed is not None and _runs_follow_steps(parent.kind) and not all(s in TERMINAL for s in statuses):
+        new = "running"             # a sweep: its other points run on; it fails, with this reason, when they end
+    elif failed is not None:
         new = "failed"
     elif "cancelled" in statuses and all(s in TERMINAL for s in statuses):
         new = "cancelled"
@@ -95,6 +120,9 @@ def refresh_parent(db: Session, parent_id: int) -> Job | None:
             if c.run_id is not None and c.run_id not in seen:
                 seen.add(c.run_id)
                 set_run_status(db, c)
+    elif _runs_follow_steps(parent.kind):     # a sweep's point runs move with their own steps
+        for c in {c.run_id: c for c in children if c.run_id is not None}.values():
+            set_run_status(db, c)
     return parent
 
 
