@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps services test test-engine demo demo-experiment bench clean train-demo-model
+.PHONY: install system-deps services test test-engine demo demo-experiment demo-sweep bench clean train-demo-model
 
 $(STAMP): backend/requirements.lock backend/constraints.txt backend/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,9 @@ demo: install
 # The four-row Table 3.1 experiment on the demo CNN, from the command line (no server).
 demo-experiment: install
 	$(VENV)/bin/fvaudit demo-experiment
+
+demo-sweep: install
+	$(VENV)/bin/fvaudit sweep --demo $(SWEEP_ARGS)
 
 bench: install
 	$(PY) bench/kendall_w.py

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, default=6)
     sp.add_argument("--seed", type=int, default=0)
     _register_service_commands(sub)
+    from fvaudit import prune_cli     # fvaudit prune, fvaudit sweep (SPEC §5)
+
+    COMMANDS.update(prune_cli.register(sub))
     return p
 
 

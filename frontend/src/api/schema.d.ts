@@ -532,6 +532,57 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sweeps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your sweeps, newest first */
+        get: operations["list_sweeps_api_v1_sweeps_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sweeps/{sweep_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A sweep: its points, the results table (one row per point and attack) and the curves */
+        get: operations["get_sweep_api_v1_sweeps__sweep_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sweeps/{sweep_id}/table": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The results table as CSV, JSON (rows, curves, points) or markdown */
+        get: operations["sweep_table_api_v1_sweeps__sweep_id__table_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 };
 export type webhooks = Record<string, never>;
 export type components = {
@@ -876,6 +927,55 @@ export type components = {
             /** Name */
             name: string;
         };
+        /**
+         * FinetuneParams
+         * @description The fine-tune after pruning: the thesis' two-phase schedule, scaled (and recorded).
+         */
+        FinetuneParams: {
+            /**
+             * Steps
+             * @description optimizer steps in all (0 = no fine-tune); two equal phases like the thesis' 10 + 10 epochs
+             * @default 200
+             */
+            steps?: number;
+            /**
+             * Lr
+             * @description Adam learning rate of the first phase
+             * @default 0.0001
+             */
+            lr?: number;
+            /**
+             * Lr Drop
+             * @description the second phase's lr is lr · lr_drop (thesis: 0.1)
+             * @default 0.1
+             */
+            lr_drop?: number;
+            /**
+             * Batch Size
+             * @default 64
+             */
+            batch_size?: number;
+            /**
+             * Train Limit
+             * @description fine-tune on the first N training images (null = all)
+             */
+            train_limit?: number | null;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed?: number;
+        };
+        /** GridAxis */
+        GridAxis: {
+            /**
+             * Field
+             * @description dotted field of base: model_id, prune, prune.<field>, prune.finetune.<field>, attack.<field>
+             */
+            field: string;
+            /** Values */
+            values: components["schemas"]["JsonValue"][];
+        };
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
@@ -1194,6 +1294,7 @@ export type components = {
                 [key: string]: unknown;
             };
         };
+        JsonValue: unknown;
         /** LayerOut */
         LayerOut: {
             /** Name */
@@ -1357,6 +1458,23 @@ export type components = {
              * Format: date-time
              */
             created_at: string;
+            /**
+             * Parent Model Id
+             * @description a pruned model's parent (SPEC §5)
+             */
+            parent_model_id?: number | null;
+            /**
+             * Prune Job Id
+             * @description the prune job that made (or will make) this model
+             */
+            prune_job_id?: number | null;
+            /**
+             * Prune
+             * @description what the prune job recorded: method, rate, weight and filter pruning rates, fine-tune schedule, accuracies
+             */
+            prune?: {
+                [key: string]: unknown;
+            } | null;
         };
         /**
          * ModelSynthetic
@@ -1420,6 +1538,95 @@ export type components = {
             unit: number;
             /** Value */
             value: number | null;
+        };
+        /**
+         * PruneJobCreate
+         * @description prune + fine-tune: norm, OTO (filter / weight) or vulnerability pruning, then a fine-tune holding the pruned weights at zero; the result is a new model with its lineage (SPEC §5)
+         */
+        PruneJobCreate: {
+            /**
+             * @description prune + fine-tune (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "prune";
+            spec: components["schemas"]["PruneSpec"];
+        };
+        /**
+         * PruneParams
+         * @description What to prune; ``rate`` means, by method: norm, the fraction of conv/linear weights
+         *     zeroed; oto_*, the target group sparsity; vulnerability, the fraction of the layer's
+         *     channels removed (the top ones by CLIP-δ of ``delta_run_id``).
+         */
+        PruneParams: {
+            /**
+             * Method
+             * @default norm
+             * @enum {string}
+             */
+            method?: "norm" | "oto_filter" | "oto_weight" | "vulnerability";
+            /**
+             * Layer
+             * @description vulnerability: the layer whose channels are removed
+             */
+            layer?: string | null;
+            /**
+             * Channels
+             * @description vulnerability: the channels to remove (instead of rate)
+             */
+            channels?: number[] | null;
+            /**
+             * Delta Run Id
+             * @description vulnerability: the push-down run of the layer whose per-unit CLIP-δ ranks the channels
+             */
+            delta_run_id?: number | null;
+            /**
+             * Rate
+             * @description a fraction strictly between 0 and 1 (see above)
+             */
+            rate?: number | null;
+            /**
+             * Oto Steps
+             * @description oto_*: HESSO training steps that reach the target group sparsity (before the fine-tune)
+             * @default 200
+             */
+            oto_steps?: number;
+            finetune?: components["schemas"]["FinetuneParams"];
+        };
+        /**
+         * PruneSpec
+         * @example {
+         *       "model_id": 1,
+         *       "prune": {
+         *         "finetune": {
+         *           "steps": 200,
+         *           "train_limit": 6000
+         *         },
+         *         "method": "norm",
+         *         "rate": 0.5
+         *       },
+         *       "train_set_id": 1,
+         *       "val_set_id": 2
+         *     }
+         */
+        PruneSpec: {
+            /** Name */
+            name?: string | null;
+            /**
+             * Model Id
+             * @description the model to prune (the parent of the result)
+             */
+            model_id: number;
+            /**
+             * Train Set Id
+             * @description fine-tuning (and OTO) images
+             */
+            train_set_id: number;
+            /**
+             * Val Set Id
+             * @description accuracy before and after, on all of it
+             */
+            val_set_id: number;
+            prune: components["schemas"]["PruneParams"];
         };
         /** RegistryEntry */
         RegistryEntry: {
@@ -1692,6 +1899,304 @@ export type components = {
             key: string;
             /** Label */
             label: string;
+        };
+        /** SweepAudit */
+        SweepAudit: {
+            /** Run Id */
+            run_id: number;
+            /** Status */
+            status: string;
+            /** Rows */
+            rows: {
+                [key: string]: unknown;
+            }[];
+            /** Error */
+            error?: string | null;
+        };
+        /**
+         * SweepBase
+         * @description The spec every grid point starts from.
+         */
+        SweepBase: {
+            /** Model Id */
+            model_id: number;
+            /** @description null: audit the model as it is */
+            prune?: components["schemas"]["PruneParams"] | null;
+            /** @description the attack settings; its kind is set by the sweep's attacks */
+            attack: components["schemas"]["AttackParams"];
+        };
+        /** SweepDetail */
+        SweepDetail: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            /** N Points */
+            n_points: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Finished At */
+            finished_at: string | null;
+            /** Error */
+            error: string | null;
+            /** Spec */
+            spec: {
+                [key: string]: unknown;
+            };
+            /** Attacks */
+            attacks: string[];
+            /** Columns */
+            columns: string[];
+            /** Points */
+            points: components["schemas"]["SweepPointOut"][];
+            /** Rows */
+            rows: components["schemas"]["SweepTableRow"][];
+            /**
+             * Curves
+             * @description per method: rate, label, finetuned_acc, clip_delta_<attack>, run_<attack> (Figs. 4.1–4.4)
+             */
+            curves: {
+                [key: string]: {
+                    [key: string]: unknown[];
+                };
+            };
+        };
+        /** SweepItem */
+        SweepItem: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            /** N Points */
+            n_points: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Finished At */
+            finished_at: string | null;
+        };
+        /**
+         * SweepJobCreate
+         * @description sweep: a grid of values for named spec fields (prune method and rate, attacked layers, models): each point pruned and fine-tuned, then its push-down and push-up audits (SPEC §5)
+         */
+        SweepJobCreate: {
+            /**
+             * @description sweep (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "sweep";
+            spec: components["schemas"]["SweepSpec"];
+        };
+        /**
+         * SweepPointOut
+         * @description One grid point: its values, what was pruned, its audits' runs (SPEC §5).
+         */
+        SweepPointOut: {
+            /** Idx */
+            idx: number;
+            /** Label */
+            label: string;
+            /** Values */
+            values: {
+                [key: string]: unknown;
+            };
+            /**
+             * Method
+             * @description prune method; null for an unpruned point
+             */
+            method: string | null;
+            /**
+             * Rate
+             * @description norm: weight fraction; oto_*: target group sparsity; vulnerability: fraction of the layer's channels
+             */
+            rate: number | null;
+            /** Layer */
+            layer: string | null;
+            /**
+             * Model Id
+             * @description the audited model (a pruned point's new model)
+             */
+            model_id: number | null;
+            /** Prune Job Id */
+            prune_job_id: number | null;
+            /** Prune Status */
+            prune_status: string | null;
+            /** Prune Error */
+            prune_error: string | null;
+            /** Prune */
+            prune: {
+                [key: string]: unknown;
+            } | null;
+            /** Audits */
+            audits: {
+                [key: string]: components["schemas"]["SweepAudit"];
+            };
+        };
+        /**
+         * SweepSpec
+         * @example {
+         *       "attacks": [
+         *         "push_down",
+         *         "push_up"
+         *       ],
+         *       "base": {
+         *         "attack": {
+         *           "layers": [
+         *             "relu3"
+         *           ],
+         *           "steps": 200
+         *         },
+         *         "model_id": 1,
+         *         "prune": {
+         *           "finetune": {
+         *             "steps": 100
+         *           },
+         *           "method": "norm",
+         *           "rate": 0.5
+         *         }
+         *       },
+         *       "decoy_class": "Bag",
+         *       "grid": [
+         *         {
+         *           "field": "prune.method",
+         *           "values": [
+         *             "norm",
+         *             "vulnerability"
+         *           ]
+         *         },
+         *         {
+         *           "field": "prune.rate",
+         *           "values": [
+         *             0.25,
+         *             0.5
+         *           ]
+         *         }
+         *       ],
+         *       "name": "norm vs vulnerability",
+         *       "train_set_id": 1,
+         *       "val_set_id": 2
+         *     }
+         */
+        SweepSpec: {
+            /** Name */
+            name?: string | null;
+            /** Train Set Id */
+            train_set_id: number;
+            /** Val Set Id */
+            val_set_id: number;
+            base: components["schemas"]["SweepBase"];
+            /**
+             * Grid
+             * @description every combination of the axes' values is a point (at most 256)
+             */
+            grid?: components["schemas"]["GridAxis"][];
+            /**
+             * Baseline
+             * @description point 0: the unpruned base model (the curves' rate 0; the push-down run that vulnerability pruning ranks channels by)
+             * @default true
+             */
+            baseline?: boolean;
+            /** Attacks */
+            attacks?: ("push_down" | "push_up")[];
+            /**
+             * Decoy Class
+             * @description push-up decoy class (name or index)
+             */
+            decoy_class?: number | string | null;
+            /**
+             * K Clip
+             * @default 5
+             */
+            k_clip?: number;
+            /**
+             * Embedder
+             * @description auto | none | efficientnet-lite0 | open_clip:<model>:<tag>
+             * @default auto
+             */
+            embedder?: string;
+            /**
+             * Scan Batch Size
+             * @default 256
+             */
+            scan_batch_size?: number;
+            /**
+             * Control
+             * @description an α = 0 control per audit (doubles the attacks)
+             * @default false
+             */
+            control?: boolean;
+            /**
+             * Visualize
+             * @description synthetic visualizations per audit
+             * @default false
+             */
+            visualize?: boolean;
+        };
+        /**
+         * SweepTableRow
+         * @description Tables 4.1–4.4 / C–F: one row per point and attack; each links to its run.
+         */
+        SweepTableRow: {
+            /** Point */
+            point: number;
+            /** Label */
+            label: string;
+            /** Method */
+            method: string | null;
+            /** Rate */
+            rate: number | null;
+            /** Weight Rate */
+            weight_rate: number | null;
+            /** Filter Rate */
+            filter_rate: number | null;
+            /**
+             * Finetuned Acc
+             * @description accuracy (%) of the audited model before the attack: the fine-tuned pruned model, or the unpruned one
+             */
+            finetuned_acc: number | null;
+            /** Finetune N Images */
+            finetune_n_images: number | null;
+            /** Layer */
+            layer: string | null;
+            /** Attack */
+            attack: string | null;
+            /** Clip Delta */
+            clip_delta: number | null;
+            /** Kendall Tau */
+            kendall_tau: number | null;
+            /** Clip W */
+            clip_w: number | null;
+            /** Kendall Tau W */
+            kendall_tau_w: number | null;
+            /** Topk Overlap */
+            topk_overlap: number | null;
+            /** Acc */
+            acc: number | null;
+            /** Delta Acc */
+            delta_acc: number | null;
+            /** Acc N Images */
+            acc_n_images: number | null;
+            /** Status */
+            status: string | null;
+            /** Run Id */
+            run_id: number | null;
+            /** Model Id */
+            model_id: number | null;
         };
         /** SyntheticImageOut */
         SyntheticImageOut: {
@@ -2689,7 +3194,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"];
+                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"] | components["schemas"]["PruneJobCreate"] | components["schemas"]["SweepJobCreate"];
             };
         };
         responses: {
@@ -3255,6 +3760,117 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_sweeps_api_v1_sweeps_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SweepItem"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_sweep_api_v1_sweeps__sweep_id__get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                sweep_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SweepDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    sweep_table_api_v1_sweeps__sweep_id__table_get: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json" | "md";
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                sweep_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": unknown;
+                    "application/json": unknown;
+                    "text/markdown": unknown;
+                };
             };
             /** @description Validation Error */
             422: {

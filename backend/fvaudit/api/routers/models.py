@@ -27,7 +27,8 @@ UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth")
 def model_out(m: Model) -> dict:
     return {"id": m.id, "name": m.name, "registry_name": m.registry_name, "source": m.source, "weights": m.weights,
             "pretrained": m.pretrained, "input_shape": list(m.input_shape or []),
-            "n_classes": len(m.class_names or []), "n_layers": len(m.layers or []), "created_at": m.created_at}
+            "n_classes": len(m.class_names or []), "n_layers": len(m.layers or []), "created_at": m.created_at,
+            "parent_model_id": m.parent_model_id, "prune_job_id": m.prune_job_id, "prune": m.prune}
 
 
 @router.get("/registry", response_model=list[RegistryEntry], summary="Models that can be registered by name")

@@ -1,0 +1,78 @@
+"""Sweeps (SPEC §5): the pruning sweeps' points, results table and curves, and their export.
+
+A sweep is a job of kind ``sweep`` (launched with ``POST /jobs``); these routes read its
+points (``sweep_points``) with their pruned models' records and their audits' rows and
+hand them to :mod:`fvaudit.engine.sweep_table`, the same code the CLI writes its tables with.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from sqlalchemy import func, select
+
+from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, get_job_for
+from fvaudit.api.schemas import SweepDetail, SweepItem
+from fvaudit.db.models import Job, SweepPoint
+from fvaudit.engine import sweep_table as T
+from fvaudit.jobs.kinds.sweep import point_records
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+
+def _name(job: Job) -> str:
+    return (job.spec or {}).get("name") or f"sweep {job.id}"
+
+
+def _item(job: Job, n_points: int) -> dict:
+    return {"id": job.id, "name": _name(job), "status": job.status, "n_points": n_points,
+            "created_at": job.created_at, "finished_at": job.finished_at}
+
+
+def _sweep(db, user, sweep_id: int) -> Job:
+    job = get_job_for(db, Principal(user), sweep_id)
+    if job.kind != "sweep":
+        raise HTTPException(404, f"job {sweep_id} is a {job.kind} job, not a sweep")
+    return job
+
+
+@router.get("", response_model=list[SweepItem], summary="Your sweeps, newest first")
+def list_sweeps(db: DB, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
+    q = select(Job).where(Job.kind == "sweep", Job.parent_id.is_(None))
+    if not user.is_admin:
+        q = q.where(Job.owner_id == user.id)
+    jobs = list(db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
+    counts = dict(db.execute(select(SweepPoint.sweep_job_id, func.count()).where(
+        SweepPoint.sweep_job_id.in_([j.id for j in jobs])).group_by(SweepPoint.sweep_job_id)).all()) if jobs else {}
+    return [_item(j, counts.get(j.id, 0)) for j in jobs]
+
+
+@router.get("/{sweep_id}", response_model=SweepDetail,
+            summary="A sweep: its points, the results table (one row per point and attack) and the curves")
+def get_sweep(sweep_id: IdPath, db: DB, user: CurrentUser):
+    job = _sweep(db, user, sweep_id)
+    points = point_records(db, job)
+    rows = T.table_rows(points)
+    return {**_item(job, len(points)), "error": job.error, "spec": job.spec or {},
+            "attacks": list((job.spec or {}).get("attacks") or []), "columns": list(T.COLUMNS), "points": points,
+            "rows": rows, "curves": T.curves(rows)}
+
+
+@router.get("/{sweep_id}/table", response_class=Response,
+            responses={200: {"content": {"text/csv": {}, "application/json": {}, "text/markdown": {}}}},
+            summary="The results table as CSV, JSON (rows, curves, points) or markdown")
+def sweep_table(sweep_id: IdPath, db: DB, user: CurrentUser,
+                format: Literal["csv", "json", "md"] = "csv"):
+    job = _sweep(db, user, sweep_id)
+    points = point_records(db, job)
+    rows = T.table_rows(points)
+    name = f"sweep-{job.id}"
+    if format == "csv":
+        return Response(T.to_csv(rows), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    if format == "md":
+        return Response(T.to_markdown(rows) + "\n", media_type="text/markdown",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.md"'})
+    return Response(T.to_json(rows, points), media_type="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.json"'})

@@ -1,0 +1,212 @@
+"""`fvaudit prune` and `fvaudit sweep`: pruning defences from the command line (SPEC §5).
+
+Both run the engine in this process (no server) and write the tables the service's sweep
+page shows (:mod:`fvaudit.engine.sweep_table`: ``sweep.csv``, ``sweep.json``, ``sweep.md``).
+``fvaudit sweep --demo`` is the thesis' Chapter 4 on the Fashion-MNIST demo CNN, scaled to
+run in under an hour on 2 CPU cores; it prints what it scaled.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+RATES = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875]
+#: the demo's budget (measured to fit 60 min on 2 CPU cores; see README "Pruning defences")
+DEMO = {"train_limit": 6000, "val_limit": 2000, "steps": 150, "eval_every": 50, "finetune_steps": 100,
+        "oto_steps": 100, "batch_size": 64}
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}")
+
+
+def _finetune_args(sp) -> None:
+    sp.add_argument("--finetune-steps", type=int, help="fine-tune steps after pruning (two equal phases, the "
+                                                       "second at lr·lr_drop; the thesis' 10 + 10 epochs, scaled)")
+    sp.add_argument("--finetune-lr", type=float, default=1e-4)
+    sp.add_argument("--lr-drop", type=float, default=0.1)
+    sp.add_argument("--oto-steps", type=int, help="OTO: HESSO steps to reach the target group sparsity")
+    sp.add_argument("--train-limit", type=int, help="use the first N training images (attacks and fine-tune)")
+    sp.add_argument("--val-limit", type=int, help="use the first N validation images")
+
+
+def register(sub) -> dict:
+    """Add the two commands to the `fvaudit` parser; returns {name: handler}."""
+    sp = sub.add_parser("prune", help="prune a model and fine-tune it (norm, OTO filter/weight, vulnerability)")
+    sp.add_argument("--model", default="fmnist-cnn")
+    sp.add_argument("--checkpoint")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--method", choices=["norm", "oto_filter", "oto_weight", "vulnerability"], required=True)
+    sp.add_argument("--rate", type=float, help="norm: weight fraction; oto_*: target group sparsity; "
+                                               "vulnerability: fraction of the layer's channels")
+    sp.add_argument("--layer", help="vulnerability: the layer whose channels are removed")
+    sp.add_argument("--channels", help="vulnerability: comma-separated channels (instead of --rate)")
+    sp.add_argument("--delta-from", type=Path, help="vulnerability: an attack run directory (fvaudit attack "
+                                                    "--kind push_down) whose per-unit CLIP-δ ranks the channels")
+    _finetune_args(sp)
+    sp.add_argument("--out", type=Path, required=True)
+
+    sp = sub.add_parser("sweep", help="prune at several rates per method, fine-tune, then push-down and push-up "
+                                      "each pruned model (thesis Figs. 4.1–4.4, Tables 4.1–4.4)")
+    sp.add_argument("--demo", action="store_true", help="the Fashion-MNIST demo CNN, relu3, every method at "
+                                                        "12.5…87.5 %%, budgeted for < 60 min on 2 CPU cores")
+    sp.add_argument("--model", default="fmnist-cnn")
+    sp.add_argument("--checkpoint")
+    sp.add_argument("--train", default="fashion-mnist:train")
+    sp.add_argument("--val", default="fashion-mnist:test")
+    sp.add_argument("--layer", default="relu3")
+    sp.add_argument("--methods", default="norm,oto_filter,oto_weight,vulnerability")
+    sp.add_argument("--rates", type=_floats, default=RATES)
+    sp.add_argument("--attacks", default="push_down,push_up")
+    sp.add_argument("--decoy-class", default="Bag")
+    sp.add_argument("--steps", type=int, help="attack steps")
+    sp.add_argument("--eval-every", type=int)
+    sp.add_argument("--embedder", default="auto")
+    sp.add_argument("--device", default="cpu")
+    _finetune_args(sp)
+    sp.add_argument("--out", type=Path, default=Path("runs/demo-sweep"))
+    return {"prune": cmd_prune, "sweep": cmd_sweep}
+
+
+def _settings(args, demo: bool):
+    from fvaudit.engine.prune_sweep import PruneSettings
+
+    d = DEMO if demo else {}
+    return PruneSettings(finetune_steps=args.finetune_steps if args.finetune_steps is not None
+                         else d.get("finetune_steps", 200), lr=args.finetune_lr, lr_drop=args.lr_drop,
+                         batch_size=d.get("batch_size", 64),
+                         oto_steps=args.oto_steps if args.oto_steps is not None else d.get("oto_steps", 200))
+
+
+def _sets(args, demo: bool):
+    from fvaudit.cli import cache_dir
+    from fvaudit.engine.images import open_image_set, subset
+
+    d = DEMO if demo else {}
+    train_limit = args.train_limit if args.train_limit is not None else d.get("train_limit")
+    val_limit = args.val_limit if args.val_limit is not None else d.get("val_limit")
+    train = open_image_set(getattr(args, "train", "fashion-mnist:train"), cache_dir=cache_dir(), limit=train_limit)
+    val = open_image_set(getattr(args, "val", "fashion-mnist:test"), cache_dir=cache_dir(), limit=val_limit)
+    return train, val
+
+
+def cmd_prune(args) -> int:
+    import numpy as np
+
+    from fvaudit.engine import pruning as P
+    from fvaudit.engine import sweep_table as T
+    from fvaudit.engine.attacks import evaluate_accuracy
+    from fvaudit.engine.models import clone_model, load_model, save_checkpoint
+    from fvaudit.engine.prune_sweep import label, prune_point, prune_record
+
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    train, val = _sets(args, False)
+    s = _settings(args, False)
+    delta = None
+    if args.method == "vulnerability":
+        if not args.layer:
+            raise ValueError("--layer: vulnerability pruning needs the layer whose channels are removed")
+        layer = model.layer(args.layer).name
+        if args.channels:
+            channels = [int(c) for c in args.channels.split(",") if c.strip()]
+            args.rate = len(channels) / model.layer(layer).units
+        elif args.delta_from is not None:
+            f = args.delta_from / f"metrics_{layer.replace('/', '_')}.json"
+            if not f.exists():
+                raise ValueError(f"--delta-from: {f} does not exist (a push-down run of {layer} writes it)")
+            delta = {int(u): v for u, v in json.loads(f.read_text())["per_unit"].get("clip_delta", {}).items()}
+        else:
+            raise ValueError("--delta-from or --channels: vulnerability pruning needs a push-down run of the layer "
+                             "(its per-unit CLIP-δ ranks the channels) or explicit channels")
+    else:
+        layer = args.layer
+    if args.rate is None:
+        raise ValueError("--rate: give a fraction strictly between 0 and 1")
+    val_ids = np.arange(len(val))
+    acc_parent = evaluate_accuracy(model, val, val_ids, device=args.device)
+    if args.method == "vulnerability" and args.channels:
+        pm = clone_model(model)
+        report = P.vulnerability_prune(pm, layer, channels)
+    else:
+        pm, report, channels = prune_point(model, args.method, args.rate, layer, train, s, delta, args.device)
+    acc_pruned = evaluate_accuracy(pm, val, val_ids, device=args.device)
+    history = P.finetune(pm, train, s.phases(), batch_size=s.batch_size, seed=s.seed, device=args.device) \
+        if s.phases() else []
+    acc_ft = evaluate_accuracy(pm, val, val_ids, device=args.device)
+    rec = prune_record(args.method, args.rate, report, channels, s, len(train),
+                       {"parent_acc": acc_parent, "pruned_acc": acc_pruned, "finetuned_acc": acc_ft}, len(val_ids),
+                       history)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(pm.module, args.out / "pruned.safetensors", {"registry_name": args.model,
+                                                                 "prune_method": args.method})
+    (args.out / "prune.json").write_text(json.dumps({"model": args.model, "checkpoint": args.checkpoint, **rec},
+                                                    indent=1, default=float))
+    point = {"idx": 1, "label": label(args.method, args.rate), "method": args.method, "rate": args.rate,
+             "layer": layer, "prune": rec, "audits": {}}
+    rows = T.table_rows([point])
+    (args.out / "prune.csv").write_text(T.to_csv(rows))
+    (args.out / "prune.md").write_text(T.to_markdown(rows) + "\n")
+    print(T.to_markdown(rows, ["label", "method", "rate", "weight_rate", "filter_rate", "finetuned_acc",
+                               "finetune_n_images"]))
+    print(f"accuracy {acc_parent:.2f} → {acc_pruned:.2f} (pruned) → {acc_ft:.2f} (fine-tuned {s.finetune_steps} "
+          f"steps {s.phases()} on {len(train)} images; {len(val_ids)} validation images)")
+    print(f"pruned weights: {args.out / 'pruned.safetensors'} (load with --checkpoint; pruned zeros or "
+          "removed channels are in the file)")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from fvaudit.cli import make_embed_topk
+    from fvaudit.cli_progress import RichReporter
+    from fvaudit.engine import sweep_table as T
+    from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS as D
+    from fvaudit.engine.models import load_model
+    from fvaudit.engine.prune_sweep import METHODS, SweepPlan, run_prune_sweep
+
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(METHODS)}")
+    bad_rates = [r for r in args.rates if not 0 < r < 1]
+    if bad_rates:
+        raise ValueError(f"--rates: {bad_rates} are not strictly between 0 and 1")
+    attacks = [a for a in args.attacks.split(",") if a]
+    if any(a not in ("push_down", "push_up") for a in attacks):
+        raise ValueError("--attacks: push_down and/or push_up")
+    demo = args.demo
+    if demo:
+        args.model, args.checkpoint, args.layer = "fmnist-cnn", None, "relu3"
+    t0 = time.perf_counter()
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    layer = model.layer(args.layer).name
+    train, val = _sets(args, demo)
+    settings = _settings(args, demo)
+    steps = args.steps or (DEMO["steps"] if demo else D["steps"])
+    eval_every = args.eval_every or (DEMO["eval_every"] if demo else D["eval_every"])
+    attack = {"steps": steps, "eval_every": eval_every, "eval_size": 0, "checkpoint_every": eval_every,
+              "device": args.device}
+    plan = SweepPlan(layer, methods, args.rates, attacks, args.decoy_class, attack, settings)
+    embed, emb_id, warning = make_embed_topk(args.embedder, val, args.device)
+    if warning:
+        print(f"note: {warning}", file=sys.stderr)
+    print(f"{'demo ' if demo else ''}sweep of {model.name} {layer}: methods {', '.join(methods)} at rates "
+          f"{', '.join(f'{100 * r:g}%' for r in args.rates)}, plus the unpruned model; attacks {', '.join(attacks)}"
+          + (f" (decoy {args.decoy_class})" if "push_up" in attacks else ""))
+    print(f"scaled to fit the budget: {len(train)} training images (attacks and fine-tune), {len(val)} validation "
+          f"images (every accuracy and the budget), {steps} attack steps (evaluated every {eval_every}), fine-tune "
+          f"{settings.finetune_steps} steps {settings.phases()} batch {settings.batch_size}, OTO {settings.oto_steps} "
+          f"HESSO steps; CLIP metrics by {emb_id}; the thesis: full sets, 5-epoch attacks, 10 + 10 fine-tune epochs")
+    with RichReporter(verbose=False) as rep:
+        records = run_prune_sweep(model, train, train, val, plan, args.out, embed_topk=embed, embedder_id=emb_id,
+                                  reporter=rep, log=lambda m: rep.log(m) if hasattr(rep, "log") else print(m))
+    rows = T.table_rows(records)
+    print(T.to_markdown(rows))
+    print(f"total {time.perf_counter() - t0:.0f} s; tables: {args.out / 'sweep.csv'}, {args.out / 'sweep.json'}, "
+          f"{args.out / 'sweep.md'}; run directories under {args.out}")
+    return 0
