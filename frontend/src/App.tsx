@@ -8,6 +8,7 @@ import { Launch } from "./pages/Launch";
 import { Register } from "./pages/Register";
 import { ModelPage, ModelUnitPage } from "./pages/ModelPage";
 import { RunSummary } from "./pages/RunSummary";
+import { SweepList, SweepPage } from "./pages/Sweep";
 import { UnitPage } from "./pages/UnitPage";
 
 export function makeQueryClient() {
@@ -37,6 +38,8 @@ export function AppRoutes() {
         <Route path="runs/:run/layers/:layer" element={<RunSummary />} />
         <Route path="runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
         <Route path="compare" element={<Compare />} />
+        <Route path="sweeps" element={<SweepList />} />
+        <Route path="sweeps/:sweep" element={<SweepPage />} />
         <Route path="models/:model" element={<ModelPage />} />
         <Route path="models/:model/layers/:layer/units/:unit" element={<ModelUnitPage />} />
         <Route path="*" element={<NotFound />} />

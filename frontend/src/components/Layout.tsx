@@ -33,6 +33,7 @@ export function Layout() {
             <NavLink to="/launch">Launch</NavLink>
             <NavLink to="/register">Register</NavLink>
             <NavLink to="/compare">Compare</NavLink>
+            <NavLink to="/sweeps">Sweeps</NavLink>
           </nav>
         )}
         <div className="spacer" />

@@ -102,7 +102,12 @@ function JobPage() {
               {job.cancel_requested ? "Cancelling…" : "Cancel job"}
             </button>
           )}
-          {job.run_id && (
+          {job.kind === "sweep" && (
+            <Link to={`/sweeps/${job.id}`} className="button primary">
+              Open the sweep →
+            </Link>
+          )}
+          {job.run_id && job.kind !== "sweep" && (
             <Link to={`/runs/${job.run_id}`} className={`button${job.status === "succeeded" ? " primary" : ""}`}>
               {job.status === "succeeded" ? "Open the results →" : `Run ${job.run_id}`}
             </Link>
@@ -130,7 +135,7 @@ function JobPage() {
       {job.status === "cancelled" && (
         <div className="banner">This job was cancelled{job.error ? `: ${job.error}` : ""}.</div>
       )}
-      {job.status === "succeeded" && job.run_id && (
+      {job.status === "succeeded" && job.run_id && job.kind !== "sweep" && (
         <div className="banner ok">
           Done. <Link to={`/runs/${job.run_id}`}>Open the run summary</Link> to see the metrics and the galleries.
         </div>

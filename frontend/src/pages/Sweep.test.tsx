@@ -1,0 +1,94 @@
+// The sweep pages: the list links each sweep; a sweep shows one figure per method (accuracy
+// and CLIP-δ against the pruning rate), every point and table row linking to its run, the
+// failed point named, and the table exported through the API.
+import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
+import { render, screen, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { MemoryRouter, Route, Routes, useLocation } from "react-router";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { setToken } from "../api/auth";
+import detail from "../test/fixtures/sweep-detail.json";
+import sweeps from "../test/fixtures/sweeps.json";
+import { mockFetch } from "../test/fetchMock";
+import { methodSeries, SweepList, SweepPage } from "./Sweep";
+
+function Where() {
+  return <output data-testid="where">{useLocation().pathname}</output>;
+}
+
+function renderAt(path: string) {
+  const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
+  return render(
+    <QueryClientProvider client={qc}>
+      <MemoryRouter initialEntries={[path]}>
+        <Routes>
+          <Route path="/sweeps" element={<SweepList />} />
+          <Route path="/sweeps/:sweep" element={<SweepPage />} />
+          <Route path="/runs/:run" element={<p>run page</p>} />
+        </Routes>
+        <Where />
+      </MemoryRouter>
+    </QueryClientProvider>,
+  );
+}
+
+describe("sweep pages", () => {
+  beforeEach(() => setToken("fva_test_token_0123456789"));
+
+  it("lists the sweeps, each linking to its page", async () => {
+    mockFetch([{ path: /^\/api\/v1\/sweeps$/, body: sweeps }]);
+    renderAt("/sweeps");
+    const link = await screen.findByRole("link", { name: "demo sweep" });
+    expect(link.getAttribute("href")).toBe("/sweeps/9");
+    expect(screen.getByRole("link", { name: "per-layer rows" }).getAttribute("href")).toBe("/sweeps/4");
+    expect(screen.getAllByRole("row")).toHaveLength(3);
+  });
+
+  it("plots accuracy and CLIP-δ per method against the rate, starting at the unpruned model", () => {
+    const s = methodSeries(detail.curves.norm as Record<string, unknown[]>, ["push_down", "push_up"]);
+    expect(s.acc[0].points).toEqual([{ x: 0, y: 91.3 }, { x: 25, y: 91.1 }, { x: 50, y: 90.2 }]);
+    expect(s.delta.map((d) => d.name)).toEqual(["CLIP-δ push-down", "CLIP-δ push-up"]);
+    expect(s.delta[0].points).toEqual([{ x: 0, y: 0.31 }, { x: 25, y: 0.29 }, { x: 50, y: 0.27 }]);
+    // the failed push-up of norm 50 % has no value: left out, not drawn at 0
+    expect(s.delta[1].points).toEqual([{ x: 0, y: 0.22 }, { x: 25, y: 0.2 }]);
+  });
+
+  it("shows one figure per method, every point linking to its run, and the results table", async () => {
+    mockFetch([{ path: /^\/api\/v1\/sweeps\/9$/, body: detail }]);
+    const user = userEvent.setup();
+    renderAt("/sweeps/9");
+    expect(await screen.findByRole("heading", { level: 1, name: /demo sweep/ })).toBeTruthy();
+    const norm = screen.getByRole("region", { name: "Norm pruning" });
+    expect(within(norm).getAllByRole("img")).toHaveLength(2);   // accuracy and CLIP-δ charts
+    const runs = within(norm).getAllByRole("link").map((a) => a.getAttribute("href"));
+    expect(runs).toEqual(["/runs/11", "/runs/12", "/runs/13", "/runs/14", "/runs/15", "/runs/16"]);
+    const vul = screen.getByRole("region", { name: "Vulnerability pruning" });
+    expect(within(vul).getAllByRole("link").map((a) => a.getAttribute("href"))).toEqual(
+      ["/runs/11", "/runs/12", "/runs/17", "/runs/18"]);
+    expect(screen.getByText(/Failed points \(the others keep their results\): norm 50%/)).toBeTruthy();
+
+    const table = screen.getByRole("table");
+    const rows = within(table).getAllByRole("row");
+    expect(rows).toHaveLength(1 + 8);
+    const cells = within(rows[7]).getAllByRole("cell").map((c) => c.textContent);
+    expect(cells.slice(0, 8)).toEqual(["vulnerability 50%", "Vulnerability pruning", "50 %", "45.9 %", "28.6 %",
+                                       "84.50 n=2000", "push-down", "0.120"]);
+    expect(within(rows[6]).getByText("failed")).toBeTruthy();
+    await user.click(within(rows[7]).getByRole("link", { name: "run 17" }));
+    expect(screen.getByTestId("where").textContent).toBe("/runs/17");
+  });
+
+  it("exports the table through the API (CSV, markdown)", async () => {
+    const { calls } = mockFetch([
+      { path: /^\/api\/v1\/sweeps\/9$/, body: detail },
+      { path: /^\/api\/v1\/sweeps\/9\/table$/, body: "point,label\n" },
+    ]);
+    vi.stubGlobal("URL", Object.assign(URL, { createObjectURL: vi.fn(() => "blob:x"), revokeObjectURL: vi.fn() }));
+    const user = userEvent.setup();
+    renderAt("/sweeps/9");
+    await user.click(await screen.findByRole("button", { name: "Export CSV" }));
+    await user.click(screen.getByRole("button", { name: "Export markdown" }));
+    expect(calls.filter((c) => c.url.includes("/table")).map((c) => c.url)).toEqual([
+      "/api/v1/sweeps/9/table?format=csv", "/api/v1/sweeps/9/table?format=md"]);
+  });
+});

@@ -1,0 +1,245 @@
+// Pruning sweeps (SPEC §5, thesis Chapter 4): the list of sweeps, and one sweep's curves
+// (Figs. 4.1–4.4: fine-tuned accuracy and CLIP-δ of push-down and push-up against the
+// pruning rate, one figure per method) and its results table (Tables 4.1–4.4 / C–F), every
+// point linking to the run of its attack; CSV / JSON / markdown export of the table.
+import { useQuery } from "@tanstack/react-query";
+import { useState } from "react";
+import { Link, useParams } from "react-router";
+import { useToken } from "../api/auth";
+import { client, download, unwrap, type Schemas } from "../api/client";
+import { LineChart, type Series } from "../components/Charts";
+import { Empty, ErrorBox, Loading, NotFound, StatusBadge } from "../components/States";
+import { attackLabel, DASH, num, signed, when } from "../lib/format";
+
+export type SweepDetail = Schemas["SweepDetail"];
+export type SweepRow = Schemas["SweepTableRow"];
+
+const METHOD_LABEL: Record<string, string> = {
+  norm: "Norm pruning",
+  oto_filter: "OTO, filter-focused",
+  oto_weight: "OTO, weight-focused",
+  vulnerability: "Vulnerability pruning",
+};
+const RATE_LABEL: Record<string, string> = {
+  norm: "weights pruned (target)",
+  oto_filter: "target group sparsity",
+  oto_weight: "target group sparsity",
+  vulnerability: "channels of the layer removed",
+};
+const live = (s: string | undefined) => s === "queued" || s === "running";
+const rate = (v: number | null | undefined) => (v == null ? DASH : `${+(100 * v).toFixed(1)} %`);
+
+function useSweeps() {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["sweeps", token?.slice(0, 12)],
+    queryFn: () => unwrap(client.GET("/api/v1/sweeps")),
+    enabled: !!token,
+    refetchInterval: (q) => (q.state.data?.some((s) => live(s.status)) ? 5000 : false),
+  });
+}
+
+function useSweep(id: number) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["sweep", id, token?.slice(0, 12)],
+    queryFn: () => unwrap(client.GET("/api/v1/sweeps/{sweep_id}", { params: { path: { sweep_id: id } } })),
+    enabled: !!token && Number.isInteger(id) && id > 0,
+    refetchInterval: (q) => (live(q.state.data?.status) ? 5000 : false),
+  });
+}
+
+export function SweepList() {
+  const q = useSweeps();
+  if (q.isPending) return <Loading what="Loading sweeps" />;
+  if (q.error) return <ErrorBox error={q.error} retry={() => q.refetch()} />;
+  return (
+    <section className="panel">
+      <h1>Sweeps</h1>
+      <p className="muted">
+        Pruning defences (thesis Chapter 4): each point prunes and fine-tunes the model, then attacks it. Launch one with{" "}
+        <code>POST /api/v1/jobs</code> (kind <code>sweep</code>) or run <code>fvaudit sweep --demo</code>.
+      </p>
+      {q.data.length === 0 ? (
+        <Empty>No sweep yet.</Empty>
+      ) : (
+        <table className="table">
+          <thead>
+            <tr>
+              <th>Sweep</th>
+              <th>Status</th>
+              <th>Points</th>
+              <th>Created</th>
+            </tr>
+          </thead>
+          <tbody>
+            {q.data.map((s) => (
+              <tr key={s.id}>
+                <td>
+                  <Link to={`/sweeps/${s.id}`}>{s.name}</Link>
+                </td>
+                <td>
+                  <StatusBadge status={s.status} />
+                </td>
+                <td>{s.n_points}</td>
+                <td>{when(s.created_at)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+/** The curves of one method: (rate in %, value) per series, points without a value left out. */
+export function methodSeries(c: Record<string, unknown[]>, attacks: string[]): { acc: Series[]; delta: Series[] } {
+  const rates = (c.rate as (number | null)[]).map((r) => (r == null ? NaN : 100 * r));
+  const pts = (ys: unknown[]) =>
+    rates.map((x, i) => ({ x, y: ys[i] as number | null })).filter((p): p is { x: number; y: number } => p.y != null && Number.isFinite(p.x));
+  return {
+    acc: [{ name: "fine-tuned accuracy", points: pts(c.finetuned_acc) }],
+    delta: attacks.map((a, i) => ({ name: `CLIP-δ ${attackLabel(a)}`, points: pts(c[`clip_delta_${a}`] ?? []), className: `s${i}` })),
+  };
+}
+
+function MethodFigure({ method, curves, attacks }: { method: string; curves: Record<string, unknown[]>; attacks: string[] }) {
+  const { acc, delta } = methodSeries(curves, attacks);
+  const labels = curves.label as string[];
+  return (
+    <section className="panel sweep-method" aria-label={METHOD_LABEL[method] ?? method}>
+      <h2>{METHOD_LABEL[method] ?? method}</h2>
+      <div className="charts">
+        <LineChart series={acc} xLabel={`${RATE_LABEL[method] ?? "rate"} (%)`} yLabel="accuracy (%)" title="Fine-tuned accuracy" />
+        <LineChart series={delta} xLabel={`${RATE_LABEL[method] ?? "rate"} (%)`} yLabel="CLIP-δ" title="CLIP-δ of the attacks" />
+      </div>
+      <p className="point-links">
+        Runs:{" "}
+        {labels.map((label, i) => (
+          <span key={label} className="point">
+            {label}
+            {attacks.map((a) => {
+              const run = (curves[`run_${a}`] as (number | null)[] | undefined)?.[i];
+              return run != null ? (
+                <Link key={a} to={`/runs/${run}`} title={`${label}: ${attackLabel(a)} run ${run}`}>
+                  {attackLabel(a)}
+                </Link>
+              ) : null;
+            })}
+          </span>
+        ))}
+      </p>
+    </section>
+  );
+}
+
+export function SweepTable({ rows }: { rows: SweepRow[] }) {
+  return (
+    <table className="table sweep-table">
+      <thead>
+        <tr>
+          <th>Point</th>
+          <th>Method</th>
+          <th title="norm: weights; OTO: target group sparsity; vulnerability: channels of the layer">Rate</th>
+          <th>Weights pruned</th>
+          <th>Filters pruned</th>
+          <th title="accuracy of the audited model before the attack, on the validation images (n)">Fine-tuned Acc.</th>
+          <th>Attack</th>
+          <th>CLIP-δ</th>
+          <th>Kendall-τ</th>
+          <th>CLIP-W</th>
+          <th>Kendall-τ-W</th>
+          <th>top-k overlap</th>
+          <th>Acc.</th>
+          <th>ΔAcc. (pp)</th>
+          <th>Run</th>
+        </tr>
+      </thead>
+      <tbody>
+        {rows.map((r) => (
+          <tr key={`${r.point}-${r.attack ?? ""}`}>
+            <td>{r.label}</td>
+            <td>{r.method ? (METHOD_LABEL[r.method] ?? r.method) : "unpruned"}</td>
+            <td>{rate(r.rate)}</td>
+            <td>{rate(r.weight_rate)}</td>
+            <td>{rate(r.filter_rate)}</td>
+            <td>
+              {num(r.finetuned_acc, 2)}
+              {r.finetune_n_images != null && <span className="muted"> n={r.finetune_n_images}</span>}
+            </td>
+            <td>{r.attack ? attackLabel(r.attack) : DASH}</td>
+            <td>{num(r.clip_delta)}</td>
+            <td>{num(r.kendall_tau)}</td>
+            <td>{num(r.clip_w)}</td>
+            <td>{num(r.kendall_tau_w)}</td>
+            <td>{num(r.topk_overlap)}</td>
+            <td>{num(r.acc, 2)}</td>
+            <td>{signed(r.delta_acc)}</td>
+            <td>
+              {r.run_id != null ? <Link to={`/runs/${r.run_id}`}>run {r.run_id}</Link> : DASH}{" "}
+              {r.status && r.status !== "succeeded" && <StatusBadge status={r.status} />}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+export function SweepPage() {
+  const id = Number(useParams().sweep);
+  const q = useSweep(id);
+  const [dlError, setDlError] = useState<unknown>(null);
+  if (!Number.isInteger(id) || id < 1) return <NotFound title={`No sweep ${useParams().sweep}`} />;
+  if (q.isPending) return <Loading what="Loading the sweep" />;
+  if (q.error) return <ErrorBox error={q.error} retry={() => q.refetch()} />;
+  const s = q.data;
+  const methods = Object.keys(s.curves);
+  const failed = s.points.filter((p) => p.prune_status === "failed" || Object.values(p.audits).some((a) => a.status === "failed"));
+  const exp = (format: string, ext: string) => () =>
+    download(`/api/v1/sweeps/${s.id}/table?format=${format}`, `sweep-${s.id}.${ext}`).catch(setDlError);
+  return (
+    <>
+      <section className="panel">
+        <h1>
+          {s.name} <StatusBadge status={s.status} />
+        </h1>
+        <p className="muted">
+          {s.n_points} points · attacks {s.attacks.map(attackLabel).join(", ")} · <Link to={`/jobs/${s.id}`}>job {s.id}</Link> ·
+          created {when(s.created_at)}
+        </p>
+        {s.error && (
+          <p className="error" role="alert">
+            {s.error}
+          </p>
+        )}
+        {failed.length > 0 && (
+          <p className="muted">
+            Failed points (the others keep their results): {failed.map((p) => p.label).join(", ")}
+          </p>
+        )}
+        <div className="actions">
+          <button type="button" onClick={exp("csv", "csv")}>
+            Export CSV
+          </button>
+          <button type="button" onClick={exp("json", "json")}>
+            Export JSON
+          </button>
+          <button type="button" onClick={exp("md", "md")}>
+            Export markdown
+          </button>
+        </div>
+        {dlError != null && <ErrorBox error={dlError} title="Export failed" />}
+      </section>
+      {methods.length === 0 ? (
+        <Empty>No pruned point yet: the curves appear with the first pruning method.</Empty>
+      ) : (
+        methods.map((m) => <MethodFigure key={m} method={m} curves={s.curves[m] as Record<string, unknown[]>} attacks={s.attacks} />)
+      )}
+      <section className="panel">
+        <h2>Results</h2>
+        <SweepTable rows={s.rows} />
+      </section>
+    </>
+  );
+}
