@@ -109,7 +109,7 @@ function MethodFigure({ method, curves, attacks }: { method: string; curves: Rec
   return (
     <section className="panel sweep-method" aria-label={METHOD_LABEL[method] ?? method}>
       <h2>{METHOD_LABEL[method] ?? method}</h2>
-      <div className="charts">
+      <div className="grid2">
         <LineChart series={acc} xLabel={`${RATE_LABEL[method] ?? "rate"} (%)`} yLabel="accuracy (%)" title="Fine-tuned accuracy" />
         <LineChart series={delta} xLabel={`${RATE_LABEL[method] ?? "rate"} (%)`} yLabel="CLIP-δ" title="CLIP-δ of the attacks" />
       </div>
@@ -117,15 +117,19 @@ function MethodFigure({ method, curves, attacks }: { method: string; curves: Rec
         Runs:{" "}
         {labels.map((label, i) => (
           <span key={label} className="point">
-            {label}
-            {attacks.map((a) => {
-              const run = (curves[`run_${a}`] as (number | null)[] | undefined)?.[i];
-              return run != null ? (
-                <Link key={a} to={`/runs/${run}`} title={`${label}: ${attackLabel(a)} run ${run}`}>
-                  {attackLabel(a)}
-                </Link>
-              ) : null;
-            })}
+            {i > 0 && " · "}
+            {label}:{" "}
+            {attacks
+              .map((a) => [a, (curves[`run_${a}`] as (number | null)[] | undefined)?.[i]] as const)
+              .filter(([, run]) => run != null)
+              .map(([a, run], j) => (
+                <span key={a}>
+                  {j > 0 && ", "}
+                  <Link to={`/runs/${run}`} title={`${label}: ${attackLabel(a)} run ${run}`}>
+                    {attackLabel(a)}
+                  </Link>
+                </span>
+              ))}
           </span>
         ))}
       </p>
