@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="J = 64, N = 2000, 100 scipy pairs")
     ap.add_argument("--units", "-J", type=int, default=None, help="units J (default 256; 64 with --quick)")
     ap.add_argument("--images", "-N", type=int, default=None, help="images N (default 10000; 2000 with --quick)")
-    ap.add_argument("--pairs", type=int, default=None, help="scipy pairs timed per round (default 300; 100 quick)")
+    ap.add_argument("--pairs", type=int, default=None, help="scipy pairs timed per round (default 600; 100 quick)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--check-units", type=int, default=3, help="units whose τ-W is checked against scipy in full")
     ap.add_argument("--n-jobs", type=int, default=None, help="threads for fvaudit (default: usable CPUs)")
@@ -99,7 +99,7 @@ def main() -> int:
     args = ap.parse_args()
     J = args.units or (64 if args.quick else 256)
     N = args.images or (2000 if args.quick else 10000)
-    n_pairs = args.pairs or (100 if args.quick else 300)
+    n_pairs = args.pairs or (100 if args.quick else 600)
     out = args.out or ROOT / "bench" / "results" / ("kendall_w_quick.json" if args.quick else "kendall_w.json")
 
     init, final = make_scores(N, J, args.seed)
