@@ -117,7 +117,7 @@ def _png_folder(root, n=4, size=(16, 16)):
 
 
 def test_decode_cache_bound_and_lru_eviction_are_exact(tmp_path):
-    entry = 128 + 16 * 16 * 3                   # .npy header + 16×16 RGB pixels
+    entry = 16 + 16 * 16 * 3                    # 16-byte header + 16×16 RGB pixels
     cache = DecodeCache(tmp_path / "cache", max_bytes=2 * entry + 100)
     ds = FolderImageSet(_png_folder(tmp_path / "imgs"), cache=cache)
     key = lambda i: DecodeCache.key(ds.paths[i], 16)
@@ -135,7 +135,7 @@ def test_decode_cache_bound_and_lru_eviction_are_exact(tmp_path):
     assert cache.keys() == [key(0), key(2)] and cache.total_bytes == 2 * entry
     assert not (cache.root / key(1)).exists() and (cache.root / key(0)).exists()
     assert (cache.hits, cache.misses, cache.evictions) == (1, 3, 1)
-    assert sorted(p.name for p in cache.root.rglob("*.npy")) == sorted(k.split("/")[1] for k in (key(0), key(2)))
+    assert sorted(p.name for p in cache.root.rglob("*.px")) == sorted(k.split("/")[1] for k in (key(0), key(2)))
     np.testing.assert_array_equal(load(0), decode_image(ds.paths[0], 16))
     # reopened: the index is rebuilt from the files, and a smaller bound evicts at once
     again = DecodeCache(tmp_path / "cache", max_bytes=entry)
@@ -147,7 +147,8 @@ def test_decode_cache_holds_model_input_size_pixels_and_a_second_scan_reads_it(j
     ds = FolderImageSet(jpegs, cache=cache)
     first = scan(demo, ds, ["relu3"], k=3, batch_size=8, workers=2, cache="on")
     assert (cache.hits, cache.misses) == (0, 24)
-    arr = np.load(next(cache.root.rglob("*.npy")))
+    arr = cache.read(DecodeCache.key(ds.paths[0], 32))
+    cache.drain()
     assert arr.shape == (32, 43, 3)              # 120×90 photo → 32 on the shorter side, not full size
     second = scan(demo, ds, ["relu3"], k=3, batch_size=8, workers=2, cache="on")
     assert (cache.hits, cache.misses) == (24, 24)
@@ -159,7 +160,7 @@ def test_decode_cache_holds_model_input_size_pixels_and_a_second_scan_reads_it(j
 def test_auto_cache_is_used_only_when_a_full_pass_fits(jpegs, tmp_path, demo):
     small = DecodeCache(tmp_path / "small", max_bytes=1000)        # 24 images × ~4 KB do not fit
     scan(demo, FolderImageSet(jpegs, cache=small), ["relu3"], k=3, workers=0)
-    assert (small.hits, small.misses) == (0, 0) and not list(small.root.rglob("*.npy"))
+    assert (small.hits, small.misses) == (0, 0) and not list(small.root.rglob("*.px"))
     big = DecodeCache(tmp_path / "big", max_bytes=10**6)
     scan(demo, FolderImageSet(jpegs, cache=big), ["relu3"], k=3, workers=0)
     assert big.misses == 24
@@ -186,7 +187,7 @@ def test_a_full_disk_skips_the_cache_with_one_warning_and_the_scan_completes(jpe
     warnings = [m for m in rep.logs if "decode cache" in m]
     assert len(warnings) == 1 and "No space left on device" in warnings[0]
     assert len([r for r in caplog.records if "decode cache" in r.getMessage()]) == 1
-    assert not list(cache.root.rglob("*.npy")) and cache.total_bytes == 0
+    assert not list(cache.root.rglob("*.px")) and cache.total_bytes == 0
     assert "No space left" in cache.write_error
 
 

@@ -49,6 +49,8 @@ class SkippedImage:
 
 
 DEFAULT_CACHE_BYTES = 4 * 2**30   # the decode cache's bound when no setting says otherwise
+_PX_HEADER = struct.Struct("<4sIII")  # magic, height, width, channels
+_PX_MAGIC = b"FVpx"
 
 log = logging.getLogger("fvaudit.engine.images")
 
@@ -57,9 +59,11 @@ class DecodeCache:
     """Model-input-size pixels on disk, bounded in bytes, least recently used evicted first.
 
     What it holds: :func:`decode_image` at a decode size ``S`` (the pixels the input
-    pipeline feeds to a model's preprocessing, shorter side at most ``S``), one ``.npy``
+    pipeline feeds to a model's preprocessing, shorter side at most ``S``), one ``.px`` file
     per (file path, size, mtime, S): a 500×375 photo for a 224-pixel model is 341×256×3 =
-    262 KB, not the 563 KB of its full resolution. A changed file gets a new key.
+    262 KB, not the 563 KB of its full resolution. A changed file gets a new key. The file
+    is a 16-byte header (magic, height, width, channels) and the raw pixels: reading one
+    back costs a read, where ``np.load``'s header parsing cost more than a small decode.
 
     Who does what (the input pipeline runs several processes on one cache):
 
@@ -95,7 +99,7 @@ class DecodeCache:
         for sub in self.root.iterdir():
             if sub.is_dir() and len(sub.name) == 2:
                 for f in os.scandir(sub):
-                    if f.name.endswith(".npy"):
+                    if f.name.endswith(".px"):
                         st = f.stat()
                         found.append((st.st_mtime_ns, f"{sub.name}/{f.name}", st.st_size))
         for _, key, size in sorted(found):
@@ -105,31 +109,48 @@ class DecodeCache:
 
     @staticmethod
     def key(path: Path, size: int) -> str:
-        st = path.stat()
-        h = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{int(size)}".encode()).hexdigest()
-        return f"{h[:2]}/{h}.npy"
+        """(absolute path, file size, mtime, decode size) hashed; image sets hold real paths."""
+        st = os.stat(path)
+        h = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{int(size)}".encode()).hexdigest()
+        return f"{h[:2]}/{h}.px"
+
+    @staticmethod
+    def file_bytes(arr: np.ndarray) -> int:
+        return _PX_HEADER.size + arr.nbytes
 
     def read(self, key: str) -> np.ndarray | None:
         f = self.root / key
         try:
-            arr = np.load(f, allow_pickle=False)
+            with open(f, "rb") as fh:
+                data = bytearray(fh.read())
+            magic, h, w, c = _PX_HEADER.unpack_from(data)
+            if magic != _PX_MAGIC or len(data) != _PX_HEADER.size + h * w * c:
+                raise ValueError("torn or foreign cache file")
             os.utime(f)
-        except (OSError, ValueError):   # absent, evicted meanwhile, or torn: decode again
+        except (OSError, ValueError, struct.error):   # absent, evicted meanwhile, or torn: decode again
             return None
+        arr = np.frombuffer(data, dtype=np.uint8, offset=_PX_HEADER.size)
         with self._lock:
             self._events.append(("hit", key, 0))
-        return arr
+        return arr.reshape((h, w) if c == 1 else (h, w, c))
 
     def _write_file(self, f: Path, arr: np.ndarray) -> None:
-        f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f"{f.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        h, w = arr.shape[:2]
+        c = arr.shape[2] if arr.ndim == 3 else 1
+        payload = _PX_HEADER.pack(_PX_MAGIC, h, w, c) + np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
         try:
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr, allow_pickle=False)
+            try:
+                fh = open(tmp, "wb")
+            except FileNotFoundError:
+                f.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(tmp, "wb")
+            with fh:
+                fh.write(payload)
             os.replace(tmp, f)
-        finally:
-            if tmp.exists():
-                tmp.unlink(missing_ok=True)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def write(self, key: str, arr: np.ndarray) -> None:
         """Store ``arr`` under ``key``; a failure is recorded (once) and never raised."""
@@ -138,7 +159,7 @@ class DecodeCache:
         f = self.root / key
         try:
             self._write_file(f, arr)
-            nbytes = f.stat().st_size
+            nbytes = self.file_bytes(arr)
         except OSError as exc:
             self._writes_off = True
             with self._lock:
