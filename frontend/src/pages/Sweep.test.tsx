@@ -10,7 +10,7 @@ import { setToken } from "../api/auth";
 import detail from "../test/fixtures/sweep-detail.json";
 import sweeps from "../test/fixtures/sweeps.json";
 import { mockFetch } from "../test/fetchMock";
-import { methodSeries, SweepList, SweepPage } from "./Sweep";
+import { methodSeries, pointSeries, SweepList, SweepPage } from "./Sweep";
 
 function Where() {
   return <output data-testid="where">{useLocation().pathname}</output>;
@@ -51,6 +51,19 @@ describe("sweep pages", () => {
     expect(s.delta[0].points).toEqual([{ x: 0, y: 0.31 }, { x: 25, y: 0.29 }, { x: 50, y: 0.27 }]);
     // the failed push-up of norm 50 % has no value: left out, not drawn at 0
     expect(s.delta[1].points).toEqual([{ x: 0, y: 0.22 }, { x: 25, y: 0.2 }]);
+  });
+
+  it("a sweep without pruning (per-layer rows) plots CLIP-δ and accuracy per point, each linking to its run", async () => {
+    const rows = [
+      { ...detail.rows[0], point: 0, label: "layers=relu1", method: null, run_id: 21, clip_delta: 0.05 },
+      { ...detail.rows[0], point: 1, label: "layers=relu3", method: null, run_id: 22, clip_delta: 0.3 },
+    ];
+    mockFetch([{ path: /^\/api\/v1\/sweeps\/9$/, body: { ...detail, curves: {}, attacks: ["push_down"], rows } }]);
+    renderAt("/sweeps/9");
+    const fig = await screen.findByRole("region", { name: "Points" });
+    expect(within(fig).getAllByRole("img")).toHaveLength(2);
+    expect(within(fig).getAllByRole("link").map((a) => a.getAttribute("href"))).toEqual(["/runs/21", "/runs/22"]);
+    expect(pointSeries(rows as never, ["push_down"]).delta[0].points).toEqual([{ x: 0, y: 0.05 }, { x: 1, y: 0.3 }]);
   });
 
   it("shows one figure per method, every point linking to its run, and the results table", async () => {

@@ -103,6 +103,45 @@ export function methodSeries(c: Record<string, unknown[]>, attacks: string[]): {
   };
 }
 
+/** A sweep without pruning (per-layer rows, per-model ablations): CLIP-δ and accuracy per point. */
+export function pointSeries(rows: SweepRow[], attacks: string[]): { acc: Series[]; delta: Series[] } {
+  const pts = (a: string, key: "clip_delta" | "acc") =>
+    rows.filter((r) => r.attack === a && r[key] != null).map((r) => ({ x: r.point, y: r[key] as number }));
+  return {
+    acc: attacks.map((a, i) => ({ name: `Acc. after ${attackLabel(a)}`, points: pts(a, "acc"), className: `s${i}` })),
+    delta: attacks.map((a, i) => ({ name: `CLIP-δ ${attackLabel(a)}`, points: pts(a, "clip_delta"), className: `s${i}` })),
+  };
+}
+
+function PointsFigure({ rows, attacks }: { rows: SweepRow[]; attacks: string[] }) {
+  const { acc, delta } = pointSeries(rows, attacks);
+  const points = [...new Map(rows.map((r) => [r.point, r.label])).entries()];
+  return (
+    <section className="panel sweep-points" aria-label="Points">
+      <h2>Per point</h2>
+      <div className="grid2">
+        <LineChart series={delta} xLabel="point #" yLabel="CLIP-δ" title="CLIP-δ of the attacks" />
+        <LineChart series={acc} xLabel="point #" yLabel="accuracy (%)" title="Accuracy after the attack" />
+      </div>
+      <p className="point-links">
+        {points.map(([idx, label], i) => (
+          <span key={idx} className="point">
+            {i > 0 && " · "}#{idx} {label}:{" "}
+            {rows
+              .filter((r) => r.point === idx && r.run_id != null)
+              .map((r, j) => (
+                <span key={r.attack ?? j}>
+                  {j > 0 && ", "}
+                  <Link to={`/runs/${r.run_id}`}>{attackLabel(r.attack)}</Link>
+                </span>
+              ))}
+          </span>
+        ))}
+      </p>
+    </section>
+  );
+}
+
 function MethodFigure({ method, curves, attacks }: { method: string; curves: Record<string, unknown[]>; attacks: string[] }) {
   const { acc, delta } = methodSeries(curves, attacks);
   const labels = curves.label as string[];
@@ -236,7 +275,7 @@ export function SweepPage() {
         {dlError != null && <ErrorBox error={dlError} title="Export failed" />}
       </section>
       {methods.length === 0 ? (
-        <Empty>No pruned point yet: the curves appear with the first pruning method.</Empty>
+        s.rows.length > 0 ? <PointsFigure rows={s.rows} attacks={s.attacks} /> : <Empty>No point yet.</Empty>
       ) : (
         methods.map((m) => <MethodFigure key={m} method={m} curves={s.curves[m] as Record<string, unknown[]>} attacks={s.attacks} />)
       )}
