@@ -348,3 +348,26 @@ def test_health_models_registry(stack):
         assert path in spec["paths"], path
     examples = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["examples"]
     assert "audit" in examples
+
+
+def test_a_limited_fashion_mnist_set_serves_the_images_its_ids_name(stack):
+    """A limited set is a class-stratified sample: image id i is not image i of the whole
+    split. The image endpoints opened the whole split, so galleries showed other images than
+    the ones ranked (a T-shirt labelled "Sneaker"). Each served image must be the engine's."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from fvaudit.engine.images import open_image_set
+
+    s = stack.post("/api/v1/image-sets", {"name": "fifty", "source": "fashion-mnist:test", "limit": 50}).json()
+    ds = open_image_set("fashion-mnist:test", limit=50)
+    assert s["size"] == len(ds) == 50
+    for cls in (0, 7):
+        for sample in stack.get(f"/api/v1/image-sets/{s['id']}/classes/{cls}/samples", params={"n": 3}).json():
+            i = sample["image_id"]
+            assert int(ds.labels[i]) == cls == sample["label"]
+            full = httpx.get(stack.base + sample["full_url"], timeout=30)
+            assert full.status_code == 200
+            np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(full.content))), ds.load_array(i))

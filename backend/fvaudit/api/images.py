@@ -51,17 +51,23 @@ _lock = threading.Lock()
 _arrays: "OrderedDict[str, object]" = OrderedDict()
 
 
-def _array_set(source: str):
-    """Fashion-MNIST splits, decoded once per process (two at most in memory)."""
+def _array_set(source: str, limit: int | None):
+    """Fashion-MNIST splits, decoded once per process (two at most in memory).
+
+    Opened with the set's ``limit``: a limited set is a class-stratified sample, so image
+    id i of a limited set is not image i of the whole split. Opening the whole split here
+    served, under each id, another image than the one the scans ranked (its label said
+    "Sneaker" over a T-shirt)."""
+    key = f"{source}|{limit}"
     with _lock:
-        if source in _arrays:
-            _arrays.move_to_end(source)
-            return _arrays[source]
+        if key in _arrays:
+            _arrays.move_to_end(key)
+            return _arrays[key]
     from fvaudit.engine.images import open_image_set
 
-    ds = open_image_set(source, cache_dir=get_settings().engine_cache_dir)
+    ds = open_image_set(source, cache_dir=get_settings().engine_cache_dir, limit=limit)
     with _lock:
-        _arrays[source] = ds
+        _arrays[key] = ds
         while len(_arrays) > 2:
             _arrays.popitem(last=False)
     return ds
@@ -80,7 +86,7 @@ def servable_path(path: str | None) -> Path | None:
 
 def load_pixels(set_row: ImageSet, image: Image) -> np.ndarray:
     if set_row.kind == "fashion-mnist":
-        return _array_set(set_row.source).load_array(image.idx)
+        return _array_set(set_row.source, set_row.limit).load_array(image.idx)
     from fvaudit.engine.images import decode_image
 
     real = servable_path(image.path)
