@@ -146,15 +146,15 @@ def _bound(tot: int, cb, pxy, px, py, n1, n2) -> np.ndarray:
 
 def _one_hot(buckets: np.ndarray, n_buckets: int, images_first: bool) -> torch.Tensor:
     """int8 indicators of the buckets [J, N]: [N, J·B] (``images_first``) or [J·B, N];
-    entry (n, j·B + b) is 1 where image n lies in bucket b of column j."""
+    entry (n, j·B + b) is 1 where image n lies in bucket b of column j. Built as one
+    numpy comparison (bool is one byte 0/1, viewed as int8 without a copy)."""
     j, n = buckets.shape
+    levels = np.arange(n_buckets, dtype=np.uint8)
     if images_first:
-        hot = torch.zeros((n, j, n_buckets), dtype=torch.int8)
-        hot.scatter_(2, torch.from_numpy(np.ascontiguousarray(buckets.T)).long()[:, :, None], 1)
-        return hot.view(n, j * n_buckets)
-    hot = torch.zeros((j, n_buckets, n), dtype=torch.int8)
-    hot.scatter_(1, torch.from_numpy(buckets).long()[:, None, :], 1)
-    return hot.view(j * n_buckets, n)
+        hot = np.ascontiguousarray(buckets.T)[:, :, None] == levels[None, None, :]
+        return torch.from_numpy(hot.view(np.int8).reshape(n, j * n_buckets))
+    hot = buckets[:, None, :] == levels[None, :, None]
+    return torch.from_numpy(hot.view(np.int8).reshape(j * n_buckets, n))
 
 
 def _count_product(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -213,7 +213,7 @@ def _coarse_bounds(sa: _Side, sb: _Side, nb: int) -> np.ndarray:
     col_step = max(1, _ONE_HOT_BYTES // (n * nb))
     for cs in range(0, jb, col_step):
         ce = min(jb, cs + col_step)
-        eb = _one_hot(sb.coarse[cs:ce], nb, images_first=True)
+        eb = None if symmetric else _one_hot(sb.coarse[cs:ce], nb, images_first=True)
         step = max(1, _BLOCK_ELEMENTS // (nb * nb * (ce - cs)))
         if symmetric:
             step = min(step, max(16, -(-ja // 8)))
@@ -221,7 +221,7 @@ def _coarse_bounds(sa: _Side, sb: _Side, nb: int) -> np.ndarray:
             e = min(ja, s + step)
             c0 = max(cs, s) if symmetric else cs          # first column of this block's product
             ea = _one_hot(sa.coarse[s:e], nb, images_first=False)
-            rhs = eb[:, (c0 - cs) * nb:].contiguous() if c0 > cs else eb
+            rhs = _one_hot(sb.coarse[c0:ce], nb, images_first=True) if symmetric else eb
             tables = _count_product(ea, rhs).view(e - s, nb, ce - c0, nb).numpy()
             cb[s:e, c0:ce], pxy[s:e, c0:ce] = _table_counts(tables, n)
     if symmetric:
