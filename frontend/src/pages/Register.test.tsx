@@ -127,6 +127,7 @@ describe("register forms", () => {
     expect(within(form).getByText("Uploaded; the server is checking the weights against the architecture…")).toBeInTheDocument();
     await act(async () => xhr.respond(201, model7));
     expect(await within(form).findByRole("status")).toHaveTextContent("Registered model #7 my cnn");
+    expect((within(form).getByLabelText("Checkpoint file") as HTMLInputElement).files).toHaveLength(0); // ready for the next one
   });
 
   it("an uploaded checkpoint the server refuses: the reason on the file field", async () => {

@@ -223,6 +223,7 @@ function UploadCheckpointForm({ registry }: { registry: Registry }) {
   const [busy, setBusy] = useState(false);
   const [done, setDone] = useState<ModelOut | null>(null);
   const [failed, setFailed] = useState<unknown>(null);
+  const [fileInput, setFileInput] = useState(0); // a new <input type=file> once registered: it cannot be cleared by value
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     if (!f.submitting()) return;
@@ -234,6 +235,7 @@ function UploadCheckpointForm({ registry }: { registry: Registry }) {
       const model = await uploadCheckpoint(f.values, (d, t) => setSent({ done: d, total: t }));
       setDone(model);
       f.reset();
+      setFileInput((n) => n + 1);
       await qc.invalidateQueries({ queryKey: ["models"] });
     } catch (err) {
       f.refused(err, UPLOAD_FIELDS);
@@ -252,7 +254,7 @@ function UploadCheckpointForm({ registry }: { registry: Registry }) {
         <ArchSelect id="up-registry_name" registry={registry} value={f.values.registry_name} onChange={(v) => f.set("registry_name", v)} onBlur={f.blur("registry_name")} error={f.shown("registry_name")} />
       </Row>
       <Row id="up-file" label="Checkpoint file" error={f.shown("file")} hint=".safetensors, .pt or .pth">
-        <input id="up-file" type="file" accept=".safetensors,.pt,.pth" onChange={(e) => f.set("file", e.target.files?.[0] ?? null)} onBlur={f.blur("file")} {...aria("up-file", f.shown("file"))} />
+        <input key={fileInput} id="up-file" type="file" accept=".safetensors,.pt,.pth" onChange={(e) => f.set("file", e.target.files?.[0] ?? null)} onBlur={f.blur("file")} {...aria("up-file", f.shown("file"))} />
       </Row>
       {busy && sent && (
         <div className="upload-progress">
