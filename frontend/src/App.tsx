@@ -1,6 +1,7 @@
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { BrowserRouter, Link, Route, Routes } from "react-router";
 import { Layout } from "./components/Layout";
+import { usePageTitle } from "./lib/title";
 import { Compare } from "./pages/Compare";
 import { Home } from "./pages/Home";
 import { JobView } from "./pages/JobView";
@@ -49,6 +50,7 @@ export function AppRoutes() {
 }
 
 function NotFound() {
+  usePageTitle("No such page");
   return (
     <section className="panel">
       <h1>No such page</h1>
