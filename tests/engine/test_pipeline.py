@@ -75,6 +75,25 @@ def test_decode_size_rule_and_draft_decoding(tmp_path, demo):
     assert decode_image(p, 400).shape == (375, 500, 3)       # never upscaled
 
 
+def test_simplejpeg_and_pillow_draft_decode_the_same_pixels(tmp_path, monkeypatch):
+    """The fast JPEG path (simplejpeg, libjpeg-turbo's scaled IDCT) is an acceleration only:
+    with or without it, every decode size gives the same pixels, colour and grey."""
+    from fvaudit.engine import images
+
+    assert images._simplejpeg is not None                      # a declared dependency
+    root = make_jpeg_folder(tmp_path / "j", per_class=3, classes=("a",), size=(500, 375))
+    grey = root / "a" / "grey.jpg"
+    Image.open(root / "a" / "000.jpg").convert("L").save(grey, quality=85)
+    paths = sorted((root / "a").iterdir())
+    sizes = (None, 28, 32, 64, 120, 256, 400)
+    fast = {(p, s): decode_image(p, s) for p in paths for s in sizes}
+    monkeypatch.setattr(images, "_simplejpeg", None)
+    for (p, s), a in fast.items():
+        b = decode_image(p, s)
+        assert a.shape == b.shape and np.array_equal(a, b), (p.name, s)
+    assert fast[(grey, 32)].shape == (32, 43) and fast[(paths[0], 64)].shape == (64, 85, 3)
+
+
 def test_dataloader_scan_equals_in_process_scan_bit_for_bit(jpegs, demo):
     ds = FolderImageSet(jpegs)
     p = ds.paths[5]
