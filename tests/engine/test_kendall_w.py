@@ -302,3 +302,17 @@ def test_tau_w_with_one_matrix_given():
     np.testing.assert_array_equal(M.kendall_tau_w(a, b, tau_init=M.kendall_tau_matrix(a)), full)
     np.testing.assert_array_equal(M.kendall_tau_w(a, b, tau_cross=M.kendall_tau_matrix(a, b)), full)
     np.testing.assert_array_equal(M.kendall_tau_w(a, b), full)
+
+
+@pytest.mark.parametrize("shared_from", [1, 10**9])
+def test_unrelated_units_nothing_to_prune_either_exact_kernel(monkeypatch, shared_from):
+    # independent columns: every τ is near 0, rows have many close rivals; the exact τ
+    # goes through the shared-x kernel (rows with many pairs in a batch) or the batched
+    # per-pair kernel, forced here both ways, and equals the matrices bit for bit
+    monkeypatch.setattr(KW, "_SHARED_X_PAIRS", shared_from)
+    rng = np.random.default_rng(16)
+    a = tie_heavy(rng, 500, 24, "coarse")
+    b = tie_heavy(rng, 500, 24, "relu")
+    cross, same = KW.kendall_w_maxima(a, b, k=2)
+    assert_top_equals(cross, M.kendall_tau_matrix(a, b), 2)
+    assert_top_equals(same, M.kendall_tau_matrix(a), 2)

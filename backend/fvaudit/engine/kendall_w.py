@@ -300,11 +300,35 @@ def _discordant_pairs(ra: M._Ranked, rb: M._Ranked, js: np.ndarray, cols: np.nda
     return nd, n3
 
 
+# a row with at least this many pairs in one batch uses the shared-x kernel (one x column
+# against many y columns: the keys need no per-pair x copy, as in kendall_tau_matrix)
+_SHARED_X_PAIRS = 12
+
+
+def _discordant_grouped(ra: M._Ranked, rb: M._Ranked, js: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """nd and n3 for the pairs (js[p], cols[p]): rows with many pairs through
+    ``metrics._discordant`` (shared x), the rest together through :func:`_discordant_pairs`."""
+    nd = np.empty(cols.size, dtype=np.int64)
+    n3 = np.empty(cols.size, dtype=np.int64)
+    rows, inverse, counts = np.unique(js, return_inverse=True, return_counts=True)
+    many = counts[inverse] >= _SHARED_X_PAIRS
+    for r in rows[counts >= _SHARED_X_PAIRS]:
+        sel = np.flatnonzero(js == r)
+        c = cols[sel]
+        y_below = rb.below[c][:, ra.ranks[r] == 0].sum(axis=1, dtype=np.int64)
+        nd[sel], n3[sel] = M._discordant(ra.ranks[r:r + 1], ra.sorted[r:r + 1], rb.ranks[c],
+                                         joint_ties=bool(ra.ties[r] > 0), y_below=y_below)
+    rest = np.flatnonzero(~many)
+    if rest.size:
+        nd[rest], n3[rest] = _discordant_pairs(ra, rb, js[rest], cols[rest])
+    return nd, n3
+
+
 def _exact(sa: _Side, sb: _Side, js: np.ndarray, cols: np.ndarray, both: bool = False) -> np.ndarray:
     """Exact τ(a_js[p], b_cols[p]): the integer counts of kendall_tau_matrix's kernel,
     through its arithmetic (``metrics._tau_from_counts``), hence the same bits. ``both``
     (a matrix against itself): also τ(a_i, a_j) from the same symmetric counts, [2, m]."""
-    nd, n3 = _discordant_pairs(sa.r, sb.r, js, cols)
+    nd, n3 = _discordant_grouped(sa.r, sb.r, js, cols)
     n = sa.r.n
     fwd = M._tau_from_counts(n * (n - 1) // 2, sa.r.ties[js], sb.r.ties[cols], nd, n3)
     if not both:
