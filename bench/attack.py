@@ -100,7 +100,7 @@ def attack_rate(model, train, val, layer, init, kind: str, steps: int, batch: in
     return clock.steps_per_s()
 
 
-def bench_model(name, layer, folder, batch, attack_batch, steps, repeats, workers) -> dict:
+def bench_model(name, layer, folder, batch, attack_batch, steps, repeats, workers, init_n) -> dict:
     from fvaudit.engine.activations import scan
     from fvaudit.engine.images import FolderImageSet, stratified_ids, subset
     from fvaudit.engine.models import load_model
@@ -108,7 +108,7 @@ def bench_model(name, layer, folder, batch, attack_batch, steps, repeats, worker
     model = load_model(name)
     train = FolderImageSet(folder, verify=False)
     val = subset(train, stratified_ids(train.labels, 20, seed=1))
-    init = scan(model, train, [layer], k=10, ids=stratified_ids(train.labels, 300, seed=2), batch_size=batch,
+    init = scan(model, train, [layer], k=10, ids=stratified_ids(train.labels, init_n, seed=2), batch_size=batch,
                 workers=workers).layers
     rounds = {"plain_finetune": [], "push_down": [], "alpha0_control": []}
     for r in range(repeats):
@@ -137,13 +137,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps-demo", type=int, default=40)
     ap.add_argument("--steps-lite", type=int, default=8)
+    ap.add_argument("--batch-lite", type=int, default=32)
+    ap.add_argument("--init-n", type=int, default=300, help="images scanned for the units' top-k (D_attack)")
     ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attack_throughput.json")
     args = ap.parse_args()
     ensure_folder(args.folder, args.folder_n, args.photos)
-    runs = [bench_model("fmnist-cnn", "relu3", args.folder, 256, 64, args.steps_demo, args.repeats, args.workers),
-            bench_model("efficientnet-lite0", "_blocks.15", args.folder, 32, 16, args.steps_lite, args.repeats,
-                        args.workers)]
+    runs = [bench_model("fmnist-cnn", "relu3", args.folder, 256, 64, args.steps_demo, args.repeats, args.workers,
+                        args.init_n),
+            bench_model("efficientnet-lite0", "_blocks.15", args.folder, args.batch_lite, max(1, args.batch_lite // 2),
+                        args.steps_lite, args.repeats, args.workers, args.init_n)]
     load = os.getloadavg()
     print(f"\nsteps/s, min / median of {args.repeats} interleaved rounds; {args.workers} worker processes; "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
