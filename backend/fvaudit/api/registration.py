@@ -113,7 +113,8 @@ def screen_pickle_checkpoint(path: Path) -> None:
 def register_model(db: Session, owner_id: int | None, name: str, registry_name: str, pretrained: bool = True,
                    checkpoint: Path | None = None, source: str = "registry", checkpoint_field: tuple = ("body", "file"),
                    original_name: str | None = None) -> Model:
-    from fvaudit.engine.models import ModelError, apply_checkpoint, load_model, save_checkpoint
+    from fvaudit.engine.models import (LAYER_LABELS, ModelError, apply_checkpoint, list_layers, load_model,
+                                       save_checkpoint)
 
     try:
         lm = load_model(registry_name, pretrained=pretrained and checkpoint is None)
@@ -129,7 +130,10 @@ def register_model(db: Session, owner_id: int | None, name: str, registry_name: 
         try:
             if checkpoint.suffix != ".safetensors":
                 screen_pickle_checkpoint(checkpoint)
-            apply_checkpoint(lm.module, checkpoint, original_name)   # messages name the upload, not its temp path
+            # messages name the upload, not its temp path
+            if apply_checkpoint(lm.module, checkpoint, original_name):
+                # a structurally pruned checkpoint resized modules: the layer list's widths changed
+                lm.layers = list_layers(lm.module, lm.input_shape, LAYER_LABELS.get(lm.name, {}))
         except (ModelError, UnsafeCheckpoint) as exc:
             raise FieldError(checkpoint_field, f"checkpoint refused: {exc}") from None
         with tempfile.TemporaryDirectory(dir=get_settings().data_dir) as td:
