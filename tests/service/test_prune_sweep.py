@@ -180,6 +180,27 @@ def test_a_failed_point_fails_the_sweep_with_its_reason_and_the_others_keep_thei
     assert bad_run["status"] == "failed" and "p1.scan_init" in bad_run["error"]
 
 
+def test_a_pruned_model_whose_prune_job_did_not_succeed_is_refused(stack):
+    """A sweep creates its pruned models' rows at launch; cancelled at once, its prune step never
+    ran, so that model has no weights: a job naming it is a 422, not a worker failure."""
+    r = stack.post("/api/v1/jobs", {"kind": "sweep", "spec": sweep_spec(stack, name="cancelled sweep")})
+    assert r.status_code == 201, r.text
+    sweep = r.json()
+    assert stack.post(f"/api/v1/jobs/{sweep['id']}/cancel").status_code == 200
+    done = stack.wait_job(sweep["id"], timeout=300)
+    assert done["status"] == "cancelled"
+    prune = next(stack.job(k) for k in sweep["children"] if stack.job(k)["step_key"] == "p1.prune")
+    assert prune["status"] == "cancelled"
+    point = stack.get(f"/api/v1/sweeps/{sweep['id']}").json()["points"][1]
+    m = stack.get(f"/api/v1/models/{point['model_id']}").json()
+    assert m["prune_job_id"] == prune["id"] and m["prune"] is None and m["parent_model_id"] == stack.ids["model"]
+    spec = stack.audit_spec()
+    spec["model_id"] = m["id"]
+    r = stack.post("/api/v1/jobs", {"kind": "audit", "spec": spec})
+    assert _loc(r) == ["body", "spec", "model_id"]
+    assert r.json()["detail"][0]["msg"] == f"model {m['id']} is not ready: its prune job {prune['id']} has not succeeded"
+
+
 # ---------------------------------------------------------------- 422 naming the field
 
 def _prune(stack, **prune) -> dict:

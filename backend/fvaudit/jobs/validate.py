@@ -63,6 +63,8 @@ def get_model(db: Session, model_id: int, loc: tuple) -> Model:
     m = db.get(Model, model_id)
     if m is None:
         raise FieldError(loc, f"unknown model id {model_id}")
+    if m.prune_job_id is not None and m.checkpoint_id is None:     # a sweep's pruned model, not made yet
+        raise FieldError(loc, f"model {model_id} is not ready: its prune job {m.prune_job_id} has not succeeded")
     return m
 
 

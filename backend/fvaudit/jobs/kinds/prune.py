@@ -170,10 +170,7 @@ def check_delta_run(db: Session, user: User, model: Model, layer: str, run_id: i
 
 def check_prune_spec(db: Session, user: User, spec: PruneSpec) -> PruneSpec:
     L = ("spec",)
-    model = get_model(db, spec.model_id, L + ("model_id",))
-    if model.prune_job_id is not None and model.checkpoint_id is None:
-        raise FieldError(L + ("model_id",), f"model {model.id} is not ready: its prune job {model.prune_job_id} "
-                                            "has not finished")
+    model = get_model(db, spec.model_id, L + ("model_id",))      # refuses a pruned model not made yet
     train = get_image_set(db, spec.train_set_id, L + ("train_set_id",))
     val = get_image_set(db, spec.val_set_id, L + ("val_set_id",))
     check_classes_match(model, train, L + ("train_set_id",))

@@ -44,7 +44,7 @@ from fvaudit.jobs.specs import AttackParams, DbId, Embedder, Name, Strict
 from fvaudit.jobs.validate import FieldError, get_image_set, get_model
 
 AttackName = Literal["push_down", "push_up"]
-MAX_POINTS = 256
+MAX_POINTS = 64
 FIELD_RE = r"^(model_id|prune|prune\.[a-z_]+|prune\.finetune\.[a-z_]+|attack\.[a-z_]+)$"
 
 
@@ -76,7 +76,7 @@ class SweepSpec(Strict):
     val_set_id: DbId
     base: SweepBase
     grid: list[GridAxis] = Field(default_factory=list, max_length=4,
-                                 description="every combination of the axes' values is a point (at most 256)")
+                                 description="every combination of the axes' values is a point (at most 64)")
     baseline: bool = Field(True, description="point 0: the unpruned base model (the curves' rate 0; the push-down "
                                              "run that vulnerability pruning ranks channels by)")
     attacks: list[AttackName] = Field(default_factory=lambda: ["push_down", "push_up"], min_length=1, max_length=2)
@@ -149,7 +149,7 @@ def point_label(base: SweepBase, values: dict[str, Any], baseline: bool) -> str:
         return "unpruned"
     parts = [base.prune.label()] if base.prune is not None else []
     parts += [f"{f.rsplit('.', 1)[-1]}={_fmt(v)}" for f, v in values.items() if not f.startswith("prune")]
-    return ", ".join(parts) or "base"
+    return (", ".join(parts) or "base")[:120]
 
 
 def _set(doc: dict, path: tuple[str, ...], value: Any, loc: tuple) -> None:
@@ -222,10 +222,7 @@ def _sweep_loc(spec: SweepSpec, loc: tuple, pt: Point) -> tuple:
 
 def check_point(db: Session, user: User, spec: SweepSpec, pt: Point, baseline: Point | None) -> Point:
     vidx = pt.value_idx
-    model = get_model(db, pt.base.model_id, _point_loc(spec, ("model_id",), vidx))
-    if model.prune_job_id is not None and model.checkpoint_id is None:
-        raise FieldError(_point_loc(spec, ("model_id",), vidx), f"model {model.id} is not ready: its prune job "
-                                                                f"{model.prune_job_id} has not finished")
+    model = get_model(db, pt.base.model_id, _point_loc(spec, ("model_id",), vidx))   # refuses one not made yet
     attack = pt.base.attack
     for a in spec.attacks:
         try:
@@ -313,16 +310,16 @@ class SweepKind(JobKind):
             pt.model_id = pt.base.model_id
             if pt.base.prune is not None:
                 parent = db.get(Model, pt.base.model_id)
-                pt.model_id = new_pruned_model(db, user.id, parent, pt.base.prune, f"{name} · {pt.label}").id
+                pt.model_id = new_pruned_model(db, user.id, parent, pt.base.prune, f"{name} · {pt.label}"[:200]).id
             for a in spec.attacks:
                 au = audit_spec(spec, pt, a, pt.model_id)
-                run = new_attack_run(db, user, au, f"{name} · {pt.label} · {a.replace('_', '-')}")
+                run = new_attack_run(db, user, au, f"{name[:150]} · {pt.label} · {a.replace('_', '-')}")
                 run.embedder = spec.embedder
                 out[f"p{pt.idx}.{a}"] = run
                 pt.runs[a] = run.id
                 if spec.control:
                     out[f"p{pt.idx}.{a}.control"] = new_attack_run(
-                        db, user, au, f"{run.name} · α = 0 control", control_params(au.attack))
+                        db, user, au, f"{run.name[:270]} · α = 0 control", control_params(au.attack))
                     out[f"p{pt.idx}.{a}.control"].embedder = spec.embedder
         out["main"] = out[f"p0.{spec.attacks[0]}"]
         return out
@@ -417,7 +414,9 @@ def point_records(db: Session, job: Job) -> list[dict]:
         out.append({"idx": sp.idx, "label": sp.label, "values": sp.values or {},
                     "method": p.method if p is not None else None,
                     "rate": (rec or {}).get("rate", p.rate if p is not None else None),
-                    "layer": pt.base.attack.layers[0] if pt is not None and pt.base.attack.layers else None,
+                    # the attacked layer (its Table 3.1 row), or "all" (the pooled row) for several
+                    "layer": None if pt is None else (pt.base.attack.layers[0] if len(pt.base.attack.layers) == 1
+                                                      else "all"),
                     "model_id": sp.model_id, "prune_job_id": sp.prune_job_id,
                     "prune_status": prune_job.status if prune_job else None,
                     "prune_error": prune_job.error if prune_job else None,
