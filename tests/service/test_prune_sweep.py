@@ -125,6 +125,35 @@ def test_sweep_table_and_exports(stack, sweep):
     assert [s["id"] for s in stack.get("/api/v1/sweeps").json()][:1] == [sweep["id"]]
 
 
+def test_vulnerability_pruning_removes_the_baselines_top_clip_delta_channels(stack):
+    """The baseline's push-down of relu1 ranks the channels; the vulnerability point's prune step waits
+    for its metrics, removes the top round(0.25·32) = 8 by CLIP-δ, and its audit runs on the narrower model."""
+    spec = sweep_spec(stack, name="vulnerability sweep", attacks=["push_down"], decoy_class=None,
+                      grid=[{"field": "prune.rate", "values": [0.25]}])
+    spec["base"]["prune"] = {"method": "vulnerability", "rate": 0.25,
+                             "finetune": {"steps": 4, "batch_size": 32, "train_limit": 300}}
+    r = stack.post("/api/v1/jobs", {"kind": "sweep", "spec": spec})
+    assert r.status_code == 201, r.text
+    done = stack.wait_job(r.json()["id"], timeout=900)
+    assert done["status"] == "succeeded", done
+    kids = {stack.job(k)["step_key"]: stack.job(k) for k in done["children"]}
+    assert kids["p1.prune"]["depends_on_id"] == kids["p0.push_down.metrics"]["id"]
+    base_run = kids["p0.push_down.attack"]["run_id"]
+    assert kids["p1.prune"]["spec"]["prune"]["delta_run_id"] == base_run
+    assert kids["p1.prune"]["spec"]["prune"]["layer"] == "relu1"
+    units = stack.get(f"/api/v1/runs/{base_run}/layers/relu1/units?sort=clip_delta&order=desc&page_size=100").json()
+    ranked = sorted(units["items"], key=lambda u: (u["clip_delta"] is None, -(u["clip_delta"] or 0), u["unit"]))
+    top8 = sorted(u["unit"] for u in ranked[:8])
+    m = stack.get(f"/api/v1/models/{kids['p1.prune']['result']['model_id']}").json()
+    assert m["prune"]["channels"] == top8
+    layers = {l["name"]: l for l in stack.get(f"/api/v1/models/{m['id']}/layers").json()}
+    assert layers["relu1"]["units"] == 24 and layers["relu2"]["units"] == 64
+    # conv1 lost 8 of 32 filters: filter rate 8 / (32 + 64 + 128) conv filters
+    assert m["prune"]["filter_rate"] == 8 / 224
+    pruned_run = stack.get(f"/api/v1/runs/{kids['p1.push_down.attack']['run_id']}").json()
+    assert pruned_run["status"] == "succeeded" and pruned_run["layer_info"]["relu1"]["units"] == 24
+
+
 def test_a_standalone_prune_job_registers_a_model(stack):
     spec = {"model_id": stack.ids["model"], "train_set_id": stack.ids["train"], "val_set_id": stack.ids["val"],
             "prune": {"method": "norm", "rate": 0.25, "finetune": {"steps": 2, "batch_size": 16, "train_limit": 100}}}
