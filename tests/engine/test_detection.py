@@ -299,3 +299,23 @@ def test_unit_auroc_by_hand_and_against_scipy():
         D.unit_auroc([1, np.nan], [1, 0])
     with pytest.raises(ValueError, match="labels"):
         D.unit_auroc([1, 2], [1, 0, 1])
+
+
+def test_population_class_evidence_is_leave_one_out():
+    m0 = np.array([[0, 1, 2], [2, 3, 4]])            # majorities 0, 1 → shares (½, ½, 0)
+    m1 = np.array([[4, 5, 0], [0, 1, 4]])            # majorities 2, 0 → shares (½, 0, ½)
+    vals = D.population_class_evidence([m0, m1], LABELS, 3)
+    # model 0 against model 1 alone (and the reverse), exactly as a suspect would be
+    ev0 = D.class_share_evidence([0.5, 0.5, 0.0], [[0.5, 0.0, 0.5]], n_units=2)
+    ev1 = D.class_share_evidence([0.5, 0.0, 0.5], [[0.5, 0.5, 0.0]], n_units=2)
+    want = np.concatenate([D.unit_class_evidence(m0, LABELS, ev0), D.unit_class_evidence(m1, LABELS, ev1)])
+    np.testing.assert_array_equal(vals, want)
+    # by hand for model 0: J = 2, p̃ = (share·2 + 1)/(2 + 3) = (2/5, 1/5, 2/5); class 1 gained ½ with
+    # sd sqrt((1/5)(4/5)/2) = sqrt(0.08) → z_1 = 0.5/sqrt(0.08); class 0 z = 0, class 2 negative.
+    # unit 0 holds one class-1 image of three, unit 1 two.
+    z1 = 0.5 / math.sqrt(0.08)
+    np.testing.assert_allclose(vals[:2], [z1 / 3, 2 * z1 / 3], rtol=1e-12)
+    dead = D.population_class_evidence([m0, m1], LABELS, 3, dead_units=[[1], None])
+    assert np.isnan(dead[1]) and not np.isnan(dead[[0, 2, 3]]).any()
+    with pytest.raises(ValueError, match="at least 2 clean models"):
+        D.population_class_evidence([m0], LABELS, 3)

@@ -25,7 +25,8 @@ the same family"):
 * each class's share of unit majorities against the population's shares
   (:func:`class_share_evidence`; the flagged class names the decoy of a push-up), and
 * ``class_share``: per unit, how much of its top-k lies in over-represented classes
-  (:func:`unit_class_evidence`).
+  (:func:`unit_class_evidence`; its benign values, leave-one-out over the population, from
+  :func:`population_class_evidence`).
 
 What measured to *not* separate on the demo CNN (SPEC §6: natural–synthetic agreement,
 activation-shape statistics, class purity of the top-k) is deliberately not a measure here.
@@ -58,6 +59,7 @@ __all__ = [
     "ClassShareEvidence",
     "class_share_evidence",
     "unit_class_evidence",
+    "population_class_evidence",
     "Calibration",
     "UnitScores",
     "combine",
@@ -366,6 +368,32 @@ def unit_class_evidence(topk_ids: Any, image_labels: Any, evidence: ClassShareEv
     frac = _class_fractions(topk_ids, image_labels, evidence.z.shape[0])
     out = frac @ np.maximum(evidence.z, 0.0)
     return _mark_dead({"e": out}, dead_units)["e"]
+
+
+def population_class_evidence(topk_ids: Sequence[Any], image_labels: Any, n_classes: int,
+                               dead_units: Sequence[Sequence[int] | None] | None = None) -> np.ndarray:
+    """Benign values of :func:`unit_class_evidence` for :meth:`Calibration.fit` (SPEC §6,
+    without a reference): each clean model of the population judged, leave-one-out,
+    against the shares of the others, exactly as a suspect is judged against all of them.
+
+    ``topk_ids``: one [J_m, k] top-k per clean model (M ≥ 2), ``dead_units``: per model or
+    None. Returns the concatenated per-unit values (NaN for dead units, dropped by ``fit``).
+    Why leave-one-out: a model in its own population pulls the mean towards itself and
+    would make benign values too small, so every suspect would look unusual.
+    """
+    m = len(topk_ids)
+    if m < 2:
+        raise ValueError(f"topk_ids: leave-one-out needs at least 2 clean models, got {m}")
+    dead = list(dead_units) if dead_units is not None else [None] * m
+    if len(dead) != m:
+        raise ValueError(f"dead_units: {len(dead)} entries for {m} models")
+    maj = [majority_classes(t, image_labels, n_classes, d) for t, d in zip(topk_ids, dead)]
+    shares = np.stack([class_shares(x, n_classes) for x in maj])
+    out = []
+    for i in range(m):
+        ev = class_share_evidence(shares[i], np.delete(shares, i, axis=0), int((maj[i] >= 0).sum()))
+        out.append(unit_class_evidence(topk_ids[i], image_labels, ev, dead[i]))
+    return np.concatenate(out)
 
 
 # =========================================================================== calibration
