@@ -281,6 +281,8 @@ def test_prune_422_a_delta_run_that_is_not_a_push_down_of_the_layer(stack, audit
      ["grid", 0, "values", 0, 1], "channel 99 out of range"),
     ({"grid": [{"field": "prune.bogus", "values": [1]}]}, ["grid", 0, "field"], "no field bogus"),
     ({"attacks": ["push_up"], "decoy_class": None}, ["decoy_class"], "push_up needs a decoy class"),
+    ({"grid": [{"field": "prune.method", "values": ["vulnerability"]}], "embedder": "none"}, ["embedder"],
+     "embedder none does not measure"),
     ({"decoy_class": "Spaceship"}, ["decoy_class"], "unknown class 'Spaceship'"),
 ])
 def test_sweep_422(stack, change, loc, words):

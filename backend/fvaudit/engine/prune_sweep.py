@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -127,6 +127,14 @@ def run_prune_sweep(model: LoadedModel, train: ImageSet, finetune_set: ImageSet,
     reporter = reporter or NullReporter()
     out.mkdir(parents=True, exist_ok=True)
     layer = model.layer(plan.layer).name
+    settings = json.loads(json.dumps({"model": model.name, "weights": model.weights, "train": train.key,
+                                      "finetune_set": finetune_set.key, "val": val.key, "plan": asdict(plan)},
+                                     default=str))
+    saved = out / "plan.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        raise ValueError(f"--out: {out} holds a sweep with other settings ({saved}); resume it with the same "
+                         "settings or use another directory")
+    saved.write_text(json.dumps(settings, indent=1))
     val_ids = np.arange(len(val))
     records: list[dict] = []
     baseline_delta: dict[int, float | None] | None = None
@@ -177,7 +185,8 @@ def run_prune_sweep(model: LoadedModel, train: ImageSet, finetune_set: ImageSet,
             log(f"[{idx}] {name}: done in {rec['seconds']:.0f} s")
         if method is None and "push_down" in rec["audits"]:
             per_unit = rec["audits"]["push_down"].get("clip_delta_per_unit") or {}
-            baseline_delta = {int(u): v for u, v in per_unit.items()}
+            baseline_delta = {int(u): v for u, v in per_unit.items()} if any(
+                v is not None for v in per_unit.values()) else None       # no embedder: nothing to rank by
         records.append(rec)
         write_tables(records, out)
     return records

@@ -244,6 +244,9 @@ def check_point(db: Session, user: User, spec: SweepSpec, pt: Point, baseline: P
             p = check_prune(db, user, model, p, ("spec", "prune"), delta_pending=pending)
         except FieldError as exc:
             raise FieldError(_sweep_loc(spec, exc.loc, pt), exc.msg) from None
+        if pending and spec.embedder == "none":
+            raise FieldError(("spec", "embedder"), "vulnerability pruning ranks channels by the baseline push-down's "
+                                                   "CLIP-δ, which embedder none does not measure")
         if pending:
             layers = baseline.base.attack.layers if baseline.base.attack.layers else []
             if p.layer not in layers and p.layer not in attack.layers:
