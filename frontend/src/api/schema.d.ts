@@ -2102,7 +2102,7 @@ export type components = {
             base: components["schemas"]["SweepBase"];
             /**
              * Grid
-             * @description every combination of the axes' values is a point (at most 256)
+             * @description every combination of the axes' values is a point (at most 64)
              */
             grid?: components["schemas"]["GridAxis"][];
             /**
