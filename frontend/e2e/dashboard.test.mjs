@@ -8,21 +8,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BASE = (process.env.FVAUDIT_URL ?? "").replace(/\/$/, "");
-const TOKEN = process.env.FVAUDIT_ADMIN_TOKEN ?? "";
-const OUT = process.env.FVAUDIT_E2E_OUT ?? resolve(here, "../../test-output/e2e");
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const JOB_TIMEOUT = Number(process.env.FVAUDIT_E2E_JOB_TIMEOUT ?? 1200) * 1000;
-const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
-
-if (!BASE || !TOKEN) throw new Error("set FVAUDIT_URL and FVAUDIT_ADMIN_TOKEN (frontend/scripts/test.sh does)");
-mkdirSync(OUT, { recursive: true });
+import { ARGS, BASE, CHROMIUM, JOB_TIMEOUT, OUT, TOKEN, here } from "./env.mjs";
 
 let browser;
 let owner; // the signed-in context
