@@ -298,14 +298,15 @@ def cmd_attack(args) -> int:
 def cmd_metrics(args) -> int:
     import numpy as np
 
-    from fvaudit.engine.images import open_image_set
+    from fvaudit.engine.images import reopen_image_set
     from fvaudit.engine.report import TableRow, format_table, measure_layer, write_layer_metrics
 
     cb = json.loads((args.before / "config.json").read_text())
     ca = json.loads((args.after / "config.json").read_text())
     if cb["images"] != ca["images"]:
         raise ValueError(f"--before scanned {cb['images']} but --after scanned {ca['images']}: use the same image set")
-    images = open_image_set(cb["images_spec"], cache_dir=cache_dir(), limit=cb.get("limit"))
+    # a run directory written before limits became stratified samples names the first `limit` ids
+    images = reopen_image_set(cb["images_spec"], cb.get("limit"), cb["images"], cache_dir())
     embed, emb_id, warning = make_embed_topk(args.embedder, images, args.device)
     if warning:
         print(f"note: {warning}", file=sys.stderr)

@@ -37,8 +37,8 @@ def _finetune_args(sp) -> None:
     sp.add_argument("--finetune-lr", type=float, default=1e-4)
     sp.add_argument("--lr-drop", type=float, default=0.1)
     sp.add_argument("--oto-steps", type=int, help="OTO: HESSO steps to reach the target group sparsity")
-    sp.add_argument("--train-limit", type=int, help="use the first N training images (attacks and fine-tune)")
-    sp.add_argument("--val-limit", type=int, help="use the first N validation images")
+    sp.add_argument("--train-limit", type=int, help="use N training images, a seeded class-stratified sample (attacks and fine-tune)")
+    sp.add_argument("--val-limit", type=int, help="use N validation images, a seeded class-stratified sample")
 
 
 def register(sub) -> dict:

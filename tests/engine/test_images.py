@@ -181,3 +181,20 @@ def test_from_index_refuses_a_file_swapped_for_an_outside_link(tmp_path):
     (root / "a" / "x.png").symlink_to(tmp_path / "secret.png")
     with pytest.raises(OSError, match="outside the allowed roots"):
         idx.load_array(0)
+
+
+def test_a_limited_set_recorded_before_stratified_limits_reopens_with_its_first_ids(tmp_path):
+    """Sets and run directories recorded when a limit meant "the first N ids" keep naming the same images."""
+    from fvaudit.engine.images import open_image_set, reopen_image_set, subset
+
+    make_image_folder(tmp_path, n_per_class=4, classes=("a", "b", "c"))
+    whole = open_image_set(tmp_path)
+    legacy_key = subset(whole, np.arange(5)).key           # what the old rule recorded for limit = 5
+    old = reopen_image_set(tmp_path, 5, legacy_key)
+    assert old.key == legacy_key and list(old.parent_ids) == [0, 1, 2, 3, 4]
+    assert list(old.labels) == list(whole.labels[:5]) == [0, 0, 0, 0, 1]
+    new = open_image_set(tmp_path, limit=5)                 # today's rule: every class represented
+    assert new.key != legacy_key and sorted(set(new.labels.tolist())) == [0, 1, 2]
+    assert reopen_image_set(tmp_path, 5, new.key).key == new.key
+    with pytest.raises(ImageSetError, match="now opens as"):
+        reopen_image_set(tmp_path, 5, "folder:elsewhere[0123]")

@@ -51,21 +51,22 @@ _lock = threading.Lock()
 _arrays: "OrderedDict[str, object]" = OrderedDict()
 
 
-def _array_set(source: str, limit: int | None):
+def _array_set(source: str, limit: int | None, engine_key: str):
     """Fashion-MNIST splits, decoded once per process (two at most in memory).
 
     Opened with the set's ``limit``: a limited set is a class-stratified sample, so image
     id i of a limited set is not image i of the whole split. Opening the whole split here
     served, under each id, another image than the one the scans ranked (its label said
     "Sneaker" over a T-shirt)."""
-    key = f"{source}|{limit}"
+    key = engine_key
     with _lock:
         if key in _arrays:
             _arrays.move_to_end(key)
             return _arrays[key]
-    from fvaudit.engine.images import open_image_set
+    from fvaudit.engine.images import reopen_image_set
 
-    ds = open_image_set(source, cache_dir=get_settings().engine_cache_dir, limit=limit)
+    # a set registered before limits became stratified samples reopens with its own rule
+    ds = reopen_image_set(source, limit, engine_key, get_settings().engine_cache_dir)
     with _lock:
         _arrays[key] = ds
         while len(_arrays) > 2:
@@ -86,7 +87,7 @@ def servable_path(path: str | None) -> Path | None:
 
 def load_pixels(set_row: ImageSet, image: Image) -> np.ndarray:
     if set_row.kind == "fashion-mnist":
-        return _array_set(set_row.source, set_row.limit).load_array(image.idx)
+        return _array_set(set_row.source, set_row.limit, set_row.engine_key).load_array(image.idx)
     from fvaudit.engine.images import decode_image
 
     real = servable_path(image.path)

@@ -610,14 +610,23 @@ def stratified_ids(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+#: how a limit picks its images: ``stratified`` (:func:`stratified_ids`, the rule since
+#: 2026-12-03) or ``first`` (the first ``limit`` ids, the rule before; sets and run
+#: directories made then are reopened with it, so their stored ids keep naming the same images)
+SAMPLE_RULES = ("stratified", "first")
+
+
 def open_image_set(spec: str | Path, cache_dir: Path | None = None, limit: int | None = None, seed: int = 0,
-                   cache_bytes: int = DEFAULT_CACHE_BYTES) -> ImageSet:
+                   cache_bytes: int = DEFAULT_CACHE_BYTES, sample: str = "stratified") -> ImageSet:
     """Open ``fashion-mnist:train`` / ``fashion-mnist:test`` or a folder path.
 
     ``limit`` keeps a seeded class-stratified sample of ``limit`` images
-    (:func:`stratified_ids`), for quick runs and the API's image-set limit. With
+    (:func:`stratified_ids`), for quick runs and the API's image-set limit; ``sample="first"``
+    keeps the first ``limit`` ids instead (the earlier rule, for sets made with it). With
     ``cache_dir``, a folder set gets a decode cache under it bounded by ``cache_bytes``.
     """
+    if sample not in SAMPLE_RULES:
+        raise ImageSetError(f"sample must be one of {', '.join(SAMPLE_RULES)}, got {sample!r}")
     s = str(spec)
     if s.startswith("fashion-mnist"):
         split = s.split(":", 1)[1] if ":" in s else "train"
@@ -626,7 +635,29 @@ def open_image_set(spec: str | Path, cache_dir: Path | None = None, limit: int |
         cache = DecodeCache(cache_dir / "decoded", cache_bytes) if cache_dir else None
         ds = FolderImageSet(s, cache=cache)
     if limit is not None:
-        ds = subset(ds, stratified_ids(ds.labels, int(limit), seed))
+        if sample == "first":
+            ds = subset(ds, np.arange(min(int(limit), len(ds))))
+        else:
+            ds = subset(ds, stratified_ids(ds.labels, int(limit), seed))
+    return ds
+
+
+def reopen_image_set(spec: str | Path, limit: int | None, key: str, cache_dir: Path | None = None) -> ImageSet:
+    """Reopen a set recorded earlier as ``key`` (a registered set, a run directory's scan).
+
+    A limited set recorded before limits became stratified samples holds the first
+    ``limit`` ids; the recorded key (which digests the ids) says which rule made it, so its
+    stored ids keep naming the same images. Raises :class:`ImageSetError` when neither
+    rule gives the recorded key (the source changed under it).
+    """
+    ds = open_image_set(spec, cache_dir=cache_dir, limit=limit)
+    if ds.key != key and limit is not None:
+        legacy = open_image_set(spec, cache_dir=cache_dir, limit=limit, sample="first")
+        if legacy.key == key:
+            return legacy
+    if ds.key != key:
+        raise ImageSetError(f"{spec} was recorded as {key} but now opens as {ds.key}: its stored ids would name "
+                            "other images")
     return ds
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
 from fvaudit.db.models import Image, ImageSet, Job, Model, Scan
-from fvaudit.engine.images import DecodeCache, FolderImageSet, ImageSet as EngineImageSet, open_image_set
+from fvaudit.engine.images import DecodeCache, FolderImageSet, ImageSet as EngineImageSet, reopen_image_set
 from fvaudit.jobs.specs import WeightsRef
 from fvaudit.store import ArtifactStore
 
@@ -29,7 +29,7 @@ def open_db_image_set(db: Session, row: ImageSet) -> EngineImageSet:
     configure_pipeline()
     cache_dir = get_settings().engine_cache_dir
     if row.kind == "fashion-mnist":
-        return open_image_set(row.source, cache_dir=cache_dir, limit=row.limit)
+        return reopen_image_set(row.source, row.limit, row.engine_key, cache_dir)
     rows = db.execute(select(Image.idx, Image.path, Image.label).where(Image.image_set_id == row.id)
                       .order_by(Image.idx)).all()
     # the set exactly as indexed at registration: files added or removed later do not shift ids
