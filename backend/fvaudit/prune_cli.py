@@ -1,7 +1,7 @@
 """`fvaudit prune` and `fvaudit sweep`: pruning defences from the command line (SPEC §5).
 
 Both run the engine in this process (no server) and write the tables the service's sweep
-page shows (:mod:`fvaudit.engine.sweep_table`: ``sweep.csv``, ``sweep.json``, ``sweep.md``).
+page shows (:mod:`fvaudit.engine.sweep_table`: ``sweep.csv``, ``sweep.json``, ``sweep.md``; the curves as ``sweep_curves.svg``).
 ``fvaudit sweep --demo`` is the thesis' Chapter 4 on the Fashion-MNIST demo CNN, scaled to
 run in under an hour on 2 CPU cores; it prints what it scaled.
 """
@@ -218,5 +218,5 @@ def cmd_sweep(args) -> int:
     rows = T.table_rows(records)
     print(T.to_markdown(rows))
     print(f"total {time.perf_counter() - t0:.0f} s; tables: {args.out / 'sweep.csv'}, {args.out / 'sweep.json'}, "
-          f"{args.out / 'sweep.md'}; run directories under {args.out}")
+          f"{args.out / 'sweep.md'}; curves: {args.out / 'sweep_curves.svg'}; run directories under {args.out}")
     return 0

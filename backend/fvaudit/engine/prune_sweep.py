@@ -24,6 +24,7 @@ import numpy as np
 
 from fvaudit.engine import pruning as P
 from fvaudit.engine import sweep_table as T
+from fvaudit.engine.sweep_plot import curves_svg
 from fvaudit.engine.attacks import AttackConfig, Target, evaluate_accuracy
 from fvaudit.engine.images import ImageSet
 from fvaudit.engine.models import LoadedModel, clone_model, save_checkpoint
@@ -196,6 +197,7 @@ def write_tables(records: list[dict], out: Path) -> list[dict]:
     rows = T.table_rows(records)
     (out / "sweep.csv").write_text(T.to_csv(rows))
     (out / "sweep.md").write_text(T.to_markdown(rows) + "\n")
+    (out / "sweep_curves.svg").write_text(curves_svg(T.curves(rows)))   # Figs. 4.1–4.4
     (out / "sweep.json").write_text(T.to_json(rows, [{k: v for k, v in r.items() if k != "audits"}
                                                     for r in records]))
     return rows
