@@ -217,7 +217,8 @@ def test_a_pruned_model_whose_prune_job_did_not_succeed_is_refused(stack):
     sweep = r.json()
     assert stack.post(f"/api/v1/jobs/{sweep['id']}/cancel").status_code == 200
     done = stack.wait_job(sweep["id"], timeout=300)
-    assert done["status"] == "cancelled"
+    assert done["status"] == "cancelled", [(stack.job(k)["step_key"], stack.job(k)["status"], stack.job(k)["error"])
+                                           for k in sweep["children"]]
     prune = next(stack.job(k) for k in sweep["children"] if stack.job(k)["step_key"] == "p1.prune")
     assert prune["status"] == "cancelled"
     point = stack.get(f"/api/v1/sweeps/{sweep['id']}").json()["points"][1]
