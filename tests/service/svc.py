@@ -191,6 +191,15 @@ class Proc:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP the whole process group: the work in it stands still (heartbeats too: keep it short)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def kill9(self) -> None:
         """SIGKILL the whole process group (the Celery parent and its pool child)."""
         if self.proc is not None:
