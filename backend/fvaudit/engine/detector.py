@@ -1,0 +1,310 @@
+"""Running a detection end to end (SPEC §6): scan every model taking part, embed the top-k,
+compute each layer's evidence, calibrate it against clean models, and give verdicts.
+
+:mod:`fvaudit.engine.detection` holds the evidence measures, the calibration and the
+verdict rules as pure array functions; this module feeds them from loaded models, so the
+``detect`` job, ``bench/detection.py`` and a notebook run the same path. Torch, numpy and
+the engine only: no DB, no web.
+
+Two regimes (SPEC §6):
+
+* **with a reference** (the model the suspect claims to derive from): per unit CLIP-δ,
+  1 − Kendall-τ, 1 − top-k overlap (reference → suspect, SPEC §3) and the relative L2
+  distance of the unit's filter; per layer the relative weight distance of the conv that
+  produces the layer. The *population* here are benign fine-tunes of the reference
+  (α = 0, other seeds): each is measured against the reference exactly like the suspect,
+  and those values are the calibration ("ordinary fine-tuning does not raise a flag").
+* **without a reference**: the *population* are clean models of the same family (other
+  training seeds, other public checkpoints). Per layer, each class's share of unit
+  majorities against the population's; per unit, how much of its top-k lies in the
+  over-represented classes; calibrated leave-one-out over the population.
+
+Why the suspect is never in its own calibration: the calibration values are what a clean
+model gives; a flagged unit is one the clean models rarely reach.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from fvaudit.engine import detection as D
+from fvaudit.engine.activations import LayerScan, scan
+from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
+
+REGIMES = ("reference", "population")
+#: the per-unit measures of each regime (SPEC §6), in the order they are reported
+REFERENCE_MEASURES = ("clip_delta", "tau_drop", "overlap_loss", "weight_distance")
+POPULATION_MEASURES = ("class_share",)
+
+EmbedTopK = Callable[[np.ndarray], np.ndarray]
+
+
+class DetectError(ValueError):
+    """A detection that cannot be run as asked (which argument, and why)."""
+
+
+@dataclass
+class Subject:
+    """A model taking part in a detection: the suspect, the reference, or a population member."""
+
+    name: str
+    model: Any                                  # engine LoadedModel
+    scans: dict[str, LayerScan] = field(default_factory=dict)
+
+
+@dataclass
+class LayerDetection:
+    """One layer's outcome: the verdict, every unit's scores, and what they were computed from."""
+
+    layer: str
+    verdict: D.Verdict
+    scores: D.UnitScores
+    calibration: D.Calibration
+    dead_units: list[int]
+    topk_suspect: np.ndarray                    # [J, k] image ids
+    topk_reference: np.ndarray | None           # [J, k] (reference regime)
+    class_evidence: D.ClassShareEvidence | None = None
+    layer_values: dict[str, float] = field(default_factory=dict)    # raw layer-level evidence values
+    benign_sizes: dict[str, int] = field(default_factory=dict)
+
+    def units(self) -> list[dict]:
+        """Per unit, JSON-ready: suspicion, the measure that drove it, each measure's value and suspicion."""
+        s = self.scores
+        dead = set(self.dead_units)
+        out = []
+        for j in range(len(s.suspicion)):
+            out.append({
+                "unit": j, "dead": j in dead,
+                "suspicion": D._json_float(s.suspicion[j]),
+                "driver": s.driver[j],
+                "measures": {m: {"value": D._json_float(s.values[m][j]),
+                                 "suspicion": D._json_float(s.per_measure[m][j])} for m in s.values},
+                "topk_suspect": [int(i) for i in self.topk_suspect[j]],
+                "topk_reference": (None if self.topk_reference is None
+                                   else [int(i) for i in self.topk_reference[j]]),
+            })
+        return out
+
+
+@dataclass
+class DetectionReport:
+    """The whole detection: the model verdict, each layer's outcome, and how it was run."""
+
+    regime: str
+    verdict: D.Verdict
+    layers: dict[str, LayerDetection]
+    k: int
+    k_clip: int
+    population: list[str]
+    thresholds: D.VerdictThresholds
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """JSON-ready verdicts (model and layers, with the evidence that drove them); no per-unit lists."""
+        layers = {}
+        for name, ld in self.layers.items():
+            v = ld.verdict.to_dict()
+            v.pop("layers", None)
+            ce = ld.class_evidence
+            layers[name] = {**v, "measures": list(ld.scores.values), "layer_values": ld.layer_values,
+                            "benign_sizes": ld.benign_sizes, "dead_units": ld.dead_units,
+                            "class_shares": None if ce is None else {
+                                "suspect": ce.shares.tolist(), "population_mean": ce.pop_mean.tolist(),
+                                "z": [D._json_float(x) for x in ce.z]}}
+        model = self.verdict.to_dict()
+        model.pop("layers", None)
+        return {"regime": self.regime, "verdict": self.verdict.verdict, "p_value": self.verdict.p_value,
+                "model": model, "layers": layers, "k": self.k, "k_clip": self.k_clip,
+                "population": self.population, "notes": self.notes,
+                "thresholds": {"unit": self.thresholds.unit, "suspicious_p": self.thresholds.suspicious_p,
+                               "manipulated_p": self.thresholds.manipulated_p}}
+
+    def units(self) -> dict[str, list[dict]]:
+        return {name: ld.units() for name, ld in self.layers.items()}
+
+
+# =========================================================================== weights
+
+def producer_weight(model: Any, layer: str) -> np.ndarray:
+    """The weight of the conv/linear whose output channels are ``layer``'s units, unit first
+    (:func:`fvaudit.engine.pruning.producing_layer`), as float64 numpy."""
+    from fvaudit.engine.pruning import producing_layer
+
+    name = producing_layer(model, layer)
+    mod = dict(model.module.named_modules())[name]
+    return mod.weight.detach().to("cpu", torch.float64).numpy()
+
+
+def producer_params(model: Any, layer: str) -> list[np.ndarray]:
+    """Weight and bias (when present) of the producing conv/linear: the layer-level weight distance."""
+    from fvaudit.engine.pruning import producing_layer
+
+    mod = dict(model.module.named_modules())[producing_layer(model, layer)]
+    out = [mod.weight.detach().to("cpu", torch.float64).numpy()]
+    if getattr(mod, "bias", None) is not None:
+        out.append(mod.bias.detach().to("cpu", torch.float64).numpy())
+    return out
+
+
+# =========================================================================== scans
+
+def scan_subjects(subjects: Sequence[Subject], images: Any, layers: Sequence[str], k: int, *,
+                  batch_size: int = 256, device: str = "cpu", reporter: Reporter | None = None,
+                  work_dir: str | Path | None = None, scan_fn: Callable | None = None) -> None:
+    """Fill every subject's ``scans`` (one pass per model; the score matrices go under
+    ``work_dir`` so an ImageNet-size matrix is memory-mapped, not held in RAM)."""
+    reporter = reporter or NullReporter()
+    scan_fn = scan_fn or scan
+    for i, sub in enumerate(subjects):
+        if sub.scans:
+            continue
+        check_cancel(reporter)
+        reporter.stage(f"scan {sub.name} ({i + 1}/{len(subjects)})")
+        out = None if work_dir is None else Path(work_dir) / f"scan-{i}"
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+        res = scan_fn(sub.model, images, layers, k=k, batch_size=batch_size, device=device, out_dir=out,
+                      reporter=reporter)
+        sub.scans = {sub.model.layer(l).name: res.layers[sub.model.layer(l).name] for l in layers}
+
+
+# =========================================================================== regimes
+
+def _embed(embed_topk: EmbedTopK | None, ids: np.ndarray, k_clip: int) -> np.ndarray | None:
+    return None if embed_topk is None else np.asarray(embed_topk(np.asarray(ids)[:, :k_clip]), dtype=np.float64)
+
+
+def reference_values(ref: LayerScan, sus: LayerScan, ref_model: Any, sus_model: Any, layer: str, *,
+                     k_clip: int, embed_topk: EmbedTopK | None, measures: Sequence[str]) -> dict[str, np.ndarray]:
+    """The per-unit measures of one layer, reference → model (SPEC §6, with a reference)."""
+    if ref.units != sus.units:
+        raise DetectError(f"layer {layer}: the reference has {ref.units} units and the model {sus.units}; "
+                          "a reference must have the suspect's architecture")
+    e_ref, e_sus = _embed(embed_topk, ref.topk_ids, k_clip), _embed(embed_topk, sus.topk_ids, k_clip)
+    if e_ref is None:                      # no embedder: CLIP-δ undefined, the rest still measured
+        e_ref = e_sus = np.ones((ref.units, 1, 1))
+    w = ("weight_distance" in measures)
+    vals = D.reference_measures(ref.topk_ids[:, :k_clip], sus.topk_ids[:, :k_clip], e_ref, e_sus,
+                                r_ref=np.asarray(ref.scores), r_sus=np.asarray(sus.scores),
+                                w_ref=producer_weight(ref_model, layer) if w else None,
+                                w_sus=producer_weight(sus_model, layer) if w else None,
+                                dead_units=ref.dead_units)
+    if embed_topk is None:
+        vals.pop("clip_delta")
+    return {m: vals[m] for m in measures if m in vals}
+
+
+def _detect_reference(suspect: Subject, reference: Subject, population: Sequence[Subject], layer: str, *,
+                      k_clip: int, embed_topk: EmbedTopK | None, measures: Sequence[str],
+                      thresholds: D.VerdictThresholds) -> LayerDetection:
+    benign: dict[str, list[np.ndarray]] = {}
+    benign_layer: list[float] = []
+    ref_params = producer_params(reference.model, layer)
+    for p in population:
+        v = reference_values(reference.scans[layer], p.scans[layer], reference.model, p.model, layer,
+                             k_clip=k_clip, embed_topk=embed_topk, measures=measures)
+        for m, arr in v.items():
+            benign.setdefault(m, []).append(arr)
+        benign_layer.append(D.layer_weight_distance({layer: ref_params},
+                                                    {layer: producer_params(p.model, layer)})[layer])
+    cal = D.Calibration.fit({m: np.concatenate(a) for m, a in benign.items()})
+    values = reference_values(reference.scans[layer], suspect.scans[layer], reference.model, suspect.model, layer,
+                              k_clip=k_clip, embed_topk=embed_topk, measures=measures)
+    scores = cal.score({m: values[m] for m in cal.benign})
+    layer_wd = D.layer_weight_distance({layer: ref_params}, {layer: producer_params(suspect.model, layer)})[layer]
+    layer_cal = D.Calibration.fit({"layer_weight_distance": np.asarray(benign_layer)})
+    layer_ev = {"layer_weight_distance": float(layer_cal.suspicion("layer_weight_distance", [layer_wd])[0])}
+    verdict = D.layer_verdict(layer, scores, layer_evidence=layer_ev, thresholds=thresholds)
+    return LayerDetection(layer, verdict, scores, cal, list(reference.scans[layer].dead_units),
+                          suspect.scans[layer].topk_ids, reference.scans[layer].topk_ids,
+                          layer_values={"layer_weight_distance": layer_wd},
+                          benign_sizes={m: int(v.size) for m, v in cal.benign.items()})
+
+
+def _detect_population(suspect: Subject, population: Sequence[Subject], layer: str, labels: np.ndarray,
+                       n_classes: int, *, thresholds: D.VerdictThresholds) -> LayerDetection:
+    pop_ids = [p.scans[layer].topk_ids for p in population]     # class shares over the whole top-k
+    pop_dead = [p.scans[layer].dead_units for p in population]
+    units = {p.scans[layer].units for p in population} | {suspect.scans[layer].units}
+    if len(units) != 1:
+        raise DetectError(f"layer {layer}: the models have different unit counts {sorted(units)}; "
+                          "a population must share the suspect's architecture")
+    cal = D.Calibration.fit({"class_share": D.population_class_evidence(pop_ids, labels, n_classes, pop_dead)})
+    sus = suspect.scans[layer]
+    maj = [D.majority_classes(t, labels, n_classes, d) for t, d in zip(pop_ids, pop_dead)]
+    shares = np.stack([D.class_shares(m, n_classes) for m in maj])
+    sus_maj = D.majority_classes(sus.topk_ids, labels, n_classes, sus.dead_units)
+    ev = D.class_share_evidence(D.class_shares(sus_maj, n_classes), shares, int((sus_maj >= 0).sum()))
+    values = {"class_share": D.unit_class_evidence(sus.topk_ids, labels, ev, sus.dead_units)}
+    scores = cal.score(values)
+    verdict = D.layer_verdict(layer, scores, class_evidence=ev, thresholds=thresholds)
+    return LayerDetection(layer, verdict, scores, cal, list(sus.dead_units), sus.topk_ids, None, ev,
+                          layer_values={"class_share_max_z": float(np.max(ev.z))},
+                          benign_sizes={m: int(v.size) for m, v in cal.benign.items()})
+
+
+def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: Subject | None = None,
+           population: Sequence[Subject] = (), k: int = 10, k_clip: int = 5,
+           embed_topk: EmbedTopK | None = None, measures: Sequence[str] | None = None,
+           thresholds: D.VerdictThresholds = D.VerdictThresholds(), batch_size: int = 256,
+           device: str = "cpu", reporter: Reporter | None = None,
+           work_dir: str | Path | None = None) -> DetectionReport:
+    """Check ``suspect`` on ``layers`` over ``images`` (SPEC §6) and give verdicts.
+
+    ``reference`` given → the reference regime, ``population`` = benign fine-tunes of the
+    reference (≥ 1); else the population regime, ``population`` = clean models of the
+    family (≥ 2, for the leave-one-out calibration). ``embed_topk(ids [J, k_clip]) →
+    [J, k_clip, E]`` embeds image ids (CLIP-δ; without it CLIP-δ is left out and said so).
+    Subjects already scanned (``Subject.scans`` filled, e.g. by a caller that reuses
+    scans across detections) are not scanned again.
+    """
+    reporter = reporter or NullReporter()
+    if not layers:
+        raise DetectError("layers: give at least one layer")
+    if reference is None and len(population) < 2:
+        raise DetectError("population: without a reference, at least 2 clean models of the family are needed "
+                          f"(the calibration leaves each out in turn); got {len(population)}")
+    if reference is not None and len(population) < 1:
+        raise DetectError("population: with a reference, at least 1 benign fine-tune of it is needed to calibrate")
+    if not 0 < k_clip <= k:
+        raise DetectError(f"k_clip: must lie in 1..k = {k}, got {k_clip}")
+    regime = "reference" if reference is not None else "population"
+    allowed = REFERENCE_MEASURES if regime == "reference" else POPULATION_MEASURES
+    measures = list(measures or allowed)
+    for m in measures:
+        if m not in allowed:
+            raise DetectError(f"measures: {m!r} is not a measure of the {regime} regime (have {list(allowed)})")
+    notes = []
+    if regime == "reference" and "clip_delta" in measures and embed_topk is None:
+        measures.remove("clip_delta")
+        notes.append("no embedder: CLIP-δ left out")
+    names = [suspect.model.layer(l).name for l in layers]
+    subjects = [suspect] + ([reference] if reference is not None else []) + list(population)
+    own_tmp = work_dir is None
+    wd = Path(tempfile.mkdtemp(prefix="fvaudit-detect-")) if own_tmp else Path(work_dir)
+    try:
+        scan_subjects(subjects, images, names, k, batch_size=batch_size, device=device, reporter=reporter, work_dir=wd)
+        labels = np.asarray(images.labels, dtype=np.int64)
+        out: dict[str, LayerDetection] = {}
+        reporter.stage("evidence", total=len(names))
+        for i, layer in enumerate(names):
+            check_cancel(reporter)
+            if regime == "reference":
+                out[layer] = _detect_reference(suspect, reference, population, layer, k_clip=k_clip,
+                                               embed_topk=embed_topk, measures=measures, thresholds=thresholds)
+            else:
+                out[layer] = _detect_population(suspect, population, layer, labels, len(images.class_names),
+                                                thresholds=thresholds)
+            reporter.advance(i + 1, len(names))
+    finally:
+        if own_tmp:
+            shutil.rmtree(wd, ignore_errors=True)
+    verdict = D.model_verdict([ld.verdict for ld in out.values()], thresholds)
+    return DetectionReport(regime, verdict, out, k, k_clip, [p.name for p in population], thresholds, notes)
+
