@@ -256,9 +256,10 @@ def create_app(on_shutdown=None) -> FastAPI:
             exc = HTTPException(exc.status_code, clean_message(exc.detail, 2000), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
-    from fvaudit.api.routers import image_sets, jobs, models, runs, sweeps, system
+    from fvaudit.api.routers import detections, image_sets, jobs, models, runs, sweeps, system
 
-    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router, sweeps.router):
+    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router, sweeps.router,
+              detections.router):
         app.include_router(r, prefix=API)
 
     @app.get(API + "/{rest:path}", include_in_schema=False)
