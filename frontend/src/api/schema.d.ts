@@ -583,6 +583,57 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/detections": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your detections, newest first */
+        get: operations["list_detections_api_v1_detections_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/detections/{detection_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A detection: its verdicts and every unit ranked by suspicion */
+        get: operations["get_detection_api_v1_detections__detection_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/detections/{detection_id}/layers/{layer}/units/{unit}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One unit of a detection: its suspicion and evidence beside the suspect's and the reference's top-k */
+        get: operations["get_detection_unit_api_v1_detections__detection_id__layers__layer__units__unit__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 };
 export type webhooks = Record<string, never>;
 export type components = {
@@ -926,6 +977,310 @@ export type components = {
             registry_name: string;
             /** Name */
             name: string;
+        };
+        /**
+         * DetectJobCreate
+         * @description detect: check a model for manipulated explanations (SPEC §6): per-unit suspicion and verdicts per layer and model, with or without a reference
+         */
+        DetectJobCreate: {
+            /**
+             * @description detect (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "detect";
+            spec: components["schemas"]["DetectSpec"];
+        };
+        /** DetectModelOut */
+        DetectModelOut: {
+            /** Model Id */
+            model_id: number;
+            /** Name */
+            name: string;
+            /** Weights */
+            weights: string;
+            /** Weights From */
+            weights_from?: {
+                [key: string]: unknown;
+            } | null;
+        };
+        /**
+         * DetectSpec
+         * @example {
+         *       "image_set_id": 2,
+         *       "layers": [
+         *         "relu3"
+         *       ],
+         *       "population": [
+         *         {
+         *           "model_id": 3
+         *         },
+         *         {
+         *           "model_id": 4
+         *         }
+         *       ],
+         *       "reference": {
+         *         "model_id": 1
+         *       },
+         *       "suspect": {
+         *         "model_id": 2
+         *       }
+         *     }
+         */
+        DetectSpec: {
+            /** Name */
+            name?: string | null;
+            /** @description the model to check */
+            suspect: components["schemas"]["ModelRef"];
+            /** @description the model the suspect claims to derive from; without one the suspect is judged against the population alone */
+            reference?: components["schemas"]["ModelRef"] | null;
+            /**
+             * Population
+             * @description clean models to calibrate against: with a reference, benign fine-tunes of it (α = 0, other seeds); without one, ≥ 2 clean models of the same family (other seeds, other checkpoints)
+             */
+            population: components["schemas"]["ModelRef"][];
+            /**
+             * Image Set Id
+             * @description the labelled images whose top-k are compared (e.g. the validation set)
+             */
+            image_set_id: number;
+            /** Layers */
+            layers: string[];
+            /**
+             * K
+             * @description top-k size
+             * @default 10
+             */
+            k?: number;
+            /**
+             * K Clip
+             * @description top-k images embedded for CLIP-δ (≤ k)
+             * @default 5
+             */
+            k_clip?: number;
+            /**
+             * Embedder
+             * @description auto | none | efficientnet-lite0 | open_clip:<model>:<tag>
+             * @default auto
+             */
+            embedder?: string;
+            /**
+             * Batch Size
+             * @default 256
+             */
+            batch_size?: number;
+            /**
+             * @default {
+             *       "unit": 0.95,
+             *       "suspicious_p": 0.05,
+             *       "manipulated_p": 0.001
+             *     }
+             */
+            thresholds?: components["schemas"]["DetectThresholds"];
+        };
+        /**
+         * DetectThresholds
+         * @description SPEC §6 verdict thresholds (conventional levels, not fitted to any benchmark variant).
+         */
+        DetectThresholds: {
+            /**
+             * Unit
+             * @description a unit counts as flagged above this suspicion
+             * @default 0.95
+             */
+            unit?: number;
+            /**
+             * Suspicious P
+             * @description 'suspicious' below this p-value
+             * @default 0.05
+             */
+            suspicious_p?: number;
+            /**
+             * Manipulated P
+             * @description 'manipulated' below this p-value
+             * @default 0.001
+             */
+            manipulated_p?: number;
+        };
+        /** DetectUnitDetail */
+        DetectUnitDetail: {
+            /** Unit */
+            unit: number;
+            /**
+             * Rank
+             * @description 1 = the most suspicious unit of its layer; null for a dead unit
+             */
+            rank: number | null;
+            /** Dead */
+            dead: boolean;
+            /** Suspicion */
+            suspicion: number | null;
+            /** Driver */
+            driver: string | null;
+            /** Measures */
+            measures: {
+                [key: string]: components["schemas"]["MeasureOut"];
+            };
+            /** Detection Id */
+            detection_id: number;
+            /** Detection Name */
+            detection_name: string;
+            /**
+             * Regime
+             * @enum {string}
+             */
+            regime: "reference" | "population";
+            /** Layer */
+            layer: string;
+            /** N Units */
+            n_units: number;
+            /** Layer Verdict */
+            layer_verdict: {
+                [key: string]: unknown;
+            };
+            /** Models */
+            models: {
+                [key: string]: components["schemas"]["DetectModelOut"];
+            };
+            /** Suspect Topk */
+            suspect_topk: components["schemas"]["Img"][];
+            /** Reference Topk */
+            reference_topk: components["schemas"]["Img"][] | null;
+            /** Prev Unit */
+            prev_unit: number | null;
+            /** Next Unit */
+            next_unit: number | null;
+            /**
+             * Prev Ranked
+             * @description the unit ranked just above this one
+             */
+            prev_ranked: number | null;
+            /**
+             * Next Ranked
+             * @description the unit ranked just below this one
+             */
+            next_ranked: number | null;
+        };
+        /** DetectUnitOut */
+        DetectUnitOut: {
+            /** Unit */
+            unit: number;
+            /**
+             * Rank
+             * @description 1 = the most suspicious unit of its layer; null for a dead unit
+             */
+            rank: number | null;
+            /** Dead */
+            dead: boolean;
+            /** Suspicion */
+            suspicion: number | null;
+            /** Driver */
+            driver: string | null;
+            /** Measures */
+            measures: {
+                [key: string]: components["schemas"]["MeasureOut"];
+            };
+        };
+        /** DetectionDetail */
+        DetectionDetail: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            /** Progress */
+            progress: {
+                [key: string]: unknown;
+            };
+            /**
+             * Regime
+             * @enum {string}
+             */
+            regime: "reference" | "population";
+            /**
+             * Verdict
+             * @description null until the job succeeded
+             */
+            verdict: ("no sign" | "suspicious" | "manipulated") | null;
+            /** P Value */
+            p_value: number | null;
+            /** Suspect Model Id */
+            suspect_model_id: number;
+            /** Reference Model Id */
+            reference_model_id: number | null;
+            /** Layers */
+            layers: string[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Finished At */
+            finished_at: string | null;
+            /** Error */
+            error: string | null;
+            /** Spec */
+            spec: {
+                [key: string]: unknown;
+            };
+            /**
+             * Result
+             * @description the verdicts: model and layers, with the evidence that drove them (engine.detector.DetectionReport.summary)
+             */
+            result: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Units
+             * @description per layer, every unit ranked by suspicion
+             */
+            units: {
+                [key: string]: components["schemas"]["DetectUnitOut"][];
+            };
+        };
+        /** DetectionItem */
+        DetectionItem: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            /** Progress */
+            progress: {
+                [key: string]: unknown;
+            };
+            /**
+             * Regime
+             * @enum {string}
+             */
+            regime: "reference" | "population";
+            /**
+             * Verdict
+             * @description null until the job succeeded
+             */
+            verdict: ("no sign" | "suspicious" | "manipulated") | null;
+            /** P Value */
+            p_value: number | null;
+            /** Suspect Model Id */
+            suspect_model_id: number;
+            /** Reference Model Id */
+            reference_model_id: number | null;
+            /** Layers */
+            layers: string[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Finished At */
+            finished_at: string | null;
         };
         /**
          * FinetuneParams
@@ -1328,6 +1683,13 @@ export type components = {
             /** Id */
             id: number;
         };
+        /** MeasureOut */
+        MeasureOut: {
+            /** Value */
+            value: number | null;
+            /** Suspicion */
+            suspicion: number | null;
+        };
         /**
          * MetricsJobCreate
          * @description metrics: SPEC §3 metrics of an attack from stored scans, per unit, per layer and per state
@@ -1475,6 +1837,16 @@ export type components = {
             prune?: {
                 [key: string]: unknown;
             } | null;
+        };
+        /**
+         * ModelRef
+         * @description A model taking part in a detection: a registered model, or an attack's weights on it.
+         */
+        ModelRef: {
+            /** Model Id */
+            model_id: number;
+            /** @description an attack job's weights on this model instead of the model's own */
+            weights_from?: components["schemas"]["WeightsRef"] | null;
         };
         /**
          * ModelSynthetic
@@ -3194,7 +3566,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"] | components["schemas"]["PruneJobCreate"] | components["schemas"]["SweepJobCreate"];
+                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"] | components["schemas"]["PruneJobCreate"] | components["schemas"]["SweepJobCreate"] | components["schemas"]["DetectJobCreate"];
             };
         };
         responses: {
@@ -3870,6 +4242,116 @@ export interface operations {
                     "text/csv": unknown;
                     "application/json": unknown;
                     "text/markdown": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_detections_api_v1_detections_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DetectionItem"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_detection_api_v1_detections__detection_id__get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                detection_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DetectionDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_detection_unit_api_v1_detections__detection_id__layers__layer__units__unit__get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                detection_id: number;
+                layer: string;
+                unit: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DetectUnitDetail"];
                 };
             };
             /** @description Validation Error */
