@@ -1,7 +1,11 @@
 // Several layers of a model (attack.layers / scan layers): checkboxes grouped by kind,
 // with the quick choices a user wants (every conv layer, none). Keyboard: Tab into the
 // list, Space toggles; the fieldset is the focus target of a field error.
+import type { UseQueryResult } from "@tanstack/react-query";
+import type { ReactNode } from "react";
 import type { LayerOut } from "../api/client";
+import { FieldError } from "./FormField";
+import { ErrorBox, Loading } from "./States";
 
 const GROUPS: { kind: string; title: string }[] = [
   { kind: "conv", title: "convolutional" },
@@ -68,5 +72,24 @@ export function LayerPicker({ layers, value, onChange, invalid, describedBy }: {
         })}
       </div>
     </fieldset>
+  );
+}
+
+/** The picker as a form field (`layers`): the layer list's loading and error states, its error below, `children` (a hint) between. */
+export function LayerField({ layers, value, onChange, error, children }: {
+  layers: UseQueryResult<LayerOut[]>;
+  value: string[];
+  onChange: (v: string[]) => void;
+  error?: string;
+  children?: ReactNode;
+}) {
+  if (layers.isLoading) return <Loading what="Loading layers" />;
+  if (layers.error) return <ErrorBox error={layers.error} retry={() => layers.refetch()} />;
+  return (
+    <div className={`field${error ? " invalid" : ""}`}>
+      <LayerPicker layers={layers.data ?? []} value={value} onChange={onChange} invalid={!!error} describedBy={error ? "e-layers" : undefined} />
+      {children}
+      <FieldError field="layers" msg={error} />
+    </div>
   );
 }

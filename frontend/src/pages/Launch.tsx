@@ -1,10 +1,11 @@
-import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { ApiError, type ImageSetOut, type LayerOut } from "../api/client";
 import { useCreateJob, useImageSets, useJobKinds, useLayers, useModels } from "../api/hooks";
 import { DecoyClassPicker, DecoyImagePicker } from "../components/DecoyPicker";
+import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect as SetSelect } from "../components/FormField";
 import { NeedsToken } from "../components/Layout";
-import { LayerPicker } from "../components/LayerPicker";
+import { LayerField } from "../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../components/States";
 import { kindOf } from "../lib/chain";
 import { BLANK, buildRequest, formDefaults, mapServerErrors, unitsApply, validate, type Errors, type Field, type LaunchForm, type LaunchKind } from "../lib/launch";
@@ -236,21 +237,13 @@ export function LaunchPage() {
           </Row>
         </div>
 
-        {layers.isLoading ? (
-          <Loading what="Loading layers" />
-        ) : layers.error ? (
-          <ErrorBox error={layers.error} retry={() => layers.refetch()} />
-        ) : (
-          <div className={`field${shown("layers") ? " invalid" : ""}`}>
-            <LayerPicker layers={layers.data ?? []} value={form.layers} onChange={(v) => set("layers", v)} invalid={!!shown("layers")} describedBy={shown("layers") ? "e-layers" : undefined} />
-            {one && !shown("layers") && (
-              <p className="hint muted small" data-testid="layer-hint">
-                {one.module_type} · output {one.shape.join("×")} · {one.units} units
-              </p>
-            )}
-            <FieldError field="layers" msg={shown("layers")} />
-          </div>
-        )}
+        <LayerField layers={layers} value={form.layers} onChange={(v) => set("layers", v)} error={shown("layers")}>
+          {one && !shown("layers") && (
+            <p className="hint muted small" data-testid="layer-hint">
+              {one.module_type} · output {one.shape.join("×")} · {one.units} units
+            </p>
+          )}
+        </LayerField>
 
         {attack && (
           <fieldset className="units">
@@ -420,22 +413,7 @@ export function LaunchPage() {
           </details>
         )}
 
-        {serverOther.length > 0 && (
-          <div className="state error" role="alert">
-            <strong>The server refused the launch</strong>
-            <ul>
-              {serverOther.map((m) => (
-                <li key={m}>{m}</li>
-              ))}
-            </ul>
-          </div>
-        )}
-        {submitError && <ErrorBox error={submitError} />}
-        {submitted && Object.keys(errors).length > 0 && (
-          <p className="field-error" role="alert">
-            Fix the {Object.keys(errors).length === 1 ? "field" : `${Object.keys(errors).length} fields`} marked above.
-          </p>
-        )}
+        <FormProblems what="launch" refused={serverOther} error={submitError} invalid={submitted ? Object.keys(errors).length : 0} />
         <div className="row end">
           <Link to="/" className="button">
             Cancel
@@ -446,43 +424,5 @@ export function LaunchPage() {
         </div>
       </form>
     </div>
-  );
-}
-
-function aria(field: Field, error?: string) {
-  return { "aria-invalid": !!error, "aria-describedby": error ? `e-${field}` : undefined };
-}
-
-function FieldError({ field, msg }: { field: Field; msg?: string }) {
-  return msg ? (
-    <p className="field-error" id={`e-${field}`} role="alert">
-      {msg}
-    </p>
-  ) : null;
-}
-
-function Row({ field, label, hint, error, children }: { field: Field; label: string; hint?: string; error?: string; children: ReactNode }) {
-  return (
-    <div className={`field${error ? " invalid" : ""}`}>
-      <label htmlFor={`f-${field}`}>{label}</label>
-      {children}
-      {hint && !error && <p className="hint muted small">{hint}</p>}
-      <FieldError field={field} msg={error} />
-    </div>
-  );
-}
-
-function SetSelect({ id, sets, value, onChange, error }: { id: Field; sets: ImageSetOut[]; value: string; onChange: (v: string) => void; error?: string }) {
-  return (
-    <select id={`f-${id}`} value={value} onChange={(e) => onChange(e.target.value)} {...aria(id, error)}>
-      <option value="" disabled>
-        choose an image set
-      </option>
-      {sets.map((s) => (
-        <option key={s.id} value={s.id}>
-          {s.name} · {s.size.toLocaleString("en")} images
-        </option>
-      ))}
-    </select>
   );
 }

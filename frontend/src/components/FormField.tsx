@@ -1,0 +1,74 @@
+// The pieces every launch-style form shares (Launch, "Check a model"): a labelled field
+// row whose error replaces its hint, the error paragraph a control names with
+// aria-describedby, and the image-set select. Ids follow one rule: the control of field F
+// is `f-F`, its error `e-F`, so a form can focus the first field a 422 names.
+import type { ReactNode } from "react";
+import type { ImageSetOut } from "../api/client";
+import { ErrorBox } from "./States";
+
+/** aria-invalid / aria-describedby of the control of `field`, given its error (if any). */
+export function fieldAria(field: string, error?: string) {
+  return { "aria-invalid": !!error, "aria-describedby": error ? `e-${field}` : undefined };
+}
+
+export function FieldError({ field, msg }: { field: string; msg?: string }) {
+  return msg ? (
+    <p className="field-error" id={`e-${field}`} role="alert">
+      {msg}
+    </p>
+  ) : null;
+}
+
+export function FieldRow({ field, label, hint, error, children }: { field: string; label: string; hint?: string; error?: string; children: ReactNode }) {
+  return (
+    <div className={`field${error ? " invalid" : ""}`}>
+      <label htmlFor={`f-${field}`}>{label}</label>
+      {children}
+      {hint && !error && <p className="hint muted small">{hint}</p>}
+      <FieldError field={field} msg={error} />
+    </div>
+  );
+}
+
+export function ImageSetSelect({ id, sets, value, onChange, error }: { id: string; sets: ImageSetOut[]; value: string; onChange: (v: string) => void; error?: string }) {
+  return (
+    <select id={`f-${id}`} value={value} onChange={(e) => onChange(e.target.value)} {...fieldAria(id, error)}>
+      <option value="" disabled>
+        choose an image set
+      </option>
+      {sets.map((s) => (
+        <option key={s.id} value={s.id}>
+          {s.name} · {s.size.toLocaleString("en")} images
+        </option>
+      ))}
+    </select>
+  );
+}
+
+/**
+ * What stops a form at the bottom, above its buttons: the server's refusals that name no
+ * field of the form (`refused`), another failure of the request (`error`), and, once the
+ * form was sent, how many fields marked above still need fixing (`invalid`).
+ */
+export function FormProblems({ what, refused, error, invalid }: { what: string; refused: string[]; error: unknown; invalid: number }) {
+  return (
+    <>
+      {refused.length > 0 && (
+        <div className="state error" role="alert">
+          <strong>The server refused the {what}</strong>
+          <ul>
+            {refused.map((m) => (
+              <li key={m}>{m}</li>
+            ))}
+          </ul>
+        </div>
+      )}
+      {error != null && error !== false && <ErrorBox error={error} />}
+      {invalid > 0 && (
+        <p className="field-error" role="alert">
+          Fix the {invalid === 1 ? "field" : `${invalid} fields`} marked above.
+        </p>
+      )}
+    </>
+  );
+}
