@@ -3,6 +3,9 @@ import { BrowserRouter, Link, Route, Routes } from "react-router";
 import { Layout } from "./components/Layout";
 import { usePageTitle } from "./lib/title";
 import { Compare } from "./pages/Compare";
+import { DetectionList } from "./pages/DetectionList";
+import { DetectionPage } from "./pages/DetectionPage";
+import { DetectionUnitPage } from "./pages/DetectionUnit";
 import { Home } from "./pages/Home";
 import { JobView } from "./pages/JobView";
 import { Launch } from "./pages/Launch";
@@ -41,6 +44,9 @@ export function AppRoutes() {
         <Route path="compare" element={<Compare />} />
         <Route path="sweeps" element={<SweepList />} />
         <Route path="sweeps/:sweep" element={<SweepPage />} />
+        <Route path="detections" element={<DetectionList />} />
+        <Route path="detections/:detection" element={<DetectionPage />} />
+        <Route path="detections/:detection/layers/:layer/units/:unit" element={<DetectionUnitPage />} />
         <Route path="models/:model" element={<ModelPage />} />
         <Route path="models/:model/layers/:layer/units/:unit" element={<ModelUnitPage />} />
         <Route path="*" element={<NotFound />} />

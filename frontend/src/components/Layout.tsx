@@ -34,6 +34,7 @@ export function Layout() {
             <NavLink to="/register">Register</NavLink>
             <NavLink to="/compare">Compare</NavLink>
             <NavLink to="/sweeps">Sweeps</NavLink>
+            <NavLink to="/detections">Detections</NavLink>
           </nav>
         )}
         <div className="spacer" />

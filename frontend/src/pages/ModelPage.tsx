@@ -2,7 +2,7 @@
 // unit (`GET /api/v1/models/{id}/synthetic`), each unit a permalink to all its seeds
 // (`/models/:id/layers/:layer/units/:unit`). The images come from visualize jobs that
 // run on the model alone, no attack needed; an empty state says how to render some.
-import { useEffect, useRef, useState } from "react";
+import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
 import type { LayerOut } from "../api/client";
 import type { ModelSynthetic } from "../api/contract";
@@ -11,6 +11,7 @@ import { AuthImage } from "../components/AuthImage";
 import { NeedsToken } from "../components/Layout";
 import { RenderSynthetic } from "../components/RenderSynthetic";
 import { Empty, ErrorBox, Loading } from "../components/States";
+import { useArrowKeys } from "../lib/keys";
 import { enc } from "../lib/share";
 import { usePageTitle } from "../lib/title";
 
@@ -75,6 +76,9 @@ function ModelInner() {
         <div className="actions">
           <Link className="button primary" to={`/launch?model=${m.id}`}>
             Audit this model…
+          </Link>
+          <Link className="button" to={`/detections?suspect=${m.id}#check`}>
+            Check this model…
           </Link>
         </div>
       </div>
@@ -171,21 +175,7 @@ function ModelUnitInner() {
   usePageTitle(`Unit ${Number.isFinite(unit) ? unit : "?"} · ${layer} · ${model.data?.name ?? `model ${modelId}`}`);
   const prev = unit > 0 ? unit - 1 : null;
   const next = info ? (unit + 1 < info.units ? unit + 1 : null) : unit + 1;
-  const nav = useRef({ prev, next });
-  nav.current = { prev, next };
-  useEffect(() => {
-    const onKey = (e: KeyboardEvent) => {
-      if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
-      const t = e.target as HTMLElement | null;
-      if (t && (["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName) || t.isContentEditable)) return;
-      const to = e.key === "ArrowLeft" ? nav.current.prev : e.key === "ArrowRight" ? nav.current.next : null;
-      if (to == null) return;
-      e.preventDefault();
-      navigate(modelUnitPath(modelId, layer, to));
-    };
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [modelId, layer, navigate]);
+  useArrowKeys(prev, next, (to) => navigate(modelUnitPath(modelId, layer, to)));
 
   if (!(modelId > 0) || !Number.isInteger(unit) || unit < 0)
     return <ErrorBox error={new Error("No such unit: the address must be /models/<model>/layers/<layer>/units/<number>.")} />;
