@@ -11,7 +11,7 @@ import reference from "../test/fixtures/detection-reference.json";
 import { renderRoutes } from "../test/renderRoutes";
 import { mockFetch } from "../test/fetchMock";
 import { DetectionPage } from "./DetectionPage";
-import { flaggedText, pValue } from "./DetectionShared";
+import { flaggedText, pText, pValue } from "./DetectionShared";
 
 const renderAt = (path: string) =>
   renderRoutes(path, {
@@ -119,6 +119,8 @@ describe("detection page", () => {
 
   it("writes p-values and flag counts the way people read them", () => {
     expect([pValue(0.41), pValue(0.05), pValue(0.012), pValue(2.3e-5), pValue(1)]).toEqual(["0.41", "0.05", "0.012", "2.3e−5", "1"]);
+    // a combined p-value of 0 is an underflow, not a certainty
+    expect([pText(0), pText(1.7e-77), pText(0.2)]).toEqual(["p < 1e−15", "p = 1.7e−77", "p = 0.2"]);
     expect(flaggedText({ n_flagged: 16, n_units: 128, expected_flagged: 6.4 })).toBe("16 of 128 units flagged, 6.4 expected by chance");
   });
 });

@@ -10,7 +10,7 @@ import { DASH, num, when } from "../lib/format";
 import { usePageTitle } from "../lib/title";
 import {
   detectionUnitPath, detectionsPath, detectResult, DetectionProgress, evidenceLabel, flaggedText, isLive, MEASURES,
-  measureLabel, pValue, SuspicionBar, useDetection, VerdictBadge, type ClassShares, type DetectionDetail, type DetectModel,
+  measureLabel, pText, SuspicionBar, useDetection, VerdictBadge, type ClassShares, type DetectionDetail, type DetectModel,
   type DetectResult, type DetectUnit, type LayerResult,
 } from "./DetectionShared";
 
@@ -108,7 +108,7 @@ function Verdicts({ d, res }: { d: DetectionDetail; res: DetectResult }) {
           <VerdictBadge verdict={m.verdict} big />
           <div>
             <p className="p-line">
-              p = <strong>{pValue(m.p_value)}</strong>{" "}
+              <strong>{pText(m.p_value)}</strong>{" "}
               <span className="muted small">
                 (“suspicious” below {res.thresholds.suspicious_p}, “manipulated” below {res.thresholds.manipulated_p})
               </span>
@@ -116,7 +116,7 @@ function Verdicts({ d, res }: { d: DetectionDetail; res: DetectResult }) {
             <p data-testid="evidence">
               <strong>{flaggedText(m)}</strong>{" "}
               <span className="muted small">
-                (suspicion above {res.thresholds.unit}; p = {pValue(m.p_units)})
+                (suspicion above {res.thresholds.unit}; {pText(m.p_units)})
               </span>
             </p>
           </div>
@@ -195,7 +195,7 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
         </h2>
       </div>
       <p>
-        {flaggedText(v)} <span className="muted small">(p = {pValue(v.p_units)})</span>
+        {flaggedText(v)} <span className="muted small">({pText(v.p_units)})</span>
         {v.dead_units.length > 0 && <span className="muted small"> · {v.dead_units.length} dead units, not ranked</span>}
       </p>
       {Object.keys(v.layer_evidence).length > 0 && (
@@ -209,6 +209,10 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
         </ul>
       )}
       {v.class_shares && <ClassShareChart shares={v.class_shares} classes={res.classes} flagged={v.flagged_class} layer={layer} />}
+      <p className="muted small">
+        Every unit by suspicion, the most suspicious first; each measure shows its value · its calibrated suspicion. A unit is flagged
+        above {th}.
+      </p>
       <div className="scroll-x">
         <table className="data compact detect-units" aria-label={`Units of ${layer} by suspicion`}>
           <thead>
@@ -219,7 +223,7 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
               <th scope="col">driver</th>
               {measures.map((k) => (
                 <th key={k} scope="col" className="num" title={MEASURES[k]?.help}>
-                  {measureLabel(k)} <span className="muted small">value · suspicion</span>
+                  {measureLabel(k)}
                 </th>
               ))}
             </tr>
@@ -239,7 +243,7 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
                   <td>
                     <SuspicionBar value={u.suspicion} threshold={th} />
                   </td>
-                  <td>{u.driver ? measureLabel(u.driver) : DASH}</td>
+                  <td className="nowrap">{u.driver ? measureLabel(u.driver) : DASH}</td>
                   {measures.map((k) => (
                     <td key={k} className="num">
                       {num(u.measures[k]?.value)} <span className="muted">· {num(u.measures[k]?.suspicion, 2)}</span>

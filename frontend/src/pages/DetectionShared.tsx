@@ -104,9 +104,16 @@ export function evidenceLabel(key: string): string {
 /** A p-value as people read it: 2 significant digits, scientific below 0.001 ("3.4e−7"). */
 export function pValue(p: number | null | undefined): string {
   if (p == null || Number.isNaN(p)) return DASH;
-  if (p === 0) return "0";
-  if (p < 1e-3) return p.toExponential(1).replace("-", "−");
+  if (p > 0 && p < 1e-3) return p.toExponential(1).replace("-", "−");
   return String(Number(p.toPrecision(2)));
+}
+
+/**
+ * "p = 0.012", or "p < 1e−15" for a p-value of 0: a combined (Šidák) p-value is 0 in floating
+ * point once the smallest p it combines is below about 1e−16, not because it is exactly 0.
+ */
+export function pText(p: number | null | undefined): string {
+  return p === 0 ? "p < 1e−15" : `p = ${pValue(p)}`;
 }
 
 /** "16 of 128 units flagged, 6.4 expected by chance" */
@@ -126,7 +133,7 @@ export function VerdictBadge({ verdict, p, big }: { verdict: Verdict | null | un
   return (
     <span className={cls} title={VERDICT_HELP[verdict]} data-testid="verdict">
       {verdict}
-      {p != null && <span className="p"> · p = {pValue(p)}</span>}
+      {p != null && <span className="p"> · {pText(p)}</span>}
     </span>
   );
 }

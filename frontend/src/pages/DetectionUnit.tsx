@@ -12,7 +12,7 @@ import { DASH, num } from "../lib/format";
 import { useArrowKeys } from "../lib/keys";
 import { usePageTitle } from "../lib/title";
 import {
-  detectionPath, detectionUnitPath, detectionsPath, detectResult, flaggedText, MEASURES, measureLabel, pValue, SuspicionBar,
+  detectionPath, detectionUnitPath, detectionsPath, detectResult, flaggedText, MEASURES, measureLabel, pText, SuspicionBar,
   useDetection, useDetectionUnit, VerdictBadge, type DetectUnitDetail, type Verdict,
 } from "./DetectionShared";
 
@@ -175,7 +175,7 @@ function DetectionUnitInner() {
           )}
           {res && (
             <p className="muted small">
-              Model verdict: <VerdictBadge verdict={res.verdict} /> (p = {pValue(res.p_value)})
+              Model verdict: <VerdictBadge verdict={res.verdict} /> ({pText(res.p_value)})
             </p>
           )}
         </section>
