@@ -13,34 +13,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-import { ARGS, BASE, CHROMIUM, JOB_TIMEOUT, OUT, TOKEN } from "./env.mjs";
-
-const H = { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" };
-
-async function api(path, init = {}) {
-  const res = await fetch(BASE + path, { ...init, headers: { ...H, ...(init.headers ?? {}) } });
-  const body = res.headers.get("content-type")?.includes("json") ? await res.json() : await res.text();
-  return { status: res.status, body };
-}
-
-/** The demo model and Fashion-MNIST subsets of its own (registered here: nothing shared with other files). */
-async function setup() {
-  const m = await api("/api/v1/models", { method: "POST", body: JSON.stringify({ name: "e2e sweep cnn", registry_name: "fmnist-cnn" }) });
-  assert.equal(m.status, 201, JSON.stringify(m.body));
-  const sets = {};
-  for (const [role, split, limit] of [["train", "train", 300], ["val", "test", 200]]) {
-    const r = await api("/api/v1/image-sets", { method: "POST", body: JSON.stringify({ name: `e2e sweep ${split}`, source: `fashion-mnist:${split}`, limit }) });
-    assert.ok(r.status === 201 || r.status === 202, JSON.stringify(r.body));
-    sets[role] = r.body.id ?? r.body.image_set?.id;
-    // a registration that runs as a job: wait until the set is ready
-    for (let i = 0; i < 120; i++) {
-      const s = await api(`/api/v1/image-sets/${sets[role]}`);
-      if (s.status === 200 && (s.body.status ?? "ready") === "ready") break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-  return { model: m.body.id, ...sets };
-}
+import { api, setupDemo, waitJob } from "./api.mjs";
+import { ARGS, BASE, CHROMIUM, OUT, TOKEN } from "./env.mjs";
 
 let browser;
 let page;
@@ -63,7 +37,7 @@ describe("sweep page against the real backend + worker", { timeout: 30 * 60_000 
   });
 
   it("a bad sweep is refused with a 422 naming the grid value", async () => {
-    state.ids = await setup();
+    state.ids = await setupDemo("e2e sweep");
     const r = await api("/api/v1/jobs", { method: "POST", body: JSON.stringify({ kind: "sweep", spec: spec(state.ids, [0.5, 1.5]) }) });
     assert.equal(r.status, 422);
     assert.deepEqual(r.body.detail[0].loc, ["body", "spec", "grid", 0, "values", 1]);
@@ -73,12 +47,7 @@ describe("sweep page against the real backend + worker", { timeout: 30 * 60_000 
     const r = await api("/api/v1/jobs", { method: "POST", body: JSON.stringify({ kind: "sweep", spec: spec(state.ids, [0.5]) }) });
     assert.equal(r.status, 201, JSON.stringify(r.body));
     state.sweep = r.body.id;
-    const t0 = Date.now();
-    let job;
-    do {
-      await new Promise((res) => setTimeout(res, 2000));
-      job = (await api(`/api/v1/jobs/${state.sweep}`)).body;
-    } while (["queued", "running"].includes(job.status) && Date.now() - t0 < JOB_TIMEOUT);
+    const job = await waitJob(state.sweep);
     assert.equal(job.status, "succeeded", `sweep ${state.sweep}: ${job.status} ${job.error ?? ""}`);
   });
 
