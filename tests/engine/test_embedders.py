@@ -13,6 +13,7 @@ from pathlib import Path
 import fvaudit  # noqa: F401  (torchvision guard before anything imports open_clip)
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from fvaudit.engine import embedders as E
@@ -366,3 +367,53 @@ def test_open_clip_random_init_embeds(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert get_embedder("open_clip:ViT-B-32:random-init").id == emb.id  # seeded: same id, same weights
     np.testing.assert_allclose(get_embedder(emb.id).embed([_disc()])[0], out[0], atol=1e-5)
+
+
+class ToyNetEmbedder(Embedder):
+    """A real `_preprocess` + `_forward` embedder (the path DataLoader workers feed): pixels → a fixed projection."""
+
+    id = "test:toynet"
+    dim = 8
+    description = "toy"
+
+    def __init__(self, batch_size: int = 4) -> None:
+        super().__init__("cpu", batch_size=batch_size)
+        self.proj = torch.randn(3 * 8 * 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def _preprocess(self, image):
+        return torch.from_numpy(np.asarray(image.convert("RGB").resize((8, 8)), dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+    def _forward(self, x):
+        return x.reshape(len(x), -1) @ self.proj + 0.1
+
+
+def _photo(i: int) -> Image.Image:
+    rng = np.random.default_rng(i)
+    return Image.fromarray(rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cache_embeds_through_loader_workers_with_the_same_bits(tmp_path, workers):
+    """Issue 15: embedding decodes and preprocesses in DataLoader worker processes; the rows equal the
+    in-process ones bit for bit and equal Embedder.embed of the same images (blocks of 5, batches of 4)."""
+    ids = [7, 3, 11, 0, 5, 9, 2, 14, 6, 1, 8]
+    emb = ToyNetEmbedder()
+    serial = EmbeddingCache(tmp_path / "serial", block_size=5, workers=0).get_or_compute(emb, "s", ids, _photo)
+    pooled = EmbeddingCache(tmp_path / "pooled", block_size=5, workers=workers).get_or_compute(emb, "s", ids, _photo)
+    assert np.array_equal(serial, pooled)
+    direct = emb.embed([_photo(i) for i in sorted(ids)])        # the cache embeds unique ids in sorted order
+    assert np.array_equal(pooled, direct[[sorted(ids).index(i) for i in ids]])
+    assert np.allclose(np.linalg.norm(pooled, axis=1), 1.0)
+    # persisted in blocks: a second cache over the same root computes nothing
+    again = EmbeddingCache(tmp_path / "pooled", workers=workers)
+    assert np.array_equal(again.get_or_compute(emb, "s", ids, _photo), pooled) and again.n_computed == 0
+
+
+def test_a_loader_worker_that_cannot_decode_raises_the_error_to_the_caller(tmp_path):
+    def broken(i):
+        if i == 4:
+            raise OSError("image 4: truncated file")
+        return _photo(i)
+
+    with pytest.raises(OSError, match="image 4: truncated file"):
+        EmbeddingCache(tmp_path, block_size=4, workers=2).get_or_compute(ToyNetEmbedder(), "s", list(range(12)), broken)

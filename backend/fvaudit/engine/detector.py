@@ -166,9 +166,12 @@ def scan_subjects(subjects: Sequence[Subject], images: Any, layers: Sequence[str
             continue
         check_cancel(reporter)
         reporter.stage(f"scan {sub.name} ({i + 1}/{len(subjects)})")
-        out = None if work_dir is None else Path(work_dir) / f"scan-{i}"
-        if out is not None:
-            shutil.rmtree(out, ignore_errors=True)
+        # a fresh directory per scan: a caller that reuses subjects across detections (the
+        # benchmark) keeps earlier subjects' memory-mapped score matrices intact
+        out = None
+        if work_dir is not None:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+            out = Path(tempfile.mkdtemp(prefix=f"scan-{i}-", dir=work_dir))
         res = scan_fn(sub.model, images, layers, k=k, batch_size=batch_size, device=device, out_dir=out,
                       reporter=reporter)
         sub.scans = {sub.model.layer(l).name: res.layers[sub.model.layer(l).name] for l in layers}

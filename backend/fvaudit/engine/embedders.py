@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -34,7 +35,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -122,14 +123,21 @@ class Embedder:
         """
         images = list(images)
         out = np.zeros((len(images), self.dim), dtype=np.float32)
-        with torch.no_grad():
-            for start in range(0, len(images), self.batch_size):
-                chunk = images[start : start + self.batch_size]
-                x = torch.stack([self._preprocess(_as_pil(im)) for im in chunk]).to(self.device)
-                feats = self._forward(x).float()
-                feats = torch.nn.functional.normalize(feats, dim=-1, eps=1e-12)
-                out[start : start + len(chunk)] = feats.cpu().numpy()
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            out[start : start + len(chunk)] = self.embed_batch(torch.stack([self.preprocess(im) for im in chunk]))
         return out
+
+    def preprocess(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """One image → the ``[3, H, W]`` tensor the network takes (what a loader worker runs)."""
+        return self._preprocess(_as_pil(image))
+
+    def embed_batch(self, x: torch.Tensor) -> np.ndarray:
+        """A batch of :meth:`preprocess` outputs ``[B, 3, H, W]`` → ``[B, dim]`` float32 unit rows."""
+        with torch.no_grad():
+            x = x.to(self.device, non_blocking=self.device.type == "cuda")
+            feats = torch.nn.functional.normalize(self._forward(x).float(), dim=-1, eps=1e-12)
+        return feats.cpu().numpy()
 
     def info(self) -> dict:
         """What a result should record about the embedder that produced it."""
@@ -575,10 +583,11 @@ class EmbeddingCache:
     ``n_computed`` counts images actually embedded by this instance (cumulative).
     """
 
-    def __init__(self, root: str | os.PathLike, block_size: int = 256) -> None:
+    def __init__(self, root: str | os.PathLike, block_size: int = 256, workers: int | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.block_size = max(1, int(block_size))
+        self.workers = workers          # loader processes decoding + preprocessing; None = the pipeline's default
         self.n_computed = 0
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.RLock()
@@ -676,9 +685,9 @@ class EmbeddingCache:
             total = int(missing.size)
             done: list[tuple[np.ndarray, np.ndarray]] = []
             try:
-                for start in range(0, total, self.block_size):
-                    block = missing[start : start + self.block_size]
-                    emb = embedder.embed([load_image(int(i)) for i in block])
+                start = 0
+                for emb in _embedded_blocks(embedder, missing, load_image, self.block_size, self.workers):
+                    block = missing[start : start + len(emb)]
                     if emb.shape != (len(block), entry.dim):
                         raise EmbedderError(
                             f"embedder {embedder.id} returned shape {emb.shape}, expected {(len(block), entry.dim)}"
@@ -686,8 +695,9 @@ class EmbeddingCache:
                     self.n_computed += int(len(block))
                     self._write_chunk(embedder, image_set_key, block, emb, entry)
                     done.append((block, emb))
+                    start += len(block)
                     if progress is not None:
-                        progress(min(start + len(block), total), total)
+                        progress(min(start, total), total)
             finally:
                 entry.add(done)  # blocks already on disk stay usable even if a later one failed
             if total:
@@ -696,6 +706,56 @@ class EmbeddingCache:
                 return np.zeros((0, entry.dim), dtype=np.float32)
             pos = np.searchsorted(entry.ids, req)
             return entry.emb[pos].astype(np.float32, copy=True)
+
+
+class _EmbedInputs(torch.utils.data.Dataset):
+    """Image ids → preprocessed tensors, in DataLoader worker processes (decode + preprocess)."""
+
+    def __init__(self, ids: np.ndarray, load_image: Callable[[int], Image.Image], preprocess) -> None:
+        self.ids, self.load_image, self.preprocess = ids, load_image, preprocess
+
+    def __len__(self) -> int:
+        return int(len(self.ids))
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.preprocess(self.load_image(int(self.ids[i])))
+
+
+def _embedded_blocks(embedder: Embedder, ids: np.ndarray, load_image: Callable[[int], Image.Image],
+                     block_size: int, workers: int | None = None) -> Iterator[np.ndarray]:
+    """Embeddings of ``ids`` in order, yielded a block (≈ ``block_size`` rows) at a time.
+
+    Decoding and preprocessing run in ``torch.utils.data.DataLoader`` worker processes
+    (``workers``; None = the input pipeline's configured default, 0 = in-process), the
+    network in this process on batches of ``embedder.batch_size`` in id order, so the
+    rows are the same, bit for bit, whatever the number of workers (issue 15: embedding
+    is on the same input pipeline as scans and attacks).
+    """
+    from fvaudit.engine.pipeline import resolve_workers
+
+    n = int(len(ids))
+    if n == 0:
+        return
+    if type(embedder).embed is not Embedder.embed:
+        # an embedder that defines only ``embed`` (images in, rows out): it gets the images, a block at a time
+        for start in range(0, n, block_size):
+            yield embedder.embed([load_image(int(i)) for i in ids[start : start + block_size]])
+        return
+    batches = math.ceil(n / embedder.batch_size)
+    w = min(resolve_workers(workers), batches - 1)       # one batch: decoding in-process is cheaper than a fork
+    loader = torch.utils.data.DataLoader(
+        _EmbedInputs(ids, load_image, embedder.preprocess), batch_size=embedder.batch_size, shuffle=False,
+        num_workers=max(w, 0), pin_memory=embedder.device.type == "cuda", prefetch_factor=2 if w > 0 else None)
+    rows: list[np.ndarray] = []
+    held = 0
+    for x in loader:
+        rows.append(embedder.embed_batch(x))
+        held += len(rows[-1])
+        if held >= block_size:
+            yield np.concatenate(rows)
+            rows, held = [], 0
+    if rows:
+        yield np.concatenate(rows)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
