@@ -83,4 +83,15 @@ describe("job page", () => {
     expect(screen.getByText(/step 3 of 9 \(scan θ_selected\)/)).toBeInTheDocument();
     expect(document.title).toBe("Job 40: relu2+relu3 push-down · fvaudit");
   });
+
+  it("a detect job links to its verdict page", async () => {
+    const detect = { ...chain.job, id: 40, kind: "detect", status: "succeeded", run_id: null, children: [], spec: { name: "check" } };
+    mockFetch([
+      { path: /^\/api\/v1\/jobs\/40$/, body: detect },
+      { path: /^\/api\/v1\/jobs$/, body: [] },
+      { path: /^\/api\/v1\/job-kinds$/, body: kinds },
+    ]);
+    renderJob();
+    expect(await screen.findByRole("link", { name: "Open the verdict →" })).toHaveAttribute("href", "/detections/40");
+  });
 });

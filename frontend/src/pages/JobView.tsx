@@ -107,6 +107,11 @@ function JobPage() {
               Open the sweep →
             </Link>
           )}
+          {job.kind === "detect" && (
+            <Link to={`/detections/${job.id}`} className="button primary">
+              {job.status === "succeeded" ? "Open the verdict →" : "Open the detection →"}
+            </Link>
+          )}
           {job.run_id && job.kind !== "sweep" && (
             <Link to={`/runs/${job.run_id}`} className={`button${job.status === "succeeded" ? " primary" : ""}`}>
               {job.status === "succeeded" ? "Open the results →" : `Run ${job.run_id}`}
