@@ -159,3 +159,44 @@ def test_bad_arguments_say_which(demo):
     with pytest.raises(DetectError, match="'class_share' is not a measure of the reference regime"):
         detect(Subject("s", model), images, [LAYER], reference=Subject("r", model),
                population=[Subject("p", model)], measures=["class_share"])
+
+
+def test_synthetic_change_joins_the_reference_measures(demo, live):
+    """With synthetic options every unit is rendered with the same seeds under each model; an unchanged
+    copy renders the reference's images exactly, so its synthetic change is the floor's offset alone,
+    and a swapped unit's images are another unit's: far beyond the benign copies' values."""
+    from fvaudit.engine.detector import SyntheticOptions, synthetic_embeddings
+
+    model, images = demo
+    sus = copy.deepcopy(model)
+    a, b = live[0], live[1]
+    with torch.no_grad():
+        w = _conv3(sus).weight.data
+        w[[a, b]] = w[[b, a]].clone()
+        _conv3(sus).bias.data[[a, b]] = _conv3(sus).bias.data[[b, a]].clone()
+
+    def embed_images(imgs):
+        return np.stack([np.asarray(im, dtype=np.float64).ravel() + 1.0 for im in imgs])
+
+    opts = SyntheticOptions(seeds=(0, 1), steps=4)
+    ref, same = Subject("ref", model), Subject("same", copy.deepcopy(model))
+    rep = detect(Subject("suspect", sus), images, [LAYER], reference=ref, population=_population(model, 2) + [same],
+                 k=10, k_clip=5, embed_topk=_embed(images), synthetic=opts, embed_images=embed_images, batch_size=100)
+    ld = rep.layers[LAYER]
+    assert "synthetic_change" in ld.scores.values and ld.benign_sizes["synthetic_change"] > 0
+    e_ref = synthetic_embeddings(ref, LAYER, opts, embed_images)
+    assert e_ref.shape[:2] == (128, 2)
+    # the unchanged copy renders bit-identical images: cross = 1 for every unit, so with 2 seeds (one
+    # pair per unit: the floor) its values are (floor − 1) / σ, σ the spread of the floors over units
+    assert np.array_equal(synthetic_embeddings(same, LAYER, opts, embed_images), e_ref)
+    got = D.synthetic_change(e_ref, synthetic_embeddings(same, LAYER, opts, embed_images))
+    floor = got["floor"]
+    assert np.allclose(got["cross"], 1.0, atol=1e-12)
+    assert np.allclose(got["synthetic_change"], (floor - 1.0) / floor.std(), rtol=1e-9)
+    # the swapped units render each other's images: their synthetic change tops every other live unit's
+    sc = ld.scores.values["synthetic_change"]
+    others = [j for j in live if j not in (a, b)]
+    assert min(sc[a], sc[b]) > np.nanmax(sc[others])
+    with pytest.raises(DetectError, match="synthetic: synthetic change needs a reference"):
+        detect(Subject("s", model), images, [LAYER], population=[Subject("p", model), Subject("q", model)],
+               synthetic=opts, embed_images=embed_images)

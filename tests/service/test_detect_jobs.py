@@ -113,7 +113,27 @@ def test_detect_without_a_reference_gives_a_clean_copy_no_sign(stack, models):
     assert len(layer["class_shares"]["suspect"]) == 10 and abs(sum(layer["class_shares"]["suspect"]) - 1) < 1e-9
 
 
+def test_detect_with_synthetic_change_renders_every_model(stack, models):
+    """The synthetic-change option (SPEC §4, §6): every relu3 unit rendered with 2 seeds under the reference,
+    the suspect and each benign model (4 steps: the job's path, not a strong render), embedded, measured."""
+    r = stack.post("/api/v1/jobs", {"kind": "detect", "spec": _spec(stack, models, name="with synthetic change",
+                                                                      synthetic={"seeds": 2, "steps": 4})})
+    assert r.status_code == 201, r.text
+    job = stack.wait_job(r.json()["id"], timeout=600)
+    assert job["status"] == "succeeded", job
+    d = stack.get(f"/api/v1/detections/{job['id']}").json()
+    layer = d["result"]["layers"][LAYER]
+    assert "synthetic_change" in layer["measures"] and layer["benign_sizes"]["synthetic_change"] > 0
+    assert d["verdict"] == "manipulated"
+    values = [u["measures"]["synthetic_change"]["value"] for u in d["units"][LAYER] if not u["dead"]]
+    assert values and all(v is not None for v in values)
+
+
 @pytest.mark.parametrize("change, loc, words", [
+    ({"reference": None, "synthetic": {"seeds": 2}, "population": [{"model_id": 1}, {"model_id": 2}]},
+     ["synthetic"], "give a reference"),
+    ({"synthetic": {"seeds": 1}}, ["synthetic", "seeds"], "greater than or equal to 2"),
+    ({"synthetic": {"seeds": 2}, "embedder": "none"}, ["synthetic"], "choose an embedder"),
     ({"reference": None, "population": [{"model_id": 0}]}, ["population", 0, "model_id"], "greater than or equal"),
     ({"k": 5, "k_clip": 6}, ["k_clip"], "k_clip = 6 is larger than k = 5"),
     ({"layers": ["conv9"]}, ["layers", 0], "unknown layer"),

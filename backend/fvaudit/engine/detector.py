@@ -39,10 +39,28 @@ from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
 REGIMES = ("reference", "population")
 #: the per-unit measures of each regime (SPEC §6), in the order they are reported
-REFERENCE_MEASURES = ("clip_delta", "tau_drop", "overlap_loss", "weight_distance")
+REFERENCE_MEASURES = ("clip_delta", "tau_drop", "overlap_loss", "weight_distance", "synthetic_change")
 POPULATION_MEASURES = ("class_share",)
 
 EmbedTopK = Callable[[np.ndarray], np.ndarray]
+EmbedImages = Callable[[list], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """Synthetic change (SPEC §4, §6): every unit of a layer is rendered with the same ``seeds``
+    under the reference and under each other model, and the renders are embedded; a seed's
+    image under two weights differs only by the weights, and the reference's own seed-to-seed
+    spread is the noise floor (:func:`fvaudit.engine.detection.synthetic_change`)."""
+
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 64
+
+    def __post_init__(self):
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise DetectError(f"synthetic.seeds: need at least 2 distinct seeds (the noise floor), got {self.seeds}")
+        if self.steps < 1:
+            raise DetectError(f"synthetic.steps: must be ≥ 1, got {self.steps}")
 
 
 class DetectError(ValueError):
@@ -56,6 +74,7 @@ class Subject:
     name: str
     model: Any                                  # engine LoadedModel
     scans: dict[str, LayerScan] = field(default_factory=dict)
+    synthetic: dict[str, np.ndarray] = field(default_factory=dict)    # layer → render embeddings [J, n, D]
 
 
 @dataclass
@@ -177,6 +196,28 @@ def scan_subjects(subjects: Sequence[Subject], images: Any, layers: Sequence[str
         sub.scans = {sub.model.layer(l).name: res.layers[sub.model.layer(l).name] for l in layers}
 
 
+def synthetic_embeddings(sub: Subject, layer: str, opts: SyntheticOptions, embed_images: EmbedImages, *,
+                         device: str = "cpu", reporter: Reporter | None = None) -> np.ndarray:
+    """Embeddings [J, n, D] of every unit's synthetic images (n = len(opts.seeds)), cached on the subject."""
+    if layer in sub.synthetic:
+        return sub.synthetic[layer]
+    from fvaudit.engine.synthesis import SynthesisConfig, synthesize_many
+
+    reporter = reporter or NullReporter()
+    check_cancel(reporter)
+    res = synthesize_many(sub.model, layer, None, list(opts.seeds), SynthesisConfig(steps=opts.steps, device=device),
+                          reporter)
+    j, n = len(res[0].units), len(res)
+    imgs = []
+    for u in range(j):
+        for r in res:
+            im = r.images[u]
+            imgs.append(im[..., 0] if im.ndim == 3 and im.shape[-1] == 1 else im)
+    e = np.asarray(embed_images(imgs), dtype=np.float64)
+    sub.synthetic[layer] = e.reshape(j, n, -1)
+    return sub.synthetic[layer]
+
+
 # =========================================================================== regimes
 
 def _embed(embed_topk: EmbedTopK | None, ids: np.ndarray, k_clip: int) -> np.ndarray | None:
@@ -184,7 +225,8 @@ def _embed(embed_topk: EmbedTopK | None, ids: np.ndarray, k_clip: int) -> np.nda
 
 
 def reference_values(ref: LayerScan, sus: LayerScan, ref_model: Any, sus_model: Any, layer: str, *,
-                     k_clip: int, embed_topk: EmbedTopK | None, measures: Sequence[str]) -> dict[str, np.ndarray]:
+                     k_clip: int, embed_topk: EmbedTopK | None, measures: Sequence[str],
+                     synth_ref: np.ndarray | None = None, synth_sus: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The per-unit measures of one layer, reference → model (SPEC §6, with a reference)."""
     if ref.units != sus.units:
         raise DetectError(f"layer {layer}: the reference has {ref.units} units and the model {sus.units}; "
@@ -197,7 +239,7 @@ def reference_values(ref: LayerScan, sus: LayerScan, ref_model: Any, sus_model: 
                                 r_ref=np.asarray(ref.scores), r_sus=np.asarray(sus.scores),
                                 w_ref=producer_weight(ref_model, layer) if w else None,
                                 w_sus=producer_weight(sus_model, layer) if w else None,
-                                dead_units=ref.dead_units)
+                                synth_ref=synth_ref, synth_sus=synth_sus, dead_units=ref.dead_units)
     if embed_topk is None:
         vals.pop("clip_delta")
     return {m: vals[m] for m in measures if m in vals}
@@ -205,20 +247,24 @@ def reference_values(ref: LayerScan, sus: LayerScan, ref_model: Any, sus_model: 
 
 def _detect_reference(suspect: Subject, reference: Subject, population: Sequence[Subject], layer: str, *,
                       k_clip: int, embed_topk: EmbedTopK | None, measures: Sequence[str],
-                      thresholds: D.VerdictThresholds) -> LayerDetection:
+                      thresholds: D.VerdictThresholds, synth: Callable[[Subject], np.ndarray] | None = None
+                      ) -> LayerDetection:
     benign: dict[str, list[np.ndarray]] = {}
     benign_layer: list[float] = []
     ref_params = producer_params(reference.model, layer)
+    s_ref = synth(reference) if synth is not None else None
     for p in population:
         v = reference_values(reference.scans[layer], p.scans[layer], reference.model, p.model, layer,
-                             k_clip=k_clip, embed_topk=embed_topk, measures=measures)
+                             k_clip=k_clip, embed_topk=embed_topk, measures=measures,
+                             synth_ref=s_ref, synth_sus=synth(p) if synth is not None else None)
         for m, arr in v.items():
             benign.setdefault(m, []).append(arr)
         benign_layer.append(D.layer_weight_distance({layer: ref_params},
                                                     {layer: producer_params(p.model, layer)})[layer])
     cal = D.Calibration.fit({m: np.concatenate(a) for m, a in benign.items()})
     values = reference_values(reference.scans[layer], suspect.scans[layer], reference.model, suspect.model, layer,
-                              k_clip=k_clip, embed_topk=embed_topk, measures=measures)
+                              k_clip=k_clip, embed_topk=embed_topk, measures=measures,
+                              synth_ref=s_ref, synth_sus=synth(suspect) if synth is not None else None)
     scores = cal.score({m: values[m] for m in cal.benign})
     layer_wd = D.layer_weight_distance({layer: ref_params}, {layer: producer_params(suspect.model, layer)})[layer]
     layer_cal = D.Calibration.fit({"layer_weight_distance": np.asarray(benign_layer)})
@@ -255,6 +301,7 @@ def _detect_population(suspect: Subject, population: Sequence[Subject], layer: s
 def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: Subject | None = None,
            population: Sequence[Subject] = (), k: int = 10, k_clip: int = 5,
            embed_topk: EmbedTopK | None = None, measures: Sequence[str] | None = None,
+           synthetic: SyntheticOptions | None = None, embed_images: EmbedImages | None = None,
            thresholds: D.VerdictThresholds = D.VerdictThresholds(), batch_size: int = 256,
            device: str = "cpu", reporter: Reporter | None = None,
            work_dir: str | Path | None = None) -> DetectionReport:
@@ -265,7 +312,10 @@ def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: S
     family (≥ 2, for the leave-one-out calibration). ``embed_topk(ids [J, k_clip]) →
     [J, k_clip, E]`` embeds image ids (CLIP-δ; without it CLIP-δ is left out and said so).
     Subjects already scanned (``Subject.scans`` filled, e.g. by a caller that reuses
-    scans across detections) are not scanned again.
+    scans across detections) are not scanned again. ``synthetic`` (reference regime, with
+    ``embed_images(list of uint8 images) → [n, E]``) adds the synthetic-change measure:
+    every unit rendered with the same seeds under every model (costly: a render per model
+    and layer; renders are cached on the subjects like scans).
     """
     reporter = reporter or NullReporter()
     if not layers:
@@ -279,7 +329,11 @@ def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: S
         raise DetectError(f"k_clip: must lie in 1..k = {k}, got {k_clip}")
     regime = "reference" if reference is not None else "population"
     allowed = REFERENCE_MEASURES if regime == "reference" else POPULATION_MEASURES
-    measures = list(measures or allowed)
+    if synthetic is not None and (regime != "reference" or embed_images is None):
+        raise DetectError("synthetic: synthetic change needs a reference and an image embedder (embed_images)")
+    measures = list(measures or [m for m in allowed if m != "synthetic_change" or synthetic is not None])
+    if "synthetic_change" in measures and synthetic is None:
+        raise DetectError("measures: 'synthetic_change' needs synthetic options (seeds, steps)")
     for m in measures:
         if m not in allowed:
             raise DetectError(f"measures: {m!r} is not a measure of the {regime} regime (have {list(allowed)})")
@@ -299,11 +353,19 @@ def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: S
         for i, layer in enumerate(names):
             check_cancel(reporter)
             if regime == "reference":
+                synth = None
+                if synthetic is not None:
+                    def synth(sub: Subject, _layer: str = layer) -> np.ndarray:
+                        return synthetic_embeddings(sub, _layer, synthetic, embed_images, device=device,
+                                                    reporter=reporter)
                 out[layer] = _detect_reference(suspect, reference, population, layer, k_clip=k_clip,
-                                               embed_topk=embed_topk, measures=measures, thresholds=thresholds)
+                                               embed_topk=embed_topk, measures=measures, thresholds=thresholds,
+                                               synth=synth)
             else:
                 out[layer] = _detect_population(suspect, population, layer, labels, len(images.class_names),
                                                 thresholds=thresholds)
+            if synthetic is not None:
+                reporter.stage("evidence", total=len(names))      # the renders had stages of their own
             reporter.advance(i + 1, len(names))
     finally:
         if own_tmp:

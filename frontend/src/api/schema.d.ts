@@ -1076,6 +1076,27 @@ export type components = {
              *     }
              */
             thresholds?: components["schemas"]["DetectThresholds"];
+            /** @description also measure synthetic change (needs a reference) */
+            synthetic?: components["schemas"]["DetectSynthetic"] | null;
+        };
+        /**
+         * DetectSynthetic
+         * @description Synthetic change (SPEC §4, §6; reference regime): every unit of each layer rendered with the
+         *     same seeds under every model and embedded. Costly: one render per model and layer.
+         */
+        DetectSynthetic: {
+            /**
+             * Seeds
+             * @description seeds per unit (≥ 2: their spread is the noise floor)
+             * @default 2
+             */
+            seeds?: number;
+            /**
+             * Steps
+             * @description optimisation steps per render
+             * @default 64
+             */
+            steps?: number;
         };
         /**
          * DetectThresholds

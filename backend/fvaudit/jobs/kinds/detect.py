@@ -53,6 +53,14 @@ class DetectThresholds(Strict):
         return self
 
 
+class DetectSynthetic(Strict):
+    """Synthetic change (SPEC §4, §6; reference regime): every unit of each layer rendered with the
+    same seeds under every model and embedded. Costly: one render per model and layer."""
+
+    seeds: int = Field(2, ge=2, le=8, description="seeds per unit (≥ 2: their spread is the noise floor)")
+    steps: int = Field(64, ge=1, le=4096, description="optimisation steps per render")
+
+
 class DetectSpec(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"suspect": {"model_id": 2}, "reference": {"model_id": 1},
@@ -72,6 +80,7 @@ class DetectSpec(Strict):
     embedder: Embedder = "auto"
     batch_size: int = Field(256, gt=0, le=8192)
     thresholds: DetectThresholds = DetectThresholds()
+    synthetic: DetectSynthetic | None = Field(None, description="also measure synthetic change (needs a reference)")
 
     @field_validator("layers")
     @classmethod
@@ -95,6 +104,10 @@ def check_detect(db: Session, user: User, spec: DetectSpec) -> DetectSpec:
     L = ("spec",)
     if spec.k_clip > spec.k:
         raise FieldError(L + ("k_clip",), f"k_clip = {spec.k_clip} is larger than k = {spec.k}")
+    if spec.synthetic is not None and spec.reference is None:
+        raise FieldError(L + ("synthetic",), "synthetic change compares renders with the reference's: give a reference")
+    if spec.synthetic is not None and spec.embedder == "none":
+        raise FieldError(L + ("synthetic",), "synthetic change embeds the renders: choose an embedder, not 'none'")
     if spec.reference is None and len(spec.population) < 2:
         raise FieldError(L + ("population",), "without a reference, give at least 2 clean models of the family "
                                               "(each is judged against the others to calibrate)")
@@ -182,8 +195,8 @@ def run_detect(spec: DetectSpec, ctx) -> dict:
         subjects.append(Subject(role, load_db_model(m, ckpt, ctx.device)))
         names[role] = {"model_id": m.id, "name": _model_name(m, ref), "weights": label,
                        "weights_from": ref.weights_from.model_dump() if ref.weights_from else None}
-    embed, _, emb_id, warning = (make_embed(spec.embedder, images, ctx) if spec.reference is not None
-                                 else (None, None, None, None))
+    embed, embedder, emb_id, warning = (make_embed(spec.embedder, images, ctx) if spec.reference is not None
+                                        else (None, None, None, None))
     if warning:
         ctx.log(f"note: {warning}")
     suspect = subjects[0]
@@ -191,8 +204,17 @@ def run_detect(spec: DetectSpec, ctx) -> dict:
     population = subjects[2:] if spec.reference is not None else subjects[1:]
     th = D.VerdictThresholds(unit=spec.thresholds.unit, suspicious_p=spec.thresholds.suspicious_p,
                              manipulated_p=spec.thresholds.manipulated_p)
+    synthetic = embed_images = None
+    if spec.synthetic is not None:
+        from fvaudit.engine.detector import SyntheticOptions
+
+        if embedder is None:
+            raise RuntimeError("synthetic change needs an image embedder; the spec says embedder 'none'")
+        synthetic = SyntheticOptions(seeds=tuple(range(spec.synthetic.seeds)), steps=spec.synthetic.steps)
+        embed_images = embedder.embed
     rep = detect(suspect, images, spec.layers, reference=reference, population=population, k=spec.k,
                  k_clip=spec.k_clip, embed_topk=embed, thresholds=th, batch_size=spec.batch_size,
+                 synthetic=synthetic, embed_images=embed_images,
                  device=ctx.device, reporter=ctx.reporter, work_dir=ctx.work_dir / "detect")
     ctx.reporter.stage("store results")
     path = ctx.work_dir / "units.json"
