@@ -28,7 +28,8 @@ that regime (SPEC §6 protocol). Model verdicts use the fixed, conventional thre
 reported variant. Trained variants are cached under `--cache` (rerun = no retraining).
 
 Usage: python bench/detection.py [--steps 500] [--retrain-epochs 3] [--cache .fvaudit-cache/bench-detection]
-Writes bench/results/detection.json and detection.md.
+       [--synthetic-steps 64 --regimes reference+synthetic --out bench/results/detection_synthetic]
+Writes bench/results/detection.json and detection.md (or --out).
 """
 from __future__ import annotations
 
@@ -217,6 +218,11 @@ def main() -> int:
     ap.add_argument("--retrain-epochs", type=int, default=3)
     ap.add_argument("--cache", default=str(ROOT / ".fvaudit-cache" / "bench-detection"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "detection"))
+    ap.add_argument("--synthetic-steps", type=int, default=0,
+                    help="> 0: the reference regime with synthetic change too (2 seeds, this many render steps), "
+                         "reported as regime 'reference+synthetic'")
+    ap.add_argument("--regimes", default="reference,population",
+                    help="comma-separated: reference, population (and reference+synthetic with --synthetic-steps)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cache = Path(args.cache) / f"steps{args.steps}-train{args.train_limit}"
@@ -248,19 +254,31 @@ def main() -> int:
     work = Path(args.cache) / "work"
     calib = [subjects[n] for n in metas if metas[n]["role"] == "calibration"]
     retrained = [subjects[n] for n in metas if metas[n]["role"] == "clean-retrained"]
-    results: dict[str, dict] = {"reference": {}, "population": {}}
+    regimes = [r for r in args.regimes.split(",") if r]
+    if args.synthetic_steps > 0 and "reference+synthetic" not in regimes:
+        regimes.append("reference+synthetic")
+    results: dict[str, dict] = {r: {} for r in regimes}
     timings = {}
-    for name, m in metas.items():
-        if m["role"] not in ("clean", "attacked"):
-            continue
-        t0 = time.time()
-        results["reference"][name] = detect(subjects[name], val, LAYERS, reference=subjects["reference"],
-                                            population=calib, embed_topk=embed, batch_size=1000,
-                                            reporter=Bar(f"detect {name} (reference)"), work_dir=work)
-        timings[f"reference/{name}"] = round(time.time() - t0, 1)
-        print(f"\n  with a reference: {results['reference'][name].verdict.verdict}")
+    for regime in [r for r in regimes if r.startswith("reference")]:
+        extra = {}
+        if regime == "reference+synthetic":
+            from fvaudit.engine.detector import SyntheticOptions
+
+            extra = {"synthetic": SyntheticOptions(seeds=(0, 1), steps=args.synthetic_steps),
+                     "embed_images": embedder.embed}
+        for name, m in metas.items():
+            if m["role"] not in ("clean", "attacked"):
+                continue
+            t0 = time.time()
+            results[regime][name] = detect(subjects[name], val, LAYERS, reference=subjects["reference"],
+                                           population=calib, embed_topk=embed, batch_size=1000,
+                                           reporter=Bar(f"detect {name} ({regime})"), work_dir=work, **extra)
+            timings[f"{regime}/{name}"] = round(time.time() - t0, 1)
+            print(f"\n  {regime}: {results[regime][name].verdict.verdict}")
     population = [subjects["reference"]] + retrained
     for name, m in metas.items():
+        if "population" not in regimes:
+            break
         if m["role"] not in ("clean", "attacked", "clean-retrained"):
             continue
         pop = [p for p in population if p.name != name]
@@ -272,6 +290,8 @@ def main() -> int:
     auc = auroc_rows(results, metas)
     verdicts = verdict_rows(results, metas)
     settings = {"steps": args.steps, "train images": args.train_limit, "validation (budget and D_τ)": len(val),
+                "regimes": ", ".join(regimes),
+                **({"synthetic": f"2 seeds, {args.synthetic_steps} render steps"} if args.synthetic_steps else {}),
                 "retrain epochs": args.retrain_epochs, "embedder": embedder.id,
                 "thresholds": "unit 0.95, suspicious p < 0.05, manipulated p < 0.001 (fixed)"}
     md = to_markdown(auc, verdicts, metas, list(val.class_names), settings)
