@@ -745,7 +745,7 @@ def run_attack(
         for step, (_, xb), extra in feed:
             if reporter.cancelled():
                 save_ckpt()
-                raise Cancelled(f"cancelled at step {state.step}")
+                raise Cancelled(f"at step {state.step}")
             for g in opt.param_groups:
                 g["lr"] = _lr_at(cfg, step, total_steps)
             xb = to_device(xb, device, use_amp)

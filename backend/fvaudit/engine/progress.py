@@ -10,7 +10,16 @@ from typing import Any, Protocol
 
 
 class Cancelled(Exception):
-    """Raised inside engine loops when the reporter says the work should stop."""
+    """Raised inside engine loops when the reporter says the work should stop.
+
+    ``where`` says how far the work went ("at step 120"), empty when the loop has nothing to
+    add; the message is the one reason a cancelled job records: "cancelled on request" and
+    the place in parentheses.
+    """
+
+    def __init__(self, where: str = "") -> None:
+        self.where = where
+        super().__init__("cancelled on request" + (f" ({where})" if where else ""))
 
 
 class Reporter(Protocol):
@@ -41,4 +50,4 @@ class NullReporter:
 
 def check_cancel(reporter: Reporter) -> None:
     if reporter.cancelled():
-        raise Cancelled("cancelled on request")
+        raise Cancelled()

@@ -322,7 +322,7 @@ def finetune(model: Any, train_set: Any, phases: Iterable[tuple[int, float]], ba
                 g["lr"] = lr
             for _ in range(steps):
                 if reporter.cancelled():
-                    raise Cancelled(f"cancelled at fine-tune step {step}")
+                    raise Cancelled(f"at fine-tune step {step}")
                 x, y = _batch(model, train_set, ids, labels, step, seed, batch_size)
                 loss = nn.functional.cross_entropy(module(x.to(device)), y.to(device))
                 opt.zero_grad(set_to_none=True)
@@ -431,7 +431,7 @@ def hesso_train(model: Any, train_set: Any, group_sparsity: float, mode: str = "
     try:
         for step in range(steps):
             if reporter.cancelled():
-                raise Cancelled(f"cancelled at HESSO step {step}")
+                raise Cancelled(f"at HESSO step {step}")
             x, y = _batch(model, train_set, ids, labels, step, seed, batch_size)
             loss = nn.functional.cross_entropy(module(x.to(device)), y.to(device))
             opt.zero_grad()

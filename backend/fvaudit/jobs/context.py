@@ -205,7 +205,7 @@ class JobContext:
         from fvaudit.engine.progress import Cancelled
 
         if self.reporter.cancelled():
-            raise Cancelled("cancelled on request")
+            raise Cancelled()
 
 
 def worker_name(prefix: str) -> str:

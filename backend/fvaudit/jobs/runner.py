@@ -98,9 +98,7 @@ def run_job(job_id: int, worker: str = "worker") -> str:
                 result = kind.run(spec, ctx) or {}
                 ctx.reporter.flush(force=True)
             except Cancelled as exc:
-                said = str(exc)
-                outcome, error = "cancelled", (said if said.startswith("cancelled on request")
-                                               else f"cancelled on request ({said})")
+                outcome, error = "cancelled", str(exc)
                 result = {"cancel": ctx.reporter.cancel_info or {}}
             except LeaseLost:
                 raise

@@ -135,7 +135,7 @@ def make_embed(spec: str, image_set, ctx):
     def progress(done: int, total: int) -> None:
         ctx.reporter.advance(done, total)
         if ctx.reporter.cancelled():
-            raise Cancelled("cancelled on request")
+            raise Cancelled()
 
     def fn(ids):
         ctx.reporter.stage(f"embed top-k ({embedder.id})")
