@@ -117,5 +117,21 @@ def get_job_for(db: Session, p: Principal, job_id: int) -> Job:
     return job
 
 
+def get_kind_job_for(db: Session, user, job_id: int, kind: str, noun: str) -> Job:
+    """A job of one kind the user may read (a sweep, a detection); 404 naming what it is otherwise."""
+    job = get_job_for(db, Principal(user), job_id)
+    if job.kind != kind:
+        raise HTTPException(404, f"job {job_id} is a {job.kind} job, not {noun}")
+    return job
+
+
+def top_level_jobs(db: Session, user, kind: str, limit: int, offset: int) -> list[Job]:
+    """The user's (every user's, for an admin) top-level jobs of one kind, newest first."""
+    q = select(Job).where(Job.kind == kind, Job.parent_id.is_(None))
+    if not user.is_admin:
+        q = q.where(Job.owner_id == user.id)
+    return list(db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
+
+
 def read_only(p: Principal, run: Run) -> bool:
     return not (p.user is not None and (run.owner_id == p.user.id or p.user.is_admin))

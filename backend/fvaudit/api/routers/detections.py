@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 from sqlalchemy import select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, get_job_for
+from fvaudit.api.deps import DB, CurrentUser, IdPath, get_kind_job_for, top_level_jobs
 from fvaudit.api.schemas import DetectionDetail, DetectionItem, DetectUnitDetail
 from fvaudit.api.serialize import classes_of, img
 from fvaudit.db.models import Artifact, Job
@@ -43,10 +43,7 @@ def _item(job: Job) -> dict:
 
 
 def _detection(db, user, job_id: int) -> Job:
-    job = get_job_for(db, Principal(user), job_id)
-    if job.kind != "detect":
-        raise HTTPException(404, f"job {job_id} is a {job.kind} job, not a detection")
-    return job
+    return get_kind_job_for(db, user, job_id, "detect", "a detection")
 
 
 def _units(db, job: Job) -> dict[str, list[dict]]:
@@ -85,10 +82,7 @@ def _unit_out(u: dict) -> dict:
 @router.get("", response_model=list[DetectionItem], summary="Your detections, newest first")
 def list_detections(db: DB, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
-    q = select(Job).where(Job.kind == "detect", Job.parent_id.is_(None))
-    if not user.is_admin:
-        q = q.where(Job.owner_id == user.id)
-    return [_item(j) for j in db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit))]
+    return [_item(j) for j in top_level_jobs(db, user, "detect", limit, offset)]
 
 
 @router.get("/{detection_id}", response_model=DetectionDetail,

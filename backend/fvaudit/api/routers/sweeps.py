@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, get_job_for
+from fvaudit.api.deps import DB, CurrentUser, IdPath, get_kind_job_for, top_level_jobs
 from fvaudit.api.schemas import SweepDetail, SweepItem
 from fvaudit.db.models import Job, SweepPoint
 from fvaudit.engine import sweep_table as T
@@ -30,19 +30,13 @@ def _item(job: Job, n_points: int) -> dict:
 
 
 def _sweep(db, user, sweep_id: int) -> Job:
-    job = get_job_for(db, Principal(user), sweep_id)
-    if job.kind != "sweep":
-        raise HTTPException(404, f"job {sweep_id} is a {job.kind} job, not a sweep")
-    return job
+    return get_kind_job_for(db, user, sweep_id, "sweep", "a sweep")
 
 
 @router.get("", response_model=list[SweepItem], summary="Your sweeps, newest first")
 def list_sweeps(db: DB, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
-    q = select(Job).where(Job.kind == "sweep", Job.parent_id.is_(None))
-    if not user.is_admin:
-        q = q.where(Job.owner_id == user.id)
-    jobs = list(db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
+    jobs = top_level_jobs(db, user, "sweep", limit, offset)
     counts = dict(db.execute(select(SweepPoint.sweep_job_id, func.count()).where(
         SweepPoint.sweep_job_id.in_([j.id for j in jobs])).group_by(SweepPoint.sweep_job_id)).all()) if jobs else {}
     return [_item(j, counts.get(j.id, 0)) for j in jobs]
