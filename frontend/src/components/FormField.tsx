@@ -3,7 +3,7 @@
 // aria-describedby, and the image-set select. Ids follow one rule: the control of field F
 // is `f-F`, its error `e-F`, so a form can focus the first field a 422 names.
 import type { ReactNode } from "react";
-import type { ImageSetOut } from "../api/client";
+import { ApiError, type ImageSetOut, type ValidationItem } from "../api/client";
 import { ErrorBox } from "./States";
 
 /** aria-invalid / aria-describedby of the control of `field`, given its error (if any). */
@@ -71,4 +71,40 @@ export function FormProblems({ what, refused, error, invalid }: { what: string; 
       )}
     </>
   );
+}
+
+
+/** The errors a form shows: per field (keyed by its field name) and for the form as a whole. */
+export type FormErrors<E> = { fields: E; form: string[] };
+
+/**
+ * Send a launch-style form: its own (client-side) errors first, focusing the first field
+ * named; then the request, and on success `created(id)`; a 422 from the server maps onto
+ * the fields it names (`mapServer`) and focuses the first of them. Other errors stay with
+ * the mutation, which shows them.
+ */
+export async function sendForm<E extends object>(o: {
+  errors: E;
+  focusFirst: (errs: E) => void;
+  setSubmitted: (v: boolean) => void;
+  setServer: (s: FormErrors<E>) => void;
+  mapServer: (items: ValidationItem[]) => FormErrors<E>;
+  send: () => Promise<{ id: number }>;
+  created: (id: number) => void;
+}): Promise<void> {
+  o.setSubmitted(true);
+  o.setServer({ fields: {} as E, form: [] });
+  if (Object.keys(o.errors).length) {
+    o.focusFirst(o.errors);
+    return;
+  }
+  try {
+    o.created((await o.send()).id);
+  } catch (e) {
+    if (e instanceof ApiError && e.fieldErrors.length) {
+      const mapped = o.mapServer(e.fieldErrors);
+      o.setServer(mapped);
+      o.focusFirst(mapped.fields);
+    }
+  }
 }

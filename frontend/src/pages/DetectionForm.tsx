@@ -11,7 +11,7 @@ import { Link, useNavigate } from "react-router";
 import { useToken } from "../api/auth";
 import { ApiError, client, unwrap, type ImageSetOut, type Job, type LayerOut, type ModelOut, type ValidationItem } from "../api/client";
 import { useCreateJob, useImageSets, useJobKinds, useLayers, useModels, type LaunchBody } from "../api/hooks";
-import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect } from "../components/FormField";
+import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect, sendForm } from "../components/FormField";
 import { LayerField } from "../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../components/States";
 import { jobTitle, kindOf } from "../lib/chain";
@@ -265,24 +265,10 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
     formRef.current?.querySelector<HTMLElement>(`#f-${first}`)?.focus();
   };
 
-  const submit = async () => {
-    setSubmitted(true);
-    setServer({ fields: {}, form: [] });
-    if (Object.keys(errors).length) {
-      focusFirst(errors);
-      return;
-    }
-    try {
-      const job = await create.mutateAsync(buildDetectRequest(form, attackModel));
-      navigate(detectionPath(job.id));
-    } catch (e) {
-      if (e instanceof ApiError && e.fieldErrors.length) {
-        const mapped = mapDetectErrors(e.fieldErrors);
-        setServer(mapped);
-        focusFirst(mapped.fields);
-      }
-    }
-  };
+  const submit = () =>
+    sendForm({ errors, focusFirst, setSubmitted, setServer, mapServer: mapDetectErrors,
+               send: () => create.mutateAsync(buildDetectRequest(form, attackModel)),
+               created: (id) => navigate(detectionPath(id)) });
 
   if (models.isLoading || sets.isLoading) return <Loading what="Loading models and image sets" />;
   if (models.error) return <ErrorBox error={models.error} retry={() => models.refetch()} />;

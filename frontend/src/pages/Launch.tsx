@@ -3,7 +3,7 @@ import { Link, useNavigate, useSearchParams } from "react-router";
 import { ApiError, type ImageSetOut, type LayerOut } from "../api/client";
 import { useCreateJob, useImageSets, useJobKinds, useLayers, useModels } from "../api/hooks";
 import { DecoyClassPicker, DecoyImagePicker } from "../components/DecoyPicker";
-import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect as SetSelect } from "../components/FormField";
+import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect as SetSelect, sendForm } from "../components/FormField";
 import { NeedsToken } from "../components/Layout";
 import { LayerField } from "../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../components/States";
@@ -121,24 +121,9 @@ export function LaunchPage() {
     if (first) formRef.current?.querySelector<HTMLElement>(`#f-${first}`)?.focus();
   };
 
-  const submit = async () => {
-    setSubmitted(true);
-    setServer({ fields: {}, form: [] });
-    if (Object.keys(errors).length) {
-      focusFirst(errors);
-      return;
-    }
-    try {
-      const job = await create.mutateAsync(buildRequest(form));
-      navigate(`/jobs/${job.id}`);
-    } catch (e) {
-      if (e instanceof ApiError && e.fieldErrors.length) {
-        const mapped = mapServerErrors(e.fieldErrors);
-        setServer(mapped);
-        focusFirst(mapped.fields);
-      }
-    }
-  };
+  const submit = () =>
+    sendForm({ errors, focusFirst, setSubmitted, setServer, mapServer: mapServerErrors,
+               send: () => create.mutateAsync(buildRequest(form)), created: (id) => navigate(`/jobs/${id}`) });
 
   if (models.isLoading || sets.isLoading || kinds.isLoading) return <Loading what="Loading models, image sets and job kinds" />;
   if (models.error) return <ErrorBox error={models.error} retry={() => models.refetch()} />;
