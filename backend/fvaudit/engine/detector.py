@@ -24,6 +24,7 @@ model gives; a flagged unit is one the clean models rarely reach.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -353,11 +354,9 @@ def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: S
         for i, layer in enumerate(names):
             check_cancel(reporter)
             if regime == "reference":
-                synth = None
-                if synthetic is not None:
-                    def synth(sub: Subject, _layer: str = layer) -> np.ndarray:
-                        return synthetic_embeddings(sub, _layer, synthetic, embed_images, device=device,
-                                                    reporter=reporter)
+                synth = None if synthetic is None else functools.partial(
+                    synthetic_embeddings, layer=layer, opts=synthetic, embed_images=embed_images, device=device,
+                    reporter=reporter)
                 out[layer] = _detect_reference(suspect, reference, population, layer, k_clip=k_clip,
                                                embed_topk=embed_topk, measures=measures, thresholds=thresholds,
                                                synth=synth)
