@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        TypeDecorator, UniqueConstraint)
+                        TypeDecorator, UniqueConstraint, false)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -125,6 +125,8 @@ class Model(Base):
     input_shape: Mapped[list] = mapped_column(JSONType)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: left out of lists and pickers unless asked for (``include_hidden``); never deleted by hiding
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: lineage of a pruned model (SPEC §5): its parent, the prune job that fills this row (no
     #: checkpoint until it succeeds) and what that job recorded (report, fine-tune, accuracy)
     parent_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True)
@@ -147,6 +149,8 @@ class ImageSet(Base):
     engine_key: Mapped[str] = mapped_column(String(1100))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: left out of lists and pickers unless asked for (``include_hidden``); never deleted by hiding
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: ready | indexing (a register_images job is listing and checking the folder) | failed
     status: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)     # the registration job (folders)
@@ -206,6 +210,8 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: left out of lists and pickers unless asked for (``include_hidden``); never deleted by hiding
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     model: Mapped[Model | None] = relationship(lazy="joined")
     __table_args__ = (Index("ix_runs_owner_id_id", "owner_id", "id"),)
 
@@ -241,6 +247,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: left out of lists and pickers unless asked for (``include_hidden``); never deleted by hiding
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     __table_args__ = (
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
