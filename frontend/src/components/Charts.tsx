@@ -1,19 +1,56 @@
-// Small dependency-free SVG charts: histogram, scatter (with the y = x diagonal), lines.
+// Small SVG charts: histogram, scatter (with the y = x diagonal), lines. Scales and ticks
+// come from d3-scale (issue 19: a hand-written tick loop hung on a range of one double spacing).
 import { useId, useMemo, useState, type KeyboardEvent } from "react";
+import { scaleLinear } from "d3-scale";
 
 const W = 360;
 const H = 220;
 const M = { l: 44, r: 12, t: 12, b: 34 };
 
-function ticks(lo: number, hi: number, n = 5, integer = false): number[] {
-  if (!(hi > lo)) return [lo];
-  const raw = (hi - lo) / n;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  let step = (integer ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]).map((f) => f * mag).find((s) => s >= raw) ?? raw;
-  if (integer) step = Math.max(1, Math.round(step));
-  const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
-  return out;
+/**
+ * True when lo…hi is one value for an axis: equal, or apart by less than what 12
+ * significant digits can tell (0.9999999999999998…1.0 is a span of one double spacing; a
+ * tick loop stepping by a fraction of it never moves, issue 19 item 1).
+ */
+export function isDegenerate(lo: number, hi: number): boolean {
+  return Math.abs(hi - lo) <= Math.max(Math.abs(lo), Math.abs(hi)) * 1e-12;
+}
+
+/**
+ * Round tick positions in lo…hi (d3-scale's `ticks`: 1, 2 or 5 × 10^k steps; `n` is a
+ * hint), never more than about 2n and never a loop that can hang: empty for NaN or
+ * infinite ends, the single value for a degenerate range, integers only with `integer`
+ * (counts: 5 units never give a tick at 2.5). Each tick is rounded to 12 significant
+ * digits and appears once.
+ */
+export function ticks(lo: number, hi: number, n = 5, integer = false): number[] {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [];
+  if (lo > hi) [lo, hi] = [hi, lo];
+  if (isDegenerate(lo, hi)) {
+    const v = integer ? Math.round((lo + hi) / 2) : Number(((lo + hi) / 2).toPrecision(12));
+    return integer && (v < lo || v > hi) ? [] : [v];
+  }
+  let out = scaleLinear().domain([lo, hi]).ticks(Math.max(1, n)).map((v) => Number(v.toPrecision(12)));
+  if (integer) out = out.filter((v) => Number.isInteger(v));
+  return [...new Set(out)];
+}
+
+/**
+ * The axis domain for values from lo to hi: a degenerate range (one value, or values a
+ * double spacing apart) widened around its value (±5 %, or ±0.5 around 0) so that it has
+ * room and ticks; with `nice`, extended to round ends (d3-scale's `nice`).
+ */
+export function axisDomain(lo: number, hi: number, { nice = false, n = 5 }: { nice?: boolean; n?: number } = {}): [number, number] {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [0, 1];
+  if (lo > hi) [lo, hi] = [hi, lo];
+  if (isDegenerate(lo, hi)) {
+    const c = (lo + hi) / 2;
+    const half = c === 0 ? 0.5 : Math.abs(c) * 0.05;
+    [lo, hi] = [Number((c - half).toPrecision(12)), Number((c + half).toPrecision(12))];
+  }
+  if (!nice) return [lo, hi];
+  const [a, b] = scaleLinear().domain([lo, hi]).nice(n).domain();
+  return [a, b];
 }
 
 const fmtTick = (v: number) => {
@@ -22,9 +59,11 @@ const fmtTick = (v: number) => {
   return String(Number(v.toPrecision(3))).replace("-", "−");
 };
 
-function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel, xInteger, yTicks, yFmt = fmtTick }: {
+function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel, xInteger, yInteger, yTicks, yFmt = fmtTick }: {
   x0: number; x1: number; y0: number; y1: number;
   xs: (v: number) => number; ys: (v: number) => number; xLabel: string; yLabel: string; xInteger?: boolean;
+  /** integer y ticks only (counts) */
+  yInteger?: boolean;
   /** where the y ticks go, in the axis' own coordinates (log10 on a log axis); default: round values */
   yTicks?: number[]; yFmt?: (v: number) => string;
 }) {
@@ -38,7 +77,7 @@ function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel, xInteger, yTicks, yFmt =
           <text y={15} textAnchor="middle">{fmtTick(t)}</text>
         </g>
       ))}
-      {(yTicks ?? ticks(y0, y1, 4)).map((t) => (
+      {(yTicks ?? ticks(y0, y1, 3, yInteger)).map((t) => (
         <g key={`y${t}`} transform={`translate(${M.l},${ys(t)})`}>
           <line x2={-4} />
           <line className="grid" x2={W - M.l - M.r} />
@@ -51,15 +90,17 @@ function Axes({ x0, x1, y0, y1, xs, ys, xLabel, yLabel, xInteger, yTicks, yFmt =
   );
 }
 
+/** The range of the finite values (padded by `pad` of the span), widened when degenerate; [0, 1] when there are none. */
 function extent(vals: number[], pad = 0): [number, number] {
   let lo = Infinity;
   let hi = -Infinity;
   for (const v of vals) {
+    if (!Number.isFinite(v)) continue;
     if (v < lo) lo = v;
     if (v > hi) hi = v;
   }
   if (!Number.isFinite(lo)) return [0, 1];
-  if (lo === hi) return [lo - 0.5, hi + 0.5];
+  if (isDegenerate(lo, hi)) return axisDomain(lo, hi);
   const p = (hi - lo) * pad;
   return [lo - p, hi + p];
 }
@@ -67,15 +108,18 @@ function extent(vals: number[], pad = 0): [number, number] {
 export function Histogram({ values, label, bins = 20, title }: { values: (number | null)[]; label: string; bins?: number; title: string }) {
   const finite = values.filter((v): v is number => v != null && Number.isFinite(v));
   const skipped = values.length - finite.length;
-  const { counts, lo, hi } = useMemo(() => {
-    const [lo, hi] = extent(finite);
-    const counts = new Array(bins).fill(0);
-    for (const v of finite) counts[Math.min(bins - 1, Math.floor(((v - lo) / (hi - lo)) * bins))]++;
-    return { counts, lo, hi };
+  const { counts, lo, hi, top } = useMemo(() => {
+    // round bin edges: the x domain is d3's nice() of the values' range (a degenerate range widened first)
+    const [lo, hi] = axisDomain(...extent(finite), { nice: true, n: 5 });
+    const counts: number[] = new Array(bins).fill(0);
+    // a value is binned at 12 significant digits: float noise (0.9999999999999998 for τ = 1) does not cross a bin edge
+    for (const v of finite) counts[Math.max(0, Math.min(bins - 1, Math.floor(((Number(v.toPrecision(12)) - lo) / (hi - lo)) * bins)))]++;
+    // counts are whole units: a y axis from 0 to a round count, integer ticks only
+    const [, top] = axisDomain(0, Math.max(1, ...counts), { nice: true, n: 3 });
+    return { counts, lo, hi, top };
   }, [finite.join(","), bins]); // eslint-disable-line react-hooks/exhaustive-deps
-  const maxC = Math.max(1, ...counts);
   const xs = (v: number) => M.l + ((v - lo) / (hi - lo)) * (W - M.l - M.r);
-  const ys = (v: number) => H - M.b - (v / maxC) * (H - M.t - M.b);
+  const ys = (v: number) => H - M.b - (v / top) * (H - M.t - M.b);
   const mean = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
   return (
     <figure className="chart">
@@ -91,7 +135,7 @@ export function Histogram({ values, label, bins = 20, title }: { values: (number
         <p className="muted">No values.</p>
       ) : (
         <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${title}: histogram of ${finite.length} values`}>
-          <Axes x0={lo} x1={hi} y0={0} y1={maxC} xs={xs} ys={ys} xLabel={label} yLabel="units" />
+          <Axes x0={lo} x1={hi} y0={0} y1={top} xs={xs} ys={ys} xLabel={label} yLabel="units" yInteger />
           {counts.map((c, i) => {
             const a = lo + ((hi - lo) * i) / bins;
             const b = lo + ((hi - lo) * (i + 1)) / bins;
