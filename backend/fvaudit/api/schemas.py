@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fvaudit.jobs.specs import Name, PathStr
+from fvaudit.jobs.specs import Name, PathStr, Strict
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -58,8 +58,8 @@ class ModelOut(BaseModel):
                                                            "filter pruning rates, fine-tune schedule, accuracies")
 
 
-class ModelCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+class ModelCreate(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "demo CNN", "registry_name": "fmnist-cnn"}]})
     name: Name
     registry_name: Name = Field(description="a registry name (GET /models/registry) or any torchvision classifier")
@@ -86,13 +86,14 @@ class ImageSetDetail(ImageSetOut):
     skipped: list[dict[str, Any]]
 
 
-class ImageSetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+class ImageSetCreate(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "Fashion-MNIST test (2000)", "source": "fashion-mnist:test", "limit": 2000}]})
     name: Name
     source: PathStr = Field(description="fashion-mnist:train | fashion-mnist:test | a folder of class subfolders "
                                         "under an allowed root")
-    limit: int | None = Field(None, ge=1, le=10_000_000, description="keep only the first N images")
+    limit: int | None = Field(None, ge=1, le=10_000_000, description="keep N images: a seeded sample stratified "
+                                                                           "by class (not the first N)")
 
 
 class Sample(BaseModel):
