@@ -200,3 +200,49 @@ def test_synthetic_change_joins_the_reference_measures(demo, live):
     with pytest.raises(DetectError, match="synthetic: synthetic change needs a reference"):
         detect(Subject("s", model), images, [LAYER], population=[Subject("p", model), Subject("q", model)],
                synthetic=opts, embed_images=embed_images)
+
+
+def test_one_clean_model_gives_an_inconclusive_verdict_not_a_p_value(demo, live):
+    """Issue 19 item 9: a clean suspect that drifted a little further than the one clean model has every
+    unit beyond every benign value, so every unit gets the same, maximal suspicion; the detection must
+    say that one clean model cannot support a verdict instead of flagging every unit at p < 1e-15."""
+    from fvaudit.engine.detector import MIN_CLEAN_MODELS, too_few_clean_models
+
+    model, images = demo
+    suspect = Subject("clean, drifted further", _noisy(model, 7, scale=0.05))
+    rep = detect(suspect, images, [LAYER], reference=Subject("ref", model), population=_population(model, 1),
+                 k=10, k_clip=5, batch_size=100)
+    ld = rep.layers[LAYER]
+    n = ld.calibration.benign["weight_distance"].size
+    # the failure the old verdict hid: every live unit's weight distance lies beyond all n benign values
+    assert np.allclose(ld.scores.per_measure["weight_distance"][live], (n + 0.5) / (n + 1))
+    assert rep.verdict.verdict == ld.verdict.verdict == "inconclusive"
+    assert rep.verdict.p_value is None and ld.verdict.p_value is None
+    assert ld.verdict.n_flagged is None and ld.verdict.p_units is None and ld.verdict.expected_flagged is None
+    assert rep.warnings == [too_few_clean_models("reference", 1)]
+    assert "1 clean model in the population" in rep.warnings[0] and "at least 2" in rep.warnings[0]
+    s = rep.summary()
+    assert s["verdict"] == "inconclusive" and s["p_value"] is None and s["warnings"] == rep.warnings
+    assert s["layers"][LAYER]["verdict"] == "inconclusive" and s["layers"][LAYER]["n_flagged"] is None
+    # the units are still ranked (what moved most), only the claim of how unlikely it is goes
+    assert len(ld.verdict.top_units) == 10 and ld.verdict.n_units == len(live)
+    # at the minimum the same suspect is judged, with a p-value and flags
+    rep2 = detect(suspect, images, [LAYER], reference=Subject("ref", model), population=_population(model, 2),
+                  k=10, k_clip=5, batch_size=100)
+    assert rep2.warnings == [] and rep2.verdict.verdict in D.VERDICTS and rep2.verdict.p_value is not None
+    assert rep2.layers[LAYER].verdict.n_flagged is not None
+    assert MIN_CLEAN_MODELS == {"reference": 2, "population": 3}
+    assert too_few_clean_models("reference", 2) is None and too_few_clean_models("population", 3) is None
+    assert "at least 3 clean models of the family" in too_few_clean_models("population", 2)
+
+
+def test_inconclusive_drops_the_p_value_and_flags_of_a_verdict_and_its_layers():
+    layer = D.Verdict("relu3", "manipulated", 1e-16, 113, 113, 5.65, 1e-16, {"layer_weight_distance": 0.75},
+                      [{"unit": 4, "suspicion": 0.99}], None)
+    model = D.model_verdict([layer])
+    out = D.inconclusive(model)
+    assert (out.verdict, out.p_value, out.n_units, out.n_flagged, out.expected_flagged, out.p_units) == \
+        ("inconclusive", None, 113, None, None, None)
+    assert out.top_units == [{"unit": 4, "suspicion": 0.99, "layer": "relu3"}]
+    assert [(x.name, x.verdict, x.p_value, x.n_flagged) for x in out.layers] == [("relu3", "inconclusive", None, None)]
+    assert model.verdict == "manipulated"          # the original is left as it was

@@ -69,9 +69,14 @@ __all__ = [
     "model_verdict",
     "unit_auroc",
     "VERDICTS",
+    "INCONCLUSIVE",
+    "inconclusive",
 ]
 
 VERDICTS = ("no sign", "suspicious", "manipulated")
+#: the verdict of a detection whose calibration cannot support a p-value (too few clean
+#: models: :data:`fvaudit.engine.detector.MIN_CLEAN_MODELS`); it has no p-value and no flags
+INCONCLUSIVE = "inconclusive"
 
 
 def _array(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
@@ -548,12 +553,12 @@ class Verdict:
     """A verdict and the evidence that drove it (SPEC §6 "with the evidence that drove it")."""
 
     name: str                   # layer name, or "model"
-    verdict: str                # one of VERDICTS
-    p_value: float              # combined p-value the thresholds were applied to
+    verdict: str                # one of VERDICTS, or INCONCLUSIVE
+    p_value: float | None       # combined p-value the thresholds were applied to (None: inconclusive)
     n_units: int                # units with a defined suspicion
-    n_flagged: int              # of those, suspicion > thresholds.unit
-    expected_flagged: float     # n_units · (1 − thresholds.unit): what benign units give
-    p_units: float              # binomial tail of n_flagged
+    n_flagged: int | None       # of those, suspicion > thresholds.unit (None: inconclusive)
+    expected_flagged: float | None  # n_units · (1 − thresholds.unit): what benign units give
+    p_units: float | None       # binomial tail of n_flagged (None: inconclusive)
     layer_evidence: dict[str, float] = field(default_factory=dict)   # name → suspicion
     top_units: list[dict] = field(default_factory=list)
     flagged_class: int | None = None       # the over-represented class (push-up decoy), if that evidence was given
@@ -632,6 +637,15 @@ def model_verdict(layers: Sequence[Verdict], thresholds: VerdictThresholds = Ver
                    sum(v.n_flagged for v in layers), sum(v.expected_flagged for v in layers), worst.p_units,
                    {f"{worst.name}:{k}": v for k, v in worst.layer_evidence.items()},
                    [dict(u, layer=worst.name) for u in worst.top_units], worst.flagged_class, list(layers))
+
+
+def inconclusive(v: Verdict) -> Verdict:
+    """``v`` without the claims its calibration cannot support: verdict :data:`INCONCLUSIVE`,
+    no p-value, no flag counts (its layers too). The units keep their order (``top_units``):
+    which units moved most against the clean models is still worth looking at, but not
+    how unlikely that is."""
+    return Verdict(v.name, INCONCLUSIVE, None, v.n_units, None, None, None, dict(v.layer_evidence),
+                   list(v.top_units), v.flagged_class, [inconclusive(x) for x in v.layers])
 
 
 # =========================================================================== evaluation

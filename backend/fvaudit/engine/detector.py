@@ -43,6 +43,45 @@ REGIMES = ("reference", "population")
 REFERENCE_MEASURES = ("clip_delta", "tau_drop", "overlap_loss", "weight_distance", "synthetic_change")
 POPULATION_MEASURES = ("class_share",)
 
+#: the fewest clean models each regime's statistics need (see :func:`too_few_clean_models`)
+MIN_CLEAN_MODELS = {"reference": 2, "population": 3}
+
+
+def too_few_clean_models(regime: str, n_clean: int) -> str | None:
+    """Why a population of ``n_clean`` clean models cannot support a verdict, else None.
+
+    The minimum, and why. The calibration pools the units of the clean models as the
+    benign distribution, and the layer's p-value is a binomial tail over units: both treat
+    a clean suspect's units as exchangeable with the benign values. That holds only if the
+    benign values already contain what makes one clean model differ from another: a
+    fine-tune's seed and drift move *every* unit of that model together. With one clean
+    model the benign values are one such draw, so a clean suspect that drifted a little
+    further (another seed, a few more steps) has every unit beyond every benign value:
+    every unit gets the same, maximal suspicion (n + ½)/(n + 1), and the binomial counts
+    that one model-level difference as J independent ones (issue 19: 113/113 units
+    flagged, p < 1e-15, from a single clean model). Model-to-model spread is first seen
+    with two clean models (a spread needs two draws), so
+
+    * with a reference, the benign fine-tunes measured against it: at least **2**;
+    * without one, each clean model is judged leave-one-out against the others, which
+      must themselves show that spread: at least 2 others, so **3** in all.
+
+    Below that the detection says so (verdict :data:`~fvaudit.engine.detection.INCONCLUSIVE`,
+    no p-value, no flags) instead of printing a p-value it cannot support. Even at the
+    minimum, the p-value leans on units being exchangeable across models: a model-level
+    rank among M clean models alone could not go below 1/(M + 1); more clean models make
+    the calibration, and so the verdict, more trustworthy.
+    """
+    need = MIN_CLEAN_MODELS[regime]
+    if n_clean >= need:
+        return None
+    what = ("benign fine-tunes of the reference" if regime == "reference" else "clean models of the family")
+    return (f"inconclusive: {n_clean} clean model{'s' if n_clean != 1 else ''} in the population; this check needs "
+            f"at least {need} {what} to tell a manipulation from the ordinary difference between two clean models "
+            f"(with fewer, every unit that moved a little more than the one clean model looks alike). The units are "
+            f"ranked by suspicion, but no p-value or flag is given: add clean models and run it again.")
+
+
 EmbedTopK = Callable[[np.ndarray], np.ndarray]
 EmbedImages = Callable[[list], np.ndarray]
 
@@ -124,6 +163,8 @@ class DetectionReport:
     population: list[str]
     thresholds: D.VerdictThresholds
     notes: list[str] = field(default_factory=list)
+    #: what the reader must know before trusting the verdict (shown on the detection's page)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         """JSON-ready verdicts (model and layers, with the evidence that drove them); no per-unit lists."""
@@ -141,7 +182,7 @@ class DetectionReport:
         model.pop("layers", None)
         return {"regime": self.regime, "verdict": self.verdict.verdict, "p_value": self.verdict.p_value,
                 "model": model, "layers": layers, "k": self.k, "k_clip": self.k_clip,
-                "population": self.population, "notes": self.notes,
+                "population": self.population, "notes": self.notes, "warnings": self.warnings,
                 "thresholds": {"unit": self.thresholds.unit, "suspicious_p": self.thresholds.suspicious_p,
                                "manipulated_p": self.thresholds.manipulated_p}}
 
@@ -370,5 +411,13 @@ def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: S
         if own_tmp:
             shutil.rmtree(wd, ignore_errors=True)
     verdict = D.model_verdict([ld.verdict for ld in out.values()], thresholds)
-    return DetectionReport(regime, verdict, out, k, k_clip, [p.name for p in population], thresholds, notes)
+    warnings = []
+    too_few = too_few_clean_models(regime, len(population))
+    if too_few is not None:
+        warnings.append(too_few)
+        verdict = D.inconclusive(verdict)
+        for ld in out.values():
+            ld.verdict = D.inconclusive(ld.verdict)
+    return DetectionReport(regime, verdict, out, k, k_clip, [p.name for p in population], thresholds, notes,
+                           warnings)
 

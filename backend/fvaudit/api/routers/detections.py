@@ -36,7 +36,7 @@ def _item(job: Job) -> dict:
     spec, res = job.spec or {}, (job.result or {}) if job.status == "succeeded" else {}
     return {"id": job.id, "name": _name(job), "status": job.status, "progress": job.progress or {},
             "regime": "reference" if spec.get("reference") else "population",
-            "verdict": res.get("verdict"), "p_value": res.get("p_value"),
+            "verdict": res.get("verdict"), "p_value": res.get("p_value"), "warnings": list(res.get("warnings") or []),
             "suspect_model_id": (spec.get("suspect") or {}).get("model_id"),
             "reference_model_id": (spec.get("reference") or {}).get("model_id"),
             "layers": list(spec.get("layers") or []), "created_at": job.created_at, "finished_at": job.finished_at}
