@@ -7,12 +7,16 @@ import { DetectionList } from "./pages/DetectionList";
 import { DetectionPage } from "./pages/DetectionPage";
 import { DetectionUnitPage } from "./pages/DetectionUnit";
 import { Home } from "./pages/Home";
+import { ImageSets } from "./pages/ImageSets";
+import { Jobs } from "./pages/Jobs";
 import { JobView } from "./pages/JobView";
 import { Launch } from "./pages/Launch";
 import { Register } from "./pages/Register";
 import { ModelPage, ModelUnitPage } from "./pages/ModelPage";
+import { Models } from "./pages/Models";
 import { RunSummary } from "./pages/RunSummary";
 import { SweepList, SweepPage } from "./pages/Sweep";
+import { SweepLaunch } from "./pages/SweepLaunch";
 import { UnitPage } from "./pages/UnitPage";
 
 export function makeQueryClient() {
@@ -37,21 +41,39 @@ export function AppRoutes() {
         <Route index element={<Home />} />
         <Route path="launch" element={<Launch />} />
         <Route path="register" element={<Register />} />
+        <Route path="jobs" element={<Jobs />} />
         <Route path="jobs/:job" element={<JobView />} />
         <Route path="runs/:run" element={<RunSummary />} />
         <Route path="runs/:run/layers/:layer" element={<RunSummary />} />
         <Route path="runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
         <Route path="compare" element={<Compare />} />
-        <Route path="sweeps" element={<SweepList />} />
+        <Route path="sweeps" element={<SweepsIndex />} />
+        <Route path="sweeps/new" element={<SweepLaunch />} />
         <Route path="sweeps/:sweep" element={<SweepPage />} />
         <Route path="detections" element={<DetectionList />} />
         <Route path="detections/:detection" element={<DetectionPage />} />
         <Route path="detections/:detection/layers/:layer/units/:unit" element={<DetectionUnitPage />} />
+        <Route path="models" element={<Models />} />
+        <Route path="image-sets" element={<ImageSets />} />
         <Route path="models/:model" element={<ModelPage />} />
         <Route path="models/:model/layers/:layer/units/:unit" element={<ModelUnitPage />} />
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>
+  );
+}
+
+/** The sweeps list with the way to launch one (the form at /sweeps/new). */
+function SweepsIndex() {
+  return (
+    <>
+      <div className="row end sweeps-launch">
+        <Link to="/sweeps/new" className="button primary">
+          + Launch a sweep
+        </Link>
+      </div>
+      <SweepList />
+    </>
   );
 }
 
@@ -62,7 +84,8 @@ function NotFound() {
       <h1>No such page</h1>
       <p>
         Addresses look like <code>/runs/3</code>, <code>/runs/3/layers/relu3/units/7</code>, <code>/jobs/12</code> or{" "}
-        <code>/models/1</code>.{" "}
+        <code>/models/1</code>; the lists are at <Link to="/models">/models</Link>, <Link to="/image-sets">/image-sets</Link> and{" "}
+        <Link to="/jobs">/jobs</Link>.{" "}
         <Link to="/">Go to the runs</Link>.
       </p>
     </section>

@@ -1,8 +1,12 @@
-import { useEffect, useRef, type ReactNode } from "react";
+import { useEffect, useRef, useState, type ReactNode } from "react";
 
 /** A modal: Escape or the backdrop closes it, focus moves in and returns on close, Tab stays inside. */
 export function Dialog({ title, onClose, children, wide }: { title: string; onClose: () => void; children: ReactNode; wide?: boolean }) {
   const box = useRef<HTMLDivElement>(null);
+  // the latest onClose, so a parent that re-renders (a list refreshing behind the dialog) with a new
+  // closure does not re-run the effect: that would move focus back to the first control
+  const close = useRef(onClose);
+  close.current = onClose;
   useEffect(() => {
     const before = document.activeElement as HTMLElement | null;
     const el = box.current;
@@ -11,7 +15,7 @@ export function Dialog({ title, onClose, children, wide }: { title: string; onCl
     const onKey = (e: KeyboardEvent) => {
       if (e.key === "Escape") {
         e.stopPropagation();
-        onClose();
+        close.current();
       } else if (e.key === "Tab" && el) {
         const f = [...el.querySelectorAll<HTMLElement>("input, button, select, textarea, a[href]")].filter((x) => !x.hasAttribute("disabled"));
         if (!f.length) return;
@@ -29,7 +33,7 @@ export function Dialog({ title, onClose, children, wide }: { title: string; onCl
       document.removeEventListener("keydown", onKey, true);
       before?.focus?.();
     };
-  }, [onClose]);
+  }, []);
   return (
     <div className="backdrop" onMouseDown={(e) => e.target === e.currentTarget && onClose()}>
       <div className={`dialog${wide ? " wide" : ""}`} role="dialog" aria-modal="true" aria-label={title} ref={box} tabIndex={-1}>
@@ -42,5 +46,64 @@ export function Dialog({ title, onClose, children, wide }: { title: string; onCl
         {children}
       </div>
     </div>
+  );
+}
+
+/**
+ * Ask before something that cannot be undone (a delete, a revoke). `onConfirm` runs the
+ * request; the dialog closes when it succeeds and otherwise stays open with the server's
+ * reason (a 409 says why in words), so the user reads why and can take `alternative`
+ * (e.g. "Hide instead") without starting over.
+ */
+export function ConfirmDialog({
+  title,
+  children,
+  confirmLabel,
+  onConfirm,
+  onClose,
+  alternative,
+}: {
+  title: string;
+  children: ReactNode;
+  confirmLabel: string;
+  onConfirm: () => Promise<unknown>;
+  onClose: () => void;
+  /** shown beside the reason when the request was refused */
+  alternative?: (error: unknown) => ReactNode;
+}) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const run = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      await onConfirm();
+      onClose();
+    } catch (e) {
+      setError(e);
+      setBusy(false);
+    }
+  };
+  return (
+    <Dialog title={title} onClose={onClose}>
+      <div className="confirm-body">{children}</div>
+      {error != null && (
+        <div className="state error confirm-refused" role="alert">
+          <strong>{(error as { status?: number }).status === 409 ? "It cannot be done now" : "It failed"}</strong>
+          <p>{error instanceof Error ? error.message : String(error)}</p>
+          {alternative?.(error)}
+        </div>
+      )}
+      <div className="row end">
+        <button type="button" onClick={onClose}>
+          {error ? "Close" : "Cancel"}
+        </button>
+        {error == null && (
+          <button type="button" className="danger" onClick={() => void run()} disabled={busy}>
+            {busy ? "Working…" : confirmLabel}
+          </button>
+        )}
+      </div>
+    </Dialog>
   );
 }

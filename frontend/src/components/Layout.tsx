@@ -30,10 +30,18 @@ export function Layout() {
             <NavLink to="/" end>
               Runs
             </NavLink>
+            <NavLink to="/models">Models</NavLink>
+            <NavLink to="/image-sets">Image sets</NavLink>
+            <NavLink to="/jobs" end>
+              Jobs
+            </NavLink>
             <NavLink to="/launch">Launch</NavLink>
             <NavLink to="/register">Register</NavLink>
             <NavLink to="/compare">Compare</NavLink>
-            <NavLink to="/sweeps">Sweeps</NavLink>
+            <NavLink to="/sweeps" end>
+              Sweeps
+            </NavLink>
+            <NavLink to="/sweeps/new">New sweep</NavLink>
             <NavLink to="/detections">Detections</NavLink>
           </nav>
         )}

@@ -10,7 +10,8 @@ import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { Link, useNavigate } from "react-router";
 import { useToken } from "../api/auth";
 import { ApiError, client, unwrap, type ImageSetOut, type Job, type LayerOut, type ModelOut, type ValidationItem } from "../api/client";
-import { useCreateJob, useImageSets, useJobKinds, useLayers, useModels, type LaunchBody } from "../api/hooks";
+import { useCreateJob, useJobKinds, useLayers, useModels, type LaunchBody } from "../api/hooks";
+import { useUsableImageSets, useUsableModels } from "../api/manage";
 import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect, sendForm } from "../components/FormField";
 import { LayerField } from "../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../components/States";
@@ -206,8 +207,11 @@ function pickSet(sets: ImageSetOut[]): string {
 
 export function DetectionForm({ initialSuspect }: { initialSuspect?: string | null }) {
   const navigate = useNavigate();
-  const models = useModels();
-  const sets = useImageSets();
+  // the choices: ready, unhidden models and usable image sets; every model (hidden ones too) names and
+  // classifies the attack results, whose weights stay usable whatever their model's listing
+  const models = useUsableModels();
+  const allModels = useModels();
+  const sets = useUsableImageSets();
   const kinds = useJobKinds();
   const attacks = useAttackJobs();
   const create = useCreateJob();
@@ -237,7 +241,7 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
     });
   }, [layers.data]);
 
-  const byId = useMemo(() => new Map((models.data ?? []).map((m) => [String(m.id), m])), [models.data]);
+  const byId = useMemo(() => new Map([...(allModels.data ?? []), ...(models.data ?? [])].map((m) => [String(m.id), m])), [allModels.data, models.data]);
   const suspectModel = byId.get(form.suspect.model_id);
   const arch = suspectModel ? archKey(suspectModel) : null;
   const sameArch = (modelId: number | undefined) => {

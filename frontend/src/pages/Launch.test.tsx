@@ -219,7 +219,36 @@ describe("launch form", () => {
   it("says what to do when nothing is registered", async () => {
     mockFetch([{ path: /^\/api\/v1\/job-kinds$/, body: kinds }, { path: /^\/api\/v1\/models$/, body: [] }, { path: /^\/api\/v1\/image-sets$/, body: sets }]);
     renderLaunch();
-    expect(await screen.findByText(/No model is registered yet/)).toBeInTheDocument();
+    expect(await screen.findByText(/No ready model is registered yet/)).toBeInTheDocument();
     expect(screen.getByText("fvaudit setup-demo")).toBeInTheDocument();
+  });
+
+  it("offers only usable models and image sets (issue 19): asks the API for usable=true and leaves out pending, failed and hidden ones", async () => {
+    // a server that does not filter yet still answers everything: the form filters too
+    const modelList = [
+      ...models,
+      { ...models[0], id: 7, name: "pruned, pending", status: "pending", status_reason: "its prune step (job 12) was cancelled" },
+      { ...models[0], id: 8, name: "hidden cnn", status: "ready", hidden: true },
+    ];
+    const setList = [
+      ...sets,
+      { ...sets[0], id: 5, name: "broken folder", size: 0, status: "failed", error: "no class subfolders" },
+      { ...sets[0], id: 6, name: "still indexing", status: "indexing" },
+    ];
+    const { calls } = mockFetch([
+      ...base.filter((r) => !/models|image-sets\$/.test(String(r.path))),
+      { path: /^\/api\/v1\/models$/, body: modelList },
+      { path: /^\/api\/v1\/models\/1\/layers$/, body: layers },
+      { path: /^\/api\/v1\/image-sets$/, body: setList },
+    ]);
+    renderLaunch();
+    const model = await screen.findByLabelText("Model");
+    await waitFor(() => expect(model).toHaveValue("1"));
+    expect([...(model as HTMLSelectElement).options].map((o) => o.textContent)).toEqual(["fmnist-cnn (demo) (fmnist-cnn)"]);
+    const train = screen.getByLabelText("Training set") as HTMLSelectElement;
+    expect([...train.options].filter((o) => !o.disabled).map((o) => o.value)).toEqual(sets.map((s) => String(s.id)));
+    const gets = calls.filter((c) => c.method === "GET");
+    expect(gets.some((c) => c.url.startsWith("/api/v1/models?") && new URLSearchParams(c.url.split("?")[1]).get("usable") === "true")).toBe(true);
+    expect(gets.some((c) => c.url.startsWith("/api/v1/image-sets?") && new URLSearchParams(c.url.split("?")[1]).get("usable") === "true")).toBe(true);
   });
 });

@@ -1,7 +1,8 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { ApiError, type ImageSetOut, type LayerOut } from "../api/client";
-import { useCreateJob, useImageSets, useJobKinds, useLayers, useModels } from "../api/hooks";
+import { useCreateJob, useJobKinds, useLayers } from "../api/hooks";
+import { useUsableImageSets, useUsableModels } from "../api/manage";
 import { DecoyClassPicker, DecoyImagePicker } from "../components/DecoyPicker";
 import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect as SetSelect, sendForm } from "../components/FormField";
 import { NeedsToken } from "../components/Layout";
@@ -60,8 +61,9 @@ export function LaunchPage() {
   usePageTitle("Launch an audit");
   const [params] = useSearchParams();
   const navigate = useNavigate();
-  const models = useModels();
-  const sets = useImageSets();
+  // only what an audit can use: ready models (not a pruned model still pending) and indexed, non-empty sets; nothing hidden
+  const models = useUsableModels();
+  const sets = useUsableImageSets();
   const kinds = useJobKinds();
   const [form, setForm] = useState<LaunchForm>(() => ({
     ...BLANK,
@@ -131,7 +133,7 @@ export function LaunchPage() {
   if (!models.data?.length || !sets.data?.length)
     return (
       <Empty>
-        {!models.data?.length ? "No model is registered yet. " : "No image set is registered yet. "}
+        {!models.data?.length ? "No ready model is registered yet. " : "No ready image set is registered yet. "}
         <Link to="/register">Register {!models.data?.length ? "a model" : "an image folder"}</Link>, or the demo's with{" "}
         <code>fvaudit setup-demo</code>.
       </Empty>
