@@ -43,7 +43,8 @@ def _parse_point(text: str) -> dict:
     return out
 
 
-def run(points: list[dict], rows: list[str], out_dir: Path) -> None:
+def run(points: list[dict], rows: list[str], out_dir: Path, train_limit: int | None = None,
+        val_limit: int | None = None, results: Path = RESULTS) -> None:
     from fvaudit.cli import make_embed_topk
     from fvaudit.cli_progress import RichReporter
     from fvaudit.demo import ROWS
@@ -54,8 +55,9 @@ def run(points: list[dict], rows: list[str], out_dir: Path) -> None:
     from fvaudit.engine.models import load_model
 
     model = load_model("fmnist-cnn")
-    train = open_image_set("fashion-mnist:train")
-    val = open_image_set("fashion-mnist:test")
+    # limits are the seeded class-stratified samples the service's image sets use (the demo: 10000 / 2000)
+    train = open_image_set("fashion-mnist:train", limit=train_limit)
+    val = open_image_set("fashion-mnist:test", limit=val_limit)
     embed, emb_id, _ = make_embed_topk("efficientnet-lite0", val, "cpu")
     with RichReporter(verbose=False) as rep:
         init_train = scan(model, train, ["relu1", "relu3"], k=10, reporter=rep)
@@ -71,7 +73,7 @@ def run(points: list[dict], rows: list[str], out_dir: Path) -> None:
                 res = run_audit(name, model, train, val, cfg, out_dir / tag.replace("=", "_") / key, embed_topk=embed,
                                 embedder_id=emb_id, reporter=rep, init_train=init_train, init_val=init_val)
                 a = res.attack
-                rec = {"point": point, "row": key, "embedder": emb_id,
+                rec = {"point": point, "row": key, "embedder": emb_id, "n_train": len(train), "n_val": len(val),
                        "config": {k: v for k, v in cfg.to_json().items() if k not in ("targets", "device")}, "seconds_attack": res.timings.get("attack"),
                        "seconds_total": time.perf_counter() - t, "acc_init": a.acc_init, "n_images": a.acc_n_images,
                        "eval_n_images": a.eval_n_images, "selected_step": a.selected_step, "steps": a.steps,
@@ -87,8 +89,8 @@ def run(points: list[dict], rows: list[str], out_dir: Path) -> None:
                         d["pushup_val"] = sm.pushup["val"].get("relu3")
                         d["pushup_val_init"] = sm.pushup["val_init"].get("relu3")
                     rec["states"][st] = d
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                with open(RESULTS, "a") as fh:
+                results.parent.mkdir(parents=True, exist_ok=True)
+                with open(results, "a") as fh:
                     fh.write(json.dumps(rec, default=float) + "\n")
                 print(_line(rec), flush=True)
 
@@ -115,11 +117,11 @@ def _f(v, nd=3, signed=False):
     return f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}"
 
 
-def summary() -> None:
-    if not RESULTS.exists():
+def summary(results: Path = RESULTS) -> None:
+    if not results.exists():
         print("no results yet")
         return
-    recs = [json.loads(l) for l in RESULTS.read_text().splitlines() if l.strip()]
+    recs = [json.loads(l) for l in results.read_text().splitlines() if l.strip()]
     print(f"{len(recs)} runs (goals: " + "; ".join(f"{k} {v}" for k, v in GOALS.items()) + ")")
     for rec in sorted(recs, key=lambda r: (r["row"], json.dumps(r["point"], sort_keys=True))):
         print(_line(rec))
@@ -131,12 +133,16 @@ def main() -> int:
     ap.add_argument("--rows", default="control,push_down,push_up")
     ap.add_argument("--out", type=Path, default=Path("/tmp/fvaudit-frontier"))
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--train-limit", type=int, default=0, help="stratified sample of the training set (0 = all 60000)")
+    ap.add_argument("--val-limit", type=int, default=0, help="stratified sample of the validation set (0 = all 10000)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="JSON lines file to append to")
     args = ap.parse_args()
     if args.summary:
-        summary()
+        summary(args.results)
         return 0
     points = [_parse_point(p) for p in args.grid.split(";")] if args.grid else [{}]
-    run(points, [r for r in args.rows.split(",") if r], args.out)
+    run(points, [r for r in args.rows.split(",") if r], args.out, args.train_limit or None, args.val_limit or None,
+        args.results)
     return 0
 
 

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     public_url: str = ""                      # base URL for share links (default: the request's)
     frontend_dist: Path | None = None         # built dashboard; default <repo>/frontend/dist
     max_upload_mb: int = 1024
+    #: the largest request body any other route reads (JSON), refused with 413 before it is
+    #: parsed; 2 MiB holds the largest legitimate spec (100,000 decoy ids) twice over
+    max_body_bytes: int = Field(2 * 2**20, ge=1024)
     device: str = "auto"                      # auto | cpu | cuda | cuda:N (resolved inside the worker child)
     torch_threads: int = 0                    # 0 = torch default
 
@@ -79,6 +82,10 @@ class Settings(BaseSettings):
     max_job_seconds: int = 3 * 24 * 3600      # the longest job we expect; the broker's visibility timeout exceeds it
     worker_max_tasks_per_child: int = 0       # 0 = unlimited; 1 = fresh child (clean GPU memory) per job
     local_poll_interval: float = 0.5          # embedded local worker's queue poll
+    #: embedded mode: local worker processes taking any job (0 = auto: 2 on 2+ cores, else 1), each with
+    #: cores/N torch threads, plus one quick-lane worker that takes only ``quick`` kinds (a folder's indexing),
+    #: so a short job never waits behind a 10-minute render
+    local_workers: int = Field(0, ge=0, le=64)
     celery_queue: str = "fvaudit"
 
     token_cache_seconds: float = 5.0

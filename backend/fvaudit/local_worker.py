@@ -1,8 +1,14 @@
 """Embedded mode's worker: polls the database for runnable jobs and runs them in-process.
 
 Same runner as the Celery task (:func:`fvaudit.jobs.runner.run_job`), no broker. Started
-by ``fvaudit serve`` / ``fvaudit demo`` as a child process (``python -m
-fvaudit.local_worker``) or on its own by ``fvaudit worker`` when no broker is configured.
+by ``fvaudit serve`` / ``fvaudit demo`` as child processes (``python -m
+fvaudit.local_worker [--quick]``) or on its own by ``fvaudit worker`` when no broker is configured.
+
+``fvaudit serve`` starts ``local_workers`` general workers (each with its share of the
+cores as torch threads) and one quick-lane worker (``--quick``) that takes only kinds
+declared ``quick`` (a folder's indexing): with a single worker, registering a folder
+waited 7 minutes behind the demo's render. Several workers are safe: a job is claimed by
+one conditional UPDATE (:func:`fvaudit.jobs.runner.claim`), the loser skips it.
 """
 from __future__ import annotations
 
@@ -27,14 +33,14 @@ def _on_term(signum, frame):  # finish nothing more; the running job is requeued
     raise KeyboardInterrupt
 
 
-def next_job() -> int | None:
+def next_job(quick_only: bool = False) -> int | None:
     from fvaudit.jobs.dispatch import runnable_condition
 
     with session_scope() as db:
-        return db.scalar(select(Job.id).where(runnable_condition()).order_by(Job.id).limit(1))
+        return db.scalar(select(Job.id).where(runnable_condition(quick_only)).order_by(Job.id).limit(1))
 
 
-def main(once: bool = False) -> int:
+def main(once: bool = False, quick_only: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _on_term)
     settings = get_settings()
@@ -45,12 +51,12 @@ def main(once: bool = False) -> int:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    name = worker_name("local")
+    name = worker_name("local-quick" if quick_only else "local")
     log.info("local worker %s polling %s", name, settings.db_url.split("@")[-1])
     try:
         while not _stop:
             try:
-                jid = next_job()
+                jid = next_job(quick_only)
             except Exception as exc:  # database not ready yet / locked: retry
                 log.warning("poll failed: %s", exc)
                 time.sleep(2)
@@ -68,4 +74,4 @@ def main(once: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main("--once" in sys.argv))
+    sys.exit(main("--once" in sys.argv, quick_only="--quick" in sys.argv))

@@ -118,41 +118,70 @@ def _die_with_parent() -> None:
         pass
 
 
-class LocalWorkerSupervisor:
-    """Embedded mode: a ``python -m fvaudit.local_worker`` child, restarted if it dies."""
+def local_worker_plan(settings, cores: int | None = None) -> list[tuple[list[str], dict[str, str]]]:
+    """The embedded mode's worker processes: (extra argv, extra env) of each.
 
-    def __init__(self, env: dict[str, str]) -> None:
+    ``local_workers`` general workers (0 = auto: 2 on two or more cores), each with
+    cores / N torch threads (an explicit ``torch_threads`` wins) so they share the machine
+    rather than oversubscribe it, and one quick-lane worker for ``quick`` kinds with one thread.
+    """
+    cores = cores or os.cpu_count() or 1
+    n = settings.local_workers or (2 if cores >= 2 else 1)
+    threads = settings.torch_threads or max(1, cores // n)
+    plan = [([], {"FVAUDIT_TORCH_THREADS": str(threads),
+                  # DataLoader processes per job: the worker's share of the cores, not all of them
+                  **({} if settings.loader_workers is not None else
+                     {"FVAUDIT_LOADER_WORKERS": str(max(0, cores // n if cores // n > 1 else 0))})})
+            for _ in range(n)]
+    plan.append((["--quick"], {"FVAUDIT_TORCH_THREADS": "1"}))
+    return plan
+
+
+class LocalWorkerSupervisor:
+    """Embedded mode: the ``python -m fvaudit.local_worker`` children of
+    :func:`local_worker_plan`, each restarted if it dies."""
+
+    def __init__(self, env: dict[str, str], plan: list[tuple[list[str], dict[str, str]]] | None = None) -> None:
         self.env = env
-        self.proc: subprocess.Popen | None = None
+        self.plan = plan or [([], {})]
+        self.procs: list[subprocess.Popen | None] = [None] * len(self.plan)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="local-worker-supervisor", daemon=True)
 
     def start(self) -> "LocalWorkerSupervisor":
-        self._spawn()
+        for i in range(len(self.plan)):
+            self._spawn(i)
         self._thread.start()
         return self
 
-    def _spawn(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "fvaudit.local_worker"], env=self.env,
-                                     preexec_fn=_die_with_parent)
+    def _spawn(self, i: int) -> None:
+        argv, extra = self.plan[i]
+        # start_new_session: Ctrl-C in the terminal reaches the server only, which stops the
+        # workers itself (SIGTERM): no second traceback from a child interrupted mid-job
+        self.procs[i] = subprocess.Popen([sys.executable, "-m", "fvaudit.local_worker", *argv],
+                                         env={**self.env, **extra}, preexec_fn=_die_with_parent,
+                                         start_new_session=True)
 
     def _loop(self) -> None:
         backoff = 1.0
         while not self._stop.wait(1.0):
-            if self.proc is not None and self.proc.poll() is not None and not self._stop.is_set():
-                print(f"fvaudit: local worker exited ({self.proc.returncode}); restarting", file=sys.stderr)
-                time.sleep(backoff)
-                backoff = min(30.0, backoff * 2)
-                self._spawn()
+            for i, proc in enumerate(self.procs):
+                if proc is not None and proc.poll() is not None and not self._stop.is_set():
+                    print(f"fvaudit: local worker exited ({proc.returncode}); restarting", file=sys.stderr)
+                    time.sleep(backoff)
+                    backoff = min(30.0, backoff * 2)
+                    self._spawn(i)
 
     def stop(self) -> None:
         self._stop.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        for p in live:
             try:
-                self.proc.wait(timeout=15)
+                p.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                p.kill()
 
 
 def _serve(host: str, port: int, upgrade: bool = True, local_worker: bool = True, workers: int = 1,
@@ -170,7 +199,7 @@ def _serve(host: str, port: int, upgrade: bool = True, local_worker: bool = True
         env["FVAUDIT_DATABASE_URL"] = s.db_url
         env["FVAUDIT_DATA_DIR"] = str(s.data_dir)
         env["FVAUDIT_BROKER_URL"] = "none"
-        sup = LocalWorkerSupervisor(env).start()
+        sup = LocalWorkerSupervisor(env, local_worker_plan(s)).start()
     try:
         if workers > 1:
             uvicorn.run("fvaudit.api.app:app", host=host, port=port, workers=workers, log_level=log_level,
@@ -222,15 +251,39 @@ def setup_demo(limit_train: int | None, limit_val: int | None, user: str = "admi
     return ids
 
 
-def demo_audit_spec(ids: dict, steps: int, layer: str = "relu3", synth_steps: int = 64, n_synth: int = 4) -> dict:
+def demo_settings() -> dict:
+    """The demo audit's settings (``assets/demo_audit.json``): read by ``fvaudit demo``,
+    ``fvaudit setup-demo`` and the e2e test of the README's demo path, so they cannot drift."""
+    from importlib.resources import files
+
+    return json.loads(files("fvaudit").joinpath("assets/demo_audit.json").read_text())
+
+
+def demo_audit_spec(ids: dict, steps: int | None = None, synth_steps: int | None = None,
+                    n_synth: int | None = None) -> dict:
     """The demo audit: push-down of every unit of conv3, with its α = 0 control and synthetic
-    visualizations; every attack setting not named here is the shared default (ATTACK_DEFAULTS).
-    The renders are shorter than the API's default (256 steps) so a CPU demo finishes in minutes."""
-    return {"name": f"demo: conv3 push-down ({steps} steps)", "model_id": ids["model_id"],
-            "train_set_id": ids["train_set_id"], "val_set_id": ids["val_set_id"],
-            "attack": {"kind": "push_down", "layers": [layer], "steps": steps},
-            "k_clip": 5, "embedder": "auto", "control": True, "visualize": True, "synth_steps": synth_steps,
-            "n_synth": n_synth}
+    visualizations, as ``demo_settings()`` gives it (a value given here overrides it). The
+    renders are shorter than the API's default (256 steps) so a CPU demo finishes in minutes."""
+    d = demo_settings()
+    attack = {**d["attack"], "layers": [d["layer"]]}
+    if steps is not None:
+        attack["steps"] = steps
+    return {"name": f"demo: conv3 push-down ({attack['steps']} steps)", "model_id": ids["model_id"],
+            "train_set_id": ids["train_set_id"], "val_set_id": ids["val_set_id"], "attack": attack,
+            "k_clip": d["k_clip"], "embedder": d["embedder"], "control": d["control"], "visualize": d["visualize"],
+            "synth_steps": synth_steps if synth_steps is not None else d["synth_steps"],
+            "n_synth": n_synth if n_synth is not None else d["n_synth"]}
+
+
+def demo_chain_text() -> str:
+    """The demo audit's steps in words, from the audit kind's declared steps (never a hand-kept list:
+    the banner once said "scan → push-down → scan → metrics" for a 9-step chain)."""
+    from fvaudit.jobs.registry import get_kind
+
+    steps = get_kind("audit").steps
+    main = [s.label for s in steps if not s.key.startswith("control")]
+    control = [s.label for s in steps if s.key.startswith("control")]
+    return f"{len(steps)} steps: " + " → ".join(main) + "; beside it " + " → ".join(control)
 
 
 def queue_audit(user_name: str, spec: dict) -> int:
@@ -346,8 +399,8 @@ def cmd_demo(args) -> int:
     print(f"  API docs:      {url}api/v1/docs")
     print(f"  admin token:   {token}   (also in {data_dir / 'admin_token'})")
     if job_id:
-        print(f"  demo audit:    job {job_id} (scan → push-down → scan → metrics); "
-              f"follow it with GET /api/v1/jobs/{job_id}")
+        print(f"  demo audit:    job {job_id}, {demo_chain_text()}")
+        print(f"                 follow it at {url}jobs/{job_id}")
     print("  Ctrl-C stops the server and the local worker.")
     print("=" * 72 + "\n", flush=True)
     return _serve(args.host, args.port, upgrade=False, local_worker=True)
@@ -396,11 +449,15 @@ def register(subparsers) -> dict:
     sp.add_argument("--data-dir", default=os.environ.get("FVAUDIT_DEMO_DIR", "data/demo"))
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
-    sp.add_argument("--limit-train", type=int, default=10000, help="training images (0 = all 60000)")
-    sp.add_argument("--limit-val", type=int, default=2000, help="validation images (0 = all 10000)")
-    sp.add_argument("--steps", type=int, default=200)
-    sp.add_argument("--synth-steps", type=int, default=64, help="steps of each synthetic visualization")
-    sp.add_argument("--n-synth", type=int, default=4, help="synthetic visualizations (seeds) per unit")
+    demo = demo_settings()
+    sp.add_argument("--limit-train", type=int, default=demo["train_limit"], help="training images (0 = all 60000)")
+    sp.add_argument("--limit-val", type=int, default=demo["val_limit"], help="validation images (0 = all 10000)")
+    sp.add_argument("--steps", type=int, default=None,
+                    help=f"attack steps (default {demo['attack']['steps']}: assets/demo_audit.json)")
+    sp.add_argument("--synth-steps", type=int, default=None,
+                    help=f"steps of each synthetic visualization (default {demo['synth_steps']})")
+    sp.add_argument("--n-synth", type=int, default=None,
+                    help=f"synthetic visualizations (seeds) per unit (default {demo['n_synth']})")
     sp.add_argument("--token", help="admin token to use (default: saved one, or a new one)")
     sp.add_argument("--no-audit", action="store_true", help="do not queue the demo audit")
     sp.add_argument("--requeue", action="store_true", help="queue the demo audit even if one exists")
@@ -411,9 +468,9 @@ def register(subparsers) -> dict:
     sp.add_argument("--admin-token", help="make this the admin token")
     sp.add_argument("--admin-token-file", help="write the admin token here")
     sp.add_argument("--queue-audit", action="store_true")
-    sp.add_argument("--steps", type=int, default=30)
-    sp.add_argument("--synth-steps", type=int, default=64, help="steps of each synthetic visualization")
-    sp.add_argument("--n-synth", type=int, default=4, help="synthetic visualizations (seeds) per unit")
+    sp.add_argument("--steps", type=int, default=None, help="attack steps (default: the demo's)")
+    sp.add_argument("--synth-steps", type=int, default=None, help="steps of each synthetic visualization")
+    sp.add_argument("--n-synth", type=int, default=None, help="synthetic visualizations (seeds) per unit")
     sp.add_argument("--json-out")
 
     return {"serve": cmd_serve, "worker": cmd_worker, "db": cmd_db, "token": cmd_token, "reaper": cmd_reaper,

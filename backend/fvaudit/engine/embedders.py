@@ -113,19 +113,23 @@ class Embedder:
         """A ``[B, 3, H, W]`` batch on ``self.device`` → ``[B, dim]`` features (any norm)."""
         raise NotImplementedError
 
-    def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
+    def embed(self, images: Sequence[Image.Image | np.ndarray],
+              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Embed images: ``[n, dim]`` float32, each row L2-normalised.
 
         Runs in batches of ``batch_size`` under ``torch.no_grad``. Accepts PIL images of
         any mode (grayscale, palette, RGBA, 16-bit) and also uint8 arrays ``[H, W]`` or
         ``[H, W, 3]``. An all-zero feature vector (possible in principle after ReLU-like
-        pooling) stays zero rather than becoming NaN.
+        pooling) stays zero rather than becoming NaN. ``progress(done, total)`` is called
+        after every batch (embedding a layer's synthetic images takes minutes on a CPU).
         """
         images = list(images)
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             out[start : start + len(chunk)] = self.embed_batch(torch.stack([self.preprocess(im) for im in chunk]))
+            if progress is not None:
+                progress(start + len(chunk), len(images))
         return out
 
     def preprocess(self, image: Image.Image | np.ndarray) -> torch.Tensor:

@@ -34,16 +34,18 @@ def _uint8_images(images: np.ndarray, ndim: int, name: str) -> np.ndarray:
     return arr
 
 
-def embed_images(embedder, images: np.ndarray) -> np.ndarray:
+def embed_images(embedder, images: np.ndarray, progress=None) -> np.ndarray:
     """Embeddings ``e(x)`` of SPEC §3 for synthetic images: ``[N, H, W, C]`` uint8 → ``[N, D]``.
 
     Rows are L2-normalised by ``Embedder.embed`` (``engine/embedders.py``); grayscale images
     (C = 1) go in as ``[H, W]`` arrays, which the embedder turns into RGB as it does for
     natural grayscale images, so synthetic and natural images are embedded alike.
+    ``progress(done, total)``: after every embedder batch, when the embedder reports it.
     """
     arr = _uint8_images(images, 4, "images")
     items = [a[..., 0] if a.shape[-1] == 1 else a for a in arr]
-    return np.asarray(embedder.embed(items), dtype=np.float32)
+    out = embedder.embed(items, progress=progress) if progress is not None else embedder.embed(items)
+    return np.asarray(out, dtype=np.float32)
 
 
 def unit_scores_of_images(model: LoadedModel, layer: str, units: Sequence[int], images: np.ndarray,

@@ -74,6 +74,9 @@ class JobKind:
     #: created by the service itself (a scan's shards, a folder's registration), never by ``POST /jobs``:
     #: left out of the request union and of ``GET /job-kinds``
     internal: ClassVar[bool] = False
+    #: a short job (seconds to a minute, e.g. indexing a folder): the embedded mode's quick-lane
+    #: worker runs only these, so they never wait behind an attack or a render
+    quick: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -190,8 +193,8 @@ def is_kind(name: Any) -> bool:
     return isinstance(name, str) and name in _kinds
 
 
-def runnable_kinds() -> list[str]:
-    return [k.name for k in all_kinds() if k.runnable]
+def runnable_kinds(quick_only: bool = False) -> list[str]:
+    return [k.name for k in all_kinds() if k.runnable and (k.quick or not quick_only)]
 
 
 def chain_kinds() -> list[str]:

@@ -126,6 +126,7 @@ class RegisterImagesKind(JobKind):
     description = "index a folder image set: list the files, check every header, store one row per image"
     spec = RegisterImagesSpec
     internal = True
+    quick = True   # I/O-bound indexing, no model: the embedded quick lane takes it at once, beside a long job
 
     def run(self, spec: RegisterImagesSpec, ctx) -> dict:
         from fvaudit.engine.progress import Cancelled

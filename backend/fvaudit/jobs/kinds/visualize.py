@@ -14,6 +14,13 @@ steps, size, its own activation). With an attack state it measures, per unit:
 and writes them into the run's unit rows (an upsert of those three columns only). It is
 a step of every audit chain and runs alone on any model and layer: without
 ``weights_from`` it renders θ_init only, for the model's synthetic browse.
+
+When an audit's attack ends with no evaluated state within the accuracy budget, its
+"selected" state is θ_init itself (SPEC §2): rendering it would draw θ_init twice (10
+minutes of the CPU demo for a before/after pair that cannot differ). The job then renders
+the attack's **final** state instead, stores those images under ``state = "final"`` and
+says so in its log and result (``state``, ``state_note``). Dead units (no activation on
+the validation set) get no agreement or transfer values: there is nothing to agree with.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import math
 from typing import Literal
 
 import numpy as np
+from sqlalchemy import select
 from pydantic import ConfigDict, Field, field_validator
 
 from fvaudit.db.models import Job, Model, Run, SyntheticImage, UnitResult, clean_json, finite, upsert
@@ -154,14 +162,25 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
     from fvaudit.jobs.common import layer_scan, load_db_model, load_scan, open_db_image_set, resolve_weights
     from fvaudit.jobs.kinds.metrics import make_embed
 
+    state_note = None
     with ctx.session() as db:
         model_row = db.get(Model, spec.model_id)
         if model_row is None:
             raise RuntimeError(f"model {spec.model_id} no longer exists")
         ckpt_init, _ = resolve_weights(db, ctx.store, model_row, None, spec.checkpoint_path)
         ckpt_after = None
-        if spec.weights_from is not None:
-            ckpt_after, _ = resolve_weights(db, ctx.store, model_row, spec.weights_from, None)
+        weights_from = spec.weights_from
+        if weights_from is not None and weights_from.state == "selected":
+            attack_job = db.get(Job, weights_from.job_id)
+            acc = ((attack_job.result or {}).get("accuracy") or {}) if attack_job is not None else {}
+            if acc.get("selected_step") == 0:
+                weights_from = weights_from.model_copy(update={"state": "final"})
+                state_note = (f"no evaluated state of attack job {weights_from.job_id} stayed within its accuracy "
+                              f"budget, so its selected state is θ_init: rendering its final state (step "
+                              f"{acc.get('steps')}) instead of θ_init twice")
+                ctx.log(f"note: {state_note}")
+        if weights_from is not None:
+            ckpt_after, _ = resolve_weights(db, ctx.store, model_row, weights_from, None)
         val = val_row = None
         stored: dict[str, object] = {}      # reused scans of the validation set, by state
         if spec.val_set_id is not None:
@@ -169,19 +188,27 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
 
             val_row = db.get(ImageSet, spec.val_set_id)
             val = open_db_image_set(db, val_row)
-            for key, jid in (("init", spec.before_scan_job_id), ("after", spec.after_scan_job_id)):
+            after_scan = spec.after_scan_job_id
+            if state_note is not None:      # the given scan is of the selected state: use the chain's final scan
+                me = db.get(Job, ctx.job_id)
+                after_scan = db.scalar(select(Job.id).where(
+                    Job.parent_id == me.parent_id, Job.step_key == "scan_final", Job.status == "succeeded")
+                ) if me is not None and me.parent_id is not None else None
+            for key, jid in (("init", spec.before_scan_job_id), ("after", after_scan)):
                 if jid is not None:
                     stored[key] = load_scan(db, jid, spec.val_set_id)
         attacked: dict[str, set[int]] = {}
+        dead: dict[str, set[int]] = {}
         if ctx.run_id is not None:
             run = db.get(Run, ctx.run_id)
             attacked = {l: set(int(u) for u in v.get("attacked", [])) for l, v in (run.layer_info or {}).items()}
+            dead = {l: set(int(u) for u in v.get("dead", [])) for l, v in (run.layer_info or {}).items()}
         db.expunge(model_row)
     ctx.reporter.stage("load model")
     models = {"init": load_db_model(model_row, ckpt_init, ctx.device)}
     if ckpt_after is not None:
         models["after"] = load_db_model(model_row, ckpt_after, ctx.device)
-    after_state = spec.weights_from.state if spec.weights_from is not None else None
+    after_state = weights_from.state if weights_from is not None else None
     layers = [models["init"].layer(l).name for l in spec.layers]
     seeds = list(range(spec.n_synth))
     cfg = SynthesisConfig(steps=spec.steps, objective=spec.objective, device=ctx.device)
@@ -216,10 +243,14 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
                                            "artifact_id": art.id, "activation": finite(acts[s][c, si])})
         measures: dict[str, np.ndarray] = {}
         if embedder is not None and len(units) > 1:
-            ctx.reporter.stage(f"measure {layer}")
             J, n = len(units), len(seeds)
-            e = {s: SM.embed_images(embedder, im.reshape(J * n, *im.shape[2:])).reshape(J, n, -1)
-                 for s, im in images.items()}
+            e = {}
+            for s, im in images.items():
+                ctx.reporter.stage(f"embed {layer} ({'θ_init' if s == 'init' else after_state})", total=J * n)
+                e[s] = SM.embed_images(embedder, im.reshape(J * n, *im.shape[2:]),
+                                       progress=lambda done, total: ctx.reporter.advance(done, total)
+                                       ).reshape(J, n, -1)
+            ctx.reporter.stage(f"measure {layer}")
             if "after" in e:
                 measures["synthetic_clip_delta"] = SM.synthetic_clip_delta(e["init"], e["after"])
             if val is not None:
@@ -239,7 +270,9 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
                 audited = "after" if "after" in images else "init"     # the state the images are shown for
                 natural = embed_topk(np.asarray(ls[audited].topk_ids)[units, :spec.k_clip])
                 measures["ns_agreement"] = SM.natural_synthetic_agreement(natural, e[audited])
-        per_unit = {int(u): {m: finite(measures[m][c]) if m in measures else None for m in MEASURES}
+        dead_here = dead.get(layer, set())
+        per_unit = {int(u): {m: finite(measures[m][c]) if m in measures and int(u) not in dead_here else None
+                             for m in MEASURES}
                     for c, u in enumerate(units)}
         unit_measures[layer] = per_unit
         att = attacked.get(layer) or set(units)
@@ -257,4 +290,5 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
                     for layer, per_unit in unit_measures.items() for u, vals in per_unit.items()]
             upsert(db, UnitResult, rows, ("run_id", "layer", "unit"), update=MEASURES)
     return {"layers": clean_json(summary), "images": len(image_rows), "embedder": emb_id, "state": after_state,
+            "state_note": state_note,
             "per_unit": clean_json({l: {str(u): v for u, v in pu.items()} for l, pu in unit_measures.items()})}
