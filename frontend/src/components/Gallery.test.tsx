@@ -6,7 +6,7 @@ import unit from "../test/fixtures/unit-detail.json";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { BeforeAfter, classSummary, Gallery } from "./Gallery";
+import { BeforeAfter, classSummary, Gallery, keptOnTopK } from "./Gallery";
 
 const d = unit as unknown as UnitDetail;
 const val = d.topk.val;
@@ -41,11 +41,12 @@ describe("Gallery", () => {
     render(<BeforeAfter title="Validation set" before={before} after={after} />);
     const [b, a] = screen.getAllByRole("region").filter((r) => r.classList.contains("gallery"));
     expect(within(b).getByRole("heading", { name: "Before (θ_init)" })).toBeInTheDocument();
-    expect(within(a).getByRole("heading", { name: "After (θ_final)" })).toBeInTheDocument();
+    expect(within(a).getByRole("heading", { name: "After (selected state)" })).toBeInTheDocument(); // the state shown, named (issue 19, item 3)
     expect(within(b).getAllByText("dropped")).toHaveLength(3);
     expect(within(b).getAllByText("kept")).toHaveLength(1);
     expect(within(a).getAllByText("new")).toHaveLength(3);
-    expect(within(a).getByText(/1\/4 kept from before/)).toBeInTheDocument();
+    expect(within(a).getByText(/1\/4 kept from the top-4 before/)).toBeInTheDocument();
+    expect(within(b).getByText(/1\/4 still in the top-4 after/)).toBeInTheDocument();
     // a dropped image says so to a screen reader too
     expect(within(b).getAllByRole("img")[0]).toHaveAccessibleName(`#1: ${before[0].label_name} (image ${before[0].image_id}), dropped from the top-k after the attack`);
   });
@@ -70,5 +71,30 @@ describe("Gallery", () => {
   it("says why it is empty", () => {
     render(<Gallery title="Before" images={[]} variant="before" />);
     expect(screen.getByText(/No images \(the unit is dead/)).toBeInTheDocument();
+  });
+});
+
+describe("the k of the kept count (issue 19, item 4)", () => {
+  it("a top-10 gallery beside top-5 measures counts the kept images on both ks", () => {
+    const ten = val.before.slice(0, 10);
+    // after: the before's images 6–10 first (they were not in its top-5), then its 1–5: all 10 kept, none of the top-5
+    const after = [...ten.slice(5), ...ten.slice(0, 5)];
+    render(<BeforeAfter title="Validation set" before={ten} after={after} afterTitle="After (final state, step 300)" measureK={5} />);
+    const [b, a] = screen.getAllByRole("region").filter((r) => r.classList.contains("gallery"));
+    expect(within(a).getByRole("heading", { name: "After (final state, step 300)" })).toBeInTheDocument();
+    expect(within(a).getByText(/10\/10 kept from the top-10 before · on the top-5 the measures use: 0\/5/)).toBeInTheDocument();
+    expect(within(b).getByText(/10\/10 still in the top-10 after · on the top-5 the measures use: 0\/5/)).toBeInTheDocument();
+  });
+
+  it("keptOnTopK counts the first k of one side among the first k of the other", () => {
+    const ims = val.before.slice(0, 6);
+    expect(keptOnTopK(ims, [ims[1], ims[5], ims[0], ims[2]], 3)).toBe(2); // top-3 {0,1,2} vs {1,5,0}
+    expect(keptOnTopK(ims, ims, 4)).toBe(4);
+  });
+
+  it("no second count when the gallery is no longer than the measures' k", () => {
+    const five = val.before.slice(0, 5);
+    render(<BeforeAfter title="Validation set" before={five} after={five} measureK={5} />);
+    expect(screen.queryByText(/the measures use/)).toBeNull();
   });
 });

@@ -11,6 +11,14 @@ export type GalleryProps = {
   /** a class to highlight (push-up decoy class) */
   highlightLabel?: number | null;
   emptyText?: string;
+  /**
+   * The k the measures use (the run's k_clip) when the gallery shows more: the count of
+   * kept images is then given on the top-k_clip too, the one the overlap and CLIP-δ
+   * beside it count (issue 19, item 4: "10/10 kept" next to a top-5 overlap of 40 %).
+   */
+  measureK?: number | null;
+  /** the other side's images in rank order (for the count on the top-`measureK`) */
+  other?: Img[];
 };
 
 export function classSummary(images: Img[]): string {
@@ -22,8 +30,16 @@ export function classSummary(images: Img[]): string {
     .join(", ");
 }
 
-export function Gallery({ title, images, variant, otherIds, highlightLabel, emptyText }: GalleryProps) {
+/** How many of a side's first k images are among the other side's first k ("kept" on the top-k). */
+export function keptOnTopK(images: Img[], other: Img[], k: number): number {
+  const top = new Set(other.slice(0, k).map((im) => im.image_id));
+  return images.slice(0, k).filter((im) => top.has(im.image_id)).length;
+}
+
+export function Gallery({ title, images, variant, otherIds, highlightLabel, emptyText, measureK, other }: GalleryProps) {
   const kept = otherIds ? images.filter((im) => otherIds.has(im.image_id)).length : null;
+  const n = images.length;
+  const k = measureK != null && other && measureK < n ? Math.min(measureK, other.length) : null;
   return (
     <section className={`gallery ${variant}`} aria-label={title}>
       <header>
@@ -31,7 +47,8 @@ export function Gallery({ title, images, variant, otherIds, highlightLabel, empt
         {images.length > 0 && (
           <p className="muted small">
             {classSummary(images)}
-            {kept != null && ` · ${kept}/${images.length} ${variant === "after" ? "kept from before" : "still in the top-k after"}`}
+            {kept != null && ` · ${kept}/${n} ${variant === "after" ? `kept from the top-${n} before` : `still in the top-${n} after`}`}
+            {kept != null && k != null && ` · on the top-${k} the measures use: ${keptOnTopK(images, other!, k)}/${k}`}
           </p>
         )}
       </header>
@@ -71,8 +88,12 @@ export function Gallery({ title, images, variant, otherIds, highlightLabel, empt
   );
 }
 
-export function BeforeAfter({ title, before, after, highlightLabel }: {
+export function BeforeAfter({ title, before, after, highlightLabel, afterTitle = "After (selected state)", measureK }: {
   title: string; before: Img[]; after: Img[]; highlightLabel?: number | null;
+  /** names the state shown as "after": "After (selected state, step 200)" / "After (final state, step 300)" */
+  afterTitle?: string;
+  /** the run's k_clip (see Gallery) */
+  measureK?: number | null;
 }) {
   const beforeIds = new Set(before.map((i) => i.image_id));
   const afterIds = new Set(after.map((i) => i.image_id));
@@ -80,8 +101,8 @@ export function BeforeAfter({ title, before, after, highlightLabel }: {
     <section className="before-after" aria-label={title}>
       <h3>{title}</h3>
       <div className="pair">
-        <Gallery title="Before (θ_init)" images={before} variant="before" otherIds={afterIds} highlightLabel={highlightLabel} />
-        <Gallery title="After (θ_final)" images={after} variant="after" otherIds={beforeIds} highlightLabel={highlightLabel} />
+        <Gallery title="Before (θ_init)" images={before} variant="before" otherIds={afterIds} highlightLabel={highlightLabel} measureK={measureK} other={after} />
+        <Gallery title={afterTitle} images={after} variant="after" otherIds={beforeIds} highlightLabel={highlightLabel} measureK={measureK} other={before} />
       </div>
     </section>
   );

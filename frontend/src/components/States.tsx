@@ -1,5 +1,7 @@
-import type { ReactNode } from "react";
+import { useEffect, useState, type ReactNode } from "react";
 import { ApiError } from "../api/client";
+import { absTime, when } from "../lib/format";
+import { selectedIsInitText, type AttackOutcome } from "../lib/rows";
 
 export function Loading({ what = "Loading" }: { what?: string }) {
   return (
@@ -44,5 +46,44 @@ export function NotFound({ title, children }: { title: string; children?: ReactN
       <h1>{title}</h1>
       {children}
     </section>
+  );
+}
+
+/** The current time (ms), re-read every `everyMs`: relative times that keep ticking. */
+export function useNow(everyMs = 30_000): number {
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    const t = window.setInterval(() => setNow(Date.now()), everyMs);
+    return () => window.clearInterval(t);
+  }, [everyMs]);
+  return now;
+}
+
+/**
+ * A time as "2 min ago" that stays true (re-rendered each half minute), with the full
+ * date as its tooltip; `absolute` shows the date itself (a finished job's start and end).
+ */
+export function When({ iso, absolute = false }: { iso: string | null | undefined; absolute?: boolean }) {
+  const now = useNow();
+  if (!iso) return <>{when(iso)}</>;
+  return (
+    <time dateTime={iso} title={absTime(iso)}>
+      {absolute ? absTime(iso) : when(iso, now)}
+    </time>
+  );
+}
+
+/**
+ * Says that the run's "selected" state is θ_init (no evaluated state stayed within the
+ * accuracy budget) and offers the final state (issue 19, item 2). Nothing when the attack
+ * had a state within budget.
+ */
+export function SelectedIsInit({ outcome, children }: { outcome: AttackOutcome | null; children?: ReactNode }) {
+  if (!outcome?.selected_is_init) return null;
+  return (
+    <div className="banner warn selected-is-init" role="note" data-testid="selected-is-init">
+      <strong>The selected state shows no attack.</strong> {selectedIsInitText(outcome)}
+      {children ? <> {children}</> : null}
+    </div>
   );
 }

@@ -12,8 +12,13 @@ export const SYNTH_METRICS: { key: keyof SyntheticMeasures; label: string; help:
   { key: "ns_agreement", label: "natural–synthetic agreement", help: "how much closer the unit's top-k is to its own synthetic images than to other units' (> 1: closer)" },
 ];
 
-/** Before/after pairs, one row per seed: a pair differs only by the weights. */
-export function SyntheticPairs({ before, after, unit, layer, size = 128 }: { before: SynthImage[]; after: SynthImage[]; unit: number; layer: string; size?: number }) {
+/**
+ * Before/after pairs, one row per seed: a pair differs only by the weights. `afterState`
+ * names the weights of the "after" column (the visualize step renders the selected state).
+ */
+export function SyntheticPairs({ before, after, unit, layer, size = 128, afterState = "selected state" }: {
+  before: SynthImage[]; after: SynthImage[]; unit: number; layer: string; size?: number; afterState?: string;
+}) {
   const seeds = [...new Set([...before, ...after].map((im) => im.seed))];
   const at = (side: SynthImage[], seed: number | null, i: number) => side.find((im) => im.seed === seed) ?? (seed == null ? side[i] : undefined);
   return (
@@ -25,7 +30,7 @@ export function SyntheticPairs({ before, after, unit, layer, size = 128 }: { bef
         <tr>
           <th scope="col">seed</th>
           <th scope="col">before (θ_init)</th>
-          <th scope="col">after (θ_final)</th>
+          <th scope="col">after ({afterState})</th>
         </tr>
       </thead>
       <tbody>
@@ -37,7 +42,7 @@ export function SyntheticPairs({ before, after, unit, layer, size = 128 }: { bef
             <tr key={String(seed ?? i)}>
               <th scope="row" className="num">{seed ?? "—"}</th>
               <td>{b ? <AuthImage src={b.url} size={size} alt={`synthetic visualization of unit ${unit} (${layer})${name}, before the attack (θ_init)`} /> : <span className="muted small">not rendered</span>}</td>
-              <td>{a ? <AuthImage src={a.url} size={size} alt={`synthetic visualization of unit ${unit} (${layer})${name}, after the attack (θ_final)`} /> : <span className="muted small">not rendered</span>}</td>
+              <td>{a ? <AuthImage src={a.url} size={size} alt={`synthetic visualization of unit ${unit} (${layer})${name}, after the attack (${afterState})`} /> : <span className="muted small">not rendered</span>}</td>
             </tr>
           );
         })}
@@ -46,14 +51,23 @@ export function SyntheticPairs({ before, after, unit, layer, size = 128 }: { bef
   );
 }
 
-/** The SPEC §4 numbers of one unit or of a layer's mean, as a definition list. */
-export function SyntheticNumbers({ values, keys = SYNTH_METRICS.map((m) => m.key) }: { values: Partial<SyntheticMeasures>; keys?: (keyof SyntheticMeasures)[] }) {
+/** The measures that compare with the natural top-k: a dead unit has none (it has no top-k). */
+const NEEDS_TOPK: (keyof SyntheticMeasures)[] = ["natural_clip_delta", "ns_agreement"];
+
+/**
+ * The SPEC §4 numbers of one unit or of a layer's mean, as a definition list. A dead
+ * unit shows "dead unit" in place of the measures that need its top-k (issue 19, item 4:
+ * it showed an agreement value).
+ */
+export function SyntheticNumbers({ values, keys = SYNTH_METRICS.map((m) => m.key), dead = false }: {
+  values: Partial<SyntheticMeasures>; keys?: (keyof SyntheticMeasures)[]; dead?: boolean;
+}) {
   return (
     <dl className="kv synth-numbers">
       {SYNTH_METRICS.filter((m) => keys.includes(m.key)).map((m) => (
         <div key={m.key} title={m.help}>
           <dt>{m.label}</dt>
-          <dd>{num(values[m.key] ?? null)}</dd>
+          <dd>{dead && NEEDS_TOPK.includes(m.key) ? <span className="muted" title="a dead unit has no top-k to compare with">dead unit</span> : num(values[m.key] ?? null)}</dd>
         </div>
       ))}
     </dl>

@@ -1,16 +1,22 @@
 // Thesis Fig. 3.7 in numbers: per layer, the natural vs the synthetic CLIP-δ means (and
 // the other SPEC §4 measures), and a scatter of the two per unit, attacked units apart.
 import type { LayerSynthetic } from "../api/contract";
-import { num } from "../lib/format";
+import { num, unitRole } from "../lib/format";
 import { Scatter } from "./Charts";
 import { SYNTH_METRICS } from "./Synthetic";
 
-export function SyntheticSummary({ synthetic, layers, current, onPickUnit }: {
+export function SyntheticSummary({ synthetic, layers, current, onPickUnit, kClip, attackKind }: {
   synthetic: Record<string, LayerSynthetic>;
   layers: string[];
   current: string | undefined;
   onPickUnit: (layer: string, unit: number) => void;
+  /** the run's k_clip: the natural CLIP-δ is on each unit's top-k_clip */
+  kClip?: number | null;
+  /** "finetune" for the α = 0 control: its units are targets, not attacked */
+  attackKind?: string | null;
 }) {
+  const role = unitRole(attackKind);
+  const attacked = role.badge === "attacked" ? "attacked" : "target";
   const names = [...layers.filter((l) => synthetic[l]), ...Object.keys(synthetic).filter((l) => !layers.includes(l))];
   const layer = current && synthetic[current] ? current : names[0];
   const units = layer ? synthetic[layer].units : [];
@@ -18,7 +24,7 @@ export function SyntheticSummary({ synthetic, layers, current, onPickUnit }: {
   return (
     <section className="panel" aria-label="Natural vs synthetic (Fig. 3.7)">
       <h2>
-        Natural vs synthetic <span className="muted small">(thesis Fig. 3.7 in numbers: means over attacked units)</span>
+        Natural vs synthetic <span className="muted small">(thesis Fig. 3.7 in numbers: means over {attacked} units)</span>
       </h2>
       <div className="scroll-x">
         <table className="data compact synth-means">
@@ -30,7 +36,7 @@ export function SyntheticSummary({ synthetic, layers, current, onPickUnit }: {
                   {m.label}
                 </th>
               ))}
-              <th scope="col" className="num">units (attacked)</th>
+              <th scope="col" className="num">units ({attacked})</th>
             </tr>
           </thead>
           <tbody>
@@ -54,11 +60,11 @@ export function SyntheticSummary({ synthetic, layers, current, onPickUnit }: {
         <div className="charts3">
           <Scatter
             title={`CLIP-δ natural vs synthetic · ${layer}`}
-            xLabel="natural CLIP-δ (top-k)"
+            xLabel={`natural CLIP-δ (top-${kClip ?? "k"})`}
             yLabel="synthetic CLIP-δ"
             groups={[
-              { key: "attacked", label: "attacked", className: "g-attacked" },
-              { key: "other", label: "not attacked", className: "g-other" },
+              { key: "attacked", label: attacked, className: "g-attacked" },
+              { key: "other", label: `not ${attacked === "attacked" ? "attacked" : "a target"}`, className: "g-other" },
             ]}
             points={units
               .filter((u) => u.natural_clip_delta != null && u.synthetic_clip_delta != null)
@@ -67,7 +73,7 @@ export function SyntheticSummary({ synthetic, layers, current, onPickUnit }: {
                 y: u.synthetic_clip_delta!,
                 id: u.unit,
                 group: u.attacked ? "attacked" : "other",
-                label: `unit ${u.unit}${u.attacked ? " (attacked)" : ""}`,
+                label: `unit ${u.unit}${u.attacked ? ` (${attacked})` : ""}`,
               }))}
             onPick={(p) => onPickUnit(layer, p.id)}
             caption={`Each dot is a unit. Below the diagonal: the attack moved the natural top-k more than the synthetic visualization (the thesis' finding). Click a dot to open the unit.${undrawn ? ` ${undrawn} unit${undrawn === 1 ? "" : "s"} without both values (not attacked or dead: no natural CLIP-δ) ${undrawn === 1 ? "is" : "are"} not drawn.` : ""}`}

@@ -2,7 +2,7 @@
 import { Link } from "react-router";
 import type { UnitRow } from "../api/client";
 import type { UnitQuery } from "../api/hooks";
-import { METRICS, METRIC_KEYS, num, share } from "../lib/format";
+import { metric, metricHelp, metricLabel, METRIC_KEYS, unitRole } from "../lib/format";
 
 export type SortKey = UnitQuery["sort"];
 
@@ -14,6 +14,10 @@ export type UnitTableProps = {
   sort: SortKey;
   order: "asc" | "desc";
   attackedOnly: boolean;
+  /** the run's k_clip: CLIP-δ, CLIP-W and the overlap are on each unit's top-k_clip (named in the titles) */
+  kClip?: number | null;
+  /** the run's attack kind: the α = 0 control ("finetune") calls its units targets, not attacked */
+  attackKind?: string | null;
   loading?: boolean;
   onSort: (key: SortKey, order: "asc" | "desc") => void;
   onPage: (page: number) => void;
@@ -28,6 +32,7 @@ export const FIRST_ORDER: Record<SortKey, "asc" | "desc"> = {
 };
 
 export function UnitTable(p: UnitTableProps) {
+  const role = unitRole(p.attackKind);
   const pages = Math.max(1, Math.ceil(p.total / p.pageSize));
   const first = p.total === 0 ? 0 : (p.page - 1) * p.pageSize + 1;
   const last = Math.min(p.total, p.page * p.pageSize);
@@ -47,7 +52,7 @@ export function UnitTable(p: UnitTableProps) {
     <div className={`unit-table${p.loading ? " is-loading" : ""}`}>
       <div className="table-tools">
         <label className="check">
-          <input type="checkbox" checked={p.attackedOnly} onChange={(e) => p.onAttackedOnly(e.target.checked)} /> attacked units only
+          <input type="checkbox" checked={p.attackedOnly} onChange={(e) => p.onAttackedOnly(e.target.checked)} /> {role.only}
         </label>
         <span className="muted" aria-live="polite">
           {p.total === 0 ? "no units" : `units ${first}–${last} of ${p.total}`}
@@ -59,14 +64,14 @@ export function UnitTable(p: UnitTableProps) {
             <tr>
               {header("unit", "unit")}
               <th scope="col">state</th>
-              {METRIC_KEYS.map((k) => header(k, METRICS[k].label, METRICS[k].help))}
+              {METRIC_KEYS.map((k) => header(k, metricLabel(k, p.kClip), metricHelp(k, p.kClip)))}
             </tr>
           </thead>
           <tbody>
             {p.rows.length === 0 && (
               <tr>
                 <td colSpan={2 + METRIC_KEYS.length} className="muted">
-                  {p.attackedOnly ? "No attacked units on this layer. Untick “attacked units only” to see all." : "No units."}
+                  {p.attackedOnly ? `No ${role.badge === "attacked" ? "attacked" : "target"} units on this layer. Untick “${role.only}” to see all.` : "No units."}
                 </td>
               </tr>
             )}
@@ -78,13 +83,19 @@ export function UnitTable(p: UnitTableProps) {
                   </Link>
                 </td>
                 <td>
-                  {r.dead ? <span className="badge dead">dead</span> : r.attacked ? <span className="badge attacked">attacked</span> : <span className="badge">not attacked</span>}
+                  {r.dead ? (
+                    <span className="badge dead">dead</span>
+                  ) : r.attacked ? (
+                    <span className="badge attacked" title={role.help}>{role.badge}</span>
+                  ) : (
+                    <span className="badge">{role.badge === "attacked" ? "not attacked" : "not a target"}</span>
+                  )}
                 </td>
-                <td className="num">{num(r.clip_delta)}</td>
-                <td className="num">{num(r.kendall_tau)}</td>
-                <td className="num">{num(r.clip_w)}</td>
-                <td className="num">{num(r.kendall_tau_w)}</td>
-                <td className="num">{share(r.topk_overlap)}</td>
+                {METRIC_KEYS.map((k) => (
+                  <td key={k} className="num">
+                    {metric(k, r[k])}
+                  </td>
+                ))}
               </tr>
             ))}
           </tbody>
@@ -107,6 +118,48 @@ export function UnitTable(p: UnitTableProps) {
           last »
         </button>
       </nav>
+    </div>
+  );
+}
+
+export type RunStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
+/**
+ * Which run status explains a missing unit list, or null when the list (or its loading
+ * state) is what to show. A run still queued or running, or one that failed or was
+ * cancelled before its metrics step, has no unit rows: the API answers an empty list (or
+ * is not asked), and "Loading units…" would spin forever (issue 19, item 5).
+ */
+export function unitListNotice(status: RunStatus, units: { total: number } | undefined, asked: boolean): Exclude<RunStatus, "succeeded"> | null {
+  if (status === "succeeded") return null;
+  if (units && units.total > 0) return null; // partial results of a failed or cancelled run: list them
+  if (status === "queued" || status === "running") return status;
+  // failed / cancelled: nothing to list when the API was not asked or answered no units
+  return !asked || units ? status : null;
+}
+
+/** The unit list's place on a run that has none: why, and what to do. */
+export function UnitListNotice({ status, reason, jobHref }: { status: Exclude<RunStatus, "succeeded">; reason?: string | null; jobHref?: string | null }) {
+  const job = jobHref ? (
+    <Link to={jobHref}>{status === "queued" || status === "running" ? "Follow the job's progress" : "Open the job"}</Link>
+  ) : null;
+  return (
+    <div className={`state ${status === "failed" ? "error" : "empty"} unit-list-notice`} role="status" data-testid="unit-list-notice" data-status={status}>
+      {status === "queued" && <p><strong>No units yet: the run is queued.</strong> The unit table appears when its metrics step has run.</p>}
+      {status === "running" && <p><strong>No units yet: the run is still running.</strong> The unit table appears when its metrics step has run.</p>}
+      {status === "failed" && (
+        <>
+          <p><strong>No units: the run failed before it measured them.</strong></p>
+          <p className="mono wrap">{reason || "no reason was recorded"}</p>
+        </>
+      )}
+      {status === "cancelled" && (
+        <p>
+          <strong>No units: the run was cancelled before it measured them.</strong>
+          {reason ? <> ({reason})</> : null} Nothing of it can be listed; launch it again to measure the units.
+        </p>
+      )}
+      {job && <p>{job}</p>}
     </div>
   );
 }

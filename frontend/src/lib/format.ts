@@ -27,11 +27,24 @@ export function score(v: number | null | undefined): string {
   return v.toPrecision(4).replace(/\.?0+$/, "");
 }
 
-export function when(iso: string | null | undefined): string {
+/** The date and time in full ("Nov 25, 2026, 06:15"), for a tooltip or a finished job. */
+export function absTime(iso: string | null | undefined): string {
   if (!iso) return DASH;
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  const s = (Date.now() - d.getTime()) / 1000;
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+/**
+ * "just now", "2 min ago", "3 h ago", then the date: relative to `now` (ms). A page that
+ * shows it keeps it current with `<When>` (components/States.tsx), which re-renders each
+ * half minute, so a finished job's "2 min ago" does not freeze (issue 19, item 11).
+ */
+export function when(iso: string | null | undefined, now: number = Date.now()): string {
+  if (!iso) return DASH;
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const s = (now - d.getTime()) / 1000;
   if (s < 45) return "just now";
   if (s < 3600) return `${Math.round(s / 60)} min ago`;
   if (s < 86400) return `${Math.round(s / 3600)} h ago`;
@@ -69,6 +82,53 @@ export const METRICS = {
 } as const;
 export type MetricKey = keyof typeof METRICS;
 export const METRIC_KEYS = Object.keys(METRICS) as MetricKey[];
+
+/*
+ * One format per measure, on every page (issue 19, item 4): CLIP-δ, Kendall-τ, CLIP-W and
+ * Kendall-τ-W with 3 decimals; the top-k overlap always as a percentage of the top-k.
+ */
+
+/** Kendall-τ (and τ-W): 3 decimals. */
+export const tau = (v: number | null | undefined) => num(v, 3);
+/** CLIP-δ (and CLIP-W): 3 decimals. */
+export const clip = (v: number | null | undefined) => num(v, 3);
+/** top-k overlap, a share of k: always a percentage ("80 %"), never a fraction. */
+export const overlap = (v: number | null | undefined) => share(v);
+
+/** A measure in its one format. */
+export function metric(key: MetricKey, v: number | null | undefined): string {
+  return key === "topk_overlap" ? overlap(v) : key === "kendall_tau" || key === "kendall_tau_w" ? tau(v) : clip(v);
+}
+
+/**
+ * A measure's column title with the k it is computed on: CLIP-δ, CLIP-W and the overlap
+ * use each unit's top-k_clip (the run's `k_clip`), so "top-5 overlap", "CLIP-δ (top-5)";
+ * Kendall-τ ranks every image and needs no k.
+ */
+export function metricLabel(key: MetricKey, kClip?: number | null): string {
+  if (kClip == null) return METRICS[key].label;
+  if (key === "topk_overlap") return `top-${kClip} overlap`;
+  if (key === "clip_delta" || key === "clip_w") return `${METRICS[key].label} (top-${kClip})`;
+  return METRICS[key].label;
+}
+
+/** The help text with the k spelled out. */
+export function metricHelp(key: MetricKey, kClip?: number | null): string {
+  const h: string = METRICS[key].help;
+  return kClip == null || key === "kendall_tau" || key === "kendall_tau_w" ? h : h.replace("top-k", `top-${kClip} (k_clip)`);
+}
+
+/**
+ * What a run's chosen units are called. In an attack they are "attacked"; the α = 0
+ * control fine-tunes without an attack, so its units are only the targets it mirrors
+ * (issue 19, item 4: the control labelled its units "attacked").
+ */
+export type UnitRole = { badge: string; many: string; only: string; help: string };
+export function unitRole(attackKind: string | null | undefined): UnitRole {
+  return attackKind === "finetune"
+    ? { badge: "target (control)", many: "target units (not attacked: α = 0 control)", only: "target units only", help: "a unit the attacked run targets; this α = 0 control run does not attack it" }
+    : { badge: "attacked", many: "attacked", only: "attacked units only", help: "a unit the attack targets" };
+}
 
 /**
  * "step 2/7 attack · push_down 12/40" from a job's progress. `stepLabel` names the step

@@ -48,7 +48,7 @@ describe("run summary", () => {
     const row = within(screen.getByRole("region", { name: "Summary (Table 3.1)" })).getAllByRole("row")[1];
     expect(within(row).getAllByRole("cell")[1]).toHaveTextContent(run.table[0].clip_delta!.toFixed(3));
     expect(screen.getByRole("heading", { name: /Push-up success · decoy class 8 \(Bag\)/ })).toBeInTheDocument();
-    expect(screen.getByRole("img", { name: /CLIP-δ per unit: histogram of 112 values/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /CLIP-δ per unit \(top-5, selected state\): histogram of 112 values/ })).toBeInTheDocument();
     expect(screen.getByRole("img", { name: /CLIP similarity pre vs post \(Fig. 3.5\): scatter of 112 units/ })).toBeInTheDocument();
     expect(await screen.findByText(`units 1–25 of ${units.total}`)).toBeInTheDocument();
     expect(screen.getByRole("button", { name: "Share…" })).toBeInTheDocument();

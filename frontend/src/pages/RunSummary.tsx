@@ -9,11 +9,13 @@ import { CopyButton } from "../components/CopyButton";
 import { NeedsToken } from "../components/Layout";
 import { ShareDialog } from "../components/ShareDialog";
 import { RunRows } from "../components/RunRows";
-import { ErrorBox, Loading, NotFound, StatusBadge } from "../components/States";
+import { ErrorBoundary } from "../components/ErrorBoundary";
+import { ErrorBox, Loading, NotFound, SelectedIsInit, StatusBadge, When } from "../components/States";
 import { SyntheticSummary } from "../components/SyntheticSummary";
-import { FIRST_ORDER, UnitTable, type SortKey } from "../components/UnitTable";
+import { FIRST_ORDER, UnitListNotice, unitListNotice, UnitTable, type SortKey } from "../components/UnitTable";
 import { runLayers } from "../lib/chain";
-import { attackLabel, DASH, nImages, num, pct, share, signed, when } from "../lib/format";
+import { attackLabel, clip, DASH, metricLabel, nImages, num, overlap, pct, share, signed, tau, unitRole } from "../lib/format";
+import { attackOutcome } from "../lib/rows";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../lib/share";
 import { usePageTitle } from "../lib/title";
 
@@ -105,7 +107,10 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
     page_size: 25,
     attacked_only: sp.get("attacked") !== "0",
   };
-  const units = useUnits(run.id, layer, q, run.status === "succeeded" || !!run.table.length);
+  // a run without results (queued, running, failed or cancelled before its metrics) has no unit rows to ask for
+  const unitsAsked = run.status === "succeeded" || !!run.table.length;
+  const units = useUnits(run.id, layer, q, unitsAsked);
+  const notice = unitListNotice(run.status, units.data, unitsAsked);
   const update = (changes: Record<string, string | null>) => {
     const next = new URLSearchParams(sp);
     for (const [k, v] of Object.entries(changes)) v == null ? next.delete(k) : next.set(k, v);
@@ -122,6 +127,12 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
   const budget = typeof attack.acc_budget_pp === "number" ? attack.acc_budget_pp : null;
   const acc = run.accuracy ?? {};
   const done = run.status === "succeeded";
+  const outcome = attackOutcome(run);
+  const role = unitRole(attack.kind as string | undefined);
+  const hasResults = rows.length > 0 || run.table.length > 0;
+  // the final state of one unit, for "offer the final state" (the first attacked one of the layer)
+  const firstAttacked = [...(info.attacked ?? [])].sort((x, y) => x - y)[0];
+  const finalUnitHref = layer && firstAttacked != null ? href(`${unitPath(run.id, layer, firstAttacked)}?state=final`) : null;
 
   return (
     <div className="page run">
@@ -145,7 +156,8 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
             {attack.kind === "finetune" ? "0" : attack.alpha == null ? "dynamic" : String(attack.alpha)}
             {attack.score_norm ? ` · ${attack.score_norm}` : ""}
             {` · k ${attack.k ?? DASH}, k_clip ${run.k_clip}`}
-            {` · ${when(run.created_at)}`}
+            {" · "}
+            <When iso={run.created_at} />
             {run.control_run_id != null && (
               <>
                 {" · "}
@@ -188,13 +200,22 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
               This run failed: <span className="mono">{run.error ?? "no message"}</span>.{" "}
             </>
           ) : run.status === "cancelled" ? (
-            "This run was cancelled; what it measured before is shown below. "
+            hasResults ? (
+              "This run was cancelled; the results it measured before are shown below. "
+            ) : (
+              <>
+                This run was cancelled before it measured any results{run.error ? ` (${run.error})` : ""}: there is nothing to show.{" "}
+              </>
+            )
           ) : (
             "This run is still in progress; the results appear when it is done. "
           )}
           {run.job_id && !readOnly && <Link to={`/jobs/${run.job_id}`}>Open the job{run.status === "running" || run.status === "queued" ? " (live progress)" : ""}</Link>}
         </div>
       )}
+      <SelectedIsInit outcome={outcome}>
+        {hasResults && <>The final state is the <strong>final</strong> row of the summary{finalUnitHref ? <>; per unit, each unit page's “final state” tab (<Link to={finalUnitHref}>unit {firstAttacked}, final state</Link>)</> : null}.</>}
+      </SelectedIsInit>
       {run.embedder_warning && (
         <div className="banner warn" role="note">
           <strong>Embedder:</strong> {run.embedder_warning}
@@ -202,24 +223,28 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
       )}
 
       {rows.length > 0 && (
+        <ErrorBoundary name="Summary (Table 3.1)">
         <section className="panel" aria-label="Summary (Table 3.1)">
           <h2>
             Summary <span className="muted small">(thesis Table 3.1: means over attacked units, per layer and state)</span>
           </h2>
           <div className="scroll-x">
-            <RunRows rows={rows} layers={layers} current={layers.length > 1 ? layer : undefined} budget={budget} layerHref={(l) => href(layerPath(run.id, l))} runHref={(r) => href(runPath(r))} />
+            <RunRows rows={rows} layers={layers} current={layers.length > 1 ? layer : undefined} budget={budget} kClip={run.k_clip} selectedIsInit={outcome?.selected_is_init} layerHref={(l) => href(layerPath(run.id, l))} runHref={(r) => href(runPath(r))} />
           </div>
           <p className="muted small">
             <strong>selected</strong>: the latest evaluated state within the {budget != null ? `${budget} pp ` : ""}accuracy budget on the full validation set;{" "}
             <strong>final</strong>: the last step's state (flagged when over the budget);{" "}
             <strong>α = 0 control</strong>: plain fine-tuning with the same settings. Embedder for CLIP-δ / CLIP-W:{" "}
-            <span className="mono">{run.embedder ?? DASH}</span>. Kendall-τ is computed on the validation set
+            <span className="mono">{run.embedder ?? DASH}</span>. CLIP-δ, CLIP-W and the overlap compare each unit's top-{run.k_clip} (k_clip)
+            {typeof attack.k === "number" && attack.k !== run.k_clip ? `; the unit pages' galleries show the top-${attack.k}` : ""}. Kendall-τ is computed on the validation set
             {info.n_images ? ` (${info.n_images.toLocaleString("en")} images)` : ""}.
           </p>
         </section>
+        </ErrorBoundary>
       )}
 
       {rows.length === 0 && run.table.length > 0 && (
+        <ErrorBoundary name="Summary (Table 3.1)">
         <section className="panel" aria-label="Summary (Table 3.1)">
           <h2>Summary <span className="muted small">(thesis Table 3.1: means over attacked units)</span></h2>
           <div className="scroll-x">
@@ -227,14 +252,14 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
               <thead>
                 <tr>
                   <th scope="col">layer</th>
-                  <th scope="col" className="num" title="semantic change of the top-k; 0 = identical">CLIP-δ</th>
+                  <th scope="col" className="num" title={`semantic change of the top-${run.k_clip}; 0 = identical`}>{metricLabel("clip_delta", run.k_clip)}</th>
                   <th scope="col" className="num" title="ranking kept = 1">Kendall-τ</th>
-                  <th scope="col" className="num">CLIP-W</th>
+                  <th scope="col" className="num">{metricLabel("clip_w", run.k_clip)}</th>
                   <th scope="col" className="num">Kendall-τ-W</th>
-                  <th scope="col" className="num">top-k overlap (val / train)</th>
+                  <th scope="col" className="num">{metricLabel("topk_overlap", run.k_clip)} (val / train)</th>
                   <th scope="col" className="num">Acc</th>
                   <th scope="col" className="num">ΔAcc (pp)</th>
-                  <th scope="col" className="num">units (attacked / dead)</th>
+                  <th scope="col" className="num">units ({role.badge === "attacked" ? "attacked" : "target"} / dead)</th>
                 </tr>
               </thead>
               <tbody>
@@ -243,12 +268,12 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
                     <td className="mono">
                       {layers.length > 1 ? <Link to={href(layerPath(run.id, r.layer))}>{r.layer}</Link> : r.layer}
                     </td>
-                    <td className="num strong">{num(r.clip_delta)}</td>
-                    <td className="num strong">{num(r.kendall_tau)}</td>
-                    <td className="num">{num(r.clip_w)}</td>
-                    <td className="num">{num(r.kendall_tau_w)}</td>
+                    <td className="num strong">{clip(r.clip_delta)}</td>
+                    <td className="num strong">{tau(r.kendall_tau)}</td>
+                    <td className="num">{clip(r.clip_w)}</td>
+                    <td className="num">{tau(r.kendall_tau_w)}</td>
                     <td className="num">
-                      {share(r.topk_overlap)} / {share(r.train_topk_overlap)}
+                      {overlap(r.topk_overlap)} / {overlap(r.train_topk_overlap)}
                     </td>
                     <td className="num">{pct(r.acc)}</td>
                     <td className={`num${(r.delta_acc ?? 0) < -0.5 ? " bad" : ""}`}>{signed(r.delta_acc)}</td>
@@ -261,19 +286,25 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
             </table>
           </div>
           <p className="muted small">
-            Embedder for CLIP-δ / CLIP-W: <span className="mono">{run.embedder ?? DASH}</span>. Kendall-τ is computed on the validation set
+            Embedder for CLIP-δ / CLIP-W: <span className="mono">{run.embedder ?? DASH}</span>. CLIP-δ, CLIP-W and the overlap compare each
+            unit's top-{run.k_clip} (k_clip). Kendall-τ is computed on the validation set
             {info.n_images ? ` (${info.n_images.toLocaleString("en")} images)` : ""}.
           </p>
         </section>
+        </ErrorBoundary>
       )}
 
       {(acc.init != null || acc.final != null) && (
+        <ErrorBoundary name="Accuracy">
         <section className="panel" aria-label="Accuracy">
           <h2>Accuracy</h2>
           <div className="acc">
             <AccBar label="before (θ_init)" value={acc.init} />
-            <AccBar label={`after (θ_final${acc.selected_step != null ? `, step ${acc.selected_step}` : ""})`} value={acc.final} />
-            {acc.last != null && acc.last !== acc.final && <AccBar label={`last step (${acc.steps ?? "?"})`} value={acc.last} />}
+            <AccBar
+              label={`after: selected state${acc.selected_step != null ? `, step ${acc.selected_step}` : ""}${outcome?.selected_is_init ? " = θ_init" : ""}`}
+              value={acc.final}
+            />
+            {acc.last != null && acc.last !== acc.final && <AccBar label={`after: final state, step ${outcome?.final_step ?? acc.steps ?? "?"}`} value={acc.last} />}
           </div>
           <p className="muted">
             Top-1 on the validation set. Change {signed(acc.delta)} pp.{" "}
@@ -284,35 +315,51 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
                 : ""}
           </p>
         </section>
+        </ErrorBoundary>
       )}
 
-      {run.pushup && <PushUp pushup={run.pushup as PushupData} kClip={run.k_clip} kGallery={typeof attack.k === "number" ? attack.k : null} />}
+      {run.pushup && (
+        <ErrorBoundary name="Push-up success">
+          <PushUp pushup={run.pushup as PushupData} kClip={run.k_clip} kGallery={typeof attack.k === "number" ? attack.k : null} />
+        </ErrorBoundary>
+      )}
 
       {layer && (perUnit.clip_delta?.length || sim.length) ? (
+        <ErrorBoundary name="Per-unit distributions" resetKey={layer}>
         <section className="panel" aria-label="Per-unit distributions">
           <h2>
             Per unit · <span className="mono">{layer}</span>
           </h2>
           <div className="charts3">
-            <Histogram title="CLIP-δ per unit" label="CLIP-δ" values={perUnit.clip_delta ?? []} />
-            <Histogram title="Kendall-τ per unit" label="Kendall-τ" values={perUnit.kendall_tau ?? []} />
-            <Scatter
-              title="CLIP similarity pre vs post (Fig. 3.5)"
-              xLabel="C_jj(init, init): top-k vs itself"
-              yLabel="C_jj(init, final)"
-              points={sim.map((s) => ({ x: s.pre, y: s.post, id: s.unit, label: `unit ${s.unit}` }))}
-              onPick={(pt) => navigate(href(unitPath(run.id, layer, pt.id)))}
-              caption="Each dot is an attacked unit: below the diagonal, its final top-k looks less like its initial top-k. Click a dot to open the unit."
-            />
+            <ErrorBoundary name="CLIP-δ histogram" resetKey={layer}>
+              <Histogram title={`CLIP-δ per unit (top-${run.k_clip}, selected state)`} label="CLIP-δ" values={perUnit.clip_delta ?? []} />
+            </ErrorBoundary>
+            <ErrorBoundary name="Kendall-τ histogram" resetKey={layer}>
+              <Histogram title="Kendall-τ per unit (selected state)" label="Kendall-τ" values={perUnit.kendall_tau ?? []} />
+            </ErrorBoundary>
+            <ErrorBoundary name="CLIP similarity scatter" resetKey={layer}>
+              <Scatter
+                title="CLIP similarity pre vs post (Fig. 3.5)"
+                xLabel={`C_jj(init, init): top-${run.k_clip} vs itself`}
+                yLabel={`C_jj(init, selected${outcome?.selected_is_init ? " = init" : ""})`}
+                points={sim.map((s) => ({ x: s.pre, y: s.post, id: s.unit, label: `unit ${s.unit}` }))}
+                onPick={(pt) => navigate(href(unitPath(run.id, layer, pt.id)))}
+                caption={`Each dot is ${role.badge === "attacked" ? "an attacked unit" : "a target unit of this α = 0 control (not attacked)"}: below the diagonal, its top-${run.k_clip} in the selected state looks less like its initial top-${run.k_clip}. Click a dot to open the unit.`}
+              />
+            </ErrorBoundary>
           </div>
         </section>
+        </ErrorBoundary>
       ) : null}
 
       {run.synthetic && Object.keys(run.synthetic).length > 0 && (
-        <SyntheticSummary synthetic={run.synthetic} layers={layers} current={layer} onPickUnit={(l, u) => navigate(href(unitPath(run.id, l, u)))} />
+        <ErrorBoundary name="Synthetic visualizations" resetKey={layer}>
+          <SyntheticSummary synthetic={run.synthetic} layers={layers} current={layer} kClip={run.k_clip} attackKind={attack.kind as string | undefined} onPickUnit={(l, u) => navigate(href(unitPath(run.id, l, u)))} />
+        </ErrorBoundary>
       )}
 
       {hist.length > 0 && (
+        <ErrorBoundary name="Training">
         <section className="panel" aria-label="Training">
           <h2>Training</h2>
           <div className="charts3">
@@ -381,9 +428,11 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
             </details>
           )}
         </section>
+        </ErrorBoundary>
       )}
 
       {layer && (
+        <ErrorBoundary name="Units" resetKey={layer}>
         <section className="panel" aria-label="Units">
           <div className="section-head">
             <h2>
@@ -391,7 +440,7 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
               {info.units != null && (
                 <span className="muted small">
                   {" "}
-                  ({info.units} units, {info.attacked?.length ?? "?"} attacked, {info.dead?.length ?? "?"} dead)
+                  ({info.units} units, {info.attacked?.length ?? "?"} {role.many}, {info.dead?.length ?? "?"} dead)
                 </span>
               )}
             </h2>
@@ -407,6 +456,8 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
           </div>
           {units.error ? (
             <ErrorBox error={units.error} retry={() => units.refetch()} />
+          ) : notice ? (
+            <UnitListNotice status={notice} reason={run.error} jobHref={run.job_id && !readOnly ? `/jobs/${run.job_id}` : null} />
           ) : !units.data ? (
             <Loading what="Loading units" />
           ) : (
@@ -418,6 +469,8 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
               sort={sort}
               order={order}
               attackedOnly={q.attacked_only}
+              kClip={run.k_clip}
+              attackKind={attack.kind as string | undefined}
               loading={units.isFetching}
               onSort={(s, o) => update({ sort: s, order: o, page: null })}
               onPage={(p) => update({ page: p > 1 ? String(p) : null })}
@@ -427,6 +480,7 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
             />
           )}
         </section>
+        </ErrorBoundary>
       )}
     </div>
   );

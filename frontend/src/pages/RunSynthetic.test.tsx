@@ -153,7 +153,7 @@ describe("unit page: synthetic visualizations", () => {
     expect(document.title).toBe("Unit 11 · relu3 · relu2+relu3 push-down · fvaudit");
     const imgs = await within(panel).findAllByRole("img", { name: /^synthetic visualization of unit 11 \(relu3\), seed \d, (before|after)/ });
     expect(imgs).toHaveLength(8);
-    expect(within(panel).getByRole("img", { name: "synthetic visualization of unit 11 (relu3), seed 3, after the attack (θ_final)" })).toBeInTheDocument();
+    expect(within(panel).getByRole("img", { name: "synthetic visualization of unit 11 (relu3), seed 3, after the attack (selected state)" })).toBeInTheDocument();
     const dl = within(panel).getAllByRole("definition").map((d) => d.textContent);
     const dt = within(panel).getAllByRole("term").map((d) => d.textContent);
     expect(Object.fromEntries(dt.map((t, i) => [t, dl[i]]))).toEqual({
