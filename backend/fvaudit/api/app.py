@@ -38,51 +38,91 @@ Validation errors are 422 with `detail[].loc` naming the field.
 """
 
 
-class UploadLimit:
-    """Refuse request bodies above the upload limit while they stream in (413)."""
+class BodyLimit:
+    """413 for a request body above its route's limit, before anything reads or parses it.
 
-    def __init__(self, app: ASGIApp, path_suffix: str = "/models/upload") -> None:
+    Every route reads at most ``FVAUDIT_MAX_BODY_BYTES`` (JSON bodies); the routes of
+    :data:`LARGE_BODY_ROUTES` (the checkpoint upload) have their own, larger limit. A
+    declared ``Content-Length`` above the limit is refused without reading a byte; a
+    chunked body (no length) is counted as it streams in and refused at the first chunk
+    that crosses the limit, so a 30 MB JSON body is never held in memory or parsed. The
+    outermost of this app's middlewares: :class:`RejectNonFiniteJSON` buffers the body it
+    inspects, and it only ever sees what this lets through.
+
+    The refusal is raised from ``receive`` as an ``HTTPException(413)``: FastAPI re-raises
+    exceptions of that type from body parsing (any other would become a 400), so a route
+    answers the JSON 413 of the app's handler, and a middleware that was reading (the
+    NaN check) lets it through to here, which answers the same.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.suffix = path_suffix
+
+    @staticmethod
+    def limit_for(scope: Scope) -> tuple[int, str]:
+        """(bytes, the setting that sets them) of a request's route."""
+        settings = get_settings()
+        for path, what in LARGE_BODY_ROUTES.items():
+            if scope["path"].rstrip("/") == path:
+                return what(settings)
+        return settings.max_body_bytes, "FVAUDIT_MAX_BODY_BYTES"
+
+    @staticmethod
+    def too_large(limit: int, setting: str) -> HTTPException:
+        return HTTPException(413, f"request body larger than {limit} bytes ({setting})")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith(self.suffix):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = get_settings().max_upload_mb * 2**20 + 2**20  # multipart overhead
-        headers = dict(scope.get("headers") or [])
+        limit, setting = self.limit_for(scope)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
         try:
-            declared = int(headers.get(b"content-length", b"0"))
+            declared_n = int(declared) if declared is not None else None
         except ValueError:
-            declared = 0
-        if declared > limit:
-            return await self._too_large(send)
+            declared_n = None
+        if declared_n is not None and declared_n > limit:
+            return await self._refuse(scope, send, self.too_large(limit, setting))
         seen = 0
-        too_large = False
 
-        async def limited() -> dict:
-            nonlocal seen, too_large
+        async def limited() -> Message:
+            nonlocal seen
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    too_large = True
-                    raise _TooLarge()
+                    raise self.too_large(limit, setting)
             return msg
 
+        started = False
+
+        async def tracked(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._too_large(send)
+            await self.app(scope, limited, tracked)
+        except StarletteHTTPException as exc:
+            if exc.status_code != 413 or started:
+                raise
+            await self._refuse(scope, send, exc)
 
-    async def _too_large(self, send: Send) -> None:
-        body = b'{"detail":"upload larger than FVAUDIT_MAX_UPLOAD_MB"}'
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, exc: StarletteHTTPException) -> None:
+        # Connection: close, since the rest of the body is left unread on the connection
+        resp = JSONResponse(status_code=413, content={"detail": exc.detail}, headers={"Connection": "close"})
+        await resp(scope, _no_body, send)
 
 
-class _TooLarge(Exception):
-    pass
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
+
+
+#: routes whose bodies may exceed FVAUDIT_MAX_BODY_BYTES: path → (bytes, setting) from the settings
+LARGE_BODY_ROUTES = {
+    # a checkpoint of up to FVAUDIT_MAX_UPLOAD_MB, plus the multipart form around it
+    f"{API}/models/upload": lambda s: (s.max_upload_mb * 2**20 + 2**20, "FVAUDIT_MAX_UPLOAD_MB"),
+}
 
 
 class _NonFinite:
@@ -203,6 +243,48 @@ def _fix_loc(request: Request, errors: list[dict]) -> list[dict]:
     return out
 
 
+#: where the Swagger UI / ReDoc assets are served from (this server, never a CDN)
+DOCS_ASSETS = f"{API}/docs/assets"
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/api/v1/docs`` (Swagger UI) and ``/api/v1/redoc`` with their scripts, styles and icon
+    served by this server from the ``fastapi-offline`` package: FastAPI's default pages load
+    them from a CDN, so the docs page the demo banner points to was blank offline (issue 19)."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=static), name="docs-assets")
+    openapi_url, title = app.openapi_url, app.title
+    redirect = f"{API}/docs/oauth2-redirect"
+
+    @app.get(f"{API}/docs", include_in_schema=False)
+    async def _swagger(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=root + openapi_url, title=f"{title} API",
+                                   oauth2_redirect_url=root + redirect,
+                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                                   # no validator badge: it is an image from validator.swagger.io
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+    @app.get(redirect, include_in_schema=False)
+    async def _swagger_redirect():
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get(f"{API}/redoc", include_in_schema=False)
+    async def _redoc(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=root + openapi_url, title=f"{title} API (ReDoc)",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+
+
 def create_app(on_shutdown=None) -> FastAPI:
     settings = get_settings()
 
@@ -226,9 +308,10 @@ def create_app(on_shutdown=None) -> FastAPI:
                 on_shutdown()
 
     app = FastAPI(title="fvaudit", version=fvaudit.__version__, description=DESCRIPTION,
-                  openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None, lifespan=lifespan)
-    app.add_middleware(UploadLimit)
+                  openapi_url=f"{API}/openapi.json", docs_url=None, redoc_url=None, lifespan=lifespan)
+    install_docs(app)
     app.add_middleware(RejectNonFiniteJSON)
+    app.add_middleware(BodyLimit)             # added last: outermost, before anything reads the body
 
     # every error body below is serialisable whatever the input was (json_safe) and names
     # no server path (clean_message): one place for all routes, present and future

@@ -12,9 +12,10 @@ the engine is ``AttackConfig(targets=..., device=..., **params.engine_fields())`
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo,
+                      WithJsonSchema, field_validator)
 
 from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS as D
 
@@ -36,18 +37,83 @@ ImageIdx = Annotated[int, Field(ge=0, le=MAX_INT)]
 UnitIdx = Annotated[int, Field(ge=0, le=MAX_INT)]
 Embedder = Annotated[str, Field(max_length=200, description="auto | none | efficientnet-lite0 | "
                                                             "open_clip:<model>:<tag>"), AfterValidator(_no_nul)]
+#: a push-up decoy class: its index (a JSON number) or its name (a string; "5" is a name, not
+#: index 5: strings are never numbers here, as everywhere in the specs)
+def _decoy_class(v: Any) -> int | str:
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ValueError("a decoy class is a class index (a number) or a class name (a string)")
+    if isinstance(v, int) and not 0 <= v <= MAX_INT:
+        raise ValueError(f"a class index lies in 0 .. {MAX_INT}")
+    if isinstance(v, str) and not 1 <= len(v) <= 200:
+        raise ValueError("a class name has 1 to 200 characters")
+    return _no_nul(v) if isinstance(v, str) else v
+
+
+#: one validator (not a union), so that an error names the field alone, not a union member
+DecoyClass = Annotated[int | str, PlainValidator(_decoy_class), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_INT},
+               {"type": "string", "minLength": 1, "maxLength": 200}]})]
 
 
 class Strict(BaseModel):
-    """Base of every spec: unknown fields, non-finite numbers and type coercions refused."""
+    """Base of every spec and request body: unknown fields, non-finite numbers and type
+    coercions refused (``true`` is not 1, ``"5"`` is not 5, ``1.0`` is not an integer).
+
+    One base, so that a field added later is strict without anyone remembering to say so;
+    the request bodies of the API (``api/schemas.py``) derive from it too.
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+def default_of(model: type[BaseModel], name: str) -> Any:
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+def unused_given(obj: BaseModel, rules: dict[str, tuple[bool, str]]) -> tuple[str, str] | None:
+    """The rule for fields a spec's variant does not use (an attack kind, a detection without
+    a reference): such a field must be left at its default; a different value is refused
+    (422 naming the field and why) rather than silently ignored, since a user who set it
+    believed it changed something. ``rules``: field → (used here?, why not). Returns the
+    first offending (field, message), in the model's field order, else None.
+
+    The value, not its presence, decides: a spec that spells out every default (the
+    dashboard's forms, a stored spec re-validated by the worker) passes.
+    """
+    for name in type(obj).model_fields:
+        if name in rules and not rules[name][0]:
+            value = getattr(obj, name)
+            default = default_of(type(obj), name)
+            if value != default:
+                return name, (f"{rules[name][1]}: leave {name} out"
+                              + ("" if default is None else f" (or at its default {default!r})"))
+    return None
 
 
 def unique_layers(v: list[str]) -> list[str]:
     if len(set(v)) != len(v):
         raise ValueError("a layer is listed twice")
     return v
+
+
+#: attack fields only some attack kinds use: field → (the kinds that use it, why the others do not)
+ATTACK_FIELD_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "alpha_init": (("push_down", "push_up"), "the finetune baseline has α = 0, no α controller"),
+    "alpha_max": (("push_down", "push_up"), "the finetune baseline has α = 0, no α controller"),
+    "alpha_factor": (("push_down", "push_up"), "the finetune baseline has α = 0, no α controller"),
+    "attack_batch_size": (("push_down",), "only push_down draws batches of the attacked top-k"),
+    "decoy_batch_size": (("push_up",), "only push_up draws batches of decoys"),
+    "score_norm": (("push_down", "push_up"), "the finetune baseline has no attack loss to normalise"),
+    "n_decoys": (("push_up",), "only push_up draws decoys"),
+    "decoy_ids": (("push_up",), "only push_up uses decoy images"),
+    "decoy_class": (("push_up",), "only push_up uses a decoy class"),
+}
+
+
+def attack_rules(kinds: list[str] | tuple[str, ...]) -> dict[str, tuple[bool, str]]:
+    """:func:`unused_given` rules of an attack run as any of ``kinds`` (a sweep runs several)."""
+    return {f: (any(k in users for k in kinds), why + f" (this attack: {', '.join(kinds)})")
+            for f, (users, why) in ATTACK_FIELD_KINDS.items()}
 
 
 class AttackParams(Strict):
@@ -87,8 +153,9 @@ class AttackParams(Strict):
                                   description="steps between resumable checkpoints")
     decoy_ids: list[ImageIdx] | None = Field(None, min_length=1, max_length=100_000,
                                              description="push-up: explicit decoy image ids of the training set")
-    decoy_class: int | str | None = Field(None, validate_default=True,
-                                          description="push-up: decoy class index (or name) of the training set")
+    decoy_class: DecoyClass | None = Field(None, validate_default=True,
+                                           description="push-up: decoy class index (a number) or name (a string) "
+                                                       "of the training set")
 
     @field_validator("layers")
     @classmethod
@@ -114,15 +181,17 @@ class AttackParams(Strict):
     @field_validator("decoy_class")
     @classmethod
     def _decoy(cls, v, info: ValidationInfo):
-        if isinstance(v, str):
-            _no_nul(v)
-            if not v or len(v) > 200:
-                raise ValueError("class name must have 1 to 200 characters")
-        if isinstance(v, int) and not 0 <= v <= MAX_INT:
-            raise ValueError("class index must be >= 0")
         if info.data.get("kind") == "push_up" and v is None and not info.data.get("decoy_ids"):
             raise ValueError("push_up needs a decoy: give decoy_class (or decoy_ids)")
         return v
+
+    def for_kind(self, kind: str, **update) -> "AttackParams":
+        """These settings as an attack of ``kind``: the fields ``kind`` does not use back at their
+        defaults (the α = 0 control of a push-down, a sweep's push-down and push-up of one base)."""
+        reset = {f: default_of(AttackParams, f) for f, (users, _) in ATTACK_FIELD_KINDS.items() if kind not in users}
+        if kind == "finetune":
+            reset["alpha"] = 0.0
+        return self.model_copy(update={**reset, "kind": kind, **update})
 
     def engine_fields(self) -> dict:
         """Every field but the targets, by the engine's names: ``AttackConfig(**this)``."""

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
 from fvaudit.db.models import ImageSet, Job, Model, User
-from fvaudit.jobs.specs import AttackParams
+from fvaudit.jobs.specs import AttackParams, attack_rules, unused_given
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 #: what an open_clip model name or pretrained tag may look like (never a path)
@@ -69,12 +69,24 @@ def get_model(db: Session, model_id: int, loc: tuple) -> Model:
 
 
 def get_image_set(db: Session, set_id: int, loc: tuple) -> ImageSet:
+    """A ready image set, else why not in words: failed (with its reason), or still indexing.
+
+    A set whose registration job ended without marking it (its worker was lost and the
+    reaper gave up, or it was cancelled) is failed too, with the job's reason: its row
+    still reads ``indexing`` but nothing will ever index it (the image-set API reads it
+    the same way).
+    """
     s = db.get(ImageSet, set_id)
     if s is None:
         raise FieldError(loc, f"unknown image set id {set_id}")
-    if s.status != "ready":     # a folder still being indexed by its register_images job, or one that failed
-        raise FieldError(loc, f"image set {set_id} is not ready ({s.status}, registration job {s.job_id})")
-    return s
+    if s.status == "ready":
+        return s
+    job = db.get(Job, s.job_id) if s.job_id is not None else None
+    if s.status == "failed" or (job is not None and job.status in ("failed", "cancelled")):
+        why = s.error or (job.error if job is not None else None) or "no reason recorded"
+        raise FieldError(loc, f"image set {set_id} ({s.name}) failed to register and cannot be used: {why}")
+    raise FieldError(loc, f"image set {set_id} ({s.name}) is still being indexed by its registration job "
+                          f"{s.job_id}: wait until it is ready")
 
 
 def get_job(db: Session, user: User, job_id: int, loc: tuple, kinds: tuple[str, ...]) -> Job:
@@ -128,8 +140,32 @@ def check_embedder(spec: str, loc: tuple) -> str:
     return canon
 
 
+def refuse_unused(obj, rules: dict[str, tuple[bool, str]], loc: tuple) -> None:
+    """422 for a field the spec's variant does not use, set to other than its default
+    (:func:`fvaudit.jobs.specs.unused_given`: the one rule of attack, audit, sweep and detect specs)."""
+    bad = unused_given(obj, rules)
+    if bad is not None:
+        raise FieldError(loc + (bad[0],), bad[1])
+
+
+def check_decoy_class(train: ImageSet, dc: int | str, loc: tuple) -> int:
+    """A decoy class (index, or name) of the training set, as its index."""
+    classes = list(train.classes)
+    if isinstance(dc, str):
+        if dc in classes:
+            return classes.index(dc)
+        hint = (f" (a class index is a number: {int(dc)}, not {dc!r})" if dc.isdigit() else "")
+        raise FieldError(loc, f"unknown class {dc!r} in {train.name}{hint}; classes: " + ", ".join(classes[:20]))
+    if not 0 <= dc < len(classes):
+        raise FieldError(loc, f"class index {dc} out of range: {train.name} has {len(classes)} classes "
+                              f"(0..{len(classes) - 1})")
+    return dc
+
+
 def check_attack(db: Session, model: Model, train: ImageSet, attack: AttackParams, loc: tuple) -> AttackParams:
-    """The attack's layers resolved to names, its units, decoys and k in range; decoy class → index."""
+    """The attack's layers resolved to names, its units, decoys and k in range; decoy class → index;
+    fields its kind does not use refused (:data:`fvaudit.jobs.specs.ATTACK_FIELD_KINDS`)."""
+    refuse_unused(attack, attack_rules([attack.kind]), loc)
     layers, infos = [], []
     for i, name in enumerate(attack.layers):
         info = check_layer(model, name, loc + ("layers", i))
@@ -151,20 +187,8 @@ def check_attack(db: Session, model: Model, train: ImageSet, attack: AttackParam
                 raise FieldError(loc + ("decoy_ids", i), f"decoy image id {d} out of range: the training set "
                                                          f"{train.name} has {train.size} images")
     update: dict = {"layers": layers}
-    dc = attack.decoy_class
-    if dc is not None:
-        classes = list(train.classes)
-        if isinstance(dc, str) and not dc.isdigit():
-            if dc not in classes:
-                raise FieldError(loc + ("decoy_class",), f"unknown class {dc!r} in {train.name}; classes: "
-                                                         + ", ".join(classes[:20]))
-            update["decoy_class"] = classes.index(dc)
-        else:
-            idx = int(dc)
-            if not 0 <= idx < len(classes):
-                raise FieldError(loc + ("decoy_class",), f"class index {idx} out of range: {train.name} has "
-                                                         f"{len(classes)} classes (0..{len(classes) - 1})")
-            update["decoy_class"] = idx
+    if attack.decoy_class is not None:
+        update["decoy_class"] = check_decoy_class(train, attack.decoy_class, loc + ("decoy_class",))
     return attack.model_copy(update=update)
 
 

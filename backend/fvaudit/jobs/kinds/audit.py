@@ -54,8 +54,9 @@ class AuditSpec(Strict):
 
 
 def control_params(a: AttackParams) -> AttackParams:
-    """The α = 0 fine-tune with the attack's settings (its layers only pick the scanned units)."""
-    return a.model_copy(update={"kind": "finetune", "alpha": 0.0, "decoy_class": None, "decoy_ids": None})
+    """The α = 0 fine-tune with the attack's settings (its layers only pick the scanned units);
+    the fields a fine-tune does not use (decoys, the α controller) back at their defaults."""
+    return a.for_kind("finetune")
 
 
 @register_kind

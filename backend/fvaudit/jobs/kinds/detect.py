@@ -26,7 +26,7 @@ from fvaudit.db.models import ImageSet, Model, User, clean_json
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import DbId, Embedder, LayerName, Name, Strict, WeightsRef, unique_layers
 from fvaudit.jobs.validate import (FieldError, check_classes_match, check_embedder, check_layer, find_layer,
-                                   get_image_set, get_job, get_model)
+                                   get_image_set, get_job, get_model, refuse_unused)
 
 MAX_POPULATION = 16
 
@@ -108,6 +108,10 @@ def check_detect(db: Session, user: User, spec: DetectSpec) -> DetectSpec:
         raise FieldError(L + ("synthetic",), "synthetic change compares renders with the reference's: give a reference")
     if spec.synthetic is not None and spec.embedder == "none":
         raise FieldError(L + ("synthetic",), "synthetic change embeds the renders: choose an embedder, not 'none'")
+    # the rule of every spec: a field this detection does not use is refused when set
+    no_ref = "without a reference no CLIP-δ is measured (the top-k are compared with the reference's)"
+    refuse_unused(spec, {"k_clip": (spec.reference is not None, no_ref),
+                         "embedder": (spec.reference is not None or spec.synthetic is not None, no_ref)}, L)
     if spec.reference is None and len(spec.population) < 2:
         raise FieldError(L + ("population",), "without a reference, give at least 2 clean models of the family "
                                               "(each is judged against the others to calibrate)")
@@ -230,9 +234,13 @@ def run_detect(spec: DetectSpec, ctx) -> dict:
         art = ctx.store.put_file(db, path, "detection", ".json")
         sha = art.sha256
     summary = rep.summary()
-    by_layer = ", ".join(f"{l} {v['verdict']} ({v['n_flagged']}/{v['n_units']} units flagged)"
+    by_layer = ", ".join(f"{l} {v['verdict']}" + (f" ({v['n_flagged']}/{v['n_units']} units flagged)"
+                                                    if v["n_flagged"] is not None else "")
                          for l, v in summary["layers"].items())
-    ctx.log(f"verdict: {summary['verdict']} (p = {summary['p_value']:.3g}); {by_layer}")
+    p = summary["p_value"]
+    ctx.log(f"verdict: {summary['verdict']}" + (f" (p = {p:.3g})" if p is not None else "") + f"; {by_layer}")
+    for w in summary["warnings"]:
+        ctx.log(f"warning: {w}")
     return clean_json({**summary, "models": names, "embedder": emb_id, "embedder_warning": warning,
                        "image_set_id": spec.image_set_id, "units_sha256": sha,
                        "classes": list(images.class_names)})

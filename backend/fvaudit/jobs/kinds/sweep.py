@@ -40,7 +40,7 @@ from fvaudit.jobs.kinds.attack import new_attack_run
 from fvaudit.jobs.kinds.audit import AuditKind, AuditSpec, control_params
 from fvaudit.jobs.kinds.prune import PruneParams, PruneSpec, check_prune, new_pruned_model
 from fvaudit.jobs.registry import JobKind, Step, StepInfo, register_kind
-from fvaudit.jobs.specs import AttackParams, DbId, Embedder, Name, Strict
+from fvaudit.jobs.specs import AttackParams, DbId, DecoyClass, Embedder, Name, Strict, attack_rules, unused_given
 from fvaudit.jobs.validate import FieldError, get_image_set, get_model
 
 AttackName = Literal["push_down", "push_up"]
@@ -80,8 +80,9 @@ class SweepSpec(Strict):
     baseline: bool = Field(True, description="point 0: the unpruned base model (the curves' rate 0; the push-down "
                                              "run that vulnerability pruning ranks channels by)")
     attacks: list[AttackName] = Field(default_factory=lambda: ["push_down", "push_up"], min_length=1, max_length=2)
-    decoy_class: int | str | None = Field(None, validate_default=True, description="push-up decoy class "
-                                                                                   "(name or index)")
+    decoy_class: DecoyClass | None = Field(None, validate_default=True,
+                                           description="push-up decoy class: index (a number) or name (a string); "
+                                                       "only with push_up in attacks")
     k_clip: int = Field(5, gt=0, le=100)
     embedder: Embedder = "auto"
     scan_batch_size: int = Field(256, gt=0, le=8192)
@@ -202,9 +203,7 @@ def plan_points(spec: SweepSpec) -> list[Point]:
 
 def audit_spec(spec: SweepSpec, pt: Point, attack: str, model_id: int | None = None, name: str | None = None
                ) -> AuditSpec:
-    a = pt.base.attack.model_copy(update={"kind": attack, "decoy_class": spec.decoy_class if attack == "push_up"
-                                          else None, "decoy_ids": pt.base.attack.decoy_ids if attack == "push_up"
-                                          else None})
+    a = pt.base.attack.for_kind(attack, **({"decoy_class": spec.decoy_class} if attack == "push_up" else {}))
     return AuditSpec(name=name, model_id=model_id or pt.base.model_id, train_set_id=spec.train_set_id,
                      val_set_id=spec.val_set_id, attack=a, k_clip=spec.k_clip, embedder=spec.embedder,
                      scan_batch_size=spec.scan_batch_size, control=spec.control, visualize=spec.visualize)
@@ -224,6 +223,12 @@ def check_point(db: Session, user: User, spec: SweepSpec, pt: Point, baseline: P
     vidx = pt.value_idx
     model = get_model(db, pt.base.model_id, _point_loc(spec, ("model_id",), vidx))   # refuses one not made yet
     attack = pt.base.attack
+    if attack.kind != "push_down":
+        raise FieldError(_point_loc(spec, ("attack", "kind"), vidx),
+                         "a sweep's attacks set the attack kind: list them in attacks, leave attack.kind out")
+    bad = unused_given(attack, attack_rules(spec.attacks))        # the rule of every attack spec
+    if bad is not None:
+        raise FieldError(_point_loc(spec, ("attack", bad[0]), vidx), bad[1].replace("this attack", "this sweep"))
     for a in spec.attacks:
         try:
             checked = AuditKind().check(db, user, audit_spec(spec, pt, a))
@@ -288,6 +293,9 @@ class SweepKind(JobKind):
 
     def check(self, db, user, spec: SweepSpec) -> SweepSpec:
         L = ("spec",)
+        if spec.decoy_class is not None and "push_up" not in spec.attacks:
+            raise FieldError(L + ("decoy_class",), f"only push_up uses a decoy class (this sweep: "
+                                                   f"{', '.join(spec.attacks)}): leave decoy_class out")
         get_image_set(db, spec.train_set_id, L + ("train_set_id",))
         get_image_set(db, spec.val_set_id, L + ("val_set_id",))
         points = plan_points(spec)
