@@ -321,7 +321,9 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
         void submit();
       }}
     >
-      <div className="grid-form">
+      {/* the suspect and its reference side by side in two columns of their own (issue 19, item 9: in the
+          three-column field grid the selects, as wide as their longest option, ran under the next column) */}
+      <div className="detect-models">
         <Row field="suspect" label="Suspect model" hint="the model to check: a registered model, or an attack job's weights on it" error={shown("suspect")}>
           <ModelRefPicker
             field="suspect"
@@ -371,6 +373,8 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
           )}
           <FieldError field="reference" msg={shown("reference")} />
         </div>
+      </div>
+      <div className="grid-form">
         <Row field="name" label="Name" hint="optional; default: detection <id>" error={shown("name")}>
           <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} placeholder="e.g. check the vendor's checkpoint" {...aria("name", shown("name"))} />
         </Row>
@@ -480,8 +484,9 @@ function ModelRefPicker({ field, models, value, attacks, onChange, error }: {
 function PopCheck({ value, chosen, onToggle, children }: { value: string; chosen: string[]; onToggle: (key: string, on: boolean) => void; children: ReactNode }) {
   const on = chosen.includes(value);
   return (
-    <label className={`check${on ? " on" : ""}`}>
-      <input type="checkbox" name="population" value={value} checked={on} onChange={(e) => onToggle(value, e.target.checked)} /> {children}
+    <label className={`check pop-check${on ? " on" : ""}`}>
+      <input type="checkbox" name="population" value={value} checked={on} onChange={(e) => onToggle(value, e.target.checked)} />
+      <span className="pop-text">{children}</span>
     </label>
   );
 }

@@ -7,10 +7,12 @@ import { Link, useNavigate, useParams } from "react-router";
 import type { LayerOut } from "../api/client";
 import type { ModelSynthetic } from "../api/contract";
 import { useLayers, useModel, useModelSynthetic, useModelSyntheticUnit } from "../api/hooks";
+import { modelUsable, type ManagedModel } from "../api/manage";
 import { AuthImage } from "../components/AuthImage";
 import { NeedsToken } from "../components/Layout";
 import { RenderSynthetic } from "../components/RenderSynthetic";
-import { Empty, ErrorBox, Loading } from "../components/States";
+import { ManageActions } from "../components/Manage";
+import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
 import { useArrowKeys } from "../lib/keys";
 import { enc } from "../lib/share";
 import { usePageTitle } from "../lib/title";
@@ -51,7 +53,11 @@ function ModelInner() {
   if (!(modelId > 0)) return <ErrorBox error={new Error("No such model: the address must be /models/<number>.")} />;
   if (model.isLoading) return <Loading what={`Loading model ${modelId}`} />;
   if (model.error) return <ErrorBox error={model.error} retry={() => model.refetch()} title={(model.error as { status?: number }).status === 404 ? `There is no model ${modelId}` : undefined} />;
-  const m = model.data!;
+  const m = model.data! as ManagedModel;
+  // only a ready model has weights to audit (a pruned model is "pending" until its prune step made them; a server
+  // from before issue 19 sends no status: its models are all ready)
+  const status = m.status ?? "ready";
+  const usable = modelUsable(m);
   const byLayer = new Map((synth.data?.layers ?? []).map((l) => [l.layer, l.units]));
   const all = layers.data ?? [];
   const withImages = all.filter((l) => byLayer.get(l.name)?.length);
@@ -74,14 +80,39 @@ function ModelInner() {
           </p>
         </div>
         <div className="actions">
-          <Link className="button primary" to={`/launch?model=${m.id}`}>
-            Audit this model…
-          </Link>
-          <Link className="button" to={`/detections?suspect=${m.id}#check`}>
-            Check this model…
-          </Link>
+          {usable && (
+            <>
+              <Link className="button primary" to={`/launch?model=${m.id}`}>
+                Audit this model…
+              </Link>
+              <Link className="button" to={`/detections?suspect=${m.id}#check`}>
+                Check this model…
+              </Link>
+            </>
+          )}
+          <ManageActions what="models" id={m.id} name={m.name} hidden={m.hidden} />
         </div>
       </div>
+      {status !== "ready" && (
+        <div className={`banner ${status === "failed" ? "error" : "warn"}`} role="note" data-testid="model-status">
+          <StatusBadge status={status} />{" "}
+          {status === "pending"
+            ? "This pruned model has no weights yet: its prune step has not produced them, so it cannot be audited or checked."
+            : "This model cannot be used: its prune step failed."}
+          {m.status_reason ? ` ${m.status_reason}` : ""}
+          {m.prune_job_id != null && (
+            <>
+              {" "}
+              <Link to={`/jobs/${m.prune_job_id}`}>Open its prune job {m.prune_job_id}</Link>.
+            </>
+          )}
+        </div>
+      )}
+      {status === "ready" && m.hidden && (
+        <div className="banner" role="note" data-testid="model-status">
+          This model is hidden: it is left out of the lists and the launch forms' pickers. Unhide it to pick it again.
+        </div>
+      )}
 
       {synth.error ? (
         <ErrorBox error={synth.error} retry={() => synth.refetch()} />
