@@ -158,14 +158,23 @@ export function useAllUnits(runId: number | null, layer: string | undefined) {
   });
 }
 
-export function useUnit(runId: number, layer: string, unit: number) {
+/** Which trained state a unit page shows as "after": the selected one (within the accuracy budget) or the final one. */
+export type UnitState = "selected" | "final";
+
+/**
+ * One unit of a run; `state` picks the "after" side (`?state=`, issue 19 item 3). The
+ * selected state is the API's default, so it is not sent.
+ */
+export function useUnit(runId: number, layer: string, unit: number, state: UnitState = "selected") {
   const token = useToken();
   return useQuery({
-    queryKey: ["unit", runId, layer, unit, who(token)],
+    queryKey: ["unit", runId, layer, unit, state, who(token)],
     queryFn: () =>
       unwrap(
         client.GET("/api/v1/runs/{run_id}/layers/{layer}/units/{unit}", {
-          params: { path: { run_id: runId, layer, unit } },
+          params: { path: { run_id: runId, layer, unit }, ...(state === "final" ? { query: { state } } : {}) } as {
+            path: { run_id: number; layer: string; unit: number };
+          },
         }),
       ),
     enabled: runId > 0 && !!layer && unit >= 0,

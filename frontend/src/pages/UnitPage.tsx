@@ -1,14 +1,16 @@
 import { useEffect, useRef } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
-import { useRun, useUnit } from "../api/hooks";
-import { unitSynthetic, type UnitDetailFull } from "../api/contract";
+import { useRun, useUnit, type UnitState } from "../api/hooks";
+import { unitSynthetic, type RunDetailFull, type UnitDetailFull } from "../api/contract";
 import { useToken } from "../api/auth";
 import { NeedsToken } from "../components/Layout";
 import { CopyButton } from "../components/CopyButton";
 import { BeforeAfter } from "../components/Gallery";
-import { ErrorBox, Loading, NotFound } from "../components/States";
+import { ErrorBoundary } from "../components/ErrorBoundary";
+import { ErrorBox, Loading, NotFound, SelectedIsInit } from "../components/States";
 import { SyntheticNumbers, SyntheticPairs } from "../components/Synthetic";
-import { METRICS, METRIC_KEYS, num, share } from "../lib/format";
+import { metric, metricHelp, metricLabel, METRIC_KEYS, num, unitRole } from "../lib/format";
+import { attackOutcome, type AttackOutcome } from "../lib/rows";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../lib/share";
 import { runLayers } from "../lib/chain";
 import { usePageTitle } from "../lib/title";
@@ -40,11 +42,13 @@ function UnitPageInner() {
   const unit = Number(params.unit);
   const [sp, setSp] = useSearchParams();
   const attackedNav = sp.get("nav") === "attacked";
+  // the state shown as "after" (issue 19, item 3): in the address, so a link (a share link too) opens the same one
+  const state: UnitState = sp.get("state") === "final" ? "final" : "selected";
   const navigate = useNavigate();
   const href = useRunHref();
   const shareTok = useShareParam();
   const run = useRun(runId);
-  const u = useUnit(runId, layer, unit);
+  const u = useUnit(runId, layer, unit, state);
   const d = u.data;
   const signedIn = !!useToken();
   // an address naming a layer the run does not have, or a unit past the layer's last one,
@@ -52,7 +56,10 @@ function UnitPageInner() {
   const layers = run.data ? runLayers(run.data) : [];
   const layerUnits = (run.data?.layer_info?.[layer] as { units?: number } | undefined)?.units;
   const noSuchLayer = layers.length > 0 && !layers.includes(layer);
-  const noSuchUnit = !noSuchLayer && ((layerUnits != null && unit >= layerUnits) || (u.error as { status?: number } | null)?.status === 404);
+  const unitStatus = (u.error as { status?: number } | null)?.status;
+  // a 404 for the final state of a unit the layer has: the run stored no final state (a run from before issue 19)
+  const noSuchState = !noSuchLayer && state === "final" && unitStatus === 404 && layerUnits != null && unit < layerUnits;
+  const noSuchUnit = !noSuchLayer && !noSuchState && ((layerUnits != null && unit >= layerUnits) || unitStatus === 404);
   const runName = run.data?.name ?? `run ${runId}`;
   usePageTitle(
     noSuchLayer
@@ -62,7 +69,14 @@ function UnitPageInner() {
         : `Unit ${Number.isFinite(unit) ? unit : "?"} · ${layer} · ${runName}`,
   );
 
-  const withNav = (path: string) => href(attackedNav ? `${path}?nav=attacked` : path);
+  /** a unit's address with this page's ←/→ mode and state (and the share token, by href) */
+  const withNav = (path: string, st: UnitState = state) => {
+    const q = new URLSearchParams();
+    if (attackedNav) q.set("nav", "attacked");
+    if (st === "final") q.set("state", "final");
+    const qs = q.toString();
+    return href(qs ? `${path}?${qs}` : path);
+  };
   // neighbours from the run's layer info (instant, right even while the next unit loads);
   // the unit's own prev/next when the run summary is not there
   const info = (run.data?.layer_info?.[layer] ?? null) as { units?: number; attacked?: number[] } | null;
@@ -97,6 +111,7 @@ function UnitPageInner() {
       e.preventDefault();
       navigate(withNav(unitPath(runId, layer, to)));
     };
+    // (withNav keeps the state: ←/→ walk the units in the state shown)
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
   }); // re-bound each render
@@ -107,6 +122,14 @@ function UnitPageInner() {
   const status = (u.error as { status?: number } | null)?.status;
   if (shareTok && status === 404 && run.error)
     return <ErrorBox title="This share link does not work" error={new Error("The link was revoked by its owner, or it is mistyped. Ask the owner for a new link.")} />;
+  if (noSuchState)
+    return (
+      <NotFound title={`Run ${runId} has no final state stored for unit ${unit}`}>
+        <p>
+          Its results were measured on the selected state only. <Link to={withNav(unitPath(runId, layer, unit), "selected")}>Open unit {unit} in the selected state</Link>.
+        </p>
+      </NotFound>
+    );
   if (noSuchUnit)
     return (
       <NotFound title={`Layer ${layer} of run ${runId} has no unit ${unit}`}>
@@ -127,7 +150,15 @@ function UnitPageInner() {
   if (u.error) return <ErrorBox error={u.error} retry={() => u.refetch()} />;
   if (!d) return null;
 
-  const attack = (run.data?.attack ?? {}) as { kind?: string; decoy_class?: number | null };
+  const attack = (run.data?.attack ?? {}) as { kind?: string; decoy_class?: number | null; k?: number };
+  const role = unitRole(attack.kind);
+  const outcome = attackOutcome(run.data);
+  const dd = d as UnitDetailFull & { state?: UnitState; states?: UnitState[] };
+  // the state the server says it shows (a server from before issue 19 shows the selected one and knows no other)
+  const shown: UnitState = dd.state ?? "selected";
+  const states: UnitState[] = dd.states ?? ["selected"];
+  const kClip = run.data?.k_clip ?? null;
+  const after = afterTitle(shown, run.data, outcome);
   const decoy = attack.kind === "push_up" ? (attack.decoy_class ?? null) : null;
   const topk = d.topk ?? {};
   const roles = (["train", "val"] as const).filter((r) => topk[r]);
@@ -146,7 +177,13 @@ function UnitPageInner() {
           </p>
           <h1>
             Unit {d.unit} <span className="mono muted">{layer}</span>{" "}
-            {d.dead ? <span className="badge dead">dead</span> : d.attacked ? <span className="badge attacked">attacked</span> : <span className="badge">not attacked</span>}
+            {d.dead ? (
+              <span className="badge dead">dead</span>
+            ) : d.attacked ? (
+              <span className="badge attacked" title={role.help}>{role.badge}</span>
+            ) : (
+              <span className="badge">{role.badge === "attacked" ? "not attacked" : "not a target"}</span>
+            )}
             {d.read_only && <span className="badge readonly">read-only</span>}
           </h1>
         </div>
@@ -176,16 +213,32 @@ function UnitPageInner() {
         </div>
       </div>
 
+      <SelectedIsInit outcome={outcome}>
+        {shown === "selected" && states.includes("final") && (
+          <Link to={withNav(unitPath(runId, layer, unit), "final")}>Show this unit in the final state{stepText(outcome?.final_step ?? null)}</Link>
+        )}
+      </SelectedIsInit>
+
+      <StateTabs
+        shown={shown}
+        states={states}
+        outcome={outcome}
+        run={run.data}
+        hrefFor={(st) => withNav(unitPath(runId, layer, unit), st)}
+      />
+
+      <ErrorBoundary name="Metrics" resetKey={`${unit}-${shown}`}>
       <section className="panel metrics" aria-label="Metrics">
+        <h2 className="sr-only">Metrics ({stateName(shown)})</h2>
         <dl className="kv">
           {METRIC_KEYS.map((k) => (
-            <div key={k} title={METRICS[k].help}>
-              <dt>{METRICS[k].label}</dt>
-              <dd>{k === "topk_overlap" ? share(d.metrics[k]) : num(d.metrics[k])}</dd>
+            <div key={k} title={metricHelp(k, kClip)}>
+              <dt>{metricLabel(k, kClip)}</dt>
+              <dd>{d.dead ? <span className="muted">dead unit</span> : metric(k, d.metrics[k])}</dd>
             </div>
           ))}
           {d.clip_self && (d.clip_self.pre != null || d.clip_self.post != null) && (
-            <div title="C(T_init, T_init) → C(T_init, T_final): the similarity of the top-k with the initial top-k">
+            <div title={`C(T_init, T_init) → C(T_init, T_${shown}): the similarity of the top-${kClip ?? "k"} with the initial top-${kClip ?? "k"}`}>
               <dt>CLIP similarity pre → post</dt>
               <dd>
                 {num(d.clip_self.pre)} → {num(d.clip_self.post)}
@@ -193,7 +246,13 @@ function UnitPageInner() {
             </div>
           )}
         </dl>
+        <p className="muted small">
+          “After” is the <strong>{stateName(shown)}</strong>
+          {stepText(shown === "final" ? (outcome?.final_step ?? null) : (outcome?.selected_step ?? null))}. CLIP-δ, CLIP-W and the overlap compare
+          the top-{kClip ?? "k"} (k_clip); the galleries show the top-{attack.k ?? "k"}.
+        </p>
       </section>
+      </ErrorBoundary>
 
       {!d.dead && roles.length === 0 && (
         <section className="panel">
@@ -206,22 +265,72 @@ function UnitPageInner() {
           {d.dead ? (
             <DeadUnit unit={d.unit} layer={layer} runId={runId} nextAttacked={d.next_attacked ?? null} href={href} />
           ) : roles.map((r) => (
-            <section className="panel" key={r}>
-              <BeforeAfter
-                title={r === "train" ? "Training set: top-k" : "Validation set: top-k (the set the metrics use)"}
-                before={topk[r]!.before}
-                after={topk[r]!.after}
-                highlightLabel={decoy}
-              />
-            </section>
+            <ErrorBoundary key={r} name={r === "train" ? "Training set top-k" : "Validation set top-k"} resetKey={`${unit}-${shown}`}>
+              <section className="panel">
+                <BeforeAfter
+                  title={r === "train" ? "Training set: top-k" : "Validation set: top-k (the set the metrics use)"}
+                  before={topk[r]!.before}
+                  after={topk[r]!.after}
+                  afterTitle={after}
+                  measureK={kClip}
+                  highlightLabel={decoy}
+                />
+              </section>
+            </ErrorBoundary>
           ))}
         </div>
-        <SyntheticPanel d={d} modelId={run.data?.model_id ?? null} readOnly={!!d.read_only || !signedIn} />
+        <ErrorBoundary name="Synthetic visualizations" resetKey={unit}>
+          <SyntheticPanel d={d} modelId={run.data?.model_id ?? null} readOnly={!!d.read_only || !signedIn} />
+        </ErrorBoundary>
       </div>
 
-      <Nearest d={d} runId={runId} layer={layer} href={withNav} />
+      <ErrorBoundary name="Nearest units" resetKey={`${unit}-${shown}`}>
+        <Nearest d={d} runId={runId} layer={layer} href={(p) => withNav(p)} />
+      </ErrorBoundary>
       <p className="muted small hint-keys">Keys: ← / → previous / next unit.</p>
     </div>
+  );
+}
+
+const stateName = (s: UnitState) => (s === "final" ? "final state" : "selected state");
+const stepText = (step: number | null) => (step == null ? "" : `, step ${step.toLocaleString("en")}`);
+
+/** The step of a state: the attack outcome's, else the Table 3.1 rows' or the accuracy's (a server from before issue 19). */
+function stepOf(state: UnitState, run: RunDetailFull | undefined, o: AttackOutcome | null): number | null {
+  const fromOutcome = state === "final" ? o?.final_step : o?.selected_step;
+  if (fromOutcome != null) return fromOutcome;
+  const row = (run?.rows ?? []).find((r) => r.state === state && r.step != null);
+  if (row?.step != null) return row.step;
+  const acc = (run?.accuracy ?? {}) as { selected_step?: number | null; steps?: number | null };
+  return state === "selected" ? (acc.selected_step ?? null) : (acc.steps ?? null);
+}
+
+/** "After (selected state, step 200)", "After (selected state = θ_init, step 0)", "After (final state, step 300)". */
+export function afterTitle(state: UnitState, run: RunDetailFull | undefined, o: AttackOutcome | null): string {
+  const init = state === "selected" && o?.selected_is_init ? " = θ_init" : "";
+  return `After (${stateName(state)}${init}${stepText(stepOf(state, run, o))})`;
+}
+
+/** Selected / final, one click apart; the address keeps the choice (and the share token). */
+function StateTabs({ shown, states, outcome, run, hrefFor }: {
+  shown: UnitState; states: UnitState[]; outcome: AttackOutcome | null; run: RunDetailFull | undefined; hrefFor: (s: UnitState) => string;
+}) {
+  if (!states.includes("final")) return null;
+  return (
+    <nav className="tabs state-tabs" aria-label="State shown as after">
+      {(["selected", "final"] as const).map((st) => {
+        const label = `${st === "final" ? "Final" : "Selected"} state${st === "selected" && outcome?.selected_is_init ? " (= θ_init)" : ""}${stepText(stepOf(st, run, outcome))}`;
+        return st === shown ? (
+          <span key={st} className="on" aria-current="page">
+            {label}
+          </span>
+        ) : (
+          <Link key={st} to={hrefFor(st)} title={st === "final" ? "the state after the last step, over the accuracy budget or not" : "the latest evaluated state within the accuracy budget"}>
+            {label}
+          </Link>
+        );
+      })}
+    </nav>
   );
 }
 
@@ -292,8 +401,9 @@ function SyntheticPanel({ d, modelId, readOnly }: { d: UnitDetailFull; modelId: 
           <SyntheticNumbers
             values={{ ...syn, natural_clip_delta: d.metrics.clip_delta ?? null }}
             keys={["synthetic_clip_delta", "synthetic_transfer", "ns_agreement", "natural_clip_delta"]}
+            dead={!!d.dead}
           />
-          <SyntheticPairs before={syn.before} after={syn.after} unit={d.unit} layer={d.layer} />
+          <SyntheticPairs before={syn.before} after={syn.after} unit={d.unit} layer={d.layer} afterState="selected state" />
         </>
       )}
     </section>
