@@ -49,4 +49,35 @@ describe("compare", () => {
     expect(scatter).toHaveAccessibleName("CLIP-δ per unit: A vs B: scatter of 4 units (2 attacked by B, 2 not attacked by B)");
     expect(scatter.querySelectorAll('circle[data-group="b"]')).toHaveLength(2);
   });
+
+  it("an α = 0 control calls its units targeted, not attacked; a run whose selected state is θ_init says so (issue 19)", async () => {
+    setToken("fva_test_token_0123456789");
+    const control = { ...run, id: 5, name: "relu3 control", attack: { ...run.attack, kind: "finetune" } };
+    const message = "No evaluated state stayed within the 0.5 pp accuracy budget: the selected state is θ_init, so the 'selected' results show no attack.";
+    const attackRun = { ...run, id: 4, name: "relu3 push-down", attack: { ...run.attack, kind: "push_down" }, attack_outcome: { selected_step: 0, final_step: 200, selected_is_init: true, final_over_budget: true, budget_pp: 0.5, message } };
+    mockFetch([
+      { path: /^\/api\/v1\/runs$/, body: [{ ...control, headline: {} }, { ...attackRun, headline: {} }] },
+      { path: /^\/api\/v1\/runs\/5$/, body: control },
+      { path: /^\/api\/v1\/runs\/4$/, body: attackRun },
+      { path: /^\/api\/v1\/runs\/5\/layers\/relu3\/units$/, body: { items: unitsA, total: 4, page: 1, page_size: 1000 } },
+      { path: /^\/api\/v1\/runs\/4\/layers\/relu3\/units$/, body: { items: unitsB, total: 4, page: 1, page_size: 1000 } },
+    ]);
+    render(
+      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+        <MemoryRouter initialEntries={["/compare?a=5&b=4&layer=relu3&unit=1"]}>
+          <Compare />
+        </MemoryRouter>
+      </QueryClientProvider>,
+    );
+    const panel = await screen.findByRole("region", { name: "Units" });
+    expect(within(panel).getByRole("heading")).toHaveTextContent(
+      "Units · relu3 (4 live units; A targeted 2, B attacked 2; targeted = the units an α = 0 control mirrors, not attacked)",
+    );
+    expect(within(panel).getAllByTitle("run A targeted unit 0")).toHaveLength(1);
+    const note = screen.getByTestId("selected-is-init");
+    expect(note).toHaveTextContent(message);
+    expect(note).toHaveTextContent("(Run B: #4 relu3 push-down.)");
+    expect(within(note).getByRole("link", { name: "unit 1 in the final state" })).toHaveAttribute("href", "/runs/4/layers/relu3/units/1?state=final");
+    expect(screen.getAllByTestId("selected-is-init")).toHaveLength(1); // the control had a state within budget
+  });
 });

@@ -3,11 +3,13 @@ import { Link, useSearchParams } from "react-router";
 import { useAllUnits, useRun, useRuns, useUnit } from "../api/hooks";
 import type { RunDetail, UnitRow } from "../api/client";
 import { Scatter, type ScatterGroup } from "../components/Charts";
+import { ErrorBoundary } from "../components/ErrorBoundary";
 import { Gallery } from "../components/Gallery";
 import { NeedsToken } from "../components/Layout";
-import { Empty, ErrorBox, Loading } from "../components/States";
-import { attackLabel, num, pct, signed } from "../lib/format";
-import { unitPath } from "../lib/share";
+import { Empty, ErrorBox, Loading, SelectedIsInit } from "../components/States";
+import { attackLabel, clip, metricLabel, pct, signed, tau, unitRole } from "../lib/format";
+import { attackOutcome } from "../lib/rows";
+import { runPath, unitPath } from "../lib/share";
 import { usePageTitle } from "../lib/title";
 
 export function Compare() {
@@ -112,8 +114,27 @@ function ComparePage() {
         <Loading what="Loading runs" />
       ) : (
         <>
-          <Headlines a={runA.data} b={runB.data ?? null} />
-          {layer && <UnitsCompare a={runA.data} b={runB.data ?? null} layer={layer} unit={unit} onUnit={(u) => set({ unit: u == null ? null : String(u) })} />}
+          {[runA.data, ...(runB.data && b ? [runB.data] : [])].map((r, i) => (
+            <SelectedIsInit key={r.id} outcome={attackOutcome(r)}>
+              <>
+                (Run {i === 0 ? "A" : "B"}: <Link to={runPath(r.id)}>#{r.id} {r.name}</Link>.) Its final state is the “final” row of its run page
+                {layer && unit != null ? (
+                  <>
+                    {" "}and <Link to={`${unitPath(r.id, layer, unit)}?state=final`}>unit {unit} in the final state</Link>
+                  </>
+                ) : null}
+                ; the numbers below are the selected state's.
+              </>
+            </SelectedIsInit>
+          ))}
+          <ErrorBoundary name="Summary">
+            <Headlines a={runA.data} b={runB.data ?? null} />
+          </ErrorBoundary>
+          {layer && (
+            <ErrorBoundary name="Units" resetKey={`${a}-${b}-${layer}`}>
+              <UnitsCompare a={runA.data} b={runB.data ?? null} layer={layer} unit={unit} onUnit={(u) => set({ unit: u == null ? null : String(u) })} />
+            </ErrorBoundary>
+          )}
         </>
       )}
     </div>
@@ -124,6 +145,8 @@ function Headlines({ a, b }: { a: RunDetail; b: RunDetail | null }) {
   const rows = [a, ...(b ? [b] : [])].flatMap((r, i) =>
     r.table.map((t) => ({ tag: i === 0 ? "A" : "B", run: r, t })),
   );
+  // one k in the titles when both runs measure on the same top-k; otherwise each row says its own
+  const sameK = !b || a.k_clip === b.k_clip ? a.k_clip : null;
   return (
     <section className="panel" aria-label="Summary">
       <table className="data">
@@ -133,9 +156,10 @@ function Headlines({ a, b }: { a: RunDetail; b: RunDetail | null }) {
             <th scope="col">run</th>
             <th scope="col">attack</th>
             <th scope="col">layer</th>
-            <th scope="col" className="num">CLIP-δ</th>
+            <th scope="col">state</th>
+            <th scope="col" className="num" title="on each run's top-k_clip">{metricLabel("clip_delta", sameK)}</th>
             <th scope="col" className="num">Kendall-τ</th>
-            <th scope="col" className="num">CLIP-W</th>
+            <th scope="col" className="num">{metricLabel("clip_w", sameK)}</th>
             <th scope="col" className="num">Kendall-τ-W</th>
             <th scope="col" className="num">Acc</th>
             <th scope="col" className="num">ΔAcc</th>
@@ -162,17 +186,21 @@ function Headlines({ a, b }: { a: RunDetail; b: RunDetail | null }) {
               </td>
               <td>{attackLabel(run.attack?.kind as string)}</td>
               <td className="mono">{t.layer}</td>
-              <td className="num">{num(t.clip_delta)}</td>
-              <td className="num">{num(t.kendall_tau)}</td>
-              <td className="num">{num(t.clip_w)}</td>
-              <td className="num">{num(t.kendall_tau_w)}</td>
+              <td>
+                selected{attackOutcome(run)?.selected_is_init ? <span className="badge over" title="no evaluated state stayed within the accuracy budget">= θ_init</span> : null}
+                {sameK == null && <span className="muted small"> · top-{run.k_clip}</span>}
+              </td>
+              <td className="num">{clip(t.clip_delta)}</td>
+              <td className="num">{tau(t.kendall_tau)}</td>
+              <td className="num">{clip(t.clip_w)}</td>
+              <td className="num">{tau(t.kendall_tau_w)}</td>
               <td className="num">{pct(t.acc)}</td>
               <td className="num">{signed(t.delta_acc)}</td>
             </tr>
           ))}
           {!rows.length && (
             <tr>
-              <td colSpan={10} className="muted">
+              <td colSpan={11} className="muted">
                 No results yet (the runs may still be running).
               </td>
             </tr>
@@ -185,19 +213,25 @@ function Headlines({ a, b }: { a: RunDetail; b: RunDetail | null }) {
 
 const PAGE = 20;
 
-const B_GROUPS: ScatterGroup[] = [
-  { key: "b", label: "attacked by B", className: "g-attacked" },
-  { key: "not-b", label: "not attacked by B", className: "g-other" },
-];
+/** "attacked" for an attack, "targeted (control: not attacked)" for the α = 0 control (issue 19, item 4). */
+const verb = (r: RunDetail | null) => (unitRole(r?.attack?.kind as string | undefined).badge === "attacked" ? "attacked" : "targeted");
+
+function bGroups(b: RunDetail | null): ScatterGroup[] {
+  const v = verb(b);
+  return [
+    { key: "b", label: `${v} by B${v === "targeted" ? " (control, not attacked)" : ""}`, className: "g-attacked" },
+    { key: "not-b", label: `not ${v} by B`, className: "g-other" },
+  ];
+}
 
 /** Tags for the runs whose attack included the unit (issue 13, item 15: B's were not marked). */
-function AttackedBy({ x, twoRuns }: { x: Merged; twoRuns: boolean }) {
-  const tags = [x.a?.attacked ? "A" : null, twoRuns && x.b?.attacked ? "B" : null].filter((t): t is "A" | "B" => t != null);
+function AttackedBy({ x, a, b }: { x: Merged; a: RunDetail; b: RunDetail | null }) {
+  const tags = [x.a?.attacked ? "A" : null, b && x.b?.attacked ? "B" : null].filter((t): t is "A" | "B" => t != null);
   if (!tags.length) return <span className="muted" title="neither run attacked this unit">none</span>;
   return (
     <>
       {tags.map((t) => (
-        <span key={t} className={`badge tag${t}`} title={`run ${t} attacked unit ${x.unit}`}>
+        <span key={t} className={`badge tag${t}`} title={`run ${t} ${verb(t === "A" ? a : b)} unit ${x.unit}`}>
           {t}
         </span>
       ))}
@@ -252,7 +286,8 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
           <h2>
             Units · <span className="mono">{layer}</span>{" "}
             <span className="muted small">
-              ({merged.length} live units; A attacked {nA}{b ? `, B attacked ${nB}` : ""})
+              ({merged.length} live units; A {verb(a)} {nA}{b ? `, B ${verb(b)} ${nB}` : ""}
+              {[a, b].some((r) => r && verb(r) === "targeted") ? "; targeted = the units an α = 0 control mirrors, not attacked" : ""})
             </span>
           </h2>
           <div className="scroll-x">
@@ -260,10 +295,10 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
             <thead>
               <tr>
                 {th("unit", "unit")}
-                <th scope="col" title="which run's attack included the unit">attacked by</th>
-                {th("a_delta", "A CLIP-δ")}
+                <th scope="col" title="which run's attack (or control) included the unit">attacked by</th>
+                {th("a_delta", `A ${metricLabel("clip_delta", a.k_clip)}`)}
                 {th("a_tau", "A Kendall-τ")}
-                {b && th("b_delta", "B CLIP-δ")}
+                {b && th("b_delta", `B ${metricLabel("clip_delta", b.k_clip)}`)}
                 {b && th("b_tau", "B Kendall-τ")}
                 {b && th("diff", "|A − B| CLIP-δ")}
               </tr>
@@ -277,13 +312,13 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
                     </button>
                   </td>
                   <td className="attacked-by">
-                    <AttackedBy x={x} twoRuns={!!b} />
+                    <AttackedBy x={x} a={a} b={b} />
                   </td>
-                  <td className="num">{num(x.a?.clip_delta)}</td>
-                  <td className="num">{num(x.a?.kendall_tau)}</td>
-                  {b && <td className="num">{num(x.b?.clip_delta)}</td>}
-                  {b && <td className="num">{num(x.b?.kendall_tau)}</td>}
-                  {b && <td className="num">{num(x.diff == null ? null : x.diff)}</td>}
+                  <td className="num">{clip(x.a?.clip_delta)}</td>
+                  <td className="num">{tau(x.a?.kendall_tau)}</td>
+                  {b && <td className="num">{clip(x.b?.clip_delta)}</td>}
+                  {b && <td className="num">{tau(x.b?.kendall_tau)}</td>}
+                  {b && <td className="num">{clip(x.diff == null ? null : x.diff)}</td>}
                 </tr>
               ))}
             </tbody>
@@ -302,17 +337,18 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
           </nav>
         </section>
         <section className="panel">
+          <ErrorBoundary name="Scatter" resetKey={`${a.id}-${b?.id}-${layer}`}>
           {b ? (
             <Scatter
               title="CLIP-δ per unit: A vs B"
-              xLabel="A CLIP-δ"
-              yLabel="B CLIP-δ"
+              xLabel={`A ${metricLabel("clip_delta", a.k_clip)}, selected state`}
+              yLabel={`B ${metricLabel("clip_delta", b.k_clip)}, selected state`}
               points={merged
                 .filter((x) => x.a?.clip_delta != null && x.b?.clip_delta != null)
-                .map((x) => ({ x: x.a!.clip_delta!, y: x.b!.clip_delta!, id: x.unit, label: `unit ${x.unit}${x.b?.attacked ? " (attacked by B)" : ""}`, group: x.b?.attacked ? "b" : "not-b" }))}
-              groups={B_GROUPS}
+                .map((x) => ({ x: x.a!.clip_delta!, y: x.b!.clip_delta!, id: x.unit, label: `unit ${x.unit}${x.b?.attacked ? ` (${verb(b)} by B)` : ""}`, group: x.b?.attacked ? "b" : "not-b" }))}
+              groups={bGroups(b)}
               onPick={(p) => onUnit(p.id)}
-              caption="Above the diagonal: B changed the unit's top-k more than A. Filled dots: units B attacked. Click a dot to compare its galleries."
+              caption={`Above the diagonal: B changed the unit's top-k more than A. Filled dots: units B ${verb(b)}. Click a dot to compare its galleries.`}
             />
           ) : (
             <Scatter
@@ -325,9 +361,14 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
               caption="Bottom right: the unit kept its ranking and its top-k. Click a dot to compare."
             />
           )}
+          </ErrorBoundary>
         </section>
       </div>
-      {unit != null && <UnitSideBySide a={a} b={b} layer={layer} unit={unit} />}
+      {unit != null && (
+        <ErrorBoundary name={`Unit ${unit} side by side`} resetKey={unit}>
+          <UnitSideBySide a={a} b={b} layer={layer} unit={unit} />
+        </ErrorBoundary>
+      )}
     </>
   );
 }
@@ -359,10 +400,10 @@ function UnitSideBySide({ a, b, layer, unit }: { a: RunDetail; b: RunDetail | nu
         {b && <Link to={unitPath(b.id, layer, unit)}>open in run B →</Link>}
       </div>
       <div className={`pair ${b ? "three" : ""}`}>
-        <Gallery title={`${sameModel ? "Model" : "A"} before`} images={ta?.before ?? []} variant="before" />
-        <Gallery title={`A after (${attackLabel(a.attack?.kind as string)}${ua.data.attacked ? ", attacked" : ", not attacked"})`} images={ta?.after ?? []} variant="after" otherIds={beforeIds} />
-        {b && !sameModel && <Gallery title="B before" images={tb?.before ?? []} variant="before" />}
-        {b && (ub.error ? <ErrorBox error={ub.error} /> : <Gallery title={`B after (${attackLabel(b.attack?.kind as string)}${ub.data?.attacked ? ", attacked" : ", not attacked"})`} images={tb?.after ?? []} variant="after" otherIds={sameModel ? beforeIds : new Set((tb?.before ?? []).map((i) => i.image_id))} />)}
+        <Gallery title={`${sameModel ? "Model" : "A"} before (θ_init)`} images={ta?.before ?? []} variant="before" />
+        <Gallery title={`A after (selected state; ${attackLabel(a.attack?.kind as string)}, ${ua.data.attacked ? verb(a) : `not ${verb(a)}`})`} images={ta?.after ?? []} variant="after" otherIds={beforeIds} other={ta?.before} measureK={a.k_clip} />
+        {b && !sameModel && <Gallery title="B before (θ_init)" images={tb?.before ?? []} variant="before" />}
+        {b && (ub.error ? <ErrorBox error={ub.error} /> : <Gallery title={`B after (selected state; ${attackLabel(b.attack?.kind as string)}, ${ub.data?.attacked ? verb(b) : `not ${verb(b)}`})`} images={tb?.after ?? []} variant="after" otherIds={sameModel ? beforeIds : new Set((tb?.before ?? []).map((i) => i.image_id))} other={sameModel ? ta?.before : tb?.before} measureK={b.k_clip} />)}
       </div>
     </section>
   );
