@@ -192,7 +192,7 @@ function RunsPanel() {
           Runs{" "}
           {runs.data && (
             <span className="muted small">
-              {runs.data.total.toLocaleString("en")} {filtered ? "matching" : hidden ? "in all" : "listed"}
+              {runs.data.total.toLocaleString("en")} {filtered ? "matching" : hidden ? "with the hidden ones" : "in all"}
             </span>
           )}
         </h2>
