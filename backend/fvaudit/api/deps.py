@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Iterator
 
-from fastapi import Depends, Header, HTTPException, Path, Query, Request
-from sqlalchemy import select
+from fastapi import Depends, Header, HTTPException, Path, Query, Request, Response
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fvaudit.api.security import TOKENS, CachedUser, well_formed
@@ -125,12 +125,35 @@ def get_kind_job_for(db: Session, user, job_id: int, kind: str, noun: str) -> Jo
     return job
 
 
-def top_level_jobs(db: Session, user, kind: str, limit: int, offset: int) -> list[Job]:
-    """The user's (every user's, for an admin) top-level jobs of one kind, newest first."""
+def top_level_jobs(db: Session, user, kind: str, limit: int, offset: int, response: Response | None = None,
+                   status: str | None = None, include_hidden: bool = True) -> list[Job]:
+    """The user's (every user's, for an admin) top-level jobs of one kind, newest first; with
+    ``response``, the count of all matches goes in its X-Total-Count header."""
     q = select(Job).where(Job.kind == kind, Job.parent_id.is_(None))
     if not user.is_admin:
         q = q.where(Job.owner_id == user.id)
+    if status:
+        q = q.where(Job.status == status)
+    if not include_hidden:
+        q = q.where(Job.hidden.is_(False))
+    if response is not None:
+        return paged(db, q, (Job.id.desc(),), limit, offset, response)
     return list(db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
+
+
+def like(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own % and _ taken literally (escape \\)."""
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def paged(db, q, order, limit: int, offset: int, response: Response) -> list:
+    """One page of ``q`` in ``order``; the count of every row it matches goes in X-Total-Count."""
+    total = db.scalar(q.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)) or 0
+    response.headers["X-Total-Count"] = str(total)
+    return list(db.scalars(q.order_by(*order).offset(offset).limit(limit)))
+
+
+NameQuery = Annotated[str | None, Query(min_length=1, max_length=200, description="name contains (case-insensitive)")]
 
 
 def read_only(p: Principal, run: Run) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from fvaudit.jobs.specs import Name, PathStr, Strict
 
@@ -41,6 +41,19 @@ class LayerOut(BaseModel):
     module_type: str
 
 
+class ModelUsage(BaseModel):
+    runs: int = Field(0, description="runs (audits) of the model")
+    models: int = Field(0, description="models pruned from it")
+    jobs: int = Field(0, description="jobs of its own that name it (scans, visualizations, prunes, detections)")
+
+
+class HiddenPatch(BaseModel):
+    """PATCH body of runs, models, image sets and sweeps: hide (or show again) a row."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"hidden": True}]})
+    hidden: StrictBool = Field(description="true: left out of lists and pickers (still reachable by its address)")
+
+
 class ModelOut(BaseModel):
     id: int
     name: str
@@ -56,6 +69,13 @@ class ModelOut(BaseModel):
     prune_job_id: int | None = Field(None, description="the prune job that made (or will make) this model")
     prune: dict[str, Any] | None = Field(None, description="what the prune job recorded: method, rate, weight and "
                                                            "filter pruning rates, fine-tune schedule, accuracies")
+    status: Literal["ready", "pending", "failed"] = Field(
+        "ready", description="pending: a pruned model whose prune job has not produced weights yet; failed: that job "
+                             "failed or was cancelled (status_reason says which)")
+    status_reason: str | None = Field(None, description="why the model is not ready")
+    hidden: bool = Field(False, description="left out of GET /models unless include_hidden=true")
+    usage: ModelUsage = Field(default_factory=lambda: ModelUsage(),
+                              description="what derives from the model (a model with any cannot be deleted)")
 
 
 class ModelCreate(Strict):
@@ -80,6 +100,7 @@ class ImageSetOut(BaseModel):
     job_id: int | None = Field(description="the registration job of a folder set")
     error: str | None = Field(description="why the registration failed")
     created_at: datetime
+    hidden: bool = Field(False, description="left out of GET /image-sets unless include_hidden=true")
 
 
 class ImageSetDetail(ImageSetOut):
@@ -145,6 +166,7 @@ class Job(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    hidden: bool = Field(False, description="a hidden sweep: left out of lists unless include_hidden=true")
 
 
 class ImageSetAccepted(ImageSetDetail):
@@ -170,6 +192,18 @@ class Headline(BaseModel):
     delta_acc: float | None = None
 
 
+class AttackOutcome(BaseModel):
+    """Where the attack ended against its accuracy budget (SPEC §2)."""
+
+    selected_step: int | None = Field(description="the selected state's step (0 = θ_init); null without an attack")
+    final_step: int | None = Field(description="the last step's state")
+    selected_is_init: bool = Field(description="no evaluated state stayed within the budget: the selected state is "
+                                               "θ_init, so the 'selected' results show no attack")
+    final_over_budget: bool = Field(description="the final state's accuracy drop exceeds the budget")
+    budget_pp: float | None = Field(description="the accuracy budget (pp on the full validation set)")
+    message: str | None = Field(description="when selected_is_init: what happened, in words")
+
+
 class RunListItem(BaseModel):
     id: int
     name: str
@@ -182,6 +216,8 @@ class RunListItem(BaseModel):
     finished_at: datetime | None
     headline: Headline
     job_id: int | None
+    hidden: bool = Field(False, description="left out of GET /runs unless include_hidden=true")
+    attack_outcome: AttackOutcome
 
 
 class TableRow(BaseModel):
@@ -283,6 +319,8 @@ class RunDetail(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     read_only: bool
+    hidden: bool = False
+    attack_outcome: AttackOutcome
 
 
 class UnitRow(BaseModel):
@@ -336,9 +374,13 @@ class UnitSynthetic(BaseModel):
     objective: str
     steps: int
     size: int
+    after_state: str | None = Field(None, description="the attack state the 'after' images were rendered from")
     synthetic_clip_delta: float | None = None
     synthetic_transfer: float | None = None
     ns_agreement: float | None = None
+
+
+UnitState = Literal["selected", "final"]
 
 
 class UnitDetail(BaseModel):
@@ -346,6 +388,8 @@ class UnitDetail(BaseModel):
     layer: str
     attacked: bool
     dead: bool
+    state: UnitState = Field(description="the state shown as 'after' (top-k, metrics, nearest units, clip_self)")
+    states: list[UnitState] = Field(description="the states this run's unit can be shown in (?state=)")
     metrics: dict[str, float | None]
     topk: dict[str, BeforeAfter]
     nearest: dict[str, list[Nearest]]
@@ -461,6 +505,7 @@ class SweepItem(BaseModel):
     n_points: int
     created_at: datetime
     finished_at: datetime | None
+    hidden: bool = False
 
 
 class SweepDetail(SweepItem):
@@ -476,7 +521,8 @@ class SweepDetail(SweepItem):
 
 # ------------------------------------------------------------------ detections (SPEC §6)
 
-Verdict = Literal["no sign", "suspicious", "manipulated"]
+#: "inconclusive": too few clean models for a p-value (its reason is in ``warnings``)
+Verdict = Literal["no sign", "suspicious", "manipulated", "inconclusive"]
 
 
 class DetectModelOut(BaseModel):
@@ -493,7 +539,9 @@ class DetectionItem(BaseModel):
     progress: dict[str, Any]
     regime: Literal["reference", "population"]
     verdict: Verdict | None = Field(description="null until the job succeeded")
-    p_value: float | None
+    p_value: float | None = Field(description="null until the job succeeded, and when the verdict is inconclusive")
+    warnings: list[str] = Field(default_factory=list, description="what to know before trusting the verdict "
+                                                                  "(e.g. too few clean models: inconclusive)")
     suspect_model_id: int
     reference_model_id: int | None
     layers: list[str]

@@ -71,7 +71,7 @@ def job_out(job: Job, children: list[int], parent_kind: str | None = None) -> di
             "group_job_id": job.group_job_id, "seq": job.seq, "attempts": job.attempts,
             "worker": job.worker, "cancel_requested": job.cancel_requested, "heartbeat_at": job.heartbeat_at,
             "result": job.result or {}, "created_at": job.created_at, "started_at": job.started_at,
-            "finished_at": job.finished_at}
+            "finished_at": job.finished_at, "hidden": bool(job.hidden)}
 
 
 def jobs_out(db: Session, jobs: Iterable[Job]) -> list[dict[str, Any]]:
@@ -91,11 +91,55 @@ def headline(run: Run) -> dict:
     return {m: h.get(m) for m in (*METRICS, "acc_init", "acc_final", "delta_acc")}
 
 
+def _pp(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def attack_outcome(run: Run) -> dict[str, Any]:
+    """Where the attack ended against its accuracy budget (SPEC §2), in numbers and in words.
+
+    The "selected" state is the latest evaluated state within the budget on the full
+    validation set; when none was, it is θ_init (step 0) and every "selected" result shows
+    no attack. ``message`` says so (with the drops that ruled the evaluated states out), so
+    no page presents θ_init as the attack's result; the final state is still measured and
+    shown under "final". A run with no attack record (metrics alone, not started) has
+    nulls. The α = 0 control is read the same way.
+    """
+    acc = run.accuracy or {}
+    sel, final = acc.get("selected_step"), acc.get("steps")
+    budget = acc.get("budget_pp")
+    if budget is None:
+        budget = (run.attack or {}).get("acc_budget_pp")
+    over = bool(acc.get("over_budget"))
+    is_init = sel is not None and int(sel) == 0 and final is not None and int(final) > 0
+    message = None
+    if is_init:
+        evals = [e for e in (run.alpha_trajectory or []) if isinstance(e, dict) and e.get("step")]
+        full = [e for e in evals if e.get("full_drop_pp") is not None]
+        where = ""
+        if full:
+            where = (f" (drops {', '.join(_pp(e['full_drop_pp']) for e in full)} pp at steps "
+                     f"{', '.join(str(e['step']) for e in full)})")
+        elif evals and all(e.get("drop_pp") is not None for e in evals):
+            where = (f" (drops {', '.join(_pp(e['drop_pp']) for e in evals)} pp on the evaluation subset at steps "
+                     f"{', '.join(str(e['step']) for e in evals)})")
+        budget_txt = f"the {budget:g} pp accuracy budget" if budget is not None else "the accuracy budget"
+        message = (f"No evaluated state stayed within {budget_txt}{where}: the selected state is θ_init, so the "
+                   "'selected' results show no attack.")
+        init, last = acc.get("init"), acc.get("last")
+        drop = f", a {_pp(init - last)} pp drop" if init is not None and last is not None else ""
+        message += (f" The final state (step {final}{drop}{', over budget' if over else ''}) "
+                    "is shown under 'final'.")
+    return {"selected_step": None if sel is None else int(sel), "final_step": None if final is None else int(final),
+            "selected_is_init": is_init, "final_over_budget": over,
+            "budget_pp": None if budget is None else float(budget), "message": message}
+
+
 def run_item(run: Run) -> dict[str, Any]:
     return {"id": run.id, "name": run.name, "status": run.status, "model": run.model.name if run.model else None,
             "model_id": run.model_id, "layers": list(run.layers or []), "attack_kind": run.attack_kind,
             "created_at": run.created_at, "finished_at": run.finished_at, "headline": headline(run),
-            "job_id": run.job_id}
+            "job_id": run.job_id, "hidden": bool(run.hidden), "attack_outcome": attack_outcome(run)}
 
 
 def _mean(xs) -> float | None:
@@ -153,7 +197,7 @@ def run_detail(db: Session, run: Run, read_only: bool) -> dict[str, Any]:
             "clip_similarity": run.clip_similarity or {}, "layer_info": run.layer_info or {},
             "train_set_id": run.train_set_id, "val_set_id": run.val_set_id, "job_id": run.job_id,
             "error": run.error, "created_at": run.created_at, "finished_at": run.finished_at,
-            "read_only": read_only}
+            "read_only": read_only, "hidden": bool(run.hidden), "attack_outcome": attack_outcome(run)}
 
 
 def unit_row(u: UnitResult) -> dict[str, Any]:
@@ -185,8 +229,12 @@ def synthetic_url(image_id: int) -> str:
     return f"{API}/synthetic-images/{image_id}"
 
 
-def unit_synthetic(db: Session, run_id: int, u: UnitResult) -> dict | None:
-    """The unit's synthetic images: θ_init ("before") and the attack's state ("after"), same seeds."""
+def unit_synthetic(db: Session, run_id: int, u: UnitResult, state: str = "selected") -> dict | None:
+    """The unit's synthetic images: θ_init ("before") and an attack state ("after"), same seeds.
+
+    "after" is ``state``'s images when the newest visualize job rendered that state, else the
+    state it did render; ``after_state`` names it, so a page never labels one state's images
+    with another's name."""
     imgs = db.execute(select(SyntheticImage.id, SyntheticImage.state, SyntheticImage.seed, SyntheticImage.objective,
                              SyntheticImage.steps, SyntheticImage.size, SyntheticImage.job_id)
                       .where(SyntheticImage.run_id == run_id, SyntheticImage.layer == u.layer,
@@ -195,22 +243,58 @@ def unit_synthetic(db: Session, run_id: int, u: UnitResult) -> dict | None:
     if not imgs:
         return None
     newest = [i for i in imgs if i.job_id == imgs[0].job_id]
+    rendered = [i.state for i in newest if i.state != "init"]
+    after_state = state if state in rendered else (rendered[0] if rendered else None)
     return {"before": [{"url": synthetic_url(i.id), "seed": i.seed} for i in newest if i.state == "init"],
-            "after": [{"url": synthetic_url(i.id), "seed": i.seed} for i in newest if i.state != "init"],
+            "after": [{"url": synthetic_url(i.id), "seed": i.seed} for i in newest if i.state == after_state],
+            "after_state": after_state,
             "objective": newest[0].objective, "steps": newest[0].steps, "size": newest[0].size,
             **{m: getattr(u, m) for m in SYNTH}}
 
 
-def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id: int | None = None) -> dict[str, Any]:
+STATES = ("selected", "final")
+
+
+def unit_states(u: UnitResult) -> tuple[str, list[str]]:
+    """(the state stored as "after", every state this unit row can show). A row written before
+    the metrics job kept the other state's top-k has only its main state; one of a run without
+    a final scan likewise."""
+    extra = u.extra or {}
+    main = extra.get("after_state") or "selected"
+    have = {main}
+    for entry in (u.topk or {}).values():
+        have.update(st for st in STATES if st != main and isinstance(entry, dict) and st in entry)
+    return main, [st for st in STATES if st in have]
+
+
+def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id: int | None = None,
+                state: str | None = None) -> dict[str, Any]:
+    """One unit in one state: "after" is the top-k (train and val), metrics, nearest units and
+    Fig. 3.5 similarities of ``state`` (the stored main state when None). The caller checks
+    that ``state`` is one of :func:`unit_states`."""
     info = (run.layer_info or {}).get(u.layer, {})
     n = int(info.get("units") or 0)
     attacked = sorted(int(x) for x in info.get("attacked", []))
+    main, states = unit_states(u)
+    state = state or main
+    extra = u.extra or {}
+    if state == main:
+        metrics = {m: getattr(u, m) for m in METRICS}
+        topk = {role: topk_images(db, entry, share_id) for role, entry in (u.topk or {}).items()}
+        nearest, clip_self = u.nearest or {}, u.clip_self or {}
+    else:
+        got = (extra.get("states") or {}).get(state) or {}
+        metrics = {m: got.get(m) for m in METRICS}
+        topk = {role: topk_images(db, {"image_set_id": entry["image_set_id"], "before": entry.get("before"),
+                                       "after": entry.get(state)}, share_id)
+                for role, entry in (u.topk or {}).items() if state in entry}
+        nearest = (extra.get("nearest") or {}).get(state) or {}
+        clip_self = (extra.get("clip_self") or {}).get(state) or {}
     return {
         "unit": u.unit, "layer": u.layer, "attacked": u.attacked, "dead": u.dead,
-        "metrics": {m: getattr(u, m) for m in METRICS},
-        "topk": {role: topk_images(db, entry, share_id) for role, entry in (u.topk or {}).items()},
-        "nearest": u.nearest or {}, "clip_self": u.clip_self or {},
-        "synthetic": unit_synthetic(db, run.id, u),
+        "state": state, "states": states,
+        "metrics": metrics, "topk": topk, "nearest": nearest, "clip_self": clip_self,
+        "synthetic": unit_synthetic(db, run.id, u, state),
         "prev_unit": u.unit - 1 if u.unit > 0 else None,
         "next_unit": u.unit + 1 if u.unit + 1 < n else None,
         "prev_attacked": _neighbour(attacked, u.unit, -1), "next_attacked": _neighbour(attacked, u.unit, 1),

@@ -15,12 +15,14 @@ from fastapi import Path as FPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, unauthorized
+from fvaudit.api import manage
+from fvaudit.api.deps import DB, CurrentUser, IdPath, NameQuery, Principal, Who, like, paged, unauthorized
+from fvaudit.api.manage import commit_and_unlink
 from fvaudit.api.images import image_cache_control, load_pixels, png_bytes, servable_path
 from fvaudit.api.registration import register_image_set, start_folder_registration
-from fvaudit.api.schemas import ImageSetAccepted, ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
+from fvaudit.api.schemas import HiddenPatch, ImageSetAccepted, ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
 from fvaudit.api.security import check_image_sig, parse_image_sig
 from fvaudit.api.serialize import classes_of, image_urls, jobs_out, signing_key
 from fvaudit.db.models import Image, ImageSet, Job, Run, User
@@ -40,7 +42,7 @@ def set_out(s: ImageSet, detail: bool = False, job: Job | None = None) -> dict:
         status, error = "failed", error or job.error
     d = {"id": s.id, "name": s.name, "source": s.source, "kind": s.kind, "size": s.size, "limit": s.limit,
          "classes": list(s.classes or []), "status": status, "job_id": s.job_id, "error": error,
-         "created_at": s.created_at}
+         "created_at": s.created_at, "hidden": bool(s.hidden)}
     if detail:
         d["skipped"] = list(s.skipped or [])
     return d
@@ -64,9 +66,52 @@ def _get_set(db, set_id: int) -> ImageSet:
     return s
 
 
-@router.get("", response_model=list[ImageSetOut], summary="Registered image sets")
-def list_sets(db: DB, user: CurrentUser):
-    return sets_out(db, list(db.scalars(select(ImageSet).order_by(ImageSet.id))))
+@router.get("", response_model=list[ImageSetOut],
+            summary="Registered image sets, filtered; the count of all matches in X-Total-Count")
+def list_sets(db: DB, user: CurrentUser, response: Response,
+              usable: Annotated[bool | None, Query(description="true: only sets a form can use (ready, not empty, "
+                                                               "not hidden); false: only the others")] = None,
+              include_hidden: bool = False, q: NameQuery = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
+    query = select(ImageSet)
+    if q:
+        query = query.where(func.lower(ImageSet.name).like(like(q), escape="\\"))
+    ok = and_(ImageSet.status == "ready", ImageSet.size > 0, ImageSet.hidden.is_(False))
+    if usable is True:
+        query = query.where(ok)
+    elif usable is False:
+        query = query.where(~ok)
+    if not include_hidden and usable is not True:
+        query = query.where(ImageSet.hidden.is_(False))
+    return sets_out(db, paged(db, query, (ImageSet.id,), limit, offset, response))
+
+
+def _owned_set(db, user, set_id: int) -> ImageSet:
+    """Image sets are listed to every user; changing one is its owner's or an admin's (403 otherwise)."""
+    s = _get_set(db, set_id)
+    if not (user.is_admin or (s.owner_id is not None and s.owner_id == user.id)):
+        raise HTTPException(403, f"image set {set_id} is not yours: only its owner or an admin can change it")
+    return s
+
+
+@router.patch("/{set_id}", response_model=ImageSetOut,
+              summary="Hide an image set from the lists and pickers (or show it again); owner or admin")
+def patch_set(set_id: IdPath, body: HiddenPatch, db: DB, user: CurrentUser):
+    s = _owned_set(db, user, set_id)
+    s.hidden = body.hidden
+    db.commit()
+    return sets_out(db, [s])[0]
+
+
+@router.delete("/{set_id}", status_code=204, response_class=Response,
+               responses={409: {"description": "runs or jobs use it, or it is still being indexed: the detail says "
+                                               "which; it can be hidden instead"}},
+               summary="Delete an image set nothing uses (its image index and thumbnails); owner or admin")
+def delete_set(set_id: IdPath, db: DB, user: CurrentUser):
+    s = _owned_set(db, user, set_id)
+    commit_and_unlink(db, manage.delete_image_set(db, s))
+    return Response(status_code=204)
 
 
 def _register(user_id: int, body: ImageSetCreate) -> tuple[int, int | None]:

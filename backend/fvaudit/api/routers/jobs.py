@@ -12,12 +12,13 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, get_job_for, principal_sse, require_user
+from fvaudit.api.deps import (DB, CurrentUser, IdPath, Principal, Who, get_job_for, paged, principal_sse,
+                              require_user)
 from fvaudit.api.schemas import Job as JobSchema, JobEventOut, JobKindOut, JobStatus
 from fvaudit.api.serialize import jobs_out
 from fvaudit.db.models import TERMINAL, Job, JobEvent, User
@@ -71,13 +72,19 @@ def make_router() -> APIRouter:
                          responses={422: {"description": "invalid spec; `detail[].loc` names the field, e.g. "
                                                          "[\"body\", \"spec\", \"attack\", \"alpha\"]"}})
 
-    @router.get("/jobs", response_model=list[JobSchema], summary="Your jobs, newest first")
-    def list_jobs(db: DB, user: CurrentUser, status: JobStatus | None = None,
+    @router.get("/jobs", response_model=list[JobSchema],
+                summary="Your jobs, newest first, filtered; the count of all matches in X-Total-Count")
+    def list_jobs(db: DB, user: CurrentUser, response: Response, status: JobStatus | None = None,
                   kind: Annotated[str | None, Query(min_length=1, max_length=32, pattern="^[a-z0-9_-]+$")] = None,
                   parent_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-                  top_level: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  top_level: Annotated[bool, Query(description="only jobs that are no chain step or group member "
+                                                               "(what a jobs index page lists)")] = False,
+                  include_hidden: Annotated[bool, Query(description="also hidden jobs (a hidden sweep)")] = False,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
         q = select(Job)
+        if not include_hidden:
+            q = q.where(Job.hidden.is_(False))
         if not user.is_admin:
             q = q.where(Job.owner_id == user.id)
         if status:
@@ -88,7 +95,7 @@ def make_router() -> APIRouter:
             q = q.where(Job.parent_id == parent_id)
         if top_level:
             q = q.where(Job.parent_id.is_(None), Job.group_job_id.is_(None))
-        return jobs_out(db, db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
+        return jobs_out(db, paged(db, q, (Job.id.desc(),), limit, offset, response))
 
     @router.get("/jobs/{job_id}", response_model=JobSchema, summary="One job")
     def get_job(job_id: IdPath, db: DB, user: CurrentUser):

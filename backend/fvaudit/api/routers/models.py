@@ -6,13 +6,15 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Path as FPath, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Path as FPath, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Who, require_user
+from fvaudit.api import manage
+from fvaudit.api.deps import DB, CurrentUser, IdPath, NameQuery, Who, like, paged, require_user
+from fvaudit.api.manage import commit_and_unlink
 from fvaudit.api.registration import register_model
-from fvaudit.api.schemas import (LayerOut, ModelCreate, ModelOut, ModelSynthetic, ModelSyntheticUnitDetail,
+from fvaudit.api.schemas import (HiddenPatch, LayerOut, ModelCreate, ModelOut, ModelSynthetic, ModelSyntheticUnitDetail,
                                  RegistryEntry)
 from fvaudit.api.serialize import synthetic_url
 from fvaudit.config import get_settings
@@ -24,11 +26,25 @@ router = APIRouter(prefix="/models", tags=["models"])
 UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
-def model_out(m: Model) -> dict:
+def model_out(m: Model, status: tuple[str, str | None] = ("ready", None), usage: dict | None = None) -> dict:
     return {"id": m.id, "name": m.name, "registry_name": m.registry_name, "source": m.source, "weights": m.weights,
             "pretrained": m.pretrained, "input_shape": list(m.input_shape or []),
             "n_classes": len(m.class_names or []), "n_layers": len(m.layers or []), "created_at": m.created_at,
-            "parent_model_id": m.parent_model_id, "prune_job_id": m.prune_job_id, "prune": m.prune}
+            "parent_model_id": m.parent_model_id, "prune_job_id": m.prune_job_id, "prune": m.prune,
+            "status": status[0], "status_reason": status[1], "hidden": bool(m.hidden),
+            "usage": usage or {"runs": 0, "models": 0, "jobs": 0}}
+
+
+def models_out(db, models: list[Model]) -> list[dict]:
+    """Models with their status and what derives from them (a few grouped queries for the page)."""
+    status = manage.model_status(db, models)
+    usage = manage.model_usage(db, [m.id for m in models])
+    return [model_out(m, status[m.id], usage[m.id]) for m in models]
+
+
+def _ready():
+    """SQL condition of a ready model: it has weights, or it is not a pruned model waiting for them."""
+    return (Model.checkpoint_id.is_not(None)) | (Model.prune_job_id.is_(None) & (Model.source != "pruned"))
 
 
 @router.get("/registry", response_model=list[RegistryEntry], summary="Models that can be registered by name")
@@ -39,9 +55,26 @@ def registry(who: Who):
     return list_models()
 
 
-@router.get("", response_model=list[ModelOut], summary="Registered models")
-def list_models(db: DB, user: CurrentUser):
-    return [model_out(m) for m in db.scalars(select(Model).order_by(Model.id))]
+@router.get("", response_model=list[ModelOut],
+            summary="Registered models, filtered; the count of all matches in X-Total-Count")
+def list_models(db: DB, user: CurrentUser, response: Response,
+                usable: Annotated[bool | None, Query(description="true: only models a form can use (ready, not "
+                                                                 "hidden); false: only the others")] = None,
+                include_hidden: bool = False, q: NameQuery = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+                offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
+    query = select(Model)
+    if q:
+        query = query.where(func.lower(Model.name).like(like(q), escape="\\"))
+    if usable is True:
+        query = query.where(_ready(), Model.hidden.is_(False))
+    elif usable is False:
+        query = query.where(~_ready() | Model.hidden.is_(True))
+        if not include_hidden:
+            query = query.where(Model.hidden.is_(False))
+    elif not include_hidden:
+        query = query.where(Model.hidden.is_(False))
+    return models_out(db, paged(db, query, (Model.id,), limit, offset, response))
 
 
 def _register(user_id: int, body: ModelCreate) -> int:
@@ -59,7 +92,7 @@ def _register(user_id: int, body: ModelCreate) -> int:
              responses={422: {"description": "unknown model, weights unavailable, or a checkpoint that does not fit"}})
 async def create_model(body: ModelCreate, user: CurrentUser, db: DB):
     mid = await run_in_threadpool(_register, user.id, body)
-    return model_out(db.get(Model, mid))
+    return models_out(db, [db.get(Model, mid)])[0]
 
 
 def _register_upload(user_id: int, name: str, registry_name: str, tmp: Path, original: str) -> int:
@@ -103,7 +136,7 @@ async def upload_model(user: CurrentUser, db: DB,
         mid = await run_in_threadpool(_register_upload, user.id, name, registry_name, tmp, original)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return model_out(db.get(Model, mid))
+    return models_out(db, [db.get(Model, mid)])[0]
 
 
 def _tmp_root() -> Path:
@@ -117,7 +150,34 @@ def get_model(model_id: IdPath, db: DB, user: CurrentUser):
     m = db.get(Model, model_id)
     if m is None:
         raise HTTPException(404, f"model {model_id} not found")
-    return model_out(m)
+    return models_out(db, [m])[0]
+
+
+def _owned_model(db, user, model_id: int) -> Model:
+    """Models are listed to every user; changing one is its owner's or an admin's (403 otherwise)."""
+    m = _model_or_404(db, model_id)
+    if not (user.is_admin or (m.owner_id is not None and m.owner_id == user.id)):
+        raise HTTPException(403, f"model {model_id} is not yours: only its owner or an admin can change it")
+    return m
+
+
+@router.patch("/{model_id}", response_model=ModelOut, summary="Hide a model from the lists and pickers (or show it "
+                                                                "again); owner or admin")
+def patch_model(model_id: IdPath, body: HiddenPatch, db: DB, user: CurrentUser):
+    m = _owned_model(db, user, model_id)
+    m.hidden = body.hidden
+    db.commit()
+    return models_out(db, [m])[0]
+
+
+@router.delete("/{model_id}", status_code=204, response_class=Response,
+               responses={409: {"description": "something derives from it (runs, pruned models, jobs): the detail "
+                                               "says what; it can be hidden instead"}},
+               summary="Delete a model nothing derives from, with its checkpoint; owner or admin")
+def delete_model(model_id: IdPath, db: DB, user: CurrentUser):
+    m = _owned_model(db, user, model_id)
+    commit_and_unlink(db, manage.delete_model(db, m))
+    return Response(status_code=204)
 
 
 @router.get("/{model_id}/layers", response_model=list[LayerOut], summary="Addressable layers, with shapes and unit counts")

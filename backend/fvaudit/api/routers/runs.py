@@ -11,10 +11,14 @@ from fastapi import APIRouter, HTTPException, Path as FPath, Query, Request, Res
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import asc, desc, func, nulls_last, select
 
-from fvaudit.api.deps import DB, CurrentUser, IdPath, Principal, Who, can_read_run, get_run_for, read_only
-from fvaudit.api.schemas import RunDetail, RunListItem, ShareOut, UnitDetail, UnitPage
+from fvaudit.api import manage
+from fvaudit.api.deps import (DB, CurrentUser, IdPath, NameQuery, Principal, Who, can_read_run, get_run_for, like, paged,
+                              read_only)
+from fvaudit.api.manage import commit_and_unlink
+from fvaudit.api.schemas import (HiddenPatch, JobStatus, RunDetail, RunListItem, ShareOut, UnitDetail, UnitPage,
+                                 UnitState)
 from fvaudit.api.security import new_share_token, well_formed
-from fvaudit.api.serialize import run_detail, run_item, unit_detail, unit_row
+from fvaudit.api.serialize import run_detail, run_item, unit_detail, unit_row, unit_states
 from fvaudit.config import get_settings
 from fvaudit.db.models import METRICS, Artifact, Run, ShareLink, SyntheticImage, UnitResult, utcnow
 from fvaudit.store import get_store
@@ -25,19 +29,50 @@ UnitPath = Annotated[int, FPath(ge=0, le=2**31 - 1, examples=[0])]
 SortKey = Literal["unit", "clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"]
 
 
-@router.get("/runs", response_model=list[RunListItem], tags=["runs"], summary="Your runs, newest first")
-def list_runs(db: DB, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
-    q = select(Run)
+@router.get("/runs", response_model=list[RunListItem], tags=["runs"],
+            summary="Your runs, newest first, filtered; the count of all matches in X-Total-Count")
+def list_runs(db: DB, user: CurrentUser, response: Response, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0, status: JobStatus | None = None,
+              model_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None, q: NameQuery = None,
+              include_hidden: bool = False):
+    query = select(Run)
     if not user.is_admin:
-        q = q.where(Run.owner_id == user.id)
-    return [run_item(r) for r in db.scalars(q.order_by(Run.id.desc()).offset(offset).limit(limit))]
+        query = query.where(Run.owner_id == user.id)
+    if status:
+        query = query.where(Run.status == status)
+    if model_id is not None:
+        query = query.where(Run.model_id == model_id)
+    if q:
+        query = query.where(func.lower(Run.name).like(like(q), escape="\\"))
+    if not include_hidden:
+        query = query.where(Run.hidden.is_(False))
+    return [run_item(r) for r in paged(db, query, (Run.id.desc(),), limit, offset, response)]
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, summary="Run summary: Table 3.1 rows, accuracy, α, histograms")
 def get_run(run_id: IdPath, db: DB, who: Who):
     run = get_run_for(db, who, run_id)
     return run_detail(db, run, read_only(who, run))
+
+
+@router.patch("/runs/{run_id}", response_model=RunListItem,
+              summary="Hide a run from the lists (or show it again); owner or admin")
+def patch_run(run_id: IdPath, body: HiddenPatch, db: DB, user: CurrentUser):
+    run = _owned_run(db, user, run_id)
+    run.hidden = body.hidden
+    db.commit()
+    return run_item(run)
+
+
+@router.delete("/runs/{run_id}", status_code=204, response_class=Response,
+               responses={409: {"description": "still queued or running, part of a sweep, or the control of another "
+                                               "run (the detail says which)"}},
+               summary="Delete a run with its audit: jobs, unit results, synthetic images, share links and the "
+                       "artifacts nothing else references; owner or admin")
+def delete_run(run_id: IdPath, db: DB, user: CurrentUser):
+    run = _owned_run(db, user, run_id)
+    commit_and_unlink(db, manage.delete_run(db, run))
+    return Response(status_code=204)
 
 
 @dataclass
@@ -84,8 +119,11 @@ def units(run_id: IdPath, layer: LayerPath, db: DB, who: Who, sort: SortKey = "u
 
 
 @router.get("/runs/{run_id}/layers/{layer}/units/{unit}", response_model=UnitDetail,
-            summary="One unit: top-k before/after (train and validation), metrics, nearest units")
-def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who):
+            summary="One unit in one state: top-k before/after (train and validation), metrics, nearest units",
+            responses={404: {"description": "no such run, unit, or state of this run"}})
+def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who,
+         state: Annotated[UnitState, Query(description="the state shown as 'after': selected (the latest within the "
+                                                       "accuracy budget) or final (the last step)")] = "selected"):
     # the hot path of the unit page: one indexed lookup joined with the run's owner and
     # layer info (not its large JSON columns), serialised without re-validation
     row = db.execute(select(UnitResult, Run.owner_id, Run.layer_info)
@@ -98,8 +136,15 @@ def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who):
     if not can_read_run(who, _RunRef(run_id, row.owner_id)):
         raise HTTPException(404, f"run {run_id} not found")
     ref = _RunRef(run_id, row.owner_id, row.layer_info)
+    main, states = unit_states(row.UnitResult)
+    if state not in states:
+        raise HTTPException(404, f"run {run_id} has no {state} state for unit {layer}/{unit}: its metrics measured "
+                                 f"only {' and '.join(states)}" + (" (a run measured before the final state's "
+                                                                   "top-k were kept: re-run its metrics to add it)"
+                                                                   if state == "final" and (row.UnitResult.extra or {})
+                                                                   .get("states", {}).get("final") else ""))
     ro = read_only(who, ref)          # read-only = read through a share link: its image URLs die with it
-    body = unit_detail(db, ref, row.UnitResult, ro, share_id=who.share.id if ro and who.share else None)
+    body = unit_detail(db, ref, row.UnitResult, ro, share_id=who.share.id if ro and who.share else None, state=state)
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 

@@ -11,8 +11,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
+from fvaudit.api import manage
 from fvaudit.api.deps import DB, CurrentUser, IdPath, get_kind_job_for, top_level_jobs
-from fvaudit.api.schemas import SweepDetail, SweepItem
+from fvaudit.api.manage import commit_and_unlink
+from fvaudit.api.schemas import HiddenPatch, JobStatus, SweepDetail, SweepItem
 from fvaudit.db.models import Job, SweepPoint
 from fvaudit.engine import sweep_table as T
 from fvaudit.jobs.kinds.sweep import point_records
@@ -26,17 +28,19 @@ def _name(job: Job) -> str:
 
 def _item(job: Job, n_points: int) -> dict:
     return {"id": job.id, "name": _name(job), "status": job.status, "n_points": n_points,
-            "created_at": job.created_at, "finished_at": job.finished_at}
+            "created_at": job.created_at, "finished_at": job.finished_at, "hidden": bool(job.hidden)}
 
 
 def _sweep(db, user, sweep_id: int) -> Job:
     return get_kind_job_for(db, user, sweep_id, "sweep", "a sweep")
 
 
-@router.get("", response_model=list[SweepItem], summary="Your sweeps, newest first")
-def list_sweeps(db: DB, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
-    jobs = top_level_jobs(db, user, "sweep", limit, offset)
+@router.get("", response_model=list[SweepItem],
+            summary="Your sweeps, newest first, filtered; the count of all matches in X-Total-Count")
+def list_sweeps(db: DB, user: CurrentUser, response: Response, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0, status: JobStatus | None = None,
+                include_hidden: bool = False):
+    jobs = top_level_jobs(db, user, "sweep", limit, offset, response, status=status, include_hidden=include_hidden)
     counts = dict(db.execute(select(SweepPoint.sweep_job_id, func.count()).where(
         SweepPoint.sweep_job_id.in_([j.id for j in jobs])).group_by(SweepPoint.sweep_job_id)).all()) if jobs else {}
     return [_item(j, counts.get(j.id, 0)) for j in jobs]
@@ -51,6 +55,26 @@ def get_sweep(sweep_id: IdPath, db: DB, user: CurrentUser):
     return {**_item(job, len(points)), "error": job.error, "spec": job.spec or {},
             "attacks": list((job.spec or {}).get("attacks") or []), "columns": list(T.COLUMNS), "points": points,
             "rows": rows, "curves": T.curves(rows)}
+
+
+@router.patch("/{sweep_id}", response_model=SweepItem,
+              summary="Hide a sweep from the list (or show it again); owner or admin")
+def patch_sweep(sweep_id: IdPath, body: HiddenPatch, db: DB, user: CurrentUser):
+    job = _sweep(db, user, sweep_id)
+    job.hidden = body.hidden
+    db.commit()
+    n = db.scalar(select(func.count()).select_from(SweepPoint).where(SweepPoint.sweep_job_id == job.id)) or 0
+    return _item(job, n)
+
+
+@router.delete("/{sweep_id}", status_code=204, response_class=Response,
+               responses={409: {"description": "still queued or running, or used by a job outside it"}},
+               summary="Delete a sweep: its jobs, points, runs and the pruned models it made that nothing else "
+                       "uses, with their artifacts; owner or admin")
+def delete_sweep(sweep_id: IdPath, db: DB, user: CurrentUser):
+    job = _sweep(db, user, sweep_id)
+    commit_and_unlink(db, manage.delete_sweep(db, job))
+    return Response(status_code=204)
 
 
 @router.get("/{sweep_id}/table", response_class=Response,

@@ -8,6 +8,11 @@ layer (the final flagged ``over_budget`` when its drop exceeds the budget), plus
 attacked more than one layer. Dead units are those of the θ_init training-set scan
 (SPEC §1); push-up success is reported with its θ_init baseline.
 
+Each unit row keeps the main state's top-k as ``after`` and every other measured state's
+beside it (``topk[split]["final"]``), with that state's metrics, nearest units and Fig. 3.5
+similarities in ``extra`` (``states``, ``nearest``, ``clip_self``; ``after_state`` names the
+main one), so a unit page can show either state.
+
 Unit rows are upserted on ``(run, layer, unit)``: the columns a ``visualize`` job wrote
 (synthetic measures; images live in ``synthetic_images``) are never touched here.
 """
@@ -231,14 +236,21 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         iv, it = init_val[layer], (init_train or {}).get(layer)
         fv, ft = final_val[main_state][layer], (final_train.get(main_state) or {}).get(layer)
         n_units = iv.units
-        # C^{init,init}_jj and C^{init,final}_jj (Fig. 3.5), from the cached embeddings
+        others = [st for st in states if st != main_state]
+        # C^{init,init}_jj and C^{init,state}_jj (Fig. 3.5), from the cached embeddings: the
+        # main state's in clip_self, every other state's in extra["clip_self"][state]
         self_sim: dict[int, dict] = {}
+        other_sim: dict[str, dict[int, dict]] = {st: {} for st in others}
         if embed is not None and len(lm.units) > 1:
             e_i, e_f = embed(iv.topk_ids[lm.units, :k_clip]), embed(fv.topk_ids[lm.units, :k_clip])
             pre = np.diag(M.set_similarity(e_i, e_i))
             post = np.diag(M.set_similarity(e_i, e_f))
             self_sim = {u: {"pre": finite(pre[c]), "post": finite(post[c])} for c, u in enumerate(lm.units)}
             clip_sim[layer] = [{"unit": u, **self_sim[u]} for u in lm.units if u in set(lm.attacked)]
+            for st in others:
+                e_o = embed(final_val[st][layer].topk_ids[lm.units, :k_clip])
+                post_o = np.diag(M.set_similarity(e_i, e_o))
+                other_sim[st] = {u: {"pre": finite(pre[c]), "post": finite(post_o[c])} for c, u in enumerate(lm.units)}
         att, dead_set = set(lm.attacked), set(lm.dead)
         for u in range(n_units):
             topk = {"val": {"image_set_id": spec.val_set_id,
@@ -248,12 +260,23 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
                 topk["train"] = {"image_set_id": spec.train_set_id,
                                  "before": _topk_entry(it.topk_ids[u], it.topk_scores[u], train.labels),
                                  "after": _topk_entry(ft.topk_ids[u], ft.topk_scores[u], train.labels)}
+            # every other state's top-k beside the main one ("after"), so the unit page can show
+            # either state (GET .../units/{unit}?state=final)
+            for st in others:
+                ov = final_val[st][layer]
+                topk["val"][st] = _topk_entry(ov.topk_ids[u], ov.topk_scores[u], val.labels)
+                ot = (final_train.get(st) or {}).get(layer)
+                if "train" in topk and ot is not None:
+                    topk["train"][st] = _topk_entry(ot.topk_ids[u], ot.topk_scores[u], train.labels)
             other = {st: {m: finite(measured[st].metrics[layer].per_unit.get(m, {}).get(u)) for m in METRICS}
-                     for st in states if st != main_state}
+                     for st in others}
+            extra = {"states": other, "after_state": main_state,
+                     "nearest": {st: measured[st].metrics[layer].nearest.get(u, {}) for st in others},
+                     "clip_self": {st: other_sim[st].get(u, {}) for st in others}}
             unit_rows.append({"layer": layer, "unit": u, "attacked": u in att, "dead": u in dead_set,
                               **{m: finite(lm.per_unit.get(m, {}).get(u)) for m in METRICS},
                               "topk": clean_json(topk), "nearest": clean_json(lm.nearest.get(u, {})),
-                              "clip_self": clean_json(self_sim.get(u, {})), "extra": clean_json({"states": other})})
+                              "clip_self": clean_json(self_sim.get(u, {})), "extra": clean_json(extra)})
         for m in METRICS:
             per_unit_hist.setdefault(layer, {})[m] = ([finite(lm.per_unit[m].get(u)) for u in lm.attacked]
                                                       if m in lm.per_unit else [])
