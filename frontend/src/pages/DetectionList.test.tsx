@@ -28,6 +28,9 @@ const allModels = [
   { ...models[0], id: 2, name: "clean seed 2", source: "upload" },
   { ...models[0], id: 3, name: "pruned cnn", prune: { method: "norm", rate: 0.5 } },
   { ...models[0], id: 4, name: "resnet", registry_name: "resnet18", n_classes: 1000 },
+  // never offered (issue 19): a pruned model whose prune step has not made weights, and a hidden model
+  { ...models[0], id: 5, name: "pending prune", status: "pending", prune: { method: "norm", rate: 0.25 } },
+  { ...models[0], id: 6, name: "hidden clean", status: "ready", hidden: true },
 ];
 const job = (id: number, kind: string, model = 1) => ({
   id, kind: "attack", step_key: null, label: "attack", status: "succeeded", progress: {}, error: null,
@@ -104,6 +107,9 @@ describe("check a model (the form)", () => {
       expect.stringMatching(/^job 31: push-down on relu3/),
     ]);
     expect(pop).toHaveTextContent("at least 2 clean models of the same family");
+    // the suspect picker: ready, unhidden models only
+    const suspects = [...(within(form).getByLabelText("Suspect model") as HTMLSelectElement).options].map((o) => o.value).filter(Boolean);
+    expect(suspects).toEqual(["1", "2", "3", "4"]);
   });
 
   it("is reachable from a model's page: “Check this model” pre-fills the suspect", async () => {

@@ -117,4 +117,23 @@ describe("model page", () => {
       ["9:init", [0]],
     ]);
   });
+
+  it("a pending pruned model offers no audit and says why; a ready one offers both (issue 19)", async () => {
+    const pending = { ...models[0], status: "pending", status_reason: "its prune step (job 12) was cancelled before it ran", prune_job_id: 12, hidden: false };
+    mockFetch([...base({ model_id: 1, layers: [] }).filter((r) => !String(r.path).includes("models\\/1$")), { path: /^\/api\/v1\/models\/1$/, body: pending }]);
+    renderAt("/models/1");
+    const note = await screen.findByTestId("model-status");
+    expect(note).toHaveTextContent("pending This pruned model has no weights yet: its prune step has not produced them, so it cannot be audited or checked. its prune step (job 12) was cancelled before it ran");
+    expect(within(note).getByRole("link", { name: "Open its prune job 12" })).toHaveAttribute("href", "/jobs/12");
+    expect(screen.queryByRole("link", { name: "Audit this model…" })).toBeNull();
+    expect(screen.queryByRole("link", { name: "Check this model…" })).toBeNull();
+    expect(screen.getByRole("button", { name: "Delete model 1 (fmnist-cnn (demo))" })).toBeInTheDocument();
+  });
+
+  it("a ready model: “Audit this model…” opens the launch form on it", async () => {
+    mockFetch([...base({ model_id: 1, layers: [] }).filter((r) => !String(r.path).includes("models\\/1$")), { path: /^\/api\/v1\/models\/1$/, body: { ...models[0], status: "ready", hidden: false } }]);
+    renderAt("/models/1");
+    expect(await screen.findByRole("link", { name: "Audit this model…" })).toHaveAttribute("href", "/launch?model=1");
+    expect(screen.queryByTestId("model-status")).toBeNull();
+  });
 });
