@@ -567,6 +567,49 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     await panel.screenshot({ path: join(OUT, "issue13-item12-pushup.png") });
   });
 
+  // ---------------------------------------------------------------- issue 19, item 6
+  it("issue 19: index pages: runs filtered and paged, models (delete refused with the reason, or done), image sets, jobs", async () => {
+    // the home page: the runs filtered by status (the cancelled push-up), in the address
+    await page.goto(`${BASE}/`);
+    const runs = page.getByRole("region", { name: "Runs" });
+    await runs.getByRole("combobox", { name: "Status" }).selectOption("cancelled");
+    await page.waitForURL(/\?status=cancelled$/);
+    await runs.getByRole("link", { name: /e2e push-up to cancel/ }).first().waitFor();
+    const badges = await runs.locator("tbody .badge[class*=status-]").allInnerTexts();
+    assert.ok(badges.length > 0 && badges.every((b) => b === "cancelled"), `status badges: ${badges.join(", ")}`);
+    await page.screenshot({ path: join(OUT, "issue19-home-filtered.png"), fullPage: true });
+    // models: the demo model has runs: its delete is refused with the server's reason, and hide is offered
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Models", exact: true }).click();
+    await page.waitForURL(/\/models$/);
+    const models = page.getByRole("region", { name: "Models" });
+    await models.getByRole("button", { name: new RegExp(`^Delete model ${state.modelId} `) }).click();
+    let dialog = page.getByRole("dialog");
+    await dialog.getByRole("button", { name: `Delete model ${state.modelId}` }).click();
+    await dialog.getByRole("alert").waitFor();
+    assert.ok((await dialog.getByRole("alert").innerText()).length > 30, "the 409 says why");
+    await dialog.getByRole("button", { name: `Hide model ${state.modelId} instead` }).waitFor();
+    await page.screenshot({ path: join(OUT, "issue19-model-delete-refused.png") });
+    await dialog.getByRole("button", { name: "Close", exact: true }).first().click();
+    await dialog.waitFor({ state: "detached" });
+    // the uploaded copy (item 18) has nothing derived from it: it is deleted after the confirmation
+    const uploaded = models.getByRole("button", { name: /^Delete model \d+ \(e2e uploaded cnn\)$/ });
+    await uploaded.click();
+    dialog = page.getByRole("dialog");
+    await dialog.getByRole("button", { name: /^Delete model \d+$/ }).click();
+    await dialog.waitFor({ state: "detached" });
+    await uploaded.waitFor({ state: "detached" });
+    // image sets: status and size; jobs: filtered by kind and status, each linking to its page
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Image sets" }).click();
+    await page.getByRole("heading", { level: 1, name: "Image sets" }).waitFor();
+    await page.getByRole("region", { name: "Image sets" }).locator("tbody .badge.status-ready").first().waitFor();
+    await page.screenshot({ path: join(OUT, "issue19-image-sets.png"), fullPage: true });
+    await page.goto(`${BASE}/jobs?kind=audit&status=succeeded`);
+    const jobs = page.getByRole("region", { name: "Jobs" });
+    await jobs.getByRole("link", { name: new RegExp(`^job ${state.jobId}: e2e push-down$`) }).waitFor();
+    assert.equal(await jobs.getByRole("link", { name: /e2e push-up to cancel/ }).count(), 0, "a cancelled job is filtered out");
+    await page.screenshot({ path: join(OUT, "issue19-jobs.png"), fullPage: true });
+  });
+
   it("logged no errors in the browser console", () => {
     assert.deepEqual(consoleErrors, []);
   });
