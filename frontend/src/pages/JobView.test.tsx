@@ -1,7 +1,7 @@
 // The job page reads a chain's steps from its children and the job-kind registry:
 // a 9-step audit (scan θ_init … control metrics) renders all nine, in seq order.
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, within } from "@testing-library/react";
+import { cleanup, render, screen, within } from "@testing-library/react";
 import { MemoryRouter, Route, Routes } from "react-router";
 import { beforeEach, describe, expect, it } from "vitest";
 import { setToken } from "../api/auth";
@@ -11,7 +11,8 @@ import chain from "../test/fixtures/job-chain.json";
 import kinds from "../test/fixtures/job-kinds.json";
 import { mockFetch } from "../test/fetchMock";
 import { chainSteps } from "../lib/chain";
-import { progressText } from "../lib/format";
+import { absTime, progressText } from "../lib/format";
+import run from "../test/fixtures/run-detail.json";
 import { JobView } from "./JobView";
 
 const audit = (kinds as JobKind[]).find((k) => k.kind === "audit")!;
@@ -93,5 +94,57 @@ describe("job page", () => {
     ]);
     renderJob();
     expect(await screen.findByRole("link", { name: "Open the verdict →" })).toHaveAttribute("href", "/detections/40");
+  });
+
+  // issue 19, item 11: a visualize job shares the audit's run but trained nothing
+  const history = [1, 2, 3, 4, 5, 6].map((step) => ({ step, loss: 2 / step, l_attack: 1 / step, l_maintain: 1, alpha: 0.5 }));
+  const finished = { created_at: "2026-11-25T06:14:11Z", started_at: "2026-11-25T06:14:20Z", finished_at: "2026-11-25T06:24:20Z" };
+
+  it("a visualize job does not show the attack's training curves; an attack job does", async () => {
+    // selected_is_init: its note shows when the run has loaded (the history with it)
+    const runWithHistory = { ...run, id: 3, history, attack_outcome: { selected_step: 0, final_step: 6, selected_is_init: true, final_over_budget: true, budget_pp: 0.5, message: "no state within budget" } };
+    const visualize = { ...chain.job, ...finished, id: 40, kind: "visualize", step_key: "visualize", status: "succeeded", run_id: 3, children: [], spec: { model_id: 1, layers: ["relu3"] } };
+    mockFetch([
+      { path: /^\/api\/v1\/jobs\/40$/, body: visualize },
+      { path: /^\/api\/v1\/jobs$/, body: [] },
+      { path: /^\/api\/v1\/job-kinds$/, body: kinds },
+      { path: /^\/api\/v1\/runs\/3$/, body: runWithHistory },
+    ]);
+    renderJob();
+    expect(await screen.findByText(/Done\./)).toBeInTheDocument();
+    await screen.findByTestId("selected-is-init"); // the run, with its history, has loaded
+    expect(screen.queryByRole("region", { name: "Training curves" })).toBeNull();
+    cleanup();
+
+    const attack = { ...visualize, kind: "attack", step_key: "attack" };
+    mockFetch([
+      { path: /^\/api\/v1\/jobs\/40$/, body: attack },
+      { path: /^\/api\/v1\/jobs$/, body: [] },
+      { path: /^\/api\/v1\/job-kinds$/, body: kinds },
+      { path: /^\/api\/v1\/runs\/3$/, body: runWithHistory },
+    ]);
+    renderJob();
+    const curves = await screen.findByRole("region", { name: "Training curves" });
+    expect(within(curves).getByRole("img", { name: /^Loss: L \(total\), L_maintain/ })).toBeInTheDocument();
+  });
+
+  it("a finished job shows absolute times; a run whose selected state is θ_init says so", async () => {
+    const message = "No evaluated state stayed within the 0.5 pp accuracy budget: the selected state is θ_init, so the 'selected' results show no attack.";
+    const done = { ...chain.job, ...finished, id: 40, status: "succeeded", run_id: 3 };
+    mockFetch([
+      { path: /^\/api\/v1\/jobs\/40$/, body: done },
+      { path: /^\/api\/v1\/jobs$/, body: children.map((c) => ({ ...c, status: "succeeded" })) },
+      { path: /^\/api\/v1\/job-kinds$/, body: kinds },
+      { path: /^\/api\/v1\/runs\/3$/, body: { ...run, attack_outcome: { selected_step: 0, final_step: 200, selected_is_init: true, final_over_budget: true, budget_pp: 0.5, message } } },
+    ]);
+    renderJob();
+    const note = await screen.findByTestId("selected-is-init");
+    expect(note).toHaveTextContent(message);
+    expect(note).toHaveTextContent("the synthetic visualizations were rendered on the selected state, θ_init here");
+    expect(within(note).getByRole("link", { name: "run summary" })).toHaveAttribute("href", "/runs/3");
+    const created = screen.getByText(absTime(finished.created_at));
+    expect(created.tagName).toBe("TIME");
+    expect(screen.getByText(/ran 10 min 0 s · ended/)).toBeInTheDocument();
+    expect(screen.queryByText(/ago/)).toBeNull();
   });
 });

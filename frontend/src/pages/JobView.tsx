@@ -5,10 +5,12 @@ import { isTerminal, type Job } from "../api/client";
 import type { AlphaEvent, StepJob } from "../api/contract";
 import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../api/hooks";
 import { LineChart } from "../components/Charts";
+import { ErrorBoundary } from "../components/ErrorBoundary";
 import { NeedsToken } from "../components/Layout";
-import { ErrorBox, Loading, StatusBadge } from "../components/States";
+import { ErrorBox, Loading, SelectedIsInit, StatusBadge, When } from "../components/States";
 import { chainSteps, jobTitle, kindOf, liveStepLabel, specLayers } from "../lib/chain";
-import { attackLabel, duration, num, when } from "../lib/format";
+import { absTime, attackLabel, duration, num } from "../lib/format";
+import { attackOutcome } from "../lib/rows";
 import { useJobEvents, type LossPoint } from "../lib/sse";
 import { usePageTitle } from "../lib/title";
 
@@ -43,10 +45,15 @@ function JobPage() {
     }
   }, [job?.status]); // eslint-disable-line react-hooks/exhaustive-deps
 
+  // Training curves are what this job reported (its own or its chain's attack, replayed by
+  // the event stream), or the run's stored history when this job is what trained it. A
+  // visualize or metrics job shares the run but trained nothing: no curves (issue 19, item 11).
+  const stepKeys = [...(kindOf(kinds.data, job?.kind ?? "")?.steps ?? []).map((s) => s.key), ...(children.data ?? []).map((c) => c.step_key)];
+  const trained = !!job && trains(job, stepKeys);
   const points: LossPoint[] = useMemo(() => {
-    const hist = (run.data?.history ?? []) as LossPoint[];
+    const hist = trained ? ((run.data?.history ?? []) as LossPoint[]) : [];
     return hist.length ? hist : stream.points;
-  }, [run.data, stream.points]);
+  }, [run.data, stream.points, trained]);
 
   usePageTitle(job ? `Job ${job.id}: ${jobTitle(job, attackLabel)}` : `Job ${id}`);
 
@@ -83,8 +90,9 @@ function JobPage() {
             {title} <StatusBadge status={job.status} />
           </h1>
           <p className="muted">
-            {kind?.title ?? job.label ?? job.kind} job {job.id} · created {when(job.created_at)}
+            {kind?.title ?? job.label ?? job.kind} job {job.id} · created <When iso={job.created_at} absolute={terminal} />
             {job.started_at && ` · ${terminal ? "ran" : "running for"} ${duration(job.started_at, job.finished_at)}`}
+            {terminal && job.finished_at && ` · ended ${absTime(job.finished_at)}`}
             {job.worker && ` · worker ${job.worker}`}
             {stream.connected && !terminal && <span className="live"> · live</span>}
           </p>
@@ -145,6 +153,14 @@ function JobPage() {
           Done. <Link to={`/runs/${job.run_id}`}>Open the run summary</Link> to see the metrics and the galleries.
         </div>
       )}
+      {job.run_id && job.kind !== "sweep" && (
+        <SelectedIsInit outcome={attackOutcome(run.data)}>
+          <>
+            The final state is the “final” row of the <Link to={`/runs/${job.run_id}`}>run summary</Link>
+            {job.kind === "visualize" || steps.some((s) => s.key === "visualize") ? "; the synthetic visualizations were rendered on the selected state, θ_init here" : ""}.
+          </>
+        </SelectedIsInit>
+      )}
       {job.status === "succeeded" && !job.run_id && (
         <div className="banner ok">
           Done. {job.kind === "scan" ? "The scan is stored; metrics jobs and audits reuse it." : ""}
@@ -195,9 +211,14 @@ function JobPage() {
         </div>
       </section>
 
-      {job.kind === "scan" && <ScanResult job={job} />}
+      {job.kind === "scan" && (
+        <ErrorBoundary name="Scan">
+          <ScanResult job={job} />
+        </ErrorBoundary>
+      )}
 
-      {(spec.attack || points.length > 0) && (
+      {((trained && !terminal) || points.length > 0) && (
+        <ErrorBoundary name="Training curves">
         <section className="panel" aria-label="Training curves">
           <h2>Training</h2>
           {points.length === 0 ? (
@@ -226,6 +247,7 @@ function JobPage() {
             </div>
           )}
         </section>
+        </ErrorBoundary>
       )}
 
       <section className="panel" aria-label="Log">
@@ -245,6 +267,12 @@ function JobPage() {
       </section>
     </div>
   );
+}
+
+/** Whether the job trained weights: an attack, an attack step of a chain, or a chain with one. */
+function trains(job: StepJob, stepKeys: (string | null | undefined)[]): boolean {
+  const isAttack = (k: string | null | undefined) => k === "attack" || k === "control_attack";
+  return job.kind === "attack" || isAttack(job.step_key) || stepKeys.some(isAttack);
 }
 
 function ScanResult({ job }: { job: Job }) {
