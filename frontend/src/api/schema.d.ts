@@ -59,7 +59,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** Registered models */
+        /** Registered models, filtered; the count of all matches in X-Total-Count */
         get: operations["list_models_api_v1_models_get"];
         put?: never;
         /** Register a model by registry name (weights resolved on the server) */
@@ -98,10 +98,12 @@ export type paths = {
         get: operations["get_model_api_v1_models__model_id__get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /** Delete a model nothing derives from, with its checkpoint; owner or admin */
+        delete: operations["delete_model_api_v1_models__model_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /** Hide a model from the lists and pickers (or show it again); owner or admin */
+        patch: operations["patch_model_api_v1_models__model_id__patch"];
         trace?: never;
     };
     "/api/v1/models/{model_id}/layers": {
@@ -162,7 +164,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** Registered image sets */
+        /** Registered image sets, filtered; the count of all matches in X-Total-Count */
         get: operations["list_sets_api_v1_image_sets_get"];
         put?: never;
         /** Register an image set: fashion-mnist:train|test (201, at once) or a class-folder tree under an allowed root (202: indexed by a register_images job) */
@@ -184,10 +186,12 @@ export type paths = {
         get: operations["get_set_api_v1_image_sets__set_id__get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /** Delete an image set nothing uses (its image index and thumbnails); owner or admin */
+        delete: operations["delete_set_api_v1_image_sets__set_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /** Hide an image set from the lists and pickers (or show it again); owner or admin */
+        patch: operations["patch_set_api_v1_image_sets__set_id__patch"];
         trace?: never;
     };
     "/api/v1/image-sets/{set_id}/classes/{class_index}/samples": {
@@ -282,7 +286,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** Your jobs, newest first */
+        /** Your jobs, newest first, filtered; the count of all matches in X-Total-Count */
         get: operations["list_jobs_api_v1_jobs_get"];
         put?: never;
         /** Launch a job (any kind of GET /job-kinds; a chain kind creates its steps) */
@@ -368,7 +372,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** Your runs, newest first */
+        /** Your runs, newest first, filtered; the count of all matches in X-Total-Count */
         get: operations["list_runs_api_v1_runs_get"];
         put?: never;
         post?: never;
@@ -389,10 +393,12 @@ export type paths = {
         get: operations["get_run_api_v1_runs__run_id__get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /** Delete a run with its audit: jobs, unit results, synthetic images, share links and the artifacts nothing else references; owner or admin */
+        delete: operations["delete_run_api_v1_runs__run_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /** Hide a run from the lists (or show it again); owner or admin */
+        patch: operations["patch_run_api_v1_runs__run_id__patch"];
         trace?: never;
     };
     "/api/v1/runs/{run_id}/layers/{layer}/units": {
@@ -419,7 +425,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** One unit: top-k before/after (train and validation), metrics, nearest units */
+        /** One unit in one state: top-k before/after (train and validation), metrics, nearest units */
         get: operations["unit_api_v1_runs__run_id__layers__layer__units__unit__get"];
         put?: never;
         post?: never;
@@ -539,7 +545,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** Your sweeps, newest first */
+        /** Your sweeps, newest first, filtered; the count of all matches in X-Total-Count */
         get: operations["list_sweeps_api_v1_sweeps_get"];
         put?: never;
         post?: never;
@@ -560,10 +566,12 @@ export type paths = {
         get: operations["get_sweep_api_v1_sweeps__sweep_id__get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /** Delete a sweep: its jobs, points, runs and the pruned models it made that nothing else uses, with their artifacts; owner or admin */
+        delete: operations["delete_sweep_api_v1_sweeps__sweep_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /** Hide a sweep from the list (or show it again); owner or admin */
+        patch: operations["patch_sweep_api_v1_sweeps__sweep_id__patch"];
         trace?: never;
     };
     "/api/v1/sweeps/{sweep_id}/table": {
@@ -681,6 +689,42 @@ export type components = {
              */
             kind: "attack";
             spec: components["schemas"]["AttackSpec"];
+        };
+        /**
+         * AttackOutcome
+         * @description Where the attack ended against its accuracy budget (SPEC §2).
+         */
+        AttackOutcome: {
+            /**
+             * Selected Step
+             * @description the selected state's step (0 = θ_init); null without an attack
+             */
+            selected_step: number | null;
+            /**
+             * Final Step
+             * @description the last step's state
+             */
+            final_step: number | null;
+            /**
+             * Selected Is Init
+             * @description no evaluated state stayed within the budget: the selected state is θ_init, so the 'selected' results show no attack
+             */
+            selected_is_init: boolean;
+            /**
+             * Final Over Budget
+             * @description the final state's accuracy drop exceeds the budget
+             */
+            final_over_budget: boolean;
+            /**
+             * Budget Pp
+             * @description the accuracy budget (pp on the full validation set)
+             */
+            budget_pp: number | null;
+            /**
+             * Message
+             * @description when selected_is_init: what happened, in words
+             */
+            message: string | null;
         };
         /**
          * AttackParams
@@ -819,7 +863,7 @@ export type components = {
             decoy_ids?: number[] | null;
             /**
              * Decoy Class
-             * @description push-up: decoy class index (or name) of the training set
+             * @description push-up: decoy class index (a number) or name (a string) of the training set
              */
             decoy_class?: number | string | null;
         };
@@ -1225,9 +1269,17 @@ export type components = {
              * Verdict
              * @description null until the job succeeded
              */
-            verdict: ("no sign" | "suspicious" | "manipulated") | null;
-            /** P Value */
+            verdict: ("no sign" | "suspicious" | "manipulated" | "inconclusive") | null;
+            /**
+             * P Value
+             * @description null until the job succeeded, and when the verdict is inconclusive
+             */
             p_value: number | null;
+            /**
+             * Warnings
+             * @description what to know before trusting the verdict (e.g. too few clean models: inconclusive)
+             */
+            warnings?: string[];
             /** Suspect Model Id */
             suspect_model_id: number;
             /** Reference Model Id */
@@ -1286,9 +1338,17 @@ export type components = {
              * Verdict
              * @description null until the job succeeded
              */
-            verdict: ("no sign" | "suspicious" | "manipulated") | null;
-            /** P Value */
+            verdict: ("no sign" | "suspicious" | "manipulated" | "inconclusive") | null;
+            /**
+             * P Value
+             * @description null until the job succeeded, and when the verdict is inconclusive
+             */
             p_value: number | null;
+            /**
+             * Warnings
+             * @description what to know before trusting the verdict (e.g. too few clean models: inconclusive)
+             */
+            warnings?: string[];
             /** Suspect Model Id */
             suspect_model_id: number;
             /** Reference Model Id */
@@ -1395,6 +1455,20 @@ export type components = {
             /** Version */
             version: string;
         };
+        /**
+         * HiddenPatch
+         * @description PATCH body of runs, models, image sets and sweeps: hide (or show again) a row.
+         * @example {
+         *       "hidden": true
+         *     }
+         */
+        HiddenPatch: {
+            /**
+             * Hidden
+             * @description true: left out of lists and pickers (still reachable by its address)
+             */
+            hidden: boolean;
+        };
         /** ImageSetAccepted */
         ImageSetAccepted: {
             /** Id */
@@ -1432,6 +1506,12 @@ export type components = {
              * Format: date-time
              */
             created_at: string;
+            /**
+             * Hidden
+             * @description left out of GET /image-sets unless include_hidden=true
+             * @default false
+             */
+            hidden?: boolean;
             /** Skipped */
             skipped: {
                 [key: string]: unknown;
@@ -1457,7 +1537,7 @@ export type components = {
             source: string;
             /**
              * Limit
-             * @description keep only the first N images
+             * @description keep N images: a seeded sample stratified by class (not the first N)
              */
             limit?: number | null;
         };
@@ -1498,6 +1578,12 @@ export type components = {
              * Format: date-time
              */
             created_at: string;
+            /**
+             * Hidden
+             * @description left out of GET /image-sets unless include_hidden=true
+             * @default false
+             */
+            hidden?: boolean;
             /** Skipped */
             skipped: {
                 [key: string]: unknown;
@@ -1540,6 +1626,12 @@ export type components = {
              * Format: date-time
              */
             created_at: string;
+            /**
+             * Hidden
+             * @description left out of GET /image-sets unless include_hidden=true
+             * @default false
+             */
+            hidden?: boolean;
         };
         /** Img */
         Img: {
@@ -1625,6 +1717,12 @@ export type components = {
             started_at: string | null;
             /** Finished At */
             finished_at: string | null;
+            /**
+             * Hidden
+             * @description a hidden sweep: left out of lists unless include_hidden=true
+             * @default false
+             */
+            hidden?: boolean;
         };
         /** JobEventOut */
         JobEventOut: {
@@ -1858,6 +1956,26 @@ export type components = {
             prune?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Status
+             * @description pending: a pruned model whose prune job has not produced weights yet; failed: that job failed or was cancelled (status_reason says which)
+             * @default ready
+             * @enum {string}
+             */
+            status?: "ready" | "pending" | "failed";
+            /**
+             * Status Reason
+             * @description why the model is not ready
+             */
+            status_reason?: string | null;
+            /**
+             * Hidden
+             * @description left out of GET /models unless include_hidden=true
+             * @default false
+             */
+            hidden?: boolean;
+            /** @description what derives from the model (a model with any cannot be deleted) */
+            usage?: components["schemas"]["ModelUsage"];
         };
         /**
          * ModelRef
@@ -1924,6 +2042,27 @@ export type components = {
             unit: number;
             /** Images */
             images: components["schemas"]["ModelSyntheticImage"][];
+        };
+        /** ModelUsage */
+        ModelUsage: {
+            /**
+             * Runs
+             * @description runs (audits) of the model
+             * @default 0
+             */
+            runs?: number;
+            /**
+             * Models
+             * @description models pruned from it
+             * @default 0
+             */
+            models?: number;
+            /**
+             * Jobs
+             * @description jobs of its own that name it (scans, visualizations, prunes, detections)
+             * @default 0
+             */
+            jobs?: number;
         };
         /** Nearest */
         Nearest: {
@@ -2169,6 +2308,12 @@ export type components = {
             finished_at: string | null;
             /** Read Only */
             read_only: boolean;
+            /**
+             * Hidden
+             * @default false
+             */
+            hidden?: boolean;
+            attack_outcome: components["schemas"]["AttackOutcome"];
         };
         /** RunListItem */
         RunListItem: {
@@ -2199,6 +2344,13 @@ export type components = {
             headline: components["schemas"]["Headline"];
             /** Job Id */
             job_id: number | null;
+            /**
+             * Hidden
+             * @description left out of GET /runs unless include_hidden=true
+             * @default false
+             */
+            hidden?: boolean;
+            attack_outcome: components["schemas"]["AttackOutcome"];
         };
         /** Sample */
         Sample: {
@@ -2338,6 +2490,11 @@ export type components = {
             created_at: string;
             /** Finished At */
             finished_at: string | null;
+            /**
+             * Hidden
+             * @default false
+             */
+            hidden?: boolean;
             /** Error */
             error: string | null;
             /** Spec */
@@ -2382,6 +2539,11 @@ export type components = {
             created_at: string;
             /** Finished At */
             finished_at: string | null;
+            /**
+             * Hidden
+             * @default false
+             */
+            hidden?: boolean;
         };
         /**
          * SweepJobCreate
@@ -2508,7 +2670,7 @@ export type components = {
             attacks?: ("push_down" | "push_up")[];
             /**
              * Decoy Class
-             * @description push-up decoy class (name or index)
+             * @description push-up decoy class: index (a number) or name (a string); only with push_up in attacks
              */
             decoy_class?: number | string | null;
             /**
@@ -2663,6 +2825,17 @@ export type components = {
             attacked: boolean;
             /** Dead */
             dead: boolean;
+            /**
+             * State
+             * @description the state shown as 'after' (top-k, metrics, nearest units, clip_self)
+             * @enum {string}
+             */
+            state: "selected" | "final";
+            /**
+             * States
+             * @description the states this run's unit can be shown in (?state=)
+             */
+            states: ("selected" | "final")[];
             /** Metrics */
             metrics: {
                 [key: string]: number | null;
@@ -2736,6 +2909,11 @@ export type components = {
             steps: number;
             /** Size */
             size: number;
+            /**
+             * After State
+             * @description the attack state the 'after' images were rendered from
+             */
+            after_state?: string | null;
             /** Synthetic Clip Delta */
             synthetic_clip_delta?: number | null;
             /** Synthetic Transfer */
@@ -2967,6 +3145,13 @@ export interface operations {
     list_models_api_v1_models_get: {
         parameters: {
             query?: {
+                /** @description true: only models a form can use (ready, not hidden); false: only the others */
+                usable?: boolean | null;
+                include_hidden?: boolean;
+                /** @description name contains (case-insensitive) */
+                q?: string | null;
+                limit?: number;
+                offset?: number;
                 /** @description share-link token (read-only access to one run) */
                 share?: string | null;
             };
@@ -3113,6 +3298,87 @@ export interface operations {
             };
         };
     };
+    delete_model_api_v1_models__model_id__delete: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                model_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description something derives from it (runs, pruned models, jobs): the detail says what; it can be hidden instead */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    patch_model_api_v1_models__model_id__patch: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                model_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HiddenPatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     layers_api_v1_models__model_id__layers_get: {
         parameters: {
             query?: {
@@ -3226,6 +3492,13 @@ export interface operations {
     list_sets_api_v1_image_sets_get: {
         parameters: {
             query?: {
+                /** @description true: only sets a form can use (ready, not empty, not hidden); false: only the others */
+                usable?: boolean | null;
+                include_hidden?: boolean;
+                /** @description name contains (case-insensitive) */
+                q?: string | null;
+                limit?: number;
+                offset?: number;
                 /** @description share-link token (read-only access to one run) */
                 share?: string | null;
             };
@@ -3325,6 +3598,87 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ImageSetDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_set_api_v1_image_sets__set_id__delete: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                set_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description runs or jobs use it, or it is still being indexed: the detail says which; it can be hidden instead */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    patch_set_api_v1_image_sets__set_id__patch: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                set_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HiddenPatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageSetOut"];
                 };
             };
             /** @description Validation Error */
@@ -3539,7 +3893,10 @@ export interface operations {
                 status?: ("queued" | "running" | "succeeded" | "failed" | "cancelled") | null;
                 kind?: string | null;
                 parent_id?: number | null;
+                /** @description only jobs that are no chain step or group member (what a jobs index page lists) */
                 top_level?: boolean;
+                /** @description also hidden jobs (a hidden sweep) */
+                include_hidden?: boolean;
                 limit?: number;
                 offset?: number;
                 /** @description share-link token (read-only access to one run) */
@@ -3763,6 +4120,11 @@ export interface operations {
             query?: {
                 limit?: number;
                 offset?: number;
+                status?: ("queued" | "running" | "succeeded" | "failed" | "cancelled") | null;
+                model_id?: number | null;
+                /** @description name contains (case-insensitive) */
+                q?: string | null;
+                include_hidden?: boolean;
                 /** @description share-link token (read-only access to one run) */
                 share?: string | null;
             };
@@ -3830,6 +4192,87 @@ export interface operations {
             };
         };
     };
+    delete_run_api_v1_runs__run_id__delete: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description still queued or running, part of a sweep, or the control of another run (the detail says which) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    patch_run_api_v1_runs__run_id__patch: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HiddenPatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunListItem"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     units_api_v1_runs__run_id__layers__layer__units_get: {
         parameters: {
             query?: {
@@ -3876,6 +4319,8 @@ export interface operations {
     unit_api_v1_runs__run_id__layers__layer__units__unit__get: {
         parameters: {
             query?: {
+                /** @description the state shown as 'after': selected (the latest within the accuracy budget) or final (the last step) */
+                state?: "selected" | "final";
                 /** @description share-link token (read-only access to one run) */
                 share?: string | null;
             };
@@ -3899,6 +4344,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["UnitDetail"];
                 };
+            };
+            /** @description no such run, unit, or state of this run */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {
@@ -4170,6 +4622,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 offset?: number;
+                status?: ("queued" | "running" | "succeeded" | "failed" | "cancelled") | null;
+                include_hidden?: boolean;
                 /** @description share-link token (read-only access to one run) */
                 share?: string | null;
             };
@@ -4224,6 +4678,87 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SweepDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_sweep_api_v1_sweeps__sweep_id__delete: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                sweep_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description still queued or running, or used by a job outside it */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    patch_sweep_api_v1_sweeps__sweep_id__patch: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                sweep_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HiddenPatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SweepItem"];
                 };
             };
             /** @description Validation Error */
