@@ -199,8 +199,9 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     await fig.waitFor();
     assert.ok((await fig.locator("circle.dot.g-attacked").count()) > 10, "attacked units in the Fig. 3.7 scatter");
     assert.match(await page.title(), /^Run \d+: e2e push-down · fvaudit$/);
-    await page.locator('svg[aria-label^="CLIP-δ per unit: histogram"]').waitFor();
-    await page.locator('svg[aria-label^="Kendall-τ per unit: histogram"]').waitFor();
+    // the histograms name the k and the state they show (issue 19, item 4)
+    await page.locator('svg[aria-label^="CLIP-δ per unit (top-5, selected state): histogram"]').waitFor();
+    await page.locator('svg[aria-label^="Kendall-τ per unit (selected state): histogram"]').waitFor();
     const dots = await page.locator('section[aria-label="Per-unit distributions"] figure.chart circle.dot').count();
     assert.ok(dots > 10, `Fig. 3.5 scatter has ${dots} dots`);
     await page.getByText(/before \(θ_init\)/).first().waitFor();
@@ -332,6 +333,7 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     const dialog = page.getByRole("dialog");
     await dialog.locator(".share-list li").first().waitFor();
     await dialog.getByRole("button", { name: /^Revoke/ }).click();
+    await dialog.getByRole("button", { name: "Yes, revoke the link" }).click(); // revoking asks first (issue 19, item 11)
     await dialog.getByText("No active share links.").waitFor();
     await dialog.getByRole("button", { name: "Close" }).click();
 

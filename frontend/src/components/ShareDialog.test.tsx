@@ -36,7 +36,14 @@ describe("ShareDialog", () => {
     expect(await navigator.clipboard.readText()).toBe("http://127.0.0.1:8000/runs/7?share=new_token_bbbbbbbbbbbbbbbb");
     expect(await within(dialog).findAllByRole("button", { name: /^Revoke/ })).toHaveLength(2);
 
+    // revoking asks first: "Keep it" keeps the link, nothing is deleted
     await user.click(within(dialog).getAllByRole("button", { name: /^Revoke/ })[0]);
+    expect(within(dialog).getByText("Anyone using this link loses access. Revoke it?")).toBeInTheDocument();
+    await user.click(within(dialog).getByRole("button", { name: "Keep it" }));
+    expect(calls.some((c) => c.method === "DELETE")).toBe(false);
+    expect(within(dialog).getAllByRole("button", { name: /^Revoke/ })).toHaveLength(2);
+    await user.click(within(dialog).getAllByRole("button", { name: /^Revoke/ })[0]);
+    await user.click(within(dialog).getByRole("button", { name: "Yes, revoke the link" }));
     expect(calls.some((c) => c.method === "DELETE" && c.url === "/api/v1/shares/old_token_aaaaaaaaaaaaaaaa")).toBe(true);
     await within(dialog).findByText(/^http.*new_token_b/);
     expect(within(dialog).queryByText(/old_token_a/)).toBeNull();

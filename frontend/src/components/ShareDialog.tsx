@@ -3,7 +3,7 @@ import { useCreateShare, useRevokeShare, useShares } from "../api/hooks";
 import { when } from "../lib/format";
 import { CopyButton } from "./CopyButton";
 import { Dialog } from "./Dialog";
-import { ErrorBox, Loading } from "./States";
+import { ErrorBox, Loading, When } from "./States";
 
 /** Share links of a run: create one (read-only access, no login), copy it, list and revoke. */
 export function ShareDialog({ runId, runName, onClose }: { runId: number; runName: string; onClose: () => void }) {
@@ -11,6 +11,8 @@ export function ShareDialog({ runId, runName, onClose }: { runId: number; runNam
   const create = useCreateShare(runId);
   const revoke = useRevokeShare(runId);
   const [fresh, setFresh] = useState<string | null>(null);
+  // revoking cuts everyone who has the link, at once and for good: it asks first (issue 19, item 11)
+  const [confirming, setConfirming] = useState<string | null>(null);
   return (
     <Dialog title={`Share “${runName}”`} onClose={onClose} wide>
       <p>
@@ -51,20 +53,33 @@ export function ShareDialog({ runId, runName, onClose }: { runId: number; runNam
               <code className="grow" title={s.url}>
                 {s.url}
               </code>
-              <span className="muted small">created {when(s.created_at)}</span>
+              <span className="muted small">
+                created <When iso={s.created_at} />
+              </span>
               <CopyButton text={s.url} label="Copy" />
-              <button
-                type="button"
-                className="danger"
-                disabled={revoke.isPending}
-                onClick={() => {
-                  revoke.mutate(s.token);
-                  if (fresh === s.url) setFresh(null);
-                }}
-                aria-label={`Revoke link created ${when(s.created_at)}`}
-              >
-                Revoke
-              </button>
+              {confirming === s.token ? (
+                <span className="confirm" role="group" aria-label="Confirm revoking">
+                  <span className="small">Anyone using this link loses access. Revoke it?</span>{" "}
+                  <button
+                    type="button"
+                    className="danger"
+                    disabled={revoke.isPending}
+                    onClick={() => {
+                      revoke.mutate(s.token, { onSettled: () => setConfirming(null) });
+                      if (fresh === s.url) setFresh(null);
+                    }}
+                  >
+                    Yes, revoke the link
+                  </button>{" "}
+                  <button type="button" onClick={() => setConfirming(null)}>
+                    Keep it
+                  </button>
+                </span>
+              ) : (
+                <button type="button" className="danger" disabled={revoke.isPending} onClick={() => setConfirming(s.token)} aria-label={`Revoke link created ${when(s.created_at)}…`}>
+                  Revoke…
+                </button>
+              )}
             </li>
           ))}
         </ul>
