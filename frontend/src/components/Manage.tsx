@@ -154,6 +154,7 @@ export function SearchBox({ value, onSearch, label, placeholder }: { value: stri
   return (
     <input
       type="search"
+      maxLength={200}
       aria-label={label}
       placeholder={placeholder}
       value={text}

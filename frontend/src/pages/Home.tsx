@@ -246,7 +246,7 @@ function RunsPanel() {
       ) : (
         <>
           <div className={`scroll-x${runs.isPlaceholderData ? " is-loading" : ""}`}>
-            <table className="data runs">
+            <table className="data runs runs-paged">
               <thead>
                 <tr>
                   <th scope="col">run</th>
@@ -286,7 +286,7 @@ function RunsPanel() {
                         </>
                       )}
                     </td>
-                    <td>
+                    <td className="model-cell">
                       {r.model_id != null ? (
                         <Link to={`/models/${r.model_id}`} onClick={(e) => e.stopPropagation()}>
                           {r.model ?? `model ${r.model_id}`}
@@ -303,8 +303,8 @@ function RunsPanel() {
                     <td className="num">{num(r.headline.kendall_tau_w)}</td>
                     <td className="num">{pct(r.headline.acc_final)}</td>
                     <td className="num">{signed(r.headline.delta_acc)}</td>
-                    <td className="nowrap">{when(r.created_at)}</td>
-                    <td className="nowrap">
+                    <td className="created-cell">{when(r.created_at)}</td>
+                    <td>
                       <ManageActions what="runs" id={r.id} name={r.name} hidden={r.hidden} compact />
                     </td>
                   </tr>
