@@ -153,7 +153,9 @@ def paged(db, q, order, limit: int, offset: int, response: Response) -> list:
     return list(db.scalars(q.order_by(*order).offset(offset).limit(limit)))
 
 
-NameQuery = Annotated[str | None, Query(min_length=1, max_length=200, description="name contains (case-insensitive)")]
+#: a name substring; NUL is refused (422) because Postgres cannot hold it in a string
+NameQuery = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[^\x00]+$",
+                                        description="name contains (case-insensitive)")]
 
 
 def read_only(p: Principal, run: Run) -> bool:
