@@ -8,17 +8,14 @@ import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tansta
 import { useToken } from "./auth";
 import { ApiError, authHeaders, type ImageSetOut, type Job, type ModelOut, type RunListItem } from "./client";
 
-/** A model as `GET /models` lists it: its status (a pruned model is "pending" until its prune step made weights), what derives from it. */
-export type ModelStatus = "ready" | "pending" | "failed";
-export type ModelUsage = { runs: number; models: number; jobs: number };
-export type ManagedModel = ModelOut & {
-  status?: ModelStatus;
-  status_reason?: string | null;
-  hidden?: boolean;
-  usage?: ModelUsage;
-};
-export type ManagedSet = ImageSetOut & { hidden?: boolean };
-export type ManagedRun = RunListItem & { hidden?: boolean };
+/**
+ * A model as `GET /models` lists it: its status ("pending": a pruned model whose prune step
+ * has not produced weights; "failed") with the reason, hidden, and what derives from it.
+ */
+export type ManagedModel = ModelOut;
+export type ModelStatus = NonNullable<ModelOut["status"]>;
+export type ManagedSet = ImageSetOut;
+export type ManagedRun = RunListItem;
 
 /** A model a form can use: ready (a server from before issue 19 sends no status: its models are all ready) and not hidden. */
 export const modelUsable = (m: ManagedModel) => (m.status ?? "ready") === "ready" && !m.hidden;

@@ -19,7 +19,8 @@ import { Home } from "./Home";
 const runs: RunListItem[] = [
   {
     id: 5, name: "relu2+relu3 push-down", status: "running", model: "fmnist-cnn (demo)", model_id: 1, layers: ["relu2", "relu3"],
-    attack_kind: "push_down", created_at: "2026-12-01T10:00:00Z", finished_at: null, headline: {}, job_id: 40,
+    attack_kind: "push_down", created_at: "2026-12-01T10:00:00Z", finished_at: null, headline: {}, job_id: 40, hidden: false,
+    attack_outcome: { selected_step: null, final_step: null, selected_is_init: false, final_over_budget: false, budget_pp: 0.5, message: null },
   },
 ];
 

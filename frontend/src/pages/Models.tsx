@@ -32,12 +32,8 @@ export function pruneText(p: Record<string, unknown> | null | undefined): string
 function usageText(m: ManagedModel): string {
   const u = m.usage;
   if (!u) return "—";
-  const parts = [
-    `${u.runs} run${u.runs === 1 ? "" : "s"}`,
-    `${u.models} derived model${u.models === 1 ? "" : "s"}`,
-    `${u.jobs} job${u.jobs === 1 ? "" : "s"}`,
-  ];
-  return parts.join(" · ");
+  const n = (v: number | undefined, one: string) => `${v ?? 0} ${one}${v === 1 ? "" : "s"}`;
+  return [n(u.runs, "run"), n(u.models, "derived model"), n(u.jobs, "job")].join(" · ");
 }
 
 function ModelsInner() {
