@@ -172,9 +172,7 @@ export function useUnit(runId: number, layer: string, unit: number, state: UnitS
     queryFn: () =>
       unwrap(
         client.GET("/api/v1/runs/{run_id}/layers/{layer}/units/{unit}", {
-          params: { path: { run_id: runId, layer, unit }, ...(state === "final" ? { query: { state } } : {}) } as {
-            path: { run_id: number; layer: string; unit: number };
-          },
+          params: { path: { run_id: runId, layer, unit }, query: state === "final" ? { state } : {} },
         }),
       ),
     enabled: runId > 0 && !!layer && unit >= 0,

@@ -124,3 +124,60 @@ describe("detection page", () => {
     expect(flaggedText({ n_flagged: 16, n_units: 128, expected_flagged: 6.4 })).toBe("16 of 128 units flagged, 6.4 expected by chance");
   });
 });
+
+// issue 19, item 9: with one clean model every unit got the same suspicion and p < 1e-15; the
+// detection now says it cannot conclude, and the page shows why instead of a p-value
+describe("an inconclusive detection", () => {
+  beforeEach(() => setToken("fva_test_token_0123456789"));
+  const WARNING =
+    "inconclusive: 1 clean model in the population; this check needs at least 3 clean models of the family to tell a manipulation from the ordinary difference between two clean models";
+  const noClaims = { verdict: "inconclusive", p_value: null, n_flagged: null, expected_flagged: null, p_units: null };
+  const inconclusive = {
+    ...population,
+    verdict: "inconclusive",
+    p_value: null,
+    warnings: [WARNING],
+    result: {
+      ...population.result, verdict: "inconclusive", p_value: null, warnings: [WARNING],
+      model: { ...population.result.model, ...noClaims },
+      layers: { relu3: { ...population.result.layers.relu3, ...noClaims } },
+    },
+  };
+
+  it("shows the warning above the verdict, no p-value and no flagged unit", async () => {
+    mockFetch([{ path: /^\/api\/v1\/detections\/42$/, body: inconclusive }]);
+    renderAt("/detections/42");
+    const warn = await screen.findByTestId("detection-warnings");
+    expect(warn).toHaveTextContent("Inconclusive: this detection cannot give a verdict.");
+    expect(within(warn).getAllByRole("listitem").map((li) => li.textContent)).toEqual([WARNING]); // the detail's and the result's, once
+    const verdict = screen.getByRole("region", { name: "Model verdict" });
+    expect(within(verdict).getAllByTestId("verdict")[0]).toHaveTextContent(/^inconclusive$/);
+    expect(verdict).toHaveTextContent("no p-value (the population is too small to calibrate one)");
+    expect(within(verdict).getByTestId("evidence")).toHaveTextContent("8 units ranked, none flagged (too few clean models to calibrate a flag)");
+    expect(verdict).not.toHaveTextContent(/p </);
+    const card = screen.getByRole("region", { name: "Layer relu3" });
+    expect(within(card).getAllByTestId("unit-row").filter((r) => r.classList.contains("flagged"))).toHaveLength(0);
+    expect(card).toHaveTextContent("No unit is flagged: with too few clean models the suspicions only rank the units.");
+  });
+
+  it("a verdict the page does not know is shown as it is, and warnings on a conclusive verdict are shown too", async () => {
+    const odd = {
+      ...population, verdict: "needs review", warnings: ["the image set has 3 images of class 8"],
+      result: { ...population.result, model: { ...population.result.model, verdict: "needs review" } },
+    };
+    mockFetch([{ path: /^\/api\/v1\/detections\/42$/, body: odd }]);
+    renderAt("/detections/42");
+    const warn = await screen.findByTestId("detection-warnings");
+    expect(warn).toHaveTextContent("Before trusting this verdict:the image set has 3 images of class 8");
+    const badge = within(screen.getByRole("region", { name: "Model verdict" })).getAllByTestId("verdict")[0];
+    expect(badge).toHaveTextContent(/^needs review$/);
+    expect(badge).toHaveClass("verdict-needs-review");
+    expect(badge).toHaveAttribute("title", "verdict “needs review”");
+  });
+
+  it("pText and flaggedText without a p-value or counts", () => {
+    expect(pText(null)).toBe("no p-value");
+    expect(flaggedText({ n_flagged: null, n_units: 1, expected_flagged: null })).toBe("1 unit ranked, none flagged (too few clean models to calibrate a flag)");
+  });
+});
+

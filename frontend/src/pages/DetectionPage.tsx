@@ -4,9 +4,10 @@
 // regime) with every unit ranked by suspicion, each row a link to the unit's page.
 import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
+import { ErrorBoundary } from "../components/ErrorBoundary";
 import { NeedsToken } from "../components/Layout";
-import { ErrorBox, Loading, NotFound, StatusBadge } from "../components/States";
-import { DASH, num, when } from "../lib/format";
+import { ErrorBox, Loading, NotFound, StatusBadge, When } from "../components/States";
+import { DASH, num } from "../lib/format";
 import { usePageTitle } from "../lib/title";
 import {
   detectionUnitPath, detectionsPath, detectResult, DetectionProgress, evidenceLabel, flaggedText, isLive, MEASURES,
@@ -66,8 +67,12 @@ function DetectionInner() {
           <p className="muted">
             {d.regime === "reference" ? "with a reference" : "population only (no reference)"} · layers{" "}
             <span className="mono">{d.layers.join(", ")}</span> · <Link to={`/jobs/${d.id}`}>job {d.id}</Link> (log) · created{" "}
-            {when(d.created_at)}
-            {d.finished_at && ` · finished ${when(d.finished_at)}`}
+            <When iso={d.created_at} absolute={!isLive(d.status)} />
+            {d.finished_at && (
+              <>
+                {" "}· finished <When iso={d.finished_at} absolute />
+              </>
+            )}
           </p>
         </div>
       </div>
@@ -93,31 +98,60 @@ function DetectionInner() {
         </section>
       )}
       {d.status === "cancelled" && <div className="banner">This detection was cancelled{d.error ? `: ${d.error}` : ""}.</div>}
-      {d.status === "succeeded" && res && <Verdicts d={d} res={res} />}
+      {d.status === "succeeded" && res && (
+        <ErrorBoundary name="Verdicts">
+          <Verdicts d={d} res={res} warnings={[...new Set([...(d.warnings ?? []), ...(res.warnings ?? [])])]} />
+        </ErrorBoundary>
+      )}
     </div>
   );
 }
 
-function Verdicts({ d, res }: { d: DetectionDetail; res: DetectResult }) {
+/** The detection's warnings, above its verdict: what to know before trusting it (issue 19, item 9). */
+function Warnings({ warnings, inconclusive }: { warnings: string[]; inconclusive: boolean }) {
+  if (!warnings.length && !inconclusive) return null;
+  return (
+    <div className="banner warn detection-warnings" role="note" aria-label="Warnings" data-testid="detection-warnings">
+      <strong>{inconclusive ? "Inconclusive: this detection cannot give a verdict." : "Before trusting this verdict:"}</strong>
+      {warnings.length > 0 ? (
+        <ul>
+          {warnings.map((w) => (
+            <li key={w}>{w}</li>
+          ))}
+        </ul>
+      ) : (
+        <p>Too few clean models in the population to calibrate a p-value. Add clean models and run it again.</p>
+      )}
+    </div>
+  );
+}
+
+function Verdicts({ d, res, warnings }: { d: DetectionDetail; res: DetectResult; warnings: string[] }) {
   const m = res.model;
   const roles = Object.entries(res.models ?? {});
+  const inconclusive = m.verdict === "inconclusive" || m.p_value == null;
   return (
     <>
-      <section className={`panel model-verdict verdict-${m.verdict.replace(/ /g, "-")}`} aria-label="Model verdict">
+      <Warnings warnings={warnings} inconclusive={inconclusive} />
+      <section className={`panel model-verdict verdict-${String(m.verdict).replace(/[^a-z0-9]+/gi, "-")}`} aria-label="Model verdict">
         <div className="verdict-head">
           <VerdictBadge verdict={m.verdict} big />
           <div>
             <p className="p-line">
               <strong>{pText(m.p_value)}</strong>{" "}
               <span className="muted small">
-                (“suspicious” below {res.thresholds.suspicious_p}, “manipulated” below {res.thresholds.manipulated_p})
+                {inconclusive
+                  ? "(the population is too small to calibrate one)"
+                  : `(“suspicious” below ${res.thresholds.suspicious_p}, “manipulated” below ${res.thresholds.manipulated_p})`}
               </span>
             </p>
             <p data-testid="evidence">
               <strong>{flaggedText(m)}</strong>{" "}
-              <span className="muted small">
-                (suspicion above {res.thresholds.unit}; {pText(m.p_units)})
-              </span>
+              {!inconclusive && (
+                <span className="muted small">
+                  (suspicion above {res.thresholds.unit}; {pText(m.p_units)})
+                </span>
+              )}
             </p>
           </div>
         </div>
@@ -160,7 +194,9 @@ function Verdicts({ d, res }: { d: DetectionDetail; res: DetectResult }) {
       </section>
       {d.layers.map((layer) =>
         res.layers[layer] ? (
-          <LayerCard key={layer} id={d.id} layer={layer} v={res.layers[layer]} units={d.units[layer] ?? []} res={res} />
+          <ErrorBoundary key={layer} name={`Layer ${layer}`}>
+            <LayerCard id={d.id} layer={layer} v={res.layers[layer]} units={d.units[layer] ?? []} res={res} />
+          </ErrorBoundary>
         ) : null,
       )}
     </>
@@ -186,7 +222,9 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
   const navigate = useNavigate();
   const shown = all ? units : units.slice(0, TABLE_FIRST);
   const measures = v.measures;
-  const th = res.thresholds.unit;
+  // an inconclusive layer flags nothing: its suspicions rank the units, no threshold applies
+  const inconclusive = v.verdict === "inconclusive" || v.p_value == null;
+  const th = inconclusive ? undefined : res.thresholds.unit;
   return (
     <section className="panel layer-card" aria-label={`Layer ${layer}`}>
       <div className="section-head">
@@ -195,7 +233,7 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
         </h2>
       </div>
       <p>
-        {flaggedText(v)} <span className="muted small">({pText(v.p_units)})</span>
+        {flaggedText(v)} {v.p_units != null && <span className="muted small">({pText(v.p_units)})</span>}
         {v.dead_units.length > 0 && <span className="muted small"> · {v.dead_units.length} dead units, not ranked</span>}
       </p>
       {Object.keys(v.layer_evidence).length > 0 && (
@@ -210,8 +248,8 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
       )}
       {v.class_shares && <ClassShareChart shares={v.class_shares} classes={res.classes} flagged={v.flagged_class} layer={layer} />}
       <p className="muted small">
-        Every unit by suspicion, the most suspicious first; each measure shows its value · its calibrated suspicion. A unit is flagged
-        above {th}.
+        Every unit by suspicion, the most suspicious first; each measure shows its value · its calibrated suspicion.{" "}
+        {inconclusive ? "No unit is flagged: with too few clean models the suspicions only rank the units." : `A unit is flagged above ${th}.`}
       </p>
       <div className="scroll-x">
         <table className="data compact detect-units" aria-label={`Units of ${layer} by suspicion`}>
@@ -232,7 +270,7 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
             {shown.map((u) => {
               const to = detectionUnitPath(id, layer, u.unit);
               return (
-                <tr key={u.unit} className={`clickable${u.suspicion != null && u.suspicion > th ? " flagged" : ""}${u.dead ? " dead" : ""}`} onClick={() => navigate(to)} data-testid="unit-row">
+                <tr key={u.unit} className={`clickable${th != null && u.suspicion != null && u.suspicion > th ? " flagged" : ""}${u.dead ? " dead" : ""}`} onClick={() => navigate(to)} data-testid="unit-row">
                   <td className="num">{u.rank ?? DASH}</td>
                   <td>
                     <Link to={to} onClick={(e) => e.stopPropagation()}>

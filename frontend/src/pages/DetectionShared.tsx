@@ -26,11 +26,12 @@ export type TopUnit = { unit: number; suspicion: number; driver: string | null; 
 export type VerdictEvidence = {
   name: string;
   verdict: Verdict;
-  p_value: number;
+  /** null when inconclusive (too few clean models to calibrate: no p-value, no flags) */
+  p_value: number | null;
   n_units: number;
-  n_flagged: number;
-  expected_flagged: number;
-  p_units: number;
+  n_flagged: number | null;
+  expected_flagged: number | null;
+  p_units: number | null;
   layer_evidence: Record<string, number>;
   top_units: TopUnit[];
   flagged_class: number | null;
@@ -52,7 +53,9 @@ export type DetectThresholds = { unit: number; suspicious_p: number; manipulated
 export type DetectResult = {
   regime: Regime;
   verdict: Verdict;
-  p_value: number;
+  p_value: number | null;
+  /** what to know before trusting the verdict (too few clean models: inconclusive); older results have none */
+  warnings?: string[];
   model: VerdictEvidence;
   layers: Record<string, LayerResult>;
   k: number;
@@ -113,25 +116,33 @@ export function pValue(p: number | null | undefined): string {
  * point once the smallest p it combines is below about 1e−16, not because it is exactly 0.
  */
 export function pText(p: number | null | undefined): string {
+  if (p == null || Number.isNaN(p)) return "no p-value";
   return p === 0 ? "p < 1e−15" : `p = ${pValue(p)}`;
 }
 
-/** "16 of 128 units flagged, 6.4 expected by chance" */
-export function flaggedText(v: Pick<VerdictEvidence, "n_flagged" | "n_units" | "expected_flagged">): string {
-  return `${v.n_flagged} of ${v.n_units} unit${v.n_units === 1 ? "" : "s"} flagged, ${num(v.expected_flagged, 1)} expected by chance`;
+/**
+ * "16 of 128 units flagged, 6.4 expected by chance"; an inconclusive verdict flags
+ * nothing (its counts are null): "128 units ranked, none flagged".
+ */
+export function flaggedText(v: { n_flagged?: number | null; n_units?: number | null; expected_flagged?: number | null }): string {
+  const units = `${v.n_units ?? DASH} unit${v.n_units === 1 ? "" : "s"}`;
+  if (v.n_flagged == null) return `${units} ranked, none flagged (too few clean models to calibrate a flag)`;
+  return `${v.n_flagged} of ${units} flagged, ${num(v.expected_flagged, 1)} expected by chance`;
 }
 
-const VERDICT_HELP: Record<Verdict, string> = {
+const VERDICT_HELP: Record<string, string> = {
   "no sign": "no sign of manipulation: the evidence is within what clean models show",
   suspicious: "suspicious: more evidence than clean models show, below the 'suspicious' p-value",
   manipulated: "manipulated: far more evidence than clean models show, below the 'manipulated' p-value",
+  inconclusive: "inconclusive: too few clean models in the population to tell a manipulation from the ordinary difference between clean models",
 };
 
-export function VerdictBadge({ verdict, p, big }: { verdict: Verdict | null | undefined; p?: number | null; big?: boolean }) {
+/** A verdict; one this page does not know (a newer server) is shown as it is, not dropped. */
+export function VerdictBadge({ verdict, p, big }: { verdict: Verdict | string | null | undefined; p?: number | null; big?: boolean }) {
   if (!verdict) return <span className="badge">{DASH}</span>;
-  const cls = `badge verdict verdict-${verdict.replace(/ /g, "-")}${big ? " big" : ""}`;
+  const cls = `badge verdict verdict-${verdict.replace(/[^a-z0-9]+/gi, "-")}${big ? " big" : ""}`;
   return (
-    <span className={cls} title={VERDICT_HELP[verdict]} data-testid="verdict">
+    <span className={cls} title={VERDICT_HELP[verdict] ?? `verdict “${verdict}”`} data-testid="verdict">
       {verdict}
       {p != null && <span className="p"> · {pText(p)}</span>}
     </span>

@@ -173,6 +173,8 @@ describe("register forms", () => {
     const user = userEvent.setup();
     renderRegister();
     const form = screen.getByRole("form", { name: "Register an image folder" });
+    // the limit is a seeded class-stratified sample, not the first N files (issue 19, item 11)
+    expect(within(form).getByLabelText("Limit (optional)")).toHaveAccessibleDescription(/a seeded sample stratified by class .*not the first N/);
     await user.type(within(form).getByLabelText("Name"), "pets");
     await user.type(within(form).getByLabelText("Folder on the server"), "pets");
     await user.type(within(form).getByLabelText("Limit (optional)"), "0");

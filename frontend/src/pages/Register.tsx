@@ -294,7 +294,7 @@ function FolderSetForm() {
         prefix="fs" field="source" f={f} label="Folder on the server" className="mono" placeholder="/data/pets"
         hint="an absolute path; the server says which roots are allowed if it is outside them"
       />
-      <TextRow prefix="fs" field="limit" f={f} label="Limit (optional)" className="short" numeric hint="keep only the first N images" />
+      <TextRow prefix="fs" field="limit" f={f} label="Limit (optional)" className="short" numeric hint="keep N images: a seeded sample stratified by class (the same N images each time), not the first N" />
       <FormFoot serverForm={f.server.form} failed={other} failedTitle="Registration failed" busy={create.isPending} busyLabel="Checking the folder…" label="Register folder">
         {started && <FolderProgress started={started} />}
       </FormFoot>

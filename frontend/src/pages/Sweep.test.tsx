@@ -42,6 +42,7 @@ describe("sweep pages", () => {
     expect(link.getAttribute("href")).toBe("/sweeps/9");
     expect(screen.getByRole("link", { name: "per-layer rows" }).getAttribute("href")).toBe("/sweeps/4");
     expect(screen.getAllByRole("row")).toHaveLength(3);
+    expect(document.title).toBe("Sweeps · fvaudit");
   });
 
   it("plots accuracy and CLIP-δ per method against the rate, starting at the unpruned model", () => {
@@ -86,6 +87,9 @@ describe("sweep pages", () => {
     const cells = within(rows[7]).getAllByRole("cell").map((c) => c.textContent);
     expect(cells.slice(0, 8)).toEqual(["vulnerability 50%", "Vulnerability pruning", "50 %", "45.9 %", "28.6 %",
                                        "84.50 n=2000", "push-down", "0.120"]);
+    // the top-k overlap as a percentage, as on every other page (issue 19, item 4); the page names the sweep (item 11)
+    expect(within(rows[1]).getAllByRole("cell")[11].textContent).toBe(`${Math.round(detail.rows[0].topk_overlap! * 100)} %`);
+    expect(document.title).toBe("Sweep 9: demo sweep · fvaudit");
     expect(within(rows[6]).getByText("failed")).toBeTruthy();
     await user.click(within(rows[7]).getByRole("link", { name: "run 17" }));
     expect(screen.getByTestId("where").textContent).toBe("/runs/17");

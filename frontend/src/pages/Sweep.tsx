@@ -8,8 +8,10 @@ import { Link, useParams } from "react-router";
 import { useToken } from "../api/auth";
 import { client, download, unwrap, type Schemas } from "../api/client";
 import { LineChart, type Series } from "../components/Charts";
-import { Empty, ErrorBox, Loading, NotFound, StatusBadge } from "../components/States";
-import { attackLabel, DASH, num, signed, when } from "../lib/format";
+import { ErrorBoundary } from "../components/ErrorBoundary";
+import { Empty, ErrorBox, Loading, NotFound, StatusBadge, When } from "../components/States";
+import { attackLabel, clip, DASH, num, overlap, signed, tau } from "../lib/format";
+import { usePageTitle } from "../lib/title";
 
 export type SweepDetail = Schemas["SweepDetail"];
 export type SweepRow = Schemas["SweepTableRow"];
@@ -51,6 +53,7 @@ function useSweep(id: number) {
 
 export function SweepList() {
   const q = useSweeps();
+  usePageTitle("Sweeps");
   if (q.isPending) return <Loading what="Loading sweeps" />;
   if (q.error) return <ErrorBox error={q.error} retry={() => q.refetch()} />;
   return (
@@ -82,7 +85,9 @@ export function SweepList() {
                   <StatusBadge status={s.status} />
                 </td>
                 <td>{s.n_points}</td>
-                <td>{when(s.created_at)}</td>
+                <td>
+                  <When iso={s.created_at} />
+                </td>
               </tr>
             ))}
           </tbody>
@@ -211,11 +216,11 @@ export function SweepTable({ rows }: { rows: SweepRow[] }) {
               {r.finetune_n_images != null && <span className="muted"> n={r.finetune_n_images}</span>}
             </td>
             <td>{r.attack ? attackLabel(r.attack) : DASH}</td>
-            <td>{num(r.clip_delta)}</td>
-            <td>{num(r.kendall_tau)}</td>
-            <td>{num(r.clip_w)}</td>
-            <td>{num(r.kendall_tau_w)}</td>
-            <td>{num(r.topk_overlap)}</td>
+            <td>{clip(r.clip_delta)}</td>
+            <td>{tau(r.kendall_tau)}</td>
+            <td>{clip(r.clip_w)}</td>
+            <td>{tau(r.kendall_tau_w)}</td>
+            <td>{overlap(r.topk_overlap)}</td>
             <td>{num(r.acc, 2)}</td>
             <td>{signed(r.delta_acc)}</td>
             <td>
@@ -233,6 +238,7 @@ export function SweepPage() {
   const id = Number(useParams().sweep);
   const q = useSweep(id);
   const [dlError, setDlError] = useState<unknown>(null);
+  usePageTitle(q.data ? `Sweep ${q.data.id}: ${q.data.name}` : Number.isInteger(id) && id > 0 ? `Sweep ${id}` : "No such sweep");
   if (!Number.isInteger(id) || id < 1) return <NotFound title={`No sweep ${useParams().sweep}`} />;
   if (q.isPending) return <Loading what="Loading the sweep" />;
   if (q.error) return <ErrorBox error={q.error} retry={() => q.refetch()} />;
@@ -249,7 +255,7 @@ export function SweepPage() {
         </h1>
         <p className="muted">
           {s.n_points} points · attacks {s.attacks.map(attackLabel).join(", ")} · <Link to={`/jobs/${s.id}`}>job {s.id}</Link> ·
-          created {when(s.created_at)}
+          created <When iso={s.created_at} />
         </p>
         {s.error && (
           <p className="error" role="alert">
@@ -275,14 +281,26 @@ export function SweepPage() {
         {dlError != null && <ErrorBox error={dlError} title="Export failed" />}
       </section>
       {methods.length === 0 ? (
-        s.rows.length > 0 ? <PointsFigure rows={s.rows} attacks={s.attacks} /> : <Empty>No point yet.</Empty>
+        s.rows.length > 0 ? (
+          <ErrorBoundary name="Sweep figure">
+            <PointsFigure rows={s.rows} attacks={s.attacks} />
+          </ErrorBoundary>
+        ) : (
+          <Empty>No point yet.</Empty>
+        )
       ) : (
-        methods.map((m) => <MethodFigure key={m} method={m} curves={s.curves[m] as Record<string, unknown[]>} attacks={s.attacks} />)
+        methods.map((m) => (
+          <ErrorBoundary key={m} name={`${METHOD_LABEL[m] ?? m} figure`}>
+            <MethodFigure method={m} curves={s.curves[m] as Record<string, unknown[]>} attacks={s.attacks} />
+          </ErrorBoundary>
+        ))
       )}
-      <section className="panel">
-        <h2>Results</h2>
-        <SweepTable rows={s.rows} />
-      </section>
+      <ErrorBoundary name="Results table">
+        <section className="panel">
+          <h2>Results</h2>
+          <SweepTable rows={s.rows} />
+        </section>
+      </ErrorBoundary>
     </>
   );
 }

@@ -153,7 +153,7 @@ function UnitPageInner() {
   const attack = (run.data?.attack ?? {}) as { kind?: string; decoy_class?: number | null; k?: number };
   const role = unitRole(attack.kind);
   const outcome = attackOutcome(run.data);
-  const dd = d as UnitDetailFull & { state?: UnitState; states?: UnitState[] };
+  const dd = d as Omit<UnitDetailFull, "state" | "states"> & { state?: UnitState; states?: UnitState[] }; // a server from before issue 19 sends neither
   // the state the server says it shows (a server from before issue 19 shows the selected one and knows no other)
   const shown: UnitState = dd.state ?? "selected";
   const states: UnitState[] = dd.states ?? ["selected"];
