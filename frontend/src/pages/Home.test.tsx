@@ -154,4 +154,15 @@ describe("home page", () => {
     expect(await within(screen.getByRole("dialog")).findByRole("alert")).toHaveTextContent("run 80 has a job still running (job 412): cancel it first");
     expect(calls.filter((c) => c.method === "DELETE").map((c) => c.url)).toEqual(["/api/v1/runs/81", "/api/v1/runs/80"]);
   });
+
+  it("marks a run whose selected state is θ_init, with the server's words as its tooltip (issue 19, item 2)", async () => {
+    const message = "No evaluated state stayed within the 0.5 pp accuracy budget: the selected state is θ_init.";
+    const init = { ...runs[0], id: 6, name: "demo", status: "succeeded" as const, attack_outcome: { ...runs[0].attack_outcome, selected_is_init: true, message } };
+    serve([init, runs[0]], []);
+    renderHome();
+    const row = (await screen.findByRole("link", { name: "#6 demo" })).closest("tr")!;
+    expect(within(row).getByTestId("selected-is-init")).toHaveTextContent("selected = θ_init");
+    expect(within(row).getByTestId("selected-is-init")).toHaveAttribute("title", message);
+    expect(within(screen.getByRole("link", { name: "#5 relu2+relu3 push-down" }).closest("tr")!).queryByTestId("selected-is-init")).toBeNull();
+  });
 });

@@ -4,9 +4,9 @@ import { useJobKinds, useJobs, useModels } from "../api/hooks";
 import { modelUsable, PAGE_SIZE, useImageSetsPage, useModelsPage, useRunsPage } from "../api/manage";
 import { NeedsToken } from "../components/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../components/Manage";
-import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
+import { Empty, ErrorBox, Loading, StatusBadge, When } from "../components/States";
 import { jobTitle as titleOf, liveStepLabel } from "../lib/chain";
-import { attackLabel, num, pct, progressText, signed, when } from "../lib/format";
+import { attackLabel, num, pct, progressText, signed } from "../lib/format";
 import { usePageTitle } from "../lib/title";
 
 export function Home() {
@@ -67,7 +67,7 @@ function HomeInner() {
                     ? progressText(j.progress, (n) => liveStepLabel(kinds.data, j, n, j.progress))
                     : j.status === "failed"
                       ? (j.error ?? "").slice(0, 140)
-                      : when(j.finished_at ?? j.created_at)}
+                      : <When iso={j.finished_at ?? j.created_at} />}
                 </span>
               </li>
             ))}
@@ -274,6 +274,11 @@ function RunsPanel() {
                         #{r.id} {r.name}
                       </Link>
                       {r.hidden && <span className="badge"> hidden</span>}
+                      {r.attack_outcome?.selected_is_init && (
+                        <span className="badge over" title={r.attack_outcome.message ?? undefined} data-testid="selected-is-init">
+                          selected = θ_init
+                        </span>
+                      )}
                     </td>
                     <td>
                       <StatusBadge status={r.status} />
@@ -303,7 +308,9 @@ function RunsPanel() {
                     <td className="num">{num(r.headline.kendall_tau_w)}</td>
                     <td className="num">{pct(r.headline.acc_final)}</td>
                     <td className="num">{signed(r.headline.delta_acc)}</td>
-                    <td className="created-cell">{when(r.created_at)}</td>
+                    <td className="created-cell">
+                      <When iso={r.created_at} />
+                    </td>
                     <td>
                       <ManageActions what="runs" id={r.id} name={r.name} hidden={r.hidden} compact />
                     </td>

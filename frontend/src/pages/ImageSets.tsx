@@ -6,8 +6,7 @@ import { Link } from "react-router";
 import { PAGE_SIZE, useImageSetsPage } from "../api/manage";
 import { NeedsToken } from "../components/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../components/Manage";
-import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
-import { when } from "../lib/format";
+import { Empty, ErrorBox, Loading, StatusBadge, When } from "../components/States";
 import { usePageTitle } from "../lib/title";
 
 export function ImageSets() {
@@ -103,7 +102,9 @@ function ImageSetsInner() {
                         <td className="num" title={s.classes.join(", ")}>
                           {status === "ready" ? s.classes.length : "—"}
                         </td>
-                        <td className="nowrap small">{when(s.created_at)}</td>
+                        <td className="nowrap small">
+                          <When iso={s.created_at} />
+                        </td>
                         <td className="nowrap">
                           <ManageActions what="image-sets" id={s.id} name={s.name} hidden={s.hidden} compact />
                         </td>

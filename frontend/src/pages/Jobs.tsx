@@ -7,9 +7,9 @@ import { useJobKinds } from "../api/hooks";
 import { PAGE_SIZE, useJobsPage } from "../api/manage";
 import { NeedsToken } from "../components/Layout";
 import { FilterBar, Pager, useListParams } from "../components/Manage";
-import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
+import { Empty, ErrorBox, Loading, StatusBadge, When } from "../components/States";
 import { jobTitle, kindOf, liveStepLabel } from "../lib/chain";
-import { attackLabel, progressText, when } from "../lib/format";
+import { attackLabel, progressText } from "../lib/format";
 import { usePageTitle } from "../lib/title";
 import { detectionPath } from "./DetectionShared";
 
@@ -126,10 +126,12 @@ function JobsInner() {
                             ? progressText(j.progress, (n) => liveStepLabel(kinds.data, j, n, j.progress))
                             : j.status === "failed" || j.status === "cancelled"
                               ? <span className="reason">{(j.error ?? "").slice(0, 200)}</span>
-                              : `finished ${when(j.finished_at)}`}
+                              : <>finished <When iso={j.finished_at} /></>}
                         </td>
                         <td className="small">{result ? <Link to={result.to}>{result.text}</Link> : <span className="muted">—</span>}</td>
-                        <td className="nowrap small">{when(j.created_at)}</td>
+                        <td className="nowrap small">
+                          <When iso={j.created_at} />
+                        </td>
                       </tr>
                     );
                   })}

@@ -7,8 +7,7 @@ import { Link } from "react-router";
 import { modelUsable, PAGE_SIZE, useModelsPage, type ManagedModel } from "../api/manage";
 import { NeedsToken } from "../components/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../components/Manage";
-import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
-import { when } from "../lib/format";
+import { Empty, ErrorBox, Loading, StatusBadge, When } from "../components/States";
 import { usePageTitle } from "../lib/title";
 
 export function Models() {
@@ -121,7 +120,9 @@ function ModelsInner() {
                         )}
                       </td>
                       <td className="small nowrap">{usageText(m)}</td>
-                      <td className="nowrap small">{when(m.created_at)}</td>
+                      <td className="nowrap small">
+                        <When iso={m.created_at} />
+                      </td>
                       <td className="nowrap">
                         {modelUsable(m) && (
                           <Link to={`/launch?model=${m.id}`} className="small-link">
