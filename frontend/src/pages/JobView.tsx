@@ -173,6 +173,7 @@ function JobPage() {
         </div>
       )}
 
+      <ErrorBoundary name="Progress">
       <section className="panel" aria-label="Progress">
         <h2>Progress</h2>
         {job.children.length > 0 && (
@@ -210,6 +211,7 @@ function JobPage() {
           </div>
         </div>
       </section>
+      </ErrorBoundary>
 
       {job.kind === "scan" && (
         <ErrorBoundary name="Scan">
@@ -250,6 +252,7 @@ function JobPage() {
         </ErrorBoundary>
       )}
 
+      <ErrorBoundary name="Log">
       <section className="panel" aria-label="Log">
         <h2>Log</h2>
         {stream.logs.length === 0 ? (
@@ -265,6 +268,7 @@ function JobPage() {
           </ol>
         )}
       </section>
+      </ErrorBoundary>
     </div>
   );
 }

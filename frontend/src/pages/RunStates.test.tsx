@@ -55,8 +55,8 @@ describe("unit page: selected and final state (item 3)", () => {
     expect(screen.getByText("80 %")).toBeInTheDocument(); // the selected state's overlap, as a percentage
     expect(screen.getByText("top-5 overlap")).toBeInTheDocument(); // on the run's k_clip
     const tabs = screen.getByRole("navigation", { name: "State shown as after" });
-    expect(within(tabs).getByText("Selected state, step 40")).toHaveAttribute("aria-current", "page");
-    const toFinal = within(tabs).getByRole("link", { name: "Final state, step 60" });
+    expect(within(tabs).getByText("selected state, step 40")).toHaveAttribute("aria-current", "page");
+    const toFinal = within(tabs).getByRole("link", { name: "final state, step 60" });
     expect(toFinal).toHaveAttribute("href", "/runs/3/layers/relu3/units/11?state=final");
     await user.click(toFinal);
     expect(screen.getByTestId("where")).toHaveTextContent("/runs/3/layers/relu3/units/11?state=final");
@@ -77,7 +77,7 @@ describe("unit page: selected and final state (item 3)", () => {
     renderRoutes("/runs/3/layers/relu3/units/11?share=sharetokensharetoken&state=final", pages);
     expect(await screen.findAllByRole("heading", { name: "After (final state, step 60)" })).toHaveLength(2);
     expect(calls).toEqual(["11:final"]);
-    const back = within(screen.getByRole("navigation", { name: "State shown as after" })).getByRole("link", { name: "Selected state, step 40" });
+    const back = within(screen.getByRole("navigation", { name: "State shown as after" })).getByRole("link", { name: "selected state, step 40" });
     expect(back).toHaveAttribute("href", "/runs/3/layers/relu3/units/11?share=sharetokensharetoken");
   });
 

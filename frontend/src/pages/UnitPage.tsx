@@ -319,7 +319,7 @@ function StateTabs({ shown, states, outcome, run, hrefFor }: {
   return (
     <nav className="tabs state-tabs" aria-label="State shown as after">
       {(["selected", "final"] as const).map((st) => {
-        const label = `${st === "final" ? "Final" : "Selected"} state${st === "selected" && outcome?.selected_is_init ? " (= θ_init)" : ""}${stepText(stepOf(st, run, outcome))}`;
+        const label = `${st} state${st === "selected" && outcome?.selected_is_init ? " (= θ_init)" : ""}${stepText(stepOf(st, run, outcome))}`;
         return st === shown ? (
           <span key={st} className="on" aria-current="page">
             {label}
