@@ -4,7 +4,7 @@ import { MemoryRouter } from "react-router";
 import { describe, expect, it, vi } from "vitest";
 import type { UnitRow } from "../api/client";
 import page from "../test/fixtures/units-page.json";
-import { UnitTable, type UnitTableProps } from "./UnitTable";
+import { UnitListNotice, unitListNotice, UnitTable, type UnitTableProps } from "./UnitTable";
 
 const rows = page.items as UnitRow[];
 
@@ -94,5 +94,62 @@ describe("UnitTable", () => {
     setup({ rows: [], total: 0 });
     expect(screen.getByText(/No attacked units on this layer/)).toBeInTheDocument();
     expect(screen.getByText("no units")).toBeInTheDocument();
+  });
+});
+
+// issue 19, item 5: a run without unit rows said "Loading units…" forever
+describe("unitListNotice", () => {
+  it("names the run status that explains a missing list, and leaves a list with rows alone", () => {
+    expect(unitListNotice("queued", undefined, false)).toBe("queued");
+    expect(unitListNotice("running", undefined, false)).toBe("running");
+    expect(unitListNotice("running", { total: 0 }, true)).toBe("running");
+    expect(unitListNotice("failed", undefined, false)).toBe("failed"); // not asked: nothing to wait for
+    expect(unitListNotice("cancelled", { total: 0 }, true)).toBe("cancelled"); // asked, answered empty
+    expect(unitListNotice("failed", undefined, true)).toBeNull(); // asked, the answer still coming: loading
+    expect(unitListNotice("cancelled", { total: 12 }, true)).toBeNull(); // partial results: list them
+    expect(unitListNotice("succeeded", { total: 0 }, true)).toBeNull(); // an empty list is the table's own "No units."
+  });
+
+  it("each notice says what happened; a failed one gives the reason, a cancelled one promises nothing", () => {
+    const { rerender } = render(
+      <MemoryRouter>
+        <UnitListNotice status="failed" reason="CUDA out of memory" jobHref="/jobs/7" />
+      </MemoryRouter>,
+    );
+    expect(screen.getByTestId("unit-list-notice")).toHaveTextContent("No units: the run failed before it measured them.CUDA out of memory");
+    expect(screen.getByRole("link", { name: "Open the job" })).toHaveAttribute("href", "/jobs/7");
+    rerender(
+      <MemoryRouter>
+        <UnitListNotice status="failed" />
+      </MemoryRouter>,
+    );
+    expect(screen.getByTestId("unit-list-notice")).toHaveTextContent("no reason was recorded");
+    expect(screen.queryByRole("link")).toBeNull();
+    rerender(
+      <MemoryRouter>
+        <UnitListNotice status="cancelled" />
+      </MemoryRouter>,
+    );
+    expect(screen.getByTestId("unit-list-notice")).toHaveTextContent("No units: the run was cancelled before it measured them. Nothing of it can be listed; launch it again to measure the units.");
+    expect(screen.getByTestId("unit-list-notice")).not.toHaveTextContent(/shown below|Loading/);
+    rerender(
+      <MemoryRouter>
+        <UnitListNotice status="queued" jobHref="/jobs/7" />
+      </MemoryRouter>,
+    );
+    expect(screen.getByTestId("unit-list-notice")).toHaveTextContent("No units yet: the run is queued.");
+    expect(screen.getByRole("link", { name: "Follow the job's progress" })).toBeInTheDocument();
+  });
+});
+
+describe("the α = 0 control's units (issue 19, item 4)", () => {
+  it("are targets, not attacked; measures name the k they use", () => {
+    setup({ attackKind: "finetune", kClip: 5 });
+    expect(screen.getByRole("checkbox", { name: "target units only" })).toBeInTheDocument();
+    const body = screen.getAllByRole("rowgroup")[1];
+    expect(within(body).getAllByText("target (control)").length).toBeGreaterThan(0);
+    expect(within(body).queryByText("attacked")).toBeNull();
+    expect(screen.getByRole("button", { name: /^top-5 overlap/ })).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: /^CLIP-δ \(top-5\)/ })).toBeInTheDocument();
   });
 });
