@@ -52,16 +52,17 @@ export function ManageActions({ what, id, name, hidden, compact }: { what: Manag
           onClose={() => setConfirm(false)}
           alternative={(e) =>
             e instanceof ApiError && e.status === 409 && !hidden ? (
-              <button
-                type="button"
-                className="primary"
-                onClick={async () => {
-                  await hide.mutateAsync({ id, hidden: true });
-                  setConfirm(false);
-                }}
-              >
-                Hide {noun} {id} instead
-              </button>
+              <>
+                <button
+                  type="button"
+                  className="primary"
+                  disabled={hide.isPending}
+                  onClick={() => hide.mutate({ id, hidden: true }, { onSuccess: () => setConfirm(false) })}
+                >
+                  Hide {noun} {id} instead
+                </button>
+                {hide.error != null && <p className="field-error">{(hide.error as Error).message}</p>}
+              </>
             ) : null
           }
         >
