@@ -147,6 +147,20 @@ export function useUsableModels(enabled = true) {
   });
 }
 
+/**
+ * Every model, hidden ones too (`GET /models` leaves them out by default): for naming a model
+ * a run, a detection or an attack result refers to, which stays valid when the model is hidden.
+ */
+export function useAllModels(enabled = true) {
+  const token = useToken();
+  return useQuery({
+    queryKey: ["models", "all", who(token)],
+    queryFn: async () => (await getPage<ManagedModel>("/models", { include_hidden: true, limit: 1000 })).items,
+    enabled: enabled && !!token,
+    staleTime: 60_000,
+  });
+}
+
 /** The image sets a form can pick (`usable=true`: indexed, not empty, not hidden). */
 export function useUsableImageSets(enabled = true) {
   const token = useToken();

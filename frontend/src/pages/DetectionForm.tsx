@@ -10,8 +10,8 @@ import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { Link, useNavigate } from "react-router";
 import { useToken } from "../api/auth";
 import { ApiError, client, unwrap, type ImageSetOut, type Job, type LayerOut, type ModelOut, type ValidationItem } from "../api/client";
-import { useCreateJob, useJobKinds, useLayers, useModels, type LaunchBody } from "../api/hooks";
-import { useUsableImageSets, useUsableModels } from "../api/manage";
+import { useCreateJob, useJobKinds, useLayers, type LaunchBody } from "../api/hooks";
+import { useAllModels, useUsableImageSets, useUsableModels } from "../api/manage";
 import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect, sendForm } from "../components/FormField";
 import { LayerField } from "../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../components/States";
@@ -210,7 +210,7 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
   // the choices: ready, unhidden models and usable image sets; every model (hidden ones too) names and
   // classifies the attack results, whose weights stay usable whatever their model's listing
   const models = useUsableModels();
-  const allModels = useModels();
+  const allModels = useAllModels();
   const sets = useUsableImageSets();
   const kinds = useJobKinds();
   const attacks = useAttackJobs();

@@ -3,7 +3,7 @@
 // (the model page's "Check this model") pre-fills the suspect and brings the form into view.
 import { useEffect, useMemo } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
-import { useModels } from "../api/hooks";
+import { useAllModels } from "../api/manage";
 import { NeedsToken } from "../components/Layout";
 import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
 import { progressText, when } from "../lib/format";
@@ -29,7 +29,7 @@ function DetectionListInner() {
   const [params] = useSearchParams();
   const suspect = params.get("suspect");
   const q = useDetections();
-  const models = useModels();
+  const models = useAllModels();
   const navigate = useNavigate();
   const names = useMemo(() => new Map((models.data ?? []).map((m) => [m.id, m.name])), [models.data]);
   useEffect(() => {

@@ -1,7 +1,7 @@
 import { Link, useNavigate } from "react-router";
 import type { Job } from "../api/client";
-import { useJobKinds, useJobs, useModels } from "../api/hooks";
-import { modelUsable, PAGE_SIZE, useImageSetsPage, useModelsPage, useRunsPage } from "../api/manage";
+import { useJobKinds, useJobs } from "../api/hooks";
+import { modelUsable, PAGE_SIZE, useAllModels, useImageSetsPage, useModelsPage, useRunsPage } from "../api/manage";
 import { NeedsToken } from "../components/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../components/States";
@@ -183,7 +183,8 @@ function RunsPanel() {
   const q = lp.get("q");
   const hidden = lp.get("hidden") === "1";
   const runs = useRunsPage({ status: status || undefined, model_id: model ? Number(model) : undefined, q: q || undefined, include_hidden: hidden, offset: lp.offset, limit: PAGE_SIZE });
-  const allModels = useModels();
+  // every model, hidden ones too: their runs are listed with "show hidden"
+  const allModels = useAllModels();
   const filtered = !!(status || model || q);
   return (
     <section className="panel" aria-label="Runs">
