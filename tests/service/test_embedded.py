@@ -18,7 +18,14 @@ def test_demo_serves_and_runs_the_queued_audit(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("FVAUDIT_") and k not in ("DATABASE_URL", "BROKER_URL", "CELERY_BROKER_URL", "DATA_DIR")}
     env.update({"FVAUDIT_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                "FVAUDIT_TORCH_THREADS": "2", "FVAUDIT_HEARTBEAT_INTERVAL": "1"})
+                "FVAUDIT_TORCH_THREADS": "1", "FVAUDIT_HEARTBEAT_INTERVAL": "1", "FVAUDIT_LOCAL_WORKERS": "2",
+                "FVAUDIT_ALLOWED_ROOTS": str(tmp_path)})
+    from PIL import Image
+
+    for c in ("cat", "dog"):          # a folder registered while the audit runs: the quick lane indexes it
+        (tmp_path / "folder" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "folder" / c / f"{i}.png")
     demo = Proc("demo", [PY, "-m", "fvaudit.cli", "demo", "--data-dir", str(data), "--port", str(port),
                          "--limit-train", "1000", "--limit-val", "300", "--steps", "10",
                          "--synth-steps", "4", "--n-synth", "2"], env, tmp_path / "demo.log")
@@ -37,6 +44,19 @@ def test_demo_serves_and_runs_the_queued_audit(tmp_path):
         jobs = httpx.get(base + "/api/v1/jobs", params={"kind": "audit"}, headers=auth).json()
         assert len(jobs) == 1
         jid = jobs[0]["id"]
+        # a folder's indexing goes to the quick-lane worker at once, not behind the audit's steps
+        r = httpx.post(base + "/api/v1/image-sets", headers=auth,
+                       json={"name": "folder", "source": str(tmp_path / "folder")})
+        assert r.status_code == 202, r.text
+        set_id = r.json()["id"] if "id" in r.json() else r.json()["image_set"]["id"]
+
+        def indexed():
+            s = httpx.get(f"{base}/api/v1/image-sets/{set_id}", headers=auth).json()
+            return s if s["status"] != "indexing" else None
+
+        assert wait_until(indexed, 120, "the folder's indexing", interval=0.5)["size"] == 6
+        reg = [j for j in httpx.get(base + "/api/v1/jobs", params={"kind": "register_images"}, headers=auth).json()]
+        assert reg and reg[0]["worker"].startswith("local-quick"), reg
 
         def finished():
             j = httpx.get(f"{base}/api/v1/jobs/{jid}", headers=auth).json()
@@ -56,9 +76,17 @@ def test_demo_serves_and_runs_the_queued_audit(tmp_path):
         png = httpx.get(base + unit["synthetic"]["after"][0]["url"], headers=auth)
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         worker_pids = [int(p) for p in os.popen(f"pgrep -P {demo.pid}").read().split()]
-        assert worker_pids, "the local worker process is missing"
+        assert len(worker_pids) == 3, "two general local workers and the quick lane"
+        # Ctrl-C while a job runs: one clean stop, no traceback from a worker interrupted mid-job
+        r = httpx.post(base + "/api/v1/jobs", headers=auth, json={"kind": "attack", "spec": {
+            "model_id": run["model_id"], "train_set_id": run["train_set_id"], "val_set_id": run["val_set_id"],
+            "attack": {"kind": "push_down", "layers": ["relu1"], "steps": 100000, "eval_every": 1000}}})
+        assert r.status_code == 201, r.text
+        wait_until(lambda: httpx.get(f"{base}/api/v1/jobs/{r.json()['id']}", headers=auth).json()["status"]
+                   == "running", 120, "a running attack", interval=0.5)
     finally:
-        demo.stop(signal.SIGTERM, timeout=30)
+        demo.stop(signal.SIGINT, timeout=30)
+    assert "Traceback" not in demo.tail(20000), demo.tail(6000)
     time.sleep(1)
     for pid in worker_pids:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", \
