@@ -280,7 +280,7 @@ function UnitPageInner() {
           ))}
         </div>
         <ErrorBoundary name="Synthetic visualizations" resetKey={unit}>
-          <SyntheticPanel d={d} modelId={run.data?.model_id ?? null} readOnly={!!d.read_only || !signedIn} />
+          <SyntheticPanel d={d} modelId={run.data?.model_id ?? null} readOnly={!!d.read_only || !signedIn} selectedIsInit={!!outcome?.selected_is_init} />
         </ErrorBoundary>
       </div>
 
@@ -365,7 +365,8 @@ function DeadUnit({ unit, layer, runId, nextAttacked, href }: {
   );
 }
 
-function SyntheticPanel({ d, modelId, readOnly }: { d: UnitDetailFull; modelId: number | null; readOnly: boolean }) {
+/** The synthetic images are rendered on θ_init and the selected state (whichever state the galleries show). */
+function SyntheticPanel({ d, modelId, readOnly, selectedIsInit }: { d: UnitDetailFull; modelId: number | null; readOnly: boolean; selectedIsInit: boolean }) {
   const syn = unitSynthetic(d.synthetic);
   return (
     <section className="panel synthetic" aria-label="Synthetic visualizations">
@@ -403,7 +404,7 @@ function SyntheticPanel({ d, modelId, readOnly }: { d: UnitDetailFull; modelId: 
             keys={["synthetic_clip_delta", "synthetic_transfer", "ns_agreement", "natural_clip_delta"]}
             dead={!!d.dead}
           />
-          <SyntheticPairs before={syn.before} after={syn.after} unit={d.unit} layer={d.layer} afterState="selected state" />
+          <SyntheticPairs before={syn.before} after={syn.after} unit={d.unit} layer={d.layer} afterState={selectedIsInit ? "selected state = θ_init" : "selected state"} />
         </>
       )}
     </section>
