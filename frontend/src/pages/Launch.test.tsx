@@ -1,5 +1,5 @@
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, waitFor } from "@testing-library/react";
+import { render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { MemoryRouter, Route, Routes, useParams } from "react-router";
 import { beforeEach, describe, expect, it } from "vitest";
@@ -247,8 +247,21 @@ describe("launch form", () => {
     expect([...(model as HTMLSelectElement).options].map((o) => o.textContent)).toEqual(["fmnist-cnn (demo) (fmnist-cnn)"]);
     const train = screen.getByLabelText("Training set") as HTMLSelectElement;
     expect([...train.options].filter((o) => !o.disabled).map((o) => o.value)).toEqual(sets.map((s) => String(s.id)));
+    expect(screen.queryByTestId("model-not-usable")).toBeNull();
     const gets = calls.filter((c) => c.method === "GET");
     expect(gets.some((c) => c.url.startsWith("/api/v1/models?") && new URLSearchParams(c.url.split("?")[1]).get("usable") === "true")).toBe(true);
     expect(gets.some((c) => c.url.startsWith("/api/v1/image-sets?") && new URLSearchParams(c.url.split("?")[1]).get("usable") === "true")).toBe(true);
+  });
+
+  it("says so when ?model= names a model it cannot offer (pending or hidden), and starts on a usable one", async () => {
+    mockFetch([
+      ...base.filter((r) => !String(r.path).includes("models$")),
+      { path: /^\/api\/v1\/models$/, body: [...models, { ...models[0], id: 7, name: "pruned, pending", status: "pending" }] },
+    ]);
+    renderLaunch("/launch?model=7");
+    const note = await screen.findByTestId("model-not-usable");
+    expect(note).toHaveTextContent("Model 7 cannot be audited (it is not ready, or it is hidden): the form starts on another model.");
+    expect(within(note).getByRole("link", { name: "Open model 7" })).toHaveAttribute("href", "/models/7");
+    await waitFor(() => expect(screen.getByLabelText("Model")).toHaveValue("1"));
   });
 });

@@ -60,6 +60,8 @@ function resolve(layers: LayerOut[], names: string[]): string[] {
 export function LaunchPage() {
   usePageTitle("Launch an audit");
   const [params] = useSearchParams();
+  // the model the address asked for (?model=): when the form cannot offer it, the page says so
+  const requested = params.get("model");
   const navigate = useNavigate();
   // only what an audit can use: ready models (not a pruned model still pending) and indexed, non-empty sets; nothing hidden
   const models = useUsableModels();
@@ -169,6 +171,12 @@ export function LaunchPage() {
           </p>
         </div>
       </div>
+      {requested && !models.data.some((m) => String(m.id) === requested) && (
+        <div className="banner warn" role="note" data-testid="model-not-usable">
+          Model {requested} cannot be audited (it is not ready, or it is hidden): the form starts on another model.{" "}
+          <Link to={`/models/${requested}`}>Open model {requested}</Link> to see why.
+        </div>
+      )}
       {kinds.error && (
         <div className="banner warn" role="note">
           The job kinds (and their defaults) could not be read: {(kinds.error as Error).message} Empty fields take the server's defaults.
