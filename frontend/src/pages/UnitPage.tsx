@@ -128,6 +128,7 @@ function UnitPageInner() {
         <p>
           Its results were measured on the selected state only. <Link to={withNav(unitPath(runId, layer, unit), "selected")}>Open unit {unit} in the selected state</Link>.
         </p>
+        {u.error instanceof Error && <p className="muted small">{u.error.message}</p>}
       </NotFound>
     );
   if (noSuchUnit)
