@@ -80,4 +80,27 @@ describe("compare", () => {
     expect(within(note).getByRole("link", { name: "unit 1 in the final state" })).toHaveAttribute("href", "/runs/4/layers/relu3/units/1?state=final");
     expect(screen.getAllByTestId("selected-is-init")).toHaveLength(1); // the control had a state within budget
   });
+
+  it("a run without units (failed before its metrics) says so instead of an empty comparison (issue 19, item 5)", async () => {
+    setToken("fva_test_token_0123456789");
+    const failed = { ...run, id: 6, name: "relu3 failed", status: "failed", error: "k = 10 is more than the 6 images of the set", table: [] };
+    mockFetch([
+      { path: /^\/api\/v1\/runs$/, body: [{ ...run, headline: {} }, { ...failed, headline: {} }] },
+      { path: /^\/api\/v1\/runs\/3$/, body: run },
+      { path: /^\/api\/v1\/runs\/6$/, body: failed },
+      { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units$/, body: { items: unitsA, total: 4, page: 1, page_size: 1000 } },
+      { path: /^\/api\/v1\/runs\/6\/layers\/relu3\/units$/, body: { items: [], total: 0, page: 1, page_size: 1000 } },
+    ]);
+    render(
+      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+        <MemoryRouter initialEntries={["/compare?a=3&b=6&layer=relu3"]}>
+          <Compare />
+        </MemoryRouter>
+      </QueryClientProvider>,
+    );
+    const notice = await screen.findByTestId("unit-list-notice");
+    expect(notice).toHaveTextContent("No units: the run failed before it measured them.k = 10 is more than the 6 images of the set");
+    expect(screen.getByRole("heading", { name: "Run B: #6 relu3 failed" })).toBeInTheDocument();
+    expect(screen.queryByText(/Loading units/)).toBeNull();
+  });
 });

@@ -7,6 +7,7 @@ import { ErrorBoundary } from "../components/ErrorBoundary";
 import { Gallery } from "../components/Gallery";
 import { NeedsToken } from "../components/Layout";
 import { Empty, ErrorBox, Loading, SelectedIsInit } from "../components/States";
+import { UnitListNotice, unitListNotice } from "../components/UnitTable";
 import { attackLabel, clip, metricLabel, pct, signed, tau, unitRole } from "../lib/format";
 import { attackOutcome } from "../lib/rows";
 import { runPath, unitPath } from "../lib/share";
@@ -265,6 +266,24 @@ function UnitsCompare({ a, b, layer, unit, onUnit }: { a: RunDetail; b: RunDetai
   if (ua.error) return <ErrorBox error={ua.error} retry={() => ua.refetch()} />;
   if (ub.error) return <ErrorBox error={ub.error} retry={() => ub.refetch()} />;
   if (!ua.data || (b && !ub.data)) return <Loading what="Loading units" />;
+  // a run still running, failed or cancelled before its metrics has no units: say which and why (issue 19, item 5)
+  const without = ([[a, ua.data], [b, ub.data]] as const).filter(([r, rows]) => r && rows && rows.length === 0 && r.status !== "succeeded");
+  if (without.length)
+    return (
+      <section className="panel" aria-label="Units">
+        {without.map(([r]) => {
+          const st = unitListNotice(r!.status, { total: 0 }, true);
+          return st ? (
+            <div key={r!.id}>
+              <h2>
+                Run {r === a ? "A" : "B"}: <Link to={runPath(r!.id)}>#{r!.id} {r!.name}</Link>
+              </h2>
+              <UnitListNotice status={st} reason={r!.error} jobHref={r!.job_id ? `/jobs/${r!.job_id}` : null} />
+            </div>
+          ) : null;
+        })}
+      </section>
+    );
 
   const nA = merged.filter((x) => x.a?.attacked).length;
   const nB = merged.filter((x) => x.b?.attacked).length;
