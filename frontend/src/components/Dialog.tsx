@@ -1,4 +1,5 @@
 import { useEffect, useRef, useState, type ReactNode } from "react";
+import { createPortal } from "react-dom";
 
 /** A modal: Escape or the backdrop closes it, focus moves in and returns on close, Tab stays inside. */
 export function Dialog({ title, onClose, children, wide }: { title: string; onClose: () => void; children: ReactNode; wide?: boolean }) {
@@ -34,7 +35,9 @@ export function Dialog({ title, onClose, children, wide }: { title: string; onCl
       before?.focus?.();
     };
   }, []);
-  return (
+  // rendered at the end of <body>: a dialog opened from a table row (delete…) would otherwise inherit the
+  // cell's styles (nowrap, muted colour); React events still bubble to the component that opened it
+  return createPortal(
     <div className="backdrop" onMouseDown={(e) => e.target === e.currentTarget && onClose()}>
       <div className={`dialog${wide ? " wide" : ""}`} role="dialog" aria-modal="true" aria-label={title} ref={box} tabIndex={-1}>
         <header>
@@ -45,7 +48,8 @@ export function Dialog({ title, onClose, children, wide }: { title: string; onCl
         </header>
         {children}
       </div>
-    </div>
+    </div>,
+    document.body,
   );
 }
 
