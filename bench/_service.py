@@ -83,6 +83,10 @@ class Service:
     pid: int
     log: Path
 
+    @property
+    def units(self) -> int:
+        return UNITS
+
     def unit_path(self, unit: int) -> str:
         return f"/api/v1/runs/{self.run_id}/layers/{LAYER}/units/{unit}"
 
@@ -92,14 +96,20 @@ class Service:
 
 @contextlib.contextmanager
 def bench_service(broker: str = "redis://127.0.0.1:6379/0", extra_env: dict | None = None,
-                  log_level: str = "warning") -> Iterator[Service]:
+                  log_level: str = "warning", embedded: bool = False,
+                  command: list[str] | None = None) -> Iterator[Service]:
+    """``embedded``: the default mode of ``fvaudit serve`` instead (SQLite under the data
+    directory, no broker, its local worker processes); ``command`` replaces the server's
+    ``python -m fvaudit.cli`` (e.g. a wrapper that traces its memory)."""
     db = f"fvaudit_bench_{os.getpid()}_{uuid.uuid4().hex[:4]}"
-    user = pg(f'CREATE DATABASE "{db}"')
+    user = None if embedded else pg(f'CREATE DATABASE "{db}"')
     data = Path(os.environ.get("TMPDIR", "/tmp")) / db
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "backend"),
-           "FVAUDIT_DATABASE_URL": f"postgresql+psycopg://{user}@127.0.0.1:5432/{db}",
-           "FVAUDIT_BROKER_URL": broker, "FVAUDIT_CELERY_QUEUE": f"bench-{db}", "FVAUDIT_DATA_DIR": str(data),
+    db_env = ({"FVAUDIT_DATABASE_URL": f"sqlite:///{data / 'fvaudit.db'}", "FVAUDIT_BROKER_URL": "none"}
+              if embedded else
+              {"FVAUDIT_DATABASE_URL": f"postgresql+psycopg://{user}@127.0.0.1:5432/{db}", "FVAUDIT_BROKER_URL": broker})
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "backend"), **db_env,
+           "FVAUDIT_CELERY_QUEUE": f"bench-{db}", "FVAUDIT_DATA_DIR": str(data),
            "FVAUDIT_CACHE_DIR": os.environ.get("FVAUDIT_CACHE_DIR", str(ROOT / ".fvaudit-cache" / "bench")),
            "FVAUDIT_REAPER_INTERVAL": "5", "HF_HUB_OFFLINE": "1", "FVAUDIT_SECRET_KEY": uuid.uuid4().hex,
            **(extra_env or {})}
@@ -129,20 +139,24 @@ def bench_service(broker: str = "redis://127.0.0.1:6379/0", extra_env: dict | No
             val = register_image_set(s, owner.id, "val", "fashion-mnist:test", 2000)
             run_id = synthetic_run(s, owner.id, model.id, train, val, {LAYER: UNITS}).id
         dispose_all()
-        api = subprocess.Popen([sys.executable, "-m", "fvaudit.cli", "serve", "--port", str(port), "--no-upgrade",
-                                "--log-level", log_level], env=env, cwd=ROOT, start_new_session=True,
+        api = subprocess.Popen((command or [sys.executable, "-m", "fvaudit.cli"])
+                               + ["serve", "--port", str(port), "--no-upgrade", "--log-level", log_level],
+                               env=env, cwd=ROOT, start_new_session=True,
                                stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         import httpx
 
-        for _ in range(300):
+        deadline = time.monotonic() + 300        # a loaded machine (or tracemalloc) starts slowly
+        while True:
             try:
-                if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
+                if httpx.get(base + "/api/v1/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if api.poll() is not None:
                 raise RuntimeError(f"the API exited: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not answer /health within 300 s: {log.read_text()[-2000:]}")
             time.sleep(0.2)
         yield Service(base, {"Authorization": f"Bearer {token}"}, run_id, api.pid, log)
     finally:
@@ -160,4 +174,5 @@ def bench_service(broker: str = "redis://127.0.0.1:6379/0", extra_env: dict | No
             pass
         os.environ.clear()
         os.environ.update(saved)
-        pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if not embedded:
+            pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

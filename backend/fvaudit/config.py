@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     max_attempts: int = 3                     # runs of one job (first + requeues after a lost worker)
     requeue_after: float = 30.0               # re-publish wake-ups of jobs queued this long (lost messages)
     reaper_interval: float = 5.0              # 0 disables the reaper thread inside the API process
+    #: the API process's glibc malloc (api/memory.py: its RSS crept up under load): at most this
+    #: many arenas (0 = glibc's default, 8 per core), and free pages returned every this many s (0 = never)
+    malloc_arena_max: int = Field(2, ge=0, le=1024)
+    malloc_trim_seconds: float = Field(60.0, ge=0)
     progress_interval: float = 0.5            # min seconds between progress writes of one job
     max_job_seconds: int = 3 * 24 * 3600      # the longest job we expect; the broker's visibility timeout exceeds it
     worker_max_tasks_per_child: int = 0       # 0 = unlimited; 1 = fresh child (clean GPU memory) per job

@@ -294,6 +294,11 @@ def create_app(on_shutdown=None) -> FastAPI:
     async def lifespan(app: FastAPI):
         get_settings().require_secret_key()       # service mode: refuse to start without one
         install_log_redaction()                   # again: uvicorn's dictConfig made new handlers
+        from fvaudit.api import memory
+
+        # before the route threads start: they share a few malloc arenas (RSS flat under load)
+        memory.limit_arenas(settings.malloc_arena_max)
+        trimmer = memory.Trimmer(settings.malloc_trim_seconds).start()
         reaper = None
         if settings.reaper_interval > 0:
             from fvaudit.jobs.reaper import ReaperThread
@@ -302,6 +307,7 @@ def create_app(on_shutdown=None) -> FastAPI:
         try:
             yield
         finally:
+            trimmer.stop()
             if reaper is not None:
                 reaper.stop()
             if on_shutdown is not None:
