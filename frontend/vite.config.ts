@@ -15,5 +15,10 @@ export default defineConfig({
     setupFiles: ["src/test/setup.ts"],
     include: ["src/**/*.test.{ts,tsx}"],
     css: false,
+    // `make test` runs Vitest beside the Python suite on the same 2 cores: a test that takes
+    // 2-3 s alone can take over Vitest's 5 s default there, and a correct test must not fail
+    // for being slow. These are ceilings, not waits: a passing test still ends when it is done.
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
   },
 });

@@ -1,6 +1,7 @@
 // The compare page marks which units each run attacked (issue 13, item 15).
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, within } from "@testing-library/react";
+import { render, screen, waitFor, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
 import { MemoryRouter } from "react-router";
 import { describe, expect, it } from "vitest";
 import { setToken } from "../api/auth";
@@ -102,5 +103,56 @@ describe("compare", () => {
     expect(notice).toHaveTextContent("No units: the run failed before it measured them.k = 10 is more than the 6 images of the set");
     expect(screen.getByRole("heading", { name: "Run B: #6 relu3 failed" })).toBeInTheDocument();
     expect(screen.queryByText(/Loading units/)).toBeNull();
+  });
+
+  it("the pickers leave out cancelled and failed runs unless 'show cancelled and failed runs' is ticked (issue 19, item 6)", async () => {
+    setToken("fva_test_token_0123456789");
+    const item = (id: number, name: string, status: string) => ({ ...run, id, name, status, headline: {} });
+    const all = [item(9, "running audit", "running"), item(8, "cancelled audit", "cancelled"), item(7, "failed audit", "failed"), item(3, "relu3 push-down", "succeeded")];
+    const { calls } = mockFetch([{ path: /^\/api\/v1\/runs$/, body: all }]);
+    const user = userEvent.setup();
+    render(
+      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+        <MemoryRouter initialEntries={["/compare"]}>
+          <Compare />
+        </MemoryRouter>
+      </QueryClientProvider>,
+    );
+    const pickA = await screen.findByRole("combobox", { name: "Run A" });
+    const names = (select: HTMLElement) => within(select).getAllByRole("option").map((o) => o.textContent);
+    expect(names(pickA)).toEqual(["choose a run", "#9 running audit (running)", "#3 relu3 push-down (succeeded)"]);
+    expect(names(screen.getByRole("combobox", { name: "Run B" }))).toEqual(["none: A before vs after", "#9 running audit (running)", "#3 relu3 push-down (succeeded)"]);
+    // hidden runs are the server's to leave out: the picker asks for the default list
+    expect(calls.filter((c) => c.url.startsWith("/api/v1/runs")).map((c) => c.url)).toEqual(["/api/v1/runs?limit=500"]);
+    await user.click(screen.getByRole("checkbox", { name: "show cancelled and failed runs" }));
+    await waitFor(() => expect(names(screen.getByRole("combobox", { name: "Run A" }))).toHaveLength(5));
+    expect(names(screen.getByRole("combobox", { name: "Run A" }))).toEqual([
+      "choose a run", "#9 running audit (running)", "#8 cancelled audit (cancelled)", "#7 failed audit (failed)", "#3 relu3 push-down (succeeded)",
+    ]);
+    await user.click(screen.getByRole("checkbox", { name: "show cancelled and failed runs" }));
+    await waitFor(() => expect(names(screen.getByRole("combobox", { name: "Run A" }))).toHaveLength(3));
+  });
+
+  it("a cancelled run the address names stays selected in its picker though the list leaves it out", async () => {
+    setToken("fva_test_token_0123456789");
+    const cancelled = { ...run, id: 8, name: "cancelled audit", status: "cancelled", table: [] };
+    mockFetch([
+      { path: /^\/api\/v1\/runs$/, body: [{ ...run, headline: {} }, { ...cancelled, headline: {} }] },
+      { path: /^\/api\/v1\/runs\/3$/, body: run },
+      { path: /^\/api\/v1\/runs\/8$/, body: cancelled },
+      { path: /^\/api\/v1\/runs\/\d+\/layers\/relu3\/units$/, body: { items: [], total: 0, page: 1, page_size: 1000 } },
+    ]);
+    render(
+      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+        <MemoryRouter initialEntries={["/compare?a=3&b=8&layer=relu3"]}>
+          <Compare />
+        </MemoryRouter>
+      </QueryClientProvider>,
+    );
+    await screen.findByRole("heading", { name: "Run B: #8 cancelled audit" });
+    const pickB = screen.getByRole<HTMLSelectElement>("combobox", { name: "Run B" });
+    expect(pickB.value).toBe("8");
+    expect(within(pickB).getAllByRole("option").map((o) => o.textContent)).toEqual(["none: A before vs after", "#8 cancelled audit (cancelled)"]);
+    expect(screen.getByRole<HTMLInputElement>("checkbox", { name: "show cancelled and failed runs" }).checked).toBe(false);
   });
 });

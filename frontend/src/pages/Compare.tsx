@@ -1,7 +1,8 @@
 import { useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router";
-import { useAllUnits, useRun, useRuns, useUnit } from "../api/hooks";
+import { useAllUnits, useRun, useUnit } from "../api/hooks";
 import type { RunDetail, UnitRow } from "../api/client";
+import { usePickableRuns } from "../api/manage";
 import { Scatter, type ScatterGroup } from "../components/Charts";
 import { ErrorBoundary } from "../components/ErrorBoundary";
 import { Gallery } from "../components/Gallery";
@@ -28,9 +29,18 @@ function ComparePage() {
   const [sp, setSp] = useSearchParams();
   const a = Number(sp.get("a")) || null;
   const b = Number(sp.get("b")) || null;
-  const runs = useRuns();
+  // the pickers offer the runs worth comparing: cancelled and failed ones (nothing or half
+  // measured) only when "show cancelled and failed" is ticked; hidden runs never (hiding a run
+  // takes it out of lists and pickers), but a run the address names stays selectable
+  const showAll = sp.get("all") === "1";
+  const runs = usePickableRuns(showAll);
   const runA = useRun(a ?? 0);
   const runB = useRun(b ?? 0);
+  const options = useMemo(() => {
+    const list: { id: number; name: string; status: string }[] = [...(runs.data ?? [])];
+    for (const r of [runA.data, runB.data]) if (r && !list.some((x) => x.id === r.id)) list.push(r);
+    return list.sort((p, q) => q.id - p.id);
+  }, [runs.data, runA.data, runB.data]);
   usePageTitle(runA.data ? `Compare run ${runA.data.id}${runB.data ? ` with run ${runB.data.id}` : ""}` : "Compare runs");
   const set = (changes: Record<string, string | null>) => {
     const n = new URLSearchParams(sp);
@@ -60,7 +70,14 @@ function ComparePage() {
           <Loading what="Loading runs" />
         ) : runs.error ? (
           <ErrorBox error={runs.error} retry={() => runs.refetch()} />
-        ) : !runs.data?.length ? (
+        ) : !options.length && !showAll ? (
+          <Empty>
+            No runs to compare yet. <Link to="/launch">Launch an audit</Link>.{" "}
+            <button type="button" className="link" onClick={() => set({ all: "1" })}>
+              Show cancelled and failed runs
+            </button>
+          </Empty>
+        ) : !options.length ? (
           <Empty>
             No runs to compare yet. <Link to="/launch">Launch an audit</Link>.
           </Empty>
@@ -70,7 +87,7 @@ function ComparePage() {
               Run A{" "}
               <select value={a ?? ""} onChange={(e) => set({ a: e.target.value, unit: null })}>
                 <option value="">choose a run</option>
-                {runs.data.map((r) => (
+                {options.map((r) => (
                   <option key={r.id} value={r.id}>
                     #{r.id} {r.name} ({r.status})
                   </option>
@@ -81,7 +98,7 @@ function ComparePage() {
               Run B{" "}
               <select value={b ?? ""} onChange={(e) => set({ b: e.target.value, unit: null })}>
                 <option value="">none: A before vs after</option>
-                {runs.data
+                {options
                   .filter((r) => r.id !== a)
                   .map((r) => (
                     <option key={r.id} value={r.id}>
@@ -99,6 +116,9 @@ function ComparePage() {
                   </option>
                 ))}
               </select>
+            </label>
+            <label className="check" title="cancelled and failed runs measured nothing or only part of their units">
+              <input type="checkbox" checked={showAll} onChange={(e) => set({ all: e.target.checked ? "1" : null })} /> show cancelled and failed runs
             </label>
           </div>
         )}
