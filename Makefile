@@ -28,8 +28,7 @@ services:
 	@bash scripts/services.sh
 
 test: install services
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
-	@if [ -f frontend/package.json ]; then bash frontend/scripts/test.sh; fi
+	PY=$(PY) PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
 
 demo: install
 	bash frontend/scripts/build.sh
