@@ -47,7 +47,7 @@ export function AppRoutes() {
         <Route path="runs/:run/layers/:layer" element={<RunSummary />} />
         <Route path="runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
         <Route path="compare" element={<Compare />} />
-        <Route path="sweeps" element={<SweepsIndex />} />
+        <Route path="sweeps" element={<SweepList />} />
         <Route path="sweeps/new" element={<SweepLaunch />} />
         <Route path="sweeps/:sweep" element={<SweepPage />} />
         <Route path="detections" element={<DetectionList />} />
@@ -60,20 +60,6 @@ export function AppRoutes() {
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>
-  );
-}
-
-/** The sweeps list with the way to launch one (the form at /sweeps/new). */
-function SweepsIndex() {
-  return (
-    <>
-      <div className="row end sweeps-launch">
-        <Link to="/sweeps/new" className="button primary">
-          + Launch a sweep
-        </Link>
-      </div>
-      <SweepList />
-    </>
   );
 }
 

@@ -2,7 +2,7 @@
 // and CLIP-δ against the pruning rate), every point and table row linking to its run, the
 // failed point named, and the table exported through the API.
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, within } from "@testing-library/react";
+import { render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { MemoryRouter, Route, Routes, useLocation } from "react-router";
 import { beforeEach, describe, expect, it, vi } from "vitest";
@@ -13,7 +13,8 @@ import { mockFetch } from "../test/fetchMock";
 import { methodSeries, pointSeries, SweepList, SweepPage } from "./Sweep";
 
 function Where() {
-  return <output data-testid="where">{useLocation().pathname}</output>;
+  const l = useLocation();
+  return <output data-testid="where">{l.pathname + l.search}</output>;
 }
 
 function renderAt(path: string) {
@@ -43,6 +44,78 @@ describe("sweep pages", () => {
     expect(screen.getByRole("link", { name: "per-layer rows" }).getAttribute("href")).toBe("/sweeps/4");
     expect(screen.getAllByRole("row")).toHaveLength(3);
     expect(document.title).toBe("Sweeps · fvaudit");
+    expect(screen.getByRole("link", { name: "+ Launch a sweep" })).toHaveAttribute("href", "/sweeps/new");
+  });
+
+  it("deletes a sweep only after the confirmation, then lists again (issue 19, item 6)", async () => {
+    let rows = sweeps;
+    const { calls } = mockFetch([
+      { path: /^\/api\/v1\/sweeps$/, body: () => rows },
+      { method: "DELETE", path: /^\/api\/v1\/sweeps\/9$/, respond: () => ((rows = [sweeps[1]]), { status: 204 }) },
+    ]);
+    const user = userEvent.setup();
+    renderAt("/sweeps");
+    await user.click(await screen.findByRole("button", { name: "Delete sweep 9 (demo sweep)" }));
+    let dialog = screen.getByRole("dialog", { name: "Delete sweep 9 (demo sweep)?" });
+    expect(dialog).toHaveTextContent(
+      "This deletes sweep 9 “demo sweep” and its jobs, points and runs, and the pruned models nothing else uses. It cannot be undone.",
+    );
+    await user.click(within(dialog).getByRole("button", { name: "Cancel" }));
+    expect(screen.queryByRole("dialog")).toBeNull();
+    expect(calls.filter((c) => c.method === "DELETE")).toHaveLength(0);
+    await user.click(screen.getByRole("button", { name: "Delete sweep 9 (demo sweep)" }));
+    dialog = screen.getByRole("dialog");
+    await user.click(within(dialog).getByRole("button", { name: "Delete sweep 9" }));
+    await waitFor(() => expect(screen.queryByRole("dialog")).toBeNull());
+    expect(calls.filter((c) => c.method === "DELETE").map((c) => c.url)).toEqual(["/api/v1/sweeps/9"]);
+    await waitFor(() => expect(screen.queryByRole("link", { name: "demo sweep" })).toBeNull());
+    expect(screen.getByRole("link", { name: "per-layer rows" })).toBeInTheDocument();
+  });
+
+  it("a refused delete (409) shows the server's reason and offers to hide the sweep instead", async () => {
+    const reason = "sweep 4 is still running: cancel it first, or hide it";
+    const { calls } = mockFetch([
+      { path: /^\/api\/v1\/sweeps$/, body: sweeps },
+      { method: "DELETE", path: /^\/api\/v1\/sweeps\/4$/, status: 409, body: { detail: reason } },
+      { method: "PATCH", path: /^\/api\/v1\/sweeps\/4$/, body: { ...sweeps[1], hidden: true } },
+    ]);
+    const user = userEvent.setup();
+    renderAt("/sweeps");
+    await user.click(await screen.findByRole("button", { name: "Delete sweep 4 (per-layer rows)" }));
+    const dialog = screen.getByRole("dialog");
+    await user.click(within(dialog).getByRole("button", { name: "Delete sweep 4" }));
+    const alert = await within(dialog).findByRole("alert");
+    expect(alert).toHaveTextContent(reason);
+    expect(within(dialog).queryByRole("button", { name: "Delete sweep 4" })).toBeNull();
+    await user.click(within(alert).getByRole("button", { name: "Hide sweep 4 instead" }));
+    await waitFor(() => expect(screen.queryByRole("dialog")).toBeNull());
+    expect(calls.filter((c) => c.method !== "GET")).toEqual([
+      { method: "DELETE", url: "/api/v1/sweeps/4", body: undefined },
+      { method: "PATCH", url: "/api/v1/sweeps/4", body: { hidden: true } },
+    ]);
+  });
+
+  it("'show hidden' asks for the hidden sweeps too, marks them and offers to unhide; the filter is in the address", async () => {
+    const { calls } = mockFetch([
+      {
+        path: /^\/api\/v1\/sweeps$/,
+        body: (req: Request) =>
+          new URL(req.url).searchParams.get("include_hidden") === "true" ? [sweeps[0], { ...sweeps[1], hidden: true }] : [sweeps[0]],
+      },
+      { method: "PATCH", path: /^\/api\/v1\/sweeps\/\d+$/, body: sweeps[1] },
+    ]);
+    const user = userEvent.setup();
+    renderAt("/sweeps");
+    await screen.findByRole("link", { name: "demo sweep" });
+    expect(screen.queryByRole("link", { name: "per-layer rows" })).toBeNull();
+    expect(screen.getByRole("button", { name: "Hide sweep 9 (demo sweep)" })).toBeInTheDocument();
+    await user.click(screen.getByRole("checkbox", { name: "show hidden" }));
+    const hiddenRow = (await screen.findByRole("link", { name: "per-layer rows" })).closest("tr")!;
+    expect(hiddenRow).toHaveTextContent("hidden");
+    expect(screen.getByTestId("where")).toHaveTextContent("/sweeps?hidden=1");
+    expect(calls.filter((c) => c.method === "GET").map((c) => c.url)).toEqual(["/api/v1/sweeps", "/api/v1/sweeps?include_hidden=true"]);
+    await user.click(within(hiddenRow).getByRole("button", { name: "Unhide sweep 4 (per-layer rows)" }));
+    await waitFor(() => expect(calls.filter((c) => c.method === "PATCH")).toEqual([{ method: "PATCH", url: "/api/v1/sweeps/4", body: { hidden: false } }]));
   });
 
   it("plots accuracy and CLIP-δ per method against the rate, starting at the unpruned model", () => {

@@ -9,6 +9,7 @@ import { useToken } from "../api/auth";
 import { client, download, unwrap, type Schemas } from "../api/client";
 import { LineChart, type Series } from "../components/Charts";
 import { ErrorBoundary } from "../components/ErrorBoundary";
+import { FilterBar, ManageActions, useListParams } from "../components/Manage";
 import { Empty, ErrorBox, Loading, NotFound, StatusBadge, When } from "../components/States";
 import { attackLabel, clip, DASH, num, overlap, signed, tau } from "../lib/format";
 import { usePageTitle } from "../lib/title";
@@ -31,11 +32,12 @@ const RATE_LABEL: Record<string, string> = {
 const live = (s: string | undefined) => s === "queued" || s === "running";
 const rate = (v: number | null | undefined) => (v == null ? DASH : `${+(100 * v).toFixed(1)} %`);
 
-function useSweeps() {
+/** `GET /sweeps`: hidden sweeps only when asked (the list leaves them out by default). */
+function useSweeps(includeHidden: boolean) {
   const token = useToken();
   return useQuery({
-    queryKey: ["sweeps", token?.slice(0, 12)],
-    queryFn: () => unwrap(client.GET("/api/v1/sweeps")),
+    queryKey: ["sweeps", { include_hidden: includeHidden }, token?.slice(0, 12)],
+    queryFn: () => unwrap(client.GET("/api/v1/sweeps", { params: { query: includeHidden ? { include_hidden: true } : {} } })),
     enabled: !!token,
     refetchInterval: (q) => (q.state.data?.some((s) => live(s.status)) ? 5000 : false),
   });
@@ -51,49 +53,84 @@ function useSweep(id: number) {
   });
 }
 
+/**
+ * /sweeps: each sweep with its status and points, hide / delete per sweep (deleting asks
+ * first and takes the sweep's jobs, points, runs and unused pruned models; a 409 says why
+ * it cannot, e.g. while it runs), a "show hidden" filter kept in the address, and the
+ * launch form's link.
+ */
 export function SweepList() {
-  const q = useSweeps();
+  const lp = useListParams();
+  const showHidden = lp.get("hidden") === "1";
+  const q = useSweeps(showHidden);
   usePageTitle("Sweeps");
-  if (q.isPending) return <Loading what="Loading sweeps" />;
-  if (q.error) return <ErrorBox error={q.error} retry={() => q.refetch()} />;
   return (
-    <section className="panel">
-      <h1>Sweeps</h1>
-      <p className="muted">
-        Pruning defences (thesis Chapter 4): each point prunes and fine-tunes the model, then attacks it. Launch one with{" "}
-        <code>POST /api/v1/jobs</code> (kind <code>sweep</code>) or run <code>fvaudit sweep --demo</code>.
-      </p>
-      {q.data.length === 0 ? (
-        <Empty>No sweep yet.</Empty>
-      ) : (
-        <table className="table">
-          <thead>
-            <tr>
-              <th>Sweep</th>
-              <th>Status</th>
-              <th>Points</th>
-              <th>Created</th>
-            </tr>
-          </thead>
-          <tbody>
-            {q.data.map((s) => (
-              <tr key={s.id}>
-                <td>
-                  <Link to={`/sweeps/${s.id}`}>{s.name}</Link>
-                </td>
-                <td>
-                  <StatusBadge status={s.status} />
-                </td>
-                <td>{s.n_points}</td>
-                <td>
-                  <When iso={s.created_at} />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
-    </section>
+    <div className="page sweeps">
+      <div className="page-head">
+        <div>
+          <h1>Sweeps</h1>
+          <p className="muted">
+            Pruning defences (thesis Chapter 4): each point prunes and fine-tunes the model, then attacks it. Launch one with the form,{" "}
+            <code>POST /api/v1/jobs</code> (kind <code>sweep</code>) or <code>fvaudit sweep --demo</code>.
+          </p>
+        </div>
+        <Link to="/sweeps/new" className="button primary">
+          + Launch a sweep
+        </Link>
+      </div>
+      <section className="panel" aria-label="Sweeps">
+        <FilterBar label="Filter sweeps">
+          <label className="check">
+            <input type="checkbox" checked={showHidden} onChange={(e) => lp.set({ hidden: e.target.checked })} /> show hidden
+          </label>
+        </FilterBar>
+        {q.isPending ? (
+          <Loading what="Loading sweeps" />
+        ) : q.error ? (
+          <ErrorBox error={q.error} retry={() => q.refetch()} />
+        ) : q.data.length === 0 ? (
+          <Empty>
+            {showHidden ? "No sweep yet." : "No sweep to show (hidden sweeps are left out: tick “show hidden”)."} <Link to="/sweeps/new">Launch one</Link>.
+          </Empty>
+        ) : (
+          <div className="scroll-x">
+            <table className="data manage">
+              <thead>
+                <tr>
+                  <th>Sweep</th>
+                  <th>Status</th>
+                  <th>Points</th>
+                  <th>Created</th>
+                  <th>
+                    <span className="sr-only">actions</span>
+                  </th>
+                </tr>
+              </thead>
+              <tbody>
+                {q.data.map((s) => (
+                  <tr key={s.id} className={s.hidden ? "hidden-row" : undefined} data-sweep={s.id}>
+                    <td>
+                      <Link to={`/sweeps/${s.id}`}>{s.name}</Link>
+                      {s.hidden && <span className="badge"> hidden</span>}
+                    </td>
+                    <td>
+                      <StatusBadge status={s.status} />
+                    </td>
+                    <td>{s.n_points}</td>
+                    <td>
+                      <When iso={s.created_at} />
+                    </td>
+                    <td className="nowrap">
+                      <ManageActions what="sweeps" id={s.id} name={s.name} hidden={s.hidden} compact />
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </section>
+    </div>
   );
 }
 
