@@ -2,9 +2,9 @@
 // live progress while it runs and its verdict; the form pre-filled from ?suspect=, the
 // request it sends (suspect on an attack job's weights, a reference, a population of
 // fine-tunes), its own checks, and the server's 422 landing next to the field it names.
-import { screen, waitFor, within } from "@testing-library/react";
+import { act, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../api/auth";
 import imageSets from "../test/fixtures/image-sets.json";
 import layers from "../test/fixtures/layers.json";
@@ -82,6 +82,25 @@ describe("detections list", () => {
     expect(within(rows[3]).queryByTestId("verdict")).toBeNull();
     await user.click(within(rows[2]).getByRole("link", { name: "check the push-down" }));
     expect(screen.getByTestId("where").textContent).toBe("/detections/41");
+  });
+
+  describe("created", () => {
+    afterEach(() => vi.useRealTimers());
+
+    it("keeps its relative time ticking: '2 min ago' becomes '3 min ago' without a reload (issue 19, item 11)", async () => {
+      // the clock moves with real time too (the list's fetch and render need it); we also step it by hand
+      vi.useFakeTimers({ shouldAdvanceTime: true });
+      vi.setSystemTime(new Date("2026-11-25T09:02:00Z"));
+      mockFetch(routes());
+      renderAt("/detections");
+      const table = await screen.findByRole("table");
+      const created = (i: number) => within(table).getAllByRole("row")[i + 1].lastElementChild!;
+      expect(created(0)).toHaveTextContent("1 h ago"); // detection 43, created 08:00
+      expect(created(1)).toHaveTextContent("2 min ago"); // detection 42, created 09:00
+      expect(created(1).querySelector("time")).toHaveAttribute("dateTime", "2026-11-25T09:00:00Z");
+      act(() => vi.advanceTimersByTime(60_000));
+      expect(created(1)).toHaveTextContent("3 min ago");
+    });
   });
 });
 

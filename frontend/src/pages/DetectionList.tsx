@@ -5,8 +5,8 @@ import { useEffect, useMemo } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { useAllModels } from "../api/manage";
 import { NeedsToken } from "../components/Layout";
-import { Empty, ErrorBox, Loading, StatusBadge } from "../components/States";
-import { progressText, when } from "../lib/format";
+import { Empty, ErrorBox, Loading, StatusBadge, When } from "../components/States";
+import { progressText } from "../lib/format";
 import { usePageTitle } from "../lib/title";
 import { DetectionForm } from "./DetectionForm";
 import { detectionPath, isLive, useDetections, VerdictBadge, type DetectionItem } from "./DetectionShared";
@@ -105,7 +105,9 @@ function DetectionListInner() {
                       )}
                     </td>
                     <td>{d.status === "succeeded" ? <VerdictBadge verdict={d.verdict} p={d.p_value} /> : <span className="muted">—</span>}</td>
-                    <td>{when(d.created_at)}</td>
+                    <td>
+                      <When iso={d.created_at} />
+                    </td>
                   </tr>
                 ))}
               </tbody>
