@@ -131,6 +131,8 @@ def remote_service(url: str, token: str, run_id: int | None, pid: int | None) ->
                                        if r["status"] == "succeeded"]
         for rid in ids:
             run = c.get(f"/api/v1/runs/{rid}")
+            if run.status_code == 404:
+                raise SystemExit(f"run {rid} not found at {url} (or not readable with this token)")
             run.raise_for_status()
             for layer in run.json().get("layers") or []:
                 page = c.get(f"/api/v1/runs/{rid}/layers/{layer}/units", params={"page_size": 1})
