@@ -113,7 +113,7 @@ describe("home page", () => {
     expect(getsTo(calls, "/api/v1/runs").at(-1)!.get("offset")).toBe("75");
     expect(within(panel).getAllByRole("row")).toHaveLength(7);
     expect(screen.getByTestId("where")).toHaveTextContent("/?offset=75");
-  }, 15_000);
+  });
 
   it("status, model, name and hidden filters go into the request, from the first page", async () => {
     const { calls } = servePaged();
@@ -134,7 +134,7 @@ describe("home page", () => {
     q = getsTo(calls, "/api/v1/runs").at(-1)!;
     expect([q.get("status"), q.get("model_id"), q.get("q")]).toEqual(["cancelled", "1", "run 7"]);
     expect(screen.getByTestId("where")).toHaveTextContent("/?status=cancelled&model=1&q=run+7&hidden=1");
-  }, 15_000);
+  });
 
   it("hides a run, deletes one after the confirmation, and shows why one cannot be deleted", async () => {
     const { calls } = servePaged();
@@ -154,7 +154,7 @@ describe("home page", () => {
     await user.click(within(screen.getByRole("dialog")).getByRole("button", { name: "Delete run 80" }));
     expect(await within(screen.getByRole("dialog")).findByRole("alert")).toHaveTextContent("run 80 has a job still running (job 412): cancel it first");
     expect(calls.filter((c) => c.method === "DELETE").map((c) => c.url)).toEqual(["/api/v1/runs/81", "/api/v1/runs/80"]);
-  }, 15_000);
+  });
 
   it("marks a run whose selected state is θ_init, with the server's words as its tooltip (issue 19, item 2)", async () => {
     const message = "No evaluated state stayed within the 0.5 pp accuracy budget: the selected state is θ_init.";

@@ -52,7 +52,7 @@ describe("image sets index", () => {
     await waitFor(() => expect(getsTo(calls, "/api/v1/image-sets").at(-1)!.get("q")).toBe("train"));
     await user.click(screen.getByRole("checkbox", { name: "show hidden" }));
     await waitFor(() => expect(getsTo(calls, "/api/v1/image-sets").at(-1)!.get("include_hidden")).toBe("true"));
-  }, 15_000);
+  });
 
   it("deletes a failed set after the confirmation; a set in use is refused with the reason", async () => {
     const reason = "image set 1 is used by 3 runs and 2 scans: it can be hidden, not deleted";
@@ -72,5 +72,5 @@ describe("image sets index", () => {
     expect(await within(dialog).findByRole("alert")).toHaveTextContent(reason);
     expect(within(dialog).getByRole("button", { name: "Hide image set 1 instead" })).toBeInTheDocument();
     expect(calls.filter((c) => c.method === "DELETE").map((c) => c.url)).toEqual(["/api/v1/image-sets/9", "/api/v1/image-sets/1"]);
-  }, 15_000);
+  });
 });

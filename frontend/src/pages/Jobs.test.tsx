@@ -59,5 +59,5 @@ describe("jobs index", () => {
     expect(screen.getByTestId("where")).toHaveTextContent("/jobs?kind=sweep&status=failed");
     await user.click(screen.getByRole("button", { name: "clear filters" }));
     await waitFor(() => expect(getsTo(calls, "/api/v1/jobs").at(-1)!.get("kind")).toBeNull());
-  }, 15_000);
+  });
 });

@@ -64,7 +64,7 @@ describe("models index", () => {
     await user.click(screen.getByRole("checkbox", { name: "only ready" }));
     await waitFor(() => expect(getsTo(calls, "/api/v1/models").at(-1)!.get("usable")).toBe("true"));
     expect(screen.getByTestId("where")).toHaveTextContent("/models?hidden=1&q=norm&usable=1");
-  }, 15_000);
+  });
 
   it("deletes only after the confirmation, then lists again", async () => {
     let rows = list;
@@ -86,7 +86,7 @@ describe("models index", () => {
     await waitFor(() => expect(screen.queryByRole("dialog")).toBeNull());
     expect(calls.filter((c) => c.method === "DELETE").map((c) => c.url)).toEqual(["/api/v1/models/3"]);
     await waitFor(() => expect(screen.queryByRole("link", { name: "fmnist-cnn · norm 50%" })).toBeNull());
-  }, 15_000);
+  });
 
   it("a refused delete (409) shows the server's reason and offers to hide instead", async () => {
     const reason = "model 1 has 2 runs and 1 derived model: it can be hidden, not deleted";
@@ -108,7 +108,7 @@ describe("models index", () => {
     await user.click(within(alert).getByRole("button", { name: "Hide model 1 instead" }));
     await waitFor(() => expect(screen.queryByRole("dialog")).toBeNull());
     expect(calls.filter((c) => c.method === "PATCH")).toEqual([{ method: "PATCH", url: "/api/v1/models/1", body: { hidden: true } }]);
-  }, 15_000);
+  });
 
   it("hides and unhides from the row", async () => {
     const { calls } = mockPagedFetch([

@@ -44,7 +44,7 @@ function unitRoute(calls: string[]) {
 const afterHeadings = () => screen.getAllByRole("heading", { level: 4 }).map((h) => h.textContent).filter((t) => t!.startsWith("After"));
 
 describe("unit page: selected and final state (item 3)", () => {
-  it("names the state shown in the column titles; the other state is one click away and in the address", { timeout: 20_000 }, async () => {
+  it("names the state shown in the column titles; the other state is one click away and in the address", async () => {
     setToken("fva_test_token_0123456789");
     const calls: string[] = [];
     const { fn } = mockFetch([{ path: /^\/api\/v1\/runs\/3$/, body: { ...run, attack_outcome: outcome(false) } }, unitRoute(calls)]);

@@ -69,7 +69,7 @@ describe("sweep launch form", () => {
         control: false, visualize: false,
       },
     });
-  }, 20_000);
+  });
 
   it("refuses what it can judge itself and sends nothing", async () => {
     const { calls } = mockFetch(base);
@@ -83,7 +83,7 @@ describe("sweep launch form", () => {
     expect(within(form).getByText("Fix the 2 fields marked above.")).toBeInTheDocument();
     expect(document.activeElement).toBe(within(form).getByLabelText(/Decoy class/));
     expect(calls.filter((c) => c.method === "POST")).toHaveLength(0);
-  }, 20_000);
+  });
 
   it("puts the server's 422 on the fields it names: a grid value on its axis, a base field on its own", async () => {
     const { calls } = mockFetch([
@@ -114,5 +114,5 @@ describe("sweep launch form", () => {
     await user.type(rates, "0");
     expect(within(form).queryByText("rate 0.99: Input should be less than 1")).toBeNull();
     expect(screen.getByTestId("where")).toHaveTextContent("/sweeps/new");
-  }, 20_000);
+  });
 });
