@@ -81,16 +81,21 @@ describe("the README's demo path", { timeout: 40 * 60_000 }, () => {
     assert.equal(job.status, "succeeded", `demo audit ${job.id}: ${job.status} ${job.error ?? ""}`);
     state.runId = job.run_id;
     const run = (await api(`/api/v1/runs/${state.runId}`)).body;
-    const control = (await api(`/api/v1/runs/${run.control_run_id}`)).body;
     state.run = run;
     state.controlId = run.control_run_id;
-    console.log(`demo audit: ${state.seconds.toFixed(0)} s; selected step ${run.attack_outcome?.selected_step}, `
-      + `CLIP-δ ${run.headline.clip_delta} (control ${control.headline.clip_delta}), Δacc ${run.headline.delta_acc}`);
+    // Table 3.1 rows of the demo layer: the selected state, the final state and the α = 0 control's
+    const row = (st) => run.rows.find((r) => r.state === st && r.layer === DEMO.layer);
+    const [sel, fin, ctl] = [row("selected"), row("final"), row("control")];
+    console.log(`demo audit: ${state.seconds.toFixed(0)} s; selected step ${run.attack_outcome.selected_step}: `
+      + `CLIP-δ ${sel.clip_delta.toFixed(3)}, τ ${sel.kendall_tau.toFixed(3)}, Δacc ${sel.delta_acc.toFixed(2)} pp; `
+      + `final (step ${run.attack_outcome.final_step}) CLIP-δ ${fin.clip_delta.toFixed(3)}, Δacc ${fin.delta_acc.toFixed(2)} pp; `
+      + `control CLIP-δ ${ctl.clip_delta.toFixed(4)}, τ ${ctl.kendall_tau.toFixed(3)}`);
     assert.equal(run.attack_outcome.selected_is_init, false, run.attack_outcome.message ?? "selected state is θ_init");
     assert.ok(run.attack_outcome.selected_step > 0);
-    assert.ok(run.headline.clip_delta > control.headline.clip_delta,
-      `CLIP-δ ${run.headline.clip_delta} of the attack is not above its control's ${control.headline.clip_delta}`);
-    assert.ok(Math.abs(run.headline.delta_acc) <= (DEMO.attack.acc_budget_pp ?? 0.5) + 1e-9, `Δacc ${run.headline.delta_acc} pp`);
+    assert.ok(sel.clip_delta > ctl.clip_delta,
+      `CLIP-δ ${sel.clip_delta} of the selected state is not above its control's ${ctl.clip_delta}`);
+    const budget = run.attack_outcome.budget_pp;
+    assert.ok(-sel.delta_acc <= budget + 1e-9, `the selected state's drop ${-sel.delta_acc} pp is over the ${budget} pp budget`);
   });
 
   it("opens the run page and its layer page", async () => {
