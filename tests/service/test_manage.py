@@ -7,6 +7,8 @@ reason in words; someone else's run, a share link, cannot delete or hide anythin
 """
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -223,7 +225,7 @@ def test_a_queued_run_cannot_be_deleted_until_cancelled(stack):
 
 
 def test_deleting_a_run_removes_its_rows_and_the_artifacts_nothing_else_uses(stack, audit_run, small_run, db_env):
-    from fvaudit.db.models import Artifact, Job, JobEvent, Run, Scan, ScanLayer, ShareLink, UnitResult
+    from fvaudit.db.models import Artifact, Job, JobEvent, Model, Run, Scan, ScanLayer, ShareLink, UnitResult
     from fvaudit.db.session import session_scope
     from fvaudit.store import get_store
 
@@ -241,6 +243,18 @@ def test_deleting_a_run_removes_its_rows_and_the_artifacts_nothing_else_uses(sta
         # the score matrices the shared audit's scans keep (same model, set and layer: the same θ_init bytes)
         other = set(db.scalars(select(Artifact.sha256).join(ScanLayer, ScanLayer.scores_id == Artifact.id)
                                .join(Scan, Scan.id == ScanLayer.scan_id).where(Scan.job_id.not_in(jobs))))
+        # checkpoints other rows hold: this run's selected state is θ_init, whose bytes every run
+        # selected at step 0 shares (content-addressed), and other jobs' results and scans name weights
+        other_ckpt = set()
+        for a in db.scalars(select(Artifact).where(Artifact.sha256.in_(list(ckpts)))):
+            if (db.scalar(select(func.count()).select_from(Run).where(
+                    Run.id != rid, (Run.selected_id == a.id) | (Run.final_id == a.id)))
+                    or db.scalar(select(func.count()).select_from(Model).where(Model.checkpoint_id == a.id))
+                    or db.scalar(select(func.count()).select_from(Scan).where(
+                        Scan.weights == f"artifact:{a.sha256}", Scan.job_id.not_in(jobs)))
+                    or any(a.sha256 in json.dumps(r or {})
+                           for r in db.scalars(select(Job.result).where(Job.id.not_in(jobs))))):
+                other_ckpt.add(a.sha256)
         assert db.scalar(select(func.count()).select_from(UnitResult).where(UnitResult.run_id == rid)) == 32
     assert len(ckpts) == 2 and all(p.exists() for p in ckpts.values())
     assert len(scores) >= 3 and all(p.exists() for p in scores.values())
@@ -256,7 +270,9 @@ def test_deleting_a_run_removes_its_rows_and_the_artifacts_nothing_else_uses(sta
         assert db.scalar(select(func.count()).select_from(UnitResult).where(UnitResult.run_id == rid)) == 0
         assert db.scalar(select(func.count()).select_from(ShareLink).where(ShareLink.run_id == rid)) == 0
         left = set(db.scalars(select(Artifact.sha256).where(Artifact.sha256.in_(list(ckpts) + list(scores)))))
-    assert not any(p.exists() for p in ckpts.values()) and not left & set(ckpts)
+    for sha, p in ckpts.items():         # gone unless another row holds the same weights
+        assert p.exists() == (sha in other_ckpt) == (sha in left), sha
+    assert ckpts.keys() - other_ckpt, "the final state's weights are this run's own: they must be deleted"
     for sha, p in scores.items():        # gone unless the shared audit's scans hold the same content
         assert p.exists() == (sha in other) == (sha in left), sha
     # the shared audit is untouched

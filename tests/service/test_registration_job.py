@@ -106,7 +106,8 @@ def test_a_folder_without_readable_images_fails_and_cannot_be_used(stack):
     assert sc.status_code == 422, sc.text
     d = sc.json()["detail"][0]
     assert d["loc"] == ["body", "spec", "image_set_ids", 0]
-    assert d["msg"] == f"image set {sid} is not ready (failed, registration job {jid})"
+    # the reason the set failed, not "not ready" as if it were still indexing (issue 19 item 10)
+    assert d["msg"] == f"image set {sid} (broken) failed to register and cannot be used: {s['error']}"
 
 
 def test_cheap_checks_stay_in_the_request_and_internal_kinds_are_not_submittable(stack):
