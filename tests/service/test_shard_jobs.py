@@ -5,12 +5,13 @@ broker) in this process: there the shards run one after another."""
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 
 import numpy as np
 from sqlalchemy import select
 
-from svc import TRAIN_LIMIT, embedded_db
+from svc import TRAIN_LIMIT, _pg_connect, embedded_db
 
 
 def _scan_rows(job_id: int) -> dict:
@@ -87,11 +88,24 @@ def test_cancelling_a_sharded_scan_cancels_its_shards(stack):
     worker = stack.worker
     paused: list[dict] = []
 
+    dbname = stack.db_url.rsplit("/", 1)[-1].split("?")[0]
+
+    def frozen_in_a_transaction() -> bool:
+        """A SIGSTOP that lands while the worker holds an open transaction (a progress write)
+        keeps its row locks: the cancel below would wait on them for as long as it stands still."""
+        time.sleep(0.3)                              # a statement already sent completes server-side
+        with _pg_connect(dbname) as conn:
+            return bool(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND state LIKE 'idle in transaction%'").fetchone()[0])
+
     def running_shard_paused() -> bool:
         members = _members(stack, sid)
         if not any(m["status"] == "running" and 0 < m["progress"].get("done", 0) for m in members):
             return False
         worker.pause()
+        if frozen_in_a_transaction():
+            worker.resume()                          # paused inside a write: look again
+            return False
         paused[:] = _members(stack, sid)             # read while nothing moves
         run = [m for m in paused if m["status"] == "running"]
         if len(run) == 1 and 0 < run[0]["progress"].get("done", 0) < run[0]["progress"].get("total", 0):
