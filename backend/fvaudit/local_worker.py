@@ -33,14 +33,15 @@ def _on_term(signum, frame):  # finish nothing more; the running job is requeued
     raise KeyboardInterrupt
 
 
-def next_job(quick_only: bool = False) -> int | None:
+def next_job(quick_only: bool = False, exclude_quick: bool = False) -> int | None:
     from fvaudit.jobs.dispatch import runnable_condition
 
     with session_scope() as db:
-        return db.scalar(select(Job.id).where(runnable_condition(quick_only)).order_by(Job.id).limit(1))
+        return db.scalar(select(Job.id).where(runnable_condition(quick_only, exclude_quick)).order_by(Job.id)
+                         .limit(1))
 
 
-def main(once: bool = False, quick_only: bool = False) -> int:
+def main(once: bool = False, quick_only: bool = False, exclude_quick: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _on_term)
     settings = get_settings()
@@ -56,7 +57,7 @@ def main(once: bool = False, quick_only: bool = False) -> int:
     try:
         while not _stop:
             try:
-                jid = next_job(quick_only)
+                jid = next_job(quick_only, exclude_quick)
             except Exception as exc:  # database not ready yet / locked: retry
                 log.warning("poll failed: %s", exc)
                 time.sleep(2)
@@ -74,4 +75,5 @@ def main(once: bool = False, quick_only: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main("--once" in sys.argv, quick_only="--quick" in sys.argv))
+    # --general: leave quick kinds to the quick lane (``fvaudit serve`` starts one beside)
+    sys.exit(main("--once" in sys.argv, quick_only="--quick" in sys.argv, exclude_quick="--general" in sys.argv))

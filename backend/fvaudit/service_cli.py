@@ -123,12 +123,14 @@ def local_worker_plan(settings, cores: int | None = None) -> list[tuple[list[str
 
     ``local_workers`` general workers (0 = auto: 2 on two or more cores), each with
     cores / N torch threads (an explicit ``torch_threads`` wins) so they share the machine
-    rather than oversubscribe it, and one quick-lane worker for ``quick`` kinds with one thread.
+    rather than oversubscribe it, and one quick-lane worker for ``quick`` kinds with one thread;
+    the general workers leave those to it, so an idle general worker never takes a folder's
+    indexing that the quick lane exists for (and a busy one never holds it back).
     """
     cores = cores or os.cpu_count() or 1
     n = settings.local_workers or (2 if cores >= 2 else 1)
     threads = settings.torch_threads or max(1, cores // n)
-    plan = [([], {"FVAUDIT_TORCH_THREADS": str(threads),
+    plan = [(["--general"], {"FVAUDIT_TORCH_THREADS": str(threads),
                   # DataLoader processes per job: the worker's share of the cores, not all of them
                   **({} if settings.loader_workers is not None else
                      {"FVAUDIT_LOADER_WORKERS": str(max(0, cores // n if cores // n > 1 else 0))})})

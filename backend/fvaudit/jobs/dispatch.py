@@ -20,10 +20,10 @@ log = logging.getLogger("fvaudit.dispatch")
 TASK_NAME = "fvaudit.run_job"
 
 
-def runnable_condition(quick_only: bool = False):
+def runnable_condition(quick_only: bool = False, exclude_quick: bool = False):
     """SQL condition: a queued, not cancelled job whose dependency (if any) succeeded and
     whose group members (``group_job_id``: a scan's shards) all succeeded; ``quick_only``:
-    of a ``quick`` kind only (the embedded mode's quick lane)."""
+    of a ``quick`` kind only (the embedded mode's quick lane); ``exclude_quick``: of any other kind."""
     dep = aliased(Job)
     member = aliased(Job)
     from fvaudit.jobs.registry import runnable_kinds
@@ -31,7 +31,7 @@ def runnable_condition(quick_only: bool = False):
     return and_(
         Job.status == "queued",
         Job.cancel_requested.is_(False),
-        Job.kind.in_(runnable_kinds(quick_only)),
+        Job.kind.in_(runnable_kinds(quick_only, exclude_quick)),
         or_(Job.depends_on_id.is_(None),
             Job.depends_on_id.in_(select(dep.id).where(dep.status == "succeeded").scalar_subquery())),
         ~exists().where(member.group_job_id == Job.id, member.status != "succeeded"),

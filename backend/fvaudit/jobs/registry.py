@@ -193,8 +193,11 @@ def is_kind(name: Any) -> bool:
     return isinstance(name, str) and name in _kinds
 
 
-def runnable_kinds(quick_only: bool = False) -> list[str]:
-    return [k.name for k in all_kinds() if k.runnable and (k.quick or not quick_only)]
+def runnable_kinds(quick_only: bool = False, exclude_quick: bool = False) -> list[str]:
+    """Kinds a worker runs: all, only ``quick`` ones (the quick lane), or all but those (the
+    embedded mode's general workers, which leave them to the quick lane)."""
+    return [k.name for k in all_kinds()
+            if k.runnable and (k.quick or not quick_only) and not (k.quick and exclude_quick)]
 
 
 def chain_kinds() -> list[str]:
