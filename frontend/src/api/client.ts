@@ -126,11 +126,11 @@ export function authHeaders(): Record<string, string> {
   return h;
 }
 
-/** Fetch a URL of the API with credentials and save it as a file. */
-export async function download(url: string, filename: string): Promise<void> {
+/** fetch() that turns a network failure (status 0) or a non-2xx answer (the server's detail) into an ApiError. */
+export async function fetchOk(url: string, init: RequestInit = {}): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(url, { headers: authHeaders() });
+    res = await globalThis.fetch(url, init);
   } catch (e) {
     throw new ApiError(0, e instanceof Error ? e.message : String(e));
   }
@@ -143,6 +143,12 @@ export async function download(url: string, filename: string): Promise<void> {
     }
     throw new ApiError(res.status, detail);
   }
+  return res;
+}
+
+/** Fetch a URL of the API with credentials and save it as a file. */
+export async function download(url: string, filename: string): Promise<void> {
+  const res = await fetchOk(url, { headers: authHeaders() });
   const blob = await res.blob();
   const a = document.createElement("a");
   a.href = URL.createObjectURL(blob);

@@ -6,7 +6,7 @@
 // "models", …), so what invalidates a list elsewhere (a launch, a cancel) refreshes these too.
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useToken } from "./auth";
-import { ApiError, authHeaders, type ImageSetOut, type Job, type ModelOut, type RunListItem } from "./client";
+import { authHeaders, fetchOk, type ImageSetOut, type Job, type ModelOut, type RunListItem } from "./client";
 
 /**
  * A model as `GET /models` lists it: its status ("pending": a pruned model whose prune step
@@ -37,26 +37,11 @@ function url(path: string, query: Query = {}): string {
 async function call(method: string, path: string, opts: { query?: Query; body?: unknown } = {}): Promise<Response> {
   const headers: Record<string, string> = { ...authHeaders() };
   if (opts.body !== undefined) headers["Content-Type"] = "application/json";
-  let res: Response;
-  try {
-    res = await globalThis.fetch(url(path, opts.query), {
-      method,
-      headers,
-      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-    });
-  } catch (e) {
-    throw new ApiError(0, e instanceof Error ? e.message : String(e));
-  }
-  if (!res.ok) {
-    let detail: unknown = res.statusText;
-    try {
-      detail = (await res.json()).detail;
-    } catch {
-      /* not JSON */
-    }
-    throw new ApiError(res.status, detail);
-  }
-  return res;
+  return fetchOk(url(path, opts.query), {
+    method,
+    headers,
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+  });
 }
 
 export async function getPage<T>(path: string, query: Query): Promise<Page<T>> {
