@@ -577,6 +577,8 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     const runs = page.getByRole("region", { name: "Runs" });
     await runs.getByRole("combobox", { name: "Status" }).selectOption("cancelled");
     await page.waitForURL(/\?status=cancelled$/);
+    // the unfiltered rows stay on screen (marked busy) until the filtered page arrives
+    await runs.locator('.scroll-x[aria-busy="false"]').waitFor();
     await runs.getByRole("link", { name: /e2e push-up to cancel/ }).first().waitFor();
     const badges = await runs.locator("tbody .badge[class*=status-]").allInnerTexts();
     assert.ok(badges.length > 0 && badges.every((b) => b === "cancelled"), `status badges: ${badges.join(", ")}`);

@@ -246,7 +246,7 @@ function RunsPanel() {
         )
       ) : (
         <>
-          <div className={`scroll-x${runs.isPlaceholderData ? " is-loading" : ""}`}>
+          <div className={`scroll-x${runs.isPlaceholderData ? " is-loading" : ""}`} aria-busy={runs.isPlaceholderData}>
             <table className="data runs runs-paged">
               <thead>
                 <tr>

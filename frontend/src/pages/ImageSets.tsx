@@ -53,7 +53,7 @@ function ImageSetsInner() {
           <Empty>{q || lp.offset ? "No image set matches these filters." : <>No image sets. <Link to="/register">Register a folder</Link>.</>}</Empty>
         ) : (
           <>
-            <div className={`scroll-x${sets.isPlaceholderData ? " is-loading" : ""}`}>
+            <div className={`scroll-x${sets.isPlaceholderData ? " is-loading" : ""}`} aria-busy={sets.isPlaceholderData}>
               <table className="data manage">
                 <thead>
                   <tr>

@@ -95,7 +95,7 @@ function JobsInner() {
           <Empty>{filtered || lp.offset ? "No job matches these filters." : <>No jobs yet. <Link to="/launch">Launch an audit</Link>.</>}</Empty>
         ) : (
           <>
-            <div className={`scroll-x${jobs.isPlaceholderData ? " is-loading" : ""}`}>
+            <div className={`scroll-x${jobs.isPlaceholderData ? " is-loading" : ""}`} aria-busy={jobs.isPlaceholderData}>
               <table className="data manage">
                 <thead>
                   <tr>

@@ -76,7 +76,7 @@ function ModelsInner() {
           <Empty>{q || usable || lp.offset ? "No model matches these filters." : <>No models. <Link to="/register">Register one</Link>.</>}</Empty>
         ) : (
           <>
-            <div className={`scroll-x${models.isPlaceholderData ? " is-loading" : ""}`}>
+            <div className={`scroll-x${models.isPlaceholderData ? " is-loading" : ""}`} aria-busy={models.isPlaceholderData}>
               <table className="data manage">
                 <thead>
                   <tr>
