@@ -1,7 +1,7 @@
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { captureTokenFromUrl } from "./api/auth";
-import { App } from "./App";
+import { App } from "./app/App";
 import "./styles.css";
 
 captureTokenFromUrl();

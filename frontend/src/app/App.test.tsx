@@ -1,0 +1,56 @@
+// An address the dashboard does not know: a page that says so, with a title that names it.
+import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
+import { render, screen, waitFor } from "@testing-library/react";
+import { MemoryRouter } from "react-router";
+import { describe, expect, it } from "vitest";
+import { setToken } from "../api/auth";
+import { AppRoutes } from "./App";
+import kinds from "../test/fixtures/job-kinds.json";
+import sweepKind from "../test/fixtures/job-kind-sweep.json";
+import models from "../test/fixtures/models.json";
+import sets from "../test/fixtures/image-sets.json";
+import { mockFetch } from "../test/fetchMock";
+
+describe("routes", () => {
+  it("an unknown address is a not-found page titled so (issue 13, item 17)", async () => {
+    mockFetch([{ path: /^\/api\/v1\/health$/, body: { status: "ok", database: "ok", broker: "ok", mode: "service", version: "0" } }]);
+    render(
+      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+        <MemoryRouter initialEntries={["/no/such/page"]}>
+          <AppRoutes />
+        </MemoryRouter>
+      </QueryClientProvider>,
+    );
+    expect(screen.getByRole("heading", { name: "No such page" })).toBeInTheDocument();
+    await waitFor(() => expect(document.title).toBe("No such page · fvaudit"));
+  });
+
+  it("the index pages and the sweep form have their addresses and a link in the main navigation (issue 19)", async () => {
+    setToken("fva_test_token_0123456789");
+    mockFetch([
+      { path: /^\/api\/v1\/health$/, body: { status: "ok", database: "ok", broker: "ok", mode: "service", version: "0" } },
+      { path: /^\/api\/v1\/me$/, body: { user: "u", is_admin: false } },
+      { path: /^\/api\/v1\/(models|image-sets|jobs|runs|sweeps)$/, body: (_r: Request, m: RegExpMatchArray) => ({ models, "image-sets": sets })[m[1]] ?? [] },
+      { path: /^\/api\/v1\/job-kinds$/, body: [...kinds, sweepKind] },
+    ]);
+    const pages: [string, string][] = [["/models", "Models"], ["/image-sets", "Image sets"], ["/jobs", "Jobs"], ["/sweeps/new", "Launch a sweep"], ["/sweeps", "Sweeps"]];
+    for (const [path, heading] of pages) {
+      const { unmount } = render(
+        <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+          <MemoryRouter initialEntries={[path]}>
+            <AppRoutes />
+          </MemoryRouter>
+        </QueryClientProvider>,
+      );
+      expect(await screen.findByRole("heading", { level: 1, name: heading })).toBeInTheDocument();
+      const nav = screen.getByRole("navigation", { name: "Main" });
+      expect([...nav.querySelectorAll("a")].map((a) => a.getAttribute("href"))).toEqual([
+        "/", "/models", "/image-sets", "/jobs", "/launch", "/register", "/compare", "/sweeps", "/sweeps/new", "/detections",
+      ]);
+      if (path === "/sweeps/new") expect(nav.querySelector('a[aria-current="page"]')).toHaveTextContent("New sweep");
+      // the sweeps list links to the form
+      if (path === "/sweeps") expect(screen.getByRole("link", { name: "+ Launch a sweep" })).toHaveAttribute("href", "/sweeps/new");
+      unmount();
+    }
+  });
+});

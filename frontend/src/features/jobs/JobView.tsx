@@ -1,0 +1,316 @@
+import { useEffect, useMemo, useRef } from "react";
+import { Link, useParams } from "react-router";
+import { useQueryClient } from "@tanstack/react-query";
+import { isTerminal, type Job } from "../../api/client";
+import type { AlphaEvent, StepJob } from "../../api/contract";
+import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../../api/hooks";
+import { LineChart } from "../../components/Charts";
+import { ErrorBoundary } from "../../components/ErrorBoundary";
+import { NeedsToken } from "../../app/Layout";
+import { ErrorBox, Loading, SelectedIsInit, StatusBadge, When } from "../../components/States";
+import { chainSteps, jobTitle, kindOf, liveStepLabel, specLayers } from "../../lib/chain";
+import { absTime, attackLabel, duration, num } from "../../lib/format";
+import { attackOutcome } from "../../lib/rows";
+import { useJobEvents, type LossPoint } from "../../lib/sse";
+import { usePageTitle } from "../../lib/title";
+
+export function JobView() {
+  return (
+    <NeedsToken>
+      <JobPage />
+    </NeedsToken>
+  );
+}
+
+function JobPage() {
+  const id = Number(useParams().job);
+  const stream = useJobEvents(id);
+  const polled = useJob(id, { poll: !!stream.error || !stream.connected });
+  const job: StepJob | null = (stream.error ? polled.data ?? stream.job : stream.job ?? polled.data) ?? null;
+  const run = useRun(job?.run_id && isTerminal(job.status) ? job.run_id : 0);
+  const children = useChildren(job, (stream.progress?.chain_step as number | undefined) ?? null);
+  const kinds = useJobKinds(!!job);
+  const cancel = useCancelJob();
+  const qc = useQueryClient();
+  const logRef = useRef<HTMLOListElement>(null);
+  useEffect(() => {
+    const el = logRef.current;
+    if (el) el.scrollTop = el.scrollHeight; // follow the newest line
+  }, [stream.logs.length]);
+
+  useEffect(() => {
+    if (job && isTerminal(job.status)) {
+      qc.invalidateQueries({ queryKey: ["runs"] });
+      qc.invalidateQueries({ queryKey: ["jobs"] });
+    }
+  }, [job?.status]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  // Training curves are what this job reported (its own or its chain's attack, replayed by
+  // the event stream), or the run's stored history when this job is what trained it. A
+  // visualize or metrics job shares the run but trained nothing: no curves (issue 19, item 11).
+  const stepKeys = [...(kindOf(kinds.data, job?.kind ?? "")?.steps ?? []).map((s) => s.key), ...(children.data ?? []).map((c) => c.step_key)];
+  const trained = !!job && trains(job, stepKeys);
+  const points: LossPoint[] = useMemo(() => {
+    const hist = trained ? ((run.data?.history ?? []) as LossPoint[]) : [];
+    return hist.length ? hist : stream.points;
+  }, [run.data, stream.points, trained]);
+
+  usePageTitle(job ? `Job ${job.id}: ${jobTitle(job, attackLabel)}` : `Job ${id}`);
+
+  if (!(id > 0)) return <ErrorBox error={new Error("No such job: the address must be /jobs/<number>.")} />;
+  if (!job) {
+    if (polled.error) return <ErrorBox error={polled.error} retry={() => polled.refetch()} />;
+    return <Loading what={`Loading job ${id}`} />;
+  }
+
+  const spec = job.spec as { name?: string; attack?: { kind?: string; steps?: number }; layers?: string[]; model_id?: number };
+  const p = (stream.progress ?? job.progress ?? {}) as Record<string, unknown>;
+  const done = typeof p.done === "number" ? p.done : 0;
+  const total = typeof p.total === "number" ? p.total : null;
+  const chainStep = typeof p.chain_step === "number" ? p.chain_step : null;
+  const terminal = isTerminal(job.status);
+  const failedTrace = [...stream.logs].reverse().find((l) => typeof l.traceback === "string");
+  const title = jobTitle(job, attackLabel);
+  const kind = kindOf(kinds.data, job.kind);
+  const steps = chainSteps(job, children.data, kind, chainStep);
+  const liveLabel = chainStep != null ? (steps.find((s) => s.seq === chainStep)?.label ?? liveStepLabel(kinds.data, job, chainStep, p)) : "";
+
+  const loss = points.filter((q) => q.loss != null);
+  const alphaPts = points.filter((q) => q.alpha != null);
+  const traj = (run.data?.alpha_trajectory ?? []) as AlphaEvent[];
+
+  return (
+    <div className="page job">
+      <div className="page-head">
+        <div>
+          <p className="crumbs">
+            <Link to="/">Runs</Link> / job {job.id}
+          </p>
+          <h1>
+            {title} <StatusBadge status={job.status} />
+          </h1>
+          <p className="muted">
+            {kind?.title ?? job.label ?? job.kind} job {job.id} · created <When iso={job.created_at} absolute={terminal} />
+            {job.started_at && ` · ${terminal ? "ran" : "running for"} ${duration(job.started_at, job.finished_at)}`}
+            {terminal && job.finished_at && ` · ended ${absTime(job.finished_at)}`}
+            {job.worker && ` · worker ${job.worker}`}
+            {stream.connected && !terminal && <span className="live"> · live</span>}
+          </p>
+        </div>
+        <div className="actions">
+          {!terminal && (
+            <button
+              type="button"
+              className="danger"
+              disabled={cancel.isPending || job.cancel_requested}
+              onClick={() => {
+                if (window.confirm(`Cancel job ${job.id}? A running attack stops at its next step.`)) cancel.mutate(job.id);
+              }}
+            >
+              {job.cancel_requested ? "Cancelling…" : "Cancel job"}
+            </button>
+          )}
+          {job.kind === "sweep" && (
+            <Link to={`/sweeps/${job.id}`} className="button primary">
+              Open the sweep →
+            </Link>
+          )}
+          {job.kind === "detect" && (
+            <Link to={`/detections/${job.id}`} className="button primary">
+              {job.status === "succeeded" ? "Open the verdict →" : "Open the detection →"}
+            </Link>
+          )}
+          {job.run_id && job.kind !== "sweep" && (
+            <Link to={`/runs/${job.run_id}`} className={`button${job.status === "succeeded" ? " primary" : ""}`}>
+              {job.status === "succeeded" ? "Open the results →" : `Run ${job.run_id}`}
+            </Link>
+          )}
+        </div>
+      </div>
+      {cancel.error && <ErrorBox error={cancel.error} />}
+      {stream.error && !terminal && <div className="banner warn">{stream.error}</div>}
+
+      {job.status === "failed" && (
+        <section className="state error" role="alert">
+          <strong>The job failed</strong>
+          <p className="mono wrap">{job.error ?? "no error message was recorded"}</p>
+          {failedTrace && (
+            <details>
+              <summary>Cause (traceback from the worker)</summary>
+              <pre className="trace">{String(failedTrace.traceback)}</pre>
+            </details>
+          )}
+          <p>
+            Fix the cause (often a setting: too few images for k, a layer with no live units) and <Link to="/launch">launch again</Link>.
+          </p>
+        </section>
+      )}
+      {job.status === "cancelled" && (
+        <div className="banner">This job was cancelled{job.error ? `: ${job.error}` : ""}.</div>
+      )}
+      {job.status === "succeeded" && job.run_id && job.kind !== "sweep" && (
+        <div className="banner ok">
+          Done. <Link to={`/runs/${job.run_id}`}>Open the run summary</Link> to see the metrics and the galleries.
+        </div>
+      )}
+      {job.run_id && job.kind !== "sweep" && (
+        <SelectedIsInit outcome={attackOutcome(run.data)}>
+          <>
+            The final state is the “final” row of the <Link to={`/runs/${job.run_id}`}>run summary</Link>
+            {job.kind === "visualize" || steps.some((s) => s.key === "visualize") ? "; the synthetic visualizations were rendered on the selected state, θ_init here" : ""}.
+          </>
+        </SelectedIsInit>
+      )}
+      {job.status === "succeeded" && !job.run_id && (
+        <div className="banner ok">
+          Done. {job.kind === "scan" ? "The scan is stored; metrics jobs and audits reuse it." : ""}
+          {job.kind === "visualize" && spec.model_id != null && (
+            <>
+              <Link to={`/models/${spec.model_id}`}>Open the model's synthetic visualizations</Link>
+              {specLayers(spec).length ? ` (${specLayers(spec).join(", ")})` : ""}.
+            </>
+          )}
+        </div>
+      )}
+
+      <ErrorBoundary name="Progress">
+      <section className="panel" aria-label="Progress">
+        <h2>Progress</h2>
+        {job.children.length > 0 && (
+          <ol className="chain" aria-label={`${steps.length} steps`}>
+            {steps.map((s) => (
+              <li key={s.seq} className={`step status-${s.status}${s.current ? " current" : ""}`} data-step={s.key ?? undefined} aria-current={s.current ? "step" : undefined}>
+                <span className="n">{s.seq}</span>{" "}
+                {s.jobId != null ? (
+                  <Link to={`/jobs/${s.jobId}`} title={`step ${s.seq}${s.key ? ` (${s.key})` : ""}: job ${s.jobId}`}>
+                    {s.label}
+                  </Link>
+                ) : (
+                  s.label
+                )}{" "}
+                <StatusBadge status={s.status} />
+              </li>
+            ))}
+          </ol>
+        )}
+        <div className="stage">
+          <span>
+            {chainStep != null && !terminal && (
+              <span className="muted">
+                step {chainStep} of {String(p.chain_steps ?? steps.length)}
+                {liveLabel ? ` (${liveLabel})` : ""} ·{" "}
+              </span>
+            )}
+            <strong>{String(p.stage ?? job.status)}</strong>
+            {total ? ` · ${done.toLocaleString("en")} / ${total.toLocaleString("en")}` : ""}
+            {typeof p.alpha === "number" && ` · α = ${num(p.alpha, 3)}`}
+            {typeof p.loss === "number" && ` · loss ${num(p.loss, 4)}`}
+          </span>
+          <div className={`progress${job.status === "failed" ? " failed" : ""}`} role="progressbar" aria-label="Stage progress" aria-valuemin={0} aria-valuemax={total ?? 1} aria-valuenow={total ? done : terminal ? 1 : 0}>
+            <div style={{ width: `${total ? Math.min(100, (100 * done) / total) : terminal ? 100 : 0}%` }} className={total || terminal ? "" : "indeterminate"} />
+          </div>
+        </div>
+      </section>
+      </ErrorBoundary>
+
+      {job.kind === "scan" && (
+        <ErrorBoundary name="Scan">
+          <ScanResult job={job} />
+        </ErrorBoundary>
+      )}
+
+      {((trained && !terminal) || points.length > 0) && (
+        <ErrorBoundary name="Training curves">
+        <section className="panel" aria-label="Training curves">
+          <h2>Training</h2>
+          {points.length === 0 ? (
+            <p className="muted">The loss curves appear when the attack starts (step 2).</p>
+          ) : (
+            <div className="charts3">
+              <LineChart
+                scales
+                title="Loss"
+                xLabel="step"
+                yLabel="loss"
+                series={[
+                  { name: "L (total)", points: loss.map((q) => ({ x: q.step, y: q.loss! })) },
+                  { name: "L_maintain", points: loss.filter((q) => q.l_maintain != null).map((q) => ({ x: q.step, y: q.l_maintain! })) },
+                ]}
+              />
+              <LineChart scales title="Attack loss L_A" xLabel="step" yLabel="L_A" series={[{ name: "L_A", className: "s2", points: loss.filter((q) => q.l_attack != null).map((q) => ({ x: q.step, y: q.l_attack! })) }]} />
+              <LineChart
+                title="α trajectory"
+                xLabel="step"
+                yLabel="α"
+                step
+                series={[{ name: "α", className: "s3", points: alphaPts.map((q) => ({ x: q.step, y: q.alpha! })) }]}
+                markers={traj.map((t) => ({ x: t.step, label: `step ${t.step}: α ${t.alpha_before} → ${t.alpha_after} (drop ${t.drop_pp.toFixed(2)} pp${t.n_images ? ` on ${t.n_images} images` : ""})` }))}
+              />
+            </div>
+          )}
+        </section>
+        </ErrorBoundary>
+      )}
+
+      <ErrorBoundary name="Log">
+      <section className="panel" aria-label="Log">
+        <h2>Log</h2>
+        {stream.logs.length === 0 ? (
+          <p className="muted">{stream.connected || !terminal ? "No messages yet." : "No messages."}</p>
+        ) : (
+          <ol className="log" aria-live="polite" ref={logRef}>
+            {stream.logs.map((l) => (
+              <li key={l.id}>
+                {l.job_id ? <span className="muted">job {l.job_id}: </span> : null}
+                {l.message}
+              </li>
+            ))}
+          </ol>
+        )}
+      </section>
+      </ErrorBoundary>
+    </div>
+  );
+}
+
+/** Whether the job trained weights: an attack, an attack step of a chain, or a chain with one. */
+function trains(job: StepJob, stepKeys: (string | null | undefined)[]): boolean {
+  const isAttack = (k: string | null | undefined) => k === "attack" || k === "control_attack";
+  return job.kind === "attack" || isAttack(job.step_key) || stepKeys.some(isAttack);
+}
+
+function ScanResult({ job }: { job: Job }) {
+  const spec = job.spec as { model_id?: number; image_set_ids?: number[]; layers?: string[]; k?: number };
+  const result = (job.result ?? {}) as { scans?: Record<string, number>; weights?: string };
+  return (
+    <section className="panel" aria-label="Scan">
+      <h2>Scan</h2>
+      <dl className="kv">
+        <div>
+          <dt>model</dt>
+          <dd>#{spec.model_id}</dd>
+        </div>
+        <div>
+          <dt>layers</dt>
+          <dd className="mono">{(spec.layers ?? []).join(", ")}</dd>
+        </div>
+        <div>
+          <dt>image sets</dt>
+          <dd>{(spec.image_set_ids ?? []).map((i) => `#${i}`).join(", ")}</dd>
+        </div>
+        <div>
+          <dt>top-k kept</dt>
+          <dd>{spec.k ?? 10}</dd>
+        </div>
+      </dl>
+      {result.weights && <p className="muted small">Weights: {result.weights}</p>}
+      {job.status === "succeeded" && spec.layers?.length ? (
+        <p>
+          <Link className="button primary" to={`/launch?model=${spec.model_id}&${spec.layers.map((l) => `layer=${encodeURIComponent(l)}`).join("&")}`}>
+            Audit {spec.layers.join(", ")}…
+          </Link>
+        </p>
+      ) : null}
+    </section>
+  );
+}

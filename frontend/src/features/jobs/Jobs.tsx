@@ -1,0 +1,147 @@
+// /jobs: every top-level job (an audit chain is one row; its steps are on its page),
+// filtered by kind and status, a page at a time, each linking to its job page and to what
+// it made (a run, a sweep, a detection).
+import { Link } from "react-router";
+import type { Job } from "../../api/client";
+import { useJobKinds } from "../../api/hooks";
+import { PAGE_SIZE, useJobsPage } from "../../api/manage";
+import { NeedsToken } from "../../app/Layout";
+import { FilterBar, Pager, useListParams } from "../../components/Manage";
+import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
+import { jobTitle, kindOf, liveStepLabel } from "../../lib/chain";
+import { attackLabel, progressText } from "../../lib/format";
+import { usePageTitle } from "../../lib/title";
+import { detectionPath } from "../detections/DetectionShared";
+
+const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+
+export function Jobs() {
+  return (
+    <NeedsToken>
+      <JobsInner />
+    </NeedsToken>
+  );
+}
+
+/** Where a job's result is shown, beside its job page. */
+function resultLink(j: Job): { to: string; text: string } | null {
+  if (j.kind === "sweep") return { to: `/sweeps/${j.id}`, text: "sweep" };
+  if (j.kind === "detect") return { to: detectionPath(j.id), text: "verdict" };
+  if (j.run_id != null) return { to: `/runs/${j.run_id}`, text: `run ${j.run_id}` };
+  return null;
+}
+
+function JobsInner() {
+  usePageTitle("Jobs");
+  const lp = useListParams();
+  const kind = lp.get("kind");
+  const status = lp.get("status");
+  const kinds = useJobKinds();
+  const jobs = useJobsPage({ kind: kind || undefined, status: status || undefined, offset: lp.offset, limit: PAGE_SIZE });
+  const filtered = !!(kind || status);
+  return (
+    <div className="page jobs">
+      <div className="page-head">
+        <div>
+          <h1>Jobs</h1>
+          <p className="muted">
+            Everything queued on the worker: audits, scans, sweeps, detections, registrations of image folders. A chain (an audit,
+            a sweep) is one job here; its steps are on its page.
+          </p>
+        </div>
+      </div>
+      <section className="panel" aria-label="Jobs">
+        <FilterBar label="Filter jobs">
+          <label>
+            kind{" "}
+            <select value={kind} onChange={(e) => lp.set({ kind: e.target.value })} aria-label="Kind">
+              <option value="">any</option>
+              {(kinds.data ?? []).map((k) => (
+                <option key={k.kind} value={k.kind}>
+                  {k.title || k.kind}
+                </option>
+              ))}
+              {kind && !kindOf(kinds.data, kind) && <option value={kind}>{kind}</option>}
+            </select>
+          </label>
+          <label>
+            status{" "}
+            <select value={status} onChange={(e) => lp.set({ status: e.target.value })} aria-label="Status">
+              <option value="">any</option>
+              {STATUSES.map((s) => (
+                <option key={s} value={s}>
+                  {s}
+                </option>
+              ))}
+            </select>
+          </label>
+          {filtered && (
+            <button type="button" className="link" onClick={() => lp.set({ kind: null, status: null })}>
+              clear filters
+            </button>
+          )}
+          {jobs.data && (
+            <span className="muted small">
+              {jobs.data.total.toLocaleString("en")} job{jobs.data.total === 1 ? "" : "s"}
+              {filtered ? " matching" : ""}
+            </span>
+          )}
+        </FilterBar>
+        {jobs.isLoading ? (
+          <Loading what="Loading jobs" />
+        ) : jobs.error ? (
+          <ErrorBox error={jobs.error} retry={() => jobs.refetch()} />
+        ) : !jobs.data?.items.length ? (
+          <Empty>{filtered || lp.offset ? "No job matches these filters." : <>No jobs yet. <Link to="/launch">Launch an audit</Link>.</>}</Empty>
+        ) : (
+          <>
+            <div className={`scroll-x${jobs.isPlaceholderData ? " is-loading" : ""}`} aria-busy={jobs.isPlaceholderData}>
+              <table className="data manage">
+                <thead>
+                  <tr>
+                    <th scope="col">job</th>
+                    <th scope="col">kind</th>
+                    <th scope="col">status</th>
+                    <th scope="col">progress or outcome</th>
+                    <th scope="col">result</th>
+                    <th scope="col">created</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {jobs.data.items.map((j) => {
+                    const result = resultLink(j);
+                    return (
+                      <tr key={j.id}>
+                        <td>
+                          <Link to={`/jobs/${j.id}`}>
+                            job {j.id}: {jobTitle(j, attackLabel)}
+                          </Link>
+                        </td>
+                        <td className="small">{kindOf(kinds.data, j.kind)?.title ?? j.kind}</td>
+                        <td>
+                          <StatusBadge status={j.status} />
+                        </td>
+                        <td className="small">
+                          {j.status === "running" || j.status === "queued"
+                            ? progressText(j.progress, (n) => liveStepLabel(kinds.data, j, n, j.progress))
+                            : j.status === "failed" || j.status === "cancelled"
+                              ? <span className="reason">{(j.error ?? "").slice(0, 200)}</span>
+                              : <>finished <When iso={j.finished_at} /></>}
+                        </td>
+                        <td className="small">{result ? <Link to={result.to}>{result.text}</Link> : <span className="muted">—</span>}</td>
+                        <td className="nowrap small">
+                          <When iso={j.created_at} />
+                        </td>
+                      </tr>
+                    );
+                  })}
+                </tbody>
+              </table>
+            </div>
+            <Pager what="jobs" offset={lp.offset} total={jobs.data.total} onOffset={lp.setOffset} />
+          </>
+        )}
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,367 @@
+// The launch form: its state, its defaults (read from the job-kind registry, never
+// written here), client-side validation, the request it sends, and the mapping of the
+// server's 422 `detail[].loc` back onto the form's fields.
+import type { ImageSetOut, LayerOut, ValidationItem } from "../../api/client";
+import type { JobKind } from "../../api/contract";
+import type { LaunchBody } from "../../api/hooks";
+
+export type LaunchKind = "scan" | "push_down" | "push_up" | "finetune";
+
+export type LaunchForm = {
+  kind: LaunchKind;
+  name: string;
+  model_id: string;
+  /** attack.layers (audit) or layers (scan): at least one */
+  layers: string[];
+  train_set_id: string;
+  val_set_id: string;
+  /** units apply only when exactly one layer is chosen */
+  unitsMode: "all" | "one" | "several";
+  unitOne: string;
+  unitsSeveral: string;
+  k: string;
+  alphaMode: "dynamic" | "fixed";
+  alpha: string;
+  alpha_factor: string;
+  lr: string;
+  /** attack.lr_schedule: "constant" | "cosine" ("" = the server's default) */
+  lr_schedule: string;
+  steps: string;
+  batch_size: string;
+  seed: string;
+  score_norm: string;
+  decoyMode: "class" | "images";
+  decoy_class: string;
+  decoy_ids: number[];
+  k_clip: string;
+  eval_every: string;
+  eval_size: string;
+  acc_budget_pp: string;
+  embedder: string;
+  /** spec.visualize: the synthetic visualization step of the audit chain */
+  visualize: boolean;
+  n_synth: string;
+  synth_steps: string;
+  /** spec.synth_objective: "score" (a_j) | "channel_mean" */
+  synth_objective: string;
+  /** spec.control: the α = 0 fine-tune with the same settings */
+  control: boolean;
+};
+
+export type Field =
+  | "name" | "model_id" | "layers" | "train_set_id" | "val_set_id" | "units" | "k" | "alpha" | "alpha_factor" | "lr"
+  | "steps" | "batch_size" | "seed" | "score_norm" | "decoy" | "k_clip" | "eval_every" | "eval_size" | "acc_budget_pp"
+  | "embedder" | "kind" | "visualize" | "n_synth" | "synth_steps" | "synth_objective" | "control" | "lr_schedule";
+
+export type Errors = Partial<Record<Field, string>>;
+
+/**
+ * The form before the registry's defaults arrive: choices only, no numbers. Every number
+ * and default choice comes from `formDefaults` (the API's `defaults`); a field the API
+ * gives no default for stays empty, and an empty optional field is left out of the
+ * request so the server applies its own default.
+ */
+export const BLANK: LaunchForm = {
+  kind: "push_down",
+  name: "",
+  model_id: "",
+  layers: [],
+  train_set_id: "",
+  val_set_id: "",
+  unitsMode: "all",
+  unitOne: "",
+  unitsSeveral: "",
+  k: "",
+  alphaMode: "dynamic",
+  alpha: "",
+  alpha_factor: "",
+  lr: "",
+  lr_schedule: "",
+  steps: "",
+  batch_size: "",
+  seed: "",
+  score_norm: "",
+  decoyMode: "class",
+  decoy_class: "",
+  decoy_ids: [],
+  k_clip: "",
+  eval_every: "",
+  eval_size: "",
+  acc_budget_pp: "",
+  embedder: "",
+  visualize: true,
+  n_synth: "",
+  synth_steps: "",
+  synth_objective: "",
+  control: true,
+};
+
+const str = (v: unknown): string | undefined => (typeof v === "number" ? String(v) : typeof v === "string" ? v : undefined);
+
+/**
+ * The form's defaults from `GET /api/v1/job-kinds`: the audit kind's `defaults` (its
+ * `attack` object holds ATTACK_DEFAULTS; a flat `defaults` is read the same way) and the
+ * scan kind's `k`. Fields the registry does not mention keep their blank value.
+ */
+export function formDefaults(kinds: JobKind[] | undefined, kind: LaunchKind = "push_down"): Partial<LaunchForm> {
+  const audit = kinds?.find((k) => k.kind === "audit")?.defaults ?? {};
+  const scan = kinds?.find((k) => k.kind === "scan")?.defaults ?? {};
+  const attack = (audit.attack && typeof audit.attack === "object" ? audit.attack : {}) as Record<string, unknown>;
+  const pick = (key: string) => str(attack[key]) ?? str(audit[key]);
+  const out: Partial<LaunchForm> = {};
+  const set = (field: keyof LaunchForm, v: string | undefined) => {
+    if (v !== undefined) (out as Record<string, unknown>)[field] = v;
+  };
+  set("k", kind === "scan" ? (str(scan.k) ?? pick("k")) : pick("k"));
+  set("lr", pick("lr"));
+  set("lr_schedule", pick("lr_schedule"));
+  set("steps", pick("steps"));
+  set("batch_size", pick("batch_size"));
+  set("seed", pick("seed"));
+  set("score_norm", pick("score_norm"));
+  set("eval_every", pick("eval_every"));
+  set("eval_size", pick("eval_size"));
+  set("acc_budget_pp", pick("acc_budget_pp"));
+  set("alpha_factor", pick("alpha_factor"));
+  // the fixed-α field starts where the dynamic controller starts
+  set("alpha", str(attack.alpha) ?? pick("alpha_init"));
+  set("k_clip", str(audit.k_clip));
+  set("embedder", str(audit.embedder));
+  set("n_synth", str(audit.n_synth));
+  set("synth_steps", str(audit.synth_steps));
+  set("synth_objective", str(audit.synth_objective));
+  if (typeof audit.visualize === "boolean") out.visualize = audit.visualize;
+  if (typeof audit.control === "boolean") out.control = audit.control;
+  return out;
+}
+
+export type LaunchContext = {
+  /** the chosen layers, resolved on the model's layer list */
+  layers?: LayerOut[];
+  train?: ImageSetOut | null;
+  val?: ImageSetOut | null;
+};
+
+const INT = /^\s*\d+\s*$/;
+const NEG_INT = /^\s*[-−]\s*\d+\s*$/;
+const FLOAT = /^\s*[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
+
+export function parseIntStrict(s: string): number | null {
+  return INT.test(s) ? Number.parseInt(s, 10) : null;
+}
+
+export function parseFloatStrict(s: string): number | null {
+  return FLOAT.test(s) ? Number.parseFloat(s) : null;
+}
+
+/** "0, 3, 10-12" → [0, 3, 10, 11, 12]; throws Error with a message that names the problem. */
+export function parseUnits(text: string, nUnits?: number): number[] {
+  const parts = text.split(/[\s,;]+/).filter(Boolean);
+  if (!parts.length) throw new Error("list at least one unit, e.g. 0, 3, 10-15");
+  const out: number[] = [];
+  for (const p of parts) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(p);
+    if (!m) throw new Error(`“${p}” is not a unit index or a range like 10-15`);
+    const a = Number(m[1]);
+    const b = m[2] != null ? Number(m[2]) : a;
+    if (b < a) throw new Error(`range ${p} runs backwards`);
+    if (b - a > 100_000) throw new Error(`range ${p} is too long`);
+    for (let u = a; u <= b; u++) out.push(u);
+  }
+  const seen = new Set<number>();
+  for (const u of out) {
+    if (seen.has(u)) throw new Error(`unit ${u} is listed twice`);
+    seen.add(u);
+  }
+  if (nUnits != null) {
+    const bad = out.find((u) => u >= nUnits);
+    if (bad != null) throw new Error(`unit ${bad} is out of range: the layer has ${nUnits} units (0–${nUnits - 1})`);
+  }
+  return out;
+}
+
+function intIn(s: string, lo: number, hi: number, what: string, optional = false): string | undefined {
+  if (optional && !s.trim()) return undefined;
+  const v = parseIntStrict(s);
+  // a negative whole number ("-3", or "−3" with a typographic minus) is out of range, not malformed
+  if (v == null) return NEG_INT.test(s) ? `${what} must be ≥ ${lo}` : `${what} must be a whole number`;
+  if (v < lo) return `${what} must be ≥ ${lo}`;
+  if (v > hi) return `${what} must be between ${lo} and ${hi.toLocaleString("en")}`;
+  return undefined;
+}
+
+function floatIn(s: string, ok: (v: number) => boolean, msg: string, optional = false): string | undefined {
+  if (optional && !s.trim()) return undefined;
+  const v = parseFloatStrict(s);
+  return v == null || !ok(v) ? msg : undefined;
+}
+
+/** Units are chosen per layer only when the audit attacks exactly one layer. */
+export const unitsApply = (f: LaunchForm) => f.kind !== "scan" && f.layers.length === 1;
+
+export function validate(f: LaunchForm, ctx: LaunchContext = {}): Errors {
+  const e: Errors = {};
+  const attack = f.kind !== "scan";
+  if (f.name.length > 200) e.name = "at most 200 characters";
+  if (!f.model_id) e.model_id = "choose a model";
+  if (!f.layers.length) e.layers = f.model_id ? "choose at least one layer" : "choose a model first";
+  if (!f.train_set_id) e.train_set_id = "choose the training image set";
+  if (!f.val_set_id) e.val_set_id = "choose the validation image set";
+  else if (!attack && f.val_set_id === f.train_set_id) e.val_set_id = "scan two different image sets (or only one: pick it as training set)";
+
+  const kMax = Math.min(1000, ctx.train?.size ?? 1000, !attack && ctx.val ? ctx.val.size : Infinity);
+  e.k = intIn(f.k, 1, kMax, "k", true);
+  if (!e.k && f.k.trim() && ctx.train && parseIntStrict(f.k)! > ctx.train.size) e.k = `k is larger than the training set (${ctx.train.size} images)`;
+
+  if (!attack) return strip(e);
+
+  if (unitsApply(f)) {
+    const nUnits = ctx.layers?.[0]?.units;
+    if (f.unitsMode === "one") {
+      const u = parseIntStrict(f.unitOne);
+      if (u == null) e.units = "the unit must be a whole number ≥ 0";
+      else if (nUnits != null && u >= nUnits) e.units = `unit ${u} is out of range: the layer has ${nUnits} units (0–${nUnits - 1})`;
+    } else if (f.unitsMode === "several") {
+      try {
+        parseUnits(f.unitsSeveral, nUnits);
+      } catch (err) {
+        e.units = (err as Error).message;
+      }
+    }
+  }
+
+  if (f.kind === "finetune") {
+    // the baseline's α is 0 by definition
+  } else if (f.alphaMode === "fixed") {
+    const a = parseFloatStrict(f.alpha);
+    if (a == null) e.alpha = "α must be a number";
+    else if (a < 0 || a > 1) e.alpha = "α must be between 0 and 1";
+  } else {
+    e.alpha_factor = floatIn(f.alpha_factor, (v) => v > 1 && v <= 100, "the α factor must be a number > 1 (the thesis: 2)", true);
+  }
+  e.lr = floatIn(f.lr, (v) => v > 0 && v <= 10, parseFloatStrict(f.lr) == null ? "the learning rate must be a number, e.g. 1e-4" : "the learning rate must be > 0 and ≤ 10", true);
+  e.steps = intIn(f.steps, 1, 10_000_000, "steps", true);
+  e.batch_size = intIn(f.batch_size, 1, 8192, "batch size", true);
+  e.seed = intIn(f.seed, 0, 2 ** 31 - 1, "seed", true);
+  e.eval_every = intIn(f.eval_every, 1, 1_000_000, "evaluation interval", true);
+  e.eval_size = intIn(f.eval_size, 0, 10_000_000, "evaluation subset size", true);
+  e.acc_budget_pp = floatIn(f.acc_budget_pp, (v) => v >= 0 && v <= 100, "the accuracy budget is 0–100 percentage points", true);
+  e.k_clip = intIn(f.k_clip, 1, Math.min(100, ctx.val?.size ?? 100), "k for CLIP", true);
+  if (!e.k_clip && f.k_clip.trim() && ctx.val && parseIntStrict(f.k_clip)! > ctx.val.size) e.k_clip = `larger than the validation set`;
+  if (f.visualize) {
+    e.n_synth = intIn(f.n_synth, 1, 64, "seeds per unit", true);
+    e.synth_steps = intIn(f.synth_steps, 1, 100_000, "visualization steps", true);
+  }
+
+  if (f.kind === "push_up") {
+    if (f.decoyMode === "class") {
+      if (f.decoy_class === "") e.decoy = "pick a decoy class";
+    } else if (!f.decoy_ids.length) e.decoy = "pick at least one decoy image";
+  }
+  return strip(e);
+}
+
+function strip(e: Errors): Errors {
+  for (const k of Object.keys(e) as Field[]) if (!e[k]) delete e[k];
+  return e;
+}
+
+export function unitsOf(f: LaunchForm): number[] | null {
+  if (!unitsApply(f) || f.unitsMode === "all") return null;
+  if (f.unitsMode === "one") return [parseIntStrict(f.unitOne)!];
+  return parseUnits(f.unitsSeveral);
+}
+
+/** Only the fields with a value: an empty optional field takes the server's default. */
+function present(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}
+const optInt = (s: string) => (s.trim() ? parseIntStrict(s)! : undefined);
+const optFloat = (s: string) => (s.trim() ? parseFloatStrict(s)! : undefined);
+const optStr = (s: string) => (s.trim() ? s.trim() : undefined);
+
+/** The POST /jobs body for a valid form. */
+export function buildRequest(f: LaunchForm): LaunchBody {
+  const name = f.name.trim() || undefined;
+  if (f.kind === "scan") {
+    const ids = [Number(f.train_set_id)];
+    if (f.val_set_id && f.val_set_id !== f.train_set_id) ids.push(Number(f.val_set_id));
+    return { kind: "scan", spec: present({ model_id: Number(f.model_id), image_set_ids: ids, layers: [...f.layers], k: optInt(f.k) }) };
+  }
+  const push_up = f.kind === "push_up";
+  const dynamic = f.kind !== "finetune" && f.alphaMode === "dynamic";
+  return {
+    kind: "audit",
+    spec: present({
+      name,
+      model_id: Number(f.model_id),
+      train_set_id: Number(f.train_set_id),
+      val_set_id: Number(f.val_set_id),
+      attack: present({
+        kind: f.kind,
+        layers: [...f.layers],
+        units: unitsOf(f),
+        k: optInt(f.k),
+        alpha: f.kind === "finetune" ? 0 : dynamic ? null : parseFloatStrict(f.alpha)!,
+        alpha_factor: dynamic ? optFloat(f.alpha_factor) : undefined,
+        lr: optFloat(f.lr),
+        lr_schedule: optStr(f.lr_schedule),
+        steps: optInt(f.steps),
+        batch_size: optInt(f.batch_size),
+        seed: optInt(f.seed),
+        score_norm: optStr(f.score_norm),
+        eval_every: optInt(f.eval_every),
+        eval_size: optInt(f.eval_size),
+        acc_budget_pp: optFloat(f.acc_budget_pp),
+        decoy_class: push_up && f.decoyMode === "class" ? Number(f.decoy_class) : null,
+        decoy_ids: push_up && f.decoyMode === "images" ? [...f.decoy_ids] : null,
+      }),
+      k_clip: optInt(f.k_clip),
+      embedder: optStr(f.embedder),
+      visualize: f.visualize,
+      n_synth: f.visualize ? optInt(f.n_synth) : undefined,
+      synth_steps: f.visualize ? optInt(f.synth_steps) : undefined,
+      synth_objective: f.visualize ? optStr(f.synth_objective) : undefined,
+      // a fine-tune baseline is itself the α = 0 control
+      control: f.kind === "finetune" ? false : f.control,
+    }),
+  };
+}
+
+const ATTACK_FIELDS: Record<string, Field> = {
+  kind: "kind", layers: "layers", layer: "layers", units: "units", k: "k", alpha: "alpha", alpha_max: "alpha",
+  alpha_init: "alpha", alpha_factor: "alpha_factor", lr: "lr", lr_schedule: "lr_schedule", steps: "steps", batch_size: "batch_size", seed: "seed",
+  score_norm: "score_norm", decoy_class: "decoy", decoy_ids: "decoy", n_decoys: "decoy", eval_every: "eval_every",
+  eval_size: "eval_size", acc_budget_pp: "acc_budget_pp",
+};
+const SPEC_FIELDS: Record<string, Field> = {
+  name: "name", model_id: "model_id", train_set_id: "train_set_id", val_set_id: "val_set_id", k: "k",
+  k_clip: "k_clip", embedder: "embedder", layers: "layers", visualize: "visualize", n_synth: "n_synth",
+  synth_steps: "synth_steps", synth_objective: "synth_objective", control: "control",
+};
+
+/** Map a 422's `detail` items onto form fields; what names no field is returned in `form`. */
+export function mapServerErrors(items: ValidationItem[]): { fields: Errors; form: string[] } {
+  const fields: Errors = {};
+  const form: string[] = [];
+  for (const it of items) {
+    const loc = (it.loc ?? []).map(String);
+    let field: Field | undefined;
+    const at = loc.indexOf("spec");
+    if (at < 0) {
+      if (loc.includes("kind")) field = "kind";
+    } else {
+      let rest = loc.slice(at + 1);
+      // a discriminated union names the member it tried ("audit", "scan", …) before the field
+      if (rest.length > 1 && !(rest[0] in SPEC_FIELDS) && rest[0] !== "attack" && rest[0] !== "image_set_ids") rest = rest.slice(1);
+      const key = rest[0];
+      if (key === "attack") field = rest[1] ? ATTACK_FIELDS[rest[1]] : "kind";
+      else if (key === "image_set_ids") field = rest[1] === "1" ? "val_set_id" : "train_set_id";
+      else if (key) field = SPEC_FIELDS[key];
+    }
+    const msg = it.msg.replace(/^Value error, /, "");
+    if (field) fields[field] = fields[field] ? `${fields[field]}; ${msg}` : msg;
+    else form.push(loc.length ? `${loc.filter((p) => p !== "body").join(".")}: ${msg}` : msg);
+  }
+  return { fields, form };
+}
