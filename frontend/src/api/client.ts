@@ -159,5 +159,19 @@ export async function download(url: string, filename: string): Promise<void> {
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
 }
 
+/** Every status a job (and the run, sweep or detection it makes) can have, in the order of its life. */
+export const STATUSES: JobStatus[] = ["queued", "running", "succeeded", "failed", "cancelled"];
 export const TERMINAL: JobStatus[] = ["succeeded", "failed", "cancelled"];
 export const isTerminal = (s: string | undefined | null) => !!s && (TERMINAL as string[]).includes(s);
+
+type HasStatus = { status?: string | null } | string | null | undefined;
+const statusOf = (x: HasStatus) => (typeof x === "string" ? x : x?.status);
+
+/** Whether a job (or a run, a sweep, a detection: anything with a job's status) is still live: queued or running. */
+export const isLive = (x: HasStatus) => {
+  const s = statusOf(x);
+  return s === "queued" || s === "running";
+};
+
+/** Whether any row of a list is live (the list polls while one is). */
+export const anyLive = (rows: HasStatus[] | undefined) => !!rows?.some(isLive);

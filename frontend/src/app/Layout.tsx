@@ -1,7 +1,7 @@
 import { useState, type ReactNode } from "react";
 import { Link, NavLink, Outlet } from "react-router";
 import { useToken } from "../api/auth";
-import { useHealth, useMe } from "../api/hooks";
+import { useHealth, useMe } from "../api/queries";
 import { useShareParam } from "../lib/share";
 import { TokenDialog } from "./TokenDialog";
 

@@ -5,7 +5,7 @@
 import { useState, type ReactNode } from "react";
 import { useSearchParams } from "react-router";
 import { ApiError } from "../api/client";
-import { PAGE_SIZE, useDelete, useSetHidden, type Managed } from "../api/manage";
+import { type Managed, PAGE_SIZE, useDelete, useSetHidden } from "../api/queries";
 import { ConfirmDialog } from "./Dialog";
 
 const NOUN: Record<Managed, string> = { runs: "run", models: "model", "image-sets": "image set", sweeps: "sweep" };

@@ -5,13 +5,10 @@
 // set, layers, k. Numbers default to the job-kind registry's (`GET /job-kinds`); an empty
 // field is left out so the server applies its own. The server's 422 lands on the field
 // its `detail[].loc` names.
-import { useQuery } from "@tanstack/react-query";
 import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { Link, useNavigate } from "react-router";
-import { useToken } from "../../api/auth";
-import { ApiError, client, unwrap, type ImageSetOut, type Job, type LayerOut, type ModelOut, type ValidationItem } from "../../api/client";
-import { useCreateJob, useJobKinds, useLayers, type LaunchBody } from "../../api/hooks";
-import { useAllModels, useUsableImageSets, useUsableModels } from "../../api/manage";
+import { ApiError, type ImageSetOut, type Job, type LayerOut, type ModelOut, type ValidationItem } from "../../api/client";
+import { type LaunchBody, useAllModels, useAttackJobs, useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
 import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect, sendForm } from "../../components/FormField";
 import { LayerField } from "../../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../../components/States";
@@ -178,17 +175,6 @@ function canon(v: unknown): string {
 
 /** Models whose units compare one to one (same registry architecture, pruned the same way). */
 export const archKey = (m: ModelOut) => `${m.registry_name}|${m.prune ? canon(m.prune) : ""}`;
-
-/** Succeeded attack jobs: their weights can be a suspect, a reference or a population member. */
-export function useAttackJobs(enabled = true) {
-  const token = useToken();
-  return useQuery({
-    queryKey: ["jobs", "attack-results", token?.slice(0, 12)],
-    queryFn: () => unwrap(client.GET("/api/v1/jobs", { params: { query: { kind: "attack", status: "succeeded", limit: 500 } } })),
-    enabled: enabled && !!token,
-    staleTime: 30_000,
-  });
-}
 
 const jobModel = (j: Job) => (typeof j.spec.model_id === "number" ? j.spec.model_id : undefined);
 const attackKind = (j: Job) => ((j.spec.attack ?? {}) as { kind?: string }).kind;

@@ -3,13 +3,14 @@
 // (the model page's "Check this model") pre-fills the suspect and brings the form into view.
 import { useEffect, useMemo } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
-import { useAllModels } from "../../api/manage";
+import { isLive } from "../../api/client";
+import { useAllModels, useDetections } from "../../api/queries";
 import { NeedsToken } from "../../app/Layout";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import { DetectionForm } from "./DetectionForm";
-import { detectionPath, isLive, useDetections, VerdictBadge, type DetectionItem } from "./DetectionShared";
+import { detectionPath, VerdictBadge, type DetectionItem } from "./DetectionShared";
 
 export function DetectionList() {
   return (
@@ -97,7 +98,7 @@ function DetectionListInner() {
                     <td className="mono small">{d.layers.join(", ")}</td>
                     <td>
                       <StatusBadge status={d.status} />
-                      {isLive(d.status) && (
+                      {isLive(d) && (
                         <span className="muted small" data-testid="progress">
                           {" "}
                           {progressText(d.progress) || (d.status === "queued" ? "waiting for a worker" : "starting")}

@@ -4,14 +4,16 @@
 // regime) with every unit ranked by suspicion, each row a link to the unit's page.
 import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
+import { isLive } from "../../api/client";
+import { useDetection } from "../../api/queries";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { NeedsToken } from "../../app/Layout";
 import { ErrorBox, Loading, NotFound, StatusBadge, When } from "../../components/States";
 import { DASH, num } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import {
-  detectionUnitPath, detectionsPath, detectResult, DetectionProgress, evidenceLabel, flaggedText, isLive, MEASURES,
-  measureLabel, pText, SuspicionBar, useDetection, VerdictBadge, type ClassShares, type DetectionDetail, type DetectModel,
+  detectionUnitPath, detectionsPath, detectResult, DetectionProgress, evidenceLabel, flaggedText, MEASURES,
+  measureLabel, pText, SuspicionBar, VerdictBadge, type ClassShares, type DetectionDetail, type DetectModel,
   type DetectResult, type DetectUnit, type LayerResult,
 } from "./DetectionShared";
 
@@ -67,7 +69,7 @@ function DetectionInner() {
           <p className="muted">
             {d.regime === "reference" ? "with a reference" : "population only (no reference)"} · layers{" "}
             <span className="mono">{d.layers.join(", ")}</span> · <Link to={`/jobs/${d.id}`}>job {d.id}</Link> (log) · created{" "}
-            <When iso={d.created_at} absolute={!isLive(d.status)} />
+            <When iso={d.created_at} absolute={!isLive(d)} />
             {d.finished_at && (
               <>
                 {" "}· finished <When iso={d.finished_at} absolute />
@@ -77,7 +79,7 @@ function DetectionInner() {
         </div>
       </div>
 
-      {isLive(d.status) && (
+      {isLive(d) && (
         <section className="panel" aria-label="Progress">
           <h2>Checking the model…</h2>
           <DetectionProgress d={d} />

@@ -1,11 +1,10 @@
 // What the detection pages (SPEC §6, "check this model") share: the API's shapes named for
 // the dashboard (the verdicts in `result` are free-form in the generated schema: typed here
-// with the backend's field names, engine/detector.py DetectionReport.summary), the queries,
+// with the backend's field names, engine/detector.py DetectionReport.summary),
 // the verdict badge, the suspicion bar, measure names and the live progress of a running job.
-import { useQuery, useQueryClient } from "@tanstack/react-query";
+import { useQueryClient } from "@tanstack/react-query";
 import { useEffect } from "react";
-import { useToken } from "../../api/auth";
-import { client, isTerminal, unwrap, type Schemas } from "../../api/client";
+import { isLive, isTerminal, type Schemas } from "../../api/client";
 import { DASH, num, progressText } from "../../lib/format";
 import { enc } from "../../lib/share";
 import { useJobEvents } from "../../lib/sse";
@@ -75,8 +74,6 @@ export const detectResult = (d: DetectionDetail): DetectResult | null => (d.resu
 export const detectionsPath = "/detections";
 export const detectionPath = (id: number) => `/detections/${id}`;
 export const detectionUnitPath = (id: number, layer: string, unit: number) => `/detections/${id}/layers/${enc(layer)}/units/${unit}`;
-
-export const isLive = (s: string | null | undefined) => s === "queued" || s === "running";
 
 /** The per-unit measures of both regimes (SPEC §6), as the pages name them. */
 export const MEASURES: Record<string, { label: string; help: string }> = {
@@ -163,49 +160,13 @@ export function SuspicionBar({ value, threshold }: { value: number | null | unde
   );
 }
 
-export function useDetections() {
-  const token = useToken();
-  return useQuery({
-    queryKey: ["detections", token?.slice(0, 12)],
-    queryFn: () => unwrap(client.GET("/api/v1/detections", { params: { query: { limit: 200 } } })),
-    enabled: !!token,
-    refetchInterval: (q) => (q.state.data?.some((d) => isLive(d.status)) ? 3000 : false),
-  });
-}
-
-export function useDetection(id: number) {
-  const token = useToken();
-  return useQuery({
-    queryKey: ["detection", id, token?.slice(0, 12)],
-    queryFn: () => unwrap(client.GET("/api/v1/detections/{detection_id}", { params: { path: { detection_id: id } } })),
-    enabled: !!token && Number.isInteger(id) && id > 0,
-    retry: (n, e) => (e as { status?: number }).status !== 404 && n < 2,
-    refetchInterval: (q) => (isLive(q.state.data?.status) ? 2000 : false),
-  });
-}
-
-export function useDetectionUnit(id: number, layer: string, unit: number) {
-  const token = useToken();
-  return useQuery({
-    queryKey: ["detection-unit", id, layer, unit, token?.slice(0, 12)],
-    queryFn: () =>
-      unwrap(
-        client.GET("/api/v1/detections/{detection_id}/layers/{layer}/units/{unit}", {
-          params: { path: { detection_id: id, layer, unit } },
-        }),
-      ),
-    enabled: !!token && id > 0 && !!layer && Number.isInteger(unit) && unit >= 0,
-    retry: (n, e) => ![404, 409].includes((e as { status?: number }).status ?? 0) && n < 2,
-  });
-}
-
 /**
  * A queued or running detection's progress: the job's event stream when it is open (each
  * stage and count as it happens), the polled detail's `progress` otherwise. When the stream
  * sees the job end, the detail is fetched again at once (its verdicts, or its error).
  */
 export function DetectionProgress({ d }: { d: DetectionDetail }) {
-  const stream = useJobEvents(d.id, isLive(d.status));
+  const stream = useJobEvents(d.id, isLive(d));
   const qc = useQueryClient();
   const ended = stream.job != null && isTerminal(stream.job.status);
   useEffect(() => {

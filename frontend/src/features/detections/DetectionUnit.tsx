@@ -5,6 +5,7 @@
 // by rank (← / → keys) and by unit index; an address naming a layer the detection did not
 // check, or a unit past the layer's last, is a not-found page with the API's message.
 import { Link, useNavigate, useParams } from "react-router";
+import { useDetection, useDetectionUnit } from "../../api/queries";
 import { Gallery } from "../../components/Gallery";
 import { NeedsToken } from "../../app/Layout";
 import { ErrorBox, Loading, NotFound } from "../../components/States";
@@ -13,7 +14,7 @@ import { useArrowKeys } from "../../lib/keys";
 import { usePageTitle } from "../../lib/title";
 import {
   detectionPath, detectionUnitPath, detectionsPath, detectResult, flaggedText, MEASURES, measureLabel, pText, SuspicionBar,
-  useDetection, useDetectionUnit, VerdictBadge, type DetectUnitDetail, type Verdict,
+  VerdictBadge, type DetectUnitDetail, type Verdict,
 } from "./DetectionShared";
 
 export function DetectionUnitPage() {

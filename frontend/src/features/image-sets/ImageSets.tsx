@@ -3,7 +3,7 @@
 // delete. A failed set shows its reason instead of "0 images"; a set runs or scans use
 // cannot be deleted (the server's 409 says why; hide it instead).
 import { Link } from "react-router";
-import { PAGE_SIZE, useImageSetsPage } from "../../api/manage";
+import { PAGE_SIZE, useImageSetsPage } from "../../api/queries";
 import { NeedsToken } from "../../app/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";

@@ -3,7 +3,7 @@ import { Link, useParams } from "react-router";
 import { useQueryClient } from "@tanstack/react-query";
 import { isTerminal, type Job } from "../../api/client";
 import type { AlphaEvent, StepJob } from "../../api/contract";
-import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../../api/hooks";
+import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../../api/queries";
 import { LineChart } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { NeedsToken } from "../../app/Layout";

@@ -2,9 +2,8 @@
 // filtered by kind and status, a page at a time, each linking to its job page and to what
 // it made (a run, a sweep, a detection).
 import { Link } from "react-router";
-import type { Job } from "../../api/client";
-import { useJobKinds } from "../../api/hooks";
-import { PAGE_SIZE, useJobsPage } from "../../api/manage";
+import { isLive, STATUSES, type Job } from "../../api/client";
+import { PAGE_SIZE, useJobKinds, useJobsPage } from "../../api/queries";
 import { NeedsToken } from "../../app/Layout";
 import { FilterBar, Pager, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
@@ -13,7 +12,6 @@ import { attackLabel, progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import { detectionPath } from "../detections/DetectionShared";
 
-const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
 
 export function Jobs() {
   return (
@@ -122,7 +120,7 @@ function JobsInner() {
                           <StatusBadge status={j.status} />
                         </td>
                         <td className="small">
-                          {j.status === "running" || j.status === "queued"
+                          {isLive(j)
                             ? progressText(j.progress, (n) => liveStepLabel(kinds.data, j, n, j.progress))
                             : j.status === "failed" || j.status === "cancelled"
                               ? <span className="reason">{(j.error ?? "").slice(0, 200)}</span>

@@ -1,7 +1,7 @@
 // Push-up decoys: a class (cards with sample thumbnails) or hand-picked images.
 import { useState } from "react";
 import type { ImageSetOut } from "../../api/client";
-import { useSamples } from "../../api/hooks";
+import { useSamples } from "../../api/queries";
 import { Loading } from "../../components/States";
 
 function ClassCard({ setId, index, name, checked, onPick }: { setId: number; index: number; name: string; checked: boolean; onPick: () => void }) {

@@ -1,8 +1,7 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { ApiError, type ImageSetOut, type LayerOut } from "../../api/client";
-import { useCreateJob, useJobKinds, useLayers } from "../../api/hooks";
-import { useUsableImageSets, useUsableModels } from "../../api/manage";
+import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
 import { DecoyClassPicker, DecoyImagePicker } from "./DecoyPicker";
 import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect as SetSelect, sendForm } from "../../components/FormField";
 import { NeedsToken } from "../../app/Layout";

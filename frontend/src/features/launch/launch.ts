@@ -3,7 +3,7 @@
 // server's 422 `detail[].loc` back onto the form's fields.
 import type { ImageSetOut, LayerOut, ValidationItem } from "../../api/client";
 import type { JobKind } from "../../api/contract";
-import type { LaunchBody } from "../../api/hooks";
+import type { LaunchBody } from "../../api/queries";
 
 export type LaunchKind = "scan" | "push_down" | "push_up" | "finetune";
 

@@ -4,10 +4,9 @@
 // run on the model alone, no attack needed; an empty state says how to render some.
 import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
-import type { LayerOut } from "../../api/client";
+import type { LayerOut, ModelOut } from "../../api/client";
 import type { ModelSynthetic } from "../../api/contract";
-import { useLayers, useModel, useModelSynthetic, useModelSyntheticUnit } from "../../api/hooks";
-import { modelUsable, type ManagedModel } from "../../api/manage";
+import { modelUsable, useLayers, useModel, useModelSynthetic, useModelSyntheticUnit } from "../../api/queries";
 import { AuthImage } from "../../components/AuthImage";
 import { NeedsToken } from "../../app/Layout";
 import { RenderSynthetic } from "./RenderSynthetic";
@@ -53,7 +52,7 @@ function ModelInner() {
   if (!(modelId > 0)) return <ErrorBox error={new Error("No such model: the address must be /models/<number>.")} />;
   if (model.isLoading) return <Loading what={`Loading model ${modelId}`} />;
   if (model.error) return <ErrorBox error={model.error} retry={() => model.refetch()} title={(model.error as { status?: number }).status === 404 ? `There is no model ${modelId}` : undefined} />;
-  const m = model.data! as ManagedModel;
+  const m = model.data! as ModelOut;
   // only a ready model has weights to audit (a pruned model is "pending" until its prune step made them; a server
   // from before issue 19 sends no status: its models are all ready)
   const status = m.status ?? "ready";

@@ -1,10 +1,11 @@
 // /models: every registered model with its status (a pruned model stays "pending" until its
+import type { ModelOut } from "../../api/client";
 // prune step produced weights, "failed" when that step failed), where it comes from (the
 // model it was pruned from, by which job), what uses it, and hide / delete. A model that
 // runs or other models derive from cannot be deleted: the server's 409 says why and the
 // dialog offers to hide it instead.
 import { Link } from "react-router";
-import { modelUsable, PAGE_SIZE, useModelsPage, type ManagedModel } from "../../api/manage";
+import { modelUsable, PAGE_SIZE, useModelsPage } from "../../api/queries";
 import { NeedsToken } from "../../app/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
@@ -28,7 +29,7 @@ export function pruneText(p: Record<string, unknown> | null | undefined): string
   return `${method} ${channels ?? rate ?? ""}${channels || rate ? layer : ""}`.trim();
 }
 
-function usageText(m: ManagedModel): string {
+function usageText(m: ModelOut): string {
   const u = m.usage;
   if (!u) return "—";
   const n = (v: number | undefined, one: string) => `${v ?? 0} ${one}${v === 1 ? "" : "s"}`;

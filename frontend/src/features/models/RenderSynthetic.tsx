@@ -3,7 +3,7 @@
 import { useState } from "react";
 import { useNavigate } from "react-router";
 import { ApiError, type LayerOut } from "../../api/client";
-import { useCreateJob, useJobKinds } from "../../api/hooks";
+import { useCreateJob, useJobKinds } from "../../api/queries";
 import { mapServerErrors } from "../launch/launch";
 import { ErrorBox } from "../../components/States";
 

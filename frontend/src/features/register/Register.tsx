@@ -6,7 +6,7 @@ import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { Link } from "react-router";
 import { useQueryClient } from "@tanstack/react-query";
 import { ApiError, isTerminal, type ModelOut } from "../../api/client";
-import { useImageSet, useJob, useModelRegistry, useRegisterImageSet, useRegisterModel } from "../../api/hooks";
+import { useImageSet, useJob, useModelRegistry, useRegisterImageSet, useRegisterModel } from "../../api/queries";
 import { NeedsToken } from "../../app/Layout";
 import { ErrorBox, StatusBadge } from "../../components/States";
 import {

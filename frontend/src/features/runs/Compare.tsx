@@ -1,8 +1,7 @@
 import { useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router";
-import { useAllUnits, useRun, useUnit } from "../../api/hooks";
+import { useAllUnits, usePickableRuns, useRun, useUnit } from "../../api/queries";
 import type { RunDetail, UnitRow } from "../../api/client";
-import { usePickableRuns } from "../../api/manage";
 import { Scatter, type ScatterGroup } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { Gallery } from "../../components/Gallery";

@@ -1,7 +1,6 @@
 import { Link, useNavigate } from "react-router";
-import type { Job } from "../../api/client";
-import { useJobKinds, useJobs } from "../../api/hooks";
-import { modelUsable, PAGE_SIZE, useAllModels, useImageSetsPage, useModelsPage, useRunsPage } from "../../api/manage";
+import { isLive, STATUSES, type Job } from "../../api/client";
+import { modelUsable, PAGE_SIZE, useAllModels, useImageSetsPage, useJobKinds, useJobs, useModelsPage, useRunsPage } from "../../api/queries";
 import { NeedsToken } from "../../app/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
@@ -24,7 +23,7 @@ function HomeInner() {
   const sets = useImageSetsPage({ limit: 5 });
   const kinds = useJobKinds();
   usePageTitle("Runs");
-  const active = (jobs.data ?? []).filter((j) => j.status === "queued" || j.status === "running");
+  const active = (jobs.data ?? []).filter(isLive);
   // the 6 most recent, or every job in progress when there are more: the heading counts what is listed
   const shown = (jobs.data ?? []).slice(0, Math.max(6, active.length));
   return (
@@ -63,7 +62,7 @@ function HomeInner() {
                   job {j.id}: {jobTitle(j)}
                 </Link>{" "}
                 <span className="muted small">
-                  {j.status === "running" || j.status === "queued"
+                  {isLive(j)
                     ? progressText(j.progress, (n) => liveStepLabel(kinds.data, j, n, j.progress))
                     : j.status === "failed"
                       ? (j.error ?? "").slice(0, 140)
@@ -168,7 +167,6 @@ function HomeInner() {
   );
 }
 
-const RUN_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
 
 /**
  * The runs, a page at a time (the API's limit/offset and X-Total-Count), filtered by
@@ -203,7 +201,7 @@ function RunsPanel() {
           status{" "}
           <select value={status} onChange={(e) => lp.set({ status: e.target.value })} aria-label="Status">
             <option value="">any</option>
-            {RUN_STATUSES.map((s) => (
+            {STATUSES.map((s) => (
               <option key={s} value={s}>
                 {s}
               </option>
@@ -283,7 +281,7 @@ function RunsPanel() {
                     </td>
                     <td>
                       <StatusBadge status={r.status} />
-                      {(r.status === "running" || r.status === "queued") && r.job_id && (
+                      {isLive(r) && r.job_id && (
                         <>
                           {" "}
                           <Link to={`/jobs/${r.job_id}`} onClick={(e) => e.stopPropagation()}>

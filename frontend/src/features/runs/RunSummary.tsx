@@ -1,9 +1,9 @@
 import { useState } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
-import { download } from "../../api/client";
+import { download, isLive } from "../../api/client";
 import type { AlphaEvent, RunDetailFull } from "../../api/contract";
 import { useToken } from "../../api/auth";
-import { useRun, useUnits, type UnitQuery } from "../../api/hooks";
+import { type UnitQuery, useRun, useUnits } from "../../api/queries";
 import { Histogram, LineChart, Scatter } from "../../components/Charts";
 import { CopyButton } from "../../components/CopyButton";
 import { NeedsToken } from "../../app/Layout";
@@ -210,7 +210,7 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
           ) : (
             "This run is still in progress; the results appear when it is done. "
           )}
-          {run.job_id && !readOnly && <Link to={`/jobs/${run.job_id}`}>Open the job{run.status === "running" || run.status === "queued" ? " (live progress)" : ""}</Link>}
+          {run.job_id && !readOnly && <Link to={`/jobs/${run.job_id}`}>Open the job{isLive(run) ? " (live progress)" : ""}</Link>}
         </div>
       )}
       <SelectedIsInit outcome={outcome}>

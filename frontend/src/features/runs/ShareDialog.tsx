@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { useCreateShare, useRevokeShare, useShares } from "../../api/hooks";
+import { useCreateShare, useRevokeShare, useShares } from "../../api/queries";
 import { when } from "../../lib/format";
 import { CopyButton } from "../../components/CopyButton";
 import { Dialog } from "../../components/Dialog";

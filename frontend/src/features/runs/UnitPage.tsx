@@ -1,6 +1,6 @@
 import { useEffect, useRef } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
-import { useRun, useUnit, type UnitState } from "../../api/hooks";
+import { type UnitState, useRun, useUnit } from "../../api/queries";
 import { unitSynthetic, type RunDetailFull, type UnitDetailFull } from "../../api/contract";
 import { useToken } from "../../api/auth";
 import { NeedsToken } from "../../app/Layout";

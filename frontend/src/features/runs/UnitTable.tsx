@@ -1,7 +1,7 @@
 // The per-layer unit table: sortable by any metric (server-side), paginated; a row opens the unit.
 import { Link } from "react-router";
-import type { UnitRow } from "../../api/client";
-import type { UnitQuery } from "../../api/hooks";
+import { isLive, type UnitRow } from "../../api/client";
+import type { UnitQuery } from "../../api/queries";
 import { metric, metricHelp, metricLabel, METRIC_KEYS, unitRole } from "../../lib/format";
 
 export type SortKey = UnitQuery["sort"];
@@ -133,7 +133,7 @@ export type RunStatus = "queued" | "running" | "succeeded" | "failed" | "cancell
 export function unitListNotice(status: RunStatus, units: { total: number } | undefined, asked: boolean): Exclude<RunStatus, "succeeded"> | null {
   if (status === "succeeded") return null;
   if (units && units.total > 0) return null; // partial results of a failed or cancelled run: list them
-  if (status === "queued" || status === "running") return status;
+  if (isLive(status)) return status;
   // failed / cancelled: nothing to list when the API was not asked or answered no units
   return !asked || units ? status : null;
 }
@@ -141,7 +141,7 @@ export function unitListNotice(status: RunStatus, units: { total: number } | und
 /** The unit list's place on a run that has none: why, and what to do. */
 export function UnitListNotice({ status, reason, jobHref }: { status: Exclude<RunStatus, "succeeded">; reason?: string | null; jobHref?: string | null }) {
   const job = jobHref ? (
-    <Link to={jobHref}>{status === "queued" || status === "running" ? "Follow the job's progress" : "Open the job"}</Link>
+    <Link to={jobHref}>{isLive(status) ? "Follow the job's progress" : "Open the job"}</Link>
   ) : null;
   return (
     <div className={`state ${status === "failed" ? "error" : "empty"} unit-list-notice`} role="status" data-testid="unit-list-notice" data-status={status}>

@@ -2,11 +2,10 @@
 // (Figs. 4.1–4.4: fine-tuned accuracy and CLIP-δ of push-down and push-up against the
 // pruning rate, one figure per method) and its results table (Tables 4.1–4.4 / C–F), every
 // point linking to the run of its attack; CSV / JSON / markdown export of the table.
-import { useQuery } from "@tanstack/react-query";
 import { useState } from "react";
 import { Link, useParams } from "react-router";
-import { useToken } from "../../api/auth";
-import { client, download, unwrap, type Schemas } from "../../api/client";
+import { download, type Schemas } from "../../api/client";
+import { useSweep, useSweeps } from "../../api/queries";
 import { LineChart, type Series } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { FilterBar, ManageActions, useListParams } from "../../components/Manage";
@@ -29,29 +28,7 @@ const RATE_LABEL: Record<string, string> = {
   oto_weight: "target group sparsity",
   vulnerability: "channels of the layer removed",
 };
-const live = (s: string | undefined) => s === "queued" || s === "running";
 const rate = (v: number | null | undefined) => (v == null ? DASH : `${+(100 * v).toFixed(1)} %`);
-
-/** `GET /sweeps`: hidden sweeps only when asked (the list leaves them out by default). */
-function useSweeps(includeHidden: boolean) {
-  const token = useToken();
-  return useQuery({
-    queryKey: ["sweeps", { include_hidden: includeHidden }, token?.slice(0, 12)],
-    queryFn: () => unwrap(client.GET("/api/v1/sweeps", { params: { query: includeHidden ? { include_hidden: true } : {} } })),
-    enabled: !!token,
-    refetchInterval: (q) => (q.state.data?.some((s) => live(s.status)) ? 5000 : false),
-  });
-}
-
-function useSweep(id: number) {
-  const token = useToken();
-  return useQuery({
-    queryKey: ["sweep", id, token?.slice(0, 12)],
-    queryFn: () => unwrap(client.GET("/api/v1/sweeps/{sweep_id}", { params: { path: { sweep_id: id } } })),
-    enabled: !!token && Number.isInteger(id) && id > 0,
-    refetchInterval: (q) => (live(q.state.data?.status) ? 5000 : false),
-  });
-}
 
 /**
  * /sweeps: each sweep with its status and points, hide / delete per sweep (deleting asks

@@ -7,8 +7,7 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate } from "react-router";
 import { ApiError } from "../../api/client";
-import { useCreateJob, useJobKinds, useLayers } from "../../api/hooks";
-import { useUsableImageSets, useUsableModels } from "../../api/manage";
+import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
 import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect, sendForm } from "../../components/FormField";
 import { NeedsToken } from "../../app/Layout";
 import { LayerField } from "../../components/LayerPicker";

@@ -9,7 +9,7 @@
 // unpruned model is point 0. Each point is audited by every attack in `attacks`.
 import type { ValidationItem } from "../../api/client";
 import type { JobKind } from "../../api/contract";
-import type { LaunchBody } from "../../api/hooks";
+import type { LaunchBody } from "../../api/queries";
 
 export type SweepAttack = "push_down" | "push_up";
 
