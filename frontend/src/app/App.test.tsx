@@ -53,4 +53,22 @@ describe("routes", () => {
       unmount();
     }
   });
+
+  it("one guard: a page that needs a token asks for one, a run opened through a share link does not (issue 20)", async () => {
+    mockFetch([
+      { path: /^\/api\/v1\/health$/, body: { status: "ok", database: "ok", broker: "ok", mode: "service", version: "0" } },
+      { path: /^\/api\/v1\/runs\/3$/, respond: () => ({ status: 404, body: { detail: "run 3 not found" } }) },
+    ]);
+    for (const [path, signIn] of [["/", true], ["/jobs/12", true], ["/models/1/layers/relu3/units/7", true], ["/runs/3", true], ["/runs/3?share=shr_abc", false]] as const) {
+      const { unmount } = render(
+        <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+          <MemoryRouter initialEntries={[path]}>
+            <AppRoutes />
+          </MemoryRouter>
+        </QueryClientProvider>,
+      );
+      expect(screen.queryAllByRole("heading", { name: "Sign in with an API token" }), path).toHaveLength(signIn ? 1 : 0);
+      unmount();
+    }
+  });
 });

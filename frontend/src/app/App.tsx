@@ -1,23 +1,24 @@
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { BrowserRouter, Link, Route, Routes } from "react-router";
-import { Layout } from "./Layout";
-import { usePageTitle } from "../lib/title";
-import { Compare } from "../features/runs/Compare";
 import { DetectionList } from "../features/detections/DetectionList";
 import { DetectionPage } from "../features/detections/DetectionPage";
 import { DetectionUnitPage } from "../features/detections/DetectionUnit";
-import { Home } from "../features/runs/Home";
 import { ImageSets } from "../features/image-sets/ImageSets";
-import { Jobs } from "../features/jobs/Jobs";
 import { JobView } from "../features/jobs/JobView";
-import { Launch } from "../features/launch/Launch";
-import { Register } from "../features/register/Register";
+import { Jobs } from "../features/jobs/Jobs";
+import { LaunchPage } from "../features/launch/Launch";
 import { ModelPage, ModelUnitPage } from "../features/models/ModelPage";
 import { Models } from "../features/models/Models";
+import { Register } from "../features/register/Register";
+import { Compare } from "../features/runs/Compare";
+import { Home } from "../features/runs/Home";
 import { RunSummary } from "../features/runs/RunSummary";
+import { UnitPage } from "../features/runs/UnitPage";
 import { SweepList, SweepPage } from "../features/sweeps/Sweep";
 import { SweepLaunch } from "../features/sweeps/SweepLaunch";
-import { UnitPage } from "../features/runs/UnitPage";
+import { usePageTitle } from "../lib/title";
+import { Layout } from "./Layout";
+import { RequireToken } from "./RequireToken";
 
 export function makeQueryClient() {
   return new QueryClient({
@@ -38,25 +39,29 @@ export function AppRoutes() {
   return (
     <Routes>
       <Route element={<Layout />}>
-        <Route index element={<Home />} />
-        <Route path="launch" element={<Launch />} />
-        <Route path="register" element={<Register />} />
-        <Route path="jobs" element={<Jobs />} />
-        <Route path="jobs/:job" element={<JobView />} />
-        <Route path="runs/:run" element={<RunSummary />} />
-        <Route path="runs/:run/layers/:layer" element={<RunSummary />} />
-        <Route path="runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
-        <Route path="compare" element={<Compare />} />
+        <Route element={<RequireToken />}>
+          <Route index element={<Home />} />
+          <Route path="launch" element={<LaunchPage />} />
+          <Route path="register" element={<Register />} />
+          <Route path="jobs" element={<Jobs />} />
+          <Route path="jobs/:job" element={<JobView />} />
+          <Route path="compare" element={<Compare />} />
+          <Route path="sweeps/new" element={<SweepLaunch />} />
+          <Route path="detections" element={<DetectionList />} />
+          <Route path="detections/:detection" element={<DetectionPage />} />
+          <Route path="detections/:detection/layers/:layer/units/:unit" element={<DetectionUnitPage />} />
+          <Route path="models" element={<Models />} />
+          <Route path="image-sets" element={<ImageSets />} />
+          <Route path="models/:model" element={<ModelPage />} />
+          <Route path="models/:model/layers/:layer/units/:unit" element={<ModelUnitPage />} />
+        </Route>
+        <Route element={<RequireToken orShare />}>
+          <Route path="runs/:run" element={<RunSummary />} />
+          <Route path="runs/:run/layers/:layer" element={<RunSummary />} />
+          <Route path="runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
+        </Route>
         <Route path="sweeps" element={<SweepList />} />
-        <Route path="sweeps/new" element={<SweepLaunch />} />
         <Route path="sweeps/:sweep" element={<SweepPage />} />
-        <Route path="detections" element={<DetectionList />} />
-        <Route path="detections/:detection" element={<DetectionPage />} />
-        <Route path="detections/:detection/layers/:layer/units/:unit" element={<DetectionUnitPage />} />
-        <Route path="models" element={<Models />} />
-        <Route path="image-sets" element={<ImageSets />} />
-        <Route path="models/:model" element={<ModelPage />} />
-        <Route path="models/:model/layers/:layer/units/:unit" element={<ModelUnitPage />} />
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>

@@ -1,4 +1,4 @@
-import { useState, type ReactNode } from "react";
+import { useState } from "react";
 import { Link, NavLink, Outlet } from "react-router";
 import { useToken } from "../api/auth";
 import { useHealth, useMe } from "../api/queries";
@@ -80,26 +80,5 @@ export function Layout() {
       </main>
       {tokenOpen && <TokenDialog onClose={() => setTokenOpen(false)} />}
     </div>
-  );
-}
-
-/** Shown in place of a page that needs an API token. */
-export function NeedsToken({ children }: { children: ReactNode }) {
-  const token = useToken();
-  const [open, setOpen] = useState(false);
-  if (token) return <>{children}</>;
-  return (
-    <section className="panel signin">
-      <h1>Sign in with an API token</h1>
-      <p>
-        This page shows your runs, models and jobs, which needs an API token. <code>make demo</code> prints one (open the
-        link it prints, or paste the token); a server admin can create one with <code>fvaudit token create --user you</code>.
-      </p>
-      <p>Opened a share link? It shows its run without a token.</p>
-      <button type="button" className="primary" onClick={() => setOpen(true)}>
-        Enter API token
-      </button>
-      {open && <TokenDialog onClose={() => setOpen(false)} />}
-    </section>
   );
 }

@@ -5,27 +5,18 @@ import { useEffect, useMemo } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { isLive } from "../../api/client";
 import { useAllModels, useDetections } from "../../api/queries";
-import { NeedsToken } from "../../app/Layout";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import { DetectionForm } from "./DetectionForm";
 import { detectionPath, VerdictBadge, type DetectionItem } from "./DetectionShared";
 
-export function DetectionList() {
-  return (
-    <NeedsToken>
-      <DetectionListInner />
-    </NeedsToken>
-  );
-}
-
 const REGIME: Record<DetectionItem["regime"], { label: string; help: string }> = {
   reference: { label: "with a reference", help: "every unit compared with the reference's, calibrated on benign fine-tunes of it" },
   population: { label: "population only", help: "the suspect's class shares judged against clean models of its family" },
 };
 
-function DetectionListInner() {
+export function DetectionList() {
   usePageTitle("Detections");
   const [params] = useSearchParams();
   const suspect = params.get("suspect");

@@ -7,7 +7,6 @@ import { Link, useNavigate, useParams } from "react-router";
 import { isLive } from "../../api/client";
 import { useDetection } from "../../api/queries";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
-import { NeedsToken } from "../../app/Layout";
 import { ErrorBox, Loading, NotFound, StatusBadge, When } from "../../components/States";
 import { DASH, num } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
@@ -21,14 +20,6 @@ import {
 const TABLE_FIRST = 256;
 
 export function DetectionPage() {
-  return (
-    <NeedsToken>
-      <DetectionInner />
-    </NeedsToken>
-  );
-}
-
-function DetectionInner() {
   const raw = useParams().detection;
   const id = Number(raw);
   const q = useDetection(id);

@@ -7,7 +7,6 @@
 import { Link, useNavigate, useParams } from "react-router";
 import { useDetection, useDetectionUnit } from "../../api/queries";
 import { Gallery } from "../../components/Gallery";
-import { NeedsToken } from "../../app/Layout";
 import { ErrorBox, Loading, NotFound } from "../../components/States";
 import { DASH, num } from "../../lib/format";
 import { useArrowKeys } from "../../lib/keys";
@@ -18,14 +17,6 @@ import {
 } from "./DetectionShared";
 
 export function DetectionUnitPage() {
-  return (
-    <NeedsToken>
-      <DetectionUnitInner />
-    </NeedsToken>
-  );
-}
-
-function DetectionUnitInner() {
   const params = useParams();
   const id = Number(params.detection);
   const layer = params.layer ?? "";

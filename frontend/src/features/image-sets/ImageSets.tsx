@@ -4,20 +4,11 @@
 // cannot be deleted (the server's 409 says why; hide it instead).
 import { Link } from "react-router";
 import { PAGE_SIZE, useImageSetsPage } from "../../api/queries";
-import { NeedsToken } from "../../app/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { usePageTitle } from "../../lib/title";
 
 export function ImageSets() {
-  return (
-    <NeedsToken>
-      <ImageSetsInner />
-    </NeedsToken>
-  );
-}
-
-function ImageSetsInner() {
   usePageTitle("Image sets");
   const lp = useListParams();
   const q = lp.get("q");

@@ -6,7 +6,6 @@ import type { AlphaEvent, StepJob } from "../../api/contract";
 import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../../api/queries";
 import { LineChart } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
-import { NeedsToken } from "../../app/Layout";
 import { ErrorBox, Loading, SelectedIsInit, StatusBadge, When } from "../../components/States";
 import { chainSteps, jobTitle, kindOf, liveStepLabel, specLayers } from "../../lib/chain";
 import { absTime, attackLabel, duration, num } from "../../lib/format";
@@ -15,14 +14,6 @@ import { useJobEvents, type LossPoint } from "../../lib/sse";
 import { usePageTitle } from "../../lib/title";
 
 export function JobView() {
-  return (
-    <NeedsToken>
-      <JobPage />
-    </NeedsToken>
-  );
-}
-
-function JobPage() {
   const id = Number(useParams().job);
   const stream = useJobEvents(id);
   const polled = useJob(id, { poll: !!stream.error || !stream.connected });

@@ -4,22 +4,12 @@
 import { Link } from "react-router";
 import { isLive, STATUSES, type Job } from "../../api/client";
 import { PAGE_SIZE, useJobKinds, useJobsPage } from "../../api/queries";
-import { NeedsToken } from "../../app/Layout";
 import { FilterBar, Pager, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { jobTitle, kindOf, liveStepLabel } from "../../lib/chain";
 import { attackLabel, progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import { detectionPath } from "../detections/DetectionShared";
-
-
-export function Jobs() {
-  return (
-    <NeedsToken>
-      <JobsInner />
-    </NeedsToken>
-  );
-}
 
 /** Where a job's result is shown, beside its job page. */
 function resultLink(j: Job): { to: string; text: string } | null {
@@ -29,7 +19,7 @@ function resultLink(j: Job): { to: string; text: string } | null {
   return null;
 }
 
-function JobsInner() {
+export function Jobs() {
   usePageTitle("Jobs");
   const lp = useListParams();
   const kind = lp.get("kind");

@@ -4,7 +4,6 @@ import { ApiError, type ImageSetOut, type LayerOut } from "../../api/client";
 import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
 import { DecoyClassPicker, DecoyImagePicker } from "./DecoyPicker";
 import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect as SetSelect, sendForm } from "../../components/FormField";
-import { NeedsToken } from "../../app/Layout";
 import { LayerField } from "../../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { kindOf } from "../../lib/chain";
@@ -24,14 +23,6 @@ const FIELD_ORDER: Field[] = [
   "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "k_clip", "embedder",
 ];
 const ADVANCED: Field[] = ["eval_every", "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "k_clip", "embedder"];
-
-export function Launch() {
-  return (
-    <NeedsToken>
-      <LaunchPage />
-    </NeedsToken>
-  );
-}
 
 function pickLayer(layers: LayerOut[]): string {
   const labelled = layers.filter((l) => l.label);

@@ -8,7 +8,6 @@ import type { LayerOut, ModelOut } from "../../api/client";
 import type { ModelSynthetic } from "../../api/contract";
 import { modelUsable, useLayers, useModel, useModelSynthetic, useModelSyntheticUnit } from "../../api/queries";
 import { AuthImage } from "../../components/AuthImage";
-import { NeedsToken } from "../../app/Layout";
 import { RenderSynthetic } from "./RenderSynthetic";
 import { ManageActions } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge } from "../../components/States";
@@ -21,28 +20,12 @@ const GRID_FIRST = 96; // a layer shows this many units until "show all"
 export const modelPath = (id: number) => `/models/${id}`;
 export const modelUnitPath = (id: number, layer: string, unit: number) => `/models/${id}/layers/${enc(layer)}/units/${unit}`;
 
-export function ModelPage() {
-  return (
-    <NeedsToken>
-      <ModelInner />
-    </NeedsToken>
-  );
-}
-
-export function ModelUnitPage() {
-  return (
-    <NeedsToken>
-      <ModelUnitInner />
-    </NeedsToken>
-  );
-}
-
 function useModelParams() {
   const p = useParams();
   return { modelId: Number(p.model), layer: p.layer ?? "", unit: Number(p.unit) };
 }
 
-function ModelInner() {
+export function ModelPage() {
   const { modelId } = useModelParams();
   const model = useModel(modelId);
   const layers = useLayers(modelId > 0 ? modelId : null);
@@ -195,7 +178,7 @@ function LayerGrid({ modelId, layer, info, units }: { modelId: number; layer: st
   );
 }
 
-function ModelUnitInner() {
+export function ModelUnitPage() {
   const { modelId, layer, unit } = useModelParams();
   const navigate = useNavigate();
   const model = useModel(modelId);

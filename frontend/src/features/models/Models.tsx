@@ -6,18 +6,9 @@ import type { ModelOut } from "../../api/client";
 // dialog offers to hide it instead.
 import { Link } from "react-router";
 import { modelUsable, PAGE_SIZE, useModelsPage } from "../../api/queries";
-import { NeedsToken } from "../../app/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { usePageTitle } from "../../lib/title";
-
-export function Models() {
-  return (
-    <NeedsToken>
-      <ModelsInner />
-    </NeedsToken>
-  );
-}
 
 /** "norm 50 %", "vulnerability 12 channels of relu3": the prune record in words. */
 export function pruneText(p: Record<string, unknown> | null | undefined): string | null {
@@ -36,7 +27,7 @@ function usageText(m: ModelOut): string {
   return [n(u.runs, "run"), n(u.models, "derived model"), n(u.jobs, "job")].join(" · ");
 }
 
-function ModelsInner() {
+export function Models() {
   usePageTitle("Models");
   const lp = useListParams();
   const q = lp.get("q");

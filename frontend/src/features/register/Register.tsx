@@ -7,7 +7,6 @@ import { Link } from "react-router";
 import { useQueryClient } from "@tanstack/react-query";
 import { ApiError, isTerminal, type ModelOut } from "../../api/client";
 import { useImageSet, useJob, useModelRegistry, useRegisterImageSet, useRegisterModel } from "../../api/queries";
-import { NeedsToken } from "../../app/Layout";
 import { ErrorBox, StatusBadge } from "../../components/States";
 import {
   bytesText, folderBody, mapRegisterErrors, modelBody, uploadCheckpoint, validateFolder, validateModel, validateUpload,
@@ -16,17 +15,9 @@ import {
 import { useJobEvents } from "../../lib/sse";
 import { usePageTitle } from "../../lib/title";
 
-export function Register() {
-  return (
-    <NeedsToken>
-      <RegisterPage />
-    </NeedsToken>
-  );
-}
-
 type Registry = ReturnType<typeof useModelRegistry>;
 
-function RegisterPage() {
+export function Register() {
   usePageTitle("Register a model or an image set");
   const registry = useModelRegistry();
   return (

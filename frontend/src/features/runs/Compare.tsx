@@ -5,7 +5,6 @@ import type { RunDetail, UnitRow } from "../../api/client";
 import { Scatter, type ScatterGroup } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { Gallery } from "../../components/Gallery";
-import { NeedsToken } from "../../app/Layout";
 import { Empty, ErrorBox, Loading, SelectedIsInit } from "../../components/States";
 import { UnitListNotice, unitListNotice } from "./UnitTable";
 import { attackLabel, clip, metricLabel, pct, signed, tau, unitRole } from "../../lib/format";
@@ -13,18 +12,10 @@ import { attackOutcome } from "../../lib/rows";
 import { runPath, unitPath } from "../../lib/share";
 import { usePageTitle } from "../../lib/title";
 
-export function Compare() {
-  return (
-    <NeedsToken>
-      <ComparePage />
-    </NeedsToken>
-  );
-}
-
 type Merged = { unit: number; a?: UnitRow; b?: UnitRow; diff: number | null };
 type CSort = "unit" | "a_delta" | "b_delta" | "diff" | "a_tau" | "b_tau";
 
-function ComparePage() {
+export function Compare() {
   const [sp, setSp] = useSearchParams();
   const a = Number(sp.get("a")) || null;
   const b = Number(sp.get("b")) || null;

@@ -1,7 +1,6 @@
 import { Link, useNavigate } from "react-router";
 import { isLive, STATUSES, type Job } from "../../api/client";
 import { modelUsable, PAGE_SIZE, useAllModels, useImageSetsPage, useJobKinds, useJobs, useModelsPage, useRunsPage } from "../../api/queries";
-import { NeedsToken } from "../../app/Layout";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { jobTitle as titleOf, liveStepLabel } from "../../lib/chain";
@@ -9,14 +8,6 @@ import { attackLabel, num, pct, progressText, signed } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 
 export function Home() {
-  return (
-    <NeedsToken>
-      <HomeInner />
-    </NeedsToken>
-  );
-}
-
-function HomeInner() {
   const jobs = useJobs();
   // the home page names a few of each; the index pages list them all
   const models = useModelsPage({ limit: 5 });
@@ -166,7 +157,6 @@ function HomeInner() {
     </div>
   );
 }
-
 
 /**
  * The runs, a page at a time (the API's limit/offset and X-Total-Count), filtered by

@@ -6,7 +6,6 @@ import { useToken } from "../../api/auth";
 import { type UnitQuery, useRun, useUnits } from "../../api/queries";
 import { Histogram, LineChart, Scatter } from "../../components/Charts";
 import { CopyButton } from "../../components/CopyButton";
-import { NeedsToken } from "../../app/Layout";
 import { ShareDialog } from "./ShareDialog";
 import { RunRows } from "./RunRows";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
@@ -22,18 +21,6 @@ import { usePageTitle } from "../../lib/title";
 const SORTS: SortKey[] = ["unit", "clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"];
 
 export function RunSummary() {
-  const token = useToken();
-  const share = useShareParam();
-  if (!token && !share)
-    return (
-      <NeedsToken>
-        <></>
-      </NeedsToken>
-    );
-  return <RunSummaryInner />;
-}
-
-function RunSummaryInner() {
   const params = useParams();
   const runId = Number(params.run);
   const run = useRun(runId);

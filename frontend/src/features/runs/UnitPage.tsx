@@ -3,7 +3,6 @@ import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import { type UnitState, useRun, useUnit } from "../../api/queries";
 import { unitSynthetic, type RunDetailFull, type UnitDetailFull } from "../../api/contract";
 import { useToken } from "../../api/auth";
-import { NeedsToken } from "../../app/Layout";
 import { CopyButton } from "../../components/CopyButton";
 import { BeforeAfter } from "../../components/Gallery";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
@@ -24,18 +23,6 @@ const NEAREST: { key: string; title: string; help: string }[] = [
 ];
 
 export function UnitPage() {
-  const token = useToken();
-  const share = useShareParam();
-  if (!token && !share)
-    return (
-      <NeedsToken>
-        <></>
-      </NeedsToken>
-    );
-  return <UnitPageInner />;
-}
-
-function UnitPageInner() {
   const params = useParams();
   const runId = Number(params.run);
   const layer = params.layer ?? "";

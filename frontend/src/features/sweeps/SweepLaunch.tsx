@@ -9,7 +9,6 @@ import { Link, useNavigate } from "react-router";
 import { ApiError } from "../../api/client";
 import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
 import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect, sendForm } from "../../components/FormField";
-import { NeedsToken } from "../../app/Layout";
 import { LayerField } from "../../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { kindOf } from "../../lib/chain";
@@ -18,14 +17,6 @@ import {
   validateSweep, type SweepAttack, type SweepErrors, type SweepField, type SweepForm,
 } from "./sweep";
 import { usePageTitle } from "../../lib/title";
-
-export function SweepLaunch() {
-  return (
-    <NeedsToken>
-      <SweepLaunchPage />
-    </NeedsToken>
-  );
-}
 
 type TextKey = "ft_steps" | "ft_lr" | "ft_batch_size" | "ft_train_limit" | "k" | "steps" | "lr" | "batch_size" | "eval_every" | "eval_size" | "acc_budget_pp" | "k_clip" | "embedder" | "scan_batch_size";
 
@@ -56,7 +47,7 @@ function pickSet(sets: { id: number; name: string; source: string }[], word: str
   return s ? String(s.id) : "";
 }
 
-export function SweepLaunchPage() {
+export function SweepLaunch() {
   usePageTitle("Launch a sweep");
   const navigate = useNavigate();
   const models = useUsableModels();
