@@ -1,17 +1,18 @@
 import { useEffect, useMemo, useRef } from "react";
 import { Link, useParams } from "react-router";
 import { useQueryClient } from "@tanstack/react-query";
-import { isTerminal, type Job } from "../../api/client";
+import { isTerminal } from "../../api/client";
 import type { AlphaEvent, StepJob } from "../../api/contract";
 import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../../api/queries";
 import { LineChart } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { ErrorBox, Loading, SelectedIsInit, StatusBadge, When } from "../../components/States";
-import { chainSteps, jobTitle, kindOf, liveStepLabel, specLayers } from "../../lib/chain";
+import { chainSteps, jobTitle, kindOf, liveStepLabel } from "../../lib/chain";
 import { absTime, attackLabel, duration, num } from "../../lib/format";
 import { attackOutcome } from "../../lib/rows";
 import { useJobEvents, type LossPoint } from "../../lib/sse";
 import { usePageTitle } from "../../lib/title";
+import { kindView } from "./kindViews";
 
 export function JobView() {
   const id = Number(useParams().job);
@@ -54,7 +55,8 @@ export function JobView() {
     return <Loading what={`Loading job ${id}`} />;
   }
 
-  const spec = job.spec as { name?: string; attack?: { kind?: string; steps?: number }; layers?: string[]; model_id?: number };
+  const view = kindView(job.kind);
+  const result = view.result?.(job);
   const p = (stream.progress ?? job.progress ?? {}) as Record<string, unknown>;
   const done = typeof p.done === "number" ? p.done : 0;
   const total = typeof p.total === "number" ? p.total : null;
@@ -101,17 +103,12 @@ export function JobView() {
               {job.cancel_requested ? "Cancelling…" : "Cancel job"}
             </button>
           )}
-          {job.kind === "sweep" && (
-            <Link to={`/sweeps/${job.id}`} className="button primary">
-              Open the sweep →
+          {result && (
+            <Link to={result.to} className="button primary">
+              {result.open}
             </Link>
           )}
-          {job.kind === "detect" && (
-            <Link to={`/detections/${job.id}`} className="button primary">
-              {job.status === "succeeded" ? "Open the verdict →" : "Open the detection →"}
-            </Link>
-          )}
-          {job.run_id && job.kind !== "sweep" && (
+          {job.run_id && view.runIsResult && (
             <Link to={`/runs/${job.run_id}`} className={`button${job.status === "succeeded" ? " primary" : ""}`}>
               {job.status === "succeeded" ? "Open the results →" : `Run ${job.run_id}`}
             </Link>
@@ -139,28 +136,22 @@ export function JobView() {
       {job.status === "cancelled" && (
         <div className="banner">This job was cancelled{job.error ? `: ${job.error}` : ""}.</div>
       )}
-      {job.status === "succeeded" && job.run_id && job.kind !== "sweep" && (
+      {job.status === "succeeded" && job.run_id && view.runIsResult && (
         <div className="banner ok">
           Done. <Link to={`/runs/${job.run_id}`}>Open the run summary</Link> to see the metrics and the galleries.
         </div>
       )}
-      {job.run_id && job.kind !== "sweep" && (
+      {job.run_id && view.runIsResult && (
         <SelectedIsInit outcome={attackOutcome(run.data)}>
           <>
             The final state is the “final” row of the <Link to={`/runs/${job.run_id}`}>run summary</Link>
-            {job.kind === "visualize" || steps.some((s) => s.key === "visualize") ? "; the synthetic visualizations were rendered on the selected state, θ_init here" : ""}.
+            {view.renders || steps.some((s) => s.key === "visualize") ? "; the synthetic visualizations were rendered on the selected state, θ_init here" : ""}.
           </>
         </SelectedIsInit>
       )}
       {job.status === "succeeded" && !job.run_id && (
         <div className="banner ok">
-          Done. {job.kind === "scan" ? "The scan is stored; metrics jobs and audits reuse it." : ""}
-          {job.kind === "visualize" && spec.model_id != null && (
-            <>
-              <Link to={`/models/${spec.model_id}`}>Open the model's synthetic visualizations</Link>
-              {specLayers(spec).length ? ` (${specLayers(spec).join(", ")})` : ""}.
-            </>
-          )}
+          Done. {view.done?.(job)}
         </div>
       )}
 
@@ -204,9 +195,9 @@ export function JobView() {
       </section>
       </ErrorBoundary>
 
-      {job.kind === "scan" && (
-        <ErrorBoundary name="Scan">
-          <ScanResult job={job} />
+      {view.panel && (
+        <ErrorBoundary name={view.panel.name}>
+          <view.panel.Panel job={job} />
         </ErrorBoundary>
       )}
 
@@ -267,41 +258,5 @@ export function JobView() {
 /** Whether the job trained weights: an attack, an attack step of a chain, or a chain with one. */
 function trains(job: StepJob, stepKeys: (string | null | undefined)[]): boolean {
   const isAttack = (k: string | null | undefined) => k === "attack" || k === "control_attack";
-  return job.kind === "attack" || isAttack(job.step_key) || stepKeys.some(isAttack);
-}
-
-function ScanResult({ job }: { job: Job }) {
-  const spec = job.spec as { model_id?: number; image_set_ids?: number[]; layers?: string[]; k?: number };
-  const result = (job.result ?? {}) as { scans?: Record<string, number>; weights?: string };
-  return (
-    <section className="panel" aria-label="Scan">
-      <h2>Scan</h2>
-      <dl className="kv">
-        <div>
-          <dt>model</dt>
-          <dd>#{spec.model_id}</dd>
-        </div>
-        <div>
-          <dt>layers</dt>
-          <dd className="mono">{(spec.layers ?? []).join(", ")}</dd>
-        </div>
-        <div>
-          <dt>image sets</dt>
-          <dd>{(spec.image_set_ids ?? []).map((i) => `#${i}`).join(", ")}</dd>
-        </div>
-        <div>
-          <dt>top-k kept</dt>
-          <dd>{spec.k ?? 10}</dd>
-        </div>
-      </dl>
-      {result.weights && <p className="muted small">Weights: {result.weights}</p>}
-      {job.status === "succeeded" && spec.layers?.length ? (
-        <p>
-          <Link className="button primary" to={`/launch?model=${spec.model_id}&${spec.layers.map((l) => `layer=${encodeURIComponent(l)}`).join("&")}`}>
-            Audit {spec.layers.join(", ")}…
-          </Link>
-        </p>
-      ) : null}
-    </section>
-  );
+  return !!kindView(job.kind).trains || isAttack(job.step_key) || stepKeys.some(isAttack);
 }

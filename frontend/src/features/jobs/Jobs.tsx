@@ -2,22 +2,14 @@
 // filtered by kind and status, a page at a time, each linking to its job page and to what
 // it made (a run, a sweep, a detection).
 import { Link } from "react-router";
-import { isLive, STATUSES, type Job } from "../../api/client";
+import { isLive, STATUSES } from "../../api/client";
 import { PAGE_SIZE, useJobKinds, useJobsPage } from "../../api/queries";
 import { FilterBar, Pager, useListParams } from "../../components/Manage";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { jobTitle, kindOf, liveStepLabel } from "../../lib/chain";
 import { attackLabel, progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
-import { detectionPath } from "../detections/DetectionShared";
-
-/** Where a job's result is shown, beside its job page. */
-function resultLink(j: Job): { to: string; text: string } | null {
-  if (j.kind === "sweep") return { to: `/sweeps/${j.id}`, text: "sweep" };
-  if (j.kind === "detect") return { to: detectionPath(j.id), text: "verdict" };
-  if (j.run_id != null) return { to: `/runs/${j.run_id}`, text: `run ${j.run_id}` };
-  return null;
-}
+import { resultLink } from "./kindViews";
 
 export function Jobs() {
   usePageTitle("Jobs");
