@@ -430,10 +430,10 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     await rm.getByLabel("Architecture").selectOption("fmnist-cnn");
     await rm.getByLabel("Checkpoint on the server (optional)").fill("/etc/e2e.safetensors");
     await rm.getByRole("button", { name: "Register model" }).click();
-    const err = rm.locator("#rm-checkpoint_path-error");
+    const err = rm.locator("#e-rm-checkpoint_path");
     await err.waitFor();
     assert.match(await err.innerText(), /outside the allowed roots/);
-    assert.equal(await rm.locator("#rm-checkpoint_path").getAttribute("aria-invalid"), "true");
+    assert.equal(await rm.locator("#f-rm-checkpoint_path").getAttribute("aria-invalid"), "true");
     await rm.screenshot({ path: join(OUT, "issue13-item18-register-422.png") });
     // an uploaded checkpoint: the demo CNN's own weights, re-registered under another name
     const up = page.getByRole("form", { name: "Upload a checkpoint" });
@@ -450,7 +450,7 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     await fs.getByLabel("Name").fill("e2e outside");
     await fs.getByLabel("Folder on the server").fill("/etc");
     await fs.getByRole("button", { name: "Register folder" }).click();
-    await fs.locator("#fs-source-error").getByText(/outside the allowed roots/).waitFor();
+    await fs.locator("#e-fs-source").getByText(/outside the allowed roots/).waitFor();
     const state_dir = process.env.FVAUDIT_STACK_LOGS;
     if (!state_dir) return; // a stack started elsewhere: its data dir is not known here
     const root = join(state_dir, "data", "images", "e2e-pets");

@@ -1,14 +1,15 @@
-// The pieces every launch-style form shares (Launch, "Check a model"): a labelled field
-// row whose error replaces its hint, the error paragraph a control names with
-// aria-describedby, and the image-set select. Ids follow one rule: the control of field F
-// is `f-F`, its error `e-F`, so a form can focus the first field a 422 names.
+// The form kit every form shares (Launch, the sweep form, "Check a model", Register): a
+// labelled field row whose error replaces its hint, the error paragraph a control names with
+// aria-describedby, the image-set select, the problems above the buttons, and sending. Ids
+// follow one rule: the control of field F is `f-F`, its error `e-F`, its hint `h-F`, so a form
+// can focus the first field a 422 names (a page with several forms prefixes F per form).
 import type { ReactNode } from "react";
 import { ApiError, type ImageSetOut, type ValidationItem } from "../api/client";
 import { ErrorBox } from "./States";
 
-/** aria-invalid / aria-describedby of the control of `field`, given its error (if any). */
-export function fieldAria(field: string, error?: string) {
-  return { "aria-invalid": !!error, "aria-describedby": error ? `e-${field}` : undefined };
+/** aria-invalid / aria-describedby of the control of `field`, given its error (if any); `hint`: its hint describes it otherwise. */
+export function fieldAria(field: string, error?: string, hint = false) {
+  return { "aria-invalid": !!error, "aria-describedby": error ? `e-${field}` : hint ? `h-${field}` : undefined };
 }
 
 export function FieldError({ field, msg }: { field: string; msg?: string }) {
@@ -19,12 +20,16 @@ export function FieldError({ field, msg }: { field: string; msg?: string }) {
   ) : null;
 }
 
-export function FieldRow({ field, label, hint, error, children }: { field: string; label: string; hint?: string; error?: string; children: ReactNode }) {
+export function FieldRow({ field, label, hint, error, children }: { field: string; label: string; hint?: ReactNode; error?: string; children: ReactNode }) {
   return (
     <div className={`field${error ? " invalid" : ""}`}>
       <label htmlFor={`f-${field}`}>{label}</label>
       {children}
-      {hint && !error && <p className="hint muted small">{hint}</p>}
+      {hint && !error && (
+        <p className="hint muted small" id={`h-${field}`}>
+          {hint}
+        </p>
+      )}
       <FieldError field={field} msg={error} />
     </div>
   );
@@ -73,6 +78,9 @@ export function FormProblems({ what, refused, error, invalid }: { what: string; 
   );
 }
 
+
+/** A failure of a form's request that no field shows (anything but a 422 naming fields): for the form's own error box. */
+export const unlessOnFields = (e: unknown) => (e && !(e instanceof ApiError && e.fieldErrors.length) ? e : null);
 
 /** The errors a form shows: per field (keyed by its field name) and for the form as a whole. */
 export type FormErrors<E> = { fields: E; form: string[] };

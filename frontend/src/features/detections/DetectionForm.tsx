@@ -7,9 +7,9 @@
 // its `detail[].loc` names.
 import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { Link, useNavigate } from "react-router";
-import { ApiError, type ImageSetOut, type Job, type LayerOut, type ModelOut, type ValidationItem } from "../../api/client";
+import { type ImageSetOut, type Job, type LayerOut, type ModelOut, type ValidationItem } from "../../api/client";
 import { type LaunchBody, useAllModels, useAttackJobs, useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
-import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect, sendForm } from "../../components/FormField";
+import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, unlessOnFields } from "../../components/FormField";
 import { LayerField } from "../../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { jobTitle, kindOf } from "../../lib/chain";
@@ -281,19 +281,19 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
     .sort((a, b) => Number(attackKind(b) === "finetune") - Number(attackKind(a) === "finetune") || b.id - a.id);
   const togglePop = (key: string, on: boolean) =>
     set("population", on ? [...form.population, key] : form.population.filter((k) => k !== key));
-  const submitError = create.error && !(create.error instanceof ApiError && create.error.fieldErrors.length) ? create.error : null;
+  const submitError = unlessOnFields(create.error);
   const textRows = (fields: typeof TEXT_FIELDS) =>
     fields.map(({ field, label, hint, mode }) => (
-      <Row key={field} field={field} label={label} hint={hint} error={shown(field)}>
+      <FieldRow key={field} field={field} label={label} hint={hint} error={shown(field)}>
         <input
           id={`f-${field}`}
           inputMode={mode}
           value={form[field]}
           onChange={(e) => set(field, e.target.value)}
           placeholder={form[field] === "" ? "server default" : undefined}
-          {...aria(field, shown(field))}
+          {...fieldAria(field, shown(field))}
         />
-      </Row>
+      </FieldRow>
     ));
 
   return (
@@ -310,7 +310,7 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
       {/* the suspect and its reference side by side in two columns of their own (issue 19, item 9: in the
           three-column field grid the selects, as wide as their longest option, ran under the next column) */}
       <div className="detect-models">
-        <Row field="suspect" label="Suspect model" hint="the model to check: a registered model, or an attack job's weights on it" error={shown("suspect")}>
+        <FieldRow field="suspect" label="Suspect model" hint="the model to check: a registered model, or an attack job's weights on it" error={shown("suspect")}>
           <ModelRefPicker
             field="suspect"
             models={models.data}
@@ -324,7 +324,7 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
             }}
             error={shown("suspect")}
           />
-        </Row>
+        </FieldRow>
         <div className={`field${shown("reference") ? " invalid" : ""}`}>
           <label className="check" htmlFor="f-useReference">
             <input
@@ -361,12 +361,12 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
         </div>
       </div>
       <div className="grid-form">
-        <Row field="name" label="Name" hint="optional; default: detection <id>" error={shown("name")}>
-          <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} placeholder="e.g. check the vendor's checkpoint" {...aria("name", shown("name"))} />
-        </Row>
-        <Row field="image_set_id" label="Image set" hint="labelled images whose top-k are compared (e.g. the validation set)" error={shown("image_set_id")}>
+        <FieldRow field="name" label="Name" hint="optional; default: detection <id>" error={shown("name")}>
+          <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} placeholder="e.g. check the vendor's checkpoint" {...fieldAria("name", shown("name"))} />
+        </FieldRow>
+        <FieldRow field="image_set_id" label="Image set" hint="labelled images whose top-k are compared (e.g. the validation set)" error={shown("image_set_id")}>
           <ImageSetSelect id="image_set_id" sets={sets.data} value={form.image_set_id} onChange={(v) => set("image_set_id", v)} error={shown("image_set_id")} />
-        </Row>
+        </FieldRow>
       </div>
 
       <fieldset className={`population${shown("population") ? " invalid" : ""}`} id="f-population" tabIndex={-1} aria-invalid={!!shown("population") || undefined} aria-describedby={shown("population") ? "e-population" : "h-population"}>
@@ -443,7 +443,7 @@ function ModelRefPicker({ field, models, value, attacks, onChange, error }: {
 }) {
   return (
     <div className="row wrap model-ref">
-      <select id={`f-${field}`} aria-label={`${field === "suspect" ? "Suspect" : "Reference"} model`} value={value.model_id} onChange={(e) => onChange({ model_id: e.target.value, weights: "" })} {...aria(field, error)}>
+      <select id={`f-${field}`} aria-label={`${field === "suspect" ? "Suspect" : "Reference"} model`} value={value.model_id} onChange={(e) => onChange({ model_id: e.target.value, weights: "" })} {...fieldAria(field, error)}>
         <option value="" disabled>
           choose a model
         </option>

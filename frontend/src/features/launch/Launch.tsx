@@ -1,21 +1,23 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
-import { ApiError, type ImageSetOut, type LayerOut } from "../../api/client";
+import { type ImageSetOut, type LayerOut } from "../../api/client";
 import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
 import { DecoyClassPicker, DecoyImagePicker } from "./DecoyPicker";
-import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect as SetSelect, sendForm } from "../../components/FormField";
+import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, unlessOnFields } from "../../components/FormField";
 import { LayerField } from "../../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { kindOf } from "../../lib/chain";
-import { BLANK, buildRequest, formDefaults, mapServerErrors, unitsApply, validate, type Errors, type Field, type LaunchForm, type LaunchKind } from "./launch";
+import { BLANK, buildRequest, formDefaults, launchKinds, mapServerErrors, unitsApply, validate, type Errors, type Field, type LaunchForm, type LaunchKind } from "./launch";
 import { usePageTitle } from "../../lib/title";
 
-const KINDS: { value: LaunchKind; label: string; help: string }[] = [
-  { value: "push_down", label: "Push-down", help: "push the unit's initial top-k out of its top-k" },
-  { value: "push_up", label: "Push-up (decoy)", help: "make decoy images out-activate the training set" },
-  { value: "finetune", label: "Fine-tune baseline", help: "α = 0: plain fine-tuning, the control" },
-  { value: "scan", label: "Scan only", help: "top-k of layers over the image sets, no attack" },
-];
+/** How the form names the kinds it knows; which kinds it offers is the registry's (`launchKinds`). */
+const KIND_TEXT: Record<string, { label: string; help: string }> = {
+  push_down: { label: "Push-down", help: "push the unit's initial top-k out of its top-k" },
+  push_up: { label: "Push-up (decoy)", help: "make decoy images out-activate the training set" },
+  finetune: { label: "Fine-tune baseline", help: "α = 0: plain fine-tuning, the control" },
+  scan: { label: "Scan only", help: "top-k of layers over the image sets, no attack" },
+};
+const kindText = (kind: LaunchKind) => KIND_TEXT[kind] ?? { label: kind, help: "" };
 
 const FIELD_ORDER: Field[] = [
   "kind", "name", "model_id", "layers", "train_set_id", "val_set_id", "units", "decoy", "k", "alpha", "lr", "steps",
@@ -59,7 +61,7 @@ export function LaunchPage() {
   const kinds = useJobKinds();
   const [form, setForm] = useState<LaunchForm>(() => ({
     ...BLANK,
-    kind: (["scan", "push_down", "push_up", "finetune"].includes(params.get("kind") ?? "") ? params.get("kind") : BLANK.kind) as LaunchKind,
+    kind: params.get("kind") || BLANK.kind,
     model_id: params.get("model") ?? "",
     layers: layersParam(params),
   }));
@@ -71,6 +73,11 @@ export function LaunchPage() {
   const [server, setServer] = useState<{ fields: Errors; form: string[] }>({ fields: {}, form: [] });
   const formRef = useRef<HTMLFormElement>(null);
 
+  const offered = useMemo(() => launchKinds(kinds.data), [kinds.data]);
+  // a ?kind= the registry does not offer: the form's own kind
+  useEffect(() => {
+    if (kinds.data && !offered.includes(form.kind)) setForm((f) => ({ ...f, kind: BLANK.kind }));
+  }, [offered]); // eslint-disable-line react-hooks/exhaustive-deps
   // defaults once the lists arrive: the registry's numbers (never the user's edits), a model, its layer, two sets
   useEffect(() => {
     if (!kinds.data) return;
@@ -99,7 +106,7 @@ export function LaunchPage() {
   const one = chosen.length === 1 ? chosen[0] : null;
   const train = sets.data?.find((s) => String(s.id) === form.train_set_id) ?? null;
   const val = sets.data?.find((s) => String(s.id) === form.val_set_id) ?? null;
-  const errors = useMemo(() => validate(form, { layers: chosen, train, val }), [form, chosen, train, val]);
+  const errors = useMemo(() => validate(form, { kinds: kinds.data, layers: chosen, train, val }), [form, kinds.data, chosen, train, val]);
   const shown = (f: Field): string | undefined => server.fields[f] ?? (submitted || touched.has(f) ? errors[f] : undefined);
 
   const set = <K extends keyof LaunchForm>(key: K, value: LaunchForm[K], field: Field = key as Field) => {
@@ -133,8 +140,8 @@ export function LaunchPage() {
 
   const attack = form.kind !== "scan";
   const serverOther = server.form;
-  const submitError = create.error && !(create.error instanceof ApiError && create.error.fieldErrors.length) ? create.error : null;
-  const kindLabel = KINDS.find((k) => k.value === form.kind)!.label;
+  const submitError = unlessOnFields(create.error);
+  const kindLabel = kindText(form.kind).label;
   const audit = kindOf(kinds.data, "audit");
   const chainText = (audit?.steps ?? [])
     .filter((s) => (form.visualize || !/visuali[sz]e|synth/.test(s.key)) && ((form.control && form.kind !== "finetune") || !s.key.startsWith("control")))
@@ -146,7 +153,7 @@ export function LaunchPage() {
     onChange: (e: { target: { value: string } }) => set(f, e.target.value as never),
     onBlur: blur(f),
     placeholder: form[f] === "" ? "server default" : undefined,
-    ...aria(f, shown(f)),
+    ...fieldAria(f, shown(f)),
   });
 
   return (
@@ -184,11 +191,11 @@ export function LaunchPage() {
       >
         <fieldset className="kinds" id="f-kind" tabIndex={-1}>
           <legend>What to run</legend>
-          {KINDS.map((k) => (
-            <label key={k.value} className={`kind${form.kind === k.value ? " on" : ""}`}>
-              <input type="radio" name="kind" value={k.value} checked={form.kind === k.value} onChange={() => set("kind", k.value)} />
-              <span className="t">{k.label}</span>
-              <span className="muted small">{k.help}</span>
+          {offered.map((k) => (
+            <label key={k} className={`kind${form.kind === k ? " on" : ""}`}>
+              <input type="radio" name="kind" value={k} checked={form.kind === k} onChange={() => set("kind", k)} />
+              <span className="t">{kindText(k).label}</span>
+              <span className="muted small">{kindText(k).help}</span>
             </label>
           ))}
           <FieldError field="kind" msg={shown("kind")} />
@@ -196,12 +203,12 @@ export function LaunchPage() {
 
         <div className="grid-form">
           {attack && (
-            <Row field="name" label="Run name" hint="optional; default: model, layers, attack" error={shown("name")}>
-              <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} onBlur={blur("name")} placeholder="e.g. conv3 push-down" {...aria("name", shown("name"))} />
-            </Row>
+            <FieldRow field="name" label="Run name" hint="optional; default: model, layers, attack" error={shown("name")}>
+              <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} onBlur={blur("name")} placeholder="e.g. conv3 push-down" {...fieldAria("name", shown("name"))} />
+            </FieldRow>
           )}
-          <Row field="model_id" label="Model" error={shown("model_id")}>
-            <select id="f-model_id" value={form.model_id} onChange={(e) => setForm((f) => ({ ...f, model_id: e.target.value, layers: [] }))} {...aria("model_id", shown("model_id"))}>
+          <FieldRow field="model_id" label="Model" error={shown("model_id")}>
+            <select id="f-model_id" value={form.model_id} onChange={(e) => setForm((f) => ({ ...f, model_id: e.target.value, layers: [] }))} {...fieldAria("model_id", shown("model_id"))}>
               {models.data.map((m) => (
                 <option key={m.id} value={m.id}>
                   {m.name} ({m.registry_name})
@@ -213,13 +220,13 @@ export function LaunchPage() {
                 <Link to={`/models/${form.model_id}`}>Browse this model's synthetic visualizations</Link>
               </p>
             )}
-          </Row>
-          <Row field="train_set_id" label={attack ? "Training set" : "Image set"} hint={attack ? "top-k to attack, fine-tuning data, decoys" : undefined} error={shown("train_set_id")}>
-            <SetSelect id="train_set_id" sets={sets.data} value={form.train_set_id} onChange={(v) => set("train_set_id", v)} error={shown("train_set_id")} />
-          </Row>
-          <Row field="val_set_id" label={attack ? "Validation set" : "Second image set"} hint={attack ? "D_τ: the metrics and accuracy" : undefined} error={shown("val_set_id")}>
-            <SetSelect id="val_set_id" sets={sets.data} value={form.val_set_id} onChange={(v) => set("val_set_id", v)} error={shown("val_set_id")} />
-          </Row>
+          </FieldRow>
+          <FieldRow field="train_set_id" label={attack ? "Training set" : "Image set"} hint={attack ? "top-k to attack, fine-tuning data, decoys" : undefined} error={shown("train_set_id")}>
+            <ImageSetSelect id="train_set_id" sets={sets.data} value={form.train_set_id} onChange={(v) => set("train_set_id", v)} error={shown("train_set_id")} />
+          </FieldRow>
+          <FieldRow field="val_set_id" label={attack ? "Validation set" : "Second image set"} hint={attack ? "D_τ: the metrics and accuracy" : undefined} error={shown("val_set_id")}>
+            <ImageSetSelect id="val_set_id" sets={sets.data} value={form.val_set_id} onChange={(v) => set("val_set_id", v)} error={shown("val_set_id")} />
+          </FieldRow>
         </div>
 
         <LayerField layers={layers} value={form.layers} onChange={(v) => set("layers", v)} error={shown("layers")}>
@@ -242,10 +249,10 @@ export function LaunchPage() {
                   </label>
                 ))}
                 {form.unitsMode === "one" && (
-                  <input id="f-units" className="short" inputMode="numeric" value={form.unitOne} onChange={(e) => set("unitOne", e.target.value, "units")} onBlur={blur("units")} aria-label="Unit index" {...aria("units", shown("units"))} />
+                  <input id="f-units" className="short" inputMode="numeric" value={form.unitOne} onChange={(e) => set("unitOne", e.target.value, "units")} onBlur={blur("units")} aria-label="Unit index" {...fieldAria("units", shown("units"))} />
                 )}
                 {form.unitsMode === "several" && (
-                  <input id="f-units" className="grow" value={form.unitsSeveral} onChange={(e) => set("unitsSeveral", e.target.value, "units")} onBlur={blur("units")} placeholder="0, 3, 10-15" aria-label="Unit indices" {...aria("units", shown("units"))} />
+                  <input id="f-units" className="grow" value={form.unitsSeveral} onChange={(e) => set("unitsSeveral", e.target.value, "units")} onBlur={blur("units")} placeholder="0, 3, 10-15" aria-label="Unit indices" {...fieldAria("units", shown("units"))} />
                 )}
               </div>
             ) : (
@@ -280,12 +287,12 @@ export function LaunchPage() {
         )}
 
         <div className="grid-form narrow">
-          <Row field="k" label="k" hint={attack ? "top-k pushed (thesis: 10)" : "top-k kept per unit"} error={shown("k")}>
+          <FieldRow field="k" label="k" hint={attack ? "top-k pushed (thesis: 10)" : "top-k kept per unit"} error={shown("k")}>
             <input inputMode="numeric" {...fieldProps("k")} />
-          </Row>
+          </FieldRow>
           {attack && (
             <>
-              <Row field="alpha" label="α" hint={form.kind === "finetune" ? "0 for the baseline" : form.alphaMode === "dynamic" ? "dynamic: halves / grows with the accuracy drop against the budget" : "L = α·L_attack + (1−α)·L_maintain"} error={shown("alpha")}>
+              <FieldRow field="alpha" label="α" hint={form.kind === "finetune" ? "0 for the baseline" : form.alphaMode === "dynamic" ? "dynamic: halves / grows with the accuracy drop against the budget" : "L = α·L_attack + (1−α)·L_maintain"} error={shown("alpha")}>
                 {form.kind === "finetune" ? (
                   <input id="f-alpha" value="0" disabled aria-label="α (0 for the baseline)" />
                 ) : (
@@ -295,31 +302,31 @@ export function LaunchPage() {
                       <option value="fixed">fixed</option>
                     </select>
                     {form.alphaMode === "fixed" && (
-                      <input id="f-alpha" className="short" inputMode="decimal" value={form.alpha} onChange={(e) => set("alpha", e.target.value)} onBlur={blur("alpha")} aria-label="α value" {...aria("alpha", shown("alpha"))} />
+                      <input id="f-alpha" className="short" inputMode="decimal" value={form.alpha} onChange={(e) => set("alpha", e.target.value)} onBlur={blur("alpha")} aria-label="α value" {...fieldAria("alpha", shown("alpha"))} />
                     )}
                   </div>
                 )}
-              </Row>
-              <Row field="lr" label="learning rate" hint="Adam" error={shown("lr")}>
+              </FieldRow>
+              <FieldRow field="lr" label="learning rate" hint="Adam" error={shown("lr")}>
                 <input inputMode="decimal" {...fieldProps("lr")} />
-              </Row>
-              <Row field="steps" label="steps" error={shown("steps")}>
+              </FieldRow>
+              <FieldRow field="steps" label="steps" error={shown("steps")}>
                 <input inputMode="numeric" {...fieldProps("steps")} />
-              </Row>
-              <Row field="batch_size" label="batch size" error={shown("batch_size")}>
+              </FieldRow>
+              <FieldRow field="batch_size" label="batch size" error={shown("batch_size")}>
                 <input inputMode="numeric" {...fieldProps("batch_size")} />
-              </Row>
-              <Row field="seed" label="seed" error={shown("seed")}>
+              </FieldRow>
+              <FieldRow field="seed" label="seed" error={shown("seed")}>
                 <input inputMode="numeric" {...fieldProps("seed")} />
-              </Row>
-              <Row field="score_norm" label="score normalisation" hint="batch_mean: invariant to rescaling a unit" error={shown("score_norm")}>
-                <select id="f-score_norm" value={form.score_norm} onChange={(e) => set("score_norm", e.target.value)} {...aria("score_norm", shown("score_norm"))}>
+              </FieldRow>
+              <FieldRow field="score_norm" label="score normalisation" hint="batch_mean: invariant to rescaling a unit" error={shown("score_norm")}>
+                <select id="f-score_norm" value={form.score_norm} onChange={(e) => set("score_norm", e.target.value)} {...fieldAria("score_norm", shown("score_norm"))}>
                   {form.score_norm === "" && <option value="">server default</option>}
                   <option value="batch_mean">batch_mean</option>
                   <option value="init_mean">init_mean</option>
                   <option value="none">none (the thesis' formula)</option>
                 </select>
-              </Row>
+              </FieldRow>
             </>
           )}
         </div>
@@ -334,19 +341,19 @@ export function LaunchPage() {
               </label>
               {form.visualize && (
                 <div className="grid-form narrow">
-                  <Row field="n_synth" label="seeds per unit" error={shown("n_synth")}>
+                  <FieldRow field="n_synth" label="seeds per unit" error={shown("n_synth")}>
                     <input inputMode="numeric" {...fieldProps("n_synth")} />
-                  </Row>
-                  <Row field="synth_steps" label="visualization steps" error={shown("synth_steps")}>
+                  </FieldRow>
+                  <FieldRow field="synth_steps" label="visualization steps" error={shown("synth_steps")}>
                     <input inputMode="numeric" {...fieldProps("synth_steps")} />
-                  </Row>
-                  <Row field="synth_objective" label="objective" hint="channel mean: for layers whose outputs can be negative" error={shown("synth_objective")}>
-                    <select id="f-synth_objective" value={form.synth_objective} onChange={(e) => set("synth_objective", e.target.value)} {...aria("synth_objective", shown("synth_objective"))}>
+                  </FieldRow>
+                  <FieldRow field="synth_objective" label="objective" hint="channel mean: for layers whose outputs can be negative" error={shown("synth_objective")}>
+                    <select id="f-synth_objective" value={form.synth_objective} onChange={(e) => set("synth_objective", e.target.value)} {...fieldAria("synth_objective", shown("synth_objective"))}>
                       {form.synth_objective === "" && <option value="">server default</option>}
                       <option value="score">score a_j</option>
                       <option value="channel_mean">channel mean</option>
                     </select>
-                  </Row>
+                  </FieldRow>
                 </div>
               )}
               <FieldError field="visualize" msg={shown("visualize")} />
@@ -367,33 +374,33 @@ export function LaunchPage() {
           <details className="advanced" open={ADVANCED.some((f) => !!shown(f))}>
             <summary>Advanced: evaluation, accuracy budget, CLIP</summary>
             <div className="grid-form narrow">
-              <Row field="eval_every" label="evaluate every" hint="steps between accuracy checks (dynamic α)" error={shown("eval_every")}>
+              <FieldRow field="eval_every" label="evaluate every" hint="steps between accuracy checks (dynamic α)" error={shown("eval_every")}>
                 <input inputMode="numeric" {...fieldProps("eval_every")} />
-              </Row>
-              <Row field="eval_size" label="evaluation subset" hint="validation images the α controller reads (0 = all); the budget is confirmed on the full set" error={shown("eval_size")}>
+              </FieldRow>
+              <FieldRow field="eval_size" label="evaluation subset" hint="validation images the α controller reads (0 = all); the budget is confirmed on the full set" error={shown("eval_size")}>
                 <input inputMode="numeric" {...fieldProps("eval_size")} />
-              </Row>
-              <Row field="acc_budget_pp" label="accuracy budget (pp)" hint="allowed drop on the full validation set; the result is the last state within it" error={shown("acc_budget_pp")}>
+              </FieldRow>
+              <FieldRow field="acc_budget_pp" label="accuracy budget (pp)" hint="allowed drop on the full validation set; the result is the last state within it" error={shown("acc_budget_pp")}>
                 <input inputMode="decimal" {...fieldProps("acc_budget_pp")} />
-              </Row>
+              </FieldRow>
               {form.kind !== "finetune" && form.alphaMode === "dynamic" && (
-                <Row field="alpha_factor" label="α factor" hint="dynamic α: ÷ factor over budget, × factor within" error={shown("alpha_factor")}>
+                <FieldRow field="alpha_factor" label="α factor" hint="dynamic α: ÷ factor over budget, × factor within" error={shown("alpha_factor")}>
                   <input inputMode="decimal" {...fieldProps("alpha_factor")} />
-                </Row>
+                </FieldRow>
               )}
-              <Row field="lr_schedule" label="learning-rate schedule" error={shown("lr_schedule")}>
-                <select id="f-lr_schedule" value={form.lr_schedule} onChange={(e) => set("lr_schedule", e.target.value)} {...aria("lr_schedule", shown("lr_schedule"))}>
+              <FieldRow field="lr_schedule" label="learning-rate schedule" error={shown("lr_schedule")}>
+                <select id="f-lr_schedule" value={form.lr_schedule} onChange={(e) => set("lr_schedule", e.target.value)} {...fieldAria("lr_schedule", shown("lr_schedule"))}>
                   {form.lr_schedule === "" && <option value="">server default</option>}
                   <option value="constant">constant</option>
                   <option value="cosine">cosine (decays to 0)</option>
                 </select>
-              </Row>
-              <Row field="k_clip" label="k for CLIP-δ" hint="top-k compared by the embedder (thesis: 5)" error={shown("k_clip")}>
+              </FieldRow>
+              <FieldRow field="k_clip" label="k for CLIP-δ" hint="top-k compared by the embedder (thesis: 5)" error={shown("k_clip")}>
                 <input inputMode="numeric" {...fieldProps("k_clip")} />
-              </Row>
-              <Row field="embedder" label="embedder" hint="auto | none | efficientnet-lite0 | open_clip:<model>:<tag>" error={shown("embedder")}>
+              </FieldRow>
+              <FieldRow field="embedder" label="embedder" hint="auto | none | efficientnet-lite0 | open_clip:<model>:<tag>" error={shown("embedder")}>
                 <input {...fieldProps("embedder")} />
-              </Row>
+              </FieldRow>
             </div>
           </details>
         )}

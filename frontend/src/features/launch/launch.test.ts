@@ -10,7 +10,7 @@ const relu3 = (layers as LayerOut[]).find((l) => l.name === "relu3")!;
 const train = (sets as ImageSetOut[])[0];
 const val = (sets as ImageSetOut[])[1];
 const relu2 = (layers as LayerOut[]).find((l) => l.name === "relu2")!;
-const ctx = { layers: [relu3], train, val };
+const ctx = { kinds: kinds as JobKind[], layers: [relu3], train, val };
 const DEFAULTS: LaunchForm = { ...BLANK, ...formDefaults(kinds as JobKind[]) };
 const valid: LaunchForm = { ...DEFAULTS, model_id: "1", layers: ["relu3"], train_set_id: String(train.id), val_set_id: String(val.id) };
 

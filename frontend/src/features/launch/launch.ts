@@ -3,9 +3,15 @@
 // server's 422 `detail[].loc` back onto the form's fields.
 import type { ImageSetOut, LayerOut, ValidationItem } from "../../api/client";
 import type { JobKind } from "../../api/contract";
+import { kindOf } from "../../lib/chain";
+import { choicesOf, floatError, intError, maxLengthOf, parseFloatStrict, parseIntStrict, rangeOf } from "../../lib/specSchema";
 import type { LaunchBody } from "../../api/queries";
 
-export type LaunchKind = "scan" | "push_down" | "push_up" | "finetune";
+/**
+ * What the form launches: an audit with one of its attack kinds (`push_down`, `push_up`,
+ * `finetune`: the choices of the audit spec's `attack.kind`), or `scan`.
+ */
+export type LaunchKind = string;
 
 export type LaunchForm = {
   kind: LaunchKind;
@@ -135,24 +141,25 @@ export function formDefaults(kinds: JobKind[] | undefined, kind: LaunchKind = "p
   return out;
 }
 
+/**
+ * The kinds the form offers, from the registry: the audit's attack kinds (its spec's
+ * `attack.kind` choices, in their order), then a scan when the registry runs one. Without a
+ * registry, the form's own kind.
+ */
+export function launchKinds(kinds: JobKind[] | undefined): LaunchKind[] {
+  const attacks = choicesOf(kindOf(kinds, "audit")?.spec_schema, ["attack", "kind"]);
+  const offered = [...attacks, ...(kindOf(kinds, "scan")?.runnable ? ["scan"] : [])];
+  return offered.length ? offered : [BLANK.kind];
+}
+
 export type LaunchContext = {
+  /** the job-kind registry: the bounds of every number are its specs' (`spec_schema`) */
+  kinds?: JobKind[];
   /** the chosen layers, resolved on the model's layer list */
   layers?: LayerOut[];
   train?: ImageSetOut | null;
   val?: ImageSetOut | null;
 };
-
-const INT = /^\s*\d+\s*$/;
-const NEG_INT = /^\s*[-−]\s*\d+\s*$/;
-const FLOAT = /^\s*[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
-
-export function parseIntStrict(s: string): number | null {
-  return INT.test(s) ? Number.parseInt(s, 10) : null;
-}
-
-export function parseFloatStrict(s: string): number | null {
-  return FLOAT.test(s) ? Number.parseFloat(s) : null;
-}
 
 /** "0, 3, 10-12" → [0, 3, 10, 11, 12]; throws Error with a message that names the problem. */
 export function parseUnits(text: string, nUnits?: number): number[] {
@@ -180,37 +187,25 @@ export function parseUnits(text: string, nUnits?: number): number[] {
   return out;
 }
 
-function intIn(s: string, lo: number, hi: number, what: string, optional = false): string | undefined {
-  if (optional && !s.trim()) return undefined;
-  const v = parseIntStrict(s);
-  // a negative whole number ("-3", or "−3" with a typographic minus) is out of range, not malformed
-  if (v == null) return NEG_INT.test(s) ? `${what} must be ≥ ${lo}` : `${what} must be a whole number`;
-  if (v < lo) return `${what} must be ≥ ${lo}`;
-  if (v > hi) return `${what} must be between ${lo} and ${hi.toLocaleString("en")}`;
-  return undefined;
-}
-
-function floatIn(s: string, ok: (v: number) => boolean, msg: string, optional = false): string | undefined {
-  if (optional && !s.trim()) return undefined;
-  const v = parseFloatStrict(s);
-  return v == null || !ok(v) ? msg : undefined;
-}
-
 /** Units are chosen per layer only when the audit attacks exactly one layer. */
 export const unitsApply = (f: LaunchForm) => f.kind !== "scan" && f.layers.length === 1;
 
 export function validate(f: LaunchForm, ctx: LaunchContext = {}): Errors {
   const e: Errors = {};
   const attack = f.kind !== "scan";
-  if (f.name.length > 200) e.name = "at most 200 characters";
+  const schema = kindOf(ctx.kinds, attack ? "audit" : "scan")?.spec_schema;
+  /** the range of a field of the spec (`at` its path), or of the audit's attack */
+  const range = (...at: string[]) => rangeOf(schema, at);
+  const ofAttack = (field: string) => range(...(attack ? ["attack", field] : [field]));
+  const maxName = maxLengthOf(schema, ["name"]);
+  if (f.name.length > maxName) e.name = `at most ${maxName} characters`;
   if (!f.model_id) e.model_id = "choose a model";
   if (!f.layers.length) e.layers = f.model_id ? "choose at least one layer" : "choose a model first";
   if (!f.train_set_id) e.train_set_id = "choose the training image set";
   if (!f.val_set_id) e.val_set_id = "choose the validation image set";
   else if (!attack && f.val_set_id === f.train_set_id) e.val_set_id = "scan two different image sets (or only one: pick it as training set)";
 
-  const kMax = Math.min(1000, ctx.train?.size ?? 1000, !attack && ctx.val ? ctx.val.size : Infinity);
-  e.k = intIn(f.k, 1, kMax, "k", true);
+  e.k = intError(f.k, ofAttack("k"), "k", { hi: Math.min(ctx.train?.size ?? Infinity, !attack && ctx.val ? ctx.val.size : Infinity) });
   if (!e.k && f.k.trim() && ctx.train && parseIntStrict(f.k)! > ctx.train.size) e.k = `k is larger than the training set (${ctx.train.size} images)`;
 
   if (!attack) return strip(e);
@@ -233,24 +228,24 @@ export function validate(f: LaunchForm, ctx: LaunchContext = {}): Errors {
   if (f.kind === "finetune") {
     // the baseline's α is 0 by definition
   } else if (f.alphaMode === "fixed") {
-    const a = parseFloatStrict(f.alpha);
-    if (a == null) e.alpha = "α must be a number";
-    else if (a < 0 || a > 1) e.alpha = "α must be between 0 and 1";
+    const alpha = ofAttack("alpha");
+    if (parseFloatStrict(f.alpha) == null) e.alpha = "α must be a number";
+    else e.alpha = floatError(f.alpha, alpha, (r) => `α must be between ${r.lo} and ${r.hi}`);
   } else {
-    e.alpha_factor = floatIn(f.alpha_factor, (v) => v > 1 && v <= 100, "the α factor must be a number > 1 (the thesis: 2)", true);
+    e.alpha_factor = floatError(f.alpha_factor, ofAttack("alpha_factor"), (r) => `the α factor must be a number > ${r.lo} (the thesis: 2)`);
   }
-  e.lr = floatIn(f.lr, (v) => v > 0 && v <= 10, parseFloatStrict(f.lr) == null ? "the learning rate must be a number, e.g. 1e-4" : "the learning rate must be > 0 and ≤ 10", true);
-  e.steps = intIn(f.steps, 1, 10_000_000, "steps", true);
-  e.batch_size = intIn(f.batch_size, 1, 8192, "batch size", true);
-  e.seed = intIn(f.seed, 0, 2 ** 31 - 1, "seed", true);
-  e.eval_every = intIn(f.eval_every, 1, 1_000_000, "evaluation interval", true);
-  e.eval_size = intIn(f.eval_size, 0, 10_000_000, "evaluation subset size", true);
-  e.acc_budget_pp = floatIn(f.acc_budget_pp, (v) => v >= 0 && v <= 100, "the accuracy budget is 0–100 percentage points", true);
-  e.k_clip = intIn(f.k_clip, 1, Math.min(100, ctx.val?.size ?? 100), "k for CLIP", true);
+  e.lr = floatError(f.lr, ofAttack("lr"), (r) => (parseFloatStrict(f.lr) == null ? "the learning rate must be a number, e.g. 1e-4" : `the learning rate must be > ${r.lo} and ≤ ${r.hi}`));
+  e.steps = intError(f.steps, ofAttack("steps"), "steps");
+  e.batch_size = intError(f.batch_size, ofAttack("batch_size"), "batch size");
+  e.seed = intError(f.seed, ofAttack("seed"), "seed");
+  e.eval_every = intError(f.eval_every, ofAttack("eval_every"), "evaluation interval");
+  e.eval_size = intError(f.eval_size, ofAttack("eval_size"), "evaluation subset size");
+  e.acc_budget_pp = floatError(f.acc_budget_pp, ofAttack("acc_budget_pp"), (r) => `the accuracy budget is ${r.lo}–${r.hi} percentage points`);
+  e.k_clip = intError(f.k_clip, range("k_clip"), "k for CLIP", { hi: ctx.val?.size });
   if (!e.k_clip && f.k_clip.trim() && ctx.val && parseIntStrict(f.k_clip)! > ctx.val.size) e.k_clip = `larger than the validation set`;
   if (f.visualize) {
-    e.n_synth = intIn(f.n_synth, 1, 64, "seeds per unit", true);
-    e.synth_steps = intIn(f.synth_steps, 1, 100_000, "visualization steps", true);
+    e.n_synth = intError(f.n_synth, range("n_synth"), "seeds per unit");
+    e.synth_steps = intError(f.synth_steps, range("synth_steps"), "visualization steps");
   }
 
   if (f.kind === "push_up") {

@@ -7,6 +7,7 @@ import { Link } from "react-router";
 import { useQueryClient } from "@tanstack/react-query";
 import { ApiError, isTerminal, type ModelOut } from "../../api/client";
 import { useImageSet, useJob, useModelRegistry, useRegisterImageSet, useRegisterModel } from "../../api/queries";
+import { FieldRow, fieldAria, unlessOnFields } from "../../components/FormField";
 import { ErrorBox, StatusBadge } from "../../components/States";
 import {
   bytesText, folderBody, mapRegisterErrors, modelBody, uploadCheckpoint, validateFolder, validateModel, validateUpload,
@@ -72,52 +73,32 @@ function useFields<T extends Record<string, unknown>>(initial: T, check: (v: T) 
   return { values, set, shown, blur, submitting, onSubmit, refused, server, reset: () => { setValues(initial); setTouched(new Set()); } };
 }
 
-/** An error that no field shows (anything but a 422 naming fields), for the form's own error box. */
-const unlessOnFields = (e: unknown) => (e && !(e instanceof ApiError && e.fieldErrors.length) ? e : null);
-
 type TextFields<K extends RegField> = {
   values: Record<K, string>; set: (k: K, v: string) => void; shown: (f: RegField) => string | undefined; blur: (f: RegField) => () => void;
 };
 
-/** A labelled text input bound to one field of a form (`<prefix>-<field>` is its id). */
+/** A labelled text input bound to one field of a form (`<prefix>-<field>` names it in the form kit). */
 function TextRow<K extends RegField>({ prefix, field, f, label, hint, className, placeholder, numeric }: {
   prefix: string; field: K; f: TextFields<K>; label: string; hint?: string; className?: string; placeholder?: string; numeric?: boolean;
 }) {
   const id = `${prefix}-${field}`;
   const error = f.shown(field);
   return (
-    <Row id={id} label={label} error={error} hint={hint}>
+    <FieldRow field={id} label={label} error={error} hint={hint}>
       <input
-        id={id} className={className} placeholder={placeholder} inputMode={numeric ? "numeric" : undefined} value={f.values[field]}
-        onChange={(e) => f.set(field, e.target.value)} onBlur={f.blur(field)} {...aria(id, error)}
+        id={`f-${id}`} className={className} placeholder={placeholder} inputMode={numeric ? "numeric" : undefined} value={f.values[field]}
+        onChange={(e) => f.set(field, e.target.value)} onBlur={f.blur(field)} {...fieldAria(id, error, !!hint)}
       />
-    </Row>
+    </FieldRow>
   );
 }
 
-const aria = (id: string, error?: string) => ({ "aria-invalid": !!error, "aria-describedby": error ? `${id}-error` : `${id}-hint` });
-
-function Row({ id, label, hint, error, children }: { id: string; label: string; hint?: ReactNode; error?: string; children: ReactNode }) {
-  return (
-    <div className={`field${error ? " invalid" : ""}`}>
-      <label htmlFor={id}>{label}</label>
-      {children}
-      {error ? (
-        <p className="field-error" id={`${id}-error`} role="alert">
-          {error}
-        </p>
-      ) : (
-        hint && <p className="hint muted small" id={`${id}-hint`}>{hint}</p>
-      )}
-    </div>
-  );
-}
-
-function ArchSelect({ id, registry, value, onChange, onBlur, error }: {
-  id: string; registry: Registry; value: string; onChange: (v: string) => void; onBlur: () => void; error?: string;
+/** The architecture of a model: a registry name, in the row of field `id`. */
+function ArchSelect({ id, registry, value, onChange, onBlur, error, hint = false }: {
+  id: string; registry: Registry; value: string; onChange: (v: string) => void; onBlur: () => void; error?: string; hint?: boolean;
 }) {
   return (
-    <select id={id} value={value} onChange={(e) => onChange(e.target.value)} onBlur={onBlur} {...aria(id, error)}>
+    <select id={`f-${id}`} value={value} onChange={(e) => onChange(e.target.value)} onBlur={onBlur} {...fieldAria(id, error, hint)}>
       <option value="">{registry.isLoading ? "loading the registry…" : "choose an architecture"}</option>
       {(registry.data ?? []).map((m) => (
         <option key={m.name} value={m.name}>
@@ -185,9 +166,9 @@ function RegistryModelForm({ registry }: { registry: Registry }) {
       <h2>A model from the registry</h2>
       <p className="muted small">By name: torchvision, timm (when installed) and the demo CNN. Weights come from the library's cache, or from a file on the server.</p>
       <TextRow prefix="rm" field="name" f={f} label="Name" hint="how the dashboard lists it" />
-      <Row id="rm-registry_name" label="Architecture" error={f.shown("registry_name")}>
+      <FieldRow field="rm-registry_name" label="Architecture" error={f.shown("registry_name")}>
         <ArchSelect id="rm-registry_name" registry={registry} value={f.values.registry_name} onChange={(v) => f.set("registry_name", v)} onBlur={f.blur("registry_name")} error={f.shown("registry_name")} />
-      </Row>
+      </FieldRow>
       <label className="check">
         <input type="checkbox" checked={f.values.pretrained} onChange={(e) => f.set("pretrained", e.target.checked)} /> pretrained weights (off: random
         initialisation)
@@ -241,12 +222,12 @@ function UploadCheckpointForm({ registry }: { registry: Registry }) {
       <h2>An uploaded checkpoint</h2>
       <p className="muted small">Your own weights for a registry architecture: .safetensors, or a weights-only .pt. A pickle that would run code is refused.</p>
       <TextRow prefix="up" field="name" f={f} label="Name" />
-      <Row id="up-registry_name" label="Architecture" error={f.shown("registry_name")} hint="the model the weights were trained as">
-        <ArchSelect id="up-registry_name" registry={registry} value={f.values.registry_name} onChange={(v) => f.set("registry_name", v)} onBlur={f.blur("registry_name")} error={f.shown("registry_name")} />
-      </Row>
-      <Row id="up-file" label="Checkpoint file" error={f.shown("file")} hint=".safetensors, .pt or .pth">
-        <input key={fileInput} id="up-file" type="file" accept=".safetensors,.pt,.pth" onChange={(e) => f.set("file", e.target.files?.[0] ?? null)} onBlur={f.blur("file")} {...aria("up-file", f.shown("file"))} />
-      </Row>
+      <FieldRow field="up-registry_name" label="Architecture" error={f.shown("registry_name")} hint="the model the weights were trained as">
+        <ArchSelect id="up-registry_name" registry={registry} value={f.values.registry_name} onChange={(v) => f.set("registry_name", v)} onBlur={f.blur("registry_name")} error={f.shown("registry_name")} hint />
+      </FieldRow>
+      <FieldRow field="up-file" label="Checkpoint file" error={f.shown("file")} hint=".safetensors, .pt or .pth">
+        <input key={fileInput} id="f-up-file" type="file" accept=".safetensors,.pt,.pth" onChange={(e) => f.set("file", e.target.files?.[0] ?? null)} onBlur={f.blur("file")} {...fieldAria("up-file", f.shown("file"), true)} />
+      </FieldRow>
       {busy && sent && (
         <div className="upload-progress">
           <Progress label="Upload progress" done={sent.done} total={sent.total} />

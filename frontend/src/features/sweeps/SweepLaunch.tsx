@@ -6,17 +6,19 @@
 // the field it names, a grid value on its axis' field.
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate } from "react-router";
-import { ApiError } from "../../api/client";
 import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
-import { fieldAria as aria, FieldError, FieldRow as Row, FormProblems, ImageSetSelect, sendForm } from "../../components/FormField";
+import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, unlessOnFields } from "../../components/FormField";
 import { LayerField } from "../../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { kindOf } from "../../lib/chain";
 import {
   baselineOf, buildSweepRequest, gridOf, mapSweepErrors, METHOD_TEXT, pointCount, pruneMethods, SWEEP_BLANK, SWEEP_FIELD_ORDER, sweepDefaults,
-  validateSweep, type SweepAttack, type SweepErrors, type SweepField, type SweepForm,
+  sweepAttacks, validateSweep, type SweepAttack, type SweepErrors, type SweepField, type SweepForm,
 } from "./sweep";
 import { usePageTitle } from "../../lib/title";
+
+/** How the form names the attacks it knows; which it offers is the registry's (`sweepAttacks`). */
+const ATTACK_TEXT: Record<string, string> = { push_down: "push-down", push_up: "push-up (decoy)" };
 
 type TextKey = "ft_steps" | "ft_lr" | "ft_batch_size" | "ft_train_limit" | "k" | "steps" | "lr" | "batch_size" | "eval_every" | "eval_size" | "acc_budget_pp" | "k_clip" | "embedder" | "scan_batch_size";
 
@@ -90,7 +92,7 @@ export function SweepLaunch() {
     });
   }, [layers.data]);
 
-  const errors = useMemo(() => validateSweep(form), [form]);
+  const errors = useMemo(() => validateSweep(form, kind), [form, kind]);
   const shown = (f: SweepField): string | undefined => server.fields[f] ?? (submitted ? errors[f] : undefined);
   const set = <K extends keyof SweepForm>(key: K, value: SweepForm[K], field: SweepField = key as SweepField) => {
     edited.current.add(key);
@@ -129,11 +131,11 @@ export function SweepLaunch() {
   const train = sets.data.find((s) => String(s.id) === form.train_set_id);
   const points = pointCount(form);
   const audits = points * form.attacks.length * (form.control ? 2 : 1);
-  const submitError = create.error && !(create.error instanceof ApiError && create.error.fieldErrors.length) ? create.error : null;
+  const submitError = unlessOnFields(create.error);
   const textRow = ({ field, label, hint, mode }: (typeof ATTACK_ROWS)[number]) => (
-    <Row key={field} field={field} label={label} hint={hint} error={shown(field)}>
-      <input id={`f-${field}`} inputMode={mode} value={form[field]} onChange={(e) => set(field, e.target.value)} placeholder={form[field] === "" ? "server default" : undefined} {...aria(field, shown(field))} />
-    </Row>
+    <FieldRow key={field} field={field} label={label} hint={hint} error={shown(field)}>
+      <input id={`f-${field}`} inputMode={mode} value={form[field]} onChange={(e) => set(field, e.target.value)} placeholder={form[field] === "" ? "server default" : undefined} {...fieldAria(field, shown(field))} />
+    </FieldRow>
   );
   const toggleIn = <T extends string>(list: T[], v: T, on: boolean): T[] => (on ? [...list.filter((x) => x !== v), v] : list.filter((x) => x !== v));
 
@@ -167,24 +169,24 @@ export function SweepLaunch() {
         }}
       >
         <div className="grid-form">
-          <Row field="name" label="Sweep name" hint="optional" error={shown("name")}>
-            <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} placeholder="e.g. norm vs vulnerability" {...aria("name", shown("name"))} />
-          </Row>
-          <Row field="model_id" label="Model" hint="ready models only" error={shown("model_id")}>
-            <select id="f-model_id" value={form.model_id} onChange={(e) => setForm((f) => ({ ...f, model_id: e.target.value, layers: [] }))} {...aria("model_id", shown("model_id"))}>
+          <FieldRow field="name" label="Sweep name" hint="optional" error={shown("name")}>
+            <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} placeholder="e.g. norm vs vulnerability" {...fieldAria("name", shown("name"))} />
+          </FieldRow>
+          <FieldRow field="model_id" label="Model" hint="ready models only" error={shown("model_id")}>
+            <select id="f-model_id" value={form.model_id} onChange={(e) => setForm((f) => ({ ...f, model_id: e.target.value, layers: [] }))} {...fieldAria("model_id", shown("model_id"))}>
               {models.data.map((m) => (
                 <option key={m.id} value={m.id}>
                   {m.name} ({m.registry_name})
                 </option>
               ))}
             </select>
-          </Row>
-          <Row field="train_set_id" label="Training set" hint="fine-tuning, top-k to attack, decoys" error={shown("train_set_id")}>
+          </FieldRow>
+          <FieldRow field="train_set_id" label="Training set" hint="fine-tuning, top-k to attack, decoys" error={shown("train_set_id")}>
             <ImageSetSelect id="train_set_id" sets={sets.data} value={form.train_set_id} onChange={(v) => set("train_set_id", v)} error={shown("train_set_id")} />
-          </Row>
-          <Row field="val_set_id" label="Validation set" hint="the metrics and accuracy" error={shown("val_set_id")}>
+          </FieldRow>
+          <FieldRow field="val_set_id" label="Validation set" hint="the metrics and accuracy" error={shown("val_set_id")}>
             <ImageSetSelect id="val_set_id" sets={sets.data} value={form.val_set_id} onChange={(v) => set("val_set_id", v)} error={shown("val_set_id")} />
-          </Row>
+          </FieldRow>
         </div>
 
         <LayerField layers={layers} value={form.layers} onChange={(v) => set("layers", v)} error={shown("layers")}>
@@ -199,10 +201,10 @@ export function SweepLaunch() {
         <fieldset className="sweep-attacks" id="f-attacks" tabIndex={-1} aria-invalid={!!shown("attacks") || undefined}>
           <legend>Attacks at every point</legend>
           <div className="row wrap">
-            {(["push_down", "push_up"] as SweepAttack[]).map((a) => (
+            {sweepAttacks(kind).map((a) => (
               <label key={a} className="check">
                 <input type="checkbox" name="attacks" value={a} checked={form.attacks.includes(a)} onChange={(e) => set("attacks", toggleIn(form.attacks, a, e.target.checked).sort() as SweepAttack[])} />{" "}
-                {a === "push_down" ? "push-down" : "push-up (decoy)"}
+                {ATTACK_TEXT[a] ?? a}
               </label>
             ))}
           </div>
@@ -210,7 +212,7 @@ export function SweepLaunch() {
           {form.attacks.includes("push_up") && (
             <div className={`field sweep-decoy${shown("decoy_class") ? " invalid" : ""}`}>
               <label htmlFor="f-decoy_class">Decoy class{train ? ` (of ${train.name})` : ""}</label>
-              <select id="f-decoy_class" value={form.decoy_class} onChange={(e) => set("decoy_class", e.target.value)} {...aria("decoy_class", shown("decoy_class"))}>
+              <select id="f-decoy_class" value={form.decoy_class} onChange={(e) => set("decoy_class", e.target.value)} {...fieldAria("decoy_class", shown("decoy_class"))}>
                 <option value="" disabled>
                   choose a class
                 </option>
@@ -246,9 +248,9 @@ export function SweepLaunch() {
                 <FieldError field="methods" msg={shown("methods")} />
               </div>
               <div className="grid-form narrow">
-                <Row field="rates" label="rates" hint="fractions in (0, 1), e.g. 0.25, 0.5; by method: weights zeroed, group sparsity, or channels removed" error={shown("rates")}>
-                  <input id="f-rates" value={form.rates} onChange={(e) => set("rates", e.target.value)} placeholder="0.25, 0.5" {...aria("rates", shown("rates"))} />
-                </Row>
+                <FieldRow field="rates" label="rates" hint="fractions in (0, 1), e.g. 0.25, 0.5; by method: weights zeroed, group sparsity, or channels removed" error={shown("rates")}>
+                  <input id="f-rates" value={form.rates} onChange={(e) => set("rates", e.target.value)} placeholder="0.25, 0.5" {...fieldAria("rates", shown("rates"))} />
+                </FieldRow>
                 {FINETUNE_ROWS.map(textRow)}
               </div>
               <label className="check">

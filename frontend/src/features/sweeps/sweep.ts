@@ -10,8 +10,10 @@
 import type { ValidationItem } from "../../api/client";
 import type { JobKind } from "../../api/contract";
 import type { LaunchBody } from "../../api/queries";
+import { choicesOf, floatError, intError, maxLengthOf, parseFloatStrict, rangeOf, type Range } from "../../lib/specSchema";
 
-export type SweepAttack = "push_down" | "push_up";
+/** An attack every point of a sweep runs: a choice of the sweep spec's `attacks` (`sweepAttacks`). */
+export type SweepAttack = string;
 
 export type SweepForm = {
   name: string;
@@ -113,7 +115,7 @@ export function sweepDefaults(kind: JobKind | undefined): Partial<SweepForm> {
   if (typeof d.control === "boolean") out.control = d.control;
   if (typeof d.visualize === "boolean") out.visualize = d.visualize;
   if (typeof d.baseline === "boolean") out.baseline = d.baseline;
-  if (Array.isArray(d.attacks)) out.attacks = d.attacks.filter((a): a is SweepAttack => a === "push_down" || a === "push_up");
+  if (Array.isArray(d.attacks)) out.attacks = d.attacks.filter((a): a is SweepAttack => typeof a === "string");
   set("ft_steps", ftDefault("steps"));
   set("ft_lr", ftDefault("lr"));
   set("ft_batch_size", ftDefault("batch_size"));
@@ -122,16 +124,13 @@ export function sweepDefaults(kind: JobKind | undefined): Partial<SweepForm> {
   return out;
 }
 
-const INT = /^\s*\d+\s*$/;
-const FLOAT = /^\s*[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
-
 /** "0.25, 0.5" → [0.25, 0.5]; throws with the reason. */
 export function parseRates(text: string): number[] {
   const parts = text.split(/[\s,;]+/).filter(Boolean);
   if (!parts.length) throw new Error("give at least one rate, e.g. 0.25, 0.5");
   const out = parts.map((p) => {
-    if (!FLOAT.test(p)) throw new Error(`“${p}” is not a number (rates are fractions, e.g. 0.5 for 50 %)`);
-    const v = Number(p);
+    const v = parseFloatStrict(p);
+    if (v == null) throw new Error(`“${p}” is not a number (rates are fractions, e.g. 0.5 for 50 %)`);
     if (!(v > 0 && v < 1)) throw new Error(`rate ${p} is not strictly between 0 and 1`);
     return v;
   });
@@ -168,23 +167,25 @@ export function pointCount(f: SweepForm): number {
 /** Without pruning the base point is the unpruned model already: no separate baseline. */
 export const baselineOf = (f: SweepForm) => f.prune && f.baseline;
 
-function intIn(s: string, lo: number, hi: number, what: string, optional = true): string | undefined {
-  if (optional && !s.trim()) return undefined;
-  if (!INT.test(s)) return `${what} must be a whole number`;
-  const v = Number(s);
-  if (v < lo) return `${what} must be ≥ ${lo}`;
-  if (v > hi) return `${what} must be at most ${hi.toLocaleString("en")}`;
-  return undefined;
+/** The attacks a sweep can run (its spec's `attacks` choices); without a registry, the form's own. */
+export function sweepAttacks(kind: JobKind | undefined): SweepAttack[] {
+  const offered = choicesOf(kind?.spec_schema, ["attacks"]);
+  return offered.length ? offered : SWEEP_BLANK.attacks;
 }
 
-function floatIn(s: string, ok: (v: number) => boolean, msg: string): string | undefined {
-  if (!s.trim()) return undefined;
-  return FLOAT.test(s) && ok(Number(s)) ? undefined : msg;
-}
+/** A number too large for the sweep form: "at most N". */
+const atMost = (what: string) => (_lo: number, hi: number) => `${what} must be at most ${hi.toLocaleString("en")}`;
 
-export function validateSweep(f: SweepForm): SweepErrors {
+/** The form's own checks; the bounds of its numbers are the sweep spec's (`kind.spec_schema`). */
+export function validateSweep(f: SweepForm, kind?: JobKind): SweepErrors {
   const e: SweepErrors = {};
-  if (f.name.length > 200) e.name = "at most 200 characters";
+  const schema = kind?.spec_schema;
+  const int = (s: string, what: string, ...at: string[]) => intError(s, rangeOf(schema, at), what, { over: atMost(what) });
+  const ft = (field: string) => rangeOf(schema, ["base", "prune", "finetune", field]);
+  const ofAttack = (field: string) => rangeOf(schema, ["base", "attack", field]);
+  const lrText = (what: string) => (r: Range) => `${what} must be > ${r.lo} and ≤ ${r.hi}`;
+  const maxName = maxLengthOf(schema, ["name"]);
+  if (f.name.length > maxName) e.name = `at most ${maxName} characters`;
   if (!f.model_id) e.model_id = "choose a model";
   if (!f.train_set_id) e.train_set_id = "choose the training image set";
   if (!f.val_set_id) e.val_set_id = "choose the validation image set";
@@ -198,22 +199,22 @@ export function validateSweep(f: SweepForm): SweepErrors {
     } catch (err) {
       e.rates = (err as Error).message;
     }
-    e.ft_steps = intIn(f.ft_steps, 0, 10_000_000, "fine-tune steps");
-    e.ft_lr = floatIn(f.ft_lr, (v) => v > 0 && v <= 10, "the fine-tune learning rate must be > 0 and ≤ 10");
-    e.ft_batch_size = intIn(f.ft_batch_size, 1, 8192, "fine-tune batch size");
-    e.ft_train_limit = intIn(f.ft_train_limit, 1, 100_000_000, "the fine-tune image limit");
+    e.ft_steps = int(f.ft_steps, "fine-tune steps", "base", "prune", "finetune", "steps");
+    e.ft_lr = floatError(f.ft_lr, ft("lr"), lrText("the fine-tune learning rate"));
+    e.ft_batch_size = int(f.ft_batch_size, "fine-tune batch size", "base", "prune", "finetune", "batch_size");
+    e.ft_train_limit = int(f.ft_train_limit, "the fine-tune image limit", "base", "prune", "finetune", "train_limit");
   }
   const n = pointCount(f);
   if (!e.methods && !e.rates && n > MAX_POINTS) e.points = `the grid has ${n} points; at most ${MAX_POINTS}`;
-  e.k = intIn(f.k, 1, 1000, "k");
-  e.steps = intIn(f.steps, 1, 10_000_000, "steps");
-  e.lr = floatIn(f.lr, (v) => v > 0 && v <= 10, "the learning rate must be > 0 and ≤ 10");
-  e.batch_size = intIn(f.batch_size, 1, 8192, "batch size");
-  e.eval_every = intIn(f.eval_every, 1, 1_000_000, "evaluation interval");
-  e.eval_size = intIn(f.eval_size, 0, 10_000_000, "evaluation subset size");
-  e.acc_budget_pp = floatIn(f.acc_budget_pp, (v) => v >= 0 && v <= 100, "the accuracy budget is 0–100 percentage points");
-  e.k_clip = intIn(f.k_clip, 1, 100, "k for CLIP");
-  e.scan_batch_size = intIn(f.scan_batch_size, 1, 8192, "scan batch size");
+  e.k = int(f.k, "k", "base", "attack", "k");
+  e.steps = int(f.steps, "steps", "base", "attack", "steps");
+  e.lr = floatError(f.lr, ofAttack("lr"), lrText("the learning rate"));
+  e.batch_size = int(f.batch_size, "batch size", "base", "attack", "batch_size");
+  e.eval_every = int(f.eval_every, "evaluation interval", "base", "attack", "eval_every");
+  e.eval_size = int(f.eval_size, "evaluation subset size", "base", "attack", "eval_size");
+  e.acc_budget_pp = floatError(f.acc_budget_pp, ofAttack("acc_budget_pp"), (r) => `the accuracy budget is ${r.lo}–${r.hi} percentage points`);
+  e.k_clip = int(f.k_clip, "k for CLIP", "k_clip");
+  e.scan_batch_size = int(f.scan_batch_size, "scan batch size", "scan_batch_size");
   for (const k of Object.keys(e) as SweepField[]) if (!e[k]) delete e[k];
   return e;
 }
