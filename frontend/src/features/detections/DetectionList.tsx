@@ -10,6 +10,7 @@ import { progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import { DetectionForm } from "./DetectionForm";
 import { detectionPath, VerdictBadge, type DetectionItem } from "./DetectionShared";
+import { PageHead } from "../../components/PageHead";
 
 const REGIME: Record<DetectionItem["regime"], { label: string; help: string }> = {
   reference: { label: "with a reference", help: "every unit compared with the reference's, calibrated on benign fine-tunes of it" },
@@ -38,20 +39,19 @@ export function DetectionList() {
 
   return (
     <div className="page detections">
-      <div className="page-head">
-        <div>
-          <h1>Detections</h1>
-          <p className="muted">
-            Check a model for manipulated explanations (SPEC §6): each unit gets a suspicion in [0, 1], calibrated against clean
-            models; each layer and the model a verdict (no sign / suspicious / manipulated) with the evidence that drove it.
-          </p>
-        </div>
-        <div className="actions">
-          <a className="button primary" href="#check">
-            Check a model…
-          </a>
-        </div>
-      </div>
+      <PageHead
+        title="Detections"
+        actions={
+          <div className="actions">
+            <a className="button primary" href="#check">
+              Check a model…
+            </a>
+          </div>
+        }
+      >
+        Check a model for manipulated explanations (SPEC §6): each unit gets a suspicion in [0, 1], calibrated against clean
+        models; each layer and the model a verdict (no sign / suspicious / manipulated) with the evidence that drove it.
+      </PageHead>
 
       <section className="panel" aria-label="Detections list">
         {q.isPending ? (

@@ -5,6 +5,7 @@
 import { Link } from "react-router";
 import { PAGE_SIZE, useImageSetsPage } from "../../api/queries";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { usePageTitle } from "../../lib/title";
 
@@ -16,18 +17,17 @@ export function ImageSets() {
   const sets = useImageSetsPage({ q: q || undefined, include_hidden: hidden, offset: lp.offset, limit: PAGE_SIZE });
   return (
     <div className="page image-sets">
-      <div className="page-head">
-        <div>
-          <h1>Image sets</h1>
-          <p className="muted">
-            Labelled images the audits scan, attack with and measure on. A folder is indexed by a job; only <em>ready</em>,
-            non-empty sets can be picked in a form.
-          </p>
-        </div>
-        <Link to="/register" className="button primary">
-          + Register an image folder
-        </Link>
-      </div>
+      <PageHead
+        title="Image sets"
+        actions={
+          <Link to="/register" className="button primary">
+            + Register an image folder
+          </Link>
+        }
+      >
+        Labelled images the audits scan, attack with and measure on. A folder is indexed by a job; only <em>ready</em>,
+        non-empty sets can be picked in a form.
+      </PageHead>
       <section className="panel" aria-label="Image sets">
         <FilterBar label="Filter image sets">
           <SearchBox value={q} onSearch={(v) => lp.set({ q: v })} label="Image set name contains" placeholder="name contains…" />

@@ -5,6 +5,7 @@ import { Link } from "react-router";
 import { isLive, STATUSES } from "../../api/client";
 import { PAGE_SIZE, useJobKinds, useJobsPage } from "../../api/queries";
 import { FilterBar, Pager, useListParams } from "../../components/Manage";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { jobTitle, kindOf, liveStepLabel } from "../../lib/chain";
 import { attackLabel, progressText } from "../../lib/format";
@@ -21,15 +22,12 @@ export function Jobs() {
   const filtered = !!(kind || status);
   return (
     <div className="page jobs">
-      <div className="page-head">
-        <div>
-          <h1>Jobs</h1>
-          <p className="muted">
-            Everything queued on the worker: audits, scans, sweeps, detections, registrations of image folders. A chain (an audit,
-            a sweep) is one job here; its steps are on its page.
-          </p>
-        </div>
-      </div>
+      <PageHead
+        title="Jobs"
+      >
+        Everything queued on the worker: audits, scans, sweeps, detections, registrations of image folders. A chain (an audit,
+        a sweep) is one job here; its steps are on its page.
+      </PageHead>
       <section className="panel" aria-label="Jobs">
         <FilterBar label="Filter jobs">
           <label>

@@ -5,6 +5,7 @@ import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableMode
 import { DecoyClassPicker, DecoyImagePicker } from "./DecoyPicker";
 import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, unlessOnFields } from "../../components/FormField";
 import { LayerField } from "../../components/LayerPicker";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { kindOf } from "../../lib/chain";
 import { BLANK, buildRequest, formDefaults, launchKinds, mapServerErrors, unitsApply, validate, type Errors, type Field, type LaunchForm, type LaunchKind } from "./launch";
@@ -158,16 +159,13 @@ export function LaunchPage() {
 
   return (
     <div className="page launch">
-      <div className="page-head">
-        <div>
-          <h1>Launch</h1>
-          <p className="muted">
-            {attack
-              ? `An audit${chainText ? `: ${chainText}` : ""}. It runs on the worker; you can follow it live.`
-              : "A scan computes the top-k of layers over image sets; it makes no run by itself."}
-          </p>
-        </div>
-      </div>
+      <PageHead
+        title="Launch"
+      >
+        {attack
+          ? `An audit${chainText ? `: ${chainText}` : ""}. It runs on the worker; you can follow it live.`
+          : "A scan computes the top-k of layers over image sets; it makes no run by itself."}
+      </PageHead>
       {requested && !models.data.some((m) => String(m.id) === requested) && (
         <div className="banner warn" role="note" data-testid="model-not-usable">
           Model {requested} cannot be audited (it is not ready, or it is hidden): the form starts on another model.{" "}

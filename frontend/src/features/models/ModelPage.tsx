@@ -10,6 +10,7 @@ import { modelUsable, useLayers, useModel, useModelSynthetic, useModelSyntheticU
 import { AuthImage } from "../../components/AuthImage";
 import { RenderSynthetic } from "./RenderSynthetic";
 import { ManageActions } from "../../components/Manage";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, StatusBadge } from "../../components/States";
 import { useArrowKeys } from "../../lib/keys";
 import { enc } from "../../lib/share";
@@ -48,33 +49,30 @@ export function ModelPage() {
 
   return (
     <div className="page model">
-      <div className="page-head">
-        <div>
-          <p className="crumbs">
-            <Link to="/">Runs</Link> / model {m.id}
-          </p>
-          <h1>{m.name}</h1>
-          <p className="muted">
-            <span className="mono">{m.registry_name}</span> · {m.n_layers} layers · {m.n_classes} classes · weights{" "}
-            <span className="mono small" title={m.weights}>
-              {m.weights.length > 48 ? `${m.weights.slice(0, 48)}…` : m.weights}
-            </span>
-          </p>
-        </div>
-        <div className="actions">
-          {usable && (
-            <>
-              <Link className="button primary" to={`/launch?model=${m.id}`}>
-                Audit this model…
-              </Link>
-              <Link className="button" to={`/detections?suspect=${m.id}#check`}>
-                Check this model…
-              </Link>
-            </>
-          )}
-          <ManageActions what="models" id={m.id} name={m.name} hidden={m.hidden} />
-        </div>
-      </div>
+      <PageHead
+        title={m.name}
+        crumbs={<><Link to="/">Runs</Link> / model {m.id}</>}
+        actions={
+          <div className="actions">
+            {usable && (
+              <>
+                <Link className="button primary" to={`/launch?model=${m.id}`}>
+                  Audit this model…
+                </Link>
+                <Link className="button" to={`/detections?suspect=${m.id}#check`}>
+                  Check this model…
+                </Link>
+              </>
+            )}
+            <ManageActions what="models" id={m.id} name={m.name} hidden={m.hidden} />
+          </div>
+        }
+      >
+        <span className="mono">{m.registry_name}</span> · {m.n_layers} layers · {m.n_classes} classes · weights{" "}
+        <span className="mono small" title={m.weights}>
+          {m.weights.length > 48 ? `${m.weights.slice(0, 48)}…` : m.weights}
+        </span>
+      </PageHead>
       {status !== "ready" && (
         <div className={`banner ${status === "failed" ? "error" : "warn"}`} role="note" data-testid="model-status">
           <StatusBadge status={status} />{" "}

@@ -7,6 +7,7 @@ import type { ModelOut } from "../../api/client";
 import { Link } from "react-router";
 import { modelUsable, PAGE_SIZE, useModelsPage } from "../../api/queries";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { usePageTitle } from "../../lib/title";
 
@@ -37,18 +38,17 @@ export function Models() {
   const names = new Map((models.data?.items ?? []).map((m) => [m.id, m.name]));
   return (
     <div className="page models">
-      <div className="page-head">
-        <div>
-          <h1>Models</h1>
-          <p className="muted">
-            Registered models and the models pruned from them (sweeps make one per pruned point). Only <em>ready</em> models can be
-            audited. A model that runs or other models derive from can be hidden, not deleted.
-          </p>
-        </div>
-        <Link to="/register" className="button primary">
-          + Register a model
-        </Link>
-      </div>
+      <PageHead
+        title="Models"
+        actions={
+          <Link to="/register" className="button primary">
+            + Register a model
+          </Link>
+        }
+      >
+        Registered models and the models pruned from them (sweeps make one per pruned point). Only <em>ready</em> models can be
+        audited. A model that runs or other models derive from can be hidden, not deleted.
+      </PageHead>
       <section className="panel" aria-label="Models">
         <FilterBar label="Filter models">
           <SearchBox value={q} onSearch={(v) => lp.set({ q: v })} label="Model name contains" placeholder="name contains…" />

@@ -8,6 +8,7 @@ import { useQueryClient } from "@tanstack/react-query";
 import { ApiError, isTerminal, type ModelOut } from "../../api/client";
 import { useImageSet, useJob, useModelRegistry, useRegisterImageSet, useRegisterModel } from "../../api/queries";
 import { FieldRow, fieldAria, unlessOnFields } from "../../components/FormField";
+import { PageHead } from "../../components/PageHead";
 import { ErrorBox, StatusBadge } from "../../components/States";
 import {
   bytesText, folderBody, mapRegisterErrors, modelBody, uploadCheckpoint, validateFolder, validateModel, validateUpload,
@@ -23,15 +24,12 @@ export function Register() {
   const registry = useModelRegistry();
   return (
     <div className="page register">
-      <div className="page-head">
-        <div>
-          <h1>Register</h1>
-          <p className="muted">
-            The models and image sets audits run on. The server checks each exactly as the API and the CLI do: weights must fit
-            the architecture (pickled code never runs), and folders must lie under one of the server's allowed roots.
-          </p>
-        </div>
-      </div>
+      <PageHead
+        title="Register"
+      >
+        The models and image sets audits run on. The server checks each exactly as the API and the CLI do: weights must fit
+        the architecture (pickled code never runs), and folders must lie under one of the server's allowed roots.
+      </PageHead>
       {registry.error != null && <ErrorBox error={registry.error} title="The model registry could not be read" retry={() => registry.refetch()} />}
       <div className="register-forms">
         <RegistryModelForm registry={registry} />

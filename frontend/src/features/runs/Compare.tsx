@@ -5,6 +5,7 @@ import type { RunDetail, UnitRow } from "../../api/client";
 import { Scatter, type ScatterGroup } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { Gallery } from "../../components/Gallery";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, SelectedIsInit } from "../../components/States";
 import { UnitListNotice, unitListNotice } from "./UnitTable";
 import { attackLabel, clip, metricLabel, pct, signed, tau, unitRole } from "../../lib/format";
@@ -46,15 +47,12 @@ export function Compare() {
 
   return (
     <div className="page compare">
-      <div className="page-head">
-        <div>
-          <h1>Compare</h1>
-          <p className="muted">
-            Two runs unit by unit (e.g. push-down vs the fine-tune baseline, or two layers' attacks on the same model). With one run, compare
-            the model with its attacked version.
-          </p>
-        </div>
-      </div>
+      <PageHead
+        title="Compare"
+      >
+        Two runs unit by unit (e.g. push-down vs the fine-tune baseline, or two layers' attacks on the same model). With one run, compare
+        the model with its attacked version.
+      </PageHead>
       <section className="panel">
         {runs.isLoading ? (
           <Loading what="Loading runs" />

@@ -2,6 +2,7 @@ import { Link, useNavigate } from "react-router";
 import { isLive, STATUSES, type Job } from "../../api/client";
 import { modelUsable, PAGE_SIZE, useAllModels, useImageSetsPage, useJobKinds, useJobs, useModelsPage, useRunsPage } from "../../api/queries";
 import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { jobTitle as titleOf, liveStepLabel } from "../../lib/chain";
 import { attackLabel, num, pct, progressText, signed } from "../../lib/format";
@@ -19,19 +20,18 @@ export function Home() {
   const shown = (jobs.data ?? []).slice(0, Math.max(6, active.length));
   return (
     <div className="page home">
-      <div className="page-head">
-        <div>
-          <h1>Runs</h1>
-          <p className="muted">
-            Each run is an audit: scan the model (θ_init), attack one or several layers, scan again (the selected and
-            the final state), measure how far the top-k dataset examples moved, next to an α = 0 control and the units'
-            synthetic visualizations.
-          </p>
-        </div>
-        <Link to="/launch" className="button primary">
-          + Launch an audit
-        </Link>
-      </div>
+      <PageHead
+        title="Runs"
+        actions={
+          <Link to="/launch" className="button primary">
+            + Launch an audit
+          </Link>
+        }
+      >
+        Each run is an audit: scan the model (θ_init), attack one or several layers, scan again (the selected and
+        the final state), measure how far the top-k dataset examples moved, next to an α = 0 control and the units'
+        synthetic visualizations.
+      </PageHead>
 
       {(jobs.data?.length ?? 0) > 0 && (
         <section className="panel" aria-label="Recent jobs">

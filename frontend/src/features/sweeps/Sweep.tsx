@@ -9,6 +9,7 @@ import { useSweep, useSweeps } from "../../api/queries";
 import { LineChart, type Series } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { FilterBar, ManageActions, useListParams } from "../../components/Manage";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, NotFound, StatusBadge, When } from "../../components/States";
 import { attackLabel, clip, DASH, num, overlap, signed, tau } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
@@ -43,18 +44,17 @@ export function SweepList() {
   usePageTitle("Sweeps");
   return (
     <div className="page sweeps">
-      <div className="page-head">
-        <div>
-          <h1>Sweeps</h1>
-          <p className="muted">
-            Pruning defences (thesis Chapter 4): each point prunes and fine-tunes the model, then attacks it. Launch one with the form,{" "}
-            <code>POST /api/v1/jobs</code> (kind <code>sweep</code>) or <code>fvaudit sweep --demo</code>.
-          </p>
-        </div>
-        <Link to="/sweeps/new" className="button primary">
-          + Launch a sweep
-        </Link>
-      </div>
+      <PageHead
+        title="Sweeps"
+        actions={
+          <Link to="/sweeps/new" className="button primary">
+            + Launch a sweep
+          </Link>
+        }
+      >
+        Pruning defences (thesis Chapter 4): each point prunes and fine-tunes the model, then attacks it. Launch one with the form,{" "}
+        <code>POST /api/v1/jobs</code> (kind <code>sweep</code>) or <code>fvaudit sweep --demo</code>.
+      </PageHead>
       <section className="panel" aria-label="Sweeps">
         <FilterBar label="Filter sweeps">
           <label className="check">

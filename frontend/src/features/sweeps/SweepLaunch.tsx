@@ -9,6 +9,7 @@ import { Link, useNavigate } from "react-router";
 import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
 import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, unlessOnFields } from "../../components/FormField";
 import { LayerField } from "../../components/LayerPicker";
+import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { kindOf } from "../../lib/chain";
 import {
@@ -141,18 +142,13 @@ export function SweepLaunch() {
 
   return (
     <div className="page sweep-launch">
-      <div className="page-head">
-        <div>
-          <p className="crumbs">
-            <Link to="/sweeps">Sweeps</Link> / new
-          </p>
-          <h1>Launch a sweep</h1>
-          <p className="muted">
-            A grid over pruning methods and rates (thesis Chapter 4): each point prunes the model, fine-tunes it, then runs the
-            chosen attacks on it, each a full audit. The unpruned model is the baseline point.
-          </p>
-        </div>
-      </div>
+      <PageHead
+        title="Launch a sweep"
+        crumbs={<><Link to="/sweeps">Sweeps</Link> / new</>}
+      >
+        A grid over pruning methods and rates (thesis Chapter 4): each point prunes the model, fine-tunes it, then runs the
+        chosen attacks on it, each a full audit. The unpruned model is the baseline point.
+      </PageHead>
       {kinds.error && (
         <div className="banner warn" role="note">
           The job kinds (and their defaults) could not be read: {(kinds.error as Error).message} Empty fields take the server's defaults.
