@@ -11,16 +11,21 @@ import models from "../test/fixtures/models.json";
 import sets from "../test/fixtures/image-sets.json";
 import { mockFetch } from "../test/fetchMock";
 
+/** The whole app's routes at an address, as main.tsx mounts them (a memory router, no retries). */
+function renderApp(path: string) {
+  return render(
+    <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
+      <MemoryRouter initialEntries={[path]}>
+        <AppRoutes />
+      </MemoryRouter>
+    </QueryClientProvider>,
+  );
+}
+
 describe("routes", () => {
   it("an unknown address is a not-found page titled so (issue 13, item 17)", async () => {
     mockFetch([{ path: /^\/api\/v1\/health$/, body: { status: "ok", database: "ok", broker: "ok", mode: "service", version: "0" } }]);
-    render(
-      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
-        <MemoryRouter initialEntries={["/no/such/page"]}>
-          <AppRoutes />
-        </MemoryRouter>
-      </QueryClientProvider>,
-    );
+    renderApp("/no/such/page");
     expect(screen.getByRole("heading", { name: "No such page" })).toBeInTheDocument();
     await waitFor(() => expect(document.title).toBe("No such page · fvaudit"));
   });
@@ -35,13 +40,7 @@ describe("routes", () => {
     ]);
     const pages: [string, string][] = [["/models", "Models"], ["/image-sets", "Image sets"], ["/jobs", "Jobs"], ["/sweeps/new", "Launch a sweep"], ["/sweeps", "Sweeps"]];
     for (const [path, heading] of pages) {
-      const { unmount } = render(
-        <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
-          <MemoryRouter initialEntries={[path]}>
-            <AppRoutes />
-          </MemoryRouter>
-        </QueryClientProvider>,
-      );
+      const { unmount } = renderApp(path);
       expect(await screen.findByRole("heading", { level: 1, name: heading })).toBeInTheDocument();
       const nav = screen.getByRole("navigation", { name: "Main" });
       expect([...nav.querySelectorAll("a")].map((a) => a.getAttribute("href"))).toEqual([
@@ -60,13 +59,7 @@ describe("routes", () => {
       { path: /^\/api\/v1\/runs\/3$/, respond: () => ({ status: 404, body: { detail: "run 3 not found" } }) },
     ]);
     for (const [path, signIn] of [["/", true], ["/jobs/12", true], ["/models/1/layers/relu3/units/7", true], ["/runs/3", true], ["/runs/3?share=shr_abc", false]] as const) {
-      const { unmount } = render(
-        <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
-          <MemoryRouter initialEntries={[path]}>
-            <AppRoutes />
-          </MemoryRouter>
-        </QueryClientProvider>,
-      );
+      const { unmount } = renderApp(path);
       expect(screen.queryAllByRole("heading", { name: "Sign in with an API token" }), path).toHaveLength(signIn ? 1 : 0);
       unmount();
     }

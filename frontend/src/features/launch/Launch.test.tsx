@@ -1,7 +1,6 @@
-import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, waitFor, within } from "@testing-library/react";
+import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { MemoryRouter, Route, Routes, useParams } from "react-router";
+import { useParams } from "react-router";
 import { beforeEach, describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
 import kinds from "../../test/fixtures/job-kinds.json";
@@ -9,6 +8,7 @@ import layers from "../../test/fixtures/layers.json";
 import models from "../../test/fixtures/models.json";
 import sets from "../../test/fixtures/image-sets.json";
 import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
+import { renderRoutes } from "../../test/renderRoutes";
 import { LaunchPage } from "./Launch";
 
 const base: FRoute[] = [
@@ -24,17 +24,10 @@ function JobStub() {
 }
 
 function renderLaunch(path = "/launch") {
-  const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
-  return render(
-    <QueryClientProvider client={qc}>
-      <MemoryRouter initialEntries={[path]}>
-        <Routes>
-          <Route path="/launch" element={<LaunchPage />} />
-          <Route path="/jobs/:job" element={<JobStub />} />
-        </Routes>
-      </MemoryRouter>
-    </QueryClientProvider>,
-  );
+  return renderRoutes(path, {
+    "/launch": <LaunchPage />,
+    "/jobs/:job": <JobStub />,
+  });
 }
 
 describe("launch form", () => {

@@ -1,9 +1,8 @@
 // The model page (Microscope-like): layers with one synthetic image per unit, each unit
 // a link to all its seeds; the empty state launches a visualize job for a chosen layer.
-import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, waitFor, within } from "@testing-library/react";
+import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { MemoryRouter, Route, Routes, useLocation, useParams } from "react-router";
+import { useParams } from "react-router";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
 import kinds from "../../test/fixtures/job-kinds.json";
@@ -12,30 +11,19 @@ import models from "../../test/fixtures/models.json";
 import synthetic from "../../test/fixtures/model-synthetic.json";
 import unit7 from "../../test/fixtures/model-synthetic-unit.json";
 import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
+import { renderRoutes } from "../../test/renderRoutes";
 import { groupImages, ModelPage, ModelUnitPage } from "./ModelPage";
 
-function Where() {
-  const l = useLocation();
-  return <output data-testid="where">{l.pathname}</output>;
-}
 function JobStub() {
   return <p>job page {useParams().job}</p>;
 }
 
 function renderAt(path: string) {
-  const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
-  return render(
-    <QueryClientProvider client={qc}>
-      <MemoryRouter initialEntries={[path]}>
-        <Routes>
-          <Route path="/models/:model" element={<ModelPage />} />
-          <Route path="/models/:model/layers/:layer/units/:unit" element={<ModelUnitPage />} />
-          <Route path="/jobs/:job" element={<JobStub />} />
-        </Routes>
-        <Where />
-      </MemoryRouter>
-    </QueryClientProvider>,
-  );
+  return renderRoutes(path, {
+    "/models/:model": <ModelPage />,
+    "/models/:model/layers/:layer/units/:unit": <ModelUnitPage />,
+    "/jobs/:job": <JobStub />,
+  });
 }
 
 const base = (synth: unknown): FRoute[] => [

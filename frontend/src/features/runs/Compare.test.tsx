@@ -1,13 +1,12 @@
 // The compare page marks which units each run attacked (issue 13, item 15).
-import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, waitFor, within } from "@testing-library/react";
+import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { MemoryRouter } from "react-router";
 import { describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
 import type { UnitRow } from "../../api/client";
 import run from "../../test/fixtures/run-detail.json";
 import { mockFetch } from "../../test/fetchMock";
+import { renderRoutes } from "../../test/renderRoutes";
 import { Compare } from "./Compare";
 
 const row = (unit: number, attacked: boolean, clip_delta: number): UnitRow => ({
@@ -28,13 +27,7 @@ describe("compare", () => {
       { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units$/, body: { items: unitsA, total: 4, page: 1, page_size: 1000 } },
       { path: /^\/api\/v1\/runs\/4\/layers\/relu3\/units$/, body: { items: unitsB, total: 4, page: 1, page_size: 1000 } },
     ]);
-    render(
-      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
-        <MemoryRouter initialEntries={["/compare?a=3&b=4&layer=relu3"]}>
-          <Compare />
-        </MemoryRouter>
-      </QueryClientProvider>,
-    );
+    renderRoutes("/compare?a=3&b=4&layer=relu3", { "/compare": <Compare /> });
     const panel = await screen.findByRole("region", { name: "Units" });
     expect(within(panel).getByRole("heading")).toHaveTextContent("Units · relu3 (4 live units; A attacked 2, B attacked 2)");
     const table = within(panel).getByRole("table");
@@ -63,13 +56,7 @@ describe("compare", () => {
       { path: /^\/api\/v1\/runs\/5\/layers\/relu3\/units$/, body: { items: unitsA, total: 4, page: 1, page_size: 1000 } },
       { path: /^\/api\/v1\/runs\/4\/layers\/relu3\/units$/, body: { items: unitsB, total: 4, page: 1, page_size: 1000 } },
     ]);
-    render(
-      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
-        <MemoryRouter initialEntries={["/compare?a=5&b=4&layer=relu3&unit=1"]}>
-          <Compare />
-        </MemoryRouter>
-      </QueryClientProvider>,
-    );
+    renderRoutes("/compare?a=5&b=4&layer=relu3&unit=1", { "/compare": <Compare /> });
     const panel = await screen.findByRole("region", { name: "Units" });
     expect(within(panel).getByRole("heading")).toHaveTextContent(
       "Units · relu3 (4 live units; A targeted 2, B attacked 2; targeted = the units an α = 0 control mirrors, not attacked)",
@@ -92,13 +79,7 @@ describe("compare", () => {
       { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units$/, body: { items: unitsA, total: 4, page: 1, page_size: 1000 } },
       { path: /^\/api\/v1\/runs\/6\/layers\/relu3\/units$/, body: { items: [], total: 0, page: 1, page_size: 1000 } },
     ]);
-    render(
-      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
-        <MemoryRouter initialEntries={["/compare?a=3&b=6&layer=relu3"]}>
-          <Compare />
-        </MemoryRouter>
-      </QueryClientProvider>,
-    );
+    renderRoutes("/compare?a=3&b=6&layer=relu3", { "/compare": <Compare /> });
     const notice = await screen.findByTestId("unit-list-notice");
     expect(notice).toHaveTextContent("No units: the run failed before it measured them.k = 10 is more than the 6 images of the set");
     expect(screen.getByRole("heading", { name: "Run B: #6 relu3 failed" })).toBeInTheDocument();
@@ -111,13 +92,7 @@ describe("compare", () => {
     const all = [item(9, "running audit", "running"), item(8, "cancelled audit", "cancelled"), item(7, "failed audit", "failed"), item(3, "relu3 push-down", "succeeded")];
     const { calls } = mockFetch([{ path: /^\/api\/v1\/runs$/, body: all }]);
     const user = userEvent.setup();
-    render(
-      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
-        <MemoryRouter initialEntries={["/compare"]}>
-          <Compare />
-        </MemoryRouter>
-      </QueryClientProvider>,
-    );
+    renderRoutes("/compare", { "/compare": <Compare /> });
     const pickA = await screen.findByRole("combobox", { name: "Run A" });
     const names = (select: HTMLElement) => within(select).getAllByRole("option").map((o) => o.textContent);
     expect(names(pickA)).toEqual(["choose a run", "#9 running audit (running)", "#3 relu3 push-down (succeeded)"]);
@@ -142,13 +117,7 @@ describe("compare", () => {
       { path: /^\/api\/v1\/runs\/8$/, body: cancelled },
       { path: /^\/api\/v1\/runs\/\d+\/layers\/relu3\/units$/, body: { items: [], total: 0, page: 1, page_size: 1000 } },
     ]);
-    render(
-      <QueryClientProvider client={new QueryClient({ defaultOptions: { queries: { retry: false } } })}>
-        <MemoryRouter initialEntries={["/compare?a=3&b=8&layer=relu3"]}>
-          <Compare />
-        </MemoryRouter>
-      </QueryClientProvider>,
-    );
+    renderRoutes("/compare?a=3&b=8&layer=relu3", { "/compare": <Compare /> });
     await screen.findByRole("heading", { name: "Run B: #8 cancelled audit" });
     const pickB = screen.getByRole<HTMLSelectElement>("combobox", { name: "Run B" });
     expect(pickB.value).toBe("8");

@@ -1,36 +1,22 @@
 // Run summary and unit page rendered from fixtures recorded from the real API.
-import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { cleanup, render, screen, within } from "@testing-library/react";
+import { cleanup, screen, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { MemoryRouter, Route, Routes, useLocation } from "react-router";
 import { describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
 import run from "../../test/fixtures/run-detail.json";
 import units from "../../test/fixtures/run-units.json";
 import unit11 from "../../test/fixtures/run-unit-11.json";
 import { mockFetch } from "../../test/fetchMock";
+import { renderRoutes } from "../../test/renderRoutes";
 import { RunSummary } from "./RunSummary";
 import { UnitPage } from "./UnitPage";
 
-function Where() {
-  const l = useLocation();
-  return <output data-testid="where">{l.pathname + l.search}</output>;
-}
-
 function renderAt(path: string) {
-  const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
-  return render(
-    <QueryClientProvider client={qc}>
-      <MemoryRouter initialEntries={[path]}>
-        <Routes>
-          <Route path="/runs/:run" element={<RunSummary />} />
-          <Route path="/runs/:run/layers/:layer" element={<RunSummary />} />
-          <Route path="/runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
-        </Routes>
-        <Where />
-      </MemoryRouter>
-    </QueryClientProvider>,
-  );
+  return renderRoutes(path, {
+    "/runs/:run": <RunSummary />,
+    "/runs/:run/layers/:layer": <RunSummary />,
+    "/runs/:run/layers/:layer/units/:unit": <UnitPage />,
+  });
 }
 
 const routes = (readOnly: boolean) => [

@@ -2,10 +2,8 @@
 // (selected / final flagged over budget / α = 0 control linking its run / "all"), the
 // accuracy's image counts, the α trajectory on subset vs full set, Fig. 3.7 in numbers,
 // and the unit page's synthetic before/after beside the natural top-k.
-import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, within } from "@testing-library/react";
+import { screen, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { MemoryRouter, Route, Routes, useLocation } from "react-router";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
 import run from "../../test/fixtures/run-detail-multi.json";
@@ -13,30 +11,18 @@ import units from "../../test/fixtures/run-units.json";
 import unitSynth from "../../test/fixtures/unit-synthetic.json";
 import unit11 from "../../test/fixtures/run-unit-11.json";
 import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
+import { renderRoutes } from "../../test/renderRoutes";
 import { orderRows } from "../../lib/rows";
 import type { RunRow } from "../../api/contract";
 import { RunSummary } from "./RunSummary";
 import { UnitPage } from "./UnitPage";
 
-function Where() {
-  const l = useLocation();
-  return <output data-testid="where">{l.pathname + l.search}</output>;
-}
-
 function renderAt(path: string) {
-  const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
-  return render(
-    <QueryClientProvider client={qc}>
-      <MemoryRouter initialEntries={[path]}>
-        <Routes>
-          <Route path="/runs/:run" element={<RunSummary />} />
-          <Route path="/runs/:run/layers/:layer" element={<RunSummary />} />
-          <Route path="/runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
-        </Routes>
-        <Where />
-      </MemoryRouter>
-    </QueryClientProvider>,
-  );
+  return renderRoutes(path, {
+    "/runs/:run": <RunSummary />,
+    "/runs/:run/layers/:layer": <RunSummary />,
+    "/runs/:run/layers/:layer/units/:unit": <UnitPage />,
+  });
 }
 
 const routes = (unit: unknown): FRoute[] => [

@@ -1,36 +1,22 @@
 // The sweep pages: the list links each sweep; a sweep shows one figure per method (accuracy
 // and CLIP-δ against the pruning rate), every point and table row linking to its run, the
 // failed point named, and the table exported through the API.
-import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { render, screen, waitFor, within } from "@testing-library/react";
+import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { MemoryRouter, Route, Routes, useLocation } from "react-router";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
 import detail from "../../test/fixtures/sweep-detail.json";
 import sweeps from "../../test/fixtures/sweeps.json";
 import { mockFetch } from "../../test/fetchMock";
+import { renderRoutes } from "../../test/renderRoutes";
 import { methodSeries, pointSeries, SweepList, SweepPage } from "./Sweep";
 
-function Where() {
-  const l = useLocation();
-  return <output data-testid="where">{l.pathname + l.search}</output>;
-}
-
 function renderAt(path: string) {
-  const qc = new QueryClient({ defaultOptions: { queries: { retry: false } } });
-  return render(
-    <QueryClientProvider client={qc}>
-      <MemoryRouter initialEntries={[path]}>
-        <Routes>
-          <Route path="/sweeps" element={<SweepList />} />
-          <Route path="/sweeps/:sweep" element={<SweepPage />} />
-          <Route path="/runs/:run" element={<p>run page</p>} />
-        </Routes>
-        <Where />
-      </MemoryRouter>
-    </QueryClientProvider>,
-  );
+  return renderRoutes(path, {
+    "/sweeps": <SweepList />,
+    "/sweeps/:sweep": <SweepPage />,
+    "/runs/:run": <p>run page</p>,
+  });
 }
 
 describe("sweep pages", () => {
