@@ -1,12 +1,15 @@
 // The pieces the index pages share (runs on the home page, /models, /image-sets, /jobs):
 // hide / unhide and delete with a confirmation whose refusal (409) says why and offers to
 // hide instead, a pager over limit/offset with the total the server counted, and the
-// list's filters kept in the address (so a filtered page can be linked and survives reload).
+// list's filters kept in the address (so a filtered page can be linked and survives reload),
+// and the list itself: loading, its error, empty, or its rows in a scroller.
+import type { UseQueryResult } from "@tanstack/react-query";
 import { useState, type ReactNode } from "react";
 import { useSearchParams } from "react-router";
 import { ApiError } from "../api/client";
 import { type Managed, PAGE_SIZE, useDelete, useSetHidden } from "../api/queries";
 import { ConfirmDialog } from "./Dialog";
+import { Empty, ErrorBox, Loading } from "./States";
 
 const NOUN: Record<Managed, string> = { runs: "run", models: "model", "image-sets": "image set", sweeps: "sweep" };
 
@@ -168,5 +171,55 @@ export function SearchBox({ value, onSearch, label, placeholder }: { value: stri
       }}
       onBlur={() => text.trim() !== value && onSearch(text.trim())}
     />
+  );
+}
+
+/** A filter of a list: a select labelled `label` whose "any" (the empty value) clears it. */
+export function FilterSelect({ label, value, onChange, options }: {
+  label: string; value: string; onChange: (v: string) => void; options: readonly (string | { value: string | number; text: string })[];
+}) {
+  return (
+    <label>
+      {label.toLowerCase()}{" "}
+      <select value={value} onChange={(e) => onChange(e.target.value)} aria-label={label}>
+        <option value="">any</option>
+        {options.map((o) => {
+          const { value: v, text } = typeof o === "string" ? { value: o, text: o } : o;
+          return (
+            <option key={v} value={v}>
+              {text}
+            </option>
+          );
+        })}
+      </select>
+    </label>
+  );
+}
+
+/** A checkbox of a list's filter bar ("show hidden", "only ready"). */
+export function FilterCheck({ label, checked, onChange }: { label: string; checked: boolean; onChange: (v: boolean) => void }) {
+  return (
+    <label className="check">
+      <input type="checkbox" checked={checked} onChange={(e) => onChange(e.target.checked)} /> {label}
+    </label>
+  );
+}
+
+/** A list's body for its query: loading (`loading` names what), its error with a retry, `empty` when it has no rows, else `children(data)`. */
+export function Listing<T>({ q, loading, isEmpty, empty, children }: {
+  q: UseQueryResult<T>; loading: string; isEmpty: (data: T) => boolean; empty: ReactNode; children: (data: T) => ReactNode;
+}) {
+  if (q.isPending) return <Loading what={loading} />;
+  if (q.error) return <ErrorBox error={q.error} retry={() => q.refetch()} />;
+  if (isEmpty(q.data)) return <Empty>{empty}</Empty>;
+  return <>{children(q.data)}</>;
+}
+
+/** The scroller a list's table sits in; `busy` while the next page loads over it (the rows on screen are the last page's). */
+export function ListScroll({ busy, children }: { busy?: boolean; children: ReactNode }) {
+  return (
+    <div className={`scroll-x${busy ? " is-loading" : ""}`} aria-busy={busy}>
+      {children}
+    </div>
   );
 }

@@ -5,7 +5,8 @@ import { useEffect, useMemo } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { isLive } from "../../api/client";
 import { useAllModels, useDetections } from "../../api/queries";
-import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
+import { Listing, ListScroll } from "../../components/Manage";
+import { StatusBadge, When } from "../../components/States";
 import { progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import { DetectionForm } from "./DetectionForm";
@@ -54,58 +55,54 @@ export function DetectionList() {
       </PageHead>
 
       <section className="panel" aria-label="Detections list">
-        {q.isPending ? (
-          <Loading what="Loading detections" />
-        ) : q.error ? (
-          <ErrorBox error={q.error} retry={() => q.refetch()} />
-        ) : q.data.length === 0 ? (
-          <Empty>No detection yet: check a model with the form below.</Empty>
-        ) : (
-          <div className="scroll-x">
-            <table className="data detections">
-              <thead>
-                <tr>
-                  <th scope="col">detection</th>
-                  <th scope="col">suspect</th>
-                  <th scope="col">reference</th>
-                  <th scope="col">regime</th>
-                  <th scope="col">layers</th>
-                  <th scope="col">status</th>
-                  <th scope="col">verdict</th>
-                  <th scope="col">created</th>
-                </tr>
-              </thead>
-              <tbody>
-                {q.data.map((d) => (
-                  <tr key={d.id} className="clickable" onClick={() => navigate(detectionPath(d.id))}>
-                    <td>
-                      <Link to={detectionPath(d.id)} onClick={(e) => e.stopPropagation()}>
-                        {d.name}
-                      </Link>
-                    </td>
-                    <td>{modelLink(d.suspect_model_id)}</td>
-                    <td>{modelLink(d.reference_model_id)}</td>
-                    <td title={REGIME[d.regime].help}>{REGIME[d.regime].label}</td>
-                    <td className="mono small">{d.layers.join(", ")}</td>
-                    <td>
-                      <StatusBadge status={d.status} />
-                      {isLive(d) && (
-                        <span className="muted small" data-testid="progress">
-                          {" "}
-                          {progressText(d.progress) || (d.status === "queued" ? "waiting for a worker" : "starting")}
-                        </span>
-                      )}
-                    </td>
-                    <td>{d.status === "succeeded" ? <VerdictBadge verdict={d.verdict} p={d.p_value} /> : <span className="muted">—</span>}</td>
-                    <td>
-                      <When iso={d.created_at} />
-                    </td>
+        <Listing q={q} loading="Loading detections" isEmpty={(d) => d.length === 0} empty="No detection yet: check a model with the form below.">
+          {(data) => (
+            <ListScroll>
+              <table className="data detections">
+                <thead>
+                  <tr>
+                    <th scope="col">detection</th>
+                    <th scope="col">suspect</th>
+                    <th scope="col">reference</th>
+                    <th scope="col">regime</th>
+                    <th scope="col">layers</th>
+                    <th scope="col">status</th>
+                    <th scope="col">verdict</th>
+                    <th scope="col">created</th>
                   </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-        )}
+                </thead>
+                <tbody>
+                  {data.map((d) => (
+                    <tr key={d.id} className="clickable" onClick={() => navigate(detectionPath(d.id))}>
+                      <td>
+                        <Link to={detectionPath(d.id)} onClick={(e) => e.stopPropagation()}>
+                          {d.name}
+                        </Link>
+                      </td>
+                      <td>{modelLink(d.suspect_model_id)}</td>
+                      <td>{modelLink(d.reference_model_id)}</td>
+                      <td title={REGIME[d.regime].help}>{REGIME[d.regime].label}</td>
+                      <td className="mono small">{d.layers.join(", ")}</td>
+                      <td>
+                        <StatusBadge status={d.status} />
+                        {isLive(d) && (
+                          <span className="muted small" data-testid="progress">
+                            {" "}
+                            {progressText(d.progress) || (d.status === "queued" ? "waiting for a worker" : "starting")}
+                          </span>
+                        )}
+                      </td>
+                      <td>{d.status === "succeeded" ? <VerdictBadge verdict={d.verdict} p={d.p_value} /> : <span className="muted">—</span>}</td>
+                      <td>
+                        <When iso={d.created_at} />
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </ListScroll>
+          )}
+        </Listing>
       </section>
 
       <section className="panel" id="check" aria-label="Check a model">

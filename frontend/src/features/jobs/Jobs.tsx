@@ -4,9 +4,9 @@
 import { Link } from "react-router";
 import { isLive, STATUSES } from "../../api/client";
 import { PAGE_SIZE, useJobKinds, useJobsPage } from "../../api/queries";
-import { FilterBar, Pager, useListParams } from "../../components/Manage";
+import { FilterBar, FilterSelect, Listing, ListScroll, Pager, useListParams } from "../../components/Manage";
 import { PageHead } from "../../components/PageHead";
-import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
+import { StatusBadge, When } from "../../components/States";
 import { jobTitle, kindOf, liveStepLabel } from "../../lib/chain";
 import { attackLabel, progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
@@ -30,29 +30,13 @@ export function Jobs() {
       </PageHead>
       <section className="panel" aria-label="Jobs">
         <FilterBar label="Filter jobs">
-          <label>
-            kind{" "}
-            <select value={kind} onChange={(e) => lp.set({ kind: e.target.value })} aria-label="Kind">
-              <option value="">any</option>
-              {(kinds.data ?? []).map((k) => (
-                <option key={k.kind} value={k.kind}>
-                  {k.title || k.kind}
-                </option>
-              ))}
-              {kind && !kindOf(kinds.data, kind) && <option value={kind}>{kind}</option>}
-            </select>
-          </label>
-          <label>
-            status{" "}
-            <select value={status} onChange={(e) => lp.set({ status: e.target.value })} aria-label="Status">
-              <option value="">any</option>
-              {STATUSES.map((s) => (
-                <option key={s} value={s}>
-                  {s}
-                </option>
-              ))}
-            </select>
-          </label>
+          <FilterSelect
+            label="Kind"
+            value={kind}
+            onChange={(v) => lp.set({ kind: v })}
+            options={[...(kinds.data ?? []).map((k) => ({ value: k.kind, text: k.title || k.kind })), ...(kind && !kindOf(kinds.data, kind) ? [kind] : [])]}
+          />
+          <FilterSelect label="Status" value={status} onChange={(v) => lp.set({ status: v })} options={STATUSES} />
           {filtered && (
             <button type="button" className="link" onClick={() => lp.set({ kind: null, status: null })}>
               clear filters
@@ -65,60 +49,56 @@ export function Jobs() {
             </span>
           )}
         </FilterBar>
-        {jobs.isLoading ? (
-          <Loading what="Loading jobs" />
-        ) : jobs.error ? (
-          <ErrorBox error={jobs.error} retry={() => jobs.refetch()} />
-        ) : !jobs.data?.items.length ? (
-          <Empty>{filtered || lp.offset ? "No job matches these filters." : <>No jobs yet. <Link to="/launch">Launch an audit</Link>.</>}</Empty>
-        ) : (
-          <>
-            <div className={`scroll-x${jobs.isPlaceholderData ? " is-loading" : ""}`} aria-busy={jobs.isPlaceholderData}>
-              <table className="data manage">
-                <thead>
-                  <tr>
-                    <th scope="col">job</th>
-                    <th scope="col">kind</th>
-                    <th scope="col">status</th>
-                    <th scope="col">progress or outcome</th>
-                    <th scope="col">result</th>
-                    <th scope="col">created</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {jobs.data.items.map((j) => {
-                    const result = resultLink(j);
-                    return (
-                      <tr key={j.id}>
-                        <td>
-                          <Link to={`/jobs/${j.id}`}>
-                            job {j.id}: {jobTitle(j, attackLabel)}
-                          </Link>
-                        </td>
-                        <td className="small">{kindOf(kinds.data, j.kind)?.title ?? j.kind}</td>
-                        <td>
-                          <StatusBadge status={j.status} />
-                        </td>
-                        <td className="small">
-                          {isLive(j)
-                            ? progressText(j.progress, (n) => liveStepLabel(kinds.data, j, n, j.progress))
-                            : j.status === "failed" || j.status === "cancelled"
-                              ? <span className="reason">{(j.error ?? "").slice(0, 200)}</span>
-                              : <>finished <When iso={j.finished_at} /></>}
-                        </td>
-                        <td className="small">{result ? <Link to={result.to}>{result.text}</Link> : <span className="muted">—</span>}</td>
-                        <td className="nowrap small">
-                          <When iso={j.created_at} />
-                        </td>
-                      </tr>
-                    );
-                  })}
-                </tbody>
-              </table>
-            </div>
-            <Pager what="jobs" offset={lp.offset} total={jobs.data.total} onOffset={lp.setOffset} />
-          </>
-        )}
+        <Listing q={jobs} loading="Loading jobs" isEmpty={(d) => !d.items.length} empty={filtered || lp.offset ? "No job matches these filters." : <>No jobs yet. <Link to="/launch">Launch an audit</Link>.</>}>
+          {(data) => (
+            <>
+              <ListScroll busy={jobs.isPlaceholderData}>
+                <table className="data manage">
+                  <thead>
+                    <tr>
+                      <th scope="col">job</th>
+                      <th scope="col">kind</th>
+                      <th scope="col">status</th>
+                      <th scope="col">progress or outcome</th>
+                      <th scope="col">result</th>
+                      <th scope="col">created</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {data.items.map((j) => {
+                      const result = resultLink(j);
+                      return (
+                        <tr key={j.id}>
+                          <td>
+                            <Link to={`/jobs/${j.id}`}>
+                              job {j.id}: {jobTitle(j, attackLabel)}
+                            </Link>
+                          </td>
+                          <td className="small">{kindOf(kinds.data, j.kind)?.title ?? j.kind}</td>
+                          <td>
+                            <StatusBadge status={j.status} />
+                          </td>
+                          <td className="small">
+                            {isLive(j)
+                              ? progressText(j.progress, (n) => liveStepLabel(kinds.data, j, n, j.progress))
+                              : j.status === "failed" || j.status === "cancelled"
+                                ? <span className="reason">{(j.error ?? "").slice(0, 200)}</span>
+                                : <>finished <When iso={j.finished_at} /></>}
+                          </td>
+                          <td className="small">{result ? <Link to={result.to}>{result.text}</Link> : <span className="muted">—</span>}</td>
+                          <td className="nowrap small">
+                            <When iso={j.created_at} />
+                          </td>
+                        </tr>
+                      );
+                    })}
+                  </tbody>
+                </table>
+              </ListScroll>
+              <Pager what="jobs" offset={lp.offset} total={data.total} onOffset={lp.setOffset} />
+            </>
+          )}
+        </Listing>
       </section>
     </div>
   );

@@ -6,9 +6,9 @@ import type { ModelOut } from "../../api/client";
 // dialog offers to hide it instead.
 import { Link } from "react-router";
 import { modelUsable, PAGE_SIZE, useModelsPage } from "../../api/queries";
-import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
+import { FilterBar, FilterCheck, Listing, ListScroll, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
 import { PageHead } from "../../components/PageHead";
-import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
+import { StatusBadge, When } from "../../components/States";
 import { usePageTitle } from "../../lib/title";
 
 /** "norm 50 %", "vulnerability 12 channels of relu3": the prune record in words. */
@@ -52,85 +52,77 @@ export function Models() {
       <section className="panel" aria-label="Models">
         <FilterBar label="Filter models">
           <SearchBox value={q} onSearch={(v) => lp.set({ q: v })} label="Model name contains" placeholder="name contains…" />
-          <label className="check">
-            <input type="checkbox" checked={usable} onChange={(e) => lp.set({ usable: e.target.checked })} /> only ready
-          </label>
-          <label className="check">
-            <input type="checkbox" checked={hidden} onChange={(e) => lp.set({ hidden: e.target.checked })} /> show hidden
-          </label>
+          <FilterCheck label="only ready" checked={usable} onChange={(v) => lp.set({ usable: v })} />
+          <FilterCheck label="show hidden" checked={hidden} onChange={(v) => lp.set({ hidden: v })} />
           {models.data && <span className="muted small">{models.data.total.toLocaleString("en")} models</span>}
         </FilterBar>
-        {models.isLoading ? (
-          <Loading what="Loading models" />
-        ) : models.error ? (
-          <ErrorBox error={models.error} retry={() => models.refetch()} />
-        ) : !models.data?.items.length ? (
-          <Empty>{q || usable || lp.offset ? "No model matches these filters." : <>No models. <Link to="/register">Register one</Link>.</>}</Empty>
-        ) : (
-          <>
-            <div className={`scroll-x${models.isPlaceholderData ? " is-loading" : ""}`} aria-busy={models.isPlaceholderData}>
-              <table className="data manage">
-                <thead>
-                  <tr>
-                    <th scope="col">model</th>
-                    <th scope="col">status</th>
-                    <th scope="col">architecture</th>
-                    <th scope="col">lineage</th>
-                    <th scope="col">used by</th>
-                    <th scope="col">created</th>
-                    <th scope="col">
-                      <span className="sr-only">actions</span>
-                    </th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {models.data.items.map((m) => (
-                    <tr key={m.id} className={m.hidden ? "hidden-row" : undefined} data-model={m.id}>
-                      <td>
-                        <Link to={`/models/${m.id}`}>{m.name}</Link> <span className="muted small">#{m.id}</span>
-                        {m.hidden && <span className="badge"> hidden</span>}
-                      </td>
-                      <td>
-                        <StatusBadge status={m.status ?? "ready"} />
-                        {m.status_reason && <p className="reason small">{m.status_reason}</p>}
-                      </td>
-                      <td className="mono small">{m.registry_name}</td>
-                      <td className="small">
-                        {m.parent_model_id != null ? (
-                          <>
-                            from <Link to={`/models/${m.parent_model_id}`}>{names.get(m.parent_model_id) ?? `model ${m.parent_model_id}`}</Link>
-                            {pruneText(m.prune) && <>, {pruneText(m.prune)}</>}
-                            {m.prune_job_id != null && (
-                              <>
-                                {" "}
-                                by <Link to={`/jobs/${m.prune_job_id}`}>job {m.prune_job_id}</Link>
-                              </>
-                            )}
-                          </>
-                        ) : (
-                          <span className="muted">{m.source === "registry" ? (m.pretrained ? "registry, pretrained" : "registry") : m.source}</span>
-                        )}
-                      </td>
-                      <td className="small nowrap">{usageText(m)}</td>
-                      <td className="nowrap small">
-                        <When iso={m.created_at} />
-                      </td>
-                      <td className="nowrap">
-                        {modelUsable(m) && (
-                          <Link to={`/launch?model=${m.id}`} className="small-link">
-                            audit…
-                          </Link>
-                        )}{" "}
-                        <ManageActions what="models" id={m.id} name={m.name} hidden={m.hidden} compact />
-                      </td>
+        <Listing q={models} loading="Loading models" isEmpty={(d) => !d.items.length} empty={q || usable || lp.offset ? "No model matches these filters." : <>No models. <Link to="/register">Register one</Link>.</>}>
+          {(data) => (
+            <>
+              <ListScroll busy={models.isPlaceholderData}>
+                <table className="data manage">
+                  <thead>
+                    <tr>
+                      <th scope="col">model</th>
+                      <th scope="col">status</th>
+                      <th scope="col">architecture</th>
+                      <th scope="col">lineage</th>
+                      <th scope="col">used by</th>
+                      <th scope="col">created</th>
+                      <th scope="col">
+                        <span className="sr-only">actions</span>
+                      </th>
                     </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-            <Pager what="models" offset={lp.offset} total={models.data.total} onOffset={lp.setOffset} />
-          </>
-        )}
+                  </thead>
+                  <tbody>
+                    {data.items.map((m) => (
+                      <tr key={m.id} className={m.hidden ? "hidden-row" : undefined} data-model={m.id}>
+                        <td>
+                          <Link to={`/models/${m.id}`}>{m.name}</Link> <span className="muted small">#{m.id}</span>
+                          {m.hidden && <span className="badge"> hidden</span>}
+                        </td>
+                        <td>
+                          <StatusBadge status={m.status ?? "ready"} />
+                          {m.status_reason && <p className="reason small">{m.status_reason}</p>}
+                        </td>
+                        <td className="mono small">{m.registry_name}</td>
+                        <td className="small">
+                          {m.parent_model_id != null ? (
+                            <>
+                              from <Link to={`/models/${m.parent_model_id}`}>{names.get(m.parent_model_id) ?? `model ${m.parent_model_id}`}</Link>
+                              {pruneText(m.prune) && <>, {pruneText(m.prune)}</>}
+                              {m.prune_job_id != null && (
+                                <>
+                                  {" "}
+                                  by <Link to={`/jobs/${m.prune_job_id}`}>job {m.prune_job_id}</Link>
+                                </>
+                              )}
+                            </>
+                          ) : (
+                            <span className="muted">{m.source === "registry" ? (m.pretrained ? "registry, pretrained" : "registry") : m.source}</span>
+                          )}
+                        </td>
+                        <td className="small nowrap">{usageText(m)}</td>
+                        <td className="nowrap small">
+                          <When iso={m.created_at} />
+                        </td>
+                        <td className="nowrap">
+                          {modelUsable(m) && (
+                            <Link to={`/launch?model=${m.id}`} className="small-link">
+                              audit…
+                            </Link>
+                          )}{" "}
+                          <ManageActions what="models" id={m.id} name={m.name} hidden={m.hidden} compact />
+                        </td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </ListScroll>
+              <Pager what="models" offset={lp.offset} total={data.total} onOffset={lp.setOffset} />
+            </>
+          )}
+        </Listing>
       </section>
     </div>
   );

@@ -1,7 +1,7 @@
 import { Link, useNavigate } from "react-router";
 import { isLive, STATUSES, type Job } from "../../api/client";
 import { modelUsable, PAGE_SIZE, useAllModels, useImageSetsPage, useJobKinds, useJobs, useModelsPage, useRunsPage } from "../../api/queries";
-import { FilterBar, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
+import { FilterBar, FilterCheck, FilterSelect, Listing, ListScroll, ManageActions, Pager, SearchBox, useListParams } from "../../components/Manage";
 import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, StatusBadge, When } from "../../components/States";
 import { jobTitle as titleOf, liveStepLabel } from "../../lib/chain";
@@ -187,130 +187,111 @@ function RunsPanel() {
         </h2>
       </div>
       <FilterBar label="Filter runs">
-        <label>
-          status{" "}
-          <select value={status} onChange={(e) => lp.set({ status: e.target.value })} aria-label="Status">
-            <option value="">any</option>
-            {STATUSES.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          model{" "}
-          <select value={model} onChange={(e) => lp.set({ model: e.target.value })} aria-label="Model">
-            <option value="">any</option>
-            {(allModels.data ?? []).map((m) => (
-              <option key={m.id} value={m.id}>
-                {m.name}
-              </option>
-            ))}
-          </select>
-        </label>
+        <FilterSelect label="Status" value={status} onChange={(v) => lp.set({ status: v })} options={STATUSES} />
+        <FilterSelect label="Model" value={model} onChange={(v) => lp.set({ model: v })} options={(allModels.data ?? []).map((m) => ({ value: m.id, text: m.name }))} />
         <SearchBox value={q} onSearch={(v) => lp.set({ q: v })} label="Run name contains" placeholder="name contains…" />
-        <label className="check">
-          <input type="checkbox" checked={hidden} onChange={(e) => lp.set({ hidden: e.target.checked })} /> show hidden
-        </label>
+        <FilterCheck label="show hidden" checked={hidden} onChange={(v) => lp.set({ hidden: v })} />
         {filtered && (
           <button type="button" className="link" onClick={() => lp.set({ status: null, model: null, q: null })}>
             clear filters
           </button>
         )}
       </FilterBar>
-      {runs.isLoading ? (
-        <Loading what="Loading runs" />
-      ) : runs.error ? (
-        <ErrorBox error={runs.error} retry={() => runs.refetch()} />
-      ) : !runs.data?.items.length ? (
-        filtered || lp.offset ? (
-          <Empty>No run matches these filters.</Empty>
-        ) : (
-          <Empty>
-            No runs yet. <Link to="/launch">Launch an audit</Link> (a push-down on the demo model takes about a minute on a
-            CPU).
-          </Empty>
-        )
-      ) : (
-        <>
-          <div className={`scroll-x${runs.isPlaceholderData ? " is-loading" : ""}`} aria-busy={runs.isPlaceholderData}>
-            <table className="data runs runs-paged">
-              <thead>
-                <tr>
-                  <th scope="col">run</th>
-                  <th scope="col">status</th>
-                  <th scope="col">model</th>
-                  <th scope="col">layers</th>
-                  <th scope="col">attack</th>
-                  <th scope="col" className="num" title="mean over attacked units">CLIP-δ</th>
-                  <th scope="col" className="num">Kendall-τ</th>
-                  <th scope="col" className="num">CLIP-W</th>
-                  <th scope="col" className="num">Kendall-τ-W</th>
-                  <th scope="col" className="num">Acc</th>
-                  <th scope="col" className="num">ΔAcc (pp)</th>
-                  <th scope="col">created</th>
-                  <th scope="col">
-                    <span className="sr-only">actions</span>
-                  </th>
-                </tr>
-              </thead>
-              <tbody>
-                {runs.data.items.map((r) => (
-                  <tr key={r.id} className={`clickable${r.hidden ? " hidden-row" : ""}`} onClick={() => navigate(`/runs/${r.id}`)}>
-                    <td>
-                      <Link to={`/runs/${r.id}`} onClick={(e) => e.stopPropagation()}>
-                        #{r.id} {r.name}
-                      </Link>
-                      {r.hidden && <span className="badge"> hidden</span>}
-                      {r.attack_outcome?.selected_is_init && (
-                        <span className="badge over" title={r.attack_outcome.message ?? undefined} data-testid="selected-is-init">
-                          selected = θ_init
-                        </span>
-                      )}
-                    </td>
-                    <td>
-                      <StatusBadge status={r.status} />
-                      {isLive(r) && r.job_id && (
-                        <>
-                          {" "}
-                          <Link to={`/jobs/${r.job_id}`} onClick={(e) => e.stopPropagation()}>
-                            progress
-                          </Link>
-                        </>
-                      )}
-                    </td>
-                    <td className="model-cell">
-                      {r.model_id != null ? (
-                        <Link to={`/models/${r.model_id}`} onClick={(e) => e.stopPropagation()}>
-                          {r.model ?? `model ${r.model_id}`}
-                        </Link>
-                      ) : (
-                        (r.model ?? "—")
-                      )}
-                    </td>
-                    <td className="mono">{r.layers.join(", ")}</td>
-                    <td>{attackLabel(r.attack_kind)}</td>
-                    <td className="num">{num(r.headline.clip_delta)}</td>
-                    <td className="num">{num(r.headline.kendall_tau)}</td>
-                    <td className="num">{num(r.headline.clip_w)}</td>
-                    <td className="num">{num(r.headline.kendall_tau_w)}</td>
-                    <td className="num">{pct(r.headline.acc_final)}</td>
-                    <td className="num">{signed(r.headline.delta_acc)}</td>
-                    <td className="created-cell">
-                      <When iso={r.created_at} />
-                    </td>
-                    <td>
-                      <ManageActions what="runs" id={r.id} name={r.name} hidden={r.hidden} compact />
-                    </td>
+      <Listing
+        q={runs}
+        loading="Loading runs"
+        isEmpty={(d) => !d.items.length}
+        empty={
+          filtered || lp.offset ? (
+            "No run matches these filters."
+          ) : (
+            <>
+              No runs yet. <Link to="/launch">Launch an audit</Link> (a push-down on the demo model takes about a minute on a
+              CPU).
+            </>
+          )
+        }
+      >
+        {(data) => (
+          <>
+            <ListScroll busy={runs.isPlaceholderData}>
+              <table className="data runs runs-paged">
+                <thead>
+                  <tr>
+                    <th scope="col">run</th>
+                    <th scope="col">status</th>
+                    <th scope="col">model</th>
+                    <th scope="col">layers</th>
+                    <th scope="col">attack</th>
+                    <th scope="col" className="num" title="mean over attacked units">CLIP-δ</th>
+                    <th scope="col" className="num">Kendall-τ</th>
+                    <th scope="col" className="num">CLIP-W</th>
+                    <th scope="col" className="num">Kendall-τ-W</th>
+                    <th scope="col" className="num">Acc</th>
+                    <th scope="col" className="num">ΔAcc (pp)</th>
+                    <th scope="col">created</th>
+                    <th scope="col">
+                      <span className="sr-only">actions</span>
+                    </th>
                   </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-          <Pager what="runs" offset={lp.offset} total={runs.data.total} onOffset={lp.setOffset} />
-        </>
-      )}
+                </thead>
+                <tbody>
+                  {data.items.map((r) => (
+                    <tr key={r.id} className={`clickable${r.hidden ? " hidden-row" : ""}`} onClick={() => navigate(`/runs/${r.id}`)}>
+                      <td>
+                        <Link to={`/runs/${r.id}`} onClick={(e) => e.stopPropagation()}>
+                          #{r.id} {r.name}
+                        </Link>
+                        {r.hidden && <span className="badge"> hidden</span>}
+                        {r.attack_outcome?.selected_is_init && (
+                          <span className="badge over" title={r.attack_outcome.message ?? undefined} data-testid="selected-is-init">
+                            selected = θ_init
+                          </span>
+                        )}
+                      </td>
+                      <td>
+                        <StatusBadge status={r.status} />
+                        {isLive(r) && r.job_id && (
+                          <>
+                            {" "}
+                            <Link to={`/jobs/${r.job_id}`} onClick={(e) => e.stopPropagation()}>
+                              progress
+                            </Link>
+                          </>
+                        )}
+                      </td>
+                      <td className="model-cell">
+                        {r.model_id != null ? (
+                          <Link to={`/models/${r.model_id}`} onClick={(e) => e.stopPropagation()}>
+                            {r.model ?? `model ${r.model_id}`}
+                          </Link>
+                        ) : (
+                          (r.model ?? "—")
+                        )}
+                      </td>
+                      <td className="mono">{r.layers.join(", ")}</td>
+                      <td>{attackLabel(r.attack_kind)}</td>
+                      <td className="num">{num(r.headline.clip_delta)}</td>
+                      <td className="num">{num(r.headline.kendall_tau)}</td>
+                      <td className="num">{num(r.headline.clip_w)}</td>
+                      <td className="num">{num(r.headline.kendall_tau_w)}</td>
+                      <td className="num">{pct(r.headline.acc_final)}</td>
+                      <td className="num">{signed(r.headline.delta_acc)}</td>
+                      <td className="created-cell">
+                        <When iso={r.created_at} />
+                      </td>
+                      <td>
+                        <ManageActions what="runs" id={r.id} name={r.name} hidden={r.hidden} compact />
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </ListScroll>
+            <Pager what="runs" offset={lp.offset} total={data.total} onOffset={lp.setOffset} />
+          </>
+        )}
+      </Listing>
     </section>
   );
 }

@@ -8,7 +8,7 @@ import { download, type Schemas } from "../../api/client";
 import { useSweep, useSweeps } from "../../api/queries";
 import { LineChart, type Series } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
-import { FilterBar, ManageActions, useListParams } from "../../components/Manage";
+import { FilterBar, FilterCheck, Listing, ListScroll, ManageActions, useListParams } from "../../components/Manage";
 import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, NotFound, StatusBadge, When } from "../../components/States";
 import { attackLabel, clip, DASH, num, overlap, signed, tau } from "../../lib/format";
@@ -57,55 +57,56 @@ export function SweepList() {
       </PageHead>
       <section className="panel" aria-label="Sweeps">
         <FilterBar label="Filter sweeps">
-          <label className="check">
-            <input type="checkbox" checked={showHidden} onChange={(e) => lp.set({ hidden: e.target.checked })} /> show hidden
-          </label>
+          <FilterCheck label="show hidden" checked={showHidden} onChange={(v) => lp.set({ hidden: v })} />
         </FilterBar>
-        {q.isPending ? (
-          <Loading what="Loading sweeps" />
-        ) : q.error ? (
-          <ErrorBox error={q.error} retry={() => q.refetch()} />
-        ) : q.data.length === 0 ? (
-          <Empty>
-            {showHidden ? "No sweep yet." : "No sweep to show (hidden sweeps are left out: tick “show hidden”)."} <Link to="/sweeps/new">Launch one</Link>.
-          </Empty>
-        ) : (
-          <div className="scroll-x">
-            <table className="data manage">
-              <thead>
-                <tr>
-                  <th>Sweep</th>
-                  <th>Status</th>
-                  <th>Points</th>
-                  <th>Created</th>
-                  <th>
-                    <span className="sr-only">actions</span>
-                  </th>
-                </tr>
-              </thead>
-              <tbody>
-                {q.data.map((s) => (
-                  <tr key={s.id} className={s.hidden ? "hidden-row" : undefined} data-sweep={s.id}>
-                    <td>
-                      <Link to={`/sweeps/${s.id}`}>{s.name}</Link>
-                      {s.hidden && <span className="badge"> hidden</span>}
-                    </td>
-                    <td>
-                      <StatusBadge status={s.status} />
-                    </td>
-                    <td>{s.n_points}</td>
-                    <td>
-                      <When iso={s.created_at} />
-                    </td>
-                    <td className="nowrap">
-                      <ManageActions what="sweeps" id={s.id} name={s.name} hidden={s.hidden} compact />
-                    </td>
+        <Listing
+          q={q}
+          loading="Loading sweeps"
+          isEmpty={(d) => d.length === 0}
+          empty={
+            <>
+              {showHidden ? "No sweep yet." : "No sweep to show (hidden sweeps are left out: tick “show hidden”)."} <Link to="/sweeps/new">Launch one</Link>.
+            </>
+          }
+        >
+          {(data) => (
+            <ListScroll>
+              <table className="data manage">
+                <thead>
+                  <tr>
+                    <th>Sweep</th>
+                    <th>Status</th>
+                    <th>Points</th>
+                    <th>Created</th>
+                    <th>
+                      <span className="sr-only">actions</span>
+                    </th>
                   </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-        )}
+                </thead>
+                <tbody>
+                  {data.map((s) => (
+                    <tr key={s.id} className={s.hidden ? "hidden-row" : undefined} data-sweep={s.id}>
+                      <td>
+                        <Link to={`/sweeps/${s.id}`}>{s.name}</Link>
+                        {s.hidden && <span className="badge"> hidden</span>}
+                      </td>
+                      <td>
+                        <StatusBadge status={s.status} />
+                      </td>
+                      <td>{s.n_points}</td>
+                      <td>
+                        <When iso={s.created_at} />
+                      </td>
+                      <td className="nowrap">
+                        <ManageActions what="sweeps" id={s.id} name={s.name} hidden={s.hidden} compact />
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </ListScroll>
+          )}
+        </Listing>
       </section>
     </div>
   );
