@@ -1,9 +1,9 @@
 // Image sets: the list (a page, the forms' usable ones), one set (polled while indexing), a
 // class's sample images, and registering one.
-import { keepPreviousData, queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { client, unwrap, type ImageSetOut } from "../client";
 import type { ListFilters } from "./models";
-import { getPage, pageQuery } from "./request";
+import { getPage, listPage } from "./request";
 import { queryKey, useViewer, type Viewer } from "./viewer";
 
 /** A set a form can use: indexed, not empty, not hidden. */
@@ -12,10 +12,7 @@ export const setUsable = (s: ImageSetOut) => (s.status ?? "ready") === "ready" &
 export const imageSetQueries = {
   page: (v: Viewer, f: ListFilters) =>
     queryOptions({
-      queryKey: queryKey(v, "image-sets", "page", f),
-      queryFn: () => getPage<ImageSetOut>("/image-sets", pageQuery(f)),
-      enabled: !!v.token,
-      placeholderData: keepPreviousData,
+      ...listPage<ImageSetOut>(v, "image-sets", f),
       refetchInterval: (q) => (q.state.data?.items.some((s) => s.status === "indexing") ? 3000 : false),
     }),
   /** The image sets a form can pick (`usable=true`: indexed, not empty, not hidden). */

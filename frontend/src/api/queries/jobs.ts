@@ -1,8 +1,8 @@
 // Jobs: the latest (the home page), a page of the list, one job (polled until it ends), a
 // chain's steps, the succeeded attacks (detection's choices), the kind registry; launch and cancel.
-import { keepPreviousData, queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { anyLive, client, isTerminal, unwrap, type Job } from "../client";
-import { getPage, PAGE_SIZE } from "./request";
+import { listPage } from "./request";
 import { queryKey, useViewer, type Viewer } from "./viewer";
 
 export type JobFilters = { kind?: string; status?: string; limit?: number; offset?: number };
@@ -25,13 +25,7 @@ export const jobQueries = {
     }),
   /** Top-level jobs (no chain steps), newest first. */
   page: (v: Viewer, f: JobFilters) =>
-    queryOptions({
-      queryKey: queryKey(v, "jobs", "page", f),
-      queryFn: () => getPage<Job>("/jobs", { top_level: true, limit: PAGE_SIZE, offset: 0, ...f }),
-      enabled: !!v.token,
-      placeholderData: keepPreviousData,
-      refetchInterval: (q) => (anyLive(q.state.data?.items) ? 3000 : false),
-    }),
+    queryOptions({ ...listPage<Job>(v, "jobs", f, { top_level: true }), refetchInterval: (q) => (anyLive(q.state.data?.items) ? 3000 : false) }),
   /** Succeeded attack jobs: their weights can be a suspect, a reference or a population member. */
   attackResults: (v: Viewer, enabled: boolean) =>
     queryOptions({

@@ -2,7 +2,7 @@
 // synthetic visualizations, the architectures that can be registered, and registering one.
 import { keepPreviousData, queryOptions, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { client, unwrap, type ModelOut } from "../client";
-import { getPage, pageQuery } from "./request";
+import { getPage, listPage } from "./request";
 import { queryKey, retryUnless, useViewer, type Viewer } from "./viewer";
 
 /**
@@ -14,13 +14,7 @@ export const modelUsable = (m: ModelOut) => (m.status ?? "ready") === "ready" &&
 export type ListFilters = { q?: string; include_hidden?: boolean; usable?: boolean; limit?: number; offset?: number };
 
 export const modelQueries = {
-  page: (v: Viewer, f: ListFilters) =>
-    queryOptions({
-      queryKey: queryKey(v, "models", "page", f),
-      queryFn: () => getPage<ModelOut>("/models", pageQuery(f)),
-      enabled: !!v.token,
-      placeholderData: keepPreviousData,
-    }),
+  page: (v: Viewer, f: ListFilters) => listPage<ModelOut>(v, "models", f),
   /**
    * The models a form can pick (`usable=true`: ready, not hidden). The filter is applied here
    * too, so a server that ignores the parameter still never offers a pending model.

@@ -1,7 +1,9 @@
 // Lists with filters and pagination (issue 19, item 6): lists keep their JSON array shape;
 // the count before limit/offset is the `X-Total-Count` header, which the typed client does
 // not surface, so these requests read the Response themselves (with the client's credentials).
+import { keepPreviousData, queryOptions } from "@tanstack/react-query";
 import { authHeaders, fetchOk } from "../client";
+import { queryKey, type Viewer } from "./viewer";
 
 /** One page of a list and the count of all its rows (`X-Total-Count`; the page's length when the header is absent). */
 export type Page<T> = { items: T[]; total: number };
@@ -36,5 +38,17 @@ export async function getPage<T>(path: string, query: Query): Promise<Page<T>> {
   return { items, total };
 }
 
-/** Page `f` of a hideable list: the first page by default, hidden rows only when asked. */
-export const pageQuery = (f: { include_hidden?: boolean }): Query => ({ limit: PAGE_SIZE, offset: 0, ...f, include_hidden: f.include_hidden || undefined });
+/** The query of page `f` of a list: the first page by default, hidden rows only when asked. */
+const pageQuery = (f: Query & { include_hidden?: boolean }): Query => ({ limit: PAGE_SIZE, offset: 0, ...f, include_hidden: f.include_hidden || undefined });
+
+/**
+ * One page of the list `GET /<resource>` with its filters (asked for only with a token), the
+ * last page kept on screen while the next one loads; `extra` adds to the request's query.
+ */
+export const listPage = <T>(v: Viewer, resource: string, f: Query & { include_hidden?: boolean }, extra: Query = {}) =>
+  queryOptions({
+    queryKey: queryKey(v, resource, "page", f),
+    queryFn: () => getPage<T>(`/${resource}`, { ...extra, ...pageQuery(f) }),
+    enabled: !!v.token,
+    placeholderData: keepPreviousData,
+  });

@@ -2,7 +2,7 @@
 // A run, its units and a unit are readable through a share link: no token needed for those.
 import { keepPreviousData, queryOptions, useQuery } from "@tanstack/react-query";
 import { anyLive, client, isLive, unwrap, type RunListItem } from "../client";
-import { getPage, pageQuery } from "./request";
+import { getPage, listPage } from "./request";
 import { queryKey, retryUnless, useViewer, type Viewer } from "./viewer";
 
 export type RunFilters = {
@@ -31,13 +31,7 @@ const unitsOf = (runId: number, layer: string, query: Partial<UnitQuery>) =>
 export const runQueries = {
   /** `GET /runs` with its filters, one page. */
   page: (v: Viewer, f: RunFilters) =>
-    queryOptions({
-      queryKey: queryKey(v, "runs", "page", f),
-      queryFn: () => getPage<RunListItem>("/runs", pageQuery(f)),
-      enabled: !!v.token,
-      placeholderData: keepPreviousData,
-      refetchInterval: (q) => (anyLive(q.state.data?.items) ? 3000 : false),
-    }),
+    queryOptions({ ...listPage<RunListItem>(v, "runs", f), refetchInterval: (q) => (anyLive(q.state.data?.items) ? 3000 : false) }),
   /**
    * Runs a picker offers (compare, …): finished ones by default; cancelled and failed runs
    * (nothing or half measured) only when `all`. Queued and running runs stay (they finish).
