@@ -4,7 +4,6 @@ import { useQueryClient } from "@tanstack/react-query";
 import { isTerminal } from "../../api/client";
 import type { AlphaEvent, StepJob } from "../../api/contract";
 import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../../api/queries";
-import { LineChart } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { ErrorBox, Loading, SelectedIsInit, StatusBadge, When } from "../../components/States";
 import { chainSteps, jobTitle, kindOf, liveStepLabel } from "../../lib/chain";
@@ -12,6 +11,7 @@ import { absTime, attackLabel, duration, num } from "../../lib/format";
 import { attackOutcome } from "../../lib/rows";
 import { useJobEvents, type LossPoint } from "../../lib/sse";
 import { usePageTitle } from "../../lib/title";
+import { TrainingCharts } from "../runs/TrainingPanel";
 import { kindView } from "./kindViews";
 
 export function JobView() {
@@ -68,8 +68,6 @@ export function JobView() {
   const steps = chainSteps(job, children.data, kind, chainStep);
   const liveLabel = chainStep != null ? (steps.find((s) => s.seq === chainStep)?.label ?? liveStepLabel(kinds.data, job, chainStep, p)) : "";
 
-  const loss = points.filter((q) => q.loss != null);
-  const alphaPts = points.filter((q) => q.alpha != null);
   const traj = (run.data?.alpha_trajectory ?? []) as AlphaEvent[];
 
   return (
@@ -208,27 +206,10 @@ export function JobView() {
           {points.length === 0 ? (
             <p className="muted">The loss curves appear when the attack starts (step 2).</p>
           ) : (
-            <div className="charts3">
-              <LineChart
-                scales
-                title="Loss"
-                xLabel="step"
-                yLabel="loss"
-                series={[
-                  { name: "L (total)", points: loss.map((q) => ({ x: q.step, y: q.loss! })) },
-                  { name: "L_maintain", points: loss.filter((q) => q.l_maintain != null).map((q) => ({ x: q.step, y: q.l_maintain! })) },
-                ]}
-              />
-              <LineChart scales title="Attack loss L_A" xLabel="step" yLabel="L_A" series={[{ name: "L_A", className: "s2", points: loss.filter((q) => q.l_attack != null).map((q) => ({ x: q.step, y: q.l_attack! })) }]} />
-              <LineChart
-                title="α trajectory"
-                xLabel="step"
-                yLabel="α"
-                step
-                series={[{ name: "α", className: "s3", points: alphaPts.map((q) => ({ x: q.step, y: q.alpha! })) }]}
-                markers={traj.map((t) => ({ x: t.step, label: `step ${t.step}: α ${t.alpha_before} → ${t.alpha_after} (drop ${t.drop_pp.toFixed(2)} pp${t.n_images ? ` on ${t.n_images} images` : ""})` }))}
-              />
-            </div>
+            <TrainingCharts
+              points={points}
+              markers={traj.map((t) => ({ x: t.step, label: `step ${t.step}: α ${t.alpha_before} → ${t.alpha_after} (drop ${t.drop_pp.toFixed(2)} pp${t.n_images ? ` on ${t.n_images} images` : ""})` }))}
+            />
           )}
         </section>
         </ErrorBoundary>
