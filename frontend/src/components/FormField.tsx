@@ -3,7 +3,7 @@
 // aria-describedby, the image-set select, the problems above the buttons, and sending. Ids
 // follow one rule: the control of field F is `f-F`, its error `e-F`, its hint `h-F`, so a form
 // can focus the first field a 422 names (a page with several forms prefixes F per form).
-import type { ReactNode } from "react";
+import type { ReactNode, RefObject } from "react";
 import { ApiError, type ImageSetOut, type ValidationItem } from "../api/client";
 import { ErrorBox } from "./States";
 
@@ -47,6 +47,42 @@ export function ImageSetSelect({ id, sets, value, onChange, error }: { id: strin
         </option>
       ))}
     </select>
+  );
+}
+
+/** The set a form starts on: the first whose name or source contains `word` (not `exclude`), else another. */
+export function defaultSet(sets: ImageSetOut[], word: string, exclude?: string): string {
+  const s = sets.find((x) => String(x.id) !== exclude && (x.name + x.source).toLowerCase().includes(word)) ?? sets.find((x) => String(x.id) !== exclude) ?? sets[0];
+  return s ? String(s.id) : "";
+}
+
+/** Said above a launch form when the job-kind registry could not be read: the form still works on the server's defaults. */
+export function KindsUnread({ error }: { error: unknown }) {
+  if (!error) return null;
+  return (
+    <div className="banner warn" role="note">
+      The job kinds (and their defaults) could not be read: {(error as Error).message} Empty fields take the server's defaults.
+    </div>
+  );
+}
+
+/** A form that sends itself with `submit` (no browser validation: the form checks and says what is wrong). */
+export function SubmitForm({ formRef, label, className = "panel form", submit, children }: {
+  formRef: RefObject<HTMLFormElement | null>; label: string; className?: string; submit: () => Promise<void>; children: ReactNode;
+}) {
+  return (
+    <form
+      ref={formRef}
+      noValidate
+      className={className}
+      aria-label={label}
+      onSubmit={(e) => {
+        e.preventDefault();
+        void submit();
+      }}
+    >
+      {children}
+    </form>
   );
 }
 

@@ -93,3 +93,16 @@ export function LayerField({ layers, value, onChange, error, children }: {
     </div>
   );
 }
+
+/** The layer a form starts on: the deepest labelled layer, else the deepest convolution, else the first. */
+export function defaultLayer(layers: LayerOut[]): string {
+  const labelled = layers.filter((l) => l.label);
+  if (labelled.length) return labelled[labelled.length - 1].name;
+  return (layers.filter((l) => l.kind === "conv").at(-1) ?? layers[0])?.name ?? "";
+}
+
+/** Layers named by their names or labels, resolved on the model's list (in its order); unknown names dropped. */
+export function resolveLayers(layers: LayerOut[], names: string[]): string[] {
+  const out = names.map((n) => layers.find((l) => l.name === n || l.label === n)?.name).filter((n): n is string => !!n);
+  return layers.filter((l) => out.includes(l.name)).map((l) => l.name);
+}

@@ -7,10 +7,10 @@
 // its `detail[].loc` names.
 import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { Link, useNavigate } from "react-router";
-import { type ImageSetOut, type Job, type LayerOut, type ModelOut, type ValidationItem } from "../../api/client";
+import { type ImageSetOut, type Job, type ModelOut, type ValidationItem } from "../../api/client";
 import { type LaunchBody, useAllModels, useAttackJobs, useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
-import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, unlessOnFields } from "../../components/FormField";
-import { LayerField } from "../../components/LayerPicker";
+import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, SubmitForm, unlessOnFields } from "../../components/FormField";
+import { defaultLayer, LayerField } from "../../components/LayerPicker";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { jobTitle, kindOf } from "../../lib/chain";
 import { attackLabel } from "../../lib/format";
@@ -180,12 +180,6 @@ const jobModel = (j: Job) => (typeof j.spec.model_id === "number" ? j.spec.model
 const attackKind = (j: Job) => ((j.spec.attack ?? {}) as { kind?: string }).kind;
 export const attackText = (j: Job) => `job ${j.id}: ${jobTitle(j, attackLabel)}`;
 
-function pickLayer(layers: LayerOut[]): string {
-  const labelled = layers.filter((l) => l.label);
-  if (labelled.length) return labelled[labelled.length - 1].name;
-  return (layers.filter((l) => l.kind === "conv").at(-1) ?? layers[0])?.name ?? "";
-}
-
 function pickSet(sets: ImageSetOut[]): string {
   const s = sets.find((x) => /test|val/i.test(x.name + x.source)) ?? sets[0];
   return s ? String(s.id) : "";
@@ -223,7 +217,7 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
     if (!layers.data?.length) return;
     setForm((f) => {
       const known = f.layers.filter((n) => layers.data!.some((l) => l.name === n));
-      return { ...f, layers: known.length ? known : [pickLayer(layers.data!)].filter(Boolean) };
+      return { ...f, layers: known.length ? known : [defaultLayer(layers.data!)].filter(Boolean) };
     });
   }, [layers.data]);
 
@@ -297,16 +291,7 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
     ));
 
   return (
-    <form
-      ref={formRef}
-      noValidate
-      className="form detect-form"
-      aria-label="Check a model"
-      onSubmit={(e) => {
-        e.preventDefault();
-        void submit();
-      }}
-    >
+    <SubmitForm formRef={formRef} label="Check a model" className="form detect-form" submit={submit}>
       {/* the suspect and its reference side by side in two columns of their own (issue 19, item 9: in the
           three-column field grid the selects, as wide as their longest option, ran under the next column) */}
       <div className="detect-models">
@@ -428,7 +413,7 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
           {create.isPending ? "Launching…" : "Check the model"}
         </button>
       </div>
-    </form>
+    </SubmitForm>
   );
 }
 

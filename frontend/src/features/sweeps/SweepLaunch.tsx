@@ -7,8 +7,8 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate } from "react-router";
 import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
-import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, unlessOnFields } from "../../components/FormField";
-import { LayerField } from "../../components/LayerPicker";
+import { defaultSet, fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, KindsUnread, sendForm, SubmitForm, unlessOnFields } from "../../components/FormField";
+import { defaultLayer, LayerField } from "../../components/LayerPicker";
 import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading } from "../../components/States";
 import { kindOf } from "../../lib/chain";
@@ -45,11 +45,6 @@ const ADVANCED_ROWS: typeof ATTACK_ROWS = [
 ];
 const ADVANCED: SweepField[] = ["k_clip", "embedder", "scan_batch_size", "control", "visualize"];
 
-function pickSet(sets: { id: number; name: string; source: string }[], word: string, exclude?: string): string {
-  const s = sets.find((x) => String(x.id) !== exclude && (x.name + x.source).toLowerCase().includes(word)) ?? sets.find((x) => String(x.id) !== exclude) ?? sets[0];
-  return s ? String(s.id) : "";
-}
-
 export function SweepLaunch() {
   usePageTitle("Launch a sweep");
   const navigate = useNavigate();
@@ -79,17 +74,15 @@ export function SweepLaunch() {
   }, [models.data]); // eslint-disable-line react-hooks/exhaustive-deps
   useEffect(() => {
     if (sets.data?.length && !form.train_set_id) {
-      const train = pickSet(sets.data, "train");
-      setForm((f) => ({ ...f, train_set_id: train, val_set_id: f.val_set_id || pickSet(sets.data!, "test", train) }));
+      const train = defaultSet(sets.data, "train");
+      setForm((f) => ({ ...f, train_set_id: train, val_set_id: f.val_set_id || defaultSet(sets.data!, "test", train) }));
     }
   }, [sets.data]); // eslint-disable-line react-hooks/exhaustive-deps
   useEffect(() => {
     if (!layers.data?.length) return;
     setForm((f) => {
       const known = f.layers.filter((n) => layers.data!.some((l) => l.name === n));
-      const labelled = layers.data!.filter((l) => l.label);
-      const first = (labelled.at(-1) ?? layers.data!.filter((l) => l.kind === "conv").at(-1) ?? layers.data![0])?.name;
-      return { ...f, layers: known.length ? known : [first].filter(Boolean) };
+      return { ...f, layers: known.length ? known : [defaultLayer(layers.data!)].filter(Boolean) };
     });
   }, [layers.data]);
 
@@ -149,21 +142,8 @@ export function SweepLaunch() {
         A grid over pruning methods and rates (thesis Chapter 4): each point prunes the model, fine-tunes it, then runs the
         chosen attacks on it, each a full audit. The unpruned model is the baseline point.
       </PageHead>
-      {kinds.error && (
-        <div className="banner warn" role="note">
-          The job kinds (and their defaults) could not be read: {(kinds.error as Error).message} Empty fields take the server's defaults.
-        </div>
-      )}
-      <form
-        ref={formRef}
-        noValidate
-        className="panel form sweep-form"
-        aria-label="Launch a sweep"
-        onSubmit={(e) => {
-          e.preventDefault();
-          void submit();
-        }}
-      >
+      <KindsUnread error={kinds.error} />
+      <SubmitForm formRef={formRef} label="Launch a sweep" className="panel form sweep-form" submit={submit}>
         <div className="grid-form">
           <FieldRow field="name" label="Sweep name" hint="optional" error={shown("name")}>
             <input id="f-name" value={form.name} onChange={(e) => set("name", e.target.value)} placeholder="e.g. norm vs vulnerability" {...fieldAria("name", shown("name"))} />
@@ -294,7 +274,7 @@ export function SweepLaunch() {
             {create.isPending ? "Launching…" : `Launch the sweep (${points} point${points === 1 ? "" : "s"})`}
           </button>
         </div>
-      </form>
+      </SubmitForm>
     </div>
   );
 }
