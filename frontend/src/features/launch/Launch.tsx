@@ -239,14 +239,7 @@ function SettingsFields({ f, attack }: { f: LaunchState; attack: boolean }) {
           <FieldRow field="seed" label="seed" error={shown("seed")}>
             <input inputMode="numeric" {...fieldProps("seed")} />
           </FieldRow>
-          <FieldRow field="score_norm" label="score normalisation" hint="batch_mean: invariant to rescaling a unit" error={shown("score_norm")}>
-            <select id="f-score_norm" value={form.score_norm} onChange={(e) => set("score_norm", e.target.value)} {...fieldAria("score_norm", shown("score_norm"))}>
-              {form.score_norm === "" && <option value="">server default</option>}
-              <option value="batch_mean">batch_mean</option>
-              <option value="init_mean">init_mean</option>
-              <option value="none">none (the thesis' formula)</option>
-            </select>
-          </FieldRow>
+          <ChoiceRow f={f} field="score_norm" label="score normalisation" hint="batch_mean: invariant to rescaling a unit" options={[["batch_mean", "batch_mean"], ["init_mean", "init_mean"], ["none", "none (the thesis' formula)"]]} />
         </>
       )}
     </div>
@@ -272,13 +265,7 @@ function ExtrasFields({ f }: { f: LaunchState }) {
             <FieldRow field="synth_steps" label="visualization steps" error={shown("synth_steps")}>
               <input inputMode="numeric" {...fieldProps("synth_steps")} />
             </FieldRow>
-            <FieldRow field="synth_objective" label="objective" hint="channel mean: for layers whose outputs can be negative" error={shown("synth_objective")}>
-              <select id="f-synth_objective" value={form.synth_objective} onChange={(e) => set("synth_objective", e.target.value)} {...fieldAria("synth_objective", shown("synth_objective"))}>
-                {form.synth_objective === "" && <option value="">server default</option>}
-                <option value="score">score a_j</option>
-                <option value="channel_mean">channel mean</option>
-              </select>
-            </FieldRow>
+            <ChoiceRow f={f} field="synth_objective" label="objective" hint="channel mean: for layers whose outputs can be negative" options={[["score", "score a_j"], ["channel_mean", "channel mean"]]} />
           </div>
         )}
         <FieldError field="visualize" msg={shown("visualize")} />
@@ -298,7 +285,7 @@ function ExtrasFields({ f }: { f: LaunchState }) {
 
 /** Evaluation, the accuracy budget, the α factor, the schedule and CLIP: folded unless one has an error. */
 function AdvancedFields({ f }: { f: LaunchState }) {
-  const { form, set, shown, fieldProps } = f;
+  const { form, shown, fieldProps } = f;
   return (
     <details className="advanced" open={ADVANCED.some((f) => !!shown(f))}>
       <summary>Advanced: evaluation, accuracy budget, CLIP</summary>
@@ -317,13 +304,7 @@ function AdvancedFields({ f }: { f: LaunchState }) {
             <input inputMode="decimal" {...fieldProps("alpha_factor")} />
           </FieldRow>
         )}
-        <FieldRow field="lr_schedule" label="learning-rate schedule" error={shown("lr_schedule")}>
-          <select id="f-lr_schedule" value={form.lr_schedule} onChange={(e) => set("lr_schedule", e.target.value)} {...fieldAria("lr_schedule", shown("lr_schedule"))}>
-            {form.lr_schedule === "" && <option value="">server default</option>}
-            <option value="constant">constant</option>
-            <option value="cosine">cosine (decays to 0)</option>
-          </select>
-        </FieldRow>
+        <ChoiceRow f={f} field="lr_schedule" label="learning-rate schedule" options={[["constant", "constant"], ["cosine", "cosine (decays to 0)"]]} />
         <FieldRow field="k_clip" label="k for CLIP-δ" hint="top-k compared by the embedder (thesis: 5)" error={shown("k_clip")}>
           <input inputMode="numeric" {...fieldProps("k_clip")} />
         </FieldRow>
@@ -332,5 +313,27 @@ function AdvancedFields({ f }: { f: LaunchState }) {
         </FieldRow>
       </div>
     </details>
+  );
+}
+
+/**
+ * A choice of the form's: its select in a labelled row. Empty is the server's default, offered
+ * only while the field has no value (the registry's default fills it).
+ */
+function ChoiceRow({ f, field, label, hint, options }: {
+  f: LaunchState; field: "score_norm" | "synth_objective" | "lr_schedule"; label: string; hint?: string; options: [string, string][];
+}) {
+  const { form, set, shown } = f;
+  return (
+    <FieldRow field={field} label={label} hint={hint} error={shown(field)}>
+      <select id={`f-${field}`} value={form[field]} onChange={(e) => set(field, e.target.value)} {...fieldAria(field, shown(field))}>
+        {form[field] === "" && <option value="">server default</option>}
+        {options.map(([value, text]) => (
+          <option key={value} value={value}>
+            {text}
+          </option>
+        ))}
+      </select>
+    </FieldRow>
   );
 }
