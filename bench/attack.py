@@ -63,8 +63,8 @@ class StepClock:
 
 
 def plain_finetune(model, train, steps: int, batch: int, seed: int, workers: int) -> float:
-    from fvaudit.engine.attacks import _Batches, _StepFeed
-    from fvaudit.engine.models import clone_model
+    from fvaudit.engine.attack.run import _Batches, _StepFeed
+    from fvaudit.engine.models.loading import clone_model
 
     student = clone_model(model)
     module = student.module.eval()
@@ -89,7 +89,7 @@ def plain_finetune(model, train, steps: int, batch: int, seed: int, workers: int
 
 def attack_rate(model, train, val, layer, init, kind: str, steps: int, batch: int, attack_batch: int, seed: int,
                 workers: int) -> float:
-    from fvaudit.engine.attacks import AttackConfig, Target, run_attack
+    from fvaudit.engine.attack.run import AttackConfig, Target, run_attack
 
     units = [u for u in range(model.layer(layer).units) if u not in set(init[layer].dead_units)][:32]
     cfg = AttackConfig(kind=kind, targets=[Target(layer, units)], steps=steps, batch_size=batch,
@@ -101,9 +101,9 @@ def attack_rate(model, train, val, layer, init, kind: str, steps: int, batch: in
 
 
 def bench_model(name, layer, folder, batch, attack_batch, steps, repeats, workers, init_n) -> dict:
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.images import FolderImageSet, stratified_ids, subset
-    from fvaudit.engine.models import load_model
+    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.data.images import FolderImageSet, stratified_ids, subset
+    from fvaudit.engine.models.loading import load_model
 
     model = load_model(name)
     train = FolderImageSet(folder, verify=False)
@@ -128,7 +128,7 @@ def bench_model(name, layer, folder, batch, attack_batch, steps, repeats, worker
 
 
 def main() -> None:
-    from fvaudit.engine.pipeline import default_workers
+    from fvaudit.engine.data.pipeline import default_workers
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", type=Path, default=Path("/tmp/fv-bench-jpegs"))

@@ -47,11 +47,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fvaudit.engine import detection as D  # noqa: E402
-from fvaudit.engine.attacks import AttackConfig, Target, run_attack  # noqa: E402
-from fvaudit.engine.detector import Subject, detect  # noqa: E402
-from fvaudit.engine.embedders import EmbeddingCache, default_embedder, embed_topk  # noqa: E402
-from fvaudit.engine.images import open_image_set  # noqa: E402
-from fvaudit.engine.models import load_model, save_checkpoint  # noqa: E402
+from fvaudit.engine.attack.run import AttackConfig, Target, run_attack  # noqa: E402
+from fvaudit.engine.detection.run import Subject, detect  # noqa: E402
+from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk  # noqa: E402
+from fvaudit.engine.data.images import open_image_set  # noqa: E402
+from fvaudit.engine.models.loading import load_model, save_checkpoint  # noqa: E402
 from fvaudit.engine.progress import NullReporter  # noqa: E402
 
 LAYERS = ["relu2", "relu3"]
@@ -104,7 +104,7 @@ def make_variant(name: str, v: dict, ref, train, val, cache: Path) -> tuple[Path
         return ck, json.loads(meta_p.read_text())
     units = None
     if v["units"] == "first8":
-        from fvaudit.engine.activations import scan
+        from fvaudit.engine.scan.activations import scan
 
         dead = set(scan(ref, train, [v["layer"]], k=10, batch_size=512).layers[v["layer"]].dead_units)
         units = [j for j in range(ref.layer(v["layer"]).units) if j not in dead][:8]
@@ -128,8 +128,8 @@ def make_variant(name: str, v: dict, ref, train, val, cache: Path) -> tuple[Path
 
 
 def make_retrained(seed: int, epochs: int, cache: Path) -> tuple[Path, dict]:
-    from fvaudit.engine.fmnist_cnn import save_demo_weights, train_fashion_cnn
-    from fvaudit.engine.images import fashion_mnist
+    from fvaudit.engine.models.fmnist_cnn import save_demo_weights, train_fashion_cnn
+    from fvaudit.engine.data.images import fashion_mnist
 
     ck, meta_p = cache / f"retrained-s{seed}.safetensors", cache / f"retrained-s{seed}.json"
     if ck.exists() and meta_p.exists():
@@ -262,7 +262,7 @@ def main() -> int:
     for regime in [r for r in regimes if r.startswith("reference")]:
         extra = {}
         if regime == "reference+synthetic":
-            from fvaudit.engine.detector import SyntheticOptions
+            from fvaudit.engine.detection.run import SyntheticOptions
 
             extra = {"synthetic": SyntheticOptions(seeds=(0, 1), steps=args.synthetic_steps),
                      "embed_images": embedder.embed}

@@ -5,7 +5,7 @@ the scipy double loop, interleaved in one process.
 θ_init × θ_init): 2·J·(J−1) pairs, 130 560 for J = 256. Three ways, timed in turn in
 each of ``--repeats`` rounds (the order rotates between rounds), min and median kept:
 
-- ``pruned``: ``metrics.kendall_tau_w`` (``fvaudit.engine.kendall_w``: bucket bounds from
+- ``pruned``: ``metrics.kendall_tau_w`` (``fvaudit.engine.measure.kendall_w``: bucket bounds from
   one int8 product, fine bounds, the exact kernel on the few pairs that can win);
 - ``matrix``: today's path, both full matrices by ``kendall_tau_matrix``, then the maxima;
 - ``scipy``: ``scipy.stats.kendalltau`` over a random subset of the pairs, extrapolated
@@ -42,12 +42,12 @@ from scipy.stats import kendalltau
 
 ROOT = Path(__file__).resolve().parent.parent
 try:
-    from fvaudit.engine import kendall_w as KW
-    from fvaudit.engine import metrics as M
+    from fvaudit.engine.measure import kendall_w as KW
+    from fvaudit.engine.measure import metrics as M
 except ImportError:
     sys.path.insert(0, str(ROOT / "backend"))
-    from fvaudit.engine import kendall_w as KW
-    from fvaudit.engine import metrics as M
+    from fvaudit.engine.measure import kendall_w as KW
+    from fvaudit.engine.measure import metrics as M
 
 
 def make_scores(n: int, j: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from fvaudit import _tv_guard  # noqa: F401
-from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS as D
+from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS as D
 
 
 def cache_dir() -> Path:
@@ -172,7 +172,7 @@ def make_embed_topk(spec: str, image_set, device: str = "cpu"):
     """(embed_topk callable or None, embedder id, warning) for an embedder spec."""
     if spec == "none":
         return None, None, None
-    from fvaudit.engine.embedders import EmbeddingCache, default_embedder, embed_topk, get_embedder
+    from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk, get_embedder
 
     warning = None
     if spec == "auto":
@@ -185,7 +185,7 @@ def make_embed_topk(spec: str, image_set, device: str = "cpu"):
 
 
 def cmd_models(args) -> int:
-    from fvaudit.engine.models import list_models, load_model
+    from fvaudit.engine.models.loading import list_models, load_model
 
     if not args.model:
         for m in list_models():
@@ -201,10 +201,10 @@ def cmd_models(args) -> int:
 
 def cmd_scan(args) -> int:
     from fvaudit.cli_progress import RichReporter
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.experiment import versions, write_scan
-    from fvaudit.engine.images import open_image_set
-    from fvaudit.engine.models import load_model
+    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.audit import versions, write_scan
+    from fvaudit.engine.data.images import open_image_set
+    from fvaudit.engine.models.loading import load_model
 
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     images = open_image_set(args.images, cache_dir=cache_dir(), limit=args.limit)
@@ -212,7 +212,7 @@ def cmd_scan(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with RichReporter() as rep:
         if args.shards > 1:
-            from fvaudit.engine.shards import scan_in_shards
+            from fvaudit.engine.scan.shards import scan_in_shards
 
             res = scan_in_shards(model, images, layers, args.k, args.shards, batch_size=args.batch_size,
                                  device=args.device, out_dir=args.out / "scores", reporter=rep)
@@ -238,7 +238,7 @@ def cmd_scan(args) -> int:
 
 
 def _attack_config(args, model):
-    from fvaudit.engine.attacks import AttackConfig, Target, all_conv_targets
+    from fvaudit.engine.attack.run import AttackConfig, Target, all_conv_targets
 
     if args.layers == "all-conv":
         if args.units:
@@ -263,10 +263,10 @@ def tuning_fields(args) -> dict:
 
 def cmd_attack(args) -> int:
     from fvaudit.cli_progress import RichReporter
-    from fvaudit.engine.experiment import run_audit
-    from fvaudit.engine.images import open_image_set
-    from fvaudit.engine.models import load_model
-    from fvaudit.engine.report import format_table
+    from fvaudit.engine.audit import run_audit
+    from fvaudit.engine.data.images import open_image_set
+    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.measure.report import format_table
 
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     train = open_image_set(args.train, cache_dir=cache_dir(), limit=args.limit_train)
@@ -298,8 +298,8 @@ def cmd_attack(args) -> int:
 def cmd_metrics(args) -> int:
     import numpy as np
 
-    from fvaudit.engine.images import reopen_image_set
-    from fvaudit.engine.report import TableRow, format_table, measure_layer, write_layer_metrics
+    from fvaudit.engine.data.images import reopen_image_set
+    from fvaudit.engine.measure.report import TableRow, format_table, measure_layer, write_layer_metrics
 
     cb = json.loads((args.before / "config.json").read_text())
     ca = json.loads((args.after / "config.json").read_text())
@@ -337,7 +337,7 @@ def format_alpha_trajectory(traj) -> str:
 
 
 def cmd_report(args) -> int:
-    from fvaudit.engine.report import format_table
+    from fvaudit.engine.measure.report import format_table
 
     print(format_table(report_rows(args.runs)))
     return 0
@@ -346,7 +346,7 @@ def cmd_report(args) -> int:
 def report_rows(runs: list[Path]) -> list:
     """Table 3.1 rows of attack run directories: each run's selected and final state, and, before a
     run, the row of an α = 0 control among ``runs`` with the same settings (SPEC §2 "Baseline")."""
-    from fvaudit.engine.report import TableRow
+    from fvaudit.engine.measure.report import TableRow
 
     loaded = []
     for run in runs:
@@ -391,8 +391,8 @@ def cmd_visualize(args) -> int:
     import numpy as np
 
     from fvaudit.cli_progress import RichReporter
-    from fvaudit.engine.models import load_model
-    from fvaudit.engine.synthesis import SynthesisConfig, save_grid, synthesize
+    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.synthesis.render import SynthesisConfig, save_grid, synthesize
 
     cfg = SynthesisConfig(steps=args.steps, lr=args.lr, batch_units=args.batch_units, seed=args.seed,
                           device=args.device)
@@ -416,8 +416,8 @@ def cmd_visualize(args) -> int:
 
 
 def cmd_train_demo(args) -> int:
-    from fvaudit.engine.fmnist_cnn import save_demo_weights, train_fashion_cnn
-    from fvaudit.engine.images import fashion_mnist
+    from fvaudit.engine.models.fmnist_cnn import save_demo_weights, train_fashion_cnn
+    from fvaudit.engine.data.images import fashion_mnist
 
     tr, te = fashion_mnist("train"), fashion_mnist("test")
     model, acc = train_fashion_cnn(tr.images, tr.labels, te.images, te.labels, epochs=args.epochs, seed=args.seed,
@@ -441,9 +441,9 @@ COMMANDS = {"models": cmd_models, "scan": cmd_scan, "attack": cmd_attack, "metri
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from fvaudit.engine.attacks import AttackConfigError
-    from fvaudit.engine.images import ImageSetError
-    from fvaudit.engine.models import ModelError
+    from fvaudit.engine.attack.run import AttackConfigError
+    from fvaudit.engine.data.images import ImageSetError
+    from fvaudit.engine.models.loading import ModelError
 
     try:
         return COMMANDS[args.command](args)

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     device: str = "auto"                      # auto | cpu | cuda | cuda:N (resolved inside the worker child)
     torch_threads: int = 0                    # 0 = torch default
 
-    # input pipeline (engine/pipeline.py), applied by the worker to every job that loads images
+    # input pipeline (engine/data/pipeline.py), applied by the worker to every job that loads images
     loader_workers: int | None = Field(None, ge=0)   # DataLoader processes per job; None = the cores, 0 = in-process
     decode_cache: Literal["auto", "on", "off"] = "auto"  # auto: only when one full pass fits the bound
     decode_cache_gb: float = Field(4.0, ge=0)         # bound of the decode cache (model-input-size pixels), LRU

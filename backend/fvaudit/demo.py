@@ -37,13 +37,13 @@ def run_demo_experiment(out: Path, steps: int | None = None, embedder: str = "au
 
     from fvaudit.cli import format_alpha_trajectory, make_embed_topk
     from fvaudit.cli_progress import RichReporter
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS
-    from fvaudit.engine.attacks import AttackConfig, Target
-    from fvaudit.engine.experiment import run_audit
-    from fvaudit.engine.images import open_image_set
-    from fvaudit.engine.models import load_model
-    from fvaudit.engine.report import format_table
+    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
+    from fvaudit.engine.attack.run import AttackConfig, Target
+    from fvaudit.engine.audit import run_audit
+    from fvaudit.engine.data.images import open_image_set
+    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.measure.report import format_table
 
     rows = rows or list(ROWS)
     unknown = [r for r in rows if r not in ROWS]

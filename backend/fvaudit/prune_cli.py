@@ -1,7 +1,7 @@
 """`fvaudit prune` and `fvaudit sweep`: pruning defences from the command line (SPEC §5).
 
 Both run the engine in this process (no server) and write the tables the service's sweep
-page shows (:mod:`fvaudit.engine.sweep_table`: ``sweep.csv``, ``sweep.json``, ``sweep.md``; the curves as ``sweep_curves.svg``).
+page shows (:mod:`fvaudit.engine.defence.sweep_table`: ``sweep.csv``, ``sweep.json``, ``sweep.md``; the curves as ``sweep_curves.svg``).
 ``fvaudit sweep --demo`` is the thesis' Chapter 4 on the Fashion-MNIST demo CNN, scaled to
 run in under an hour on 2 CPU cores; it prints what it scaled.
 """
@@ -83,7 +83,7 @@ def register(sub) -> dict:
 
 
 def _settings(args, demo: bool):
-    from fvaudit.engine.prune_sweep import PruneSettings
+    from fvaudit.engine.defence.sweep import PruneSettings
 
     d = DEMO if demo else {}
     return PruneSettings(finetune_steps=args.finetune_steps if args.finetune_steps is not None
@@ -94,7 +94,7 @@ def _settings(args, demo: bool):
 
 def _sets(args, demo: bool):
     from fvaudit.cli import cache_dir
-    from fvaudit.engine.images import open_image_set, subset
+    from fvaudit.engine.data.images import open_image_set, subset
 
     d = DEMO if demo else {}
     train_limit = args.train_limit if args.train_limit is not None else d.get("train_limit")
@@ -107,11 +107,11 @@ def _sets(args, demo: bool):
 def cmd_prune(args) -> int:
     import numpy as np
 
-    from fvaudit.engine import pruning as P
-    from fvaudit.engine import sweep_table as T
-    from fvaudit.engine.attacks import evaluate_accuracy
-    from fvaudit.engine.models import clone_model, load_model, save_checkpoint
-    from fvaudit.engine.prune_sweep import label, prune_point, prune_record
+    from fvaudit.engine.defence import pruning as P
+    from fvaudit.engine.defence import sweep_table as T
+    from fvaudit.engine.attack.run import evaluate_accuracy
+    from fvaudit.engine.models.loading import clone_model, load_model, save_checkpoint
+    from fvaudit.engine.defence.sweep import label, prune_point, prune_record
 
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     train, val = _sets(args, False)
@@ -172,10 +172,10 @@ def cmd_prune(args) -> int:
 def cmd_sweep(args) -> int:
     from fvaudit.cli import make_embed_topk
     from fvaudit.cli_progress import RichReporter
-    from fvaudit.engine import sweep_table as T
-    from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS as D
-    from fvaudit.engine.models import load_model
-    from fvaudit.engine.prune_sweep import METHODS, SweepPlan, run_prune_sweep
+    from fvaudit.engine.defence import sweep_table as T
+    from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS as D
+    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.defence.sweep import METHODS, SweepPlan, run_prune_sweep
 
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]

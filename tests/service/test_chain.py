@@ -45,7 +45,7 @@ def test_full_chain_steps_come_from_the_registry(stack, full_audit):
     assert all(k["status"] == "succeeded" for k in kids)
     assert {k["run_id"] for k in kids[6:]} == {run["control_run_id"]} != {done["run_id"]}
     # the form reads the attack defaults from the registry, which reads them from the engine
-    from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS
+    from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
 
     d = kinds["audit"]["defaults"]["attack"]
     assert {k: d[k] for k in ATTACK_DEFAULTS} == ATTACK_DEFAULTS

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 
 def test_upload_of_a_vulnerability_pruned_checkpoint_lists_the_pruned_widths(stack, tmp_path):
-    from fvaudit.engine.models import load_model, save_checkpoint
-    from fvaudit.engine.pruning import vulnerability_prune
+    from fvaudit.engine.models.loading import load_model, save_checkpoint
+    from fvaudit.engine.defence.pruning import vulnerability_prune
 
     lm = load_model("fmnist-cnn")
     report = vulnerability_prune(lm, "relu3", [0, 5, 7])

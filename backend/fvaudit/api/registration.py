@@ -113,7 +113,7 @@ def screen_pickle_checkpoint(path: Path) -> None:
 def register_model(db: Session, owner_id: int | None, name: str, registry_name: str, pretrained: bool = True,
                    checkpoint: Path | None = None, source: str = "registry", checkpoint_field: tuple = ("body", "file"),
                    original_name: str | None = None) -> Model:
-    from fvaudit.engine.models import (LAYER_LABELS, ModelError, apply_checkpoint, list_layers, load_model,
+    from fvaudit.engine.models.loading import (LAYER_LABELS, ModelError, apply_checkpoint, list_layers, load_model,
                                        save_checkpoint)
 
     try:
@@ -196,7 +196,7 @@ def start_folder_registration(db: Session, user: User, name: str, source: str, l
 def register_image_set(db: Session, owner_id: int | None, name: str, source: str, limit: int | None) -> ImageSet:
     """Register an image set inside this transaction: Fashion-MNIST (what the API does), or a folder
     indexed synchronously (scripts; the API indexes folders with a job: :func:`start_folder_registration`)."""
-    from fvaudit.engine.images import ImageSetError, open_image_set
+    from fvaudit.engine.data.images import ImageSetError, open_image_set
 
     import numpy as np
 

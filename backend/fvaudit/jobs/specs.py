@@ -6,8 +6,8 @@ Torch-free: the API imports this module. Each kind's own spec lives in its modul
 not numbers, NaN and infinities are refused.
 
 :class:`AttackParams` has the field names of the engine's
-:class:`~fvaudit.engine.attacks.AttackConfig` and takes its defaults from the one
-torch-free :data:`~fvaudit.engine.attack_defaults.ATTACK_DEFAULTS`, so the mapping to
+:class:`~fvaudit.engine.attack.run.AttackConfig` and takes its defaults from the one
+torch-free :data:`~fvaudit.engine.attack.defaults.ATTACK_DEFAULTS`, so the mapping to
 the engine is ``AttackConfig(targets=..., device=..., **params.engine_fields())``.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo,
                       WithJsonSchema, field_validator)
 
-from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS as D
+from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS as D
 
 MAX_INT = 2**31 - 1
 

@@ -125,7 +125,7 @@ def check_checkpoint_path(path: str, loc: tuple) -> str:
 def check_embedder(spec: str, loc: tuple) -> str:
     if spec in ("auto", "none"):
         return spec
-    from fvaudit.engine.embedders import EmbedderError, canonical_spec
+    from fvaudit.engine.measure.embedders import EmbedderError, canonical_spec
 
     try:
         canon = canonical_spec(spec)

@@ -50,7 +50,7 @@ def _ready():
 @router.get("/registry", response_model=list[RegistryEntry], summary="Models that can be registered by name")
 def registry(who: Who):
     require_user(who)
-    from fvaudit.engine.models import list_models
+    from fvaudit.engine.models.loading import list_models
 
     return list_models()
 

@@ -2,7 +2,7 @@
 
 A sweep is a job of kind ``sweep`` (launched with ``POST /jobs``); these routes read its
 points (``sweep_points``) with their pruned models' records and their audits' rows and
-hand them to :mod:`fvaudit.engine.sweep_table`, the same code the CLI writes its tables with.
+hand them to :mod:`fvaudit.engine.defence.sweep_table`, the same code the CLI writes its tables with.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from fvaudit.api.deps import DB, CurrentUser, IdPath, get_kind_job_for, top_leve
 from fvaudit.api.manage import commit_and_unlink
 from fvaudit.api.schemas import HiddenPatch, JobStatus, SweepDetail, SweepItem
 from fvaudit.db.models import Job, SweepPoint
-from fvaudit.engine import sweep_table as T
+from fvaudit.engine.defence import sweep_table as T
 from fvaudit.jobs.kinds.sweep import point_records
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])

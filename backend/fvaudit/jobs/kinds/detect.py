@@ -1,7 +1,7 @@
 """Job kind ``detect``: "check this model" (SPEC §6), optionally against a reference.
 
 The worker loads the suspect, the reference (if any) and the population of clean models,
-and runs :func:`fvaudit.engine.detector.detect`: one scan of the image set per model,
+and runs :func:`fvaudit.engine.detection.run.detect`: one scan of the image set per model,
 the top-k embedded once per image (the embedding cache is shared with every other job),
 evidence per layer, calibration against the population, verdicts per layer and model.
 
@@ -174,8 +174,8 @@ def _model_name(m: Model, ref: ModelRef) -> str:
 
 
 def run_detect(spec: DetectSpec, ctx) -> dict:
-    from fvaudit.engine import detection as D
-    from fvaudit.engine.detector import Subject, detect
+    from fvaudit.engine.detection import evidence
+    from fvaudit.engine.detection.run import Subject, detect
     from fvaudit.jobs.common import load_db_model, open_db_image_set, resolve_weights
     from fvaudit.jobs.kinds.metrics import make_embed
 
@@ -206,11 +206,11 @@ def run_detect(spec: DetectSpec, ctx) -> dict:
     suspect = subjects[0]
     reference = subjects[1] if spec.reference is not None else None
     population = subjects[2:] if spec.reference is not None else subjects[1:]
-    th = D.VerdictThresholds(unit=spec.thresholds.unit, suspicious_p=spec.thresholds.suspicious_p,
+    th = evidence.VerdictThresholds(unit=spec.thresholds.unit, suspicious_p=spec.thresholds.suspicious_p,
                              manipulated_p=spec.thresholds.manipulated_p)
     synthetic = embed_images = None
     if spec.synthetic is not None:
-        from fvaudit.engine.detector import SyntheticOptions
+        from fvaudit.engine.detection.run import SyntheticOptions
 
         if embedder is None:
             raise RuntimeError("synthetic change needs an image embedder; the spec says embedder 'none'")

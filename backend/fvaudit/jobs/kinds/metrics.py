@@ -127,7 +127,7 @@ def make_embed(spec: str, image_set, ctx):
     """(embed_topk callable or None, embedder, embedder id, warning)."""
     if spec == "none":
         return None, None, None, None
-    from fvaudit.engine.embedders import EmbeddingCache, default_embedder, embed_topk, get_embedder
+    from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk, get_embedder
     from fvaudit.engine.progress import Cancelled
 
     warning = None
@@ -173,8 +173,8 @@ def state_accuracy(acc: dict, state: str) -> dict:
 
 
 def run_metrics(spec: MetricsSpec, ctx) -> dict:
-    from fvaudit.engine import metrics as M
-    from fvaudit.engine.experiment import measure_state
+    from fvaudit.engine.measure import metrics as M
+    from fvaudit.engine.audit import measure_state
     from fvaudit.jobs.common import layer_scan, load_scan, open_db_image_set
 
     ctx.reporter.stage("load scans")

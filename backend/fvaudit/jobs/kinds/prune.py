@@ -51,7 +51,7 @@ class FinetuneParams(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     def phases(self) -> list[tuple[int, float]]:
-        from fvaudit.engine.prune_sweep import finetune_phases   # the worker's (torch) side only
+        from fvaudit.engine.defence.sweep import finetune_phases   # the worker's (torch) side only
 
         return finetune_phases(self.steps, self.lr, self.lr_drop)
 
@@ -226,10 +226,10 @@ def vulnerable_channels(db: Session, run_id: int, layer: str, n: int) -> list[in
 def run_prune(spec: PruneSpec, ctx) -> dict:
     import numpy as np
 
-    from fvaudit.engine import pruning as P
-    from fvaudit.engine.attacks import evaluate_accuracy
-    from fvaudit.engine.images import subset
-    from fvaudit.engine.models import LAYER_LABELS, list_layers, save_checkpoint
+    from fvaudit.engine.defence import pruning as P
+    from fvaudit.engine.attack.run import evaluate_accuracy
+    from fvaudit.engine.data.images import subset
+    from fvaudit.engine.models.loading import LAYER_LABELS, list_layers, save_checkpoint
     from fvaudit.jobs.common import load_db_model, open_db_image_set, resolve_weights
 
     p = spec.prune

@@ -8,7 +8,7 @@ and creates this job (:func:`fvaudit.api.registration.start_folder_registration`
 job, on a worker:
 
 1. ``index files``: lists class folders and image files in the engine's id order
-   (:class:`~fvaudit.engine.images.FolderImageSet` without header checks; symlinks
+   (:class:`~fvaudit.engine.data.images.FolderImageSet` without header checks; symlinks
    leaving the allowed roots are skipped unopened, with the reason);
 2. ``check headers``: ``Image.verify()`` on every file, in threads, in chunks (progress
    and the cancel flag between chunks); a corrupt file is skipped with its reason, as at
@@ -19,7 +19,7 @@ job, on a worker:
 
 Ids equal the ones the synchronous indexing gave (sorted class folder, then sorted file;
 unreadable files take no id); a ``limit`` keeps the engine's seeded, class-stratified sample
-of the readable files (:func:`~fvaudit.engine.images.stratified_ids`), as ``open_image_set`` does. A failure (no class folder, no readable image, cancel)
+of the readable files (:func:`~fvaudit.engine.data.images.stratified_ids`), as ``open_image_set`` does. A failure (no class folder, no readable image, cancel)
 marks the set ``failed`` with the reason; a set whose job ended otherwise (its worker
 gave up) reads as failed through its job (:mod:`fvaudit.api.routers.image_sets`).
 """
@@ -66,9 +66,9 @@ def index_folder(root: Path, allowed_roots: list[Path], limit: int | None, repor
     """List and check a class-folder tree; returns what the set's rows need.
 
     ``{"paths", "labels", "classes", "skipped": [{path, reason}], "key"}``; raises
-    :class:`~fvaudit.engine.images.ImageSetError` when nothing usable is left.
+    :class:`~fvaudit.engine.data.images.ImageSetError` when nothing usable is left.
     """
-    from fvaudit.engine.images import FolderImageSet, ImageSetError, _verify_header, stratified_ids, subset
+    from fvaudit.engine.data.images import FolderImageSet, ImageSetError, _verify_header, stratified_ids, subset
     from fvaudit.engine.progress import NullReporter
 
     reporter = reporter or NullReporter()

@@ -6,10 +6,10 @@ A requeued scan skips the image sets it already stored.
 
 With ``shards = S > 1`` the scan is a group (:meth:`ScanKind.members`): S ``scan_shard``
 jobs (:mod:`fvaudit.jobs.kinds.scan_shard`) each scan one row range of every image set
-(:func:`fvaudit.engine.shards.shard_ranges`, cut on multiples of ``batch_size``) on
+(:func:`fvaudit.engine.scan.shards.shard_ranges`, cut on multiples of ``batch_size``) on
 whichever workers are free, and write their part under ``DATA_DIR/scan-parts/``; the
 scan job itself runs once all of them succeeded and merges the parts
-(:func:`fvaudit.engine.shards.merge_scans`): its rows and artifacts are the ones a
+(:func:`fvaudit.engine.scan.shards.merge_scans`): its rows and artifacts are the ones a
 one-worker scan stores, bit for bit (SPEC §1 tie-break).
 """
 from __future__ import annotations
@@ -151,7 +151,7 @@ def store_scan(ctx, spec: ScanSpec, set_id: int, set_name: str, res, weights_lab
 
 
 def run_scan(spec: ScanSpec, ctx) -> dict:
-    from fvaudit.engine.activations import scan
+    from fvaudit.engine.scan.activations import scan
     from fvaudit.jobs.common import open_db_image_set
 
     model, layers, weights_label = load_scan_model(spec, ctx)
@@ -174,7 +174,7 @@ def run_scan(spec: ScanSpec, ctx) -> dict:
 def run_merge(spec: ScanSpec, ctx) -> dict:
     """The fan-in of a sharded scan: every shard succeeded; merge their parts per image set."""
     from fvaudit.db.models import Job
-    from fvaudit.engine.shards import merge_scans
+    from fvaudit.engine.scan.shards import merge_scans
     from fvaudit.jobs.kinds.scan_shard import load_part, parts_dir
 
     with ctx.session() as db:

@@ -38,11 +38,11 @@ def parts_dir(settings: Settings, scan_job_id: int) -> Path:
 
 
 def load_part(settings: Settings, info: dict):
-    """The engine :class:`~fvaudit.engine.shards.ShardPart` a shard described in its result."""
+    """The engine :class:`~fvaudit.engine.scan.shards.ShardPart` a shard described in its result."""
     import numpy as np
 
-    from fvaudit.engine.activations import LayerScan
-    from fvaudit.engine.shards import ShardPart
+    from fvaudit.engine.scan.activations import LayerScan
+    from fvaudit.engine.scan.shards import ShardPart
 
     d = settings.data_dir / info["dir"]
     layers = {}
@@ -93,7 +93,7 @@ class ScanShardKind(JobKind):
 def run_shard(spec: ScanShardSpec, ctx) -> dict:
     import numpy as np
 
-    from fvaudit.engine.shards import scan_shard, shard_ranges
+    from fvaudit.engine.scan.shards import scan_shard, shard_ranges
     from fvaudit.jobs.common import open_db_image_set
     from fvaudit.jobs.kinds.scan import ScanSpec, image_set_row, load_scan_model
 

@@ -401,7 +401,7 @@ def sweep_points(db: Session, sweep_id: int) -> list[SweepPoint]:
 
 
 def point_records(db: Session, job: Job) -> list[dict]:
-    """The sweep's points as :mod:`fvaudit.engine.sweep_table` reads them: values, what was pruned
+    """The sweep's points as :mod:`fvaudit.engine.defence.sweep_table` reads them: values, what was pruned
     (the prune record of the point's model), and each audit's run status and Table 3.1 rows."""
     from fvaudit.db.models import Run
 

@@ -156,9 +156,9 @@ def _mean(xs) -> float | None:
 
 
 def run_visualize(spec: VisualizeSpec, ctx) -> dict:
-    from fvaudit.engine import synthetic_measures as SM
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.synthesis import SynthesisConfig, synthesize_many
+    from fvaudit.engine.measure import synthetic as SM
+    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
     from fvaudit.jobs.common import layer_scan, load_db_model, load_scan, open_db_image_set, resolve_weights
     from fvaudit.jobs.kinds.metrics import make_embed
 
