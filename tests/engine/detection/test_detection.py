@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from fvaudit.engine.detection import evidence
-from fvaudit.engine.measure.metrics import clip_delta
+from fvaudit.engine.measure import clip_delta
 
 A, B, C = [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]
 

@@ -46,7 +46,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from fvaudit.engine.measure.metrics import clip_delta, kendall_tau, topk_overlap
+from fvaudit.engine.measure import clip_delta, kendall_tau, topk_overlap
 
 __all__ = [
     "topk_change",

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fvaudit.engine.measure import kendall_w as KW
-from fvaudit.engine.measure import metrics as M
+from fvaudit.engine.measure import kendall
+from fvaudit.engine import measure
 from fvaudit.engine.scan.activations import topk_from_scores
 
 METRIC_NAMES = ["clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"]
@@ -104,24 +104,24 @@ def measure_layer(
     ti_ids, tf_ids = ti_ids[:, :k_clip], tf_ids[:, :k_clip]
     A, B = a[:, units], b[:, units]
     per_unit: dict[str, dict[int, float]] = {}
-    per_unit["kendall_tau"] = dict(zip(units, M.kendall_tau(A, B).tolist()))
+    per_unit["kendall_tau"] = dict(zip(units, measure.kendall_tau(A, B).tolist()))
     # τ-W and the nearest units need only each row's 3 largest τ: bound-and-prune, no matrices
-    tau_cross, tau_init = KW.kendall_w_maxima(A, B, k=3) if len(units) > 1 else (None, None)
-    per_unit["kendall_tau_w"] = (dict(zip(units, KW.tau_w_from_maxima(tau_cross, tau_init).tolist()))
+    tau_cross, tau_init = kendall.kendall_w_maxima(A, B, k=3) if len(units) > 1 else (None, None)
+    per_unit["kendall_tau_w"] = (dict(zip(units, kendall.tau_w_from_maxima(tau_cross, tau_init).tolist()))
                                  if len(units) > 1 else {})
-    per_unit["topk_overlap"] = dict(zip(units, M.topk_overlap(ti_ids[units], tf_ids[units]).tolist()))
+    per_unit["topk_overlap"] = dict(zip(units, measure.topk_overlap(ti_ids[units], tf_ids[units]).tolist()))
     nearest: dict[int, dict] = {}
     sim_ii = sim_if = None
     if embed_topk is not None and len(units) > 1:
         e_init = embed_topk(ti_ids[units])
         e_final = embed_topk(tf_ids[units])
-        per_unit["clip_delta"] = dict(zip(units, M.clip_delta(e_init, e_final).tolist()))
-        per_unit["clip_w"] = dict(zip(units, M.clip_w(e_init, e_final).tolist()))
-        sim_ii = M.set_similarity(e_init, e_init)
-        sim_if = M.set_similarity(e_init, e_final)
+        per_unit["clip_delta"] = dict(zip(units, measure.clip_delta(e_init, e_final).tolist()))
+        per_unit["clip_w"] = dict(zip(units, measure.clip_w(e_init, e_final).tolist()))
+        sim_ii = measure.set_similarity(e_init, e_init)
+        sim_if = measure.set_similarity(e_init, e_final)
     for c, u in enumerate(units):
         nearest[u] = _nearest(c, units, tau_init, tau_cross, sim_ii, sim_if)
-    aggregates = {m: M.nan_aggregate(np.array([per_unit[m][u] for u in attacked if u in per_unit[m]], dtype=float))
+    aggregates = {m: measure.nan_aggregate(np.array([per_unit[m][u] for u in attacked if u in per_unit[m]], dtype=float))
                   for m in per_unit}
     return LayerMetrics(
         layer, units, attacked, sorted(int(d) for d in dead), per_unit, aggregates,
@@ -156,7 +156,7 @@ def _nearest(c: int, units: list[int], tau_init, tau_cross, sim_ii, sim_if, n: i
 def pushup_report(topk_final: dict[str, np.ndarray], labels: np.ndarray, decoy_class: int,
                   decoy_ids: np.ndarray | None) -> dict:
     """Push-up success on one image set (SPEC §3)."""
-    return {name: M.pushup_success(ids, labels, decoy_class, decoy_ids) for name, ids in topk_final.items()}
+    return {name: measure.pushup_success(ids, labels, decoy_class, decoy_ids) for name, ids in topk_final.items()}
 
 
 # ---------------------------------------------------------------- Table 3.1

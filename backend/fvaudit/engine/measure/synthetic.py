@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fvaudit.engine.measure.metrics import clip_delta, set_similarity
+from fvaudit.engine.measure import clip_delta, set_similarity
 from fvaudit.engine.models.loading import LoadedModel
 from fvaudit.engine.synthesis.render import score_images
 

@@ -173,7 +173,7 @@ def state_accuracy(acc: dict, state: str) -> dict:
 
 
 def run_metrics(spec: MetricsSpec, ctx) -> dict:
-    from fvaudit.engine.measure import metrics as M
+    from fvaudit.engine import measure
     from fvaudit.engine.audit import measure_state
     from fvaudit.jobs.common import layer_scan, load_scan, open_db_image_set
 
@@ -243,13 +243,13 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         other_sim: dict[str, dict[int, dict]] = {st: {} for st in others}
         if embed is not None and len(lm.units) > 1:
             e_i, e_f = embed(iv.topk_ids[lm.units, :k_clip]), embed(fv.topk_ids[lm.units, :k_clip])
-            pre = np.diag(M.set_similarity(e_i, e_i))
-            post = np.diag(M.set_similarity(e_i, e_f))
+            pre = np.diag(measure.set_similarity(e_i, e_i))
+            post = np.diag(measure.set_similarity(e_i, e_f))
             self_sim = {u: {"pre": finite(pre[c]), "post": finite(post[c])} for c, u in enumerate(lm.units)}
             clip_sim[layer] = [{"unit": u, **self_sim[u]} for u in lm.units if u in set(lm.attacked)]
             for st in others:
                 e_o = embed(final_val[st][layer].topk_ids[lm.units, :k_clip])
-                post_o = np.diag(M.set_similarity(e_i, e_o))
+                post_o = np.diag(measure.set_similarity(e_i, e_o))
                 other_sim[st] = {u: {"pre": finite(pre[c]), "post": finite(post_o[c])} for c, u in enumerate(lm.units)}
         att, dead_set = set(lm.attacked), set(lm.dead)
         for u in range(n_units):
