@@ -46,12 +46,13 @@ import fvaudit  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fvaudit.engine import detection as D  # noqa: E402
+from fvaudit.engine.detection import evidence  # noqa: E402
 from fvaudit.engine.attack.run import AttackConfig, Target, run_attack  # noqa: E402
 from fvaudit.engine.detection.run import Subject, detect  # noqa: E402
 from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk  # noqa: E402
 from fvaudit.engine.data.images import open_image_set  # noqa: E402
-from fvaudit.engine.models.loading import load_model, save_checkpoint  # noqa: E402
+from fvaudit.engine.models.checkpoints import save_checkpoint
+from fvaudit.engine.models.sources import load_model
 from fvaudit.engine.progress import NullReporter  # noqa: E402
 
 LAYERS = ["relu2", "relu3"]
@@ -161,11 +162,11 @@ def auroc_rows(results: dict, metas: dict) -> list[dict]:
             neg = np.concatenate([by_suspect[c].layers[layer].scores.suspicion for c in clean])
             neg = neg[~np.isnan(neg)]
             pos = s[attacked]
-            auc = D.unit_auroc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))])
+            auc = evidence.unit_auroc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))])
             within = None
             others = [u for u in range(len(s)) if u not in set(attacked) and not np.isnan(s[u])]
             if others:
-                within = D.unit_auroc(np.r_[pos, s[others]], np.r_[np.ones(len(pos)), np.zeros(len(others))])
+                within = evidence.unit_auroc(np.r_[pos, s[others]], np.r_[np.ones(len(pos)), np.zeros(len(others))])
             rows.append({"regime": regime, "variant": name, "layer": layer, "n_pos": len(pos), "n_neg": len(neg),
                          "auroc": auc, "auroc_within_model": within, "clean_variants": clean})
     return rows

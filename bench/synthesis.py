@@ -76,7 +76,7 @@ def lucent_worker(job_path: str, out_path: str) -> None:
     """Runs inside the lucent virtualenv: render every unit with lucent, time the renders."""
     from lucent.optvis import objectives, param, render
 
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.models.sources import load_model
     from fvaudit.engine.synthesis.render import _relu_input_layer
 
     job = json.loads(Path(job_path).read_text())
@@ -197,7 +197,7 @@ def run_one_at_a_time(model, layer, units, steps, **options):
 
 def bench_case(name: str, spec: dict, repeats: int, lucent: Lucent | None, seeds_case: bool,
                only: set[str] | None = None) -> dict:
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.models.sources import load_model
     from fvaudit.engine.measure.synthetic import unit_scores_of_images
 
     model = load_model(name)

@@ -129,10 +129,7 @@ class Settings(BaseSettings):
 
     @property
     def engine_cache_dir(self) -> Path:
-        if self.cache_dir is not None:
-            return self.cache_dir
-        env = os.environ.get("FVAUDIT_CACHE_DIR")
-        return Path(env) if env else self.data_dir / "cache"
+        return self.cache_dir if self.cache_dir is not None else engine_cache_dir(self.data_dir)
 
     @property
     def decode_cache_bytes(self) -> int:
@@ -207,6 +204,16 @@ class Settings(BaseSettings):
 
 
 @lru_cache(maxsize=1)
+def engine_cache_dir(data_dir: Path | None = None) -> Path:
+    """The engine's cache (decoded images, embeddings): ``FVAUDIT_CACHE_DIR`` when set; else
+    ``<data dir>/cache`` for the service (its workers share the data dir), or
+    ``~/.cache/fvaudit`` for the CLI run without a server. The one place that reads it."""
+    env = os.environ.get("FVAUDIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    return data_dir / "cache" if data_dir is not None else Path.home() / ".cache" / "fvaudit"
+
+
 def get_settings() -> Settings:
     return Settings()
 

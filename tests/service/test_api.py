@@ -216,7 +216,7 @@ def test_share_link_reads_its_run_and_nothing_else(stack, audit_run):
 # ---------------------------------------------------------------- models and checkpoints
 
 def _demo_state():
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.models.sources import load_model
 
     return load_model("fmnist-cnn").module.state_dict()
 

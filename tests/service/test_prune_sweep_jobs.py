@@ -176,7 +176,8 @@ def test_a_failed_point_fails_the_sweep_with_its_reason_and_the_others_keep_thei
 
     from fvaudit.db.models import Model
     from fvaudit.db.session import session_scope
-    from fvaudit.engine.models.loading import load_model, save_checkpoint
+    from fvaudit.engine.models.checkpoints import save_checkpoint
+    from fvaudit.engine.models.sources import load_model
     from fvaudit.store import get_store
 
     path = save_checkpoint(load_model("fmnist-cnn").module, stack.allowed / "copy.safetensors")

@@ -166,7 +166,7 @@ def test_a_failed_shard_fails_the_scan_and_cancels_the_other_shards(stack, db_en
 def test_embedded_mode_runs_shards_one_after_another(tmp_path, monkeypatch):
     """SQLite + the local worker's loop (no broker): shards, then the merge, in id order; same bytes."""
     from fvaudit import local_worker
-    from fvaudit.api.registration import register_image_set, register_model
+    from fvaudit.registration import register_image_set, register_model
     from fvaudit.db.models import Job, User
     from fvaudit.db.session import session_scope
     from fvaudit.jobs.create import create_job

@@ -345,11 +345,14 @@ def create_app(on_shutdown=None) -> FastAPI:
             exc = HTTPException(exc.status_code, clean_message(exc.detail, 2000), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
-    from fvaudit.api.routers import detections, image_sets, jobs, models, runs, sweeps, system
+    from fvaudit.api.routers import image_sets, jobs, models, runs, system
+    from fvaudit.jobs.registry import all_kinds
 
-    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router, sweeps.router,
-              detections.router):
+    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router):
         app.include_router(r, prefix=API)
+    for kind in all_kinds():            # a kind may bring its own endpoints (/sweeps, /detections)
+        if (kind_router := kind.router()) is not None:
+            app.include_router(kind_router, prefix=API)
 
     @app.get(API + "/{rest:path}", include_in_schema=False)
     async def _api_404(rest: str):

@@ -28,7 +28,7 @@ import numpy as np
 from fvaudit.engine.scan.activations import LayerScan, ScanResult, scan
 from fvaudit.engine.attack.run import AttackConfig, AttackResult, run_attack
 from fvaudit.engine.data.images import ImageSet
-from fvaudit.engine.models.loading import LoadedModel
+from fvaudit.engine.models.loaded import LoadedModel
 from fvaudit.engine.progress import NullReporter, Reporter
 from fvaudit.engine.measure.report import (METRIC_NAMES, LayerMetrics, TableRow, format_table, live_units, measure_layer,
                                    pushup_report, write_layer_metrics)

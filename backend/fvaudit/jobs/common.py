@@ -74,14 +74,14 @@ def resolve_weights(db: Session, store: ArtifactStore, model: Model, weights_fro
 def load_db_model(model: Model, checkpoint: Path | None, device: str):
     """The engine model of a row; a pruned model (SPEC §5) gets its masks back from its zeros,
     so its pruned weights stay zero through any fine-tune or attack that follows."""
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.models.sources import load_model
 
     if model.prune_job_id is not None and model.checkpoint_id is None:
         raise RuntimeError(f"model {model.id} has no weights yet: its prune job {model.prune_job_id} has not "
                            "succeeded")
     lm = load_model(model.registry_name, checkpoint=checkpoint, pretrained=model.pretrained, device=device)
     if model.prune is not None:
-        from fvaudit.engine.defence.pruning import attach_masks, masks_from_zeros
+        from fvaudit.engine.defence.masks import attach_masks, masks_from_zeros
 
         attach_masks(lm, masks_from_zeros(lm))
     return lm

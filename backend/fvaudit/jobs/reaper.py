@@ -27,7 +27,8 @@ from sqlalchemy import or_, select, update
 from fvaudit.config import Settings, get_settings
 from fvaudit.db.models import TERMINAL, Job, utcnow
 from fvaudit.db.session import session_scope
-from fvaudit.jobs.dispatch import publish, runnable_condition
+from fvaudit.jobs.dispatch import publish
+from fvaudit.jobs.queries import runnable_condition
 from fvaudit.jobs.lifecycle import after_terminal, log_event, refresh_parent, status_event
 
 log = logging.getLogger("fvaudit.reaper")

@@ -9,7 +9,8 @@ Each kind is a class in its own module under :mod:`fvaudit.jobs.kinds`, decorate
   the field), returning the normalised, still typed, spec,
 * either ``run(spec, ctx)`` (a kind a worker runs) or ``expand(spec)`` (a chain: a list
   of :class:`Step` values, each naming the step it waits for),
-* its human labels (``title``, ``description``, and the label of every chain step).
+* its human labels (``title``, ``description``, and the label of every chain step),
+* optionally ``router()``: its own endpoints and response models, which the app mounts.
 
 Everything else reads the registry: the ``POST /jobs`` body (a discriminated union on
 ``kind`` built by :func:`job_create_model`), validation, creation
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, U
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 if TYPE_CHECKING:  # pragma: no cover
+    from fastapi import APIRouter
     from sqlalchemy.orm import Session
 
     from fvaudit.db.models import Run, User
@@ -77,6 +79,9 @@ class JobKind:
     #: a short job (seconds to a minute, e.g. indexing a folder): the embedded mode's quick-lane
     #: worker runs only these, so they never wait behind an attack or a render
     quick: ClassVar[bool] = False
+    #: a chain whose steps write runs of their own (a sweep's points): each run's status follows
+    #: the steps that write it, and a failed step fails only its own runs while the others go on
+    runs_follow_steps: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -128,6 +133,13 @@ class JobKind:
         """Each reaper pass: remove what this kind's jobs left on disk once nobody needs it
         (e.g. the parts of a sharded scan that ended); returns what was removed."""
         return []
+
+    # ------------------------------------------------------------------ its own endpoints
+    def router(self) -> "APIRouter | None":
+        """The kind's own read endpoints and response models (e.g. ``/detections``), mounted
+        under ``/api/v1`` by the app for every registered kind; None: it has none. Import
+        them inside this method (a ``routes`` module of the kind): the worker never calls it."""
+        return None
 
     # ------------------------------------------------------------------ work
     def run(self, spec: BaseModel, ctx: "JobContext") -> dict:

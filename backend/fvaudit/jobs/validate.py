@@ -113,7 +113,7 @@ def check_checkpoint_path(path: str, loc: tuple) -> str:
     if p.suffix.lower() != ".safetensors":
         # the same screen as model registration: a pickle naming anything but tensors is refused
         # here, at submission, not inside the worker after the chain has started
-        from fvaudit.api.registration import UnsafeCheckpoint, screen_pickle_checkpoint
+        from fvaudit.engine.models.checkpoints import UnsafeCheckpoint, screen_pickle_checkpoint
 
         try:
             screen_pickle_checkpoint(p)

@@ -6,7 +6,7 @@ from fvaudit.engine.scan.activations import layer_scores, scan
 from fvaudit.engine.attack.run import (AlphaController, AlphaEvent, AttackConfig, AttackConfigError, BudgetSelector,
                                    Target, all_conv_targets, evaluate_accuracy, run_attack)
 from fvaudit.engine.data.images import open_image_set, subset
-from fvaudit.engine.models.loading import load_model
+from fvaudit.engine.models.sources import load_model
 from fvaudit.engine.progress import Cancelled, NullReporter
 
 
@@ -262,7 +262,7 @@ def test_invalid_configs_name_the_field(kw, field):
 
 def test_unknown_layer_unit_and_decoy_errors(setup):
     from fvaudit.engine.data.images import ImageSetError
-    from fvaudit.engine.models.loading import ModelError
+    from fvaudit.engine.models.loaded import ModelError
 
     m, train, val, init = setup
     with pytest.raises(ModelError, match="unknown layer"):

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from fvaudit.engine.data.images import (DecodeCache, FolderImageSet, ImageSetError, fashion_mnist, iter_batches,
-                                   open_image_set, read_idx, stratified_ids)
+from fvaudit.engine.data.images import (DecodeCache, FolderImageSet, ImageSetError, fashion_mnist, open_image_set,
+                                        read_idx, stratified_ids)
+from fvaudit.engine.data.pipeline import iter_batches
 from tests.conftest import make_image_folder
 
 
@@ -27,7 +28,7 @@ def test_corrupt_and_non_image_files_are_skipped_and_counted(image_folder):
 
 
 def test_truncated_image_is_skipped_at_decode_not_fatal(image_folder):
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.models.sources import load_model
 
     ds = FolderImageSet(image_folder)
     p = ds.paths[2]

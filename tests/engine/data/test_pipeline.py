@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fvaudit.engine.attack import run as attack_run
+
 from fvaudit.engine.data import pipeline
 from fvaudit.engine.scan.activations import layer_scores, scan, unit_scores
 from fvaudit.engine.attack.run import AttackConfig, Target, evaluate_accuracy, run_attack
 from fvaudit.engine.data.images import DecodeCache, FolderImageSet, decode_image
-from fvaudit.engine.models.loading import load_model
+from fvaudit.engine.models.sources import load_model
 from fvaudit.engine.data.pipeline import SkippedShareError, amp_enabled, decode_size_for
 from fvaudit.engine.progress import Cancelled, NullReporter
 
@@ -261,7 +261,7 @@ def _folder_attack_setup(tmp_path, demo):
 def test_attack_batches_from_workers_equal_in_process_ones_and_resume_exactly(tmp_path, demo, monkeypatch):
     """Streaming (not preloaded) training and attack batches, decoded ahead by 2 workers: same
     path as in-process loading, and a run resumed mid-way follows the uninterrupted one."""
-    monkeypatch.setattr(attack_run, "PRELOAD_LIMIT_MB", 0)
+    monkeypatch.setattr(pipeline, "PRELOAD_LIMIT_MB", 0)
     train, val, init, cfg = _folder_attack_setup(tmp_path, demo)
     ref = run_attack(demo, train, val, AttackConfig(**cfg, workers=0), init_scans=init.layers)
     got = run_attack(demo, train, val, AttackConfig(**cfg, workers=2), out_dir=tmp_path / "a", init_scans=init.layers)

@@ -5,11 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from fvaudit.engine.defence import pruning
+from fvaudit.engine.defence.finetune import finetune
+from fvaudit.engine.defence.masks import apply_masks, attached_masks, count_pruning, masks_from_zeros, prunable_shapes
+from fvaudit.engine.defence.methods import construct_subnet, hesso_train, oto_prune, vulnerability_prune
+from fvaudit.engine.models.surgery import prunable_layers, pruned_architecture, rebuild_pruned
 from fvaudit.engine.attack.run import AttackConfig, Target, run_attack
 from fvaudit.engine.data.images import open_image_set
-from fvaudit.engine.models.loading import clone_model, load_model
-from fvaudit.engine.defence.pruning import PruneError, norm_prune
+from fvaudit.engine.models.sources import clone_model, load_model
+from fvaudit.engine.defence.methods import norm_prune
+from fvaudit.engine.models.surgery import PruneError
 
 
 class Tiny(nn.Module):
@@ -99,13 +103,13 @@ def test_masks_survive_every_optimizer_step():
         # the kept weights did train
         assert m.fc.weight[1, 1].item() != pytest.approx(1.0)
     assert "fvaudit_prune_mask" not in "".join(m.state_dict())   # checkpoints keep plain keys
-    assert set(pruning.attached_masks(copy)) == {"conv.weight", "fc.weight"}
+    assert set(attached_masks(copy)) == {"conv.weight", "fc.weight"}
 
 
 def test_masks_from_zeros_roundtrip():
     m = Tiny()
     rep = norm_prune(m, 0.5)
-    back = pruning.masks_from_zeros(m)
+    back = masks_from_zeros(m)
     assert all(torch.equal(back[k], rep.masks[k]) for k in rep.masks)
 
 
@@ -133,7 +137,7 @@ def test_masks_survive_finetune_and_push_down_attack(fmnist, tmp_path):
     rep = norm_prune(m, 0.5)
     assert rep.weight_rate == 0.5
     pruned = clone_model(m)
-    hist = pruning.finetune(m, train, [(3, 1e-3), (2, 1e-4)], batch_size=32)
+    hist = finetune(m, train, [(3, 1e-3), (2, 1e-4)], batch_size=32)
     assert [h["lr"] for h in hist] == [1e-3] * 3 + [1e-4] * 2
     _check_held(m, rep.masks, pruned)
     tuned = clone_model(m)
@@ -167,7 +171,7 @@ def _masked_reference(base, conv, chans):
 def test_vulnerability_prune_removes_exactly_the_chosen_channels(fmnist, layer):
     base, _, val = fmnist
     m = clone_model(base)
-    rep = pruning.vulnerability_prune(m, layer, [127, 3, 64, 17])
+    rep = vulnerability_prune(m, layer, [127, 3, 64, 17])
     kept = [c for c in range(128) if c not in CHANS]
     conv, fc1 = m.module.conv3, m.module.fc1
     assert conv.weight.shape == (124, 64, 3, 3) and conv.out_channels == 124
@@ -197,21 +201,21 @@ def test_structural_pruning_of_a_norm_pruned_model_keeps_its_zeros_held(fmnist):
     base, train, _ = fmnist
     m = clone_model(base)
     norm = norm_prune(m, 0.5)
-    pruning.vulnerability_prune(m, "relu3", CHANS)
-    masks = pruning.attached_masks(m)
+    vulnerability_prune(m, "relu3", CHANS)
+    masks = attached_masks(m)
     kept = [c for c in range(128) if c not in CHANS]
     # the norm masks, sliced like the weights: the kept filters' zeros, fc1's kept input columns
     assert torch.equal(masks["conv3.weight"], norm.masks["conv3.weight"][kept])
     assert torch.equal(masks["fc1.weight"], norm.masks["fc1.weight"].reshape(128, 128, 9)[:, kept].reshape(128, -1))
     assert torch.equal(masks["conv1.weight"], norm.masks["conv1.weight"])
-    pruning.finetune(m, train, [(2, 1e-3)], batch_size=16)
+    finetune(m, train, [(2, 1e-3)], batch_size=16)
     _check_held(m, masks, _pruned_copy_of(base, norm))
 
 
 def _pruned_copy_of(base, norm):
     ref = clone_model(base)
-    pruning.apply_masks(ref, norm.masks)
-    pruning.vulnerability_prune(ref, "relu3", CHANS)
+    apply_masks(ref, norm.masks)
+    vulnerability_prune(ref, "relu3", CHANS)
     return ref
 
 
@@ -236,7 +240,7 @@ class ConvBN(nn.Module):
 def test_vulnerability_prune_takes_the_batchnorm_along():
     m = ConvBN().eval()
     before = __import__("copy").deepcopy(m)
-    pruning.vulnerability_prune(m, "relu1", [0, 4], input_shape=(3, 8, 8))
+    vulnerability_prune(m, "relu1", [0, 4], input_shape=(3, 8, 8))
     kept = [1, 2, 3, 5]
     assert m.bn1.num_features == 4 and m.bn1.running_mean.tolist() == [1.0, 2.0, 3.0, 5.0]
     assert torch.equal(m.conv2.weight, before.conv2.weight[:, kept])
@@ -262,7 +266,7 @@ def test_vulnerability_prune_takes_the_batchnorm_along():
 def test_vulnerability_prune_rejects_bad_input(fmnist, layer, channels, match):
     m = clone_model(fmnist[0])
     with pytest.raises(PruneError, match=match):
-        pruning.vulnerability_prune(m, layer, channels)
+        vulnerability_prune(m, layer, channels)
     assert m.module.conv3.weight.shape[0] == 128            # nothing was changed
 
 
@@ -288,17 +292,18 @@ def test_vulnerability_prune_refuses_coupled_channels(stem, match):
     m = Residual(stem)
     w = m.conv2.weight.clone()
     with pytest.raises(PruneError, match=match):
-        pruning.vulnerability_prune(m, "conv2", [1], input_shape=(4, 6, 6))
+        vulnerability_prune(m, "conv2", [1], input_shape=(4, 6, 6))
     assert torch.equal(m.conv2.weight, w) and m(torch.zeros(1, 4, 6, 6)).shape == (1, 2)   # left intact
 
 
 def test_pruned_checkpoint_loads_through_load_model(fmnist, tmp_path):
-    from fvaudit.engine.models.loading import ModelError, save_checkpoint
+    from fvaudit.engine.models.checkpoints import save_checkpoint
+    from fvaudit.engine.models.loaded import ModelError
 
     base, _, val = fmnist
     m = clone_model(base)
-    pruning.vulnerability_prune(m, "relu3", CHANS)
-    rec = pruning.pruned_architecture(m)
+    vulnerability_prune(m, "relu3", CHANS)
+    rec = pruned_architecture(m)
     assert rec["shapes"]["conv3.weight"] == [124, 64, 3, 3] and rec["shapes"]["fc1.weight"] == [128, 1116]
     path = save_checkpoint(m.module, tmp_path / "pruned.safetensors")
     loaded = load_model("fmnist-cnn", checkpoint=path)
@@ -307,10 +312,10 @@ def test_pruned_checkpoint_loads_through_load_model(fmnist, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.module(x), m.module(x))
     fresh = load_model("fmnist-cnn", pretrained=False)
-    assert pruning.rebuild_pruned(fresh, rec) == ["conv3", "fc1"]
+    assert rebuild_pruned(fresh, rec) == ["conv3", "fc1"]
     fresh.module.load_state_dict(m.module.state_dict())
     with pytest.raises(PruneError, match="not in the base architecture"):
-        pruning.rebuild_pruned(load_model("fmnist-cnn", pretrained=False), {"conv9.weight": [1]})
+        rebuild_pruned(load_model("fmnist-cnn", pretrained=False), {"conv9.weight": [1]})
     # a checkpoint with other class outputs is no pruned version of the architecture
     bad = clone_model(base)
     with torch.no_grad():
@@ -328,13 +333,13 @@ def test_oto_subnet_equals_the_group_sparse_model(fmnist, mode):
 
     base, train, val = fmnist
     m = clone_model(base)
-    run = pruning.hesso_train(m, train, 0.25, mode=mode, steps=12, batch_size=32, pruning_periods=2, lr=1e-4)
+    run = hesso_train(m, train, 0.25, mode=mode, steps=12, batch_size=32, pruning_periods=2, lr=1e-4)
     assert run.total_groups == 32 + 64 + 128 + 128          # conv1..3 filters, fc1 neurons; fc2 is the output
     assert run.zero_groups == int(352 * 0.25) and run.group_sparsity == pytest.approx(0.25, abs=1e-6)
     full = copy.deepcopy(m.module)
-    before = pruning.prunable_shapes(base.module)
-    pruning.construct_subnet(run)
-    weight_rate, filter_rate, layers = pruning.count_pruning(m.module, before)
+    before = prunable_shapes(base.module)
+    construct_subnet(run)
+    weight_rate, filter_rate, layers = count_pruning(m.module, before)
     removed = sum(v["filters_removed"] for v in layers.values())   # conv filters and fc1 neurons
     assert removed == run.zero_groups                       # every zero group was removed, and nothing else
     assert weight_rate > 0
@@ -346,10 +351,10 @@ def test_oto_subnet_equals_the_group_sparse_model(fmnist, mode):
 def test_oto_prune_report(fmnist):
     base, train, _ = fmnist
     m = clone_model(base)
-    rep = pruning.oto_prune(m, train, 0.5, mode="filter", steps=8, batch_size=32, pruning_periods=1)
+    rep = oto_prune(m, train, 0.5, mode="filter", steps=8, batch_size=32, pruning_periods=1)
     assert rep.method == "oto-filter" and rep.target == {"group_sparsity": 0.5, "mode": "filter"}
     assert rep.details["zero_groups"] == 176 and rep.details["group_sparsity_reached"] == pytest.approx(0.5, abs=1e-6)
-    widths = {n: mod.weight.shape[0] for n, mod in pruning.prunable_layers(m.module)}
+    widths = {n: mod.weight.shape[0] for n, mod in prunable_layers(m.module)}
     assert rep.filter_rate == (224 - widths["conv1"] - widths["conv2"] - widths["conv3"]) / 224
     assert 0 < rep.weight_rate < 1 and m.layer("relu3").units == widths["conv3"]
     assert rep.to_json()["details"]["optimizer"] == "HESSO (only-train-once 3.0.1)"
@@ -365,7 +370,7 @@ def test_oto_rejects_bad_input(fmnist, kw, match):
     base, train, _ = fmnist
     args = {"group_sparsity": 0.5, **kw}
     with pytest.raises(PruneError, match=match):
-        pruning.oto_prune(clone_model(base), train, **args)
+        oto_prune(clone_model(base), train, **args)
 
 
 @pytest.mark.parametrize("phases,match", [([], "at least one"), ([(0, 1e-3)], r"phases\[0\]"),
@@ -373,4 +378,4 @@ def test_oto_rejects_bad_input(fmnist, kw, match):
 def test_finetune_rejects_bad_phases(fmnist, phases, match):
     base, train, _ = fmnist
     with pytest.raises(PruneError, match=match):
-        pruning.finetune(clone_model(base), train, phases)
+        finetune(clone_model(base), train, phases)

@@ -13,7 +13,7 @@ from scipy import stats
 from fvaudit.engine.detection import evidence
 from fvaudit.engine.detection.run import DetectError, Subject, detect, producer_weight
 from fvaudit.engine.data.images import open_image_set
-from fvaudit.engine.models.loading import load_model
+from fvaudit.engine.models.sources import load_model
 
 LAYER = "relu3"
 

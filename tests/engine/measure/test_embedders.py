@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fvaudit.engine.measure import embedders as E
+from fvaudit.engine.measure import embedders
 from fvaudit.engine.measure.embedders import (
     ClassifierFeatureEmbedder,
     Embedder,
@@ -309,9 +309,9 @@ def test_get_embedder_unknown_spec_names_the_valid_choices():
 
 
 def test_get_embedder_aliases_and_reuse(clf):
-    assert E.canonical_spec("clip") == E.DEFAULT_EMBEDDER == "open_clip:ViT-B-32:openai"
-    assert E.canonical_spec("classifier") == E.OFFLINE_EMBEDDER == "efficientnet-lite0"
-    assert E.canonical_spec(clf.id) == "efficientnet-lite0"  # a result's id re-creates its embedder
+    assert embedders.canonical_spec("clip") == embedders.DEFAULT_EMBEDDER == "open_clip:ViT-B-32:openai"
+    assert embedders.canonical_spec("classifier") == embedders.OFFLINE_EMBEDDER == "efficientnet-lite0"
+    assert embedders.canonical_spec(clf.id) == "efficientnet-lite0"  # a result's id re-creates its embedder
     assert get_embedder("classifier") is clf
     assert isinstance(get_embedder("efficientnet-lite0", reuse=False), ClassifierFeatureEmbedder)
 
@@ -334,7 +334,7 @@ def test_open_clip_pretrained_offline_raises_a_clear_error(hf_offline, tmp_path)
     assert str(tmp_path / "oc-cache") in msg  # where the weights would be cached
     assert "efficientnet-lite0" in msg  # the offline way out
     assert time.perf_counter() - t0 < 30
-    assert any("huggingface" in d for d in E.open_clip_cache_dirs())
+    assert any("huggingface" in d for d in embedders.open_clip_cache_dirs())
 
 
 def test_open_clip_unknown_model_or_tag():
@@ -345,9 +345,9 @@ def test_open_clip_unknown_model_or_tag():
 
 
 def test_default_embedder_falls_back_to_the_stand_in(hf_offline, monkeypatch, caplog):
-    monkeypatch.setattr(E, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(embedders, "_hub_reachable", lambda *a, **k: False)
     with caplog.at_level(logging.INFO):
-        emb, warning = E.default_embedder("cpu")
+        emb, warning = embedders.default_embedder("cpu")
     assert isinstance(emb, ClassifierFeatureEmbedder) and not emb.is_clip
     assert warning and "stand-in" in warning and emb.id in warning and "open_clip:ViT-B-32:openai" in warning
     # the expected offline fall-back is one WARNING that says what happens instead, not an

@@ -14,7 +14,9 @@ from fvaudit.engine.models import registry
 from fvaudit.engine.scan.activations import scan
 from fvaudit.engine.data.images import ArrayImageSet
 from fvaudit.engine.models.registry import ModelFamily, ModelRegistry, UnknownModel
-from fvaudit.engine.models.loading import ModelError, list_models, load_model, save_checkpoint
+from fvaudit.engine.models.checkpoints import save_checkpoint
+from fvaudit.engine.models.loaded import ModelError
+from fvaudit.engine.models.sources import list_models, load_model
 
 timm = pytest.importorskip("timm")
 

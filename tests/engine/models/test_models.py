@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from fvaudit.engine.scan.activations import capture, run_captured
-from fvaudit.engine.models.loading import ModelError, load_model, load_state_dict_file, save_checkpoint
+from fvaudit.engine.models.checkpoints import load_state_dict_file, save_checkpoint
+from fvaudit.engine.models.loaded import ModelError
+from fvaudit.engine.models.sources import load_model
 
 
 def test_demo_model_layers_and_accuracy_metadata():
@@ -16,7 +18,7 @@ def test_demo_model_layers_and_accuracy_metadata():
     assert m.layer("conv3 (post-ReLU)").name == "relu3"
     assert len(m.class_names) == 10
     from safetensors import safe_open
-    from fvaudit.engine.models.loading import DEMO_WEIGHTS
+    from fvaudit.engine.models.sources import DEMO_WEIGHTS
     with safe_open(str(DEMO_WEIGHTS), "pt") as f:
         assert float(f.metadata()["test_accuracy"]) >= 90.0
 

@@ -5,7 +5,8 @@ from torch import nn
 
 from fvaudit.engine.scan.activations import TopK, check_k, scan, topk_from_scores, unit_scores
 from fvaudit.engine.data.images import ArrayImageSet, FolderImageSet, ImageSetError
-from fvaudit.engine.models.loading import LoadedModel, ModelError, load_model
+from fvaudit.engine.models.loaded import LoadedModel, ModelError
+from fvaudit.engine.models.sources import load_model
 
 
 def test_unit_scores_conv_worked_example():

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fvaudit.engine.models.loading import ModelError, load_model
+from fvaudit.engine.models.loaded import ModelError
+from fvaudit.engine.models.sources import load_model
 from fvaudit.engine.synthesis.render import FourierImage, SynthesisConfig, save_grid, synthesize
 
 
@@ -57,7 +58,7 @@ def test_synthesis_rgb_model_and_bad_inputs():
 # ------------------------------------------------------------ batched seeds × units (SPEC §4)
 
 def test_synthesize_many_records_and_pairs(tmp_path):
-    from fvaudit.engine.models.loading import save_checkpoint
+    from fvaudit.engine.models.checkpoints import save_checkpoint
     from fvaudit.engine.synthesis.render import synthesize_many
 
     m = load_model("fmnist-cnn")

@@ -21,7 +21,7 @@ from fvaudit.api import manage
 from fvaudit.api.deps import DB, CurrentUser, IdPath, NameQuery, Principal, Who, like, paged, unauthorized
 from fvaudit.api.manage import commit_and_unlink
 from fvaudit.api.images import image_cache_control, load_pixels, png_bytes, servable_path
-from fvaudit.api.registration import register_image_set, start_folder_registration
+from fvaudit.registration import register_image_set, start_folder_registration
 from fvaudit.api.schemas import HiddenPatch, ImageSetAccepted, ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
 from fvaudit.api.security import check_image_sig, parse_image_sig
 from fvaudit.api.serialize import classes_of, image_urls, jobs_out, signing_key

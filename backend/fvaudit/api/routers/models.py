@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from fvaudit.api import manage
 from fvaudit.api.deps import DB, CurrentUser, IdPath, NameQuery, Who, like, paged, require_user
 from fvaudit.api.manage import commit_and_unlink
-from fvaudit.api.registration import register_model
+from fvaudit.registration import register_model
 from fvaudit.api.schemas import (HiddenPatch, LayerOut, ModelCreate, ModelOut, ModelSynthetic, ModelSyntheticUnitDetail,
                                  RegistryEntry)
 from fvaudit.api.serialize import synthetic_url
@@ -50,7 +50,7 @@ def _ready():
 @router.get("/registry", response_model=list[RegistryEntry], summary="Models that can be registered by name")
 def registry(who: Who):
     require_user(who)
-    from fvaudit.engine.models.loading import list_models
+    from fvaudit.engine.models.sources import list_models
 
     return list_models()
 

@@ -21,29 +21,28 @@ Every step draws its batches from ``numpy.random.default_rng([seed, step])``, so
 resumed from a checkpoint follows exactly the path of an uninterrupted one. Because the
 draw depends on nothing else, the input pipeline (:mod:`fvaudit.engine.data.pipeline`) decodes
 the next steps' batches in its worker processes while the current step trains
-(:class:`_StepFeed`); bf16 autocast + channels_last on CUDA (``amp``), off on the CPU.
+(:class:`StepFeed`); bf16 autocast + channels_last on CUDA (``amp``), off on the CPU.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fvaudit.engine.scan.activations import LayerScan, layer_scores, scan
-from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS as D
+from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
 from fvaudit.engine.data.images import ImageSet, ImageSetError
-from fvaudit.engine.data.pipeline import (Loader, amp_enabled, autocast, decode_size_for, load_groups, prepare_module,
-                                     to_device)
-from fvaudit.engine.models.loading import LoadedModel, ModelError, clone_model, load_state_dict_file, save_checkpoint
+from fvaudit.engine.data.pipeline import Batches, StepFeed, amp_enabled, autocast, prepare_module, to_device
+from fvaudit.engine.models.checkpoints import load_state_dict_file, save_checkpoint
+from fvaudit.engine.models.loaded import LoadedModel
+from fvaudit.engine.models.sources import clone_model
 from fvaudit.engine.progress import Cancelled, NullReporter, Reporter
 
 AttackKind = Literal["push_down", "push_up", "finetune"]
@@ -70,36 +69,36 @@ class AttackConfig:
 
     kind: AttackKind = "push_down"
     targets: list[Target] = field(default_factory=list)
-    k: int = D["k"]                              # |D_attack(j)|: the initial top-k pushed down
+    k: int = ATTACK_DEFAULTS["k"]                              # |D_attack(j)|: the initial top-k pushed down
     alpha: float | None = None                   # fixed α in [0, 1]; None = dynamic α
-    alpha_init: float = D["alpha_init"]
-    alpha_max: float = D["alpha_max"]
-    alpha_factor: float = D["alpha_factor"]      # dynamic α: ÷ over budget, × within (SPEC §2)
-    acc_budget_pp: float = D["acc_budget_pp"]    # allowed drop on the full validation set (pp)
-    eval_every: int = D["eval_every"]            # steps between evaluations (≤ one epoch)
-    eval_size: int = D["eval_size"]              # images the α controller reads; 0 = the full set
-    lr: float = D["lr"]
-    lr_schedule: LrSchedule = D["lr_schedule"]
-    anchor_weight: float = D["anchor_weight"]    # L2-SP variant: + w/2 · ‖θ − θ_init‖²
+    alpha_init: float = ATTACK_DEFAULTS["alpha_init"]
+    alpha_max: float = ATTACK_DEFAULTS["alpha_max"]
+    alpha_factor: float = ATTACK_DEFAULTS["alpha_factor"]      # dynamic α: ÷ over budget, × within (SPEC §2)
+    acc_budget_pp: float = ATTACK_DEFAULTS["acc_budget_pp"]    # allowed drop on the full validation set (pp)
+    eval_every: int = ATTACK_DEFAULTS["eval_every"]            # steps between evaluations (≤ one epoch)
+    eval_size: int = ATTACK_DEFAULTS["eval_size"]              # images the α controller reads; 0 = the full set
+    lr: float = ATTACK_DEFAULTS["lr"]
+    lr_schedule: LrSchedule = ATTACK_DEFAULTS["lr_schedule"]
+    anchor_weight: float = ATTACK_DEFAULTS["anchor_weight"]    # L2-SP variant: + w/2 · ‖θ − θ_init‖²
     steps: int | None = None
     epochs: float | None = None
-    batch_size: int = D["batch_size"]
-    attack_batch_size: int = D["attack_batch_size"]
-    decoy_batch_size: int = D["decoy_batch_size"]
-    score_norm: ScoreNorm = D["score_norm"]
+    batch_size: int = ATTACK_DEFAULTS["batch_size"]
+    attack_batch_size: int = ATTACK_DEFAULTS["attack_batch_size"]
+    decoy_batch_size: int = ATTACK_DEFAULTS["decoy_batch_size"]
+    score_norm: ScoreNorm = ATTACK_DEFAULTS["score_norm"]
     decoy_class: int | str | None = None
     decoy_ids: list[int] | None = None
-    n_decoys: int = D["n_decoys"]
-    seed: int = D["seed"]
+    n_decoys: int = ATTACK_DEFAULTS["n_decoys"]
+    seed: int = ATTACK_DEFAULTS["seed"]
     device: str = "cpu"
-    checkpoint_every: int = D["checkpoint_every"]
+    checkpoint_every: int = ATTACK_DEFAULTS["checkpoint_every"]
     max_candidates: int = 8                      # over-budget-on-subset states kept for the full-set check
     amp: bool | None = None                      # bf16 autocast + channels_last; None = on CUDA only
     workers: int | None = None                   # input pipeline worker processes; None = configured default
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
-            self.steps = D["steps"]
+            self.steps = ATTACK_DEFAULTS["steps"]
 
     def validate(self) -> None:
         def bad(field_name: str, why: str) -> None:
@@ -234,122 +233,9 @@ class AttackResult:
         return d
 
 
-#: sets whose preprocessed tensor fits this many MB are decoded once and held in memory
-PRELOAD_LIMIT_MB = 512
-
-
-class _Batches:
-    """Batches of one id list of an image set, addressed by position in that list.
-
-    A set whose preprocessed tensor fits ``preload_limit_mb`` (default
-    :data:`PRELOAD_LIMIT_MB`) is loaded once (through the
-    input pipeline's workers) and indexed afterwards; a larger one is decoded per batch
-    by the pipeline (:meth:`stream`), with the decode cache where it fits.
-    """
-
-    def __init__(self, image_set: ImageSet, ids: np.ndarray, model: LoadedModel, preload_limit_mb: int | None = None,
-                 workers: int | None = None, pin_memory: bool = False):
-        self.image_set = image_set
-        self.ids = np.asarray(ids, dtype=np.int64)
-        self.loader = Loader(image_set, model.preprocess_many, decode_size_for(model), workers=workers,
-                             pin_memory=pin_memory, expected_images=len(self.ids))
-        self.cache: torch.Tensor | None = None
-        per_image = int(np.prod(model.input_shape)) * 4
-        limit = PRELOAD_LIMIT_MB if preload_limit_mb is None else preload_limit_mb
-        if len(self.ids) and len(self.ids) * per_image <= limit * 2**20:
-            _, self.cache = load_groups(self.loader, [self.ids[i : i + 512] for i in range(0, len(self.ids), 512)])
-
-    @property
-    def preloaded(self) -> bool:
-        return self.cache is not None
-
-    def _kept(self, positions: np.ndarray, failed: list[int]) -> np.ndarray:
-        if not failed:
-            return positions
-        bad = set(failed)
-        return np.asarray([p for p in positions if int(self.ids[p]) not in bad], dtype=np.int64)
-
-    def stream(self, position_groups) -> Iterator[tuple[np.ndarray, torch.Tensor | None]]:
-        """(positions that loaded, tensor) for each group of positions, in order."""
-        if self.cache is not None:
-            for pos in position_groups:
-                yield pos, self.cache[torch.as_tensor(pos)]
-            return
-        groups = list(position_groups) if not hasattr(position_groups, "__next__") else position_groups
-        pending: list[np.ndarray] = []
-
-        def ids_of():
-            for pos in groups:
-                pending.append(np.asarray(pos, dtype=np.int64))
-                yield self.ids[pending[-1]]
-
-        for b in self.loader.batches(ids_of()):
-            yield self._kept(pending.pop(0), b.failed), b.tensor
-
-    def take(self, positions: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        """Rows at ``positions`` of ``self.ids`` (positions, not ids), loaded now."""
-        pos, x = next(self.stream([np.asarray(positions, dtype=np.int64)]))
-        if x is None:
-            raise ImageSetError(f"none of {len(positions)} images of {self.image_set.key} could be decoded")
-        return pos, x
-
-    def close(self) -> None:
-        self.cache = None
-
-
-class _StepFeed:
-    """The training batch and the attack/decoy batch of every step from ``start`` on, drawn by
-    ``draw(step)`` (seeded by (seed, step) only) and decoded ahead by the input pipeline.
-
-    A resumed run starts the feed at its checkpoint's step and gets exactly the batches an
-    uninterrupted run gets there. One loader serves both sources (both are training-set ids)
-    in step order; a preloaded source is indexed in memory instead.
-    """
-
-    def __init__(self, draw, train_b: _Batches, extra_b: _Batches | None, start: int, total: int):
-        self.draw, self.train_b, self.extra_b, self.start, self.total = draw, train_b, extra_b, start, total
-
-    def __iter__(self) -> Iterator[tuple[int, tuple[np.ndarray, torch.Tensor], tuple | None]]:
-        """(step, (train positions, tensor), (attack/decoy positions, tensor) or None) per step."""
-        srcs = {"train": self.train_b, "extra": self.extra_b}
-        lazy = [t for t, b in srcs.items() if b is not None and not b.preloaded]
-        plan: deque = deque()
-
-        def lazy_ids():   # runs as the loader asks for work, ahead of the training loop
-            for step in range(self.start, self.total):
-                tpos, epos = self.draw(step)
-                plan.append((step, tpos, epos))
-                for tag, pos in (("train", tpos), ("extra", epos)):
-                    if pos is not None and tag in lazy:
-                        yield srcs[tag].ids[pos]  # type: ignore[union-attr]
-
-        batches = srcs[lazy[0]].loader.batches(lazy_ids()) if lazy else None  # type: ignore[union-attr]
-        for step in range(self.start, self.total):
-            first = next(batches) if batches is not None else None   # fills `plan` up to this step at least
-            if batches is not None:
-                drawn, tpos, epos = plan.popleft()
-                assert drawn == step
-            else:
-                tpos, epos = self.draw(step)
-            out = {}
-            for tag, pos in (("train", tpos), ("extra", epos)):
-                if pos is None:
-                    continue
-                src = srcs[tag]
-                if tag in lazy:
-                    b = first if first is not None else next(batches)  # type: ignore[arg-type]
-                    first = None
-                    out[tag] = (src._kept(pos, b.failed), b.tensor)  # type: ignore[union-attr]
-                else:
-                    out[tag] = (pos, src.cache[torch.as_tensor(pos)])  # type: ignore[union-attr,index]
-            if out["train"][1] is None:
-                raise ImageSetError(f"step {step}: no image of the training batch could be decoded")
-            yield step, out["train"], out.get("extra")
-
-
 @torch.no_grad()
 def evaluate_accuracy(model: LoadedModel, image_set: ImageSet, ids: Sequence[int], batch_size: int = 512,
-                      device: str = "cpu", batches: _Batches | None = None, amp: bool = False,
+                      device: str = "cpu", batches: Batches | None = None, amp: bool = False,
                       workers: int | None = None) -> float:
     """Top-1 accuracy (%) of ``model`` on the given ids of a labelled image set.
 
@@ -361,7 +247,7 @@ def evaluate_accuracy(model: LoadedModel, image_set: ImageSet, ids: Sequence[int
     if len(ids) == 0:
         raise ImageSetError("accuracy needs at least one image")
     if batches is None:
-        batches = _Batches(image_set, ids, model, preload_limit_mb=0, workers=workers,
+        batches = Batches(image_set, ids, model, preload_limit_mb=0, workers=workers,
                            pin_memory=torch.device(device).type == "cuda")
     correct = total = 0
     groups = [np.arange(s, min(s + batch_size, len(ids))) for s in range(0, len(ids), batch_size)]
@@ -510,13 +396,13 @@ class _AttackLoss:
         self.cfg, self.layers, self.device, self.init_mean, self.amp = cfg, layers, device, init_mean, amp
         pin = device.type == "cuda"
         self.cols = {l: torch.as_tensor(attacked[l], dtype=torch.long, device=device) for l in layers}
-        self.attack_b: _Batches | None = None
-        self.decoy_b: _Batches | None = None
+        self.attack_b: Batches | None = None
+        self.decoy_b: Batches | None = None
         self.decoy_ids: np.ndarray | None = None
         if cfg.kind == "push_down":
             self.attack_ids = np.unique(np.concatenate([scans[l].topk_ids[attacked[l], : cfg.k].reshape(-1)
                                                         for l in layers]))
-            self.attack_b = _Batches(train_set, self.attack_ids, model, workers=cfg.workers, pin_memory=pin)
+            self.attack_b = Batches(train_set, self.attack_ids, model, workers=cfg.workers, pin_memory=pin)
             pos_of = {int(i): p for p, i in enumerate(self.attack_ids)}
             # membership[l]: [|U|, J_l] bool, image u in D_attack(j)
             self.membership = {}
@@ -535,10 +421,10 @@ class _AttackLoss:
                 if len(pool) == 0:
                     raise AttackConfigError(f"decoy_class: no training image of class {cfg.decoy_class!r}")
                 self.decoy_ids = np.sort(rng0.choice(pool, size=min(cfg.n_decoys, len(pool)), replace=False))
-            self.decoy_b = _Batches(train_set, self.decoy_ids, model, workers=cfg.workers, pin_memory=pin)
+            self.decoy_b = Batches(train_set, self.decoy_ids, model, workers=cfg.workers, pin_memory=pin)
 
     @property
-    def extra_b(self) -> "_Batches | None":
+    def extra_b(self) -> "Batches | None":
         """Where this loss's per-step batch comes from: D_attack, D_decoy or nothing."""
         return self.attack_b if self.attack_b is not None else self.decoy_b
 
@@ -666,9 +552,9 @@ def run_attack(
 
     use_amp = amp_enabled(device, cfg.amp)
     pin = device.type == "cuda"
-    train_b = _Batches(train_set, train_ids, model, workers=cfg.workers, pin_memory=pin)
-    eval_b = _Batches(eval_set, eval_ids, model, workers=cfg.workers, pin_memory=pin)
-    full_b = eval_b if subset_is_full else _Batches(eval_set, full_ids, model, workers=cfg.workers, pin_memory=pin)
+    train_b = Batches(train_set, train_ids, model, workers=cfg.workers, pin_memory=pin)
+    eval_b = Batches(eval_set, eval_ids, model, workers=cfg.workers, pin_memory=pin)
+    full_b = eval_b if subset_is_full else Batches(eval_set, full_ids, model, workers=cfg.workers, pin_memory=pin)
     attack_loss = _AttackLoss(cfg, layers, attacked, scans, init_mean, train_set, model, rng0, device, use_amp)
 
     def draw(step: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -740,7 +626,7 @@ def run_attack(
                 f.unlink(missing_ok=True)
 
     reporter.stage(cfg.kind, total=total_steps)
-    feed = _StepFeed(draw, train_b, attack_loss.extra_b, state.step, total_steps)
+    feed = StepFeed(draw, train_b, attack_loss.extra_b, state.step, total_steps)
     try:
         for step, (_, xb), extra in feed:
             if reporter.cancelled():

@@ -23,9 +23,9 @@ import logging
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -702,36 +702,6 @@ def _ids_digest(ids: np.ndarray) -> str:
 def subset(parent: ImageSet, ids: Sequence[int]) -> ImageSet:
     ids = parent.check_ids(ids)
     return SubsetImageSet(parent, ids)
-
-
-@dataclass
-class Batch:
-    ids: np.ndarray          # ids of the images that decoded
-    tensor: "object"         # torch.Tensor [b, C, H, W]
-    failed: list[int] = field(default_factory=list)  # ids that failed to decode
-
-
-def iter_batches(
-    image_set: ImageSet,
-    ids: Sequence[int],
-    batch_size: int,
-    preprocess_many: Callable[[list[np.ndarray]], "object"],
-    workers: int | None = None,
-    on_skip: Callable[[int, str], None] | None = None,
-    decode_size: int | None = None,
-) -> Iterator[Batch]:
-    """Decode + preprocess consecutive batches of ``ids`` through the input pipeline
-    (:class:`fvaudit.engine.data.pipeline.Loader`: DataLoader worker processes, 0 = in-process).
-
-    A file that fails to decode is skipped: ``on_skip(id, reason)`` is called and the
-    batch carries the ids that did decode. ``decode_size``: see :func:`decode_image`
-    (None = full resolution).
-    """
-    from fvaudit.engine.data.pipeline import Loader
-
-    ids = np.asarray(ids, dtype=np.int64)
-    loader = Loader(image_set, preprocess_many, decode_size, workers=workers)
-    yield from loader.batches((ids[i : i + batch_size] for i in range(0, len(ids), batch_size)), on_skip)
 
 
 def load_tensor(

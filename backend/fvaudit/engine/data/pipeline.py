@@ -22,18 +22,28 @@ import contextlib
 import logging
 import math
 import os
-from dataclasses import dataclass, fields, replace
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fvaudit.engine.data.images import Batch, ImageSet, ImageSetError
+from fvaudit.engine.data.images import ImageSet, ImageSetError
 
 log = logging.getLogger("fvaudit.engine.data.pipeline")
 
 CACHE_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class Batch:
+    """One decoded, preprocessed batch: what every consumer of the pipeline iterates over."""
+
+    ids: np.ndarray          # ids of the images that decoded
+    tensor: "object"         # torch.Tensor [b, C, H, W]
+    failed: list[int] = field(default_factory=list)  # ids that failed to decode
 
 
 def default_workers() -> int:
@@ -314,3 +324,139 @@ def check_skipped_share(n_skipped: int, n_images: int, key: str, max_share: floa
         raise SkippedShareError(
             f"{n_skipped} of {n_images} images of {key} failed to decode ({100 * n_skipped / n_images:.2f}%), "
             f"more than the allowed {100 * share:g}%: the scan would describe part of the set only")
+
+
+def iter_batches(
+    image_set: ImageSet,
+    ids: Sequence[int],
+    batch_size: int,
+    preprocess_many: Callable[[list[np.ndarray]], "object"],
+    workers: int | None = None,
+    on_skip: Callable[[int, str], None] | None = None,
+    decode_size: int | None = None,
+) -> Iterator[Batch]:
+    """Decode + preprocess consecutive batches of ``ids`` through the input pipeline
+    (:class:`Loader`: DataLoader worker processes, 0 = in-process).
+
+    A file that fails to decode is skipped: ``on_skip(id, reason)`` is called and the
+    batch carries the ids that did decode. ``decode_size``: see :func:`decode_image`
+    (None = full resolution).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    loader = Loader(image_set, preprocess_many, decode_size, workers=workers)
+    yield from loader.batches((ids[i : i + batch_size] for i in range(0, len(ids), batch_size)), on_skip)
+
+
+# ---------------------------------------------------------------- training batches, step by step
+
+#: sets whose preprocessed tensor fits this many MB are decoded once and held in memory
+PRELOAD_LIMIT_MB = 512
+
+
+class Batches:
+    """Batches of one id list of an image set, addressed by position in that list.
+
+    A set whose preprocessed tensor fits ``preload_limit_mb`` (default
+    :data:`PRELOAD_LIMIT_MB`) is loaded once (through the
+    input pipeline's workers) and indexed afterwards; a larger one is decoded per batch
+    by the pipeline (:meth:`stream`), with the decode cache where it fits.
+    """
+
+    def __init__(self, image_set: ImageSet, ids: np.ndarray, model, preload_limit_mb: int | None = None,
+                 workers: int | None = None, pin_memory: bool = False):
+        self.image_set = image_set
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.loader = Loader(image_set, model.preprocess_many, decode_size_for(model), workers=workers,
+                             pin_memory=pin_memory, expected_images=len(self.ids))
+        self.cache: torch.Tensor | None = None
+        per_image = int(np.prod(model.input_shape)) * 4
+        limit = PRELOAD_LIMIT_MB if preload_limit_mb is None else preload_limit_mb
+        if len(self.ids) and len(self.ids) * per_image <= limit * 2**20:
+            _, self.cache = load_groups(self.loader, [self.ids[i : i + 512] for i in range(0, len(self.ids), 512)])
+
+    @property
+    def preloaded(self) -> bool:
+        return self.cache is not None
+
+    def _kept(self, positions: np.ndarray, failed: list[int]) -> np.ndarray:
+        if not failed:
+            return positions
+        bad = set(failed)
+        return np.asarray([p for p in positions if int(self.ids[p]) not in bad], dtype=np.int64)
+
+    def stream(self, position_groups) -> Iterator[tuple[np.ndarray, torch.Tensor | None]]:
+        """(positions that loaded, tensor) for each group of positions, in order."""
+        if self.cache is not None:
+            for pos in position_groups:
+                yield pos, self.cache[torch.as_tensor(pos)]
+            return
+        groups = list(position_groups) if not hasattr(position_groups, "__next__") else position_groups
+        pending: list[np.ndarray] = []
+
+        def ids_of():
+            for pos in groups:
+                pending.append(np.asarray(pos, dtype=np.int64))
+                yield self.ids[pending[-1]]
+
+        for b in self.loader.batches(ids_of()):
+            yield self._kept(pending.pop(0), b.failed), b.tensor
+
+    def take(self, positions: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """Rows at ``positions`` of ``self.ids`` (positions, not ids), loaded now."""
+        pos, x = next(self.stream([np.asarray(positions, dtype=np.int64)]))
+        if x is None:
+            raise ImageSetError(f"none of {len(positions)} images of {self.image_set.key} could be decoded")
+        return pos, x
+
+    def close(self) -> None:
+        self.cache = None
+
+
+class StepFeed:
+    """The training batch and the attack/decoy batch of every step from ``start`` on, drawn by
+    ``draw(step)`` (seeded by (seed, step) only) and decoded ahead by the input pipeline.
+
+    A resumed run starts the feed at its checkpoint's step and gets exactly the batches an
+    uninterrupted run gets there. One loader serves both sources (both are training-set ids)
+    in step order; a preloaded source is indexed in memory instead.
+    """
+
+    def __init__(self, draw, train_b: Batches, extra_b: Batches | None, start: int, total: int):
+        self.draw, self.train_b, self.extra_b, self.start, self.total = draw, train_b, extra_b, start, total
+
+    def __iter__(self) -> Iterator[tuple[int, tuple[np.ndarray, torch.Tensor], tuple | None]]:
+        """(step, (train positions, tensor), (attack/decoy positions, tensor) or None) per step."""
+        srcs = {"train": self.train_b, "extra": self.extra_b}
+        lazy = [t for t, b in srcs.items() if b is not None and not b.preloaded]
+        plan: deque = deque()
+
+        def lazy_ids():   # runs as the loader asks for work, ahead of the training loop
+            for step in range(self.start, self.total):
+                tpos, epos = self.draw(step)
+                plan.append((step, tpos, epos))
+                for tag, pos in (("train", tpos), ("extra", epos)):
+                    if pos is not None and tag in lazy:
+                        yield srcs[tag].ids[pos]  # type: ignore[union-attr]
+
+        batches = srcs[lazy[0]].loader.batches(lazy_ids()) if lazy else None  # type: ignore[union-attr]
+        for step in range(self.start, self.total):
+            first = next(batches) if batches is not None else None   # fills `plan` up to this step at least
+            if batches is not None:
+                drawn, tpos, epos = plan.popleft()
+                assert drawn == step
+            else:
+                tpos, epos = self.draw(step)
+            out = {}
+            for tag, pos in (("train", tpos), ("extra", epos)):
+                if pos is None:
+                    continue
+                src = srcs[tag]
+                if tag in lazy:
+                    b = first if first is not None else next(batches)  # type: ignore[arg-type]
+                    first = None
+                    out[tag] = (src._kept(pos, b.failed), b.tensor)  # type: ignore[union-attr]
+                else:
+                    out[tag] = (pos, src.cache[torch.as_tensor(pos)])  # type: ignore[union-attr,index]
+            if out["train"][1] is None:
+                raise ImageSetError(f"step {step}: no image of the training batch could be decoded")
+            yield step, out["train"], out.get("extra")

@@ -194,8 +194,8 @@ class DetectionReport:
 
 def producer_weight(model: Any, layer: str) -> np.ndarray:
     """The weight of the conv/linear whose output channels are ``layer``'s units, unit first
-    (:func:`fvaudit.engine.defence.pruning.producing_layer`), as float64 numpy."""
-    from fvaudit.engine.defence.pruning import producing_layer
+    (:func:`fvaudit.engine.defence.methods.producing_layer`), as float64 numpy."""
+    from fvaudit.engine.defence.methods import producing_layer
 
     name = producing_layer(model, layer)
     mod = dict(model.module.named_modules())[name]
@@ -204,7 +204,7 @@ def producer_weight(model: Any, layer: str) -> np.ndarray:
 
 def producer_params(model: Any, layer: str) -> list[np.ndarray]:
     """Weight and bias (when present) of the producing conv/linear: the layer-level weight distance."""
-    from fvaudit.engine.defence.pruning import producing_layer
+    from fvaudit.engine.defence.methods import producing_layer
 
     mod = dict(model.module.named_modules())[producing_layer(model, layer)]
     out = [mod.weight.detach().to("cpu", torch.float64).numpy()]

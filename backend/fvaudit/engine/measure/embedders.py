@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from fvaudit import _tv_guard  # noqa: F401  (before open_clip/timm import torchvision)
+from fvaudit.engine.progress import NullReporter, check_cancel
 
 __all__ = [
     "EmbedderError",
@@ -796,3 +797,45 @@ def embed_topk(
         rows = embedder.embed([load_image(int(i)) for i in uniq]) if uniq.size else np.zeros((0, embedder.dim), np.float32)
         emb = rows[inverse.reshape(-1)]
     return emb.reshape(arr.shape[0], arr.shape[1], embedder.dim).astype(np.float32, copy=False)
+
+
+@dataclass
+class TopkEmbedding:
+    """What a measure needs to embed top-k images: ``embed(ids)`` (cached, one row per id),
+    the embedder (its ``id`` and ``is_clip`` go into every result) and the fallback warning."""
+
+    embed: Callable[[Sequence[int]], np.ndarray]
+    embedder: Embedder
+    warning: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.embedder.id
+
+
+def make_topk_embedder(spec: str, image_set, cache_dir: Path, device: str = "cpu",
+                       reporter=None) -> TopkEmbedding | None:
+    """The one factory of top-k embedders (CLI, jobs, benchmarks): ``spec`` is ``none`` (no
+    semantic measures: returns None), ``auto`` (:func:`default_embedder`, with its warning)
+    or an embedder spec (:func:`get_embedder`). Embeddings are cached under
+    ``cache_dir/embeddings``; ``reporter`` (optional) gets the embedding stage and progress,
+    and a cancel there stops the embedding."""
+    if spec == "none":
+        return None
+    reporter = reporter or NullReporter()
+    warning = None
+    if spec == "auto":
+        embedder, warning = default_embedder(device)
+    else:
+        embedder = get_embedder(spec, device=device)
+    cache = EmbeddingCache(Path(cache_dir) / "embeddings")
+
+    def progress(done: int, total: int) -> None:
+        reporter.advance(done, total)
+        check_cancel(reporter)
+
+    def embed(ids):
+        reporter.stage(f"embed top-k ({embedder.id})")
+        return embed_topk(embedder, cache, image_set.key, ids, image_set.load_pil, progress=progress)
+
+    return TopkEmbedding(embed, embedder, warning)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fvaudit.engine.measure import clip_delta, set_similarity
-from fvaudit.engine.models.loading import LoadedModel
+from fvaudit.engine.models.loaded import LoadedModel
 from fvaudit.engine.synthesis.render import score_images
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+DEMO_MODEL = "fmnist-cnn"
 FMNIST_MEAN = 0.2860
 FMNIST_STD = 0.3530
 

@@ -1,6 +1,6 @@
 """timm architectures as fvaudit models: ``timm:<architecture>[.<pretrained tag>]``.
 
-Everything a :class:`~fvaudit.engine.models.loading.LoadedModel` needs comes from timm itself,
+Everything a :class:`~fvaudit.engine.models.loaded.LoadedModel` needs comes from timm itself,
 so a ViT and a ConvNeXt are audited with exactly the preprocessing they were trained
 with:
 
@@ -117,7 +117,7 @@ def create(name: str, pretrained: bool):
     import numpy as np
     import torch
 
-    from fvaudit.engine.models.loading import LoadedModel, ModelError, list_layers, pil_rgb
+    from fvaudit.engine.models.loaded import LoadedModel, ModelError, list_layers, pil_rgb
 
     timm = _timm()
     arch = arch_of(name)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fvaudit.engine.data.images import ImageSet, ImageSetError
-from fvaudit.engine.models.loading import LoadedModel, ModelError
+from fvaudit.engine.models.loaded import LoadedModel, ModelError
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
 

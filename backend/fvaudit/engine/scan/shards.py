@@ -35,7 +35,7 @@ import torch
 
 from fvaudit.engine.scan.activations import LayerScan, ScanResult, scan
 from fvaudit.engine.data.images import ImageSet
-from fvaudit.engine.models.loading import LoadedModel
+from fvaudit.engine.models.loaded import LoadedModel
 from fvaudit.engine.data.pipeline import check_skipped_share
 from fvaudit.engine.progress import Reporter
 

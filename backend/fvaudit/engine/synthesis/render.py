@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from fvaudit.engine.scan.activations import _StopForward, capture
-from fvaudit.engine.models.loading import LoadedModel, ModelError
+from fvaudit.engine.models.loaded import LoadedModel, ModelError
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
 #: Square root of the ImageNet colour correlation matrix (Lucid's constant): maps

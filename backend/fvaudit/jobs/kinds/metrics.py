@@ -123,32 +123,6 @@ class MetricsKind(JobKind):
         return run_metrics(spec, ctx)
 
 
-def make_embed(spec: str, image_set, ctx):
-    """(embed_topk callable or None, embedder, embedder id, warning)."""
-    if spec == "none":
-        return None, None, None, None
-    from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk, get_embedder
-    from fvaudit.engine.progress import Cancelled
-
-    warning = None
-    if spec == "auto":
-        embedder, warning = default_embedder(ctx.device)
-    else:
-        embedder = get_embedder(spec, device=ctx.device)
-    cache = EmbeddingCache(ctx.cache_dir / "embeddings")
-
-    def progress(done: int, total: int) -> None:
-        ctx.reporter.advance(done, total)
-        if ctx.reporter.cancelled():
-            raise Cancelled()
-
-    def fn(ids):
-        ctx.reporter.stage(f"embed top-k ({embedder.id})")
-        return embed_topk(embedder, cache, image_set.key, ids, image_set.load_pil, progress=progress)
-
-    return fn, embedder, embedder.id, warning
-
-
 def _topk_entry(ids: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict:
     return {"ids": [int(i) for i in ids], "scores": [finite(s) for s in scores],
             "labels": [int(labels[int(i)]) for i in ids]}
@@ -175,6 +149,7 @@ def state_accuracy(acc: dict, state: str) -> dict:
 def run_metrics(spec: MetricsSpec, ctx) -> dict:
     from fvaudit.engine import measure
     from fvaudit.engine.audit import measure_state
+    from fvaudit.engine.measure.embedders import make_topk_embedder
     from fvaudit.jobs.common import layer_scan, load_scan, open_db_image_set
 
     ctx.reporter.stage("load scans")
@@ -208,7 +183,9 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         init_val, init_train = by_layer(before_val), by_layer(before_train)
         final_val = {s: by_layer(r) for s, r in after_val.items()}
         final_train = {s: by_layer(r) for s, r in after_train.items()}
-    embed, _, emb_id, warning = make_embed(spec.embedder, val, ctx)
+    topk_embedding = make_topk_embedder(spec.embedder, val, ctx.cache_dir, ctx.device, ctx.reporter)
+    embed, emb_id, warning = ((topk_embedding.embed, topk_embedding.id, topk_embedding.warning)
+                              if topk_embedding else (None, None, None))
     if warning:
         ctx.log(f"note: {warning}")
     k_clip = spec.k_clip

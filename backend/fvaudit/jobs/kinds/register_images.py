@@ -4,7 +4,7 @@ Registering ImageNet's training folder means listing 1.28M files and opening eve
 to check its header: about half an hour, far too long for an HTTP request. ``POST
 /image-sets`` with a folder therefore does only the cheap checks (allowed root, a
 directory with class subfolders), writes the ``image_sets`` row in status ``indexing``
-and creates this job (:func:`fvaudit.api.registration.start_folder_registration`). The
+and creates this job (:func:`fvaudit.registration.start_folder_registration`). The
 job, on a worker:
 
 1. ``index files``: lists class folders and image files in the engine's id order

@@ -14,12 +14,15 @@ one-worker scan stores, bit for bit (SPEC §1 tie-break).
 """
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 from pydantic import ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fvaudit.config import Settings
 from fvaudit.db.models import ImageSet, Model, Scan, ScanLayer, User, clean_json
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import DbId, LayerName, PathStr, Strict, WeightsRef, unique_layers
@@ -83,8 +86,6 @@ class ScanKind(JobKind):
         return [spec.weights_from.job_id] if spec.weights_from else []
 
     def members(self, spec: ScanSpec, job_id: int) -> list:
-        from fvaudit.jobs.kinds.scan_shard import ScanShardSpec
-
         if spec.shards <= 1:
             return []
         return [("scan_shard", ScanShardSpec(scan_job_id=job_id, shard=i, shards=spec.shards))
@@ -175,7 +176,6 @@ def run_merge(spec: ScanSpec, ctx) -> dict:
     """The fan-in of a sharded scan: every shard succeeded; merge their parts per image set."""
     from fvaudit.db.models import Job
     from fvaudit.engine.scan.shards import merge_scans
-    from fvaudit.jobs.kinds.scan_shard import load_part, parts_dir
 
     with ctx.session() as db:
         shards = db.scalars(select(Job).where(Job.group_job_id == ctx.job_id).order_by(Job.seq)).all()
@@ -203,3 +203,36 @@ def run_merge(spec: ScanSpec, ctx) -> dict:
         shutil.rmtree(out_dir, ignore_errors=True)
     shutil.rmtree(parts_dir(ctx.settings, ctx.job_id), ignore_errors=True)    # stored: the parts are spent
     return {"scans": out, "weights": weights_label, "shards": [i for i, _, _ in results]}
+
+
+# ---------------------------------------------------------------- the shards' parts
+# (the scan creates its scan_shard members and merges what they leave: the format lives here)
+
+class ScanShardSpec(Strict):
+    scan_job_id: DbId
+    shard: int = Field(ge=0, le=63, description="which row range (0-based)")
+    shards: int = Field(ge=2, le=64, description="how many row ranges the scan is split into")
+
+
+def parts_dir(settings: Settings, scan_job_id: int) -> Path:
+    """Where the shards of one scan leave their parts (on the data dir every worker shares)."""
+    return settings.data_dir / "scan-parts" / f"scan-{int(scan_job_id)}"
+
+
+def load_part(settings: Settings, info: dict):
+    """The engine :class:`~fvaudit.engine.scan.shards.ShardPart` a shard described in its result."""
+    import numpy as np
+
+    from fvaudit.engine.scan.activations import LayerScan
+    from fvaudit.engine.scan.shards import ShardPart
+
+    d = settings.data_dir / info["dir"]
+    layers = {}
+    skipped: list[tuple[int, str]] = []
+    if info["layers"]:
+        with np.load(d / "topk.npz", allow_pickle=False) as tk:
+            for i, L in enumerate(info["layers"]):
+                layers[L["name"]] = LayerScan(L["name"], np.load(d / L["file"], mmap_mode="r"), tk[f"ids_{i}"],
+                                              tk[f"scores_{i}"], list(L["dead_units"]))
+        skipped = [(int(i), str(why)) for i, why in json.loads((d / "skipped.json").read_text())]
+    return ShardPart(int(info["start"]), int(info["stop"]), layers, skipped, float(info.get("seconds", 0.0)))

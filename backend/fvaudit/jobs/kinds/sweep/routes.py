@@ -1,4 +1,5 @@
-"""Sweeps (SPEC §5): the pruning sweeps' points, results table and curves, and their export.
+"""The ``sweep`` kind's router (SPEC §5): the pruning sweeps' points, results table and curves,
+and their export; mounted by the app like every kind's router.
 
 A sweep is a job of kind ``sweep`` (launched with ``POST /jobs``); these routes read its
 points (``sweep_points``) with their pruned models' records and their audits' rows and
@@ -14,10 +15,11 @@ from sqlalchemy import func, select
 from fvaudit.api import manage
 from fvaudit.api.deps import DB, CurrentUser, IdPath, get_kind_job_for, top_level_jobs
 from fvaudit.api.manage import commit_and_unlink
-from fvaudit.api.schemas import HiddenPatch, JobStatus, SweepDetail, SweepItem
+from fvaudit.api.schemas import HiddenPatch, JobStatus
 from fvaudit.db.models import Job, SweepPoint
-from fvaudit.engine.defence import sweep_table as T
+from fvaudit.engine.defence import sweep_table as tables   # (the route below is named sweep_table)
 from fvaudit.jobs.kinds.sweep import point_records
+from fvaudit.jobs.kinds.sweep.schemas import SweepDetail, SweepItem
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
@@ -51,10 +53,10 @@ def list_sweeps(db: DB, user: CurrentUser, response: Response, limit: Annotated[
 def get_sweep(sweep_id: IdPath, db: DB, user: CurrentUser):
     job = _sweep(db, user, sweep_id)
     points = point_records(db, job)
-    rows = T.table_rows(points)
+    rows = tables.table_rows(points)
     return {**_item(job, len(points)), "error": job.error, "spec": job.spec or {},
-            "attacks": list((job.spec or {}).get("attacks") or []), "columns": list(T.COLUMNS), "points": points,
-            "rows": rows, "curves": T.curves(rows)}
+            "attacks": list((job.spec or {}).get("attacks") or []), "columns": list(tables.COLUMNS), "points": points,
+            "rows": rows, "curves": tables.curves(rows)}
 
 
 @router.patch("/{sweep_id}", response_model=SweepItem,
@@ -84,13 +86,13 @@ def sweep_table(sweep_id: IdPath, db: DB, user: CurrentUser,
                 format: Literal["csv", "json", "md"] = "csv"):
     job = _sweep(db, user, sweep_id)
     points = point_records(db, job)
-    rows = T.table_rows(points)
+    rows = tables.table_rows(points)
     name = f"sweep-{job.id}"
     if format == "csv":
-        return Response(T.to_csv(rows), media_type="text/csv",
+        return Response(tables.to_csv(rows), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
     if format == "md":
-        return Response(T.to_markdown(rows) + "\n", media_type="text/markdown",
+        return Response(tables.to_markdown(rows) + "\n", media_type="text/markdown",
                         headers={"Content-Disposition": f'attachment; filename="{name}.md"'})
-    return Response(T.to_json(rows, points), media_type="application/json",
+    return Response(tables.to_json(rows, points), media_type="application/json",
                     headers={"Content-Disposition": f'attachment; filename="{name}.json"'})

@@ -1,7 +1,7 @@
-"""The engine-side sweep (engine/defence/sweep.py): channel ranking, the scaled schedule, labels."""
+"""The sweep's shared pieces (engine/defence/defaults.py): channel ranking, the scaled schedule, labels."""
 from __future__ import annotations
 
-from fvaudit.engine.defence.sweep import finetune_phases, label, top_channels
+from fvaudit.engine.defence.defaults import finetune_phases, label, top_channels
 
 
 def test_top_channels_by_clip_delta_ties_by_index_unmeasured_last():

@@ -13,10 +13,7 @@ lists the files and checks every header, with progress); every image gets a row
 """
 from __future__ import annotations
 
-import io
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -29,92 +26,14 @@ from fvaudit.store import get_store
 
 FASHION_SOURCES = ("fashion-mnist:train", "fashion-mnist:test")
 
-#: globals a weights-only PyTorch pickle may name (module prefix, or exact module.name)
-_SAFE_PREFIXES = ("torch.", "collections.")
-_SAFE_EXACT = {"torch", "collections", "_codecs.encode", "builtins.set", "builtins.frozenset", "builtins.tuple",
-               "builtins.list", "builtins.dict", "builtins.int", "builtins.float", "builtins.bool", "builtins.str",
-               "builtins.bytes", "builtins.bytearray", "builtins.complex", "builtins.slice"}
-_UNSAFE_IN_TORCH = ("torch.load", "torch.hub", "torch.package", "torch.jit", "torch._dynamo", "torch.ops",
-                    "torch.utils.cpp_extension", "torch.compile", "torch.serialization.load", "torch.autograd")
-
-
-class UnsafeCheckpoint(ValueError):
-    pass
-
-
-class _Stub:
-    """Stands in for every global while screening: calling, building or indexing it does nothing."""
-
-    def __init__(self, *a, **k) -> None:
-        pass
-
-    def __call__(self, *a, **k):
-        return _Stub()
-
-    def __setstate__(self, state) -> None:
-        pass
-
-    def __setitem__(self, key, value) -> None:
-        pass
-
-    def append(self, x) -> None:
-        pass
-
-    def extend(self, xs) -> None:
-        pass
-
-
-def _pickle_globals(data: bytes) -> list[str]:
-    """Every global a pickle references, as the unpickler itself resolves them (GLOBAL,
-    STACK_GLOBAL, INST, OBJ, EXT*), with each replaced by an inert stub: nothing is imported
-    and nothing named in the pickle is called."""
-    found: list[str] = []
-
-    class Recording(pickle.Unpickler):
-        def find_class(self, module: str, name: str):
-            found.append(f"{module}.{name}")
-            return _Stub
-
-        def persistent_load(self, pid):
-            return None
-
-    Recording(io.BytesIO(data)).load()
-    return found
-
-
-def screen_pickle_checkpoint(path: Path) -> None:
-    """Refuse a ``.pt`` whose pickle names anything but tensors and plain containers.
-
-    Defence in depth before ``torch.load(weights_only=True)``: both must agree.
-    """
-    raw = path.read_bytes()
-    pickles: list[bytes] = []
-    if zipfile.is_zipfile(io.BytesIO(raw)):
-        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-            for n in zf.namelist():
-                if n.endswith(".pkl"):
-                    pickles.append(zf.read(n))
-        if not pickles:
-            raise UnsafeCheckpoint("the archive holds no pickle (not a PyTorch checkpoint)")
-    else:
-        pickles.append(raw)
-    for data in pickles:
-        try:
-            names = _pickle_globals(data)
-        except Exception as exc:
-            raise UnsafeCheckpoint(f"not a readable pickle: {type(exc).__name__}: {exc}") from None
-        for g in names:
-            ok = (g in _SAFE_EXACT or g.startswith(_SAFE_PREFIXES)) and not g.startswith(_UNSAFE_IN_TORCH)
-            if not ok:
-                raise UnsafeCheckpoint(f"the pickle references {g!r}; only tensors and plain containers are accepted "
-                                       "(save a state_dict, or use safetensors)")
-
 
 def register_model(db: Session, owner_id: int | None, name: str, registry_name: str, pretrained: bool = True,
                    checkpoint: Path | None = None, source: str = "registry", checkpoint_field: tuple = ("body", "file"),
                    original_name: str | None = None) -> Model:
-    from fvaudit.engine.models.loading import (LAYER_LABELS, ModelError, apply_checkpoint, list_layers, load_model,
-                                       save_checkpoint)
+    from fvaudit.engine.models.checkpoints import (UnsafeCheckpoint, apply_checkpoint, save_checkpoint,
+                                                   screen_pickle_checkpoint)
+    from fvaudit.engine.models.loaded import ModelError
+    from fvaudit.engine.models.sources import load_model
 
     try:
         lm = load_model(registry_name, pretrained=pretrained and checkpoint is None)
@@ -132,8 +51,7 @@ def register_model(db: Session, owner_id: int | None, name: str, registry_name: 
                 screen_pickle_checkpoint(checkpoint)
             # messages name the upload, not its temp path
             if apply_checkpoint(lm.module, checkpoint, original_name):
-                # a structurally pruned checkpoint resized modules: the layer list's widths changed
-                lm.layers = list_layers(lm.module, lm.input_shape, LAYER_LABELS.get(lm.name, {}))
+                lm.refresh_layers()   # a structurally pruned checkpoint resized modules: the widths changed
         except (ModelError, UnsafeCheckpoint) as exc:
             raise FieldError(checkpoint_field, f"checkpoint refused: {exc}") from None
         with tempfile.TemporaryDirectory(dir=get_settings().data_dir) as td:

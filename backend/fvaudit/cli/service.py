@@ -229,7 +229,7 @@ def setup_demo(limit_train: int | None, limit_val: int | None, user: str = "admi
     """Register the demo model and the Fashion-MNIST sets (idempotent by name); returns ids."""
     from sqlalchemy import select
 
-    from fvaudit.api.registration import register_image_set, register_model
+    from fvaudit.registration import register_image_set, register_model
     from fvaudit.db.models import ImageSet, Model, User
     from fvaudit.db.session import session_scope
 
@@ -289,23 +289,16 @@ def demo_chain_text() -> str:
 
 
 def queue_audit(user_name: str, spec: dict) -> int:
+    """Launch an audit as ``user_name``, the way ``POST /jobs`` does (:func:`fvaudit.jobs.create.submit`)."""
     from sqlalchemy import select
 
     from fvaudit.db.models import User
     from fvaudit.db.session import session_scope
-    from fvaudit.jobs.create import create_job
-    from fvaudit.jobs.dispatch import publish
-    from fvaudit.jobs.registry import get_kind
+    from fvaudit.jobs.create import submit
 
-    audit = get_kind("audit")
     with session_scope() as db:
-        user = db.scalar(select(User).where(User.name == user_name))
-        norm = audit.check(db, user, audit.spec.model_validate(spec))
-        job, wake = create_job(db, user, audit.name, norm)
-        jid = job.id
-    with session_scope() as db:
-        publish(db, wake)
-    return jid
+        user_id = db.scalar(select(User.id).where(User.name == user_name))
+    return submit(user_id, "audit", spec)
 
 
 def _admin_token(data_dir: Path | None = None, token: str | None = None, user: str = "admin") -> str:
@@ -345,7 +338,6 @@ def cmd_setup_demo(args) -> int:
             Path(args.admin_token_file).write_text(tok + "\n")
         out["admin_token_file"] = args.admin_token_file
     else:
-        from fvaudit.api.security import create_token
         from fvaudit.db.session import session_scope
 
         with session_scope() as db:

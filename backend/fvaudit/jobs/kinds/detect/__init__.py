@@ -8,7 +8,7 @@ evidence per layer, calibration against the population, verdicts per layer and m
 Stored: the verdicts (model and layers, with the evidence that drove them) in the job's
 ``result``; every unit's suspicion, measures and top-k ids as one JSON artifact
 (``result.units_sha256``), so that listing jobs never carries thousands of units.
-``GET /detections/{id}`` serves both (``api/routers/detections.py``).
+``GET /detections/{id}`` serves both (this kind's router, ``routes.py``).
 
 Any model can be the suspect, the reference or a population member, or an attack job's
 weights on one (``weights_from``): an auditor can check the result of an attack the tool
@@ -166,6 +166,11 @@ class DetectKind(JobKind):
     def run(self, spec: DetectSpec, ctx) -> dict:
         return run_detect(spec, ctx)
 
+    def router(self):
+        from fvaudit.jobs.kinds.detect.routes import router
+
+        return router
+
 
 def _model_name(m: Model, ref: ModelRef) -> str:
     if ref.weights_from is None:
@@ -177,7 +182,7 @@ def run_detect(spec: DetectSpec, ctx) -> dict:
     from fvaudit.engine.detection import evidence
     from fvaudit.engine.detection.run import Subject, detect
     from fvaudit.jobs.common import load_db_model, open_db_image_set, resolve_weights
-    from fvaudit.jobs.kinds.metrics import make_embed
+    from fvaudit.engine.measure.embedders import make_topk_embedder
 
     subjects, names = [], {}
     with ctx.session() as db:
@@ -199,8 +204,10 @@ def run_detect(spec: DetectSpec, ctx) -> dict:
         subjects.append(Subject(role, load_db_model(m, ckpt, ctx.device)))
         names[role] = {"model_id": m.id, "name": _model_name(m, ref), "weights": label,
                        "weights_from": ref.weights_from.model_dump() if ref.weights_from else None}
-    embed, embedder, emb_id, warning = (make_embed(spec.embedder, images, ctx) if spec.reference is not None
-                                        else (None, None, None, None))
+    topk_embedding = (make_topk_embedder(spec.embedder, images, ctx.cache_dir, ctx.device, ctx.reporter)
+                      if spec.reference is not None else None)
+    embed, embedder, emb_id, warning = ((topk_embedding.embed, topk_embedding.embedder, topk_embedding.id,
+                                         topk_embedding.warning) if topk_embedding else (None, None, None, None))
     if warning:
         ctx.log(f"note: {warning}")
     suspect = subjects[0]

@@ -283,6 +283,11 @@ class SweepKind(JobKind):
     steps = (StepInfo("prune", "prune + fine-tune"), StepInfo("scan_init", "scan θ_init"),
              *[s for s in AuditKind.steps if s.key != "scan_init"])
 
+    def router(self):
+        from fvaudit.jobs.kinds.sweep.routes import router
+
+        return router
+
     def step_label(self, key: str | None) -> str | None:
         m = re.fullmatch(r"p(\d+)\.(?:(push_down|push_up)\.)?(\w+)", key or "")
         if not m:

@@ -1,72 +1,24 @@
-"""`fvaudit` command line: scan, attack, metrics, report, demo-experiment, train-demo-model.
+"""`fvaudit` commands that run the engine in this process (no server): models, scan, attack,
+metrics, report, visualize, demo-experiment, train-demo-model.
 
 Every command writes a run directory (config, versions, score matrices, top-k, metrics as
 JSON + CSV) and prints a human-readable summary. Long work shows a Rich progress bar.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 from fvaudit import _tv_guard  # noqa: F401
-from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS as D
+from fvaudit.cli.common import (alpha, attack_tuning_args, cache_dir, format_alpha_trajectory, int_list,
+                                make_embed_topk, model_args)
+from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("FVAUDIT_CACHE_DIR", Path.home() / ".cache" / "fvaudit"))
-
-
-def _int_list(s: str | None) -> list[int] | None:
-    if s is None or s in ("", "all"):
-        return None
-    try:
-        return [int(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}")
-
-
-def _alpha(s: str) -> float | None:
-    if s == "dynamic":
-        return None
-    try:
-        return float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"alpha must be a number in [0, 1] or 'dynamic', got {s!r}")
-
-
-def _attack_tuning_args(sp) -> None:
-    """The attack settings shared by `fvaudit attack` and `fvaudit demo-experiment`; defaults
-    from ATTACK_DEFAULTS (the same as the API's and the form's)."""
-    sp.add_argument("--lr", type=float, default=D["lr"], help="Adam learning rate")
-    sp.add_argument("--lr-schedule", choices=["constant", "cosine"], default=D["lr_schedule"])
-    sp.add_argument("--batch-size", type=int, default=D["batch_size"])
-    sp.add_argument("--attack-batch-size", type=int, default=D["attack_batch_size"])
-    sp.add_argument("--decoy-batch-size", type=int, default=D["decoy_batch_size"])
-    sp.add_argument("--eval-every", type=int, default=D["eval_every"], help="steps between evaluations")
-    sp.add_argument("--eval-size", type=int, default=D["eval_size"],
-                    help="validation images the α controller reads (0 = all); the budget is always "
-                         "decided on the full validation set")
-    sp.add_argument("--acc-budget", type=float, default=D["acc_budget_pp"], help="allowed accuracy drop in pp")
-    sp.add_argument("--alpha-max", type=float, default=D["alpha_max"])
-    sp.add_argument("--alpha-factor", type=float, default=D["alpha_factor"],
-                    help="dynamic α: divided by this when over budget, multiplied otherwise")
-    sp.add_argument("--anchor-weight", type=float, default=D["anchor_weight"],
-                    help="loss variant: + w/2·‖θ−θ_init‖² (L2-SP); 0 = off")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fvaudit", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def model_args(sp):
-        sp.add_argument("--model", default="fmnist-cnn", help="registry name (fvaudit models)")
-        sp.add_argument("--checkpoint", help="local weights: .safetensors or weights-only .pt")
-        sp.add_argument("--device", default="cpu")
+def register(sub) -> dict:
+    """Add the engine commands to the `fvaudit` parser; returns {name: handler}."""
 
     sp = sub.add_parser("models", help="list models, or the layers of one model")
     sp.add_argument("--model")
@@ -88,19 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--val", default="fashion-mnist:test", help="held-out set: accuracy and D_τ for the metrics")
     sp.add_argument("--kind", choices=["push_down", "push_up", "finetune"], default="push_down")
     sp.add_argument("--layers", required=True, help="comma-separated layer names, or all-conv")
-    sp.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all units)")
-    sp.add_argument("--k", type=int, default=D["k"], help="size of D_attack(j)")
-    sp.add_argument("--alpha", type=_alpha, default=None, help="fixed α in [0,1] or 'dynamic' (default)")
+    sp.add_argument("--units", type=int_list, help="comma-separated unit indices (default: all units)")
+    sp.add_argument("--k", type=int, default=ATTACK_DEFAULTS["k"], help="size of D_attack(j)")
+    sp.add_argument("--alpha", type=alpha, default=None, help="fixed α in [0,1] or 'dynamic' (default)")
     g = sp.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int, help=f"optimizer steps (default {D['steps']})")
+    g.add_argument("--steps", type=int, help=f"optimizer steps (default {ATTACK_DEFAULTS['steps']})")
     g.add_argument("--epochs", type=float)
-    _attack_tuning_args(sp)
-    sp.add_argument("--score-norm", choices=["none", "init_mean", "batch_mean"], default=D["score_norm"])
+    attack_tuning_args(sp)
+    sp.add_argument("--score-norm", choices=["none", "init_mean", "batch_mean"], default=ATTACK_DEFAULTS["score_norm"])
     sp.add_argument("--decoy-class", help="push-up decoy class (name or index)")
-    sp.add_argument("--decoy-ids", type=_int_list, help="push-up: explicit decoy image ids")
-    sp.add_argument("--n-decoys", type=int, default=D["n_decoys"])
-    sp.add_argument("--seed", type=int, default=D["seed"])
-    sp.add_argument("--checkpoint-every", type=int, default=D["checkpoint_every"])
+    sp.add_argument("--decoy-ids", type=int_list, help="push-up: explicit decoy image ids")
+    sp.add_argument("--n-decoys", type=int, default=ATTACK_DEFAULTS["n_decoys"])
+    sp.add_argument("--seed", type=int, default=ATTACK_DEFAULTS["seed"])
+    sp.add_argument("--checkpoint-every", type=int, default=ATTACK_DEFAULTS["checkpoint_every"])
     sp.add_argument("--embedder", default="auto", help="auto | efficientnet-lite0 | open_clip:ViT-B-32:openai | none")
     sp.add_argument("--k-clip", type=int, default=5)
     sp.add_argument("--limit-train", type=int)
@@ -111,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("metrics", help="compare two scans of the same image set (before/after)")
     sp.add_argument("--before", required=True, type=Path, help="run directory of `fvaudit scan` under θ_init")
     sp.add_argument("--after", required=True, type=Path, help="run directory of `fvaudit scan` under θ_final")
-    sp.add_argument("--units", type=_int_list, help="units to aggregate over (default: all live units)")
+    sp.add_argument("--units", type=int_list, help="units to aggregate over (default: all live units)")
     sp.add_argument("--embedder", default="auto")
     sp.add_argument("--k-clip", type=int, default=5)
     sp.add_argument("--device", default="cpu")
@@ -122,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo-experiment", help="the thesis' Table 3.1 on the Fashion-MNIST demo CNN")
     sp.add_argument("--out", type=Path, default=Path("runs/demo-experiment"))
-    sp.add_argument("--steps", type=int, default=D["steps"])
-    _attack_tuning_args(sp)
+    sp.add_argument("--steps", type=int, default=ATTACK_DEFAULTS["steps"])
+    attack_tuning_args(sp)
     sp.add_argument("--embedder", default="auto")
     sp.add_argument("--rows", default="control,push_up,push_down,push_down_conv1",
                     help="comma-separated rows to run (control, push_up, push_down, push_down_conv1)")
@@ -134,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(sp)
     sp.add_argument("--compare-checkpoint", help="also render the same units with these weights (before/after)")
     sp.add_argument("--layer", required=True)
-    sp.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all)")
+    sp.add_argument("--units", type=int_list, help="comma-separated unit indices (default: all)")
     sp.add_argument("--steps", type=int, default=256)
     sp.add_argument("--lr", type=float, default=0.05)
     sp.add_argument("--batch-units", type=int, default=32)
@@ -145,47 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, default=Path("backend/fvaudit/assets/fmnist_cnn.safetensors"))
     sp.add_argument("--epochs", type=int, default=6)
     sp.add_argument("--seed", type=int, default=0)
-    _register_service_commands(sub)
-    from fvaudit import prune_cli     # fvaudit prune, fvaudit sweep (SPEC §5)
-
-    COMMANDS.update(prune_cli.register(sub))
-    return p
-
-
-def _register_service_commands(sub) -> None:
-    """Service commands (serve, worker, db, token, demo) live in fvaudit.service_cli."""
-    import importlib.util
-
-    if importlib.util.find_spec("fvaudit.service_cli") is None:
-        return
-    from fvaudit import service_cli
-
-    COMMANDS.update(service_cli.register(sub))
-
-
-def _fail(msg: str) -> int:
-    print(f"fvaudit: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def make_embed_topk(spec: str, image_set, device: str = "cpu"):
-    """(embed_topk callable or None, embedder id, warning) for an embedder spec."""
-    if spec == "none":
-        return None, None, None
-    from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk, get_embedder
-
-    warning = None
-    if spec == "auto":
-        embedder, warning = default_embedder(device)
-    else:
-        embedder = get_embedder(spec, device=device)
-    cache = EmbeddingCache(cache_dir() / "embeddings")
-    fn = lambda ids: embed_topk(embedder, cache, image_set.key, ids, image_set.load_pil)
-    return fn, embedder.id, warning
+    return {"models": cmd_models, "scan": cmd_scan, "attack": cmd_attack, "metrics": cmd_metrics,
+            "report": cmd_report, "train-demo-model": cmd_train_demo, "visualize": cmd_visualize,
+            "demo-experiment": cmd_demo_experiment}
 
 
 def cmd_models(args) -> int:
-    from fvaudit.engine.models.loading import list_models, load_model
+    from fvaudit.engine.models.sources import list_models, load_model
 
     if not args.model:
         for m in list_models():
@@ -200,11 +118,11 @@ def cmd_models(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from fvaudit.cli_progress import RichReporter
+    from fvaudit.cli.progress import RichReporter
     from fvaudit.engine.scan.activations import scan
     from fvaudit.engine.audit import versions, write_scan
     from fvaudit.engine.data.images import open_image_set
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.models.sources import load_model
 
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     images = open_image_set(args.images, cache_dir=cache_dir(), limit=args.limit)
@@ -262,10 +180,10 @@ def tuning_fields(args) -> dict:
 
 
 def cmd_attack(args) -> int:
-    from fvaudit.cli_progress import RichReporter
+    from fvaudit.cli.progress import RichReporter
     from fvaudit.engine.audit import run_audit
     from fvaudit.engine.data.images import open_image_set
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.models.sources import load_model
     from fvaudit.engine.measure.report import format_table
 
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
@@ -327,15 +245,6 @@ def cmd_metrics(args) -> int:
     return 0
 
 
-def format_alpha_trajectory(traj) -> str:
-    """``step:α(drop on subset[/drop on full set])`` per evaluation, compact enough for one line."""
-    parts = []
-    for e in traj:
-        full = "" if e.full_drop_pp is None or e.full_n_images == e.n_images else f"/{e.full_drop_pp:+.2f}"
-        parts.append(f"{e.step}:{e.alpha_before:.3g}→{e.alpha_after:.3g}({e.drop_pp:+.2f}{full})")
-    return " ".join(parts)
-
-
 def cmd_report(args) -> int:
     from fvaudit.engine.measure.report import format_table
 
@@ -390,8 +299,8 @@ def _same_settings(a: dict, b: dict) -> bool:
 def cmd_visualize(args) -> int:
     import numpy as np
 
-    from fvaudit.cli_progress import RichReporter
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.cli.progress import RichReporter
+    from fvaudit.engine.models.sources import load_model
     from fvaudit.engine.synthesis.render import SynthesisConfig, save_grid, synthesize
 
     cfg = SynthesisConfig(steps=args.steps, lr=args.lr, batch_units=args.batch_units, seed=args.seed,
@@ -427,29 +336,11 @@ def cmd_train_demo(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from fvaudit.demo import run_demo_experiment
+def cmd_demo_experiment(args) -> int:
+    from fvaudit.cli.demo_experiment import run_demo_experiment
 
     return run_demo_experiment(args.out, steps=args.steps, embedder=args.embedder, quick=args.quick,
                                device=args.device, rows=[r for r in args.rows.split(",") if r],
                                tuning=tuning_fields(args))
 
 
-COMMANDS = {"models": cmd_models, "scan": cmd_scan, "attack": cmd_attack, "metrics": cmd_metrics,
-            "report": cmd_report, "train-demo-model": cmd_train_demo, "visualize": cmd_visualize, "demo-experiment": cmd_demo}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from fvaudit.engine.attack.run import AttackConfigError
-    from fvaudit.engine.data.images import ImageSetError
-    from fvaudit.engine.models.loading import ModelError
-
-    try:
-        return COMMANDS[args.command](args)
-    except (ModelError, ImageSetError, AttackConfigError, ValueError, FileNotFoundError) as exc:
-        return _fail(str(exc))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from fvaudit.engine.defence.defaults import METHODS, PRUNE_DEFAULTS, label
+
 RATES = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875]
 #: the demo's budget on 2 CPU cores. Measured on a shared 2-core machine: a push-down audit of relu3
 #: (3000 train / 2000 validation images, 200 steps, batches 64 + 32) took 135-180 s of CPU; at 100
@@ -34,8 +36,8 @@ def _floats(s: str) -> list[float]:
 def _finetune_args(sp) -> None:
     sp.add_argument("--finetune-steps", type=int, help="fine-tune steps after pruning (two equal phases, the "
                                                        "second at lr·lr_drop; the thesis' 10 + 10 epochs, scaled)")
-    sp.add_argument("--finetune-lr", type=float, default=1e-4)
-    sp.add_argument("--lr-drop", type=float, default=0.1)
+    sp.add_argument("--finetune-lr", type=float, default=PRUNE_DEFAULTS["lr"])
+    sp.add_argument("--lr-drop", type=float, default=PRUNE_DEFAULTS["lr_drop"])
     sp.add_argument("--oto-steps", type=int, help="OTO: HESSO steps to reach the target group sparsity")
     sp.add_argument("--train-limit", type=int, help="use N training images, a seeded class-stratified sample (attacks and fine-tune)")
     sp.add_argument("--val-limit", type=int, help="use N validation images, a seeded class-stratified sample")
@@ -47,7 +49,7 @@ def register(sub) -> dict:
     sp.add_argument("--model", default="fmnist-cnn")
     sp.add_argument("--checkpoint")
     sp.add_argument("--device", default="cpu")
-    sp.add_argument("--method", choices=["norm", "oto_filter", "oto_weight", "vulnerability"], required=True)
+    sp.add_argument("--method", choices=METHODS, required=True)
     sp.add_argument("--rate", type=float, help="norm: weight fraction; oto_*: target group sparsity; "
                                                "vulnerability: fraction of the layer's channels")
     sp.add_argument("--layer", help="vulnerability: the layer whose channels are removed")
@@ -66,7 +68,7 @@ def register(sub) -> dict:
     sp.add_argument("--train", default="fashion-mnist:train")
     sp.add_argument("--val", default="fashion-mnist:test")
     sp.add_argument("--layer", default="relu3")
-    sp.add_argument("--methods", default="norm,oto_filter,oto_weight,vulnerability")
+    sp.add_argument("--methods", default=",".join(METHODS))
     sp.add_argument("--rates", type=_floats, default=RATES)
     sp.add_argument("--attacks", default="push_down,push_up")
     sp.add_argument("--decoy-class", default="Bag")
@@ -83,18 +85,19 @@ def register(sub) -> dict:
 
 
 def _settings(args, demo: bool):
-    from fvaudit.engine.defence.sweep import PruneSettings
+    """The fine-tune settings: the flags, else the demo's budget, else the shared defaults."""
+    from fvaudit.engine.defence.prune import FinetuneSettings
 
-    d = DEMO if demo else {}
-    return PruneSettings(finetune_steps=args.finetune_steps if args.finetune_steps is not None
-                         else d.get("finetune_steps", 200), lr=args.finetune_lr, lr_drop=args.lr_drop,
-                         batch_size=d.get("batch_size", 64),
-                         oto_steps=args.oto_steps if args.oto_steps is not None else d.get("oto_steps", 200))
+    d = {**PRUNE_DEFAULTS, **(DEMO if demo else {})}
+    return FinetuneSettings(steps=args.finetune_steps if args.finetune_steps is not None else d["finetune_steps"],
+                            lr=args.finetune_lr, lr_drop=args.lr_drop, batch_size=d["batch_size"],
+                            oto_steps=args.oto_steps if args.oto_steps is not None else d["oto_steps"],
+                            seed=d["seed"])
 
 
 def _sets(args, demo: bool):
-    from fvaudit.cli import cache_dir
-    from fvaudit.engine.data.images import open_image_set, subset
+    from fvaudit.cli.common import cache_dir
+    from fvaudit.engine.data.images import open_image_set
 
     d = DEMO if demo else {}
     train_limit = args.train_limit if args.train_limit is not None else d.get("train_limit")
@@ -105,25 +108,21 @@ def _sets(args, demo: bool):
 
 
 def cmd_prune(args) -> int:
-    import numpy as np
-
-    from fvaudit.engine.defence import pruning as P
-    from fvaudit.engine.defence import sweep_table as T
-    from fvaudit.engine.attack.run import evaluate_accuracy
-    from fvaudit.engine.models.loading import clone_model, load_model, save_checkpoint
-    from fvaudit.engine.defence.sweep import label, prune_point, prune_record
+    from fvaudit.engine.defence import sweep_table
+    from fvaudit.engine.defence.prune import prune, summary
+    from fvaudit.engine.models.checkpoints import save_checkpoint
+    from fvaudit.engine.models.sources import load_model
 
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     train, val = _sets(args, False)
     s = _settings(args, False)
-    delta = None
+    layer, channels, delta = args.layer, None, None
     if args.method == "vulnerability":
         if not args.layer:
             raise ValueError("--layer: vulnerability pruning needs the layer whose channels are removed")
         layer = model.layer(args.layer).name
         if args.channels:
             channels = [int(c) for c in args.channels.split(",") if c.strip()]
-            args.rate = len(channels) / model.layer(layer).units
         elif args.delta_from is not None:
             f = args.delta_from / f"metrics_{layer.replace('/', '_')}.json"
             if not f.exists():
@@ -132,50 +131,37 @@ def cmd_prune(args) -> int:
         else:
             raise ValueError("--delta-from or --channels: vulnerability pruning needs a push-down run of the layer "
                              "(its per-unit CLIP-δ ranks the channels) or explicit channels")
-    else:
-        layer = args.layer
-    if args.rate is None:
+    if args.rate is None and channels is None:
         raise ValueError("--rate: give a fraction strictly between 0 and 1")
-    val_ids = np.arange(len(val))
-    acc_parent = evaluate_accuracy(model, val, val_ids, device=args.device)
-    if args.method == "vulnerability" and args.channels:
-        pm = clone_model(model)
-        report = P.vulnerability_prune(pm, layer, channels)
-    else:
-        pm, report, channels = prune_point(model, args.method, args.rate, layer, train, s, delta, args.device)
-    acc_pruned = evaluate_accuracy(pm, val, val_ids, device=args.device)
-    history = P.finetune(pm, train, s.phases(), batch_size=s.batch_size, seed=s.seed, device=args.device) \
-        if s.phases() else []
-    acc_ft = evaluate_accuracy(pm, val, val_ids, device=args.device)
-    rec = prune_record(args.method, args.rate, report, channels, s, len(train),
-                       {"parent_acc": acc_parent, "pruned_acc": acc_pruned, "finetuned_acc": acc_ft}, len(val_ids),
-                       history)
+    done = prune(model, args.method, args.rate, train, val, layer=layer, channels=channels, clip_delta=delta,
+                 settings=s, device=args.device)
+    rec = done.record
     args.out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(pm.module, args.out / "pruned.safetensors", {"registry_name": args.model,
-                                                                 "prune_method": args.method})
+    save_checkpoint(done.model.module, args.out / "pruned.safetensors", {"registry_name": args.model,
+                                                                        "prune_method": args.method})
     (args.out / "prune.json").write_text(json.dumps({"model": args.model, "checkpoint": args.checkpoint, **rec},
                                                     indent=1, default=float))
-    point = {"idx": 1, "label": label(args.method, args.rate), "method": args.method, "rate": args.rate,
+    point = {"idx": 1, "label": label(args.method, rec["rate"]), "method": args.method, "rate": rec["rate"],
              "layer": layer, "prune": rec, "audits": {}}
-    rows = T.table_rows([point])
-    (args.out / "prune.csv").write_text(T.to_csv(rows))
-    (args.out / "prune.md").write_text(T.to_markdown(rows) + "\n")
-    print(T.to_markdown(rows, ["label", "method", "rate", "weight_rate", "filter_rate", "finetuned_acc",
-                               "finetune_n_images"]))
-    print(f"accuracy {acc_parent:.2f} → {acc_pruned:.2f} (pruned) → {acc_ft:.2f} (fine-tuned {s.finetune_steps} "
-          f"steps {s.phases()} on {len(train)} images; {len(val_ids)} validation images)")
+    rows = sweep_table.table_rows([point])
+    (args.out / "prune.csv").write_text(sweep_table.to_csv(rows))
+    (args.out / "prune.md").write_text(sweep_table.to_markdown(rows) + "\n")
+    print(sweep_table.to_markdown(rows, ["label", "method", "rate", "weight_rate", "filter_rate", "finetuned_acc",
+                                         "finetune_n_images"]))
+    print(summary(rec, point["label"]) + f"; fine-tuned {s.steps} steps {s.phases()} on "
+          f"{rec['finetune']['train_images']} images")
     print(f"pruned weights: {args.out / 'pruned.safetensors'} (load with --checkpoint; pruned zeros or "
           "removed channels are in the file)")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from fvaudit.cli import make_embed_topk
-    from fvaudit.cli_progress import RichReporter
-    from fvaudit.engine.defence import sweep_table as T
-    from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS as D
-    from fvaudit.engine.models.loading import load_model
-    from fvaudit.engine.defence.sweep import METHODS, SweepPlan, run_prune_sweep
+    from fvaudit.cli.common import make_embed_topk
+    from fvaudit.cli.progress import RichReporter
+    from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
+    from fvaudit.engine.defence import sweep_table
+    from fvaudit.engine.defence.sweep import SweepPlan, run_prune_sweep
+    from fvaudit.engine.models.sources import load_model
 
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
@@ -196,7 +182,7 @@ def cmd_sweep(args) -> int:
     train, val = _sets(args, demo)
     settings = _settings(args, demo)
     base = DEMO["attack"] if demo else {}
-    attack = {k: (getattr(args, k) if getattr(args, k) is not None else base.get(k, D[k]))
+    attack = {k: (getattr(args, k) if getattr(args, k) is not None else base.get(k, ATTACK_DEFAULTS[k]))
               for k in ("steps", "eval_every", "lr", "batch_size", "attack_batch_size")}
     attack.update(eval_size=0, checkpoint_every=attack["eval_every"], device=args.device)
     steps, eval_every = attack["steps"], attack["eval_every"]
@@ -210,13 +196,13 @@ def cmd_sweep(args) -> int:
     print(f"scaled to fit the budget: {len(train)} training images (attacks and fine-tune), {len(val)} validation "
           f"images (every accuracy and the budget), {steps} attack steps (evaluated every {eval_every}; lr "
           f"{attack['lr']:g}, batches {attack['batch_size']} + {attack['attack_batch_size']}), fine-tune "
-          f"{settings.finetune_steps} steps {settings.phases()} batch {settings.batch_size}, OTO {settings.oto_steps} "
+          f"{settings.steps} steps {settings.phases()} batch {settings.batch_size}, OTO {settings.oto_steps} "
           f"HESSO steps; CLIP metrics by {emb_id}; the thesis: full sets, 5-epoch attacks, 10 + 10 fine-tune epochs")
     with RichReporter(verbose=False) as rep:
         records = run_prune_sweep(model, train, train, val, plan, args.out, embed_topk=embed, embedder_id=emb_id,
                                   reporter=rep, log=lambda m: rep.log(m) if hasattr(rep, "log") else print(m))
-    rows = T.table_rows(records)
-    print(T.to_markdown(rows))
+    rows = sweep_table.table_rows(records)
+    print(sweep_table.to_markdown(rows))
     print(f"total {time.perf_counter() - t0:.0f} s; tables: {args.out / 'sweep.csv'}, {args.out / 'sweep.json'}, "
           f"{args.out / 'sweep.md'}; curves: {args.out / 'sweep_curves.svg'}; run directories under {args.out}")
     return 0

@@ -1,4 +1,5 @@
-"""Detections (SPEC §6): "check this model" results, per layer and per unit.
+"""The ``detect`` kind's router (SPEC §6): "check this model" results, per layer and per unit,
+mounted by the app like every kind's router (:meth:`~fvaudit.jobs.registry.JobKind.router`).
 
 A detection is a job of kind ``detect`` (launched with ``POST /jobs``). Its verdicts live
 in the job's result; every unit's suspicion, measures and top-k ids in one JSON artifact
@@ -16,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from sqlalchemy import select
 
 from fvaudit.api.deps import DB, CurrentUser, IdPath, get_kind_job_for, top_level_jobs
-from fvaudit.api.schemas import DetectionDetail, DetectionItem, DetectUnitDetail
+from fvaudit.jobs.kinds.detect.schemas import DetectionDetail, DetectionItem, DetectUnitDetail
 from fvaudit.api.serialize import classes_of, img
 from fvaudit.db.models import Artifact, Job
 from fvaudit.store import get_store

@@ -35,14 +35,14 @@ def run_demo_experiment(out: Path, steps: int | None = None, embedder: str = "au
     attack row uses, and printed next to each attack's selected and final states."""
     import torch
 
-    from fvaudit.cli import format_alpha_trajectory, make_embed_topk
-    from fvaudit.cli_progress import RichReporter
+    from fvaudit.cli.common import format_alpha_trajectory, make_embed_topk
+    from fvaudit.cli.progress import RichReporter
     from fvaudit.engine.scan.activations import scan
     from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
     from fvaudit.engine.attack.run import AttackConfig, Target
     from fvaudit.engine.audit import run_audit
     from fvaudit.engine.data.images import open_image_set
-    from fvaudit.engine.models.loading import load_model
+    from fvaudit.engine.models.sources import load_model
     from fvaudit.engine.measure.report import format_table
 
     rows = rows or list(ROWS)
