@@ -203,7 +203,6 @@ class Settings(BaseSettings):
         return None
 
 
-@lru_cache(maxsize=1)
 def engine_cache_dir(data_dir: Path | None = None) -> Path:
     """The engine's cache (decoded images, embeddings): ``FVAUDIT_CACHE_DIR`` when set; else
     ``<data dir>/cache`` for the service (its workers share the data dir), or
@@ -214,6 +213,7 @@ def engine_cache_dir(data_dir: Path | None = None) -> Path:
     return data_dir / "cache" if data_dir is not None else Path.home() / ".cache" / "fvaudit"
 
 
+@lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
 

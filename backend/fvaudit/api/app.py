@@ -5,6 +5,8 @@ this process unless ``FVAUDIT_REAPER_INTERVAL=0``.
 """
 from __future__ import annotations
 
+import importlib
+
 import json
 import logging
 import re
@@ -351,8 +353,8 @@ def create_app(on_shutdown=None) -> FastAPI:
     for r in (system.router, models.router, image_sets.router, jobs.router, runs.router):
         app.include_router(r, prefix=API)
     for kind in all_kinds():            # a kind may bring its own endpoints (/sweeps, /detections)
-        if (kind_router := kind.router()) is not None:
-            app.include_router(kind_router, prefix=API)
+        if kind.routes is not None:
+            app.include_router(importlib.import_module(kind.routes).router, prefix=API)
 
     @app.get(API + "/{rest:path}", include_in_schema=False)
     async def _api_404(rest: str):

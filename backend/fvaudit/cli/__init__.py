@@ -20,6 +20,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     sub = p.add_subparsers(dest="command", required=True)
     commands: dict = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):          # __main__
+            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "register"):
             commands.update(module.register(sub))

@@ -10,7 +10,7 @@ Each kind is a class in its own module under :mod:`fvaudit.jobs.kinds`, decorate
 * either ``run(spec, ctx)`` (a kind a worker runs) or ``expand(spec)`` (a chain: a list
   of :class:`Step` values, each naming the step it waits for),
 * its human labels (``title``, ``description``, and the label of every chain step),
-* optionally ``router()``: its own endpoints and response models, which the app mounts.
+* optionally ``routes``: the module of its own endpoints and response models, which the app mounts.
 
 Everything else reads the registry: the ``POST /jobs`` body (a discriminated union on
 ``kind`` built by :func:`job_create_model`), validation, creation
@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, U
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fastapi import APIRouter
     from sqlalchemy.orm import Session
 
     from fvaudit.db.models import Run, User
@@ -82,6 +81,10 @@ class JobKind:
     #: a chain whose steps write runs of their own (a sweep's points): each run's status follows
     #: the steps that write it, and a failed step fails only its own runs while the others go on
     runs_follow_steps: ClassVar[bool] = False
+    #: the module of the kind's own endpoints and response models (e.g. ``/detections``): it
+    #: defines ``router``, which the app mounts under ``/api/v1``; named, not imported, so the
+    #: worker never loads the API and the module may import the kind (None: no endpoints)
+    routes: ClassVar[str | None] = None
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -133,13 +136,6 @@ class JobKind:
         """Each reaper pass: remove what this kind's jobs left on disk once nobody needs it
         (e.g. the parts of a sharded scan that ended); returns what was removed."""
         return []
-
-    # ------------------------------------------------------------------ its own endpoints
-    def router(self) -> "APIRouter | None":
-        """The kind's own read endpoints and response models (e.g. ``/detections``), mounted
-        under ``/api/v1`` by the app for every registered kind; None: it has none. Import
-        them inside this method (a ``routes`` module of the kind): the worker never calls it."""
-        return None
 
     # ------------------------------------------------------------------ work
     def run(self, spec: BaseModel, ctx: "JobContext") -> dict:

@@ -22,10 +22,9 @@ import struct
 import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -702,32 +701,3 @@ def _ids_digest(ids: np.ndarray) -> str:
 def subset(parent: ImageSet, ids: Sequence[int]) -> ImageSet:
     ids = parent.check_ids(ids)
     return SubsetImageSet(parent, ids)
-
-
-def load_tensor(
-    image_set: ImageSet,
-    ids: Sequence[int],
-    preprocess_many: Callable[[list[np.ndarray]], "object"],
-    pool: ThreadPoolExecutor | None = None,
-    decode_size: int | None = None,
-) -> tuple[np.ndarray, "object"]:
-    """Decode + preprocess the given ids into one batch, in this process; ids that fail to
-    decode are dropped. Returns (ids that loaded, tensor). ``pool``: threads to decode in."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if hasattr(image_set, "arrays"):
-        return ids, preprocess_many(list(image_set.arrays(ids)))  # type: ignore[attr-defined]
-
-    def load_one(i: int):
-        try:
-            return image_set.load_input(int(i), decode_size)
-        except (OSError, ValueError, SyntaxError):
-            return None
-
-    loaded = list(pool.map(load_one, ids)) if pool is not None else [load_one(i) for i in ids]
-    cache = getattr(image_set, "cache", None)
-    if cache is not None:
-        cache.sync()
-    keep = [j for j, a in enumerate(loaded) if a is not None]
-    if not keep:
-        raise ImageSetError(f"none of {len(ids)} images of {image_set.key} could be decoded")
-    return ids[keep], preprocess_many([loaded[j] for j in keep])

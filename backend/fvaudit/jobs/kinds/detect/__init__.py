@@ -156,6 +156,7 @@ class DetectKind(JobKind):
     description = ("check a model for manipulated explanations (SPEC §6): per-unit suspicion and verdicts per "
                    "layer and model, with or without a reference")
     spec = DetectSpec
+    routes = "fvaudit.jobs.kinds.detect.routes"
 
     def check(self, db, user, spec):
         return check_detect(db, user, spec)
@@ -165,11 +166,6 @@ class DetectKind(JobKind):
 
     def run(self, spec: DetectSpec, ctx) -> dict:
         return run_detect(spec, ctx)
-
-    def router(self):
-        from fvaudit.jobs.kinds.detect.routes import router
-
-        return router
 
 
 def _model_name(m: Model, ref: ModelRef) -> str:

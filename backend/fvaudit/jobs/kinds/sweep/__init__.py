@@ -278,15 +278,11 @@ class SweepKind(JobKind):
     description = ("a grid of values for named spec fields (prune method and rate, attacked layers, models): each "
                    "point pruned and fine-tuned, then its push-down and push-up audits (SPEC §5)")
     spec = SweepSpec
+    routes = "fvaudit.jobs.kinds.sweep.routes"
     #: each point's runs follow their own steps (a failed point does not mark the others' runs failed)
     runs_follow_steps = True
     steps = (StepInfo("prune", "prune + fine-tune"), StepInfo("scan_init", "scan θ_init"),
              *[s for s in AuditKind.steps if s.key != "scan_init"])
-
-    def router(self):
-        from fvaudit.jobs.kinds.sweep.routes import router
-
-        return router
 
     def step_label(self, key: str | None) -> str | None:
         m = re.fullmatch(r"p(\d+)\.(?:(push_down|push_up)\.)?(\w+)", key or "")
