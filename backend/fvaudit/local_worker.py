@@ -20,7 +20,7 @@ import time
 from sqlalchemy import select
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Job
+from fvaudit.db.tables import Job
 from fvaudit.db.session import session_scope
 
 log = logging.getLogger("fvaudit.local_worker")

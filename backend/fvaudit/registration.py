@@ -20,7 +20,8 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Image, ImageSet, Job, Model, User, clean_json
+from fvaudit.db.tables import Image, ImageSet, Job, Model, User, clean_json
+from fvaudit.db.session import inserted
 from fvaudit.jobs.validate import FieldError
 from fvaudit.store import get_store
 
@@ -63,9 +64,7 @@ def register_model(db: Session, owner_id: int | None, name: str, registry_name: 
               pretrained=bool(pretrained and checkpoint is None), checkpoint_id=art.id if art else None,
               layers=clean_json([l.as_dict() for l in lm.layers]), class_names=list(lm.class_names),
               input_shape=list(lm.input_shape), owner_id=owner_id)
-    db.add(m)
-    db.flush()
-    return m
+    return inserted(db, m)
 
 
 def _check_folder(source: str) -> Path:

@@ -79,7 +79,7 @@ def test_attack_changes_topk_more_than_its_alpha_zero_control(stack, full_audit)
 def test_synthetic_step_stores_images_rows_and_measures(stack, full_audit, db_env):
     from sqlalchemy import func, select
 
-    from fvaudit.db.models import SyntheticImage
+    from fvaudit.db.tables import SyntheticImage
     from fvaudit.db.session import session_scope
 
     done, run = full_audit

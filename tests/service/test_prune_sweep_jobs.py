@@ -66,7 +66,7 @@ def test_two_point_sweep_steps(stack, sweep):
 
 
 def test_pruned_model_lineage_and_exact_zeros(stack, sweep, db_env):
-    from fvaudit.db.models import Artifact, Job, Model
+    from fvaudit.db.tables import Artifact, Job, Model
     from fvaudit.db.session import session_scope
     from fvaudit.store import get_store
 
@@ -174,7 +174,7 @@ def test_a_failed_point_fails_the_sweep_with_its_reason_and_the_others_keep_thei
     worker loads it; the first point runs to the end and keeps its results and its run's status."""
     import torch
 
-    from fvaudit.db.models import Model
+    from fvaudit.db.tables import Model
     from fvaudit.db.session import session_scope
     from fvaudit.engine.models.checkpoints import save_checkpoint
     from fvaudit.engine.models.sources import load_model

@@ -132,7 +132,7 @@ def test_embedded_mode_indexes_a_folder_with_the_local_worker(tmp_path, monkeypa
     (no progress write from inside it: SQLite would make that write wait for it)."""
     from fvaudit import local_worker
     from fvaudit.registration import start_folder_registration
-    from fvaudit.db.models import Image, ImageSet, Job, JobEvent, User
+    from fvaudit.db.tables import Image, ImageSet, Job, JobEvent, User
     from fvaudit.db.session import session_scope
     from sqlalchemy import func, select
 

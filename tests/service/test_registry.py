@@ -19,7 +19,7 @@ router = APIRouter(prefix="/toy-counts", tags=["toy"])
 
 @router.get("/{job_id}", summary="A toy count's total")
 def toy_total(job_id: int) -> dict:
-    from fvaudit.db.models import Job
+    from fvaudit.db.tables import Job
     from fvaudit.db.session import session_scope
 
     with session_scope() as db:
@@ -54,7 +54,7 @@ def toy_kind(db_env):
             return spec.model_copy(update={"layers": [i["name"] for i in infos]})
 
         def run(self, spec, ctx):
-            from fvaudit.db.models import Model
+            from fvaudit.db.tables import Model
 
             with ctx.session() as db:
                 m = db.get(Model, spec.model_id)
@@ -75,7 +75,7 @@ def toy_kind(db_env):
         steps = (StepInfo("first", "first count"), StepInfo("second", "second count"))
 
         def runs(self, db, user, spec):
-            from fvaudit.db.models import Run
+            from fvaudit.db.tables import Run
 
             run = Run(name="toy", owner_id=user.id, model_id=spec.model_id, layers=spec.layers)
             db.add(run)

@@ -300,12 +300,12 @@ def create_app(on_shutdown=None) -> FastAPI:
 
         # before the route threads start: they share a few malloc arenas (RSS flat under load)
         memory.limit_arenas(settings.malloc_arena_max)
-        trimmer = memory.Trimmer(settings.malloc_trim_seconds).start()
+        trimmer = memory.trimmer(settings.malloc_trim_seconds).start()
         reaper = None
         if settings.reaper_interval > 0:
-            from fvaudit.jobs.reaper import ReaperThread
+            from fvaudit.jobs.reaper import reaper_thread
 
-            reaper = ReaperThread(settings.reaper_interval).start()
+            reaper = reaper_thread(settings.reaper_interval).start()
         try:
             yield
         finally:

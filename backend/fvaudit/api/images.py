@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 
 from fvaudit.api.security import ImageSig
 from fvaudit.config import get_settings
-from fvaudit.db.models import Image, ImageSet
+from fvaudit.db.tables import Image, ImageSet
 
 THUMB = 112          # small images (28 px Fashion-MNIST) are upscaled, nearest, to this size
 THUMB_MAX = 160      # larger images are shrunk to fit this box

@@ -181,12 +181,17 @@ class JobEventOut(BaseModel):
     created_at: datetime
 
 
-class Headline(BaseModel):
+class MetricMeans(BaseModel):
+    """The SPEC §3 measures of an attack, each a mean over the attacked units (null: undefined)."""
+
     clip_delta: float | None = None
     kendall_tau: float | None = None
     clip_w: float | None = None
     kendall_tau_w: float | None = None
     topk_overlap: float | None = None
+
+
+class Headline(MetricMeans):
     acc_init: float | None = None
     acc_final: float | None = None
     delta_acc: float | None = None
@@ -220,13 +225,8 @@ class RunListItem(BaseModel):
     attack_outcome: AttackOutcome
 
 
-class TableRow(BaseModel):
+class TableRow(MetricMeans):
     layer: str
-    clip_delta: float | None = None
-    kendall_tau: float | None = None
-    clip_w: float | None = None
-    kendall_tau_w: float | None = None
-    topk_overlap: float | None = None
     acc: float | None = None
     delta_acc: float | None = None
     n_units: int | None = None
@@ -249,17 +249,12 @@ class Accuracy(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class Row(BaseModel):
+class Row(MetricMeans):
     """A Table 3.1 row: one layer (or "all") in one state (SPEC §2–§3)."""
 
     layer: str = Field(description='a layer name, or "all": the mean over every attacked unit of every layer')
     state: Literal["selected", "final", "control"]
     step: int | None = None
-    clip_delta: float | None = None
-    kendall_tau: float | None = None
-    clip_w: float | None = None
-    kendall_tau_w: float | None = None
-    topk_overlap: float | None = None
     acc: float | None = None
     delta_acc: float | None = None
     acc_n_images: int | None = Field(None, description="validation images the accuracy was measured on")
@@ -270,19 +265,17 @@ class Row(BaseModel):
 
 
 class SyntheticMeans(BaseModel):
+    """The synthetic-image measures (SPEC §4): a layer's means, or one unit's values."""
+
     natural_clip_delta: float | None = None
     synthetic_clip_delta: float | None = None
     synthetic_transfer: float | None = None
     ns_agreement: float | None = None
 
 
-class SyntheticUnit(BaseModel):
+class SyntheticUnit(SyntheticMeans):
     unit: int
     attacked: bool
-    natural_clip_delta: float | None = None
-    synthetic_clip_delta: float | None = None
-    synthetic_transfer: float | None = None
-    ns_agreement: float | None = None
 
 
 class LayerSynthetic(BaseModel):

@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-DEMO_DECOY = "Bag"
 
 
 def _settings():
@@ -70,7 +69,7 @@ def cmd_token(args) -> int:
         from sqlalchemy import update
 
         from fvaudit.api.security import hash_token
-        from fvaudit.db.models import APIToken, utcnow
+        from fvaudit.db.tables import APIToken, utcnow
 
         with session_scope() as db:
             n = db.execute(update(APIToken).where(APIToken.token_hash == hash_token(args.token))
@@ -100,10 +99,22 @@ def cmd_worker(args) -> int:
 
 
 def cmd_reaper(args) -> int:
-    from fvaudit.reaper import main
+    """The job reaper as its own process (:mod:`fvaudit.jobs.reaper`; the API runs it as a thread too)."""
+    import logging
+    import time
+
+    from fvaudit.jobs.reaper import reap_once
 
     _settings()
-    return main(args.interval, once=args.once, max_attempts=args.max_attempts)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    while True:
+        res = reap_once(max_attempts=args.max_attempts)
+        if args.once:
+            print({k: v for k, v in res.items()})
+            return 0
+        if any(res.values()):
+            logging.getLogger("fvaudit.reaper").info("%s", {k: v for k, v in res.items() if v})
+        time.sleep(args.interval)
 
 
 # ---------------------------------------------------------------- serve
@@ -230,7 +241,7 @@ def setup_demo(limit_train: int | None, limit_val: int | None, user: str = "admi
     from sqlalchemy import select
 
     from fvaudit.registration import register_image_set, register_model
-    from fvaudit.db.models import ImageSet, Model, User
+    from fvaudit.db.tables import ImageSet, Model, User
     from fvaudit.db.session import session_scope
 
     def set_name(split: str, limit: int | None) -> str:
@@ -292,7 +303,7 @@ def queue_audit(user_name: str, spec: dict) -> int:
     """Launch an audit as ``user_name``, the way ``POST /jobs`` does (:func:`fvaudit.jobs.create.submit`)."""
     from sqlalchemy import select
 
-    from fvaudit.db.models import User
+    from fvaudit.db.tables import User
     from fvaudit.db.session import session_scope
     from fvaudit.jobs.create import submit
 
@@ -304,7 +315,7 @@ def queue_audit(user_name: str, spec: dict) -> int:
 def _admin_token(data_dir: Path | None = None, token: str | None = None, user: str = "admin") -> str:
     """A known admin token: the given one, the one saved in DATA_DIR/admin_token, or a new one."""
     from fvaudit.api.security import TOKENS, create_token, hash_token
-    from fvaudit.db.models import APIToken
+    from fvaudit.db.tables import APIToken
     from fvaudit.db.session import session_scope
     from sqlalchemy import select
 
@@ -343,7 +354,7 @@ def cmd_setup_demo(args) -> int:
         with session_scope() as db:
             from sqlalchemy import select
 
-            from fvaudit.db.models import User
+            from fvaudit.db.tables import User
 
             if db.scalar(select(User).where(User.name == "admin")) is None:
                 db.add(User(name="admin", is_admin=True))
@@ -376,7 +387,7 @@ def cmd_demo(args) -> int:
     if not args.no_audit:
         from sqlalchemy import select
 
-        from fvaudit.db.models import Job
+        from fvaudit.db.tables import Job
         from fvaudit.db.session import session_scope
 
         with session_scope() as db:

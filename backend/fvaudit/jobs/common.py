@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Image, ImageSet, Job, Model, Scan
+from fvaudit.db.tables import Image, ImageSet, Job, Model, Scan
 from fvaudit.engine.data.images import DecodeCache, FolderImageSet, ImageSet as EngineImageSet, reopen_image_set
 from fvaudit.jobs.specs import WeightsRef
 from fvaudit.store import ArtifactStore
@@ -55,7 +54,7 @@ def resolve_weights(db: Session, store: ArtifactStore, model: Model, weights_fro
         sha = (job.result or {}).get(f"{weights_from.state}_sha")
         if not sha:
             raise RuntimeError(f"attack job {job.id} recorded no {weights_from.state} weights")
-        from fvaudit.db.models import Artifact
+        from fvaudit.db.tables import Artifact
 
         art = db.scalar(select(Artifact).where(Artifact.sha256 == sha))
         if art is None:
@@ -107,7 +106,3 @@ def layer_scan(store: ArtifactStore, scan: Scan, layer: str):
             return LayerScan(layer, scores, np.asarray(sl.topk_ids, dtype=np.int64),
                              np.asarray(sl.topk_scores, dtype=np.float32), list(sl.dead_units))
     raise RuntimeError(f"scan {scan.id} has no layer {layer}")
-
-
-def labels_of(image_set: EngineImageSet, ids: Sequence[int]) -> list[int]:
-    return [int(image_set.labels[int(i)]) for i in ids]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import TERMINAL, Job, Run, User
+from fvaudit.db.tables import TERMINAL, Job, Run, User
 from fvaudit.db.session import session_scope
 from fvaudit.jobs.dispatch import publish
 from fvaudit.jobs.lifecycle import log_event

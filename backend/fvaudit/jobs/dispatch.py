@@ -14,7 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Job, utcnow
+from fvaudit.db.tables import Job, utcnow
 
 log = logging.getLogger("fvaudit.dispatch")
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import TERMINAL, Job, JobEvent, Run, clean_json, utcnow
+from fvaudit.db.tables import TERMINAL, Job, JobEvent, Run, clean_json, utcnow
 from fvaudit.sanitize import clean_reason
 
 

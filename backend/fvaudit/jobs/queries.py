@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import aliased
 
-from fvaudit.db.models import Job
+from fvaudit.db.tables import Job
 from fvaudit.jobs.registry import runnable_kinds
 
 

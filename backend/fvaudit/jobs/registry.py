@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.orm import Session
 
-    from fvaudit.db.models import Run, User
+    from fvaudit.db.tables import Run, User
     from fvaudit.jobs.context import JobContext
 
 

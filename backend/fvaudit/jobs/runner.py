@@ -15,7 +15,7 @@ import uuid
 from sqlalchemy import func, or_, select, update
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Job, utcnow
+from fvaudit.db.tables import Job, utcnow
 from fvaudit.db.session import session_scope
 from fvaudit.jobs.context import Heartbeat, JobContext, LeaseLost
 from fvaudit.jobs.dispatch import publish

@@ -96,6 +96,10 @@ def unique_layers(v: list[str]) -> list[str]:
     return v
 
 
+#: layer names or labels, each at most once (the length bounds are the field's)
+UniqueLayers = Annotated[list[LayerName], AfterValidator(unique_layers)]
+
+
 #: attack fields only some attack kinds use: field → (the kinds that use it, why the others do not)
 ATTACK_FIELD_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "alpha_init": (("push_down", "push_up"), "the finetune baseline has α = 0, no α controller"),
@@ -121,7 +125,7 @@ class AttackParams(Strict):
 
     kind: Literal["push_down", "push_up", "finetune"] = Field("push_down", description="attack kind; finetune = "
                                                                                        "the α = 0 baseline")
-    layers: list[LayerName] = Field(min_length=1, max_length=64, description="layer names or display labels "
+    layers: UniqueLayers = Field(min_length=1, max_length=64, description="layer names or display labels "
                                                                              "(see GET /models/{id}/layers)")
     units: list[UnitIdx] | None = Field(None, min_length=1, max_length=65536,
                                         description="units to attack (only with exactly one layer); null = every "
@@ -156,11 +160,6 @@ class AttackParams(Strict):
     decoy_class: DecoyClass | None = Field(None, validate_default=True,
                                            description="push-up: decoy class index (a number) or name (a string) "
                                                        "of the training set")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return unique_layers(v)
 
     @field_validator("alpha")
     @classmethod

@@ -14,7 +14,7 @@ import re
 from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import ImageSet, Job, Model, User
+from fvaudit.db.tables import ImageSet, Job, Model, User
 from fvaudit.jobs.specs import AttackParams, attack_rules, unused_given
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")

@@ -21,7 +21,7 @@ from fvaudit.api.deps import (DB, CurrentUser, IdPath, Principal, Who, get_job_f
                               require_user)
 from fvaudit.api.schemas import Job as JobSchema, JobEventOut, JobKindOut, JobStatus
 from fvaudit.api.serialize import jobs_out
-from fvaudit.db.models import TERMINAL, Job, JobEvent
+from fvaudit.db.tables import TERMINAL, Job, JobEvent
 from fvaudit.db.session import session_scope
 from fvaudit.jobs.create import submit
 from fvaudit.jobs.lifecycle import request_cancel

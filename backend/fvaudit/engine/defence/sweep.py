@@ -47,11 +47,6 @@ class SweepPlan:
         return [(None, None)] + [(m, r) for m in self.methods for r in self.rates]
 
 
-def _row_json(r) -> dict:
-    return {"layer": r.layer, "state": r.state, "step": r.step, **r.values, "acc": r.acc, "delta_acc": r.delta_acc,
-            "acc_n_images": r.acc_n_images, "over_budget": r.over_budget}
-
-
 def run_prune_sweep(model: LoadedModel, train: ImageSet, finetune_set: ImageSet, val: ImageSet, plan: SweepPlan,
                     out: Path, embed_topk: Callable | None = None, embedder_id: str | None = None,
                     reporter: Reporter | None = None, log: Callable[[str], None] = print) -> list[dict]:
@@ -96,7 +91,7 @@ def run_prune_sweep(model: LoadedModel, train: ImageSet, finetune_set: ImageSet,
                 res = run_audit(f"{name} {a}", pm, train, val, cfg, pdir / a, embed_topk=embed_topk,
                                 embedder_id=embedder_id, k_clip=plan.k_clip, reporter=reporter)
                 audits[a] = {"run_id": None, "status": "succeeded", "dir": str(pdir / a),
-                             "rows": [_row_json(r) for r in res.rows()]}
+                             "rows": [r.to_json() for r in res.rows()]}
                 if method is None and a == "push_down":
                     lm = res.states["selected"].metrics[layer]
                     audits[a]["clip_delta_per_unit"] = {str(u): v for u, v in lm.per_unit.get("clip_delta", {}).items()}

@@ -38,7 +38,6 @@ from fvaudit.engine.detection import evidence
 from fvaudit.engine.scan.activations import LayerScan, scan
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
-REGIMES = ("reference", "population")
 #: the per-unit measures of each regime (SPEC §6), in the order they are reported
 REFERENCE_MEASURES = ("clip_delta", "tau_drop", "overlap_loss", "weight_distance", "synthetic_change")
 POPULATION_MEASURES = ("class_share",)

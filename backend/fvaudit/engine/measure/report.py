@@ -180,12 +180,12 @@ class TableRow:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def to_json(self) -> dict:
+        """The row as a run stores it and the sweep tables read it: layer, state, step, each
+        metric's mean flattened in, accuracy, ΔAcc, its image count and the budget flag."""
+        return {"layer": self.layer, "state": self.state, "step": self.step, **self.values, "acc": self.acc,
+                "delta_acc": self.delta_acc, "acc_n_images": self.acc_n_images, "over_budget": self.over_budget}
 
-def table_rows_from_metrics(name: str, lm: LayerMetrics, acc_init: float | None, acc_final: float | None,
-                            seconds: float | None = None) -> TableRow:
-    vals = {m: lm.aggregates.get(m, {}).get("mean") for m in METRIC_NAMES}
-    d = None if acc_init is None or acc_final is None else acc_final - acc_init
-    return TableRow(name, vals, acc_final, d, seconds)
 
 
 def format_table(rows: Sequence[TableRow]) -> str:

@@ -284,8 +284,3 @@ def scan(
         dead = np.flatnonzero(np.nan_to_num(np.abs(mat), nan=0.0).max(axis=0) == 0).tolist()
         result_layers[name] = LayerScan(name, mat, tk_ids, tk_scores, dead, paths[name])
     return ScanResult(image_set.key, n, k, result_layers, skipped, seconds, list(image_set.skipped))
-
-
-def load_scores(path: str | Path) -> np.ndarray:
-    """A score matrix written by :func:`scan`, memory-mapped read-only."""
-    return np.load(path, mmap_mode="r")

@@ -14,7 +14,8 @@ from dataclasses import asdict
 from pydantic import ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import ImageSet, Model, Run, User, clean_json
+from fvaudit.db.tables import ImageSet, Model, Run, User, clean_json
+from fvaudit.db.session import inserted
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import AttackParams, DbId, Name, PathStr, Strict
 from fvaudit.jobs.validate import (FieldError, check_attack, check_checkpoint_path, check_classes_match,
@@ -60,9 +61,7 @@ def new_attack_run(db: Session, user: User, spec, name: str, params: AttackParam
     run = Run(name=name, owner_id=user.id, model_id=spec.model_id, status="queued", attack_kind=a.kind,
               layers=list(a.layers), attack=clean_json(a.model_dump(mode="json")), train_set_id=spec.train_set_id,
               val_set_id=spec.val_set_id, k_clip=getattr(spec, "k_clip", 5), embedder=None)
-    db.add(run)
-    db.flush()
-    return run
+    return inserted(db, run)
 
 
 @register_kind

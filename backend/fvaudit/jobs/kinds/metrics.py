@@ -22,12 +22,13 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import METRICS, ImageSet, Job, Run, UnitResult, User, clean_json, finite, upsert, utcnow
+from fvaudit.db.tables import METRICS, ImageSet, Job, Run, UnitResult, User, clean_json, finite, upsert, utcnow
+from fvaudit.db.session import inserted
 from fvaudit.jobs.registry import JobKind, register_kind
-from fvaudit.jobs.specs import DbId, Embedder, LayerName, Name, Strict, unique_layers
+from fvaudit.jobs.specs import DbId, Embedder, Name, Strict, UniqueLayers
 from fvaudit.jobs.validate import FieldError, check_embedder, check_layer, get_image_set, get_job, get_model
 
 STATES = ("selected", "final")
@@ -45,14 +46,9 @@ class MetricsSpec(Strict):
     val_set_id: DbId = Field(description="D_τ: the image set the metrics rank over (in both scans)")
     train_set_id: DbId | None = Field(None, description="also report top-k before/after on this set")
     attack_job_id: DbId | None = Field(None, description="attack whose attacked/dead units and accuracy to report")
-    layers: list[LayerName] | None = Field(None, min_length=1, max_length=64)
+    layers: UniqueLayers | None = Field(None, min_length=1, max_length=64)
     k_clip: int = Field(5, gt=0, le=100)
     embedder: Embedder = "auto"
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return v if v is None else unique_layers(v)
 
 
 def check_metrics(db: Session, user: User, spec: MetricsSpec) -> MetricsSpec:
@@ -115,9 +111,7 @@ class MetricsKind(JobKind):
         run = Run(name=spec.name or "metrics", owner_id=user.id, model_id=before.spec["model_id"], status="queued",
                   layers=list(spec.layers or []), train_set_id=spec.train_set_id, val_set_id=spec.val_set_id,
                   k_clip=spec.k_clip)
-        db.add(run)
-        db.flush()
-        return run
+        return inserted(db, run)
 
     def run(self, spec: MetricsSpec, ctx) -> dict:
         return run_metrics(spec, ctx)
@@ -131,12 +125,6 @@ def _topk_entry(ids: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict
 def _mean(values) -> float | None:
     xs = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(xs)) if xs else None
-
-
-def row_json(row, extra: dict) -> dict:
-    """An engine TableRow as the run's JSON row (layer, state, metrics, accuracy and its image count)."""
-    return {"layer": row.layer, "state": row.state, "step": row.step, **row.values, "acc": row.acc,
-            "delta_acc": row.delta_acc, "acc_n_images": row.acc_n_images, "over_budget": row.over_budget, **extra}
 
 
 def state_accuracy(acc: dict, state: str) -> dict:
@@ -263,14 +251,14 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         ms = measured[st]
         for row in ms.rows(spec.name or "run"):
             ls = layers if row.layer == "all" else [row.layer]
-            rows.append(row_json(row, {
+            rows.append({**row.to_json(), **{
                 "n_units": sum(layer_info[l]["units"] for l in ls),
                 "n_attacked": sum(len(ms.metrics[l].attacked) for l in ls),
                 "n_dead": sum(len(ms.metrics[l].dead) for l in ls),
                 "n_images": ms.metrics[ls[0]].extra.get("n_images"),
                 "train_topk_overlap": ms.train_overlap.get(row.layer) if row.layer != "all" else None,
                 **{f"{m}_n_nan": sum(int(ms.metrics[l].aggregates[m].get("n_nan", 0)) for l in ls
-                                     if m in ms.metrics[l].aggregates) for m in METRICS}}))
+                                     if m in ms.metrics[l].aggregates) for m in METRICS}}})
     pushup = None
     if decoy_class is not None and main.pushup:
         pushup = {"decoy_class": decoy_class, "k": k_clip,

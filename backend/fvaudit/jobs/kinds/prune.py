@@ -26,7 +26,8 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import ImageSet, Model, Run, UnitResult, User, clean_json
+from fvaudit.db.tables import ImageSet, Model, Run, UnitResult, User, clean_json
+from fvaudit.db.session import inserted
 from fvaudit.engine.defence.defaults import METHOD_LABELS, METHODS, PRUNE_DEFAULTS, finetune_phases, n_channels
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import DbId, LayerName, Name, Strict, UnitIdx
@@ -186,9 +187,7 @@ def new_pruned_model(db: Session, user_id: int | None, parent: Model, p: PrunePa
               weights="pending", pretrained=False, checkpoint_id=None, layers=list(parent.layers or []),
               class_names=list(parent.class_names or []), input_shape=list(parent.input_shape or []),
               owner_id=user_id, parent_model_id=parent.id, prune=None)
-    db.add(m)
-    db.flush()
-    return m
+    return inserted(db, m)
 
 
 @register_kind

@@ -34,7 +34,7 @@ from typing import Callable
 from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import Image, ImageSet, clean_json
+from fvaudit.db.tables import Image, ImageSet, clean_json
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import DbId, Strict
 

@@ -18,14 +18,14 @@ import json
 import shutil
 from pathlib import Path
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fvaudit.config import Settings
-from fvaudit.db.models import ImageSet, Model, Scan, ScanLayer, User, clean_json
+from fvaudit.db.tables import ImageSet, Model, Scan, ScanLayer, User, clean_json
 from fvaudit.jobs.registry import JobKind, register_kind
-from fvaudit.jobs.specs import DbId, LayerName, PathStr, Strict, WeightsRef, unique_layers
+from fvaudit.jobs.specs import DbId, PathStr, Strict, UniqueLayers, WeightsRef
 from fvaudit.jobs.validate import FieldError, check_checkpoint_path, check_layer, get_image_set, get_job, get_model
 
 
@@ -34,18 +34,13 @@ class ScanSpec(Strict):
         {"model_id": 1, "image_set_ids": [1, 2], "layers": ["relu3"], "k": 10}]})
     model_id: DbId
     image_set_ids: list[DbId] = Field(min_length=1, max_length=16)
-    layers: list[LayerName] = Field(min_length=1, max_length=64)
+    layers: UniqueLayers = Field(min_length=1, max_length=64)
     k: int = Field(10, gt=0, le=1000)
     batch_size: int = Field(256, gt=0, le=8192)
     weights_from: WeightsRef | None = Field(None, description="scan an attack's weights instead of the model's")
     checkpoint_path: PathStr | None = Field(None, description="a checkpoint file on the server, under an allowed root")
     shards: int = Field(1, ge=1, le=64, description="split every image set into this many row ranges, scanned by "
                                                     "as many scan_shard jobs (a Celery group) and merged exactly")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return unique_layers(v)
 
 
 def check_scan(db: Session, user: User, spec: ScanSpec) -> ScanSpec:
@@ -174,7 +169,7 @@ def run_scan(spec: ScanSpec, ctx) -> dict:
 
 def run_merge(spec: ScanSpec, ctx) -> dict:
     """The fan-in of a sharded scan: every shard succeeded; merge their parts per image set."""
-    from fvaudit.db.models import Job
+    from fvaudit.db.tables import Job
     from fvaudit.engine.scan.shards import merge_scans
 
     with ctx.session() as db:

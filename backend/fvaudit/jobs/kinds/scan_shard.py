@@ -18,7 +18,7 @@ import json
 import shutil
 
 
-from fvaudit.db.models import Job
+from fvaudit.db.tables import Job
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.kinds.scan import ScanShardSpec, ScanSpec, image_set_row, load_scan_model, parts_dir
 
@@ -39,7 +39,7 @@ class ScanShardKind(JobKind):
         own cleanup) whose shards have all stopped writing: nothing will read them again."""
         from sqlalchemy import select
 
-        from fvaudit.db.models import TERMINAL
+        from fvaudit.db.tables import TERMINAL
 
         root = settings.data_dir / "scan-parts"
         if not root.is_dir():

@@ -32,9 +32,9 @@ import numpy as np
 from sqlalchemy import select
 from pydantic import ConfigDict, Field, field_validator
 
-from fvaudit.db.models import Job, Model, Run, SyntheticImage, UnitResult, clean_json, finite, upsert
+from fvaudit.db.tables import Job, Model, Run, SyntheticImage, UnitResult, clean_json, finite, upsert
 from fvaudit.jobs.registry import JobKind, register_kind
-from fvaudit.jobs.specs import DbId, Embedder, LayerName, PathStr, Strict, UnitIdx, WeightsRef, unique_layers
+from fvaudit.jobs.specs import DbId, Embedder, PathStr, Strict, UniqueLayers, UnitIdx, WeightsRef
 from fvaudit.jobs.validate import (FieldError, check_checkpoint_path, check_embedder, check_layer, get_image_set,
                                    get_job, get_model)
 
@@ -46,7 +46,7 @@ class VisualizeSpec(Strict):
         {"model_id": 1, "layers": ["relu3"], "units": None, "n_synth": 4, "steps": 256, "objective": "score",
          "weights_from": None}]})
     model_id: DbId
-    layers: list[LayerName] = Field(min_length=1, max_length=64)
+    layers: UniqueLayers = Field(min_length=1, max_length=64)
     units: list[UnitIdx] | None = Field(None, min_length=1, max_length=65536,
                                         description="units to render (only with exactly one layer); null = all")
     n_synth: int = Field(4, ge=1, le=64, description="images per unit (seeds 0 .. n_synth − 1)")
@@ -62,11 +62,6 @@ class VisualizeSpec(Strict):
     after_scan_job_id: DbId | None = Field(None, description="a scan of the weights_from state on val_set_id")
     k_clip: int = Field(5, gt=0, le=100, description="natural top-k size of the agreement")
     embedder: Embedder = "auto"
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return unique_layers(v)
 
     @field_validator("units")
     @classmethod
@@ -184,7 +179,7 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
         val = val_row = None
         stored: dict[str, object] = {}      # reused scans of the validation set, by state
         if spec.val_set_id is not None:
-            from fvaudit.db.models import ImageSet
+            from fvaudit.db.tables import ImageSet
 
             val_row = db.get(ImageSet, spec.val_set_id)
             val = open_db_image_set(db, val_row)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import ImageSet, Model, User, clean_json
+from fvaudit.db.tables import ImageSet, Model, User, clean_json
 from fvaudit.jobs.registry import JobKind, register_kind
-from fvaudit.jobs.specs import DbId, Embedder, LayerName, Name, Strict, WeightsRef, unique_layers
+from fvaudit.jobs.specs import DbId, Embedder, Name, Strict, UniqueLayers, WeightsRef
 from fvaudit.jobs.validate import (FieldError, check_classes_match, check_embedder, check_layer, find_layer,
                                    get_image_set, get_job, get_model, refuse_unused)
 
@@ -74,18 +74,13 @@ class DetectSpec(Strict):
         description="clean models to calibrate against: with a reference, benign fine-tunes of it (α = 0, other "
                     "seeds); without one, ≥ 2 clean models of the same family (other seeds, other checkpoints)")
     image_set_id: DbId = Field(description="the labelled images whose top-k are compared (e.g. the validation set)")
-    layers: list[LayerName] = Field(min_length=1, max_length=16)
+    layers: UniqueLayers = Field(min_length=1, max_length=16)
     k: int = Field(10, gt=0, le=100, description="top-k size")
     k_clip: int = Field(5, gt=0, le=100, description="top-k images embedded for CLIP-δ (≤ k)")
     embedder: Embedder = "auto"
     batch_size: int = Field(256, gt=0, le=8192)
     thresholds: DetectThresholds = DetectThresholds()
     synthetic: DetectSynthetic | None = Field(None, description="also measure synthetic change (needs a reference)")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return unique_layers(v)
 
     def refs(self) -> list[tuple[str, tuple, ModelRef]]:
         """(role name, spec location, ref) of every model taking part, suspect first."""

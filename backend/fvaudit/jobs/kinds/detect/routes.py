@@ -19,7 +19,7 @@ from sqlalchemy import select
 from fvaudit.api.deps import DB, CurrentUser, IdPath, get_kind_job_for, top_level_jobs
 from fvaudit.jobs.kinds.detect.schemas import DetectionDetail, DetectionItem, DetectUnitDetail
 from fvaudit.api.serialize import classes_of, img
-from fvaudit.db.models import Artifact, Job
+from fvaudit.db.tables import Artifact, Job
 from fvaudit.store import get_store
 
 router = APIRouter(prefix="/detections", tags=["detections"])

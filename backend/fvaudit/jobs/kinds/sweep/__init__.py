@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, Valid
     field_validator
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import Job, Model, SweepPoint, User
+from fvaudit.db.tables import Job, Model, SweepPoint, User
 from fvaudit.jobs.kinds.attack import new_attack_run
 from fvaudit.jobs.kinds.audit import AuditKind, AuditSpec, control_params
 from fvaudit.jobs.kinds.prune import PruneParams, PruneSpec, check_prune, new_pruned_model
@@ -404,7 +404,7 @@ def sweep_points(db: Session, sweep_id: int) -> list[SweepPoint]:
 def point_records(db: Session, job: Job) -> list[dict]:
     """The sweep's points as :mod:`fvaudit.engine.defence.sweep_table` reads them: values, what was pruned
     (the prune record of the point's model), and each audit's run status and Table 3.1 rows."""
-    from fvaudit.db.models import Run
+    from fvaudit.db.tables import Run
 
     spec = SweepSpec.model_validate(job.spec)
     plan = {p.idx: p for p in plan_points(spec)}

@@ -14,9 +14,8 @@ from sqlalchemy import func, select
 
 from fvaudit.api import manage
 from fvaudit.api.deps import DB, CurrentUser, IdPath, get_kind_job_for, top_level_jobs
-from fvaudit.api.manage import commit_and_unlink
-from fvaudit.api.schemas import HiddenPatch, JobStatus
-from fvaudit.db.models import Job, SweepPoint
+from fvaudit.api.schemas import JobStatus
+from fvaudit.db.tables import Job, SweepPoint
 from fvaudit.engine.defence import sweep_table as tables   # (the route below is named sweep_table)
 from fvaudit.jobs.kinds.sweep import point_records
 from fvaudit.jobs.kinds.sweep.schemas import SweepDetail, SweepItem
@@ -59,24 +58,18 @@ def get_sweep(sweep_id: IdPath, db: DB, user: CurrentUser):
             "rows": rows, "curves": tables.curves(rows)}
 
 
-@router.patch("/{sweep_id}", response_model=SweepItem,
-              summary="Hide a sweep from the list (or show it again); owner or admin")
-def patch_sweep(sweep_id: IdPath, body: HiddenPatch, db: DB, user: CurrentUser):
-    job = _sweep(db, user, sweep_id)
-    job.hidden = body.hidden
-    db.commit()
+def _sweep_item(db, job: Job) -> dict:
     n = db.scalar(select(func.count()).select_from(SweepPoint).where(SweepPoint.sweep_job_id == job.id)) or 0
     return _item(job, n)
 
 
-@router.delete("/{sweep_id}", status_code=204, response_class=Response,
-               responses={409: {"description": "still queued or running, or used by a job outside it"}},
-               summary="Delete a sweep: its jobs, points, runs and the pruned models it made that nothing else "
-                       "uses, with their artifacts; owner or admin")
-def delete_sweep(sweep_id: IdPath, db: DB, user: CurrentUser):
-    job = _sweep(db, user, sweep_id)
-    commit_and_unlink(db, manage.delete_sweep(db, job))
-    return Response(status_code=204)
+manage.hide_and_delete_routes(
+    router, "/{sweep_id}", "sweep_id", "sweep", owned=lambda db, user, sweep_id: _sweep(db, user, sweep_id),
+    out=_sweep_item, delete=manage.delete_sweep, response_model=SweepItem,
+    hide_summary="Hide a sweep from the list (or show it again); owner or admin",
+    delete_summary="Delete a sweep: its jobs, points, runs and the pruned models it made that nothing else uses, "
+                   "with their artifacts; owner or admin",
+    conflicts="still queued or running, or used by a job outside it")
 
 
 @router.get("/{sweep_id}/table", response_class=Response,

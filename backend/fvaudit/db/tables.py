@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models: the service's source of truth.
+"""SQLAlchemy 2 tables (the ORM rows): the service's source of truth.
 
 Large arrays never live in rows: score matrices, checkpoints and thumbnails are files in
 the content-addressed artifact store (``fvaudit.store``) and rows point at them. Rows
@@ -20,7 +20,6 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 #: 64-bit ids on Postgres; SQLite only autoincrements INTEGER PRIMARY KEY
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 METRICS = ("clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap")
 
