@@ -89,7 +89,8 @@ def plain_finetune(model, train, steps: int, batch: int, seed: int, workers: int
 
 def attack_rate(model, train, val, layer, init, kind: str, steps: int, batch: int, attack_batch: int, seed: int,
                 workers: int) -> float:
-    from fvaudit.engine.attack.run import AttackConfig, Target, run_attack
+    from fvaudit.engine.attack.config import AttackConfig, Target
+    from fvaudit.engine.attack.run import run_attack
 
     units = [u for u in range(model.layer(layer).units) if u not in set(init[layer].dead_units)][:32]
     cfg = AttackConfig(kind=kind, targets=[Target(layer, units)], steps=steps, batch_size=batch,

@@ -49,7 +49,7 @@ def run(points: list[dict], rows: list[str], out_dir: Path, train_limit: int | N
     from fvaudit.cli.progress import RichReporter
     from fvaudit.cli.demo_experiment import ROWS
     from fvaudit.engine.scan.activations import scan
-    from fvaudit.engine.attack.run import AttackConfig, Target
+    from fvaudit.engine.attack.config import AttackConfig, Target
     from fvaudit.engine.audit import run_audit
     from fvaudit.engine.data.images import open_image_set
     from fvaudit.engine.models.sources import load_model

@@ -47,7 +47,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fvaudit.engine.detection import evidence  # noqa: E402
-from fvaudit.engine.attack.run import AttackConfig, Target, run_attack  # noqa: E402
+from fvaudit.engine.attack.config import AttackConfig, Target
+from fvaudit.engine.attack.run import run_attack  # noqa: E402
 from fvaudit.engine.detection.run import Subject, detect  # noqa: E402
 from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk  # noqa: E402
 from fvaudit.engine.data.images import open_image_set  # noqa: E402

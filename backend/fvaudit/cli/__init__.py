@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, commands = build_parser()
     args = parser.parse_args(argv)
     from fvaudit.cli.common import fail
-    from fvaudit.engine.attack.run import AttackConfigError
+    from fvaudit.engine.attack.config import AttackConfigError
     from fvaudit.engine.data.images import ImageSetError
     from fvaudit.engine.models.loaded import ModelError
 

@@ -39,7 +39,7 @@ def run_demo_experiment(out: Path, steps: int | None = None, embedder: str = "au
     from fvaudit.cli.progress import RichReporter
     from fvaudit.engine.scan.activations import scan
     from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
-    from fvaudit.engine.attack.run import AttackConfig, Target
+    from fvaudit.engine.attack.config import AttackConfig, Target
     from fvaudit.engine.audit import run_audit
     from fvaudit.engine.data.images import open_image_set
     from fvaudit.engine.models.sources import load_model

@@ -156,7 +156,7 @@ def cmd_scan(args) -> int:
 
 
 def _attack_config(args, model):
-    from fvaudit.engine.attack.run import AttackConfig, Target, all_conv_targets
+    from fvaudit.engine.attack.config import AttackConfig, Target, all_conv_targets
 
     if args.layers == "all-conv":
         if args.units:

@@ -43,8 +43,8 @@ _EXPORTS = {
     # scan
     "scan": "fvaudit.engine.scan.activations",
     # attack
-    "AttackConfig": "fvaudit.engine.attack.run",
-    "Target": "fvaudit.engine.attack.run",
+    "AttackConfig": "fvaudit.engine.attack.config",
+    "Target": "fvaudit.engine.attack.config",
     "run_attack": "fvaudit.engine.attack.run",
     "evaluate_accuracy": "fvaudit.engine.attack.run",
     # measure

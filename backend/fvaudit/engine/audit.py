@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fvaudit.engine.scan.activations import LayerScan, ScanResult, scan
-from fvaudit.engine.attack.run import AttackConfig, AttackResult, run_attack
+from fvaudit.engine.attack.config import AttackConfig
+from fvaudit.engine.attack.run import AttackResult, run_attack
 from fvaudit.engine.data.images import ImageSet
 from fvaudit.engine.models.loaded import LoadedModel
 from fvaudit.engine.progress import NullReporter, Reporter

@@ -6,7 +6,7 @@ Torch-free: the API imports this module. Each kind's own spec lives in its modul
 not numbers, NaN and infinities are refused.
 
 :class:`AttackParams` has the field names of the engine's
-:class:`~fvaudit.engine.attack.run.AttackConfig` and takes its defaults from the one
+:class:`~fvaudit.engine.attack.config.AttackConfig` and takes its defaults from the one
 torch-free :data:`~fvaudit.engine.attack.defaults.ATTACK_DEFAULTS`, so the mapping to
 the engine is ``AttackConfig(targets=..., device=..., **params.engine_fields())``.
 """

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from fvaudit.engine.scan.activations import layer_scores, scan
-from fvaudit.engine.attack.run import (AlphaController, AlphaEvent, AttackConfig, AttackConfigError, BudgetSelector,
-                                   Target, all_conv_targets, evaluate_accuracy, run_attack)
+from fvaudit.engine.attack.config import AttackConfig, AttackConfigError, Target, all_conv_targets
+from fvaudit.engine.attack.control import AlphaController, AlphaEvent, BudgetSelector
+from fvaudit.engine.attack.run import evaluate_accuracy, run_attack
 from fvaudit.engine.data.images import open_image_set, subset
 from fvaudit.engine.models.sources import load_model
 from fvaudit.engine.progress import Cancelled, NullReporter

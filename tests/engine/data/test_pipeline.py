@@ -11,7 +11,8 @@ from PIL import Image
 
 from fvaudit.engine.data import pipeline
 from fvaudit.engine.scan.activations import layer_scores, scan, unit_scores
-from fvaudit.engine.attack.run import AttackConfig, Target, evaluate_accuracy, run_attack
+from fvaudit.engine.attack.config import AttackConfig, Target
+from fvaudit.engine.attack.run import evaluate_accuracy, run_attack
 from fvaudit.engine.data.images import DecodeCache, FolderImageSet, decode_image
 from fvaudit.engine.models.sources import load_model
 from fvaudit.engine.data.pipeline import SkippedShareError, amp_enabled, decode_size_for

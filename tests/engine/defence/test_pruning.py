@@ -9,7 +9,8 @@ from fvaudit.engine.defence.finetune import finetune
 from fvaudit.engine.defence.masks import apply_masks, attached_masks, count_pruning, masks_from_zeros, prunable_shapes
 from fvaudit.engine.defence.methods import construct_subnet, hesso_train, oto_prune, vulnerability_prune
 from fvaudit.engine.models.surgery import prunable_layers, pruned_architecture, rebuild_pruned
-from fvaudit.engine.attack.run import AttackConfig, Target, run_attack
+from fvaudit.engine.attack.config import AttackConfig, Target
+from fvaudit.engine.attack.run import run_attack
 from fvaudit.engine.data.images import open_image_set
 from fvaudit.engine.models.sources import clone_model, load_model
 from fvaudit.engine.defence.methods import norm_prune

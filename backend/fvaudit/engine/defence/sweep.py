@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from fvaudit.engine.attack.run import AttackConfig, Target
+from fvaudit.engine.attack.config import AttackConfig, Target
 from fvaudit.engine.data.images import ImageSet
 from fvaudit.engine.defence import sweep_table
 from fvaudit.engine.defence.defaults import label

@@ -100,7 +100,7 @@ class AttackKind(JobKind):
 
 def attack_config(params: AttackParams, layers: list[str], device: str):
     """The engine's config: the same field names, so no field is copied by hand."""
-    from fvaudit.engine.attack.run import AttackConfig, Target
+    from fvaudit.engine.attack.config import AttackConfig, Target
 
     units = list(params.units) if params.units is not None else None
     return AttackConfig(targets=[Target(l, units) for l in layers], device=device, **params.engine_fields())
