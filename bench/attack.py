@@ -102,7 +102,7 @@ def attack_rate(model, train, val, layer, init, kind: str, steps: int, batch: in
 
 
 def bench_model(name, layer, folder, batch, attack_batch, steps, repeats, workers, init_n) -> dict:
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.engine.data.images import FolderImageSet, stratified_ids, subset
     from fvaudit.engine.models.sources import load_model
 

@@ -48,7 +48,7 @@ def run(points: list[dict], rows: list[str], out_dir: Path, train_limit: int | N
     from fvaudit.cli.common import make_embed_topk
     from fvaudit.cli.progress import RichReporter
     from fvaudit.cli.demo_experiment import ROWS
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.engine.attack.config import AttackConfig, Target
     from fvaudit.engine.audit import run_audit
     from fvaudit.engine.data.images import open_image_set

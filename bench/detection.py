@@ -106,7 +106,7 @@ def make_variant(name: str, v: dict, ref, train, val, cache: Path) -> tuple[Path
         return ck, json.loads(meta_p.read_text())
     units = None
     if v["units"] == "first8":
-        from fvaudit.engine.scan.activations import scan
+        from fvaudit.engine.scans.activations import scan
 
         dead = set(scan(ref, train, [v["layer"]], k=10, batch_size=512).layers[v["layer"]].dead_units)
         units = [j for j in range(ref.layer(v["layer"]).units) if j not in dead][:8]

@@ -75,7 +75,7 @@ def stats(xs: list[float]) -> dict:
 
 def bench_model(name: str, layer: str, folder: Path, n: int, batch: int, workers: int, repeats: int,
                 cache_root: Path) -> dict:
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.engine.data.images import DecodeCache, FolderImageSet, decode_image, stratified_ids
     from fvaudit.engine.models.sources import load_model
     from fvaudit.engine.data.pipeline import decode_size_for

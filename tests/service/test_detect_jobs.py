@@ -28,7 +28,7 @@ def _upload(stack, lm, path, name: str) -> int:
 @pytest.fixture(scope="module")
 def models(stack, tmp_path_factory):
     """ids of: two benign stand-ins, a suspect with 8 pairs of live relu3 filters swapped, and that pair list."""
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.engine.data.images import open_image_set
     from fvaudit.engine.models.sources import load_model
 

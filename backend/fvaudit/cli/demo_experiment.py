@@ -37,7 +37,7 @@ def run_demo_experiment(out: Path, steps: int | None = None, embedder: str = "au
 
     from fvaudit.cli.common import format_alpha_trajectory, make_embed_topk
     from fvaudit.cli.progress import RichReporter
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
     from fvaudit.engine.attack.config import AttackConfig, Target
     from fvaudit.engine.audit import run_audit

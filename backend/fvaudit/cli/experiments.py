@@ -119,7 +119,7 @@ def cmd_models(args) -> int:
 
 def cmd_scan(args) -> int:
     from fvaudit.cli.progress import RichReporter
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.engine.audit import versions, write_scan
     from fvaudit.engine.data.images import open_image_set
     from fvaudit.engine.models.sources import load_model
@@ -130,7 +130,7 @@ def cmd_scan(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with RichReporter() as rep:
         if args.shards > 1:
-            from fvaudit.engine.scan.shards import scan_in_shards
+            from fvaudit.engine.scans.shards import scan_in_shards
 
             res = scan_in_shards(model, images, layers, args.k, args.shards, batch_size=args.batch_size,
                                  device=args.device, out_dir=args.out / "scores", reporter=rep)

@@ -41,7 +41,7 @@ _EXPORTS = {
     "subset": "fvaudit.engine.data.images",
     "ImageSetError": "fvaudit.engine.data.images",
     # scan
-    "scan": "fvaudit.engine.scan.activations",
+    "scan": "fvaudit.engine.scans.activations",
     # attack
     "AttackConfig": "fvaudit.engine.attack.config",
     "Target": "fvaudit.engine.attack.config",

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fvaudit.engine.scan.activations import LayerScan, ScanResult, scan
+from fvaudit.engine.scans.activations import LayerScan, ScanResult, scan
 from fvaudit.engine.attack.config import AttackConfig
 from fvaudit.engine.attack.run import AttackResult, run_attack
 from fvaudit.engine.data.images import ImageSet

@@ -98,7 +98,7 @@ def load_scan(db: Session, job_id: int, image_set_id: int) -> Scan:
 
 def layer_scan(store: ArtifactStore, scan: Scan, layer: str):
     """An engine LayerScan from a stored scan (score matrix memory-mapped from the store)."""
-    from fvaudit.engine.scan.activations import LayerScan
+    from fvaudit.engine.scans.activations import LayerScan
 
     for sl in scan.layers:
         if sl.layer == layer:

@@ -2176,6 +2176,16 @@ export type components = {
          * @description A Table 3.1 row: one layer (or "all") in one state (SPEC §2–§3).
          */
         Row: {
+            /** Clip Delta */
+            clip_delta?: number | null;
+            /** Kendall Tau */
+            kendall_tau?: number | null;
+            /** Clip W */
+            clip_w?: number | null;
+            /** Kendall Tau W */
+            kendall_tau_w?: number | null;
+            /** Topk Overlap */
+            topk_overlap?: number | null;
             /**
              * Layer
              * @description a layer name, or "all": the mean over every attacked unit of every layer
@@ -2188,16 +2198,6 @@ export type components = {
             state: "selected" | "final" | "control";
             /** Step */
             step?: number | null;
-            /** Clip Delta */
-            clip_delta?: number | null;
-            /** Kendall Tau */
-            kendall_tau?: number | null;
-            /** Clip W */
-            clip_w?: number | null;
-            /** Kendall Tau W */
-            kendall_tau_w?: number | null;
-            /** Topk Overlap */
-            topk_overlap?: number | null;
             /** Acc */
             acc?: number | null;
             /** Delta Acc */
@@ -2760,7 +2760,10 @@ export type components = {
             /** Seed */
             seed: number;
         };
-        /** SyntheticMeans */
+        /**
+         * SyntheticMeans
+         * @description The synthetic-image measures (SPEC §4): a layer's means, or one unit's values.
+         */
         SyntheticMeans: {
             /** Natural Clip Delta */
             natural_clip_delta?: number | null;
@@ -2773,10 +2776,6 @@ export type components = {
         };
         /** SyntheticUnit */
         SyntheticUnit: {
-            /** Unit */
-            unit: number;
-            /** Attacked */
-            attacked: boolean;
             /** Natural Clip Delta */
             natural_clip_delta?: number | null;
             /** Synthetic Clip Delta */
@@ -2785,11 +2784,13 @@ export type components = {
             synthetic_transfer?: number | null;
             /** Ns Agreement */
             ns_agreement?: number | null;
+            /** Unit */
+            unit: number;
+            /** Attacked */
+            attacked: boolean;
         };
         /** TableRow */
         TableRow: {
-            /** Layer */
-            layer: string;
             /** Clip Delta */
             clip_delta?: number | null;
             /** Kendall Tau */
@@ -2800,6 +2801,8 @@ export type components = {
             kendall_tau_w?: number | null;
             /** Topk Overlap */
             topk_overlap?: number | null;
+            /** Layer */
+            layer: string;
             /** Acc */
             acc?: number | null;
             /** Delta Acc */

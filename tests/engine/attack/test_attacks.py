@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fvaudit.engine.scan.activations import layer_scores, scan
+from fvaudit.engine.scans.activations import layer_scores, scan
 from fvaudit.engine.attack.config import AttackConfig, AttackConfigError, Target, all_conv_targets
 from fvaudit.engine.attack.control import AlphaController, AlphaEvent, BudgetSelector
 from fvaudit.engine.attack.run import evaluate_accuracy, run_attack

@@ -10,7 +10,7 @@ from PIL import Image
 
 
 from fvaudit.engine.data import pipeline
-from fvaudit.engine.scan.activations import layer_scores, scan, unit_scores
+from fvaudit.engine.scans.activations import layer_scores, scan, unit_scores
 from fvaudit.engine.attack.config import AttackConfig, Target
 from fvaudit.engine.attack.run import evaluate_accuracy, run_attack
 from fvaudit.engine.data.images import DecodeCache, FolderImageSet, decode_image

@@ -26,7 +26,7 @@ def demo():
 @pytest.fixture(scope="module")
 def live(demo):
     """relu3's units that are not dead (SPEC §1) on the test images, under the unchanged model."""
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
 
     model, images = demo
     dead = set(scan(model, images, [LAYER], k=10, batch_size=100).layers[LAYER].dead_units)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fvaudit.engine.scan.activations import layer_scores, run_captured
+from fvaudit.engine.scans.activations import layer_scores, run_captured
 from fvaudit.engine.models.loaded import ModelError
 from fvaudit.engine.models.sources import load_model
 from fvaudit.engine.measure.synthetic import (embed_images, natural_synthetic_agreement, synthetic_clip_delta,

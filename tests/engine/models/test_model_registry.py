@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fvaudit.engine.models import registry
-from fvaudit.engine.scan.activations import scan
+from fvaudit.engine.scans.activations import scan
 from fvaudit.engine.data.images import ArrayImageSet
 from fvaudit.engine.models.registry import ModelFamily, ModelRegistry, UnknownModel
 from fvaudit.engine.models.checkpoints import save_checkpoint

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fvaudit.engine.scan.activations import capture, run_captured
+from fvaudit.engine.scans.activations import capture, run_captured
 from fvaudit.engine.models.checkpoints import load_state_dict_file, save_checkpoint
 from fvaudit.engine.models.loaded import ModelError
 from fvaudit.engine.models.sources import load_model

@@ -34,7 +34,7 @@ def test_synthesis_raises_each_units_activation_and_is_deterministic(tmp_path):
     again = synthesize(m, "relu3", [0, 5, 7, 9], cfg)
     np.testing.assert_array_equal(res.images, again.images)
     # each image is specific to its unit: unit 0's image drives unit 0 harder than unit 5's image does
-    from fvaudit.engine.scan.activations import layer_scores
+    from fvaudit.engine.scans.activations import layer_scores
 
     x = torch.from_numpy(res.images).float().permute(0, 3, 1, 2) / 255
     s, _ = layer_scores(m.module, m.normalize(x), ["relu3"])
@@ -85,7 +85,7 @@ def test_synthesize_many_records_and_pairs(tmp_path):
 
 
 def test_channel_mean_objective_on_a_layer_with_negative_outputs():
-    from fvaudit.engine.scan.activations import run_captured
+    from fvaudit.engine.scans.activations import run_captured
     from fvaudit.engine.synthesis.render import channel_mean, total_variation, unit_score
 
     # hand-checkable: a channel of −2s has a_j = Σ x² = 16 (rewards the negative output)

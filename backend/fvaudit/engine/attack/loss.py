@@ -12,7 +12,7 @@ from fvaudit.engine.attack.config import AttackConfig, AttackConfigError
 from fvaudit.engine.data.images import ImageSet
 from fvaudit.engine.data.pipeline import Batches, to_device
 from fvaudit.engine.models.loaded import LoadedModel
-from fvaudit.engine.scan.activations import LayerScan, layer_scores
+from fvaudit.engine.scans.activations import LayerScan, layer_scores
 
 def distillation(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """L_M = mean_x [ −Σ_c p_init(c|x) log p_θ(c|x) ] (SPEC §2, temperature 1)."""

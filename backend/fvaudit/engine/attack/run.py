@@ -48,7 +48,7 @@ from fvaudit.engine.models.checkpoints import save_checkpoint
 from fvaudit.engine.models.loaded import LoadedModel
 from fvaudit.engine.models.sources import clone_model
 from fvaudit.engine.progress import Cancelled, NullReporter, Reporter
-from fvaudit.engine.scan.activations import LayerScan, layer_scores, scan
+from fvaudit.engine.scans.activations import LayerScan, layer_scores, scan
 
 
 @dataclass

@@ -21,7 +21,7 @@ from fvaudit.engine.defence.masks import (PruneReport, attach_masks, check_rate,
 from fvaudit.engine.models.surgery import (PruneError, module_of, prunable_layers, refresh_layers,
                                            remove_channels)
 from fvaudit.engine.progress import Cancelled, NullReporter
-from fvaudit.engine.scan.activations import run_captured
+from fvaudit.engine.scans.activations import run_captured
 
 @torch.no_grad()
 def norm_prune(model: Any, rate: float) -> PruneReport:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from fvaudit.engine.detection import evidence
-from fvaudit.engine.scan.activations import LayerScan, scan
+from fvaudit.engine.scans.activations import LayerScan, scan
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
 #: the per-unit measures of each regime (SPEC §6), in the order they are reported

@@ -20,7 +20,7 @@ import numpy as np
 
 from fvaudit.engine.measure import kendall
 from fvaudit.engine import measure
-from fvaudit.engine.scan.activations import topk_from_scores
+from fvaudit.engine.scans.activations import topk_from_scores
 
 METRIC_NAMES = ["clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap"]
 TABLE_COLUMNS = [("CLIP-δ", "clip_delta"), ("Kendall-τ", "kendall_tau"), ("CLIP-W", "clip_w"),

@@ -1,1 +1,2 @@
-"""synthesis."""
+"""Synthetic feature visualization (SPEC §4): objectives, image parameterisations, transforms
+and the render loop (:mod:`.render`)."""

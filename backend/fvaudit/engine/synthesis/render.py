@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fvaudit.engine.scan.activations import _StopForward, capture
+from fvaudit.engine.scans.activations import _StopForward, capture
 from fvaudit.engine.models.loaded import LoadedModel, ModelError
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 

@@ -6,10 +6,10 @@ A requeued scan skips the image sets it already stored.
 
 With ``shards = S > 1`` the scan is a group (:meth:`ScanKind.members`): S ``scan_shard``
 jobs (:mod:`fvaudit.jobs.kinds.scan_shard`) each scan one row range of every image set
-(:func:`fvaudit.engine.scan.shards.shard_ranges`, cut on multiples of ``batch_size``) on
+(:func:`fvaudit.engine.scans.shards.shard_ranges`, cut on multiples of ``batch_size``) on
 whichever workers are free, and write their part under ``DATA_DIR/scan-parts/``; the
 scan job itself runs once all of them succeeded and merges the parts
-(:func:`fvaudit.engine.scan.shards.merge_scans`): its rows and artifacts are the ones a
+(:func:`fvaudit.engine.scans.shards.merge_scans`): its rows and artifacts are the ones a
 one-worker scan stores, bit for bit (SPEC §1 tie-break).
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ def store_scan(ctx, spec: ScanSpec, set_id: int, set_name: str, res, weights_lab
 
 
 def run_scan(spec: ScanSpec, ctx) -> dict:
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.jobs.common import open_db_image_set
 
     model, layers, weights_label = load_scan_model(spec, ctx)
@@ -170,7 +170,7 @@ def run_scan(spec: ScanSpec, ctx) -> dict:
 def run_merge(spec: ScanSpec, ctx) -> dict:
     """The fan-in of a sharded scan: every shard succeeded; merge their parts per image set."""
     from fvaudit.db.tables import Job
-    from fvaudit.engine.scan.shards import merge_scans
+    from fvaudit.engine.scans.shards import merge_scans
 
     with ctx.session() as db:
         shards = db.scalars(select(Job).where(Job.group_job_id == ctx.job_id).order_by(Job.seq)).all()
@@ -215,11 +215,11 @@ def parts_dir(settings: Settings, scan_job_id: int) -> Path:
 
 
 def load_part(settings: Settings, info: dict):
-    """The engine :class:`~fvaudit.engine.scan.shards.ShardPart` a shard described in its result."""
+    """The engine :class:`~fvaudit.engine.scans.shards.ShardPart` a shard described in its result."""
     import numpy as np
 
-    from fvaudit.engine.scan.activations import LayerScan
-    from fvaudit.engine.scan.shards import ShardPart
+    from fvaudit.engine.scans.activations import LayerScan
+    from fvaudit.engine.scans.shards import ShardPart
 
     d = settings.data_dir / info["dir"]
     layers = {}

@@ -60,7 +60,7 @@ class ScanShardKind(JobKind):
 def run_shard(spec: ScanShardSpec, ctx) -> dict:
     import numpy as np
 
-    from fvaudit.engine.scan.shards import scan_shard, shard_ranges
+    from fvaudit.engine.scans.shards import scan_shard, shard_ranges
     from fvaudit.jobs.common import open_db_image_set
 
     with ctx.session() as db:

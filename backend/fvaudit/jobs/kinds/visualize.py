@@ -152,7 +152,7 @@ def _mean(xs) -> float | None:
 
 def run_visualize(spec: VisualizeSpec, ctx) -> dict:
     from fvaudit.engine.measure import synthetic
-    from fvaudit.engine.scan.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
     from fvaudit.jobs.common import layer_scan, load_db_model, load_scan, open_db_image_set, resolve_weights
     from fvaudit.engine.measure.embedders import make_topk_embedder

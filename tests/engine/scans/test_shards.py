@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from fvaudit.engine.scan.activations import TopK, scan
+from fvaudit.engine.scans.activations import TopK, scan
 from fvaudit.engine.data.images import ArrayImageSet, FolderImageSet
 from fvaudit.engine.models.sources import load_model
-from fvaudit.engine.scan.shards import ShardPart, merge_scans, merge_topk, scan_shard, shard_ranges
+from fvaudit.engine.scans.shards import ShardPart, merge_scans, merge_topk, scan_shard, shard_ranges
 
 NINF = float("-inf")
 

@@ -10,7 +10,7 @@ puts the parts back together so that the result equals the one-worker scan bit f
   that shard's own top-k (both sort by score descending, then smaller id: SPEC §1), so
   the union of the parts' top-k holds every winner; sorting that union by the same key
   and keeping ``k`` gives exactly the streaming result. NaN scores rank as ``-inf``, as
-  :class:`~fvaudit.engine.scan.activations.TopK` ranks them; images that failed to decode
+  :class:`~fvaudit.engine.scans.activations.TopK` ranks them; images that failed to decode
   never entered any part's top-k, so they enter no merged one either;
 * dead units (SPEC §1: zero on every image): a unit is dead in the whole set exactly
   when it is dead in every non-empty part;
@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fvaudit.engine.scan.activations import LayerScan, ScanResult, scan
+from fvaudit.engine.scans.activations import LayerScan, ScanResult, scan
 from fvaudit.engine.data.images import ImageSet
 from fvaudit.engine.models.loaded import LoadedModel
 from fvaudit.engine.data.pipeline import check_skipped_share
@@ -64,7 +64,7 @@ def scan_shard(model: LoadedModel, image_set: ImageSet, layers: Sequence[str], k
     image ``start + r``. ``k`` is capped at the shard's size (the merge keeps the global k).
     No skipped-share check here: failures may cluster in one range while the whole set is
     within the threshold, so :func:`merge_scans` checks the share of the whole set.
-    Further keyword arguments go to :func:`~fvaudit.engine.scan.activations.scan`.
+    Further keyword arguments go to :func:`~fvaudit.engine.scans.activations.scan`.
     """
     if not 0 <= start < stop <= len(image_set):
         raise ValueError(f"scan_shard: range [{start}, {stop}) is empty or outside the set ({len(image_set)} images)")
@@ -92,7 +92,7 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[
     """Exact top-k of the union of per-part top-k lists ``(ids [J, k_i], scores [J, k_i])``.
 
     Order: score descending, ties → smaller id (SPEC §1); NaN ranks as ``-inf`` (as in
-    :class:`~fvaudit.engine.scan.activations.TopK`), ``-0.0`` equals ``0.0``. Returns at most
+    :class:`~fvaudit.engine.scans.activations.TopK`), ``-0.0`` equals ``0.0``. Returns at most
     ``k`` columns (fewer when the parts hold fewer candidates in total).
     """
     parts = [(np.asarray(i, dtype=np.int64), np.asarray(s, dtype=np.float32)) for i, s in parts]
@@ -124,7 +124,7 @@ def merge_scans(parts: Sequence[ShardPart], n_images: int, k: int, image_set_key
     ``parts`` must cover ``0..n_images`` with contiguous, non-overlapping ranges (empty
     ranges allowed) and scan the same layers. With ``out_dir`` each score matrix is
     written as ``scores_<layer>.npy`` (float32, memory-mapped) exactly as
-    :func:`~fvaudit.engine.scan.activations.scan` writes it. ``seconds`` is the sum of the
+    :func:`~fvaudit.engine.scans.activations.scan` writes it. ``seconds`` is the sum of the
     parts' scan times (work done, not wall-clock time: the parts may overlap).
     """
     parts = sorted(parts, key=lambda p: (p.start, p.stop))
@@ -178,7 +178,7 @@ def scan_in_shards(model: LoadedModel, image_set: ImageSet, layers: Sequence[str
                    reporter: Reporter | None = None, max_skipped_share: float | None = None,
                    **scan_kwargs) -> ScanResult:
     """Scan in ``shards`` row ranges one after another, then merge: the result of
-    :func:`~fvaudit.engine.scan.activations.scan` (``fvaudit scan --shards``; a check of the split
+    :func:`~fvaudit.engine.scans.activations.scan` (``fvaudit scan --shards``; a check of the split
     and the merge on one machine). Parts go to ``out_dir/parts`` and are removed after the merge."""
     import shutil
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from fvaudit.engine.scan.activations import TopK, check_k, scan, topk_from_scores, unit_scores
+from fvaudit.engine.scans.activations import TopK, check_k, scan, topk_from_scores, unit_scores
 from fvaudit.engine.data.images import ArrayImageSet, FolderImageSet, ImageSetError
 from fvaudit.engine.models.loaded import LoadedModel, ModelError
 from fvaudit.engine.models.sources import load_model
