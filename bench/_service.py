@@ -127,7 +127,7 @@ def bench_service(broker: str = "redis://127.0.0.1:6379/0", extra_env: dict | No
         from fvaudit.db import migrate
 
         migrate.upgrade()
-        from fvaudit.api.registration import register_image_set, register_model
+        from fvaudit.registration import register_image_set, register_model
         from fvaudit.api.security import create_token
         from fvaudit.db.seed import synthetic_run
         from fvaudit.db.session import dispose_all, session_scope

@@ -4,8 +4,8 @@ On the generated folder of 500×375 photo JPEGs (bench/_jpegs.py), for the demo 
 EfficientNet-Lite0 at 224, each round runs, interleaved:
 
 * baseline "plain fine-tuning": Adam on cross-entropy against the folder's labels, the same
-  model, batch size, training-batch draws and input pipeline (`attacks._Batches` +
-  `attacks._StepFeed`: streamed and decoded ahead in the DataLoader workers when the set does
+  model, batch size, training-batch draws and input pipeline (`pipeline.Batches` +
+  `pipeline.StepFeed`: streamed and decoded ahead in the DataLoader workers when the set does
   not fit the preload limit, as EfficientNet-Lite0's 5000 × 224² does; preloaded otherwise);
 * "push-down": `engine.attacks.run_attack` (distillation from the frozen θ_init + the attack
   loss on a mini-batch of the units' top-k images), α = 0.5;
@@ -63,21 +63,21 @@ class StepClock:
 
 
 def plain_finetune(model, train, steps: int, batch: int, seed: int, workers: int) -> float:
-    from fvaudit.engine.attacks import _Batches, _StepFeed
-    from fvaudit.engine.models import clone_model
+    from fvaudit.engine.data.pipeline import Batches, StepFeed
+    from fvaudit.engine.models.sources import clone_model
 
     student = clone_model(model)
     module = student.module.eval()
     opt = torch.optim.Adam(module.parameters(), lr=1e-5)
     ids = train.ids
-    train_b = _Batches(train, ids, model, workers=workers)
+    train_b = Batches(train, ids, model, workers=workers)
 
     def draw(step):
         rng = np.random.default_rng([seed, step])
         return np.sort(rng.choice(len(ids), size=min(batch, len(ids)), replace=False)), None
 
     t = {}
-    for step, (pos, x), _ in _StepFeed(draw, train_b, None, 0, steps):
+    for step, (pos, x), _ in StepFeed(draw, train_b, None, 0, steps):
         y = torch.as_tensor(train.labels[ids[pos]])
         loss = F.cross_entropy(module(x), y)
         opt.zero_grad(set_to_none=True)
@@ -89,7 +89,8 @@ def plain_finetune(model, train, steps: int, batch: int, seed: int, workers: int
 
 def attack_rate(model, train, val, layer, init, kind: str, steps: int, batch: int, attack_batch: int, seed: int,
                 workers: int) -> float:
-    from fvaudit.engine.attacks import AttackConfig, Target, run_attack
+    from fvaudit.engine.attack.config import AttackConfig, Target
+    from fvaudit.engine.attack.run import run_attack
 
     units = [u for u in range(model.layer(layer).units) if u not in set(init[layer].dead_units)][:32]
     cfg = AttackConfig(kind=kind, targets=[Target(layer, units)], steps=steps, batch_size=batch,
@@ -101,9 +102,9 @@ def attack_rate(model, train, val, layer, init, kind: str, steps: int, batch: in
 
 
 def bench_model(name, layer, folder, batch, attack_batch, steps, repeats, workers, init_n) -> dict:
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.images import FolderImageSet, stratified_ids, subset
-    from fvaudit.engine.models import load_model
+    from fvaudit.engine.scans.activations import scan
+    from fvaudit.engine.data.images import FolderImageSet, stratified_ids, subset
+    from fvaudit.engine.models.sources import load_model
 
     model = load_model(name)
     train = FolderImageSet(folder, verify=False)
@@ -128,7 +129,7 @@ def bench_model(name, layer, folder, batch, attack_batch, steps, repeats, worker
 
 
 def main() -> None:
-    from fvaudit.engine.pipeline import default_workers
+    from fvaudit.engine.data.pipeline import default_workers
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", type=Path, default=Path("/tmp/fv-bench-jpegs"))

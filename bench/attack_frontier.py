@@ -45,14 +45,14 @@ def _parse_point(text: str) -> dict:
 
 def run(points: list[dict], rows: list[str], out_dir: Path, train_limit: int | None = None,
         val_limit: int | None = None, results: Path = RESULTS) -> None:
-    from fvaudit.cli import make_embed_topk
-    from fvaudit.cli_progress import RichReporter
-    from fvaudit.demo import ROWS
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.attacks import AttackConfig, Target
-    from fvaudit.engine.experiment import run_audit
-    from fvaudit.engine.images import open_image_set
-    from fvaudit.engine.models import load_model
+    from fvaudit.cli.common import make_embed_topk
+    from fvaudit.cli.progress import RichReporter
+    from fvaudit.cli.demo_experiment import ROWS
+    from fvaudit.engine.scans.activations import scan
+    from fvaudit.engine.attack.config import AttackConfig, Target
+    from fvaudit.engine.audit import run_audit
+    from fvaudit.engine.data.images import open_image_set
+    from fvaudit.engine.models.sources import load_model
 
     model = load_model("fmnist-cnn")
     # limits are the seeded class-stratified samples the service's image sets use (the demo: 10000 / 2000)

@@ -46,12 +46,14 @@ import fvaudit  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fvaudit.engine import detection as D  # noqa: E402
-from fvaudit.engine.attacks import AttackConfig, Target, run_attack  # noqa: E402
-from fvaudit.engine.detector import Subject, detect  # noqa: E402
-from fvaudit.engine.embedders import EmbeddingCache, default_embedder, embed_topk  # noqa: E402
-from fvaudit.engine.images import open_image_set  # noqa: E402
-from fvaudit.engine.models import load_model, save_checkpoint  # noqa: E402
+from fvaudit.engine.detection import evidence  # noqa: E402
+from fvaudit.engine.attack.config import AttackConfig, Target
+from fvaudit.engine.attack.run import run_attack  # noqa: E402
+from fvaudit.engine.detection.run import Subject, detect  # noqa: E402
+from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk  # noqa: E402
+from fvaudit.engine.data.images import open_image_set  # noqa: E402
+from fvaudit.engine.models.checkpoints import save_checkpoint
+from fvaudit.engine.models.sources import load_model
 from fvaudit.engine.progress import NullReporter  # noqa: E402
 
 LAYERS = ["relu2", "relu3"]
@@ -104,7 +106,7 @@ def make_variant(name: str, v: dict, ref, train, val, cache: Path) -> tuple[Path
         return ck, json.loads(meta_p.read_text())
     units = None
     if v["units"] == "first8":
-        from fvaudit.engine.activations import scan
+        from fvaudit.engine.scans.activations import scan
 
         dead = set(scan(ref, train, [v["layer"]], k=10, batch_size=512).layers[v["layer"]].dead_units)
         units = [j for j in range(ref.layer(v["layer"]).units) if j not in dead][:8]
@@ -128,8 +130,8 @@ def make_variant(name: str, v: dict, ref, train, val, cache: Path) -> tuple[Path
 
 
 def make_retrained(seed: int, epochs: int, cache: Path) -> tuple[Path, dict]:
-    from fvaudit.engine.fmnist_cnn import save_demo_weights, train_fashion_cnn
-    from fvaudit.engine.images import fashion_mnist
+    from fvaudit.engine.models.fmnist_cnn import save_demo_weights, train_fashion_cnn
+    from fvaudit.engine.data.images import fashion_mnist
 
     ck, meta_p = cache / f"retrained-s{seed}.safetensors", cache / f"retrained-s{seed}.json"
     if ck.exists() and meta_p.exists():
@@ -161,11 +163,11 @@ def auroc_rows(results: dict, metas: dict) -> list[dict]:
             neg = np.concatenate([by_suspect[c].layers[layer].scores.suspicion for c in clean])
             neg = neg[~np.isnan(neg)]
             pos = s[attacked]
-            auc = D.unit_auroc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))])
+            auc = evidence.unit_auroc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))])
             within = None
             others = [u for u in range(len(s)) if u not in set(attacked) and not np.isnan(s[u])]
             if others:
-                within = D.unit_auroc(np.r_[pos, s[others]], np.r_[np.ones(len(pos)), np.zeros(len(others))])
+                within = evidence.unit_auroc(np.r_[pos, s[others]], np.r_[np.ones(len(pos)), np.zeros(len(others))])
             rows.append({"regime": regime, "variant": name, "layer": layer, "n_pos": len(pos), "n_neg": len(neg),
                          "auroc": auc, "auroc_within_model": within, "clean_variants": clean})
     return rows
@@ -262,7 +264,7 @@ def main() -> int:
     for regime in [r for r in regimes if r.startswith("reference")]:
         extra = {}
         if regime == "reference+synthetic":
-            from fvaudit.engine.detector import SyntheticOptions
+            from fvaudit.engine.detection.run import SyntheticOptions
 
             extra = {"synthetic": SyntheticOptions(seeds=(0, 1), steps=args.synthetic_steps),
                      "embed_images": embedder.embed}

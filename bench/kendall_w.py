@@ -5,7 +5,7 @@ the scipy double loop, interleaved in one process.
 θ_init × θ_init): 2·J·(J−1) pairs, 130 560 for J = 256. Three ways, timed in turn in
 each of ``--repeats`` rounds (the order rotates between rounds), min and median kept:
 
-- ``pruned``: ``metrics.kendall_tau_w`` (``fvaudit.engine.kendall_w``: bucket bounds from
+- ``pruned``: ``metrics.kendall_tau_w`` (``fvaudit.engine.measure.kendall``: bucket bounds from
   one int8 product, fine bounds, the exact kernel on the few pairs that can win);
 - ``matrix``: today's path, both full matrices by ``kendall_tau_matrix``, then the maxima;
 - ``scipy``: ``scipy.stats.kendalltau`` over a random subset of the pairs, extrapolated
@@ -42,12 +42,12 @@ from scipy.stats import kendalltau
 
 ROOT = Path(__file__).resolve().parent.parent
 try:
-    from fvaudit.engine import kendall_w as KW
-    from fvaudit.engine import metrics as M
+    from fvaudit.engine.measure import kendall
+    from fvaudit.engine import measure
 except ImportError:
     sys.path.insert(0, str(ROOT / "backend"))
-    from fvaudit.engine import kendall_w as KW
-    from fvaudit.engine import metrics as M
+    from fvaudit.engine.measure import kendall
+    from fvaudit.engine import measure
 
 
 def make_scores(n: int, j: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,13 +117,13 @@ def main() -> int:
     results = {}
 
     def run_pruned():
-        results["pruned"] = M.kendall_tau_w(init, final, n_jobs=args.n_jobs)
+        results["pruned"] = measure.kendall_tau_w(init, final, n_jobs=args.n_jobs)
 
     def run_matrix():
-        cross = M.kendall_tau_matrix(init, final, n_jobs=args.n_jobs)
-        same = M.kendall_tau_matrix(init, n_jobs=args.n_jobs)
+        cross = measure.kendall_tau_matrix(init, final, n_jobs=args.n_jobs)
+        same = measure.kendall_tau_matrix(init, n_jobs=args.n_jobs)
         results["matrices"] = (cross, same)
-        results["matrix"] = M.kendall_tau_w(init, final, tau_init=same, tau_cross=cross)
+        results["matrix"] = measure.kendall_tau_w(init, final, tau_init=same, tau_cross=cross)
 
     def run_scipy():
         results["scipy_pairs"] = scipy_pairs(init, final, which, j_idx, i_idx)
@@ -156,7 +156,7 @@ def main() -> int:
     nan_mismatch += int((np.isnan(want) != np.isnan(have)).sum())
     ok = ~np.isnan(want) & ~np.isnan(have)
     max_diff_w = float(np.abs(want[ok] - have[ok]).max()) if ok.any() else 0.0
-    top_c, top_s = KW.kendall_w_maxima(init, final, n_jobs=args.n_jobs)
+    top_c, top_s = kendall.kendall_w_maxima(init, final, n_jobs=args.n_jobs)
 
     summary = {name: {"min_s": min(v), "median_s": statistics.median(v), "all_s": v} for name, v in stats.items()}
     ratio = {

@@ -75,10 +75,10 @@ def stats(xs: list[float]) -> dict:
 
 def bench_model(name: str, layer: str, folder: Path, n: int, batch: int, workers: int, repeats: int,
                 cache_root: Path) -> dict:
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.images import DecodeCache, FolderImageSet, decode_image, stratified_ids
-    from fvaudit.engine.models import load_model
-    from fvaudit.engine.pipeline import decode_size_for
+    from fvaudit.engine.scans.activations import scan
+    from fvaudit.engine.data.images import DecodeCache, FolderImageSet, decode_image, stratified_ids
+    from fvaudit.engine.models.sources import load_model
+    from fvaudit.engine.data.pipeline import decode_size_for
 
     model = load_model(name)
     plain = FolderImageSet(folder, verify=False)
@@ -111,7 +111,7 @@ def bench_model(name: str, layer: str, folder: Path, n: int, batch: int, workers
 
 
 def main() -> None:
-    from fvaudit.engine.pipeline import default_workers
+    from fvaudit.engine.data.pipeline import default_workers
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", type=Path, default=Path("/tmp/fv-bench-jpegs"))

@@ -76,8 +76,8 @@ def lucent_worker(job_path: str, out_path: str) -> None:
     """Runs inside the lucent virtualenv: render every unit with lucent, time the renders."""
     from lucent.optvis import objectives, param, render
 
-    from fvaudit.engine.models import load_model
-    from fvaudit.engine.synthesis import _relu_input_layer
+    from fvaudit.engine.models.sources import load_model
+    from fvaudit.engine.synthesis.render import _relu_input_layer
 
     job = json.loads(Path(job_path).read_text())
     torch.set_num_threads(int(os.environ.get("FVAUDIT_BENCH_THREADS", torch.get_num_threads())))
@@ -178,7 +178,7 @@ class Lucent:
 # ------------------------------------------------------------------ fvaudit side
 
 def run_batched(model, layer, units, steps, seeds=(0,), batch=None, **options):
-    from fvaudit.engine.synthesis import SynthesisConfig, synthesize_many
+    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
 
     cfg = SynthesisConfig(steps=steps, lr=LR, batch_units=batch or len(units) * len(seeds), **options)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -187,7 +187,7 @@ def run_batched(model, layer, units, steps, seeds=(0,), batch=None, **options):
 
 
 def run_one_at_a_time(model, layer, units, steps, **options):
-    from fvaudit.engine.synthesis import SynthesisConfig, synthesize
+    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize
 
     cfg = SynthesisConfig(steps=steps, lr=LR, batch_units=1, **options)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -197,8 +197,8 @@ def run_one_at_a_time(model, layer, units, steps, **options):
 
 def bench_case(name: str, spec: dict, repeats: int, lucent: Lucent | None, seeds_case: bool,
                only: set[str] | None = None) -> dict:
-    from fvaudit.engine.models import load_model
-    from fvaudit.engine.synthetic_measures import unit_scores_of_images
+    from fvaudit.engine.models.sources import load_model
+    from fvaudit.engine.measure.synthetic import unit_scores_of_images
 
     model = load_model(name)
     layer, steps = spec["layer"], spec["steps"]

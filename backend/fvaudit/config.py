@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     device: str = "auto"                      # auto | cpu | cuda | cuda:N (resolved inside the worker child)
     torch_threads: int = 0                    # 0 = torch default
 
-    # input pipeline (engine/pipeline.py), applied by the worker to every job that loads images
+    # input pipeline (engine/data/pipeline.py), applied by the worker to every job that loads images
     loader_workers: int | None = Field(None, ge=0)   # DataLoader processes per job; None = the cores, 0 = in-process
     decode_cache: Literal["auto", "on", "off"] = "auto"  # auto: only when one full pass fits the bound
     decode_cache_gb: float = Field(4.0, ge=0)         # bound of the decode cache (model-input-size pixels), LRU
@@ -129,10 +129,7 @@ class Settings(BaseSettings):
 
     @property
     def engine_cache_dir(self) -> Path:
-        if self.cache_dir is not None:
-            return self.cache_dir
-        env = os.environ.get("FVAUDIT_CACHE_DIR")
-        return Path(env) if env else self.data_dir / "cache"
+        return self.cache_dir if self.cache_dir is not None else engine_cache_dir(self.data_dir)
 
     @property
     def decode_cache_bytes(self) -> int:
@@ -204,6 +201,16 @@ class Settings(BaseSettings):
             if p == root or root in p.parents:
                 return p
         return None
+
+
+def engine_cache_dir(data_dir: Path | None = None) -> Path:
+    """The engine's cache (decoded images, embeddings): ``FVAUDIT_CACHE_DIR`` when set; else
+    ``<data dir>/cache`` for the service (its workers share the data dir), or
+    ``~/.cache/fvaudit`` for the CLI run without a server. The one place that reads it."""
+    env = os.environ.get("FVAUDIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    return data_dir / "cache" if data_dir is not None else Path.home() / ".cache" / "fvaudit"
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ import time
 from sqlalchemy import select
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Job
+from fvaudit.db.tables import Job
 from fvaudit.db.session import session_scope
 
 log = logging.getLogger("fvaudit.local_worker")
@@ -34,7 +34,7 @@ def _on_term(signum, frame):  # finish nothing more; the running job is requeued
 
 
 def next_job(quick_only: bool = False, exclude_quick: bool = False) -> int | None:
-    from fvaudit.jobs.dispatch import runnable_condition
+    from fvaudit.jobs.queries import runnable_condition
 
     with session_scope() as db:
         return db.scalar(select(Job.id).where(runnable_condition(quick_only, exclude_quick)).order_by(Job.id)

@@ -19,7 +19,7 @@ import math
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 #: an echoed input is cut to this many characters (the reason a 422 gives is never cut)
 ECHO_LIMIT = 200

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import Artifact
+from fvaudit.db.tables import Artifact
 
 CHUNK = 1 << 20
 

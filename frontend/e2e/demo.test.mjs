@@ -43,7 +43,7 @@ async function registerDemo() {
   return ids;
 }
 
-/** service_cli.demo_audit_spec, field for field. */
+/** fvaudit.cli.service.demo_audit_spec, field for field. */
 function demoSpec(ids) {
   const attack = { ...DEMO.attack, layers: [DEMO.layer] };
   return {

@@ -106,7 +106,8 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_visualize_writes_grids_and_activations(tmp_path):
-    from fvaudit.engine.models import load_model, save_checkpoint
+    from fvaudit.engine.models.checkpoints import save_checkpoint
+    from fvaudit.engine.models.sources import load_model
 
     ck = save_checkpoint(load_model("fmnist-cnn").module, tmp_path / "same.safetensors")
     assert main(["visualize", "--layer", "relu3", "--units", "0,5", "--steps", "30", "--compare-checkpoint", str(ck),

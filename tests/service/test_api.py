@@ -216,7 +216,7 @@ def test_share_link_reads_its_run_and_nothing_else(stack, audit_run):
 # ---------------------------------------------------------------- models and checkpoints
 
 def _demo_state():
-    from fvaudit.engine.models import load_model
+    from fvaudit.engine.models.sources import load_model
 
     return load_model("fmnist-cnn").module.state_dict()
 
@@ -359,7 +359,7 @@ def test_a_limited_fashion_mnist_set_serves_the_images_its_ids_name(stack):
     import numpy as np
     from PIL import Image
 
-    from fvaudit.engine.images import open_image_set
+    from fvaudit.engine.data.images import open_image_set
 
     s = stack.post("/api/v1/image-sets", {"name": "fifty", "source": "fashion-mnist:test", "limit": 50}).json()
     ds = open_image_set("fashion-mnist:test", limit=50)

@@ -45,7 +45,7 @@ def test_full_chain_steps_come_from_the_registry(stack, full_audit):
     assert all(k["status"] == "succeeded" for k in kids)
     assert {k["run_id"] for k in kids[6:]} == {run["control_run_id"]} != {done["run_id"]}
     # the form reads the attack defaults from the registry, which reads them from the engine
-    from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS
+    from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
 
     d = kinds["audit"]["defaults"]["attack"]
     assert {k: d[k] for k in ATTACK_DEFAULTS} == ATTACK_DEFAULTS
@@ -79,7 +79,7 @@ def test_attack_changes_topk_more_than_its_alpha_zero_control(stack, full_audit)
 def test_synthetic_step_stores_images_rows_and_measures(stack, full_audit, db_env):
     from sqlalchemy import func, select
 
-    from fvaudit.db.models import SyntheticImage
+    from fvaudit.db.tables import SyntheticImage
     from fvaudit.db.session import session_scope
 
     done, run = full_audit

@@ -15,7 +15,7 @@ LAYER = "relu3"
 
 
 def _upload(stack, lm, path, name: str) -> int:
-    from fvaudit.engine.models import save_checkpoint
+    from fvaudit.engine.models.checkpoints import save_checkpoint
 
     save_checkpoint(lm.module, path, {"registry_name": "fmnist-cnn"})
     with open(path, "rb") as fh:
@@ -28,9 +28,9 @@ def _upload(stack, lm, path, name: str) -> int:
 @pytest.fixture(scope="module")
 def models(stack, tmp_path_factory):
     """ids of: two benign stand-ins, a suspect with 8 pairs of live relu3 filters swapped, and that pair list."""
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.images import open_image_set
-    from fvaudit.engine.models import load_model
+    from fvaudit.engine.scans.activations import scan
+    from fvaudit.engine.data.images import open_image_set
+    from fvaudit.engine.models.sources import load_model
 
     tmp = tmp_path_factory.mktemp("detect-models")
     base = load_model("fmnist-cnn")
@@ -149,8 +149,8 @@ def test_detect_422_names_the_field(stack, models, change, loc, words):
 
 
 def test_detect_422_semantic(stack, models, tmp_path):
-    from fvaudit.engine.models import load_model
-    from fvaudit.engine.pruning import vulnerability_prune
+    from fvaudit.engine.models.sources import load_model
+    from fvaudit.engine.defence.methods import vulnerability_prune
 
     def post(**over):
         return stack.post("/api/v1/jobs", {"kind": "detect", "spec": _spec(stack, models, **over)})

@@ -121,7 +121,7 @@ def shared_run(db_env):
     """A finished run of alice's (synthetic rows, shaped like a metrics job's) and a share link."""
     from sqlalchemy import select
 
-    from fvaudit.db.models import ImageSet, User
+    from fvaudit.db.tables import ImageSet, User
     from fvaudit.db.seed import synthetic_run
     from fvaudit.db.session import session_scope
 
@@ -239,7 +239,7 @@ def test_stored_failure_reasons_have_no_escape_codes(db_env):
     """Item 8: a failure reason with ANSI colour codes and control characters is stored clean."""
     from sqlalchemy import select
 
-    from fvaudit.db.models import Job, User
+    from fvaudit.db.tables import Job, User
     from fvaudit.db.session import session_scope
     from fvaudit.jobs.lifecycle import finish
 

@@ -192,7 +192,7 @@ def test_sigkill_worker_mid_attack_is_resumed_from_checkpoint(stack):
 
 def test_reaper_fails_job_after_max_attempts(db_env):
     """A job whose worker vanished after its last allowed attempt is failed, with the reason."""
-    from fvaudit.db.models import Job, utcnow
+    from fvaudit.db.tables import Job, utcnow
     from fvaudit.db.session import session_scope
     from fvaudit.jobs.reaper import reap_once
     from datetime import timedelta

@@ -40,7 +40,7 @@ def _ids(r: httpx.Response) -> list[int]:
 def test_attack_outcome_says_when_the_selected_state_is_theta_init():
     """The demo's case: no evaluated state within 0.5 pp on the full set, so "selected" is step 0."""
     from fvaudit.api.serialize import attack_outcome
-    from fvaudit.db.models import Run
+    from fvaudit.db.tables import Run
 
     traj = [{"step": s, "drop_pp": d + 0.1, "full_drop_pp": d} for s, d in ((100, 1.3), (200, 1.2), (300, 1.15))]
     run = Run(accuracy={"init": 90.0, "final": 90.0, "last": 88.85, "selected_step": 0, "steps": 300,
@@ -102,7 +102,7 @@ def test_unit_page_shows_the_selected_or_the_final_state(stack, audit_run):
 
 def test_unit_state_of_a_row_without_final_top_k_is_404(stack, audit_run, db_env):
     """A row written before the final top-k was kept (only its metrics in extra) lists one state."""
-    from fvaudit.db.models import UnitResult
+    from fvaudit.db.tables import UnitResult
     from fvaudit.db.session import session_scope
 
     rid = audit_run["run_id"]
@@ -225,7 +225,7 @@ def test_a_queued_run_cannot_be_deleted_until_cancelled(stack):
 
 
 def test_deleting_a_run_removes_its_rows_and_the_artifacts_nothing_else_uses(stack, audit_run, small_run, db_env):
-    from fvaudit.db.models import Artifact, Job, JobEvent, Model, Run, Scan, ScanLayer, ShareLink, UnitResult
+    from fvaudit.db.tables import Artifact, Job, JobEvent, Model, Run, Scan, ScanLayer, ShareLink, UnitResult
     from fvaudit.db.session import session_scope
     from fvaudit.store import get_store
 
@@ -327,7 +327,7 @@ def test_a_model_nothing_derives_from_is_deleted_and_hidden_ones_leave_the_picke
 
 
 def test_image_sets_failed_status_usable_filter_and_delete(stack, db_env):
-    from fvaudit.db.models import Image
+    from fvaudit.db.tables import Image
     from fvaudit.db.session import session_scope
 
     root = stack.allowed / "manage-broken"

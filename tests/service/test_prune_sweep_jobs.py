@@ -10,7 +10,7 @@ import io
 import pytest
 from sqlalchemy import select
 
-from fvaudit.engine.sweep_table import COLUMNS
+from fvaudit.engine.defence.sweep_table import COLUMNS
 
 #: prunable weights of the demo CNN: conv 1·32·9 + 32·64·9 + 64·128·9, fc 1152·128 + 128·10
 N_WEIGHTS = 288 + 18432 + 73728 + 147456 + 1280
@@ -66,7 +66,7 @@ def test_two_point_sweep_steps(stack, sweep):
 
 
 def test_pruned_model_lineage_and_exact_zeros(stack, sweep, db_env):
-    from fvaudit.db.models import Artifact, Job, Model
+    from fvaudit.db.tables import Artifact, Job, Model
     from fvaudit.db.session import session_scope
     from fvaudit.store import get_store
 
@@ -174,9 +174,10 @@ def test_a_failed_point_fails_the_sweep_with_its_reason_and_the_others_keep_thei
     worker loads it; the first point runs to the end and keeps its results and its run's status."""
     import torch
 
-    from fvaudit.db.models import Model
+    from fvaudit.db.tables import Model
     from fvaudit.db.session import session_scope
-    from fvaudit.engine.models import load_model, save_checkpoint
+    from fvaudit.engine.models.checkpoints import save_checkpoint
+    from fvaudit.engine.models.sources import load_model
     from fvaudit.store import get_store
 
     path = save_checkpoint(load_model("fmnist-cnn").module, stack.allowed / "copy.safetensors")

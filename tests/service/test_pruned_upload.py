@@ -3,8 +3,9 @@ from __future__ import annotations
 
 
 def test_upload_of_a_vulnerability_pruned_checkpoint_lists_the_pruned_widths(stack, tmp_path):
-    from fvaudit.engine.models import load_model, save_checkpoint
-    from fvaudit.engine.pruning import vulnerability_prune
+    from fvaudit.engine.models.checkpoints import save_checkpoint
+    from fvaudit.engine.models.sources import load_model
+    from fvaudit.engine.defence.methods import vulnerability_prune
 
     lm = load_model("fmnist-cnn")
     report = vulnerability_prune(lm, "relu3", [0, 5, 7])

@@ -131,8 +131,8 @@ def test_embedded_mode_indexes_a_folder_with_the_local_worker(tmp_path, monkeypa
     """SQLite + the local worker's loop: the same job, its rows written in one transaction
     (no progress write from inside it: SQLite would make that write wait for it)."""
     from fvaudit import local_worker
-    from fvaudit.api.registration import start_folder_registration
-    from fvaudit.db.models import Image, ImageSet, Job, JobEvent, User
+    from fvaudit.registration import start_folder_registration
+    from fvaudit.db.tables import Image, ImageSet, Job, JobEvent, User
     from fvaudit.db.session import session_scope
     from sqlalchemy import func, select
 

@@ -3,11 +3,28 @@
 A kind registered here (in the test process) appears in the OpenAPI schema of an app
 built afterwards, in ``GET /job-kinds`` with its defaults, is validated with 422s that
 name its fields, is written to the stack's Postgres database like any job, and is run
-by the same runner (in this process, which knows the kind)."""
+by the same runner (in this process, which knows the kind).
+
+A new kind is one module end to end: the toy kind below names this very module as its
+``routes``, and the app mounts the ``router`` defined here next to the kind."""
 from __future__ import annotations
 
 import pytest
+from fastapi import APIRouter
 from pydantic import Field
+
+#: the toy kind's own endpoint (``ToyKind.routes`` names this module)
+router = APIRouter(prefix="/toy-counts", tags=["toy"])
+
+
+@router.get("/{job_id}", summary="A toy count's total")
+def toy_total(job_id: int) -> dict:
+    from fvaudit.db.tables import Job
+    from fvaudit.db.session import session_scope
+
+    with session_scope() as db:
+        job = db.get(Job, job_id)
+        return {"job_id": job_id, "kind": job.kind, "total": (job.result or {}).get("total")}
 
 
 @pytest.fixture
@@ -29,6 +46,7 @@ def toy_kind(db_env):
         title = "count units"
         description = "counts the units of layers"
         spec = ToySpec
+        routes = __name__
 
         def check(self, db, user, spec):
             model = get_model(db, spec.model_id, ("spec", "model_id"))
@@ -36,7 +54,7 @@ def toy_kind(db_env):
             return spec.model_copy(update={"layers": [i["name"] for i in infos]})
 
         def run(self, spec, ctx):
-            from fvaudit.db.models import Model
+            from fvaudit.db.tables import Model
 
             with ctx.session() as db:
                 m = db.get(Model, spec.model_id)
@@ -57,7 +75,7 @@ def toy_kind(db_env):
         steps = (StepInfo("first", "first count"), StepInfo("second", "second count"))
 
         def runs(self, db, user, spec):
-            from fvaudit.db.models import Run
+            from fvaudit.db.tables import Run
 
             run = Run(name="toy", owner_id=user.id, model_id=spec.model_id, layers=spec.layers)
             db.add(run)
@@ -120,6 +138,9 @@ def test_registered_kind_is_in_the_schema_validated_and_run(toy_kind, stack):
     assert run_job(job["id"], worker="test") == "succeeded"
     done = c.get(f"/api/v1/jobs/{job['id']}", headers=auth).json()
     assert done["status"] == "succeeded" and done["result"] == {"units": {"relu1": 32}, "total": 96}
+    # the kind's own route, mounted by the app from the kind's ``routes`` module, in the schema too
+    assert "/api/v1/toy-counts/{job_id}" in schema["paths"]
+    assert c.get(f"/api/v1/toy-counts/{job['id']}").json() == {"job_id": job["id"], "kind": "toy_count", "total": 96}
 
     r = c.post("/api/v1/jobs", json={"kind": "toy_chain", "spec": {"model_id": m, "layers": ["relu1"]}}, headers=auth)
     assert r.status_code == 201, r.text

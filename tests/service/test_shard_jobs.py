@@ -15,7 +15,7 @@ from svc import TRAIN_LIMIT, _pg_connect, embedded_db
 
 
 def _scan_rows(job_id: int) -> dict:
-    from fvaudit.db.models import Scan
+    from fvaudit.db.tables import Scan
     from fvaudit.db.session import session_scope
     from fvaudit.store import get_store
 
@@ -139,7 +139,7 @@ def test_cancelling_a_sharded_scan_cancels_its_shards(stack):
 def test_a_failed_shard_fails_the_scan_and_cancels_the_other_shards(stack, db_env):
     """The group's fan-in (jobs/lifecycle.py) on Postgres: rows written and ended in one transaction,
     as a worker would end a shard that raised, so no worker can take the shards first."""
-    from fvaudit.db.models import Job, User
+    from fvaudit.db.tables import Job, User
     from fvaudit.db.session import session_scope
     from fvaudit.jobs.create import create_job
     from fvaudit.jobs.kinds.scan import ScanSpec
@@ -166,8 +166,8 @@ def test_a_failed_shard_fails_the_scan_and_cancels_the_other_shards(stack, db_en
 def test_embedded_mode_runs_shards_one_after_another(tmp_path, monkeypatch):
     """SQLite + the local worker's loop (no broker): shards, then the merge, in id order; same bytes."""
     from fvaudit import local_worker
-    from fvaudit.api.registration import register_image_set, register_model
-    from fvaudit.db.models import Job, User
+    from fvaudit.registration import register_image_set, register_model
+    from fvaudit.db.tables import Job, User
     from fvaudit.db.session import session_scope
     from fvaudit.jobs.create import create_job
     from fvaudit.jobs.kinds.scan import ScanSpec

@@ -37,7 +37,7 @@ def fuzz_stack(tmp_path_factory, redis_server):
                                                   "limit": limit}).status_code == 201
         seed = ("from fvaudit.db.session import session_scope\n"
                 "from fvaudit.db.seed import synthetic_run\n"
-                "from fvaudit.db.models import ImageSet\n"
+                "from fvaudit.db.tables import ImageSet\n"
                 "with session_scope() as db:\n"
                 "    synthetic_run(db, 1, 1, db.get(ImageSet, 1), db.get(ImageSet, 2), {'relu1': 32})\n")
         subprocess.run([sys.executable, "-c", seed], env=st.env, check=True, cwd=st.tmp)

@@ -5,6 +5,8 @@ this process unless ``FVAUDIT_REAPER_INTERVAL=0``.
 """
 from __future__ import annotations
 
+import importlib
+
 import json
 import logging
 import re
@@ -298,12 +300,12 @@ def create_app(on_shutdown=None) -> FastAPI:
 
         # before the route threads start: they share a few malloc arenas (RSS flat under load)
         memory.limit_arenas(settings.malloc_arena_max)
-        trimmer = memory.Trimmer(settings.malloc_trim_seconds).start()
+        trimmer = memory.trimmer(settings.malloc_trim_seconds).start()
         reaper = None
         if settings.reaper_interval > 0:
-            from fvaudit.jobs.reaper import ReaperThread
+            from fvaudit.jobs.reaper import reaper_thread
 
-            reaper = ReaperThread(settings.reaper_interval).start()
+            reaper = reaper_thread(settings.reaper_interval).start()
         try:
             yield
         finally:
@@ -345,11 +347,14 @@ def create_app(on_shutdown=None) -> FastAPI:
             exc = HTTPException(exc.status_code, clean_message(exc.detail, 2000), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
-    from fvaudit.api.routers import detections, image_sets, jobs, models, runs, sweeps, system
+    from fvaudit.api.routers import image_sets, jobs, models, runs, system
+    from fvaudit.jobs.registry import all_kinds
 
-    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router, sweeps.router,
-              detections.router):
+    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router):
         app.include_router(r, prefix=API)
+    for kind in all_kinds():            # a kind may bring its own endpoints (/sweeps, /detections)
+        if kind.routes is not None:
+            app.include_router(importlib.import_module(kind.routes).router, prefix=API)
 
     @app.get(API + "/{rest:path}", include_in_schema=False)
     async def _api_404(rest: str):

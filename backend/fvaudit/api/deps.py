@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from fvaudit.api.security import TOKENS, CachedUser, well_formed
 from fvaudit.config import get_settings
-from fvaudit.db.models import Job, Run, ShareLink
+from fvaudit.db.tables import Job, Run, ShareLink
 from fvaudit.db.session import sessionmaker_for
 
 MAX_ID = 2**31 - 1

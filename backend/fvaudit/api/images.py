@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 
 from fvaudit.api.security import ImageSig
 from fvaudit.config import get_settings
-from fvaudit.db.models import Image, ImageSet
+from fvaudit.db.tables import Image, ImageSet
 
 THUMB = 112          # small images (28 px Fashion-MNIST) are upscaled, nearest, to this size
 THUMB_MAX = 160      # larger images are shrunk to fit this box
@@ -63,7 +63,7 @@ def _array_set(source: str, limit: int | None, engine_key: str):
         if key in _arrays:
             _arrays.move_to_end(key)
             return _arrays[key]
-    from fvaudit.engine.images import reopen_image_set
+    from fvaudit.engine.data.images import reopen_image_set
 
     # a set registered before limits became stratified samples reopens with its own rule
     ds = reopen_image_set(source, limit, engine_key, get_settings().engine_cache_dir)
@@ -88,7 +88,7 @@ def servable_path(path: str | None) -> Path | None:
 def load_pixels(set_row: ImageSet, image: Image) -> np.ndarray:
     if set_row.kind == "fashion-mnist":
         return _array_set(set_row.source, set_row.limit, set_row.engine_key).load_array(image.idx)
-    from fvaudit.engine.images import decode_image
+    from fvaudit.engine.data.images import decode_image
 
     real = servable_path(image.path)
     if real is None:

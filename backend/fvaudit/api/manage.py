@@ -18,18 +18,58 @@ are unlinked only after the rows' transaction committed (:func:`commit_and_unlin
 """
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from fastapi import HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import (TERMINAL, Artifact, Image, ImageSet, Job, JobEvent, Model, Run, Scan, ScanLayer,
+from fvaudit.db.tables import (TERMINAL, Artifact, Image, ImageSet, Job, JobEvent, Model, Run, Scan, ScanLayer,
                                ShareLink, SweepPoint, SyntheticImage, UnitResult)
 
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+# ------------------------------------------------------------------ the two endpoints of every resource
+
+def hide_and_delete_routes(router: APIRouter, path: str, param: str, noun: str, *, owned: Callable,
+                           out: Callable, delete: Callable, response_model: Any, hide_summary: str,
+                           delete_summary: str, conflicts: str) -> None:
+    """``PATCH path {hidden}`` and ``DELETE path`` for one resource (runs, models, image sets,
+    sweeps): ``owned(db, user, id)`` finds the row or refuses (404/403), ``out(db, row)`` is the
+    PATCH response, ``delete(db, row)`` removes the rows and returns the files to unlink
+    after the commit. The endpoints keep the names ``patch_<noun>`` / ``delete_<noun>``."""
+    from fvaudit.api.deps import DB, CurrentUser, IdPath
+    from fvaudit.api.schemas import HiddenPatch
+
+    def hide(item_id: int, body: HiddenPatch, db: Session, user) -> Any:
+        row = owned(db, user, item_id)
+        row.hidden = body.hidden
+        db.commit()
+        return out(db, row)
+
+    def remove(item_id: int, db: Session, user) -> Response:
+        commit_and_unlink(db, delete(db, owned(db, user, item_id)))
+        return Response(status_code=204)
+
+    def endpoint(fn: Callable, *extra: tuple[str, Any]) -> Callable:
+        """``fn`` as an endpoint whose path parameter is named ``param`` (the OpenAPI keeps it)."""
+        params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann)
+                  for name, ann in ((param, IdPath), *extra, ("db", DB), ("user", CurrentUser))]
+
+        def call(**kw: Any) -> Any:
+            return fn(kw.pop(param), **kw)
+
+        call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return call
+
+    router.add_api_route(path, endpoint(hide, ("body", HiddenPatch)), methods=["PATCH"], name=f"patch_{noun}",
+                         response_model=response_model, summary=hide_summary)
+    router.add_api_route(path, endpoint(remove), methods=["DELETE"], name=f"delete_{noun}", status_code=204,
+                         response_class=Response, responses={409: {"description": conflicts}}, summary=delete_summary)
 
 
 def refuse(detail: str) -> HTTPException:

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
-import threading
 
-log = logging.getLogger("fvaudit.api")
+from fvaudit.periodic import Periodic
+
 
 M_ARENA_MAX = -8        # glibc's mallopt parameter number (malloc.h)
 
@@ -57,27 +56,6 @@ def trim() -> bool:
     return bool(libc.malloc_trim(0)) if libc is not None else False
 
 
-class Trimmer:
-    """Calls :func:`trim` every ``interval`` seconds in a daemon thread until stopped."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="fvaudit-malloc-trim", daemon=True)
-
-    def start(self) -> "Trimmer":
-        if self.interval > 0 and _libc() is not None:
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                trim()
-            except Exception as exc:          # never let housekeeping take the server down
-                log.warning("malloc_trim failed: %s", exc)
+def trimmer(interval: float) -> Periodic:
+    """Calls :func:`trim` every ``interval`` seconds (0: never) in a daemon thread until stopped."""
+    return Periodic("malloc-trim", interval, trim, enabled=_libc() is not None)

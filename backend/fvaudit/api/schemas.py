@@ -181,12 +181,17 @@ class JobEventOut(BaseModel):
     created_at: datetime
 
 
-class Headline(BaseModel):
+class MetricMeans(BaseModel):
+    """The SPEC §3 measures of an attack, each a mean over the attacked units (null: undefined)."""
+
     clip_delta: float | None = None
     kendall_tau: float | None = None
     clip_w: float | None = None
     kendall_tau_w: float | None = None
     topk_overlap: float | None = None
+
+
+class Headline(MetricMeans):
     acc_init: float | None = None
     acc_final: float | None = None
     delta_acc: float | None = None
@@ -220,13 +225,8 @@ class RunListItem(BaseModel):
     attack_outcome: AttackOutcome
 
 
-class TableRow(BaseModel):
+class TableRow(MetricMeans):
     layer: str
-    clip_delta: float | None = None
-    kendall_tau: float | None = None
-    clip_w: float | None = None
-    kendall_tau_w: float | None = None
-    topk_overlap: float | None = None
     acc: float | None = None
     delta_acc: float | None = None
     n_units: int | None = None
@@ -249,17 +249,12 @@ class Accuracy(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class Row(BaseModel):
+class Row(MetricMeans):
     """A Table 3.1 row: one layer (or "all") in one state (SPEC §2–§3)."""
 
     layer: str = Field(description='a layer name, or "all": the mean over every attacked unit of every layer')
     state: Literal["selected", "final", "control"]
     step: int | None = None
-    clip_delta: float | None = None
-    kendall_tau: float | None = None
-    clip_w: float | None = None
-    kendall_tau_w: float | None = None
-    topk_overlap: float | None = None
     acc: float | None = None
     delta_acc: float | None = None
     acc_n_images: int | None = Field(None, description="validation images the accuracy was measured on")
@@ -270,19 +265,17 @@ class Row(BaseModel):
 
 
 class SyntheticMeans(BaseModel):
+    """The synthetic-image measures (SPEC §4): a layer's means, or one unit's values."""
+
     natural_clip_delta: float | None = None
     synthetic_clip_delta: float | None = None
     synthetic_transfer: float | None = None
     ns_agreement: float | None = None
 
 
-class SyntheticUnit(BaseModel):
+class SyntheticUnit(SyntheticMeans):
     unit: int
     attacked: bool
-    natural_clip_delta: float | None = None
-    synthetic_clip_delta: float | None = None
-    synthetic_transfer: float | None = None
-    ns_agreement: float | None = None
 
 
 class LayerSynthetic(BaseModel):
@@ -444,144 +437,3 @@ class ShareOut(BaseModel):
     run_id: int
     created_at: datetime
     revoked_at: datetime | None = None
-
-
-class SweepAudit(BaseModel):
-    run_id: int
-    status: str
-    rows: list[dict[str, Any]]
-    error: str | None = None
-
-
-class SweepPointOut(BaseModel):
-    """One grid point: its values, what was pruned, its audits' runs (SPEC §5)."""
-
-    idx: int
-    label: str
-    values: dict[str, Any]
-    method: str | None = Field(description="prune method; null for an unpruned point")
-    rate: float | None = Field(description="norm: weight fraction; oto_*: target group sparsity; vulnerability: "
-                                           "fraction of the layer's channels")
-    layer: str | None
-    model_id: int | None = Field(description="the audited model (a pruned point's new model)")
-    prune_job_id: int | None
-    prune_status: str | None
-    prune_error: str | None
-    prune: dict[str, Any] | None
-    audits: dict[str, SweepAudit]
-
-
-class SweepTableRow(BaseModel):
-    """Tables 4.1–4.4 / C–F: one row per point and attack; each links to its run."""
-
-    point: int
-    label: str
-    method: str | None
-    rate: float | None
-    weight_rate: float | None
-    filter_rate: float | None
-    finetuned_acc: float | None = Field(description="accuracy (%) of the audited model before the attack: the "
-                                                    "fine-tuned pruned model, or the unpruned one")
-    finetune_n_images: int | None
-    layer: str | None
-    attack: str | None
-    clip_delta: float | None
-    kendall_tau: float | None
-    clip_w: float | None
-    kendall_tau_w: float | None
-    topk_overlap: float | None
-    acc: float | None
-    delta_acc: float | None
-    acc_n_images: int | None
-    status: str | None
-    run_id: int | None
-    model_id: int | None
-
-
-class SweepItem(BaseModel):
-    id: int
-    name: str
-    status: JobStatus
-    n_points: int
-    created_at: datetime
-    finished_at: datetime | None
-    hidden: bool = False
-
-
-class SweepDetail(SweepItem):
-    error: str | None
-    spec: dict[str, Any]
-    attacks: list[str]
-    columns: list[str]
-    points: list[SweepPointOut]
-    rows: list[SweepTableRow]
-    curves: dict[str, dict[str, list[Any]]] = Field(description="per method: rate, label, finetuned_acc, "
-                                                                "clip_delta_<attack>, run_<attack> (Figs. 4.1–4.4)")
-
-
-# ------------------------------------------------------------------ detections (SPEC §6)
-
-#: "inconclusive": too few clean models for a p-value (its reason is in ``warnings``)
-Verdict = Literal["no sign", "suspicious", "manipulated", "inconclusive"]
-
-
-class DetectModelOut(BaseModel):
-    model_id: int
-    name: str
-    weights: str
-    weights_from: dict[str, Any] | None = None
-
-
-class DetectionItem(BaseModel):
-    id: int
-    name: str
-    status: JobStatus
-    progress: dict[str, Any]
-    regime: Literal["reference", "population"]
-    verdict: Verdict | None = Field(description="null until the job succeeded")
-    p_value: float | None = Field(description="null until the job succeeded, and when the verdict is inconclusive")
-    warnings: list[str] = Field(default_factory=list, description="what to know before trusting the verdict "
-                                                                  "(e.g. too few clean models: inconclusive)")
-    suspect_model_id: int
-    reference_model_id: int | None
-    layers: list[str]
-    created_at: datetime
-    finished_at: datetime | None
-
-
-class MeasureOut(BaseModel):
-    value: float | None
-    suspicion: float | None
-
-
-class DetectUnitOut(BaseModel):
-    unit: int
-    rank: int | None = Field(description="1 = the most suspicious unit of its layer; null for a dead unit")
-    dead: bool
-    suspicion: float | None
-    driver: str | None
-    measures: dict[str, MeasureOut]
-
-
-class DetectionDetail(DetectionItem):
-    error: str | None
-    spec: dict[str, Any]
-    result: dict[str, Any] | None = Field(description="the verdicts: model and layers, with the evidence that drove "
-                                                      "them (engine.detector.DetectionReport.summary)")
-    units: dict[str, list[DetectUnitOut]] = Field(description="per layer, every unit ranked by suspicion")
-
-
-class DetectUnitDetail(DetectUnitOut):
-    detection_id: int
-    detection_name: str
-    regime: Literal["reference", "population"]
-    layer: str
-    n_units: int
-    layer_verdict: dict[str, Any]
-    models: dict[str, DetectModelOut]
-    suspect_topk: list[Img]
-    reference_topk: list[Img] | None
-    prev_unit: int | None
-    next_unit: int | None
-    prev_ranked: int | None = Field(description="the unit ranked just above this one")
-    next_ranked: int | None = Field(description="the unit ranked just below this one")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import APIToken, ShareLink, User, utcnow
+from fvaudit.db.tables import APIToken, ShareLink, User, utcnow
 
 TOKEN_PREFIX = "fva_"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]{16,128}$")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from fvaudit.api.security import image_sig_expiry, sign_image
 from fvaudit.config import get_settings
-from fvaudit.db.models import METRICS, ImageSet, Job, Run, SyntheticImage, UnitResult
+from fvaudit.db.tables import METRICS, ImageSet, Job, Run, SyntheticImage, UnitResult
 from fvaudit.jobs.registry import job_label
 
 API = "/api/v1"
@@ -26,12 +26,6 @@ def signing_key() -> bytes:
         _key = get_settings().signing_key()
     return _key
 
-
-def reset_caches() -> None:
-    global _key
-    _key = None
-    with _classes_lock:
-        _classes.clear()
 
 
 def classes_of(db: Session, image_set_id: int) -> list[str]:

@@ -1,8 +1,8 @@
-"""Database: SQLAlchemy 2 models (``db.models``), engine/session factory (``db.session``).
+"""Database: the SQLAlchemy 2 tables (``db.tables``), engine/session factory (``db.session``).
 
 Web- and torch-free: the API, the worker and the CLI all import it.
 """
-from fvaudit.db.models import (APIToken, Artifact, Base, Image, ImageSet, Job, JobEvent, Model, Run, Scan,
+from fvaudit.db.tables import (APIToken, Artifact, Base, Image, ImageSet, Job, JobEvent, Model, Run, Scan,
                                ScanLayer, ShareLink, UnitResult, User)
 from fvaudit.db.session import get_engine, session_scope, sessionmaker_for
 

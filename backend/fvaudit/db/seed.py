@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import METRICS, ImageSet, Run, UnitResult, clean_json, utcnow
+from fvaudit.db.tables import METRICS, ImageSet, Run, UnitResult, clean_json, utcnow
 
 
 def synthetic_run(db: Session, owner_id: int | None, model_id: int, train: ImageSet, val: ImageSet,

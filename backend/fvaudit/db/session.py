@@ -83,3 +83,10 @@ def dispose_all() -> None:
                 eng.dispose()
         _engines.clear()
         _makers.clear()
+
+
+def inserted(db: Session, row):
+    """Add ``row`` and flush, so that it has its id (and its defaults) before the commit."""
+    db.add(row)
+    db.flush()
+    return row

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Image, ImageSet, Job, Model, Scan
-from fvaudit.engine.images import DecodeCache, FolderImageSet, ImageSet as EngineImageSet, reopen_image_set
+from fvaudit.db.tables import Image, ImageSet, Job, Model, Scan
+from fvaudit.engine.data.images import DecodeCache, FolderImageSet, ImageSet as EngineImageSet, reopen_image_set
 from fvaudit.jobs.specs import WeightsRef
 from fvaudit.store import ArtifactStore
 
@@ -18,7 +17,7 @@ from fvaudit.store import ArtifactStore
 def configure_pipeline() -> None:
     """The worker's settings become the engine input pipeline's defaults (workers, decode-cache
     use, the skipped-share threshold, AMP): every job kind loads images through it."""
-    from fvaudit.engine import pipeline
+    from fvaudit.engine.data import pipeline
 
     s = get_settings()
     pipeline.configure(workers=s.loader_workers, cache=s.decode_cache, max_skipped_share=s.scan_max_skipped_share,
@@ -55,7 +54,7 @@ def resolve_weights(db: Session, store: ArtifactStore, model: Model, weights_fro
         sha = (job.result or {}).get(f"{weights_from.state}_sha")
         if not sha:
             raise RuntimeError(f"attack job {job.id} recorded no {weights_from.state} weights")
-        from fvaudit.db.models import Artifact
+        from fvaudit.db.tables import Artifact
 
         art = db.scalar(select(Artifact).where(Artifact.sha256 == sha))
         if art is None:
@@ -74,14 +73,14 @@ def resolve_weights(db: Session, store: ArtifactStore, model: Model, weights_fro
 def load_db_model(model: Model, checkpoint: Path | None, device: str):
     """The engine model of a row; a pruned model (SPEC §5) gets its masks back from its zeros,
     so its pruned weights stay zero through any fine-tune or attack that follows."""
-    from fvaudit.engine.models import load_model
+    from fvaudit.engine.models.sources import load_model
 
     if model.prune_job_id is not None and model.checkpoint_id is None:
         raise RuntimeError(f"model {model.id} has no weights yet: its prune job {model.prune_job_id} has not "
                            "succeeded")
     lm = load_model(model.registry_name, checkpoint=checkpoint, pretrained=model.pretrained, device=device)
     if model.prune is not None:
-        from fvaudit.engine.pruning import attach_masks, masks_from_zeros
+        from fvaudit.engine.defence.masks import attach_masks, masks_from_zeros
 
         attach_masks(lm, masks_from_zeros(lm))
     return lm
@@ -99,7 +98,7 @@ def load_scan(db: Session, job_id: int, image_set_id: int) -> Scan:
 
 def layer_scan(store: ArtifactStore, scan: Scan, layer: str):
     """An engine LayerScan from a stored scan (score matrix memory-mapped from the store)."""
-    from fvaudit.engine.activations import LayerScan
+    from fvaudit.engine.scans.activations import LayerScan
 
     for sl in scan.layers:
         if sl.layer == layer:
@@ -107,7 +106,3 @@ def layer_scan(store: ArtifactStore, scan: Scan, layer: str):
             return LayerScan(layer, scores, np.asarray(sl.topk_ids, dtype=np.int64),
                              np.asarray(sl.topk_scores, dtype=np.float32), list(sl.dead_units))
     raise RuntimeError(f"scan {scan.id} has no layer {layer}")
-
-
-def labels_of(image_set: EngineImageSet, ids: Sequence[int]) -> list[int]:
-    return [int(image_set.labels[int(i)]) for i in ids]

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fvaudit.config import Settings
-from fvaudit.db.models import Job, JobEvent, clean_json, utcnow
+from fvaudit.db.tables import Job, JobEvent, clean_json, utcnow
 from fvaudit.db.session import session_scope
 from fvaudit.store import ArtifactStore
 

@@ -3,15 +3,17 @@
 Everything kind-specific comes from the registry: which run a standalone job writes
 into and which jobs it waits for (``run_for``, ``depends_on``); the runs of a chain and
 its steps (``runs``, ``expand``). The row is written first (status ``queued``); only
-after the transaction commits does the caller publish the ids of the runnable ones
-(:func:`fvaudit.jobs.dispatch.publish`).
+after the transaction commits are the ids of the runnable ones published
+(:func:`fvaudit.jobs.dispatch.publish`); :func:`submit` does both for every entry point.
 """
 from __future__ import annotations
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import TERMINAL, Job, Run, User
+from fvaudit.db.tables import TERMINAL, Job, Run, User
+from fvaudit.db.session import session_scope
+from fvaudit.jobs.dispatch import publish
 from fvaudit.jobs.lifecycle import log_event
 from fvaudit.jobs.registry import get_kind
 
@@ -95,3 +97,20 @@ def _create_chain(db: Session, user: User, kind, spec: BaseModel) -> tuple[Job, 
     log_event(db, parent.id, f"{kind.name} created by {user.name}: "
                              + " → ".join(kind.step_label(s.key) or s.key for s in steps))
     return parent, wake
+
+
+def submit(user_id: int, kind_name: str, spec: BaseModel | dict) -> int:
+    """Launch a job the way every entry point does (``POST /jobs``, ``fvaudit demo``): check the
+    spec against the database (:class:`~fvaudit.jobs.registry.JobKind.check`, a
+    :class:`~fvaudit.jobs.validate.FieldError` naming the field), write the rows, commit, then
+    send the wake-ups. Returns the top-level job's id."""
+    kind = get_kind(kind_name)
+    with session_scope() as db:
+        user = db.get(User, user_id)
+        typed = spec if isinstance(spec, BaseModel) else kind.spec.model_validate(spec)
+        job, wake = create_job(db, user, kind.name, kind.check(db, user, typed))
+        job_id = job.id
+    if wake:
+        with session_scope() as db:
+            publish(db, wake)
+    return job_id

@@ -10,32 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Job, utcnow
+from fvaudit.db.tables import Job, utcnow
 
 log = logging.getLogger("fvaudit.dispatch")
-TASK_NAME = "fvaudit.run_job"
-
-
-def runnable_condition(quick_only: bool = False, exclude_quick: bool = False):
-    """SQL condition: a queued, not cancelled job whose dependency (if any) succeeded and
-    whose group members (``group_job_id``: a scan's shards) all succeeded; ``quick_only``:
-    of a ``quick`` kind only (the embedded mode's quick lane); ``exclude_quick``: of any other kind."""
-    dep = aliased(Job)
-    member = aliased(Job)
-    from fvaudit.jobs.registry import runnable_kinds
-
-    return and_(
-        Job.status == "queued",
-        Job.cancel_requested.is_(False),
-        Job.kind.in_(runnable_kinds(quick_only, exclude_quick)),
-        or_(Job.depends_on_id.is_(None),
-            Job.depends_on_id.in_(select(dep.id).where(dep.status == "succeeded").scalar_subquery())),
-        ~exists().where(member.group_job_id == Job.id, member.status != "succeeded"),
-    )
 
 
 def publish(db: Session | None, job_ids: Iterable[int]) -> list[int]:
@@ -48,7 +29,7 @@ def publish(db: Session | None, job_ids: Iterable[int]) -> list[int]:
     if settings.broker_url:
         from celery import group
 
-        from fvaudit.worker import app
+        from fvaudit.celery_app import TASK_NAME, app
 
         retry = {"retry": True, "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
                                                  "interval_max": 0.5}}

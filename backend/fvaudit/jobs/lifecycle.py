@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import TERMINAL, Job, JobEvent, Run, clean_json, utcnow
+from fvaudit.db.tables import TERMINAL, Job, JobEvent, Run, clean_json, utcnow
 from fvaudit.sanitize import clean_reason
 
 
@@ -59,7 +59,7 @@ def _runs_follow_steps(kind: str) -> bool:
     """A chain whose runs are independent results (a sweep's points): each run follows its own steps."""
     from fvaudit.jobs.registry import get_kind, is_kind
 
-    return is_kind(kind) and bool(getattr(get_kind(kind), "runs_follow_steps", False))
+    return is_kind(kind) and get_kind(kind).runs_follow_steps
 
 
 def _steps_status(db: Session, parent_id: int, run_id: int) -> tuple[str, str | None]:
@@ -187,7 +187,7 @@ def _member_ended(db: Session, member: Job) -> list[int]:
         group.progress = {**(group.progress or {}), "stage": "shards", "done": done, "total": len(members)}
         add_event(db, group.id, "progress", dict(group.progress))
         if done == len(members) and group.status == "queued" and not group.cancel_requested:
-            from fvaudit.jobs.dispatch import runnable_condition
+            from fvaudit.jobs.queries import runnable_condition
 
             return list(db.scalars(select(Job.id).where(Job.id == group.id, runnable_condition())))
         return []

@@ -19,16 +19,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
 from fvaudit.config import Settings, get_settings
-from fvaudit.db.models import TERMINAL, Job, utcnow
+from fvaudit.db.tables import TERMINAL, Job, utcnow
 from fvaudit.db.session import session_scope
-from fvaudit.jobs.dispatch import publish, runnable_condition
+from fvaudit.jobs.dispatch import publish
+from fvaudit.jobs.queries import runnable_condition
 from fvaudit.jobs.lifecycle import after_terminal, log_event, refresh_parent, status_event
+from fvaudit.periodic import Periodic
 
 log = logging.getLogger("fvaudit.reaper")
 
@@ -134,30 +135,15 @@ def reap_once(settings: Settings | None = None, max_attempts: int | None = None)
     return out
 
 
-class ReaperThread:
+def _reap_and_log() -> None:
+    res = reap_once()
+    if any(res.values()):
+        log.info("reaper: %s", {k: v for k, v in res.items() if v})
+
+
+def reaper_thread(interval: float) -> Periodic:
     """Runs :func:`reap_once` every ``interval`` s in a daemon thread (inside the API)."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="fvaudit-reaper", daemon=True)
-
-    def start(self) -> "ReaperThread":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                res = reap_once()
-                if any(res.values()):
-                    log.info("reaper: %s", {k: v for k, v in res.items() if v})
-            except Exception as exc:
-                log.warning("reaper pass failed: %s: %s", type(exc).__name__, exc)
+    return Periodic("reaper", interval, _reap_and_log)
 
 
 def terminal(status: str) -> bool:

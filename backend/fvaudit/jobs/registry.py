@@ -9,7 +9,8 @@ Each kind is a class in its own module under :mod:`fvaudit.jobs.kinds`, decorate
   the field), returning the normalised, still typed, spec,
 * either ``run(spec, ctx)`` (a kind a worker runs) or ``expand(spec)`` (a chain: a list
   of :class:`Step` values, each naming the step it waits for),
-* its human labels (``title``, ``description``, and the label of every chain step).
+* its human labels (``title``, ``description``, and the label of every chain step),
+* optionally ``routes``: the module of its own endpoints and response models, which the app mounts.
 
 Everything else reads the registry: the ``POST /jobs`` body (a discriminated union on
 ``kind`` built by :func:`job_create_model`), validation, creation
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.orm import Session
 
-    from fvaudit.db.models import Run, User
+    from fvaudit.db.tables import Run, User
     from fvaudit.jobs.context import JobContext
 
 
@@ -77,6 +78,13 @@ class JobKind:
     #: a short job (seconds to a minute, e.g. indexing a folder): the embedded mode's quick-lane
     #: worker runs only these, so they never wait behind an attack or a render
     quick: ClassVar[bool] = False
+    #: a chain whose steps write runs of their own (a sweep's points): each run's status follows
+    #: the steps that write it, and a failed step fails only its own runs while the others go on
+    runs_follow_steps: ClassVar[bool] = False
+    #: the module of the kind's own endpoints and response models (e.g. ``/detections``): it
+    #: defines ``router``, which the app mounts under ``/api/v1``; named, not imported, so the
+    #: worker never loads the API and the module may import the kind (None: no endpoints)
+    routes: ClassVar[str | None] = None
 
     # ------------------------------------------------------------------ what it is
     @property

@@ -15,10 +15,11 @@ import uuid
 from sqlalchemy import func, or_, select, update
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import Job, utcnow
+from fvaudit.db.tables import Job, utcnow
 from fvaudit.db.session import session_scope
 from fvaudit.jobs.context import Heartbeat, JobContext, LeaseLost
-from fvaudit.jobs.dispatch import publish, runnable_condition
+from fvaudit.jobs.dispatch import publish
+from fvaudit.jobs.queries import runnable_condition
 from fvaudit.jobs.lifecycle import after_terminal, finish, log_event, set_run_status, status_event
 from fvaudit.jobs.registry import get_kind, is_kind
 from fvaudit.sanitize import clean_message, clean_reason

@@ -6,8 +6,8 @@ Torch-free: the API imports this module. Each kind's own spec lives in its modul
 not numbers, NaN and infinities are refused.
 
 :class:`AttackParams` has the field names of the engine's
-:class:`~fvaudit.engine.attacks.AttackConfig` and takes its defaults from the one
-torch-free :data:`~fvaudit.engine.attack_defaults.ATTACK_DEFAULTS`, so the mapping to
+:class:`~fvaudit.engine.attack.config.AttackConfig` and takes its defaults from the one
+torch-free :data:`~fvaudit.engine.attack.defaults.ATTACK_DEFAULTS`, so the mapping to
 the engine is ``AttackConfig(targets=..., device=..., **params.engine_fields())``.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo,
                       WithJsonSchema, field_validator)
 
-from fvaudit.engine.attack_defaults import ATTACK_DEFAULTS as D
+from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
 
 MAX_INT = 2**31 - 1
 
@@ -96,6 +96,10 @@ def unique_layers(v: list[str]) -> list[str]:
     return v
 
 
+#: layer names or labels, each at most once (the length bounds are the field's)
+UniqueLayers = Annotated[list[LayerName], AfterValidator(unique_layers)]
+
+
 #: attack fields only some attack kinds use: field → (the kinds that use it, why the others do not)
 ATTACK_FIELD_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "alpha_init": (("push_down", "push_up"), "the finetune baseline has α = 0, no α controller"),
@@ -121,46 +125,41 @@ class AttackParams(Strict):
 
     kind: Literal["push_down", "push_up", "finetune"] = Field("push_down", description="attack kind; finetune = "
                                                                                        "the α = 0 baseline")
-    layers: list[LayerName] = Field(min_length=1, max_length=64, description="layer names or display labels "
+    layers: UniqueLayers = Field(min_length=1, max_length=64, description="layer names or display labels "
                                                                              "(see GET /models/{id}/layers)")
     units: list[UnitIdx] | None = Field(None, min_length=1, max_length=65536,
                                         description="units to attack (only with exactly one layer); null = every "
                                                     "unit of every layer")
-    k: int = Field(D["k"], gt=0, le=1000, description="|D_attack(j)|: the initial top-k pushed down")
+    k: int = Field(ATTACK_DEFAULTS["k"], gt=0, le=1000, description="|D_attack(j)|: the initial top-k pushed down")
     alpha: float | None = Field(None, ge=0.0, le=1.0, description="fixed α in [0, 1]; null = dynamic α")
-    alpha_init: float = Field(D["alpha_init"], gt=0.0, le=1.0, description="dynamic α starts here")
-    alpha_max: float = Field(D["alpha_max"], gt=0.0, le=1.0)
-    alpha_factor: float = Field(D["alpha_factor"], gt=1.0, le=100.0,
+    alpha_init: float = Field(ATTACK_DEFAULTS["alpha_init"], gt=0.0, le=1.0, description="dynamic α starts here")
+    alpha_max: float = Field(ATTACK_DEFAULTS["alpha_max"], gt=0.0, le=1.0)
+    alpha_factor: float = Field(ATTACK_DEFAULTS["alpha_factor"], gt=1.0, le=100.0,
                                 description="dynamic α: ÷ factor when over budget, × factor (≤ α_max) otherwise")
-    acc_budget_pp: float = Field(D["acc_budget_pp"], ge=0.0, le=100.0,
+    acc_budget_pp: float = Field(ATTACK_DEFAULTS["acc_budget_pp"], ge=0.0, le=100.0,
                                  description="allowed accuracy drop on the full validation set, percentage points")
-    eval_every: int = Field(D["eval_every"], gt=0, le=1_000_000, description="steps between accuracy evaluations")
-    eval_size: int = Field(D["eval_size"], ge=0, le=10_000_000,
+    eval_every: int = Field(ATTACK_DEFAULTS["eval_every"], gt=0, le=1_000_000, description="steps between accuracy evaluations")
+    eval_size: int = Field(ATTACK_DEFAULTS["eval_size"], ge=0, le=10_000_000,
                            description="validation images the α controller reads (0 = all)")
-    lr: float = Field(D["lr"], gt=0.0, le=10.0, description="Adam learning rate")
-    lr_schedule: Literal["constant", "cosine"] = Field(D["lr_schedule"], description="cosine decays to 0 at the "
+    lr: float = Field(ATTACK_DEFAULTS["lr"], gt=0.0, le=10.0, description="Adam learning rate")
+    lr_schedule: Literal["constant", "cosine"] = Field(ATTACK_DEFAULTS["lr_schedule"], description="cosine decays to 0 at the "
                                                                                      "last step")
-    anchor_weight: float = Field(D["anchor_weight"], ge=0.0, le=1e6,
+    anchor_weight: float = Field(ATTACK_DEFAULTS["anchor_weight"], ge=0.0, le=1e6,
                                  description="loss variant: + w/2 · ‖θ − θ_init‖² (L2-SP); 0 = off")
-    steps: int = Field(D["steps"], gt=0, le=10_000_000)
-    batch_size: int = Field(D["batch_size"], gt=0, le=8192)
-    attack_batch_size: int = Field(D["attack_batch_size"], gt=0, le=8192)
-    decoy_batch_size: int = Field(D["decoy_batch_size"], gt=0, le=8192)
-    score_norm: Literal["none", "init_mean", "batch_mean"] = Field(D["score_norm"], description="SPEC §2")
-    n_decoys: int = Field(D["n_decoys"], gt=0, le=1_000_000)
-    seed: int = Field(D["seed"], ge=0, le=MAX_INT)
-    checkpoint_every: int = Field(D["checkpoint_every"], gt=0, le=10_000_000,
+    steps: int = Field(ATTACK_DEFAULTS["steps"], gt=0, le=10_000_000)
+    batch_size: int = Field(ATTACK_DEFAULTS["batch_size"], gt=0, le=8192)
+    attack_batch_size: int = Field(ATTACK_DEFAULTS["attack_batch_size"], gt=0, le=8192)
+    decoy_batch_size: int = Field(ATTACK_DEFAULTS["decoy_batch_size"], gt=0, le=8192)
+    score_norm: Literal["none", "init_mean", "batch_mean"] = Field(ATTACK_DEFAULTS["score_norm"], description="SPEC §2")
+    n_decoys: int = Field(ATTACK_DEFAULTS["n_decoys"], gt=0, le=1_000_000)
+    seed: int = Field(ATTACK_DEFAULTS["seed"], ge=0, le=MAX_INT)
+    checkpoint_every: int = Field(ATTACK_DEFAULTS["checkpoint_every"], gt=0, le=10_000_000,
                                   description="steps between resumable checkpoints")
     decoy_ids: list[ImageIdx] | None = Field(None, min_length=1, max_length=100_000,
                                              description="push-up: explicit decoy image ids of the training set")
     decoy_class: DecoyClass | None = Field(None, validate_default=True,
                                            description="push-up: decoy class index (a number) or name (a string) "
                                                        "of the training set")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return unique_layers(v)
 
     @field_validator("alpha")
     @classmethod

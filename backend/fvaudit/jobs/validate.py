@@ -14,7 +14,7 @@ import re
 from sqlalchemy.orm import Session
 
 from fvaudit.config import get_settings
-from fvaudit.db.models import ImageSet, Job, Model, User
+from fvaudit.db.tables import ImageSet, Job, Model, User
 from fvaudit.jobs.specs import AttackParams, attack_rules, unused_given
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -113,7 +113,7 @@ def check_checkpoint_path(path: str, loc: tuple) -> str:
     if p.suffix.lower() != ".safetensors":
         # the same screen as model registration: a pickle naming anything but tensors is refused
         # here, at submission, not inside the worker after the chain has started
-        from fvaudit.api.registration import UnsafeCheckpoint, screen_pickle_checkpoint
+        from fvaudit.engine.models.checkpoints import UnsafeCheckpoint, screen_pickle_checkpoint
 
         try:
             screen_pickle_checkpoint(p)
@@ -125,7 +125,7 @@ def check_checkpoint_path(path: str, loc: tuple) -> str:
 def check_embedder(spec: str, loc: tuple) -> str:
     if spec in ("auto", "none"):
         return spec
-    from fvaudit.engine.embedders import EmbedderError, canonical_spec
+    from fvaudit.engine.measure.embedders import EmbedderError, canonical_spec
 
     try:
         canon = canonical_spec(spec)

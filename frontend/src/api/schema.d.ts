@@ -538,6 +538,57 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/detections": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your detections, newest first */
+        get: operations["list_detections_api_v1_detections_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/detections/{detection_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A detection: its verdicts and every unit ranked by suspicion */
+        get: operations["get_detection_api_v1_detections__detection_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/detections/{detection_id}/layers/{layer}/units/{unit}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One unit of a detection: its suspicion and evidence beside the suspect's and the reference's top-k */
+        get: operations["get_detection_unit_api_v1_detections__detection_id__layers__layer__units__unit__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sweeps": {
         parameters: {
             query?: never;
@@ -583,57 +634,6 @@ export type paths = {
         };
         /** The results table as CSV, JSON (rows, curves, points) or markdown */
         get: operations["sweep_table_api_v1_sweeps__sweep_id__table_get"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/detections": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Your detections, newest first */
-        get: operations["list_detections_api_v1_detections_get"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/detections/{detection_id}": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** A detection: its verdicts and every unit ranked by suspicion */
-        get: operations["get_detection_api_v1_detections__detection_id__get"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/detections/{detection_id}/layers/{layer}/units/{unit}": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** One unit of a detection: its suspicion and evidence beside the suspect's and the reference's top-k */
-        get: operations["get_detection_unit_api_v1_detections__detection_id__layers__layer__units__unit__get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1393,7 +1393,7 @@ export type components = {
             batch_size?: number;
             /**
              * Train Limit
-             * @description fine-tune on the first N training images (null = all)
+             * @description fine-tune on a seeded class-stratified sample of N training images (null = all)
              */
             train_limit?: number | null;
             /**
@@ -2176,6 +2176,16 @@ export type components = {
          * @description A Table 3.1 row: one layer (or "all") in one state (SPEC §2–§3).
          */
         Row: {
+            /** Clip Delta */
+            clip_delta?: number | null;
+            /** Kendall Tau */
+            kendall_tau?: number | null;
+            /** Clip W */
+            clip_w?: number | null;
+            /** Kendall Tau W */
+            kendall_tau_w?: number | null;
+            /** Topk Overlap */
+            topk_overlap?: number | null;
             /**
              * Layer
              * @description a layer name, or "all": the mean over every attacked unit of every layer
@@ -2188,16 +2198,6 @@ export type components = {
             state: "selected" | "final" | "control";
             /** Step */
             step?: number | null;
-            /** Clip Delta */
-            clip_delta?: number | null;
-            /** Kendall Tau */
-            kendall_tau?: number | null;
-            /** Clip W */
-            clip_w?: number | null;
-            /** Kendall Tau W */
-            kendall_tau_w?: number | null;
-            /** Topk Overlap */
-            topk_overlap?: number | null;
             /** Acc */
             acc?: number | null;
             /** Delta Acc */
@@ -2760,7 +2760,10 @@ export type components = {
             /** Seed */
             seed: number;
         };
-        /** SyntheticMeans */
+        /**
+         * SyntheticMeans
+         * @description The synthetic-image measures (SPEC §4): a layer's means, or one unit's values.
+         */
         SyntheticMeans: {
             /** Natural Clip Delta */
             natural_clip_delta?: number | null;
@@ -2773,10 +2776,6 @@ export type components = {
         };
         /** SyntheticUnit */
         SyntheticUnit: {
-            /** Unit */
-            unit: number;
-            /** Attacked */
-            attacked: boolean;
             /** Natural Clip Delta */
             natural_clip_delta?: number | null;
             /** Synthetic Clip Delta */
@@ -2785,11 +2784,13 @@ export type components = {
             synthetic_transfer?: number | null;
             /** Ns Agreement */
             ns_agreement?: number | null;
+            /** Unit */
+            unit: number;
+            /** Attacked */
+            attacked: boolean;
         };
         /** TableRow */
         TableRow: {
-            /** Layer */
-            layer: string;
             /** Clip Delta */
             clip_delta?: number | null;
             /** Kendall Tau */
@@ -2800,6 +2801,8 @@ export type components = {
             kendall_tau_w?: number | null;
             /** Topk Overlap */
             topk_overlap?: number | null;
+            /** Layer */
+            layer: string;
             /** Acc */
             acc?: number | null;
             /** Delta Acc */
@@ -3944,7 +3947,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"] | components["schemas"]["PruneJobCreate"] | components["schemas"]["SweepJobCreate"] | components["schemas"]["DetectJobCreate"];
+                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"] | components["schemas"]["DetectJobCreate"] | components["schemas"]["PruneJobCreate"] | components["schemas"]["SweepJobCreate"];
             };
         };
         responses: {
@@ -4617,6 +4620,116 @@ export interface operations {
             };
         };
     };
+    list_detections_api_v1_detections_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DetectionItem"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_detection_api_v1_detections__detection_id__get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                detection_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DetectionDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_detection_unit_api_v1_detections__detection_id__layers__layer__units__unit__get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                detection_id: number;
+                layer: string;
+                unit: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DetectUnitDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_sweeps_api_v1_sweeps_get: {
         parameters: {
             query?: {
@@ -4798,116 +4911,6 @@ export interface operations {
                     "text/csv": unknown;
                     "application/json": unknown;
                     "text/markdown": unknown;
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
-        };
-    };
-    list_detections_api_v1_detections_get: {
-        parameters: {
-            query?: {
-                limit?: number;
-                offset?: number;
-                /** @description share-link token (read-only access to one run) */
-                share?: string | null;
-            };
-            header?: {
-                "x-share-token"?: string | null;
-            };
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DetectionItem"][];
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
-        };
-    };
-    get_detection_api_v1_detections__detection_id__get: {
-        parameters: {
-            query?: {
-                /** @description share-link token (read-only access to one run) */
-                share?: string | null;
-            };
-            header?: {
-                "x-share-token"?: string | null;
-            };
-            path: {
-                detection_id: number;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DetectionDetail"];
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
-        };
-    };
-    get_detection_unit_api_v1_detections__detection_id__layers__layer__units__unit__get: {
-        parameters: {
-            query?: {
-                /** @description share-link token (read-only access to one run) */
-                share?: string | null;
-            };
-            header?: {
-                "x-share-token"?: string | null;
-            };
-            path: {
-                detection_id: number;
-                layer: string;
-                unit: number;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DetectUnitDetail"];
                 };
             };
             /** @description Validation Error */

@@ -19,13 +19,12 @@ from sqlalchemy import and_, func, select
 
 from fvaudit.api import manage
 from fvaudit.api.deps import DB, CurrentUser, IdPath, NameQuery, Principal, Who, like, paged, unauthorized
-from fvaudit.api.manage import commit_and_unlink
 from fvaudit.api.images import image_cache_control, load_pixels, png_bytes, servable_path
-from fvaudit.api.registration import register_image_set, start_folder_registration
-from fvaudit.api.schemas import HiddenPatch, ImageSetAccepted, ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
+from fvaudit.registration import register_image_set, start_folder_registration
+from fvaudit.api.schemas import ImageSetAccepted, ImageSetCreate, ImageSetDetail, ImageSetOut, Sample
 from fvaudit.api.security import check_image_sig, parse_image_sig
 from fvaudit.api.serialize import classes_of, image_urls, jobs_out, signing_key
-from fvaudit.db.models import Image, ImageSet, Job, Run, User
+from fvaudit.db.tables import Image, ImageSet, Job, Run, User
 from fvaudit.db.session import session_scope
 from fvaudit.jobs.dispatch import publish
 from fvaudit.store import get_store
@@ -95,23 +94,12 @@ def _owned_set(db, user, set_id: int) -> ImageSet:
     return s
 
 
-@router.patch("/{set_id}", response_model=ImageSetOut,
-              summary="Hide an image set from the lists and pickers (or show it again); owner or admin")
-def patch_set(set_id: IdPath, body: HiddenPatch, db: DB, user: CurrentUser):
-    s = _owned_set(db, user, set_id)
-    s.hidden = body.hidden
-    db.commit()
-    return sets_out(db, [s])[0]
-
-
-@router.delete("/{set_id}", status_code=204, response_class=Response,
-               responses={409: {"description": "runs or jobs use it, or it is still being indexed: the detail says "
-                                               "which; it can be hidden instead"}},
-               summary="Delete an image set nothing uses (its image index and thumbnails); owner or admin")
-def delete_set(set_id: IdPath, db: DB, user: CurrentUser):
-    s = _owned_set(db, user, set_id)
-    commit_and_unlink(db, manage.delete_image_set(db, s))
-    return Response(status_code=204)
+manage.hide_and_delete_routes(
+    router, "/{set_id}", "set_id", "set", owned=lambda db, user, set_id: _owned_set(db, user, set_id),
+    out=lambda db, s: sets_out(db, [s])[0], delete=manage.delete_image_set, response_model=ImageSetOut,
+    hide_summary="Hide an image set from the lists and pickers (or show it again); owner or admin",
+    delete_summary="Delete an image set nothing uses (its image index and thumbnails); owner or admin",
+    conflicts="runs or jobs use it, or it is still being indexed: the detail says which; it can be hidden instead")
 
 
 def _register(user_id: int, body: ImageSetCreate) -> tuple[int, int | None]:

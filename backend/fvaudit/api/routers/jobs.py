@@ -21,12 +21,11 @@ from fvaudit.api.deps import (DB, CurrentUser, IdPath, Principal, Who, get_job_f
                               require_user)
 from fvaudit.api.schemas import Job as JobSchema, JobEventOut, JobKindOut, JobStatus
 from fvaudit.api.serialize import jobs_out
-from fvaudit.db.models import TERMINAL, Job, JobEvent, User
+from fvaudit.db.tables import TERMINAL, Job, JobEvent
 from fvaudit.db.session import session_scope
-from fvaudit.jobs.create import create_job
-from fvaudit.jobs.dispatch import publish
+from fvaudit.jobs.create import submit
 from fvaudit.jobs.lifecycle import request_cancel
-from fvaudit.jobs.registry import all_kinds, get_kind, job_create_model, kind_infos
+from fvaudit.jobs.registry import all_kinds, job_create_model, kind_infos
 
 
 def examples() -> dict:
@@ -37,18 +36,6 @@ def examples() -> dict:
             out[k.name if i == 0 else f"{k.name}-{i + 1}"] = {"summary": f"{k.title}: {k.description}",
                                                                "value": {"kind": k.name, "spec": ex}}
     return out
-
-
-def _create(user_id: int, body: Any) -> int:
-    with session_scope() as db:
-        user = db.get(User, user_id)
-        spec = get_kind(body.kind).check(db, user, body.spec)
-        job, wake = create_job(db, user, body.kind, spec)
-        jid = job.id
-    if wake:
-        with session_scope() as db:
-            publish(db, wake)
-    return jid
 
 
 def make_router() -> APIRouter:
@@ -62,7 +49,7 @@ def make_router() -> APIRouter:
         return [vars(i) for i in kind_infos()]
 
     async def create(user: CurrentUser, db: DB, body):
-        jid = await run_in_threadpool(_create, user.id, body)
+        jid = await run_in_threadpool(submit, user.id, body.kind, body.spec)
         return jobs_out(db, [db.get(Job, jid)])[0]
 
     # the union is a value of this call, not a module global: give FastAPI the object itself

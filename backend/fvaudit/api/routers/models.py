@@ -12,13 +12,12 @@ from sqlalchemy import func, select
 
 from fvaudit.api import manage
 from fvaudit.api.deps import DB, CurrentUser, IdPath, NameQuery, Who, like, paged, require_user
-from fvaudit.api.manage import commit_and_unlink
-from fvaudit.api.registration import register_model
-from fvaudit.api.schemas import (HiddenPatch, LayerOut, ModelCreate, ModelOut, ModelSynthetic, ModelSyntheticUnitDetail,
+from fvaudit.registration import register_model
+from fvaudit.api.schemas import (LayerOut, ModelCreate, ModelOut, ModelSynthetic, ModelSyntheticUnitDetail,
                                  RegistryEntry)
 from fvaudit.api.serialize import synthetic_url
 from fvaudit.config import get_settings
-from fvaudit.db.models import Model, Run, SyntheticImage
+from fvaudit.db.tables import Model, Run, SyntheticImage
 from fvaudit.db.session import session_scope
 from fvaudit.jobs.validate import FieldError, check_checkpoint_path
 
@@ -50,7 +49,7 @@ def _ready():
 @router.get("/registry", response_model=list[RegistryEntry], summary="Models that can be registered by name")
 def registry(who: Who):
     require_user(who)
-    from fvaudit.engine.models import list_models
+    from fvaudit.engine.models.sources import list_models
 
     return list_models()
 
@@ -161,23 +160,12 @@ def _owned_model(db, user, model_id: int) -> Model:
     return m
 
 
-@router.patch("/{model_id}", response_model=ModelOut, summary="Hide a model from the lists and pickers (or show it "
-                                                                "again); owner or admin")
-def patch_model(model_id: IdPath, body: HiddenPatch, db: DB, user: CurrentUser):
-    m = _owned_model(db, user, model_id)
-    m.hidden = body.hidden
-    db.commit()
-    return models_out(db, [m])[0]
-
-
-@router.delete("/{model_id}", status_code=204, response_class=Response,
-               responses={409: {"description": "something derives from it (runs, pruned models, jobs): the detail "
-                                               "says what; it can be hidden instead"}},
-               summary="Delete a model nothing derives from, with its checkpoint; owner or admin")
-def delete_model(model_id: IdPath, db: DB, user: CurrentUser):
-    m = _owned_model(db, user, model_id)
-    commit_and_unlink(db, manage.delete_model(db, m))
-    return Response(status_code=204)
+manage.hide_and_delete_routes(
+    router, "/{model_id}", "model_id", "model", owned=lambda db, user, model_id: _owned_model(db, user, model_id),
+    out=lambda db, m: models_out(db, [m])[0], delete=manage.delete_model, response_model=ModelOut,
+    hide_summary="Hide a model from the lists and pickers (or show it again); owner or admin",
+    delete_summary="Delete a model nothing derives from, with its checkpoint; owner or admin",
+    conflicts="something derives from it (runs, pruned models, jobs): the detail says what; it can be hidden instead")
 
 
 @router.get("/{model_id}/layers", response_model=list[LayerOut], summary="Addressable layers, with shapes and unit counts")

@@ -14,13 +14,12 @@ from sqlalchemy import asc, desc, func, nulls_last, select
 from fvaudit.api import manage
 from fvaudit.api.deps import (DB, CurrentUser, IdPath, NameQuery, Principal, Who, can_read_run, get_run_for, like, paged,
                               read_only)
-from fvaudit.api.manage import commit_and_unlink
-from fvaudit.api.schemas import (HiddenPatch, JobStatus, RunDetail, RunListItem, ShareOut, UnitDetail, UnitPage,
+from fvaudit.api.schemas import (JobStatus, RunDetail, RunListItem, ShareOut, UnitDetail, UnitPage,
                                  UnitState)
 from fvaudit.api.security import new_share_token, well_formed
 from fvaudit.api.serialize import run_detail, run_item, unit_detail, unit_row, unit_states
 from fvaudit.config import get_settings
-from fvaudit.db.models import METRICS, Artifact, Run, ShareLink, SyntheticImage, UnitResult, utcnow
+from fvaudit.db.tables import METRICS, Artifact, Run, ShareLink, SyntheticImage, UnitResult, utcnow
 from fvaudit.store import get_store
 
 router = APIRouter(tags=["runs"])
@@ -55,24 +54,13 @@ def get_run(run_id: IdPath, db: DB, who: Who):
     return run_detail(db, run, read_only(who, run))
 
 
-@router.patch("/runs/{run_id}", response_model=RunListItem,
-              summary="Hide a run from the lists (or show it again); owner or admin")
-def patch_run(run_id: IdPath, body: HiddenPatch, db: DB, user: CurrentUser):
-    run = _owned_run(db, user, run_id)
-    run.hidden = body.hidden
-    db.commit()
-    return run_item(run)
-
-
-@router.delete("/runs/{run_id}", status_code=204, response_class=Response,
-               responses={409: {"description": "still queued or running, part of a sweep, or the control of another "
-                                               "run (the detail says which)"}},
-               summary="Delete a run with its audit: jobs, unit results, synthetic images, share links and the "
-                       "artifacts nothing else references; owner or admin")
-def delete_run(run_id: IdPath, db: DB, user: CurrentUser):
-    run = _owned_run(db, user, run_id)
-    commit_and_unlink(db, manage.delete_run(db, run))
-    return Response(status_code=204)
+manage.hide_and_delete_routes(
+    router, "/runs/{run_id}", "run_id", "run", owned=lambda db, user, run_id: _owned_run(db, user, run_id),
+    out=lambda db, run: run_item(run), delete=manage.delete_run, response_model=RunListItem,
+    hide_summary="Hide a run from the lists (or show it again); owner or admin",
+    delete_summary="Delete a run with its audit: jobs, unit results, synthetic images, share links and the "
+                   "artifacts nothing else references; owner or admin",
+    conflicts="still queued or running, part of a sweep, or the control of another run (the detail says which)")
 
 
 @dataclass

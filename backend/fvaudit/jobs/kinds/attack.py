@@ -1,6 +1,6 @@
 """Job kind ``attack``: push-down / push-up / fine-tune baseline (SPEC §2) on one or several layers.
 
-Runs the engine's :func:`~fvaudit.engine.attacks.run_attack` with a work directory per
+Runs the engine's :func:`~fvaudit.engine.attack.run.run_attack` with a work directory per
 job, so a job requeued after its worker died resumes from the last checkpoint (the
 engine draws every step's batches from ``(seed, step)``: the resumed path equals the
 uninterrupted one). The selected (the latest state within the accuracy budget on the
@@ -14,7 +14,8 @@ from dataclasses import asdict
 from pydantic import ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import ImageSet, Model, Run, User, clean_json
+from fvaudit.db.tables import ImageSet, Model, Run, User, clean_json
+from fvaudit.db.session import inserted
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import AttackParams, DbId, Name, PathStr, Strict
 from fvaudit.jobs.validate import (FieldError, check_attack, check_checkpoint_path, check_classes_match,
@@ -60,9 +61,7 @@ def new_attack_run(db: Session, user: User, spec, name: str, params: AttackParam
     run = Run(name=name, owner_id=user.id, model_id=spec.model_id, status="queued", attack_kind=a.kind,
               layers=list(a.layers), attack=clean_json(a.model_dump(mode="json")), train_set_id=spec.train_set_id,
               val_set_id=spec.val_set_id, k_clip=getattr(spec, "k_clip", 5), embedder=None)
-    db.add(run)
-    db.flush()
-    return run
+    return inserted(db, run)
 
 
 @register_kind
@@ -101,7 +100,7 @@ class AttackKind(JobKind):
 
 def attack_config(params: AttackParams, layers: list[str], device: str):
     """The engine's config: the same field names, so no field is copied by hand."""
-    from fvaudit.engine.attacks import AttackConfig, Target
+    from fvaudit.engine.attack.config import AttackConfig, Target
 
     units = list(params.units) if params.units is not None else None
     return AttackConfig(targets=[Target(l, units) for l in layers], device=device, **params.engine_fields())
@@ -117,7 +116,7 @@ def accuracy_of(res) -> dict:
 
 
 def run_attack_job(spec: AttackSpec, ctx) -> dict:
-    from fvaudit.engine.attacks import run_attack
+    from fvaudit.engine.attack.run import run_attack
     from fvaudit.jobs.common import layer_scan, load_db_model, load_scan, open_db_image_set, resolve_weights
 
     with ctx.session() as db:

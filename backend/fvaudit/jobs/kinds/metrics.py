@@ -22,12 +22,13 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import METRICS, ImageSet, Job, Run, UnitResult, User, clean_json, finite, upsert, utcnow
+from fvaudit.db.tables import METRICS, ImageSet, Job, Run, UnitResult, User, clean_json, finite, upsert, utcnow
+from fvaudit.db.session import inserted
 from fvaudit.jobs.registry import JobKind, register_kind
-from fvaudit.jobs.specs import DbId, Embedder, LayerName, Name, Strict, unique_layers
+from fvaudit.jobs.specs import DbId, Embedder, Name, Strict, UniqueLayers
 from fvaudit.jobs.validate import FieldError, check_embedder, check_layer, get_image_set, get_job, get_model
 
 STATES = ("selected", "final")
@@ -45,14 +46,9 @@ class MetricsSpec(Strict):
     val_set_id: DbId = Field(description="D_τ: the image set the metrics rank over (in both scans)")
     train_set_id: DbId | None = Field(None, description="also report top-k before/after on this set")
     attack_job_id: DbId | None = Field(None, description="attack whose attacked/dead units and accuracy to report")
-    layers: list[LayerName] | None = Field(None, min_length=1, max_length=64)
+    layers: UniqueLayers | None = Field(None, min_length=1, max_length=64)
     k_clip: int = Field(5, gt=0, le=100)
     embedder: Embedder = "auto"
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return v if v is None else unique_layers(v)
 
 
 def check_metrics(db: Session, user: User, spec: MetricsSpec) -> MetricsSpec:
@@ -115,38 +111,10 @@ class MetricsKind(JobKind):
         run = Run(name=spec.name or "metrics", owner_id=user.id, model_id=before.spec["model_id"], status="queued",
                   layers=list(spec.layers or []), train_set_id=spec.train_set_id, val_set_id=spec.val_set_id,
                   k_clip=spec.k_clip)
-        db.add(run)
-        db.flush()
-        return run
+        return inserted(db, run)
 
     def run(self, spec: MetricsSpec, ctx) -> dict:
         return run_metrics(spec, ctx)
-
-
-def make_embed(spec: str, image_set, ctx):
-    """(embed_topk callable or None, embedder, embedder id, warning)."""
-    if spec == "none":
-        return None, None, None, None
-    from fvaudit.engine.embedders import EmbeddingCache, default_embedder, embed_topk, get_embedder
-    from fvaudit.engine.progress import Cancelled
-
-    warning = None
-    if spec == "auto":
-        embedder, warning = default_embedder(ctx.device)
-    else:
-        embedder = get_embedder(spec, device=ctx.device)
-    cache = EmbeddingCache(ctx.cache_dir / "embeddings")
-
-    def progress(done: int, total: int) -> None:
-        ctx.reporter.advance(done, total)
-        if ctx.reporter.cancelled():
-            raise Cancelled()
-
-    def fn(ids):
-        ctx.reporter.stage(f"embed top-k ({embedder.id})")
-        return embed_topk(embedder, cache, image_set.key, ids, image_set.load_pil, progress=progress)
-
-    return fn, embedder, embedder.id, warning
 
 
 def _topk_entry(ids: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -159,12 +127,6 @@ def _mean(values) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-def row_json(row, extra: dict) -> dict:
-    """An engine TableRow as the run's JSON row (layer, state, metrics, accuracy and its image count)."""
-    return {"layer": row.layer, "state": row.state, "step": row.step, **row.values, "acc": row.acc,
-            "delta_acc": row.delta_acc, "acc_n_images": row.acc_n_images, "over_budget": row.over_budget, **extra}
-
-
 def state_accuracy(acc: dict, state: str) -> dict:
     """measure_state's accuracy arguments for the selected or the final state of an attack."""
     if state == "selected":
@@ -173,8 +135,9 @@ def state_accuracy(acc: dict, state: str) -> dict:
 
 
 def run_metrics(spec: MetricsSpec, ctx) -> dict:
-    from fvaudit.engine import metrics as M
-    from fvaudit.engine.experiment import measure_state
+    from fvaudit.engine import measure
+    from fvaudit.engine.audit import measure_state
+    from fvaudit.engine.measure.embedders import make_topk_embedder
     from fvaudit.jobs.common import layer_scan, load_scan, open_db_image_set
 
     ctx.reporter.stage("load scans")
@@ -208,7 +171,9 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         init_val, init_train = by_layer(before_val), by_layer(before_train)
         final_val = {s: by_layer(r) for s, r in after_val.items()}
         final_train = {s: by_layer(r) for s, r in after_train.items()}
-    embed, _, emb_id, warning = make_embed(spec.embedder, val, ctx)
+    topk_embedding = make_topk_embedder(spec.embedder, val, ctx.cache_dir, ctx.device, ctx.reporter)
+    embed, emb_id, warning = ((topk_embedding.embed, topk_embedding.id, topk_embedding.warning)
+                              if topk_embedding else (None, None, None))
     if warning:
         ctx.log(f"note: {warning}")
     k_clip = spec.k_clip
@@ -243,13 +208,13 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         other_sim: dict[str, dict[int, dict]] = {st: {} for st in others}
         if embed is not None and len(lm.units) > 1:
             e_i, e_f = embed(iv.topk_ids[lm.units, :k_clip]), embed(fv.topk_ids[lm.units, :k_clip])
-            pre = np.diag(M.set_similarity(e_i, e_i))
-            post = np.diag(M.set_similarity(e_i, e_f))
+            pre = np.diag(measure.set_similarity(e_i, e_i))
+            post = np.diag(measure.set_similarity(e_i, e_f))
             self_sim = {u: {"pre": finite(pre[c]), "post": finite(post[c])} for c, u in enumerate(lm.units)}
             clip_sim[layer] = [{"unit": u, **self_sim[u]} for u in lm.units if u in set(lm.attacked)]
             for st in others:
                 e_o = embed(final_val[st][layer].topk_ids[lm.units, :k_clip])
-                post_o = np.diag(M.set_similarity(e_i, e_o))
+                post_o = np.diag(measure.set_similarity(e_i, e_o))
                 other_sim[st] = {u: {"pre": finite(pre[c]), "post": finite(post_o[c])} for c, u in enumerate(lm.units)}
         att, dead_set = set(lm.attacked), set(lm.dead)
         for u in range(n_units):
@@ -286,14 +251,14 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         ms = measured[st]
         for row in ms.rows(spec.name or "run"):
             ls = layers if row.layer == "all" else [row.layer]
-            rows.append(row_json(row, {
+            rows.append({**row.to_json(), **{
                 "n_units": sum(layer_info[l]["units"] for l in ls),
                 "n_attacked": sum(len(ms.metrics[l].attacked) for l in ls),
                 "n_dead": sum(len(ms.metrics[l].dead) for l in ls),
                 "n_images": ms.metrics[ls[0]].extra.get("n_images"),
                 "train_topk_overlap": ms.train_overlap.get(row.layer) if row.layer != "all" else None,
                 **{f"{m}_n_nan": sum(int(ms.metrics[l].aggregates[m].get("n_nan", 0)) for l in ls
-                                     if m in ms.metrics[l].aggregates) for m in METRICS}}))
+                                     if m in ms.metrics[l].aggregates) for m in METRICS}}})
     pushup = None
     if decoy_class is not None and main.pushup:
         pushup = {"decoy_class": decoy_class, "k": k_clip,

@@ -20,39 +20,39 @@ a prune job launched alone creates it.
 """
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import ImageSet, Model, Run, UnitResult, User, clean_json
+from fvaudit.db.tables import ImageSet, Model, Run, UnitResult, User, clean_json
+from fvaudit.db.session import inserted
+from fvaudit.engine.defence.defaults import METHOD_LABELS, METHODS, PRUNE_DEFAULTS, finetune_phases, n_channels
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import DbId, LayerName, Name, Strict, UnitIdx
 from fvaudit.jobs.validate import FieldError, check_classes_match, check_layer, get_image_set, get_model
 
 PruneMethod = Literal["norm", "oto_filter", "oto_weight", "vulnerability"]
-METHOD_LABELS = {"norm": "norm", "oto_filter": "OTO filter", "oto_weight": "OTO weight",
-                 "vulnerability": "vulnerability"}
-THESIS_SCHEDULE = "Adam, lr 1e-5 for 10 epochs then 1e-6 for 10 epochs (thesis §4)"
+assert get_args(PruneMethod) == METHODS
 
 
 class FinetuneParams(Strict):
     """The fine-tune after pruning: the thesis' two-phase schedule, scaled (and recorded)."""
 
-    steps: int = Field(200, ge=0, le=10_000_000, description="optimizer steps in all (0 = no fine-tune); two "
-                                                             "equal phases like the thesis' 10 + 10 epochs")
-    lr: float = Field(1e-4, gt=0.0, le=10.0, description="Adam learning rate of the first phase")
-    lr_drop: float = Field(0.1, gt=0.0, le=1.0, description="the second phase's lr is lr · lr_drop (thesis: 0.1)")
-    batch_size: int = Field(64, gt=0, le=8192)
-    train_limit: int | None = Field(None, ge=1, le=100_000_000,
-                                    description="fine-tune on the first N training images (null = all)")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    steps: int = Field(PRUNE_DEFAULTS["finetune_steps"], ge=0, le=10_000_000,
+                       description="optimizer steps in all (0 = no fine-tune); two equal phases like the "
+                                   "thesis' 10 + 10 epochs")
+    lr: float = Field(PRUNE_DEFAULTS["lr"], gt=0.0, le=10.0, description="Adam learning rate of the first phase")
+    lr_drop: float = Field(PRUNE_DEFAULTS["lr_drop"], gt=0.0, le=1.0,
+                           description="the second phase's lr is lr · lr_drop (thesis: 0.1)")
+    batch_size: int = Field(PRUNE_DEFAULTS["batch_size"], gt=0, le=8192)
+    train_limit: int | None = Field(PRUNE_DEFAULTS["train_limit"], ge=1, le=100_000_000,
+                                    description="fine-tune on a seeded class-stratified sample of N training "
+                                                "images (null = all)")
+    seed: int = Field(PRUNE_DEFAULTS["seed"], ge=0, le=2**31 - 1)
 
     def phases(self) -> list[tuple[int, float]]:
-        from fvaudit.engine.prune_sweep import finetune_phases   # the worker's (torch) side only
-
         return finetune_phases(self.steps, self.lr, self.lr_drop)
 
 
@@ -61,7 +61,7 @@ class PruneParams(Strict):
     zeroed; oto_*, the target group sparsity; vulnerability, the fraction of the layer's
     channels removed (the top ones by CLIP-δ of ``delta_run_id``)."""
 
-    method: PruneMethod = "norm"
+    method: PruneMethod = Field("norm", json_schema_extra={"labels": METHOD_LABELS})
     layer: LayerName | None = Field(None, description="vulnerability: the layer whose channels are removed")
     channels: list[UnitIdx] | None = Field(None, min_length=1, max_length=65536,
                                            description="vulnerability: the channels to remove (instead of rate)")
@@ -69,7 +69,7 @@ class PruneParams(Strict):
                                                         "per-unit CLIP-δ ranks the channels")
     rate: float | None = Field(None, gt=0.0, lt=1.0, validate_default=True,
                                description="a fraction strictly between 0 and 1 (see above)")
-    oto_steps: int = Field(200, gt=0, le=10_000_000, description="oto_*: HESSO training steps that reach the "
+    oto_steps: int = Field(PRUNE_DEFAULTS["oto_steps"], gt=0, le=10_000_000, description="oto_*: HESSO training steps that reach the "
                                                                  "target group sparsity (before the fine-tune)")
     finetune: FinetuneParams = Field(default_factory=FinetuneParams)
 
@@ -105,11 +105,6 @@ class PruneSpec(Strict):
     train_set_id: DbId = Field(description="fine-tuning (and OTO) images")
     val_set_id: DbId = Field(description="accuracy before and after, on all of it")
     prune: PruneParams
-
-
-def n_channels(rate: float, units: int) -> int:
-    """Channels removed for a fraction of a layer: round half up, as the thesis' 32…224 of 256."""
-    return int(math.floor(rate * units + 0.5))
 
 
 def check_prune(db: Session, user: User, model: Model, p: PruneParams, loc: tuple,
@@ -192,9 +187,7 @@ def new_pruned_model(db: Session, user_id: int | None, parent: Model, p: PrunePa
               weights="pending", pretrained=False, checkpoint_id=None, layers=list(parent.layers or []),
               class_names=list(parent.class_names or []), input_shape=list(parent.input_shape or []),
               owner_id=user_id, parent_model_id=parent.id, prune=None)
-    db.add(m)
-    db.flush()
-    return m
+    return inserted(db, m)
 
 
 @register_kind
@@ -224,21 +217,17 @@ def vulnerable_channels(db: Session, run_id: int, layer: str, n: int) -> list[in
 
 
 def run_prune(spec: PruneSpec, ctx) -> dict:
-    import numpy as np
-
-    from fvaudit.engine import pruning as P
-    from fvaudit.engine.attacks import evaluate_accuracy
-    from fvaudit.engine.images import subset
-    from fvaudit.engine.models import LAYER_LABELS, list_layers, save_checkpoint
+    from fvaudit.engine.defence.prune import FinetuneSettings, prune, summary
+    from fvaudit.engine.models.checkpoints import save_checkpoint
     from fvaudit.jobs.common import load_db_model, open_db_image_set, resolve_weights
 
-    p = spec.prune
+    p, ft = spec.prune, spec.prune.finetune
     with ctx.session() as db:
         parent = db.get(Model, spec.model_id)
         if parent is None:
             raise RuntimeError(f"model {spec.model_id} no longer exists")
         ckpt, _ = resolve_weights(db, ctx.store, parent, None, None)
-        train_full = open_db_image_set(db, db.get(ImageSet, spec.train_set_id))
+        train = open_db_image_set(db, db.get(ImageSet, spec.train_set_id))
         val = open_db_image_set(db, db.get(ImageSet, spec.val_set_id))
         channels = list(p.channels) if p.channels is not None else None
         if p.method == "vulnerability" and channels is None:
@@ -247,44 +236,16 @@ def run_prune(spec: PruneSpec, ctx) -> dict:
         db.expunge(parent)
     ctx.reporter.stage("load model")
     model = load_db_model(parent, ckpt, ctx.device)
-    ft = p.finetune
-    train = subset(train_full, np.arange(ft.train_limit)) if ft.train_limit and ft.train_limit < len(train_full) \
-        else train_full
-    val_ids = np.arange(len(val))
-
-    def accuracy(stage: str) -> float:
-        ctx.reporter.stage(stage)
-        ctx.check_cancel()
-        return evaluate_accuracy(model, val, val_ids, device=ctx.device)
-
-    acc_parent = accuracy("accuracy of the parent")
-    ctx.reporter.stage(f"prune: {p.label()}")
-    if p.method == "norm":
-        report = P.norm_prune(model, p.rate)
-    elif p.method in ("oto_filter", "oto_weight"):
-        report = P.oto_prune(model, train, p.rate, mode="filter" if p.method == "oto_filter" else "weight",
-                             steps=p.oto_steps, lr=ft.lr, batch_size=ft.batch_size, seed=ft.seed, device=ctx.device,
-                             reporter=ctx.reporter)
-    else:
-        report = P.vulnerability_prune(model, p.layer, channels)
-    acc_pruned = accuracy("accuracy after pruning")
-    phases = ft.phases()
-    history = P.finetune(model, train, phases, batch_size=ft.batch_size, seed=ft.seed, device=ctx.device,
-                         reporter=ctx.reporter) if phases else []
-    acc_ft = accuracy("accuracy after fine-tuning")
+    settings = FinetuneSettings(steps=ft.steps, lr=ft.lr, lr_drop=ft.lr_drop, batch_size=ft.batch_size,
+                                oto_steps=p.oto_steps, train_limit=ft.train_limit, seed=ft.seed)
+    done = prune(model, p.method, p.rate, train, val, layer=p.layer, channels=channels, settings=settings,
+                 device=ctx.device, reporter=ctx.reporter)
     ctx.reporter.stage("store the pruned model")
-    out = save_checkpoint(model.module, ctx.work_dir / "pruned.safetensors",
+    out = save_checkpoint(done.model.module, ctx.work_dir / "pruned.safetensors",
                           {"registry_name": parent.registry_name, "prune_method": p.method})
-    layers = list_layers(model.module, model.input_shape, LAYER_LABELS.get(model.name, {}))
-    record = {"method": p.method, "rate": p.rate, "layer": p.layer, "channels": channels,
-              "delta_run_id": p.delta_run_id, "report": report.to_json(),
-              "weight_rate": report.weight_rate, "filter_rate": report.filter_rate,
-              "finetune": {"phases": [[s, lr] for s, lr in phases], "steps": ft.steps, "batch_size": ft.batch_size,
-                           "train_images": len(train), "train_set_id": spec.train_set_id, "seed": ft.seed,
-                           "optimizer": "Adam", "loss": "cross-entropy on the labels", "thesis": THESIS_SCHEDULE,
-                           "final_loss": history[-1]["loss"] if history else None},
-              "parent_acc": acc_parent, "pruned_acc": acc_pruned, "finetuned_acc": acc_ft,
-              "acc_n_images": len(val_ids), "val_set_id": spec.val_set_id, "parent_model_id": spec.model_id}
+    record = {**done.record, "rate": p.rate, "delta_run_id": p.delta_run_id, "val_set_id": spec.val_set_id,
+              "parent_model_id": spec.model_id,
+              "finetune": {**done.record["finetune"], "train_set_id": spec.train_set_id}}
     with ctx.session() as db:
         art = ctx.store.put_file(db, out, "checkpoint", ".safetensors")
         row = db.scalar(select(Model).where(Model.prune_job_id == ctx.job_id))
@@ -297,13 +258,11 @@ def run_prune(spec: PruneSpec, ctx) -> dict:
             db.add(row)
         row.checkpoint_id = art.id
         row.weights = f"pruned from model {spec.model_id}: {p.label()} (sha256 {art.sha256[:12]})"
-        row.layers = clean_json([l.as_dict() for l in layers])
+        row.layers = clean_json([layer.as_dict() for layer in done.model.layers])
         row.prune = clean_json(record)
         db.flush()
         model_id = row.id
-    ctx.log(f"{p.label()}: weights pruned {100 * report.weight_rate:.1f}%, filters {100 * report.filter_rate:.1f}%; "
-            f"accuracy {acc_parent:.2f} → {acc_pruned:.2f} (pruned) → {acc_ft:.2f} (fine-tuned, {len(val_ids)} "
-            f"images); model {model_id}")
+    ctx.log(f"{summary(record, p.label())}; model {model_id}")
     return {"model_id": model_id, "sha": art.sha256, **{k: record[k] for k in (
         "method", "rate", "weight_rate", "filter_rate", "parent_acc", "pruned_acc", "finetuned_acc", "acc_n_images")},
             "finetune": record["finetune"]}

@@ -4,11 +4,11 @@ Registering ImageNet's training folder means listing 1.28M files and opening eve
 to check its header: about half an hour, far too long for an HTTP request. ``POST
 /image-sets`` with a folder therefore does only the cheap checks (allowed root, a
 directory with class subfolders), writes the ``image_sets`` row in status ``indexing``
-and creates this job (:func:`fvaudit.api.registration.start_folder_registration`). The
+and creates this job (:func:`fvaudit.registration.start_folder_registration`). The
 job, on a worker:
 
 1. ``index files``: lists class folders and image files in the engine's id order
-   (:class:`~fvaudit.engine.images.FolderImageSet` without header checks; symlinks
+   (:class:`~fvaudit.engine.data.images.FolderImageSet` without header checks; symlinks
    leaving the allowed roots are skipped unopened, with the reason);
 2. ``check headers``: ``Image.verify()`` on every file, in threads, in chunks (progress
    and the cancel flag between chunks); a corrupt file is skipped with its reason, as at
@@ -19,7 +19,7 @@ job, on a worker:
 
 Ids equal the ones the synchronous indexing gave (sorted class folder, then sorted file;
 unreadable files take no id); a ``limit`` keeps the engine's seeded, class-stratified sample
-of the readable files (:func:`~fvaudit.engine.images.stratified_ids`), as ``open_image_set`` does. A failure (no class folder, no readable image, cancel)
+of the readable files (:func:`~fvaudit.engine.data.images.stratified_ids`), as ``open_image_set`` does. A failure (no class folder, no readable image, cancel)
 marks the set ``failed`` with the reason; a set whose job ended otherwise (its worker
 gave up) reads as failed through its job (:mod:`fvaudit.api.routers.image_sets`).
 """
@@ -34,7 +34,7 @@ from typing import Callable
 from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import Image, ImageSet, clean_json
+from fvaudit.db.tables import Image, ImageSet, clean_json
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import DbId, Strict
 
@@ -66,9 +66,9 @@ def index_folder(root: Path, allowed_roots: list[Path], limit: int | None, repor
     """List and check a class-folder tree; returns what the set's rows need.
 
     ``{"paths", "labels", "classes", "skipped": [{path, reason}], "key"}``; raises
-    :class:`~fvaudit.engine.images.ImageSetError` when nothing usable is left.
+    :class:`~fvaudit.engine.data.images.ImageSetError` when nothing usable is left.
     """
-    from fvaudit.engine.images import FolderImageSet, ImageSetError, _verify_header, stratified_ids, subset
+    from fvaudit.engine.data.images import FolderImageSet, ImageSetError, _verify_header, stratified_ids, subset
     from fvaudit.engine.progress import NullReporter
 
     reporter = reporter or NullReporter()

@@ -6,23 +6,26 @@ A requeued scan skips the image sets it already stored.
 
 With ``shards = S > 1`` the scan is a group (:meth:`ScanKind.members`): S ``scan_shard``
 jobs (:mod:`fvaudit.jobs.kinds.scan_shard`) each scan one row range of every image set
-(:func:`fvaudit.engine.shards.shard_ranges`, cut on multiples of ``batch_size``) on
+(:func:`fvaudit.engine.scans.shards.shard_ranges`, cut on multiples of ``batch_size``) on
 whichever workers are free, and write their part under ``DATA_DIR/scan-parts/``; the
 scan job itself runs once all of them succeeded and merges the parts
-(:func:`fvaudit.engine.shards.merge_scans`): its rows and artifacts are the ones a
+(:func:`fvaudit.engine.scans.shards.merge_scans`): its rows and artifacts are the ones a
 one-worker scan stores, bit for bit (SPEC §1 tie-break).
 """
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fvaudit.db.models import ImageSet, Model, Scan, ScanLayer, User, clean_json
+from fvaudit.config import Settings
+from fvaudit.db.tables import ImageSet, Model, Scan, ScanLayer, User, clean_json
 from fvaudit.jobs.registry import JobKind, register_kind
-from fvaudit.jobs.specs import DbId, LayerName, PathStr, Strict, WeightsRef, unique_layers
+from fvaudit.jobs.specs import DbId, PathStr, Strict, UniqueLayers, WeightsRef
 from fvaudit.jobs.validate import FieldError, check_checkpoint_path, check_layer, get_image_set, get_job, get_model
 
 
@@ -31,18 +34,13 @@ class ScanSpec(Strict):
         {"model_id": 1, "image_set_ids": [1, 2], "layers": ["relu3"], "k": 10}]})
     model_id: DbId
     image_set_ids: list[DbId] = Field(min_length=1, max_length=16)
-    layers: list[LayerName] = Field(min_length=1, max_length=64)
+    layers: UniqueLayers = Field(min_length=1, max_length=64)
     k: int = Field(10, gt=0, le=1000)
     batch_size: int = Field(256, gt=0, le=8192)
     weights_from: WeightsRef | None = Field(None, description="scan an attack's weights instead of the model's")
     checkpoint_path: PathStr | None = Field(None, description="a checkpoint file on the server, under an allowed root")
     shards: int = Field(1, ge=1, le=64, description="split every image set into this many row ranges, scanned by "
                                                     "as many scan_shard jobs (a Celery group) and merged exactly")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return unique_layers(v)
 
 
 def check_scan(db: Session, user: User, spec: ScanSpec) -> ScanSpec:
@@ -83,8 +81,6 @@ class ScanKind(JobKind):
         return [spec.weights_from.job_id] if spec.weights_from else []
 
     def members(self, spec: ScanSpec, job_id: int) -> list:
-        from fvaudit.jobs.kinds.scan_shard import ScanShardSpec
-
         if spec.shards <= 1:
             return []
         return [("scan_shard", ScanShardSpec(scan_job_id=job_id, shard=i, shards=spec.shards))
@@ -151,7 +147,7 @@ def store_scan(ctx, spec: ScanSpec, set_id: int, set_name: str, res, weights_lab
 
 
 def run_scan(spec: ScanSpec, ctx) -> dict:
-    from fvaudit.engine.activations import scan
+    from fvaudit.engine.scans.activations import scan
     from fvaudit.jobs.common import open_db_image_set
 
     model, layers, weights_label = load_scan_model(spec, ctx)
@@ -173,9 +169,8 @@ def run_scan(spec: ScanSpec, ctx) -> dict:
 
 def run_merge(spec: ScanSpec, ctx) -> dict:
     """The fan-in of a sharded scan: every shard succeeded; merge their parts per image set."""
-    from fvaudit.db.models import Job
-    from fvaudit.engine.shards import merge_scans
-    from fvaudit.jobs.kinds.scan_shard import load_part, parts_dir
+    from fvaudit.db.tables import Job
+    from fvaudit.engine.scans.shards import merge_scans
 
     with ctx.session() as db:
         shards = db.scalars(select(Job).where(Job.group_job_id == ctx.job_id).order_by(Job.seq)).all()
@@ -203,3 +198,36 @@ def run_merge(spec: ScanSpec, ctx) -> dict:
         shutil.rmtree(out_dir, ignore_errors=True)
     shutil.rmtree(parts_dir(ctx.settings, ctx.job_id), ignore_errors=True)    # stored: the parts are spent
     return {"scans": out, "weights": weights_label, "shards": [i for i, _, _ in results]}
+
+
+# ---------------------------------------------------------------- the shards' parts
+# (the scan creates its scan_shard members and merges what they leave: the format lives here)
+
+class ScanShardSpec(Strict):
+    scan_job_id: DbId
+    shard: int = Field(ge=0, le=63, description="which row range (0-based)")
+    shards: int = Field(ge=2, le=64, description="how many row ranges the scan is split into")
+
+
+def parts_dir(settings: Settings, scan_job_id: int) -> Path:
+    """Where the shards of one scan leave their parts (on the data dir every worker shares)."""
+    return settings.data_dir / "scan-parts" / f"scan-{int(scan_job_id)}"
+
+
+def load_part(settings: Settings, info: dict):
+    """The engine :class:`~fvaudit.engine.scans.shards.ShardPart` a shard described in its result."""
+    import numpy as np
+
+    from fvaudit.engine.scans.activations import LayerScan
+    from fvaudit.engine.scans.shards import ShardPart
+
+    d = settings.data_dir / info["dir"]
+    layers = {}
+    skipped: list[tuple[int, str]] = []
+    if info["layers"]:
+        with np.load(d / "topk.npz", allow_pickle=False) as tk:
+            for i, L in enumerate(info["layers"]):
+                layers[L["name"]] = LayerScan(L["name"], np.load(d / L["file"], mmap_mode="r"), tk[f"ids_{i}"],
+                                              tk[f"scores_{i}"], list(L["dead_units"]))
+        skipped = [(int(i), str(why)) for i, why in json.loads((d / "skipped.json").read_text())]
+    return ShardPart(int(info["start"]), int(info["stop"]), layers, skipped, float(info.get("seconds", 0.0)))

@@ -16,44 +16,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
-from pydantic import Field
 
-from fvaudit.config import Settings
-from fvaudit.db.models import Job
+from fvaudit.db.tables import Job
 from fvaudit.jobs.registry import JobKind, register_kind
-from fvaudit.jobs.specs import DbId, Strict
-
-
-class ScanShardSpec(Strict):
-    scan_job_id: DbId
-    shard: int = Field(ge=0, le=63, description="which row range (0-based)")
-    shards: int = Field(ge=2, le=64, description="how many row ranges the scan is split into")
-
-
-def parts_dir(settings: Settings, scan_job_id: int) -> Path:
-    """Where the shards of one scan leave their parts (on the data dir every worker shares)."""
-    return settings.data_dir / "scan-parts" / f"scan-{int(scan_job_id)}"
-
-
-def load_part(settings: Settings, info: dict):
-    """The engine :class:`~fvaudit.engine.shards.ShardPart` a shard described in its result."""
-    import numpy as np
-
-    from fvaudit.engine.activations import LayerScan
-    from fvaudit.engine.shards import ShardPart
-
-    d = settings.data_dir / info["dir"]
-    layers = {}
-    skipped: list[tuple[int, str]] = []
-    if info["layers"]:
-        with np.load(d / "topk.npz", allow_pickle=False) as tk:
-            for i, L in enumerate(info["layers"]):
-                layers[L["name"]] = LayerScan(L["name"], np.load(d / L["file"], mmap_mode="r"), tk[f"ids_{i}"],
-                                              tk[f"scores_{i}"], list(L["dead_units"]))
-        skipped = [(int(i), str(why)) for i, why in json.loads((d / "skipped.json").read_text())]
-    return ShardPart(int(info["start"]), int(info["stop"]), layers, skipped, float(info.get("seconds", 0.0)))
+from fvaudit.jobs.kinds.scan import ScanShardSpec, ScanSpec, image_set_row, load_scan_model, parts_dir
 
 
 @register_kind
@@ -72,7 +39,7 @@ class ScanShardKind(JobKind):
         own cleanup) whose shards have all stopped writing: nothing will read them again."""
         from sqlalchemy import select
 
-        from fvaudit.db.models import TERMINAL
+        from fvaudit.db.tables import TERMINAL
 
         root = settings.data_dir / "scan-parts"
         if not root.is_dir():
@@ -93,9 +60,8 @@ class ScanShardKind(JobKind):
 def run_shard(spec: ScanShardSpec, ctx) -> dict:
     import numpy as np
 
-    from fvaudit.engine.shards import scan_shard, shard_ranges
+    from fvaudit.engine.scans.shards import scan_shard, shard_ranges
     from fvaudit.jobs.common import open_db_image_set
-    from fvaudit.jobs.kinds.scan import ScanSpec, image_set_row, load_scan_model
 
     with ctx.session() as db:
         scan_job = db.get(Job, spec.scan_job_id)

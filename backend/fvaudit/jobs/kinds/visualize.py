@@ -32,9 +32,9 @@ import numpy as np
 from sqlalchemy import select
 from pydantic import ConfigDict, Field, field_validator
 
-from fvaudit.db.models import Job, Model, Run, SyntheticImage, UnitResult, clean_json, finite, upsert
+from fvaudit.db.tables import Job, Model, Run, SyntheticImage, UnitResult, clean_json, finite, upsert
 from fvaudit.jobs.registry import JobKind, register_kind
-from fvaudit.jobs.specs import DbId, Embedder, LayerName, PathStr, Strict, UnitIdx, WeightsRef, unique_layers
+from fvaudit.jobs.specs import DbId, Embedder, PathStr, Strict, UniqueLayers, UnitIdx, WeightsRef
 from fvaudit.jobs.validate import (FieldError, check_checkpoint_path, check_embedder, check_layer, get_image_set,
                                    get_job, get_model)
 
@@ -46,7 +46,7 @@ class VisualizeSpec(Strict):
         {"model_id": 1, "layers": ["relu3"], "units": None, "n_synth": 4, "steps": 256, "objective": "score",
          "weights_from": None}]})
     model_id: DbId
-    layers: list[LayerName] = Field(min_length=1, max_length=64)
+    layers: UniqueLayers = Field(min_length=1, max_length=64)
     units: list[UnitIdx] | None = Field(None, min_length=1, max_length=65536,
                                         description="units to render (only with exactly one layer); null = all")
     n_synth: int = Field(4, ge=1, le=64, description="images per unit (seeds 0 .. n_synth − 1)")
@@ -62,11 +62,6 @@ class VisualizeSpec(Strict):
     after_scan_job_id: DbId | None = Field(None, description="a scan of the weights_from state on val_set_id")
     k_clip: int = Field(5, gt=0, le=100, description="natural top-k size of the agreement")
     embedder: Embedder = "auto"
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_unique(cls, v):
-        return unique_layers(v)
 
     @field_validator("units")
     @classmethod
@@ -156,11 +151,11 @@ def _mean(xs) -> float | None:
 
 
 def run_visualize(spec: VisualizeSpec, ctx) -> dict:
-    from fvaudit.engine import synthetic_measures as SM
-    from fvaudit.engine.activations import scan
-    from fvaudit.engine.synthesis import SynthesisConfig, synthesize_many
+    from fvaudit.engine.measure import synthetic
+    from fvaudit.engine.scans.activations import scan
+    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
     from fvaudit.jobs.common import layer_scan, load_db_model, load_scan, open_db_image_set, resolve_weights
-    from fvaudit.jobs.kinds.metrics import make_embed
+    from fvaudit.engine.measure.embedders import make_topk_embedder
 
     state_note = None
     with ctx.session() as db:
@@ -184,7 +179,7 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
         val = val_row = None
         stored: dict[str, object] = {}      # reused scans of the validation set, by state
         if spec.val_set_id is not None:
-            from fvaudit.db.models import ImageSet
+            from fvaudit.db.tables import ImageSet
 
             val_row = db.get(ImageSet, spec.val_set_id)
             val = open_db_image_set(db, val_row)
@@ -212,7 +207,9 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
     layers = [models["init"].layer(l).name for l in spec.layers]
     seeds = list(range(spec.n_synth))
     cfg = SynthesisConfig(steps=spec.steps, objective=spec.objective, device=ctx.device)
-    embed_topk, embedder, emb_id, warning = make_embed(spec.embedder, val, ctx)
+    topk_embedding = make_topk_embedder(spec.embedder, val, ctx.cache_dir, ctx.device, ctx.reporter)
+    embed_topk, embedder, emb_id, warning = ((topk_embedding.embed, topk_embedding.embedder, topk_embedding.id,
+                                              topk_embedding.warning) if topk_embedding else (None, None, None, None))
     if warning:
         ctx.log(f"note: {warning}")
     image_rows: list[dict] = []
@@ -247,12 +244,12 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
             e = {}
             for s, im in images.items():
                 ctx.reporter.stage(f"embed {layer} ({'θ_init' if s == 'init' else after_state})", total=J * n)
-                e[s] = SM.embed_images(embedder, im.reshape(J * n, *im.shape[2:]),
+                e[s] = synthetic.embed_images(embedder, im.reshape(J * n, *im.shape[2:]),
                                        progress=lambda done, total: ctx.reporter.advance(done, total)
                                        ).reshape(J, n, -1)
             ctx.reporter.stage(f"measure {layer}")
             if "after" in e:
-                measures["synthetic_clip_delta"] = SM.synthetic_clip_delta(e["init"], e["after"])
+                measures["synthetic_clip_delta"] = synthetic.synthetic_clip_delta(e["init"], e["after"])
             if val is not None:
                 ls = {}
                 for key, model in models.items():
@@ -263,13 +260,13 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
                         ls[key] = scan(model, val, [layer], k=spec.k_clip, device=ctx.device,
                                        reporter=ctx.reporter).layers[layer]
                 if "after" in images and spec.objective == "score":   # the scans' means are of a_j (SPEC §1)
-                    a_ii = SM.unit_scores_of_images(models["init"], layer, units, images["init"], "score", ctx.device)
-                    a_fi = SM.unit_scores_of_images(models["after"], layer, units, images["init"], "score", ctx.device)
-                    measures["synthetic_transfer"] = SM.synthetic_transfer(
+                    a_ii = synthetic.unit_scores_of_images(models["init"], layer, units, images["init"], "score", ctx.device)
+                    a_fi = synthetic.unit_scores_of_images(models["after"], layer, units, images["init"], "score", ctx.device)
+                    measures["synthetic_transfer"] = synthetic.synthetic_transfer(
                         a_ii, a_fi, _val_means(ls["init"].scores, units), _val_means(ls["after"].scores, units))
                 audited = "after" if "after" in images else "init"     # the state the images are shown for
                 natural = embed_topk(np.asarray(ls[audited].topk_ids)[units, :spec.k_clip])
-                measures["ns_agreement"] = SM.natural_synthetic_agreement(natural, e[audited])
+                measures["ns_agreement"] = synthetic.natural_synthetic_agreement(natural, e[audited])
         dead_here = dead.get(layer, set())
         per_unit = {int(u): {m: finite(measures[m][c]) if m in measures and int(u) not in dead_here else None
                              for m in MEASURES}

@@ -1,0 +1,422 @@
+"""Running a detection end to end (SPEC §6): scan every model taking part, embed the top-k,
+compute each layer's evidence, calibrate it against clean models, and give verdicts.
+
+:mod:`fvaudit.engine.detection.evidence` holds the evidence measures, the calibration and the
+verdict rules as pure array functions; this module feeds them from loaded models, so the
+``detect`` job, ``bench/detection.py`` and a notebook run the same path. Torch, numpy and
+the engine only: no DB, no web.
+
+Two regimes (SPEC §6):
+
+* **with a reference** (the model the suspect claims to derive from): per unit CLIP-δ,
+  1 − Kendall-τ, 1 − top-k overlap (reference → suspect, SPEC §3) and the relative L2
+  distance of the unit's filter; per layer the relative weight distance of the conv that
+  produces the layer. The *population* here are benign fine-tunes of the reference
+  (α = 0, other seeds): each is measured against the reference exactly like the suspect,
+  and those values are the calibration ("ordinary fine-tuning does not raise a flag").
+* **without a reference**: the *population* are clean models of the same family (other
+  training seeds, other public checkpoints). Per layer, each class's share of unit
+  majorities against the population's; per unit, how much of its top-k lies in the
+  over-represented classes; calibrated leave-one-out over the population.
+
+Why the suspect is never in its own calibration: the calibration values are what a clean
+model gives; a flagged unit is one the clean models rarely reach.
+"""
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from fvaudit.engine.detection import evidence
+from fvaudit.engine.scans.activations import LayerScan, scan
+from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
+
+#: the per-unit measures of each regime (SPEC §6), in the order they are reported
+REFERENCE_MEASURES = ("clip_delta", "tau_drop", "overlap_loss", "weight_distance", "synthetic_change")
+POPULATION_MEASURES = ("class_share",)
+
+#: the fewest clean models each regime's statistics need (see :func:`too_few_clean_models`)
+MIN_CLEAN_MODELS = {"reference": 2, "population": 3}
+
+
+def too_few_clean_models(regime: str, n_clean: int) -> str | None:
+    """Why a population of ``n_clean`` clean models cannot support a verdict, else None.
+
+    The minimum, and why. The calibration pools the units of the clean models as the
+    benign distribution, and the layer's p-value is a binomial tail over units: both treat
+    a clean suspect's units as exchangeable with the benign values. That holds only if the
+    benign values already contain what makes one clean model differ from another: a
+    fine-tune's seed and drift move *every* unit of that model together. With one clean
+    model the benign values are one such draw, so a clean suspect that drifted a little
+    further (another seed, a few more steps) has every unit beyond every benign value:
+    every unit gets the same, maximal suspicion (n + ½)/(n + 1), and the binomial counts
+    that one model-level difference as J independent ones (issue 19: 113/113 units
+    flagged, p < 1e-15, from a single clean model). Model-to-model spread is first seen
+    with two clean models (a spread needs two draws), so
+
+    * with a reference, the benign fine-tunes measured against it: at least **2**;
+    * without one, each clean model is judged leave-one-out against the others, which
+      must themselves show that spread: at least 2 others, so **3** in all.
+
+    Below that the detection says so (verdict :data:`~fvaudit.engine.detection.evidence.INCONCLUSIVE`,
+    no p-value, no flags) instead of printing a p-value it cannot support. Even at the
+    minimum, the p-value leans on units being exchangeable across models: a model-level
+    rank among M clean models alone could not go below 1/(M + 1); more clean models make
+    the calibration, and so the verdict, more trustworthy.
+    """
+    need = MIN_CLEAN_MODELS[regime]
+    if n_clean >= need:
+        return None
+    what = ("benign fine-tunes of the reference" if regime == "reference" else "clean models of the family")
+    return (f"inconclusive: {n_clean} clean model{'s' if n_clean != 1 else ''} in the population; this check needs "
+            f"at least {need} {what} to tell a manipulation from the ordinary difference between two clean models "
+            f"(with fewer, every unit that moved a little more than the one clean model looks alike). The units are "
+            f"ranked by suspicion, but no p-value or flag is given: add clean models and run it again.")
+
+
+EmbedTopK = Callable[[np.ndarray], np.ndarray]
+EmbedImages = Callable[[list], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """Synthetic change (SPEC §4, §6): every unit of a layer is rendered with the same ``seeds``
+    under the reference and under each other model, and the renders are embedded; a seed's
+    image under two weights differs only by the weights, and the reference's own seed-to-seed
+    spread is the noise floor (:func:`fvaudit.engine.detection.evidence.synthetic_change`)."""
+
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 64
+
+    def __post_init__(self):
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise DetectError(f"synthetic.seeds: need at least 2 distinct seeds (the noise floor), got {self.seeds}")
+        if self.steps < 1:
+            raise DetectError(f"synthetic.steps: must be ≥ 1, got {self.steps}")
+
+
+class DetectError(ValueError):
+    """A detection that cannot be run as asked (which argument, and why)."""
+
+
+@dataclass
+class Subject:
+    """A model taking part in a detection: the suspect, the reference, or a population member."""
+
+    name: str
+    model: Any                                  # engine LoadedModel
+    scans: dict[str, LayerScan] = field(default_factory=dict)
+    synthetic: dict[str, np.ndarray] = field(default_factory=dict)    # layer → render embeddings [J, n, D]
+
+
+@dataclass
+class LayerDetection:
+    """One layer's outcome: the verdict, every unit's scores, and what they were computed from."""
+
+    layer: str
+    verdict: evidence.Verdict
+    scores: evidence.UnitScores
+    calibration: evidence.Calibration
+    dead_units: list[int]
+    topk_suspect: np.ndarray                    # [J, k] image ids
+    topk_reference: np.ndarray | None           # [J, k] (reference regime)
+    class_evidence: evidence.ClassShareEvidence | None = None
+    layer_values: dict[str, float] = field(default_factory=dict)    # raw layer-level evidence values
+    benign_sizes: dict[str, int] = field(default_factory=dict)
+
+    def units(self) -> list[dict]:
+        """Per unit, JSON-ready: suspicion, the measure that drove it, each measure's value and suspicion."""
+        s = self.scores
+        dead = set(self.dead_units)
+        out = []
+        for j in range(len(s.suspicion)):
+            out.append({
+                "unit": j, "dead": j in dead,
+                "suspicion": evidence._json_float(s.suspicion[j]),
+                "driver": s.driver[j],
+                "measures": {m: {"value": evidence._json_float(s.values[m][j]),
+                                 "suspicion": evidence._json_float(s.per_measure[m][j])} for m in s.values},
+                "topk_suspect": [int(i) for i in self.topk_suspect[j]],
+                "topk_reference": (None if self.topk_reference is None
+                                   else [int(i) for i in self.topk_reference[j]]),
+            })
+        return out
+
+
+@dataclass
+class DetectionReport:
+    """The whole detection: the model verdict, each layer's outcome, and how it was run."""
+
+    regime: str
+    verdict: evidence.Verdict
+    layers: dict[str, LayerDetection]
+    k: int
+    k_clip: int
+    population: list[str]
+    thresholds: evidence.VerdictThresholds
+    notes: list[str] = field(default_factory=list)
+    #: what the reader must know before trusting the verdict (shown on the detection's page)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """JSON-ready verdicts (model and layers, with the evidence that drove them); no per-unit lists."""
+        layers = {}
+        for name, ld in self.layers.items():
+            v = ld.verdict.to_dict()
+            v.pop("layers", None)
+            ce = ld.class_evidence
+            layers[name] = {**v, "measures": list(ld.scores.values), "layer_values": ld.layer_values,
+                            "benign_sizes": ld.benign_sizes, "dead_units": ld.dead_units,
+                            "class_shares": None if ce is None else {
+                                "suspect": ce.shares.tolist(), "population_mean": ce.pop_mean.tolist(),
+                                "z": [evidence._json_float(x) for x in ce.z]}}
+        model = self.verdict.to_dict()
+        model.pop("layers", None)
+        return {"regime": self.regime, "verdict": self.verdict.verdict, "p_value": self.verdict.p_value,
+                "model": model, "layers": layers, "k": self.k, "k_clip": self.k_clip,
+                "population": self.population, "notes": self.notes, "warnings": self.warnings,
+                "thresholds": {"unit": self.thresholds.unit, "suspicious_p": self.thresholds.suspicious_p,
+                               "manipulated_p": self.thresholds.manipulated_p}}
+
+    def units(self) -> dict[str, list[dict]]:
+        return {name: ld.units() for name, ld in self.layers.items()}
+
+
+# =========================================================================== weights
+
+def producer_weight(model: Any, layer: str) -> np.ndarray:
+    """The weight of the conv/linear whose output channels are ``layer``'s units, unit first
+    (:func:`fvaudit.engine.defence.methods.producing_layer`), as float64 numpy."""
+    from fvaudit.engine.defence.methods import producing_layer
+
+    name = producing_layer(model, layer)
+    mod = dict(model.module.named_modules())[name]
+    return mod.weight.detach().to("cpu", torch.float64).numpy()
+
+
+def producer_params(model: Any, layer: str) -> list[np.ndarray]:
+    """Weight and bias (when present) of the producing conv/linear: the layer-level weight distance."""
+    from fvaudit.engine.defence.methods import producing_layer
+
+    mod = dict(model.module.named_modules())[producing_layer(model, layer)]
+    out = [mod.weight.detach().to("cpu", torch.float64).numpy()]
+    if getattr(mod, "bias", None) is not None:
+        out.append(mod.bias.detach().to("cpu", torch.float64).numpy())
+    return out
+
+
+# =========================================================================== scans
+
+def scan_subjects(subjects: Sequence[Subject], images: Any, layers: Sequence[str], k: int, *,
+                  batch_size: int = 256, device: str = "cpu", reporter: Reporter | None = None,
+                  work_dir: str | Path | None = None, scan_fn: Callable | None = None) -> None:
+    """Fill every subject's ``scans`` (one pass per model; the score matrices go under
+    ``work_dir`` so an ImageNet-size matrix is memory-mapped, not held in RAM)."""
+    reporter = reporter or NullReporter()
+    scan_fn = scan_fn or scan
+    for i, sub in enumerate(subjects):
+        if sub.scans:
+            continue
+        check_cancel(reporter)
+        reporter.stage(f"scan {sub.name} ({i + 1}/{len(subjects)})")
+        # a fresh directory per scan: a caller that reuses subjects across detections (the
+        # benchmark) keeps earlier subjects' memory-mapped score matrices intact
+        out = None
+        if work_dir is not None:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+            out = Path(tempfile.mkdtemp(prefix=f"scan-{i}-", dir=work_dir))
+        res = scan_fn(sub.model, images, layers, k=k, batch_size=batch_size, device=device, out_dir=out,
+                      reporter=reporter)
+        sub.scans = {sub.model.layer(l).name: res.layers[sub.model.layer(l).name] for l in layers}
+
+
+def synthetic_embeddings(sub: Subject, layer: str, opts: SyntheticOptions, embed_images: EmbedImages, *,
+                         device: str = "cpu", reporter: Reporter | None = None) -> np.ndarray:
+    """Embeddings [J, n, D] of every unit's synthetic images (n = len(opts.seeds)), cached on the subject."""
+    if layer in sub.synthetic:
+        return sub.synthetic[layer]
+    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
+
+    reporter = reporter or NullReporter()
+    check_cancel(reporter)
+    res = synthesize_many(sub.model, layer, None, list(opts.seeds), SynthesisConfig(steps=opts.steps, device=device),
+                          reporter)
+    j, n = len(res[0].units), len(res)
+    imgs = []
+    for u in range(j):
+        for r in res:
+            im = r.images[u]
+            imgs.append(im[..., 0] if im.ndim == 3 and im.shape[-1] == 1 else im)
+    e = np.asarray(embed_images(imgs), dtype=np.float64)
+    sub.synthetic[layer] = e.reshape(j, n, -1)
+    return sub.synthetic[layer]
+
+
+# =========================================================================== regimes
+
+def _embed(embed_topk: EmbedTopK | None, ids: np.ndarray, k_clip: int) -> np.ndarray | None:
+    return None if embed_topk is None else np.asarray(embed_topk(np.asarray(ids)[:, :k_clip]), dtype=np.float64)
+
+
+def reference_values(ref: LayerScan, sus: LayerScan, ref_model: Any, sus_model: Any, layer: str, *,
+                     k_clip: int, embed_topk: EmbedTopK | None, measures: Sequence[str],
+                     synth_ref: np.ndarray | None = None, synth_sus: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The per-unit measures of one layer, reference → model (SPEC §6, with a reference)."""
+    if ref.units != sus.units:
+        raise DetectError(f"layer {layer}: the reference has {ref.units} units and the model {sus.units}; "
+                          "a reference must have the suspect's architecture")
+    e_ref, e_sus = _embed(embed_topk, ref.topk_ids, k_clip), _embed(embed_topk, sus.topk_ids, k_clip)
+    if e_ref is None:                      # no embedder: CLIP-δ undefined, the rest still measured
+        e_ref = e_sus = np.ones((ref.units, 1, 1))
+    w = ("weight_distance" in measures)
+    vals = evidence.reference_measures(ref.topk_ids[:, :k_clip], sus.topk_ids[:, :k_clip], e_ref, e_sus,
+                                r_ref=np.asarray(ref.scores), r_sus=np.asarray(sus.scores),
+                                w_ref=producer_weight(ref_model, layer) if w else None,
+                                w_sus=producer_weight(sus_model, layer) if w else None,
+                                synth_ref=synth_ref, synth_sus=synth_sus, dead_units=ref.dead_units)
+    if embed_topk is None:
+        vals.pop("clip_delta")
+    return {m: vals[m] for m in measures if m in vals}
+
+
+def _detect_reference(suspect: Subject, reference: Subject, population: Sequence[Subject], layer: str, *,
+                      k_clip: int, embed_topk: EmbedTopK | None, measures: Sequence[str],
+                      thresholds: evidence.VerdictThresholds, synth: Callable[[Subject], np.ndarray] | None = None
+                      ) -> LayerDetection:
+    benign: dict[str, list[np.ndarray]] = {}
+    benign_layer: list[float] = []
+    ref_params = producer_params(reference.model, layer)
+    s_ref = synth(reference) if synth is not None else None
+    for p in population:
+        v = reference_values(reference.scans[layer], p.scans[layer], reference.model, p.model, layer,
+                             k_clip=k_clip, embed_topk=embed_topk, measures=measures,
+                             synth_ref=s_ref, synth_sus=synth(p) if synth is not None else None)
+        for m, arr in v.items():
+            benign.setdefault(m, []).append(arr)
+        benign_layer.append(evidence.layer_weight_distance({layer: ref_params},
+                                                    {layer: producer_params(p.model, layer)})[layer])
+    cal = evidence.Calibration.fit({m: np.concatenate(a) for m, a in benign.items()})
+    values = reference_values(reference.scans[layer], suspect.scans[layer], reference.model, suspect.model, layer,
+                              k_clip=k_clip, embed_topk=embed_topk, measures=measures,
+                              synth_ref=s_ref, synth_sus=synth(suspect) if synth is not None else None)
+    scores = cal.score({m: values[m] for m in cal.benign})
+    layer_wd = evidence.layer_weight_distance({layer: ref_params}, {layer: producer_params(suspect.model, layer)})[layer]
+    layer_cal = evidence.Calibration.fit({"layer_weight_distance": np.asarray(benign_layer)})
+    layer_ev = {"layer_weight_distance": float(layer_cal.suspicion("layer_weight_distance", [layer_wd])[0])}
+    verdict = evidence.layer_verdict(layer, scores, layer_evidence=layer_ev, thresholds=thresholds)
+    return LayerDetection(layer, verdict, scores, cal, list(reference.scans[layer].dead_units),
+                          suspect.scans[layer].topk_ids, reference.scans[layer].topk_ids,
+                          layer_values={"layer_weight_distance": layer_wd},
+                          benign_sizes={m: int(v.size) for m, v in cal.benign.items()})
+
+
+def _detect_population(suspect: Subject, population: Sequence[Subject], layer: str, labels: np.ndarray,
+                       n_classes: int, *, thresholds: evidence.VerdictThresholds) -> LayerDetection:
+    pop_ids = [p.scans[layer].topk_ids for p in population]     # class shares over the whole top-k
+    pop_dead = [p.scans[layer].dead_units for p in population]
+    units = {p.scans[layer].units for p in population} | {suspect.scans[layer].units}
+    if len(units) != 1:
+        raise DetectError(f"layer {layer}: the models have different unit counts {sorted(units)}; "
+                          "a population must share the suspect's architecture")
+    cal = evidence.Calibration.fit({"class_share": evidence.population_class_evidence(pop_ids, labels, n_classes, pop_dead)})
+    sus = suspect.scans[layer]
+    maj = [evidence.majority_classes(t, labels, n_classes, d) for t, d in zip(pop_ids, pop_dead)]
+    shares = np.stack([evidence.class_shares(m, n_classes) for m in maj])
+    sus_maj = evidence.majority_classes(sus.topk_ids, labels, n_classes, sus.dead_units)
+    ev = evidence.class_share_evidence(evidence.class_shares(sus_maj, n_classes), shares, int((sus_maj >= 0).sum()))
+    values = {"class_share": evidence.unit_class_evidence(sus.topk_ids, labels, ev, sus.dead_units)}
+    scores = cal.score(values)
+    verdict = evidence.layer_verdict(layer, scores, class_evidence=ev, thresholds=thresholds)
+    return LayerDetection(layer, verdict, scores, cal, list(sus.dead_units), sus.topk_ids, None, ev,
+                          layer_values={"class_share_max_z": float(np.max(ev.z))},
+                          benign_sizes={m: int(v.size) for m, v in cal.benign.items()})
+
+
+def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: Subject | None = None,
+           population: Sequence[Subject] = (), k: int = 10, k_clip: int = 5,
+           embed_topk: EmbedTopK | None = None, measures: Sequence[str] | None = None,
+           synthetic: SyntheticOptions | None = None, embed_images: EmbedImages | None = None,
+           thresholds: evidence.VerdictThresholds = evidence.VerdictThresholds(), batch_size: int = 256,
+           device: str = "cpu", reporter: Reporter | None = None,
+           work_dir: str | Path | None = None) -> DetectionReport:
+    """Check ``suspect`` on ``layers`` over ``images`` (SPEC §6) and give verdicts.
+
+    ``reference`` given → the reference regime, ``population`` = benign fine-tunes of the
+    reference (≥ 1); else the population regime, ``population`` = clean models of the
+    family (≥ 2, for the leave-one-out calibration). ``embed_topk(ids [J, k_clip]) →
+    [J, k_clip, E]`` embeds image ids (CLIP-δ; without it CLIP-δ is left out and said so).
+    Subjects already scanned (``Subject.scans`` filled, e.g. by a caller that reuses
+    scans across detections) are not scanned again. ``synthetic`` (reference regime, with
+    ``embed_images(list of uint8 images) → [n, E]``) adds the synthetic-change measure:
+    every unit rendered with the same seeds under every model (costly: a render per model
+    and layer; renders are cached on the subjects like scans).
+    """
+    reporter = reporter or NullReporter()
+    if not layers:
+        raise DetectError("layers: give at least one layer")
+    if reference is None and len(population) < 2:
+        raise DetectError("population: without a reference, at least 2 clean models of the family are needed "
+                          f"(the calibration leaves each out in turn); got {len(population)}")
+    if reference is not None and len(population) < 1:
+        raise DetectError("population: with a reference, at least 1 benign fine-tune of it is needed to calibrate")
+    if not 0 < k_clip <= k:
+        raise DetectError(f"k_clip: must lie in 1..k = {k}, got {k_clip}")
+    regime = "reference" if reference is not None else "population"
+    allowed = REFERENCE_MEASURES if regime == "reference" else POPULATION_MEASURES
+    if synthetic is not None and (regime != "reference" or embed_images is None):
+        raise DetectError("synthetic: synthetic change needs a reference and an image embedder (embed_images)")
+    measures = list(measures or [m for m in allowed if m != "synthetic_change" or synthetic is not None])
+    if "synthetic_change" in measures and synthetic is None:
+        raise DetectError("measures: 'synthetic_change' needs synthetic options (seeds, steps)")
+    for m in measures:
+        if m not in allowed:
+            raise DetectError(f"measures: {m!r} is not a measure of the {regime} regime (have {list(allowed)})")
+    notes = []
+    if regime == "reference" and "clip_delta" in measures and embed_topk is None:
+        measures.remove("clip_delta")
+        notes.append("no embedder: CLIP-δ left out")
+    names = [suspect.model.layer(l).name for l in layers]
+    subjects = [suspect] + ([reference] if reference is not None else []) + list(population)
+    own_tmp = work_dir is None
+    wd = Path(tempfile.mkdtemp(prefix="fvaudit-detect-")) if own_tmp else Path(work_dir)
+    try:
+        scan_subjects(subjects, images, names, k, batch_size=batch_size, device=device, reporter=reporter, work_dir=wd)
+        labels = np.asarray(images.labels, dtype=np.int64)
+        out: dict[str, LayerDetection] = {}
+        reporter.stage("evidence", total=len(names))
+        for i, layer in enumerate(names):
+            check_cancel(reporter)
+            if regime == "reference":
+                synth = None if synthetic is None else functools.partial(
+                    synthetic_embeddings, layer=layer, opts=synthetic, embed_images=embed_images, device=device,
+                    reporter=reporter)
+                out[layer] = _detect_reference(suspect, reference, population, layer, k_clip=k_clip,
+                                               embed_topk=embed_topk, measures=measures, thresholds=thresholds,
+                                               synth=synth)
+            else:
+                out[layer] = _detect_population(suspect, population, layer, labels, len(images.class_names),
+                                                thresholds=thresholds)
+            if synthetic is not None:
+                reporter.stage("evidence", total=len(names))      # the renders had stages of their own
+            reporter.advance(i + 1, len(names))
+    finally:
+        if own_tmp:
+            shutil.rmtree(wd, ignore_errors=True)
+    verdict = evidence.model_verdict([ld.verdict for ld in out.values()], thresholds)
+    warnings = []
+    too_few = too_few_clean_models(regime, len(population))
+    if too_few is not None:
+        warnings.append(too_few)
+        verdict = evidence.inconclusive(verdict)
+        for ld in out.values():
+            ld.verdict = evidence.inconclusive(ld.verdict)
+    return DetectionReport(regime, verdict, out, k, k_clip, [p.name for p in population], thresholds, notes,
+                           warnings)
+

@@ -1,0 +1,171 @@
+"""Checkpoints read without executing code, and written without pickle.
+
+Reading: safetensors, or a ``.pt`` through ``torch.load(weights_only=True)``; an uploaded
+``.pt`` is screened opcode by opcode first (:func:`screen_pickle_checkpoint`: defence in
+depth, both must agree). A checkpoint whose tensors are narrower than the architecture's
+is a structurally pruned model: the architecture is resized to it first
+(:mod:`fvaudit.engine.models.surgery`). Writing: safetensors, atomically.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fvaudit.engine.models.loaded import ModelError
+from fvaudit.engine.models.surgery import PruneError, rebuild_pruned
+
+#: globals a weights-only PyTorch pickle may name (module prefix, or exact module.name)
+_SAFE_PREFIXES = ("torch.", "collections.")
+_SAFE_EXACT = {"torch", "collections", "_codecs.encode", "builtins.set", "builtins.frozenset", "builtins.tuple",
+               "builtins.list", "builtins.dict", "builtins.int", "builtins.float", "builtins.bool", "builtins.str",
+               "builtins.bytes", "builtins.bytearray", "builtins.complex", "builtins.slice"}
+_UNSAFE_IN_TORCH = ("torch.load", "torch.hub", "torch.package", "torch.jit", "torch._dynamo", "torch.ops",
+                    "torch.utils.cpp_extension", "torch.compile", "torch.serialization.load", "torch.autograd")
+
+
+class UnsafeCheckpoint(ValueError):
+    """An uploaded pickle names something other than tensors and plain containers."""
+
+
+class _Stub:
+    """Stands in for every global while screening: calling, building or indexing it does nothing."""
+
+    def __init__(self, *a, **k) -> None:
+        pass
+
+    def __call__(self, *a, **k):
+        return _Stub()
+
+    def __setstate__(self, state) -> None:
+        pass
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+    def append(self, x) -> None:
+        pass
+
+    def extend(self, xs) -> None:
+        pass
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """Every global a pickle references, as the unpickler itself resolves them (GLOBAL,
+    STACK_GLOBAL, INST, OBJ, EXT*), with each replaced by an inert stub: nothing is imported
+    and nothing named in the pickle is called."""
+    found: list[str] = []
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            found.append(f"{module}.{name}")
+            return _Stub
+
+        def persistent_load(self, pid):
+            return None
+
+    Recording(io.BytesIO(data)).load()
+    return found
+
+
+def screen_pickle_checkpoint(path: Path) -> None:
+    """Refuse a ``.pt`` whose pickle names anything but tensors and plain containers.
+
+    Defence in depth before ``torch.load(weights_only=True)``: both must agree.
+    """
+    raw = path.read_bytes()
+    pickles: list[bytes] = []
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            for n in zf.namelist():
+                if n.endswith(".pkl"):
+                    pickles.append(zf.read(n))
+        if not pickles:
+            raise UnsafeCheckpoint("the archive holds no pickle (not a PyTorch checkpoint)")
+    else:
+        pickles.append(raw)
+    for data in pickles:
+        try:
+            names = _pickle_globals(data)
+        except Exception as exc:
+            raise UnsafeCheckpoint(f"not a readable pickle: {type(exc).__name__}: {exc}") from None
+        for g in names:
+            ok = (g in _SAFE_EXACT or g.startswith(_SAFE_PREFIXES)) and not g.startswith(_UNSAFE_IN_TORCH)
+            if not ok:
+                raise UnsafeCheckpoint(f"the pickle references {g!r}; only tensors and plain containers are accepted "
+                                       "(save a state_dict, or use safetensors)")
+
+
+def load_state_dict_file(path: str | Path, display_name: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a checkpoint without executing code: safetensors, or torch.load(weights_only=True).
+
+    A pickle that would build arbitrary objects (the classic code-execution vector) is
+    refused by the weights-only unpickler before anything runs. Messages name the file
+    as ``display_name`` when given (an upload's own name, not the server's temp path).
+    """
+    path = Path(path)
+    shown = display_name or str(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint {shown} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(f"checkpoint {shown} is not a valid safetensors file: {exc}") from exc
+    if path.suffix not in (".pt", ".pth", ".bin", ".ckpt"):
+        raise ModelError(f"checkpoint {shown}: unsupported extension {path.suffix!r} (use .safetensors or .pt)")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, zip errors...
+        raise ModelError(
+            f"checkpoint {shown} refused: it is not a weights-only PyTorch file "
+            f"(it holds pickled objects other than tensors, or is corrupt): {str(exc).splitlines()[0][:300]}"
+        ) from exc
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"checkpoint {shown} does not hold a state dict of tensors")
+    return obj
+
+
+def apply_checkpoint(module: nn.Module, path: str | Path, display_name: str | None = None) -> list[str]:
+    """Load a checkpoint into ``module``; returns the modules resized to fit a structurally
+    pruned checkpoint (SPEC §5: :func:`~fvaudit.engine.models.surgery.rebuild_pruned`), empty for an ordinary one."""
+    state = load_state_dict_file(path, display_name)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = module.state_dict()
+    resized: list[str] = []
+    if any(k in own and own[k].shape != v.shape for k, v in state.items()):
+        try:
+            resized = rebuild_pruned(module, {k: tuple(v.shape) for k, v in state.items() if k in own})
+        except PruneError as exc:
+            raise ModelError(f"checkpoint {display_name or path} does not fit the architecture: {exc}") from None
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelError(
+            f"checkpoint {display_name or path} does not fit the architecture: missing {list(result.missing_keys)[:5]}, "
+            f"unexpected {list(result.unexpected_keys)[:5]}"
+        )
+    return resized
+
+
+def save_checkpoint(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save weights as safetensors (no pickle), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata=metadata or {})
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,2 @@
+"""Synthetic feature visualization (SPEC §4): objectives, image parameterisations, transforms
+and the render loop (:mod:`.render`)."""
