@@ -232,7 +232,8 @@ class Stack:
                     "FVAUDIT_ALLOWED_ROOTS": str(self.allowed), "FVAUDIT_CELERY_QUEUE": self.queue,
                     "FVAUDIT_HEARTBEAT_INTERVAL": "1", "FVAUDIT_HEARTBEAT_TIMEOUT": "8",
                     "FVAUDIT_REAPER_INTERVAL": "1", "FVAUDIT_REQUEUE_AFTER": "3", "FVAUDIT_PROGRESS_INTERVAL": "0.2",
-                    "FVAUDIT_MAX_UPLOAD_MB": "3", "FVAUDIT_DEVICE": "cpu", "FVAUDIT_TORCH_THREADS": "2",
+                    "FVAUDIT_MAX_UPLOAD_MB": "3", "FVAUDIT_DEVICE": "cpu",
+                    "FVAUDIT_TORCH_THREADS": os.environ.get("FVAUDIT_TORCH_THREADS", "2"),
                     "FVAUDIT_TOKEN_CACHE_SECONDS": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
                     "FVAUDIT_SECRET_KEY": f"test-secret-{uuid.uuid4().hex}"}
         for k in ("DATABASE_URL", "BROKER_URL", "CELERY_BROKER_URL", "DATA_DIR"):
