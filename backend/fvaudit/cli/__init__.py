@@ -16,7 +16,10 @@ import pkgutil
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The parser with every command module's commands, and {command: handler}."""
-    p = argparse.ArgumentParser(prog="fvaudit", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="fvaudit", description=(
+        "Audit the feature visualizations of image classifiers: run the engine in this process "
+        "(scan, attack, metrics, report, visualize), the pruning defences (prune, sweep), or the "
+        "service (serve, worker, demo). `fvaudit demo` starts the dashboard on a real demo audit."))
     sub = p.add_subparsers(dest="command", required=True)
     commands: dict = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
