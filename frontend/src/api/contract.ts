@@ -5,9 +5,6 @@
 // contract's field names.
 import type { Schemas } from "./client";
 
-/** One step of a chain kind, in chain order (`GET /api/v1/job-kinds`). */
-export type KindStep = Schemas["StepOut"];
-
 /** An entry of the job-kind registry (`GET /api/v1/job-kinds`). */
 export type JobKind = Schemas["JobKindOut"];
 
@@ -20,7 +17,6 @@ export type RowState = RunRow["state"];
 
 /** The three SPEC §4 measures next to the natural CLIP-δ. */
 export type SyntheticMeasures = Schemas["SyntheticMeans"];
-export type SyntheticUnitRow = Schemas["SyntheticUnit"];
 export type LayerSynthetic = Schemas["LayerSynthetic"];
 
 /** One evaluation of the α controller; the `full_*` fields are null when the state was not measured on the full set. */
@@ -57,9 +53,6 @@ export type UnitDetailFull = Schemas["UnitDetail"];
 
 /** `GET /api/v1/models/{id}/synthetic`: one image per unit, the newest visualize job of each layer. */
 export type ModelSynthetic = Schemas["ModelSynthetic"];
-
-/** `GET /api/v1/models/{id}/synthetic/{layer}/{unit}`: every stored image of one unit. */
-export type ModelSyntheticUnit = Schemas["ModelSyntheticUnitDetail"];
 
 /**
  * The unit detail's `synthetic` as the unit page shows it: null when there is none

@@ -4,12 +4,12 @@ import { render, screen, waitFor } from "@testing-library/react";
 import { MemoryRouter } from "react-router";
 import { describe, expect, it } from "vitest";
 import { setToken } from "../api/auth";
-import { AppRoutes } from "./App";
-import kinds from "../test/fixtures/job-kinds.json";
-import sweepKind from "../test/fixtures/job-kind-sweep.json";
-import models from "../test/fixtures/models.json";
-import sets from "../test/fixtures/image-sets.json";
 import { mockFetch } from "../test/fetchMock";
+import sets from "../test/fixtures/image-sets.json";
+import sweepKind from "../test/fixtures/job-kind-sweep.json";
+import kinds from "../test/fixtures/job-kinds.json";
+import models from "../test/fixtures/models.json";
+import { AppRoutes } from "./App";
 
 /** The whole app's routes at an address, as main.tsx mounts them (a memory router, no retries). */
 function renderApp(path: string) {

@@ -1,11 +1,12 @@
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { BrowserRouter, Link, Route, Routes } from "react-router";
+import { usePageTitle } from "../lib/title";
 import { DetectionList } from "../features/detections/DetectionList";
 import { DetectionPage } from "../features/detections/DetectionPage";
 import { DetectionUnitPage } from "../features/detections/DetectionUnit";
 import { ImageSets } from "../features/image-sets/ImageSets";
-import { JobView } from "../features/jobs/JobView";
 import { Jobs } from "../features/jobs/Jobs";
+import { JobView } from "../features/jobs/JobView";
 import { LaunchPage } from "../features/launch/Launch";
 import { ModelPage, ModelUnitPage } from "../features/models/ModelPage";
 import { Models } from "../features/models/Models";
@@ -16,7 +17,6 @@ import { RunSummary } from "../features/runs/RunSummary";
 import { UnitPage } from "../features/runs/UnitPage";
 import { SweepList, SweepPage } from "../features/sweeps/Sweep";
 import { SweepLaunch } from "../features/sweeps/SweepLaunch";
-import { usePageTitle } from "../lib/title";
 import { Layout } from "./Layout";
 import { RequireToken } from "./RequireToken";
 

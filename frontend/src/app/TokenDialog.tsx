@@ -1,5 +1,5 @@
-import { useState } from "react";
 import { useQueryClient } from "@tanstack/react-query";
+import { useState } from "react";
 import { getToken, setToken } from "../api/auth";
 import { ApiError } from "../api/client";
 import { Dialog } from "../components/Dialog";

@@ -1,7 +1,7 @@
 // Small SVG charts: histogram, scatter (with the y = x diagonal), lines. Scales and ticks
 // come from d3-scale (issue 19: a hand-written tick loop hung on a range of one double spacing).
-import { useId, useMemo, useState, type KeyboardEvent } from "react";
 import { scaleLinear } from "d3-scale";
+import { useId, useMemo, useState, type KeyboardEvent } from "react";
 
 const W = 360;
 const H = 220;

@@ -3,9 +3,10 @@
 // aria-describedby, the image-set select, the problems above the buttons, and sending. Ids
 // follow one rule: the control of field F is `f-F`, its error `e-F`, its hint `h-F`, so a form
 // can focus the first field a 422 names (a page with several forms prefixes F per form).
+import type { UseQueryResult } from "@tanstack/react-query";
 import type { ReactNode, RefObject } from "react";
 import { ApiError, type ImageSetOut, type ValidationItem } from "../api/client";
-import { ErrorBox } from "./States";
+import { ErrorBox, Loading } from "./States";
 
 /** aria-invalid / aria-describedby of the control of `field`, given its error (if any); `hint`: its hint describes it otherwise. */
 export function fieldAria(field: string, error?: string, hint = false) {
@@ -54,6 +55,13 @@ export function ImageSetSelect({ id, sets, value, onChange, error }: { id: strin
 export function defaultSet(sets: ImageSetOut[], word: string, exclude?: string): string {
   const s = sets.find((x) => String(x.id) !== exclude && (x.name + x.source).toLowerCase().includes(word)) ?? sets.find((x) => String(x.id) !== exclude) ?? sets[0];
   return s ? String(s.id) : "";
+}
+
+/** What a form shows while the lists it picks from load (`loading` names them) or when one of `lists` failed; null once it can be filled. */
+export function listsGate(loading: string, lists: UseQueryResult<unknown>[], others: UseQueryResult<unknown>[] = []): ReactNode | null {
+  if ([...lists, ...others].some((q) => q.isLoading)) return <Loading what={loading} />;
+  const failed = lists.find((q) => q.error);
+  return failed ? <ErrorBox error={failed.error} retry={() => failed.refetch()} /> : null;
 }
 
 /** Said above a launch form when the job-kind registry could not be read: the form still works on the server's defaults. */

@@ -1,11 +1,11 @@
 /// <reference types="node" />
 import { render, screen, within } from "@testing-library/react";
-import { describe, expect, it } from "vitest";
-import type { UnitDetail } from "../api/client";
-import unit from "../test/fixtures/unit-detail.json";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import type { UnitDetail } from "../api/client";
+import unit from "../test/fixtures/unit-detail.json";
 import { BeforeAfter, classSummary, Gallery, keptOnTopK } from "./Gallery";
 
 const d = unit as unknown as UnitDetail;

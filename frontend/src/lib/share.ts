@@ -1,5 +1,5 @@
-import { useSearchParams } from "react-router";
 import { useCallback } from "react";
+import { useSearchParams } from "react-router";
 
 /** The ?share= token of the current page (a shared, read-only view), or null. */
 export function useShareParam(): string | null {

@@ -1,9 +1,9 @@
 // The forms' numeric bounds and choices are the registry's spec schemas (issue 20, item 6):
 // a bound or a choice that changes on the server changes in the browser, with no number here.
 import { describe, expect, it } from "vitest";
-import kinds from "../test/fixtures/job-kinds.json";
-import sweepKind from "../test/fixtures/job-kind-sweep.json";
 import type { JobKind } from "../api/contract";
+import sweepKind from "../test/fixtures/job-kind-sweep.json";
+import kinds from "../test/fixtures/job-kinds.json";
 import { BLANK, launchKinds, validate } from "../features/launch/launch";
 import { sweepAttacks } from "../features/sweeps/sweep";
 import { choicesOf, intError, rangeOf } from "./specSchema";

@@ -3,8 +3,8 @@
 // terminal status. EventSource reconnects by itself (the server resumes after
 // Last-Event-ID); the hook closes it at the end.
 import { useEffect, useReducer } from "react";
-import { API, isTerminal, type Job } from "../api/client";
 import { getToken } from "../api/auth";
+import { API, isTerminal, type Job } from "../api/client";
 
 export type Progress = {
   stage?: string;

@@ -1,7 +1,7 @@
 // The server itself: health (no credentials) and who the token is.
 import { queryOptions, useQuery } from "@tanstack/react-query";
-import { client, unwrap } from "../client";
 import { useToken } from "../auth";
+import { client, unwrap } from "../client";
 
 export const serverQueries = {
   health: () =>

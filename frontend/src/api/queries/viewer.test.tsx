@@ -4,9 +4,9 @@ import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { renderHook, waitFor } from "@testing-library/react";
 import type { ReactNode } from "react";
 import { afterEach, describe, expect, it } from "vitest";
-import { setToken } from "../auth";
 import { mockFetch } from "../../test/fetchMock";
 import { detectionQueries, imageSetQueries, jobQueries, modelQueries, runQueries, shareQueries, sweepQueries, useRun } from ".";
+import { setToken } from "../auth";
 import type { Viewer } from "./viewer";
 
 const at = (path: string) => window.history.replaceState(null, "", path);

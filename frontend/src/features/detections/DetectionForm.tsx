@@ -9,9 +9,9 @@ import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { Link, useNavigate } from "react-router";
 import { type ImageSetOut, type Job, type ModelOut, type ValidationItem } from "../../api/client";
 import { type LaunchBody, useAllModels, useAttackJobs, useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
-import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, sendForm, SubmitForm, unlessOnFields } from "../../components/FormField";
+import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, listsGate, sendForm, SubmitForm, unlessOnFields } from "../../components/FormField";
 import { defaultLayer, LayerField } from "../../components/LayerPicker";
-import { Empty, ErrorBox, Loading } from "../../components/States";
+import { Empty } from "../../components/States";
 import { jobTitle, kindOf } from "../../lib/chain";
 import { attackLabel } from "../../lib/format";
 import { detectionPath } from "./DetectionShared";
@@ -254,9 +254,8 @@ export function DetectionForm({ initialSuspect }: { initialSuspect?: string | nu
                send: () => create.mutateAsync(buildDetectRequest(form, attackModel)),
                created: (id) => navigate(detectionPath(id)) });
 
-  if (models.isLoading || sets.isLoading) return <Loading what="Loading models and image sets" />;
-  if (models.error) return <ErrorBox error={models.error} retry={() => models.refetch()} />;
-  if (sets.error) return <ErrorBox error={sets.error} retry={() => sets.refetch()} />;
+  const gate = listsGate("Loading models and image sets", [models, sets]);
+  if (gate) return gate;
   if (!models.data?.length || !sets.data?.length)
     return (
       <Empty>

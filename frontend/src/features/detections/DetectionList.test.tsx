@@ -6,15 +6,15 @@ import { act, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
+import { mockFetch, type Route as FetchRoute } from "../../test/fetchMock";
+import list from "../../test/fixtures/detections.json";
 import imageSets from "../../test/fixtures/image-sets.json";
 import layers from "../../test/fixtures/layers.json";
-import list from "../../test/fixtures/detections.json";
 import models from "../../test/fixtures/models.json";
 import { renderRoutes } from "../../test/renderRoutes";
-import { mockFetch, type Route as FetchRoute } from "../../test/fetchMock";
+import { ModelPage } from "../models/ModelPage";
 import { buildDetectRequest, EMPTY_FORM, mapDetectErrors, validateDetect } from "./DetectionForm";
 import { DetectionList } from "./DetectionList";
-import { ModelPage } from "../models/ModelPage";
 
 const renderAt = (path: string) =>
   renderRoutes(path, {

@@ -6,12 +6,11 @@ import { Link, useNavigate, useSearchParams } from "react-router";
 import { isLive } from "../../api/client";
 import { useAllModels, useDetections } from "../../api/queries";
 import { Listing, ListScroll } from "../../components/Manage";
+import { PageHead } from "../../components/PageHead";
 import { StatusBadge, When } from "../../components/States";
-import { progressText } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import { DetectionForm } from "./DetectionForm";
-import { detectionPath, VerdictBadge, type DetectionItem } from "./DetectionShared";
-import { PageHead } from "../../components/PageHead";
+import { detectionPath, liveText, VerdictBadge, type DetectionItem } from "./DetectionShared";
 
 const REGIME: Record<DetectionItem["regime"], { label: string; help: string }> = {
   reference: { label: "with a reference", help: "every unit compared with the reference's, calibrated on benign fine-tunes of it" },
@@ -88,7 +87,7 @@ export function DetectionList() {
                         {isLive(d) && (
                           <span className="muted small" data-testid="progress">
                             {" "}
-                            {progressText(d.progress) || (d.status === "queued" ? "waiting for a worker" : "starting")}
+                            {liveText(d.status, d.progress)}
                           </span>
                         )}
                       </td>

@@ -6,10 +6,10 @@ import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { beforeEach, describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
+import { mockFetch } from "../../test/fetchMock";
 import population from "../../test/fixtures/detection-population.json";
 import reference from "../../test/fixtures/detection-reference.json";
 import { renderRoutes } from "../../test/renderRoutes";
-import { mockFetch } from "../../test/fetchMock";
 import { DetectionPage } from "./DetectionPage";
 import { flaggedText, pText, pValue } from "./DetectionShared";
 

@@ -160,6 +160,9 @@ export function SuspicionBar({ value, threshold }: { value: number | null | unde
   );
 }
 
+/** What a live detection is doing: its progress in words, or that it waits for a worker (queued) or is starting. */
+export const liveText = (status: string, progress: Record<string, unknown> | null | undefined) => progressText(progress) || (status === "queued" ? "waiting for a worker" : "starting");
+
 /**
  * A queued or running detection's progress: the job's event stream when it is open (each
  * stage and count as it happens), the polled detail's `progress` otherwise. When the stream
@@ -178,7 +181,7 @@ export function DetectionProgress({ d }: { d: DetectionDetail }) {
   const p = (stream.progress ?? d.progress ?? {}) as Record<string, unknown>;
   const done = typeof p.done === "number" ? p.done : 0;
   const total = typeof p.total === "number" && p.total > 0 ? p.total : null;
-  const text = progressText(p) || (d.status === "queued" ? "waiting for a worker" : "starting");
+  const text = liveText(d.status, p);
   return (
     <div className="stage" aria-live="polite">
       <span>

@@ -6,10 +6,10 @@ import { fireEvent, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { beforeEach, describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
+import { mockFetch } from "../../test/fetchMock";
 import detail from "../../test/fixtures/detection-reference.json";
 import unit from "../../test/fixtures/detection-unit.json";
 import { renderRoutes } from "../../test/renderRoutes";
-import { mockFetch } from "../../test/fetchMock";
 import { DetectionUnitPage } from "./DetectionUnit";
 
 const renderAt = (path: string) =>

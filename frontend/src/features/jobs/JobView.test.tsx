@@ -7,11 +7,11 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
 import type { Job } from "../../api/client";
 import type { JobKind, StepJob } from "../../api/contract";
-import chain from "../../test/fixtures/job-chain.json";
-import kinds from "../../test/fixtures/job-kinds.json";
-import { mockFetch } from "../../test/fetchMock";
 import { chainSteps } from "../../lib/chain";
 import { absTime, progressText } from "../../lib/format";
+import { mockFetch } from "../../test/fetchMock";
+import chain from "../../test/fixtures/job-chain.json";
+import kinds from "../../test/fixtures/job-kinds.json";
 import run from "../../test/fixtures/run-detail.json";
 import { JobView } from "./JobView";
 

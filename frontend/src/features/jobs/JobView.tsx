@@ -1,6 +1,6 @@
+import { useQueryClient } from "@tanstack/react-query";
 import { useEffect, useMemo, useRef } from "react";
 import { Link, useParams } from "react-router";
-import { useQueryClient } from "@tanstack/react-query";
 import { isTerminal } from "../../api/client";
 import type { AlphaEvent, StepJob } from "../../api/contract";
 import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../../api/queries";

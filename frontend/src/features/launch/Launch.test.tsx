@@ -3,11 +3,11 @@ import userEvent from "@testing-library/user-event";
 import { useParams } from "react-router";
 import { beforeEach, describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
+import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
+import sets from "../../test/fixtures/image-sets.json";
 import kinds from "../../test/fixtures/job-kinds.json";
 import layers from "../../test/fixtures/layers.json";
 import models from "../../test/fixtures/models.json";
-import sets from "../../test/fixtures/image-sets.json";
-import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
 import { renderRoutes } from "../../test/renderRoutes";
 import { LaunchPage } from "./Launch";
 

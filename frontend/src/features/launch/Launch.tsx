@@ -3,10 +3,10 @@
 // of fields below is a small component of it.
 import { Link } from "react-router";
 import type { ImageSetOut, ModelOut } from "../../api/client";
-import { FieldError, FieldRow, FormProblems, ImageSetSelect, KindsUnread, SubmitForm, fieldAria, unlessOnFields } from "../../components/FormField";
+import { fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, KindsUnread, listsGate, SubmitForm, unlessOnFields } from "../../components/FormField";
 import { LayerField } from "../../components/LayerPicker";
 import { PageHead } from "../../components/PageHead";
-import { Empty, ErrorBox, Loading } from "../../components/States";
+import { Empty } from "../../components/States";
 import { kindOf } from "../../lib/chain";
 import { usePageTitle } from "../../lib/title";
 import { DecoyClassPicker, DecoyImagePicker } from "./DecoyPicker";
@@ -29,9 +29,8 @@ export function LaunchPage() {
   const f = useLaunchForm();
   const { requested, models, sets, kinds, layers, create, form, set, shown, errors, server, submitted, submit, formRef, one, train } = f;
 
-  if (models.isLoading || sets.isLoading || kinds.isLoading) return <Loading what="Loading models, image sets and job kinds" />;
-  if (models.error) return <ErrorBox error={models.error} retry={() => models.refetch()} />;
-  if (sets.error) return <ErrorBox error={sets.error} retry={() => sets.refetch()} />;
+  const gate = listsGate("Loading models, image sets and job kinds", [models, sets], [kinds]);
+  if (gate) return gate;
   if (!models.data?.length || !sets.data?.length)
     return (
       <Empty>

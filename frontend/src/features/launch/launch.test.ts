@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import layers from "../../test/fixtures/layers.json";
-import sets from "../../test/fixtures/image-sets.json";
-import kinds from "../../test/fixtures/job-kinds.json";
 import type { ImageSetOut, LayerOut } from "../../api/client";
 import type { JobKind } from "../../api/contract";
+import sets from "../../test/fixtures/image-sets.json";
+import kinds from "../../test/fixtures/job-kinds.json";
+import layers from "../../test/fixtures/layers.json";
 import { BLANK, buildRequest, formDefaults, mapServerErrors, parseUnits, validate, type LaunchForm } from "./launch";
 
 const relu3 = (layers as LayerOut[]).find((l) => l.name === "relu3")!;

@@ -3,9 +3,9 @@
 // server's 422 `detail[].loc` back onto the form's fields.
 import type { ImageSetOut, LayerOut, ValidationItem } from "../../api/client";
 import type { JobKind } from "../../api/contract";
+import type { LaunchBody } from "../../api/queries";
 import { kindOf } from "../../lib/chain";
 import { choicesOf, floatError, intError, maxLengthOf, parseFloatStrict, parseIntStrict, rangeOf } from "../../lib/specSchema";
-import type { LaunchBody } from "../../api/queries";
 
 /**
  * What the form launches: an audit with one of its attack kinds (`push_down`, `push_up`,

@@ -5,12 +5,12 @@ import userEvent from "@testing-library/user-event";
 import { useParams } from "react-router";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
+import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
 import kinds from "../../test/fixtures/job-kinds.json";
 import layers from "../../test/fixtures/layers.json";
-import models from "../../test/fixtures/models.json";
-import synthetic from "../../test/fixtures/model-synthetic.json";
 import unit7 from "../../test/fixtures/model-synthetic-unit.json";
-import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
+import synthetic from "../../test/fixtures/model-synthetic.json";
+import models from "../../test/fixtures/models.json";
 import { renderRoutes } from "../../test/renderRoutes";
 import { groupImages, ModelPage, ModelUnitPage } from "./ModelPage";
 

@@ -8,13 +8,13 @@ import type { LayerOut, ModelOut } from "../../api/client";
 import type { ModelSynthetic } from "../../api/contract";
 import { modelUsable, useLayers, useModel, useModelSynthetic, useModelSyntheticUnit } from "../../api/queries";
 import { AuthImage } from "../../components/AuthImage";
-import { RenderSynthetic } from "./RenderSynthetic";
 import { ManageActions } from "../../components/Manage";
 import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, StatusBadge } from "../../components/States";
 import { useArrowKeys } from "../../lib/keys";
 import { enc } from "../../lib/share";
 import { usePageTitle } from "../../lib/title";
+import { RenderSynthetic } from "./RenderSynthetic";
 
 const GRID_FIRST = 96; // a layer shows this many units until "show all"
 

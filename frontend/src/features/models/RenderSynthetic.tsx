@@ -4,8 +4,8 @@ import { useState } from "react";
 import { useNavigate } from "react-router";
 import { ApiError, type LayerOut } from "../../api/client";
 import { useCreateJob, useJobKinds } from "../../api/queries";
-import { mapServerErrors } from "../launch/launch";
 import { ErrorBox } from "../../components/States";
+import { mapServerErrors } from "../launch/launch";
 
 export function RenderSynthetic({ modelId, layers, initial, units, compact }: {
   modelId: number;

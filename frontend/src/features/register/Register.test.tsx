@@ -6,8 +6,8 @@ import userEvent from "@testing-library/user-event";
 import { MemoryRouter } from "react-router";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
-import models from "../../test/fixtures/models.json";
 import { mockFetch } from "../../test/fetchMock";
+import models from "../../test/fixtures/models.json";
 import { Register } from "./Register";
 
 const registry = [

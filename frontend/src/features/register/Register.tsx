@@ -2,20 +2,20 @@
 // an uploaded checkpoint (with upload progress), an image folder under an allowed root
 // (indexed by a register_images job whose progress is followed here). Each form checks
 // what it can in the browser and shows the server's 422 on the field it names.
+import { useQueryClient } from "@tanstack/react-query";
 import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { Link } from "react-router";
-import { useQueryClient } from "@tanstack/react-query";
 import { ApiError, isTerminal, type ModelOut } from "../../api/client";
 import { useImageSet, useJob, useModelRegistry, useRegisterImageSet, useRegisterModel } from "../../api/queries";
 import { FieldRow, fieldAria, unlessOnFields } from "../../components/FormField";
 import { PageHead } from "../../components/PageHead";
 import { ErrorBox, StatusBadge } from "../../components/States";
+import { useJobEvents } from "../../lib/sse";
+import { usePageTitle } from "../../lib/title";
 import {
   bytesText, folderBody, mapRegisterErrors, modelBody, uploadCheckpoint, validateFolder, validateModel, validateUpload,
   type FolderForm, type ModelForm, type RegErrors, type RegField, type RegisteredSet, type UploadForm,
 } from "./register";
-import { useJobEvents } from "../../lib/sse";
-import { usePageTitle } from "../../lib/title";
 
 type Registry = ReturnType<typeof useModelRegistry>;
 

@@ -4,8 +4,8 @@ import userEvent from "@testing-library/user-event";
 import { describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
 import type { UnitRow } from "../../api/client";
-import run from "../../test/fixtures/run-detail.json";
 import { mockFetch } from "../../test/fetchMock";
+import run from "../../test/fixtures/run-detail.json";
 import { renderRoutes } from "../../test/renderRoutes";
 import { Compare } from "./Compare";
 

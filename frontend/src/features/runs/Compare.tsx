@@ -1,17 +1,17 @@
 import { useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router";
-import { useAllUnits, usePickableRuns, useRun, useUnit } from "../../api/queries";
 import type { RunDetail, UnitRow } from "../../api/client";
+import { useAllUnits, usePickableRuns, useRun, useUnit } from "../../api/queries";
 import { Scatter, type ScatterGroup } from "../../components/Charts";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { Gallery } from "../../components/Gallery";
 import { PageHead } from "../../components/PageHead";
 import { Empty, ErrorBox, Loading, SelectedIsInit } from "../../components/States";
-import { UnitListNotice, unitListNotice } from "./UnitTable";
 import { attackLabel, clip, metricLabel, pct, signed, tau, unitRole } from "../../lib/format";
 import { attackOutcome } from "../../lib/rows";
 import { runPath, unitPath } from "../../lib/share";
 import { usePageTitle } from "../../lib/title";
+import { UnitListNotice, unitListNotice } from "./UnitTable";
 
 type Merged = { unit: number; a?: UnitRow; b?: UnitRow; diff: number | null };
 type CSort = "unit" | "a_delta" | "b_delta" | "diff" | "a_tau" | "b_tau";

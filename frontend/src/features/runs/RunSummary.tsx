@@ -2,9 +2,9 @@
 // then its panels (RunPanels, TrainingPanel, UnitsPanel). A share link opens it read-only.
 import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
+import { useToken } from "../../api/auth";
 import { download, isLive } from "../../api/client";
 import type { RunDetailFull } from "../../api/contract";
-import { useToken } from "../../api/auth";
 import { useRun } from "../../api/queries";
 import { CopyButton } from "../../components/CopyButton";
 import { ErrorBoundary } from "../../components/ErrorBoundary";

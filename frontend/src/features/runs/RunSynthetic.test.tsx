@@ -6,14 +6,14 @@ import { screen, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
+import type { RunRow } from "../../api/contract";
+import { orderRows } from "../../lib/rows";
+import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
 import run from "../../test/fixtures/run-detail-multi.json";
+import unit11 from "../../test/fixtures/run-unit-11.json";
 import units from "../../test/fixtures/run-units.json";
 import unitSynth from "../../test/fixtures/unit-synthetic.json";
-import unit11 from "../../test/fixtures/run-unit-11.json";
-import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
 import { renderRoutes } from "../../test/renderRoutes";
-import { orderRows } from "../../lib/rows";
-import type { RunRow } from "../../api/contract";
 import { RunSummary } from "./RunSummary";
 import { UnitPage } from "./UnitPage";
 

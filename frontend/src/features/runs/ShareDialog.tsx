@@ -1,9 +1,9 @@
 import { useState } from "react";
 import { useCreateShare, useRevokeShare, useShares } from "../../api/queries";
-import { when } from "../../lib/format";
 import { CopyButton } from "../../components/CopyButton";
 import { Dialog } from "../../components/Dialog";
 import { ErrorBox, Loading, When } from "../../components/States";
+import { when } from "../../lib/format";
 
 /** Share links of a run: create one (read-only access, no login), copy it, list and revoke. */
 export function ShareDialog({ runId, runName, onClose }: { runId: number; runName: string; onClose: () => void }) {

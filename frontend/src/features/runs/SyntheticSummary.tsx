@@ -1,9 +1,9 @@
 // Thesis Fig. 3.7 in numbers: per layer, the natural vs the synthetic CLIP-δ means (and
 // the other SPEC §4 measures), and a scatter of the two per unit, attacked units apart.
 import type { LayerSynthetic } from "../../api/contract";
-import { num, unitRole } from "../../lib/format";
 import { Scatter } from "../../components/Charts";
 import { SYNTH_METRICS } from "../../components/Synthetic";
+import { num, unitRole } from "../../lib/format";
 
 export function SyntheticSummary({ synthetic, layers, current, onPickUnit, kClip, attackKind }: {
   synthetic: Record<string, LayerSynthetic>;

@@ -1,17 +1,17 @@
 import { useEffect, useRef } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
-import { type UnitState, useRun, useUnit } from "../../api/queries";
-import { unitSynthetic, type RunDetailFull, type UnitDetailFull } from "../../api/contract";
 import { useToken } from "../../api/auth";
+import { unitSynthetic, type RunDetailFull, type UnitDetailFull } from "../../api/contract";
+import { type UnitState, useRun, useUnit } from "../../api/queries";
 import { CopyButton } from "../../components/CopyButton";
-import { BeforeAfter } from "../../components/Gallery";
 import { ErrorBoundary } from "../../components/ErrorBoundary";
+import { BeforeAfter } from "../../components/Gallery";
 import { ErrorBox, Loading, NotFound, SelectedIsInit } from "../../components/States";
 import { SyntheticNumbers, SyntheticPairs } from "../../components/Synthetic";
+import { runLayers } from "../../lib/chain";
 import { metric, metricHelp, metricLabel, METRIC_KEYS, num, unitRole } from "../../lib/format";
 import { attackOutcome, type AttackOutcome } from "../../lib/rows";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../../lib/share";
-import { runLayers } from "../../lib/chain";
 import { usePageTitle } from "../../lib/title";
 import { LayerNotFound } from "./RunSummary";
 

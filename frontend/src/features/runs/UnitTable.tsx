@@ -1,6 +1,6 @@
 // The per-layer unit table: sortable by any metric (server-side), paginated; a row opens the unit.
 import { Link } from "react-router";
-import { isLive, type UnitRow } from "../../api/client";
+import { isLive, type JobStatus, type UnitRow } from "../../api/client";
 import type { UnitQuery } from "../../api/queries";
 import { metric, metricHelp, metricLabel, METRIC_KEYS, unitRole } from "../../lib/format";
 
@@ -122,7 +122,7 @@ export function UnitTable(p: UnitTableProps) {
   );
 }
 
-export type RunStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+type RunStatus = JobStatus;
 
 /**
  * Which run status explains a missing unit list, or null when the list (or its loading

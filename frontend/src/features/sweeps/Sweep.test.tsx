@@ -5,9 +5,9 @@ import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
+import { mockFetch } from "../../test/fetchMock";
 import detail from "../../test/fixtures/sweep-detail.json";
 import sweeps from "../../test/fixtures/sweeps.json";
-import { mockFetch } from "../../test/fetchMock";
 import { renderRoutes } from "../../test/renderRoutes";
 import { methodSeries, pointSeries, SweepList, SweepPage } from "./Sweep";
 

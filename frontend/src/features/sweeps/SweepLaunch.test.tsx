@@ -5,11 +5,11 @@ import { fireEvent, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { beforeEach, describe, expect, it } from "vitest";
 import { setToken } from "../../api/auth";
+import { mockFetch, type Route } from "../../test/fetchMock";
+import sets from "../../test/fixtures/image-sets.json";
 import sweepKind from "../../test/fixtures/job-kind-sweep.json";
 import layers from "../../test/fixtures/layers.json";
 import models from "../../test/fixtures/models.json";
-import sets from "../../test/fixtures/image-sets.json";
-import { mockFetch, type Route } from "../../test/fetchMock";
 import { renderRoutes } from "../../test/renderRoutes";
 import { SweepLaunch } from "./SweepLaunch";
 

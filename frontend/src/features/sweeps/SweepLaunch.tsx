@@ -7,16 +7,16 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate } from "react-router";
 import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
-import { defaultSet, fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, KindsUnread, sendForm, SubmitForm, unlessOnFields } from "../../components/FormField";
+import { defaultSet, fieldAria, FieldError, FieldRow, FormProblems, ImageSetSelect, KindsUnread, listsGate, sendForm, SubmitForm, unlessOnFields } from "../../components/FormField";
 import { defaultLayer, LayerField } from "../../components/LayerPicker";
 import { PageHead } from "../../components/PageHead";
-import { Empty, ErrorBox, Loading } from "../../components/States";
+import { Empty } from "../../components/States";
 import { kindOf } from "../../lib/chain";
+import { usePageTitle } from "../../lib/title";
 import {
   baselineOf, buildSweepRequest, gridOf, mapSweepErrors, METHOD_TEXT, pointCount, pruneMethods, SWEEP_BLANK, SWEEP_FIELD_ORDER, sweepDefaults,
   sweepAttacks, validateSweep, type SweepAttack, type SweepErrors, type SweepField, type SweepForm,
 } from "./sweep";
-import { usePageTitle } from "../../lib/title";
 
 /** How the form names the attacks it knows; which it offers is the registry's (`sweepAttacks`). */
 const ATTACK_TEXT: Record<string, string> = { push_down: "push-down", push_up: "push-up (decoy)" };
@@ -111,9 +111,8 @@ export function SweepLaunch() {
       created: (id) => navigate(`/sweeps/${id}`),
     });
 
-  if (models.isLoading || sets.isLoading || kinds.isLoading) return <Loading what="Loading models, image sets and job kinds" />;
-  if (models.error) return <ErrorBox error={models.error} retry={() => models.refetch()} />;
-  if (sets.error) return <ErrorBox error={sets.error} retry={() => sets.refetch()} />;
+  const gate = listsGate("Loading models, image sets and job kinds", [models, sets], [kinds]);
+  if (gate) return gate;
   if (!models.data?.length || !sets.data?.length)
     return (
       <Empty>
