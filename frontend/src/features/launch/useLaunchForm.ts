@@ -46,10 +46,10 @@ export function useLaunchForm() {
   const formRef = useRef<HTMLFormElement>(null);
 
   const offered = useMemo(() => launchKinds(kinds.data), [kinds.data]);
-  // a ?kind= the registry does not offer: the form's own kind
+  // a ?kind= the registry does not offer (or, unread, cannot): the form's own kind
   useEffect(() => {
-    if (kinds.data && !offered.includes(form.kind)) setForm((f) => ({ ...f, kind: BLANK.kind }));
-  }, [offered]); // eslint-disable-line react-hooks/exhaustive-deps
+    if (!kinds.isPending && !offered.includes(form.kind)) setForm((f) => ({ ...f, kind: BLANK.kind }));
+  }, [offered, kinds.isPending]); // eslint-disable-line react-hooks/exhaustive-deps
   // defaults once the lists arrive: the registry's numbers (never the user's edits), a model, its layer, two sets
   useEffect(() => {
     if (!kinds.data) return;
