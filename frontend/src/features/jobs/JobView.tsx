@@ -1,5 +1,5 @@
 import { useQueryClient } from "@tanstack/react-query";
-import { useEffect, useMemo, useRef } from "react";
+import { useEffect, useMemo } from "react";
 import { Link, useParams } from "react-router";
 import { isTerminal } from "../../api/client";
 import type { AlphaEvent, StepJob } from "../../api/contract";
@@ -7,11 +7,12 @@ import { useCancelJob, useChildren, useJob, useJobKinds, useRun } from "../../ap
 import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { ErrorBox, Loading, SelectedIsInit, StatusBadge, When } from "../../components/States";
 import { chainSteps, jobTitle, kindOf, liveStepLabel } from "../../lib/chain";
-import { absTime, attackLabel, duration, num } from "../../lib/format";
+import { absTime, attackLabel, duration } from "../../lib/format";
 import { attackOutcome } from "../../lib/rows";
 import { useJobEvents, type LossPoint } from "../../lib/sse";
 import { usePageTitle } from "../../lib/title";
 import { TrainingCharts } from "../runs/TrainingPanel";
+import { LogPanel, ProgressPanel } from "./JobPanels";
 import { kindView } from "./kindViews";
 
 export function JobView() {
@@ -24,12 +25,6 @@ export function JobView() {
   const kinds = useJobKinds(!!job);
   const cancel = useCancelJob();
   const qc = useQueryClient();
-  const logRef = useRef<HTMLOListElement>(null);
-  useEffect(() => {
-    const el = logRef.current;
-    if (el) el.scrollTop = el.scrollHeight; // follow the newest line
-  }, [stream.logs.length]);
-
   useEffect(() => {
     if (job && isTerminal(job.status)) {
       qc.invalidateQueries({ queryKey: ["runs"] });
@@ -58,8 +53,6 @@ export function JobView() {
   const view = kindView(job.kind);
   const result = view.result?.(job);
   const p = (stream.progress ?? job.progress ?? {}) as Record<string, unknown>;
-  const done = typeof p.done === "number" ? p.done : 0;
-  const total = typeof p.total === "number" ? p.total : null;
   const chainStep = typeof p.chain_step === "number" ? p.chain_step : null;
   const terminal = isTerminal(job.status);
   const failedTrace = [...stream.logs].reverse().find((l) => typeof l.traceback === "string");
@@ -153,45 +146,7 @@ export function JobView() {
         </div>
       )}
 
-      <ErrorBoundary name="Progress">
-      <section className="panel" aria-label="Progress">
-        <h2>Progress</h2>
-        {job.children.length > 0 && (
-          <ol className="chain" aria-label={`${steps.length} steps`}>
-            {steps.map((s) => (
-              <li key={s.seq} className={`step status-${s.status}${s.current ? " current" : ""}`} data-step={s.key ?? undefined} aria-current={s.current ? "step" : undefined}>
-                <span className="n">{s.seq}</span>{" "}
-                {s.jobId != null ? (
-                  <Link to={`/jobs/${s.jobId}`} title={`step ${s.seq}${s.key ? ` (${s.key})` : ""}: job ${s.jobId}`}>
-                    {s.label}
-                  </Link>
-                ) : (
-                  s.label
-                )}{" "}
-                <StatusBadge status={s.status} />
-              </li>
-            ))}
-          </ol>
-        )}
-        <div className="stage">
-          <span>
-            {chainStep != null && !terminal && (
-              <span className="muted">
-                step {chainStep} of {String(p.chain_steps ?? steps.length)}
-                {liveLabel ? ` (${liveLabel})` : ""} ·{" "}
-              </span>
-            )}
-            <strong>{String(p.stage ?? job.status)}</strong>
-            {total ? ` · ${done.toLocaleString("en")} / ${total.toLocaleString("en")}` : ""}
-            {typeof p.alpha === "number" && ` · α = ${num(p.alpha, 3)}`}
-            {typeof p.loss === "number" && ` · loss ${num(p.loss, 4)}`}
-          </span>
-          <div className={`progress${job.status === "failed" ? " failed" : ""}`} role="progressbar" aria-label="Stage progress" aria-valuemin={0} aria-valuemax={total ?? 1} aria-valuenow={total ? done : terminal ? 1 : 0}>
-            <div style={{ width: `${total ? Math.min(100, (100 * done) / total) : terminal ? 100 : 0}%` }} className={total || terminal ? "" : "indeterminate"} />
-          </div>
-        </div>
-      </section>
-      </ErrorBoundary>
+      <ProgressPanel job={job} steps={steps} p={p} liveLabel={liveLabel} terminal={terminal} />
 
       {view.panel && (
         <ErrorBoundary name={view.panel.name}>
@@ -215,23 +170,7 @@ export function JobView() {
         </ErrorBoundary>
       )}
 
-      <ErrorBoundary name="Log">
-      <section className="panel" aria-label="Log">
-        <h2>Log</h2>
-        {stream.logs.length === 0 ? (
-          <p className="muted">{stream.connected || !terminal ? "No messages yet." : "No messages."}</p>
-        ) : (
-          <ol className="log" aria-live="polite" ref={logRef}>
-            {stream.logs.map((l) => (
-              <li key={l.id}>
-                {l.job_id ? <span className="muted">job {l.job_id}: </span> : null}
-                {l.message}
-              </li>
-            ))}
-          </ol>
-        )}
-      </section>
-      </ErrorBoundary>
+      <LogPanel logs={stream.logs} connected={stream.connected} terminal={terminal} />
     </div>
   );
 }
