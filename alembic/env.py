@@ -16,7 +16,7 @@ _backend = Path(__file__).resolve().parent.parent / "backend"
 if _backend.is_dir() and str(_backend) not in sys.path:
     sys.path.insert(0, str(_backend))
 
-from fvaudit.db.models import Base  # noqa: E402
+from fvaudit.db.tables import Base  # noqa: E402
 
 config = context.config
 target_metadata = Base.metadata
