@@ -112,75 +112,107 @@ class StateMeasure:
                 "aggregates": {l: m.to_json()["aggregates"] for l, m in self.metrics.items()}}
 
 
-def measure_state(
-    layers: Sequence[str],
-    attacked: dict[str, Sequence[int]] | None,
-    init_val: dict[str, LayerScan],
-    final_val: dict[str, LayerScan],
-    init_train: dict[str, LayerScan] | None = None,
-    final_train: dict[str, LayerScan] | None = None,
-    *,
-    k_clip: int = 5,
-    embed_topk: Callable[[np.ndarray], np.ndarray] | None = None,
-    embedder_id: str | None = None,
-    dead: dict[str, Sequence[int]] | None = None,
-    val_labels: np.ndarray | None = None,
-    train_labels: np.ndarray | None = None,
-    decoy_class: int | None = None,
-    decoy_ids: Sequence[int] | None = None,
-    state: str = "selected",
-    acc: float | None = None,
-    acc_init: float | None = None,
-    acc_n_images: int | None = None,
-    step: int | None = None,
-    over_budget: bool = False,
-) -> StateMeasure:
+@dataclass
+class StateScans:
+    """The scans one state is measured from, per layer: θ_init and the state on D_τ (the
+    validation set) and, for the training-set overlap, the dead units and the push-up success
+    on the training set, the same two on the training set."""
+
+    init_val: dict[str, LayerScan]
+    final_val: dict[str, LayerScan]
+    init_train: dict[str, LayerScan] | None = None
+    final_train: dict[str, LayerScan] | None = None
+
+    def train(self, layer: str) -> tuple[LayerScan, LayerScan] | None:
+        both = self.init_train is not None and self.final_train is not None
+        return (self.init_train[layer], self.final_train[layer]) if both and layer in self.init_train \
+            and layer in self.final_train else None
+
+
+@dataclass
+class StateFacts:
+    """What the attack says about the state measured: which state, which units it attacked
+    (None: every live unit, e.g. a control) and which were dead, its accuracy on the full
+    validation set, and a push-up's decoys."""
+
+    state: str = "selected"
+    attacked: dict[str, Sequence[int]] | None = None
+    dead: dict[str, Sequence[int]] | None = None
+    acc: float | None = None
+    acc_init: float | None = None
+    acc_n_images: int | None = None
+    step: int | None = None
+    over_budget: bool = False
+    decoy_class: int | None = None
+    decoy_ids: Sequence[int] | None = None
+
+
+@dataclass
+class Measuring:
+    """How the measures are taken: the top-k size of the CLIP measures and the overlap, the
+    top-k embedder (None: no CLIP measures) and the image sets' labels (push-up success)."""
+
+    k_clip: int = 5
+    embed_topk: Callable[[np.ndarray], np.ndarray] | None = None
+    embedder_id: str | None = None
+    val_labels: np.ndarray | None = None
+    train_labels: np.ndarray | None = None
+
+
+def measure_state(layers: Sequence[str], scans: StateScans, facts: StateFacts, how: Measuring) -> StateMeasure:
     """The one measuring step of an audit (SPEC §1, §3), shared by ``run_audit`` and the
     service's metrics job.
 
-    Per layer: every §3 metric on D_τ (``init_val`` vs ``final_val``), the top-``k_clip``
-    overlap on the training set (when its scans are given), and for a push-up
-    (``decoy_class`` given) the success shares on both sets, after the attack and, as the
-    baseline to beat, under θ_init. Dead units (SPEC §1) are the units of the θ_init
-    *training* scan that score 0 on every image (``init_train``); without a training scan,
-    ``dead`` (the attack's) is used, else the units silent on all of D_τ. ``attacked``
-    defaults to every live unit (e.g. for a fine-tune control).
+    Per layer: every §3 metric on D_τ, the top-``k_clip`` overlap on the training set (when its
+    scans are given), and for a push-up the success shares on both sets, after the attack and,
+    as the baseline to beat, under θ_init. Dead units (SPEC §1) are the units of the θ_init
+    *training* scan that score 0 on every image; without a training scan, the attack's
+    ``dead``, else the units silent on all of D_τ.
     """
-    metrics: dict[str, LayerMetrics] = {}
-    overlap: dict[str, float | None] = {}
-    att_live: dict[str, list[int]] = {}
-    for layer in layers:
-        iv, fv = init_val[layer], final_val[layer]
-        if init_train is not None and layer in init_train:
-            dead_l: Sequence[int] | None = init_train[layer].dead_units
-        else:
-            dead_l = (dead or {}).get(layer)
-        live = live_units(np.asarray(iv.scores), dead_l)
-        att = [int(u) for u in (attacked[layer] if attacked is not None and layer in attacked else live)]
-        lm = measure_layer(layer, iv.scores, fv.scores, att, dead=dead_l, embed_topk=embed_topk,
-                           embedder_id=embedder_id, k_clip=k_clip,
-                           topk_init=(iv.topk_ids, iv.topk_scores), topk_final=(fv.topk_ids, fv.topk_scores))
-        metrics[layer] = lm
-        att_live[layer] = list(lm.attacked)
-        overlap[layer] = None
-        if init_train is not None and final_train is not None and layer in init_train and layer in final_train \
-                and lm.attacked:
-            it, ft = init_train[layer], final_train[layer]
-            overlap[layer] = float(np.mean([len(set(it.topk_ids[u, :k_clip]) & set(ft.topk_ids[u, :k_clip])) / k_clip
-                                            for u in lm.attacked]))
-            lm.extra["train_topk_overlap_mean"] = overlap[layer]
-    pushup = None
-    if decoy_class is not None:
-        d_ids = np.asarray(decoy_ids) if decoy_ids is not None else None
-        pick = lambda scans: {l: scans[l].topk_ids[att_live[l], :k_clip] for l in layers if att_live[l]}
-        pushup = {}
-        if val_labels is not None:
-            pushup["val"] = pushup_report(pick(final_val), val_labels, decoy_class, None)
-            pushup["val_init"] = pushup_report(pick(init_val), val_labels, decoy_class, None)
-        if train_labels is not None and init_train is not None and final_train is not None:
-            pushup["train"] = pushup_report(pick(final_train), train_labels, decoy_class, d_ids)
-            pushup["train_init"] = pushup_report(pick(init_train), train_labels, decoy_class, d_ids)
-    return StateMeasure(state, metrics, overlap, pushup, acc, acc_init, acc_n_images, step, over_budget)
+    metrics = {layer: _measure_layer(layer, scans, facts, how) for layer in layers}
+    overlap = {layer: metrics[layer].extra.get("train_topk_overlap_mean") for layer in layers}
+    pushup = _pushup(layers, scans, facts, how, {l: list(m.attacked) for l, m in metrics.items()})
+    return StateMeasure(facts.state, metrics, overlap, pushup, facts.acc, facts.acc_init, facts.acc_n_images,
+                        facts.step, facts.over_budget)
+
+
+def _measure_layer(layer: str, scans: StateScans, facts: StateFacts, how: Measuring) -> LayerMetrics:
+    iv, fv = scans.init_val[layer], scans.final_val[layer]
+    if scans.init_train is not None and layer in scans.init_train:
+        dead: Sequence[int] | None = scans.init_train[layer].dead_units
+    else:
+        dead = (facts.dead or {}).get(layer)
+    live = live_units(np.asarray(iv.scores), dead)
+    attacked = facts.attacked[layer] if facts.attacked is not None and layer in facts.attacked else live
+    lm = measure_layer(layer, iv.scores, fv.scores, [int(u) for u in attacked], dead=dead,
+                       embed_topk=how.embed_topk, embedder_id=how.embedder_id, k_clip=how.k_clip,
+                       topk_init=(iv.topk_ids, iv.topk_scores), topk_final=(fv.topk_ids, fv.topk_scores))
+    train = scans.train(layer)
+    if train is not None and lm.attacked:
+        it, ft, k = train[0], train[1], how.k_clip
+        lm.extra["train_topk_overlap_mean"] = float(np.mean(
+            [len(set(it.topk_ids[u, :k]) & set(ft.topk_ids[u, :k])) / k for u in lm.attacked]))
+    return lm
+
+
+def _pushup(layers: Sequence[str], scans: StateScans, facts: StateFacts, how: Measuring,
+            attacked: dict[str, list[int]]) -> dict | None:
+    """A push-up's success shares (SPEC §8): after the attack and under θ_init, on both sets."""
+    if facts.decoy_class is None:
+        return None
+    decoy_ids = np.asarray(facts.decoy_ids) if facts.decoy_ids is not None else None
+
+    def pick(by_layer: dict[str, LayerScan]) -> dict[str, np.ndarray]:
+        return {l: by_layer[l].topk_ids[attacked[l], :how.k_clip] for l in layers if attacked[l]}
+
+    out = {}
+    if how.val_labels is not None:
+        out["val"] = pushup_report(pick(scans.final_val), how.val_labels, facts.decoy_class, None)
+        out["val_init"] = pushup_report(pick(scans.init_val), how.val_labels, facts.decoy_class, None)
+    if how.train_labels is not None and scans.init_train is not None and scans.final_train is not None:
+        out["train"] = pushup_report(pick(scans.final_train), how.train_labels, facts.decoy_class, decoy_ids)
+        out["train_init"] = pushup_report(pick(scans.init_train), how.train_labels, facts.decoy_class, decoy_ids)
+    return out
 
 
 @dataclass
@@ -207,6 +239,20 @@ class AuditResult:
                     rows = [dataclasses.replace(r, seconds=sum(self.timings.values())) for r in rows]
                 out += rows
         return out
+
+
+class _Clock:
+    """Each audit stage's seconds (a stage run twice adds up), announced to the reporter."""
+
+    def __init__(self, reporter: Reporter):
+        self.reporter, self.timings = reporter, {}
+
+    def __call__(self, stage: str, fn):
+        self.reporter.stage(stage)
+        t = time.perf_counter()
+        result = fn()
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t
+        return result
 
 
 def run_audit(
@@ -236,64 +282,68 @@ def run_audit(
     out.mkdir(parents=True, exist_ok=True)
     cfg.validate()
     layers = [model.layer(t.layer).name for t in cfg.targets]
-    k_scan = max(cfg.k, k_clip)
-    timings: dict[str, float] = {}
+    clock = _Clock(reporter)
     (out / "config.json").write_text(json.dumps({"name": name, "model": model.name, "weights": model.weights,
                                                  "train": train_set.key, "val": val_set.key, "k_clip": k_clip,
                                                  "embedder": embedder_id, "attack": cfg.to_json()}, indent=1))
     (out / "versions.json").write_text(json.dumps(versions(), indent=1))
 
-    def timed(stage: str, fn):
-        reporter.stage(stage)
-        t = time.perf_counter()
-        r = fn()
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t
-        return r
-
     def scan_of(m: LoadedModel, image_set: ImageSet) -> ScanResult:
-        return scan(m, image_set, layers, k=k_scan, device=cfg.device, reporter=reporter)
+        return scan(m, image_set, layers, k=max(cfg.k, k_clip), device=cfg.device, reporter=reporter)
 
     if init_train is None or not set(layers) <= set(init_train.layers):
-        init_train = timed("scan train θ_init", lambda: scan_of(model, train_set))
+        init_train = clock("scan train θ_init", lambda: scan_of(model, train_set))
     if init_val is None or not set(layers) <= set(init_val.layers):
-        init_val = timed("scan val θ_init", lambda: scan_of(model, val_set))
+        init_val = clock("scan val θ_init", lambda: scan_of(model, val_set))
     write_scan(init_train, out, "train", "init")
     write_scan(init_val, out, "val", "init")
-    attack = timed("attack", lambda: run_attack(model, train_set, val_set, cfg, out_dir=out, reporter=reporter,
+    attack = clock("attack", lambda: run_attack(model, train_set, val_set, cfg, out_dir=out, reporter=reporter,
                                                 init_scans=init_train.layers))
+    how = Measuring(k_clip, embed_topk, embedder_id, val_set.labels, train_set.labels)
     decoy_class = (train_set.class_index(cfg.decoy_class)
                    if cfg.kind == "push_up" and cfg.decoy_class is not None else None)
     scans = {"train_init": init_train.layers, "val_init": init_val.layers}
     states: dict[str, StateMeasure] = {}
-    same = attack.selected_step == attack.steps     # the final state is the selected one
     for st, m, acc, step in (("selected", attack.selected_model, attack.acc_selected, attack.selected_step),
                              ("final", attack.final_model, attack.acc_final, attack.steps)):
-        if st == "final" and same:
+        if st == "final" and attack.selected_step == attack.steps:     # the final state is the selected one
             ft, fv = scans["train_selected"], scans["val_selected"]
         else:
-            r_train = timed(f"scan train θ_{st}", lambda: scan_of(m, train_set))
-            r_val = timed(f"scan val θ_{st}", lambda: scan_of(m, val_set))
-            write_scan(r_train, out, "train", st)
-            write_scan(r_val, out, "val", st)
-            ft, fv = r_train.layers, r_val.layers
+            ft, fv = (_scan_state(clock, scan_of, m, s, out, split, st)
+                      for s, split in ((train_set, "train"), (val_set, "val")))
         scans[f"train_{st}"], scans[f"val_{st}"] = ft, fv
-        states[st] = timed("metrics", lambda: measure_state(
-            layers, attack.attacked, init_val.layers, fv, init_train.layers, ft, k_clip=k_clip,
-            embed_topk=embed_topk, embedder_id=embedder_id, dead=attack.dead, val_labels=val_set.labels,
-            train_labels=train_set.labels, decoy_class=decoy_class, decoy_ids=attack.decoy_ids, state=st,
-            acc=acc, acc_init=attack.acc_init, acc_n_images=attack.acc_n_images, step=step,
-            over_budget=(st == "final" and attack.final_over_budget)))
-    for lm in states["selected"].metrics.values():
-        write_layer_metrics(lm, out)
-    for lm in states["final"].metrics.values():
-        write_layer_metrics(lm, out / "final")
+        facts = StateFacts(st, attack.attacked, attack.dead, acc, attack.acc_init, attack.acc_n_images, step,
+                           st == "final" and attack.final_over_budget, decoy_class, attack.decoy_ids)
+        states[st] = clock("metrics", lambda: measure_state(
+            layers, StateScans(init_val.layers, fv, init_train.layers, ft), facts, how))
     sel = states["selected"]
     row = sel.rows(name)[-1]
     row.name = name
-    row.seconds = sum(timings.values())
-    result = AuditResult(name, attack, sel.metrics, row, timings, sel.pushup, scans, states, control)
+    row.seconds = sum(clock.timings.values())
+    result = AuditResult(name, attack, sel.metrics, row, clock.timings, sel.pushup, scans, states, control)
+    _write_results(out, result)
+    return result
+
+
+def _scan_state(clock: _Clock, scan_of, model: LoadedModel, image_set: ImageSet, out: Path, split: str,
+                state: str) -> dict[str, LayerScan]:
+    result = clock(f"scan {split} θ_{state}", lambda: scan_of(model, image_set))
+    write_scan(result, out, split, state)
+    return result.layers
+
+
+def _write_results(out: Path, result: AuditResult) -> None:
+    """The run directory's results: each state's per-layer metrics, attack.json (the attack's
+    summary with timings, rows and aggregates), the α trajectory and loss history as CSV, and
+    the Table 3.1 rows as text."""
+    attack, states, sel = result.attack, result.states, result.states["selected"]
+    for lm in sel.metrics.values():
+        write_layer_metrics(lm, out)
+    for lm in states["final"].metrics.values():
+        write_layer_metrics(lm, out / "final")
+    control = result.control
     summary = attack.summary()
-    summary.update({"timings": timings, "pushup": sel.pushup, "table_row": asdict(row),
+    summary.update({"timings": result.timings, "pushup": sel.pushup, "table_row": asdict(result.table_row),
                     "table_rows": [asdict(r) for r in result.rows()],
                     "states": {k: v.to_json() for k, v in states.items()},
                     "control": None if control is None else {"name": control.name,
@@ -314,4 +364,3 @@ def run_audit(
         for h in attack.history:
             w.writerow([h["step"], h["loss"], h["l_attack"], h["l_maintain"], h["alpha"]])
     (out / "table.txt").write_text(format_table(result.rows()) + "\n")
-    return result

@@ -18,8 +18,8 @@ Unit rows are upserted on ``(run, layer, unit)``: the columns a ``visualize`` jo
 """
 from __future__ import annotations
 
-import math
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field
@@ -30,6 +30,9 @@ from fvaudit.db.session import inserted
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import DbId, Embedder, Name, Strict, UniqueLayers
 from fvaudit.jobs.validate import FieldError, check_embedder, check_layer, get_image_set, get_job, get_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fvaudit.engine.data.images import ImageSet as EngineImageSet
 
 STATES = ("selected", "final")
 
@@ -122,11 +125,6 @@ def _topk_entry(ids: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict
             "labels": [int(labels[int(i)]) for i in ids]}
 
 
-def _mean(values) -> float | None:
-    xs = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(xs)) if xs else None
-
-
 def state_accuracy(acc: dict, state: str) -> dict:
     """measure_state's accuracy arguments for the selected or the final state of an attack."""
     if state == "selected":
@@ -134,13 +132,57 @@ def state_accuracy(acc: dict, state: str) -> dict:
     return {"acc": acc.get("last"), "step": acc.get("steps"), "over_budget": bool(acc.get("over_budget"))}
 
 
+@dataclass
+class _Inputs:
+    """What the metrics job reads: the states measured (the main one first), the attack job's
+    result, the image sets and, per layer, the scans of θ_init and of every state."""
+
+    states: list[str]
+    layers: list[str]
+    attack: dict | None
+    val: "EngineImageSet"
+    train: "EngineImageSet | None"
+    init_val: dict
+    init_train: dict | None
+    final_val: dict[str, dict]
+    final_train: dict[str, dict]
+
+    @property
+    def acc(self) -> dict:
+        return dict((self.attack or {}).get("accuracy") or {})
+
+    def decoys(self) -> tuple[int | None, list | None]:
+        a = self.attack or {}
+        if a.get("kind") == "push_up" and a.get("decoy_class") is not None:
+            return int(a["decoy_class"]), a.get("decoy_ids")
+        return None, None
+
+
 def run_metrics(spec: MetricsSpec, ctx) -> dict:
-    from fvaudit.engine import measure
-    from fvaudit.engine.audit import measure_state
     from fvaudit.engine.measure.embedders import make_topk_embedder
-    from fvaudit.jobs.common import layer_scan, load_scan, open_db_image_set
 
     ctx.reporter.stage("load scans")
+    inp = _load_inputs(spec, ctx)
+    topk_embedding = make_topk_embedder(spec.embedder, inp.val, ctx.cache_dir, ctx.device, ctx.reporter)
+    if topk_embedding is not None and topk_embedding.warning:
+        ctx.log(f"note: {topk_embedding.warning}")
+    measured = _measure_states(spec, inp, topk_embedding, ctx)
+    units = _unit_results(spec, inp, measured, topk_embedding.embed if topk_embedding else None, ctx)
+    rows = _table_rows(spec, inp, measured, units.layer_info)
+    ctx.reporter.stage("store results")
+    results = _RunResults(rows, units, _pushup_summary(spec, inp, measured), inp.acc,
+                          topk_embedding.id if topk_embedding else None,
+                          topk_embedding.warning if topk_embedding else None)
+    headline = _store(spec, ctx, inp, results)
+    ctx.log(f"metrics stored for {len(units.rows)} units of {len(inp.layers)} layer(s), state(s) "
+            f"{', '.join(inp.states)}; embedder {results.embedder_id}")
+    return {"layers": inp.layers, "units": len(units.rows), "embedder": results.embedder_id, "states": inp.states,
+            "headline": clean_json(headline)}
+
+
+def _load_inputs(spec: MetricsSpec, ctx) -> _Inputs:
+    from fvaudit.jobs.common import layer_scan, load_scan, open_db_image_set
+
     state_jobs = {spec.after_state: spec.after_scan_job_id}
     if spec.final_scan_job_id is not None:
         state_jobs["final"] = spec.final_scan_job_id
@@ -152,10 +194,8 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         if spec.train_set_id is not None:
             before_train = load_scan(db, spec.before_scan_job_id, spec.train_set_id)
             after_train = {s: load_scan(db, j, spec.train_set_id) for s, j in state_jobs.items()}
-        val_row = db.get(ImageSet, spec.val_set_id)
-        train_row = db.get(ImageSet, spec.train_set_id) if spec.train_set_id else None
-        val = open_db_image_set(db, val_row)
-        train = open_db_image_set(db, train_row) if train_row is not None else None
+        val = open_db_image_set(db, db.get(ImageSet, spec.val_set_id))
+        train = open_db_image_set(db, db.get(ImageSet, spec.train_set_id)) if spec.train_set_id else None
         attack = None
         if spec.attack_job_id is not None:
             aj = db.get(Job, spec.attack_job_id)
@@ -168,135 +208,189 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         def by_layer(scan_row):
             return {layer: layer_scan(ctx.store, scan_row, layer) for layer in layers} if scan_row else None
 
-        init_val, init_train = by_layer(before_val), by_layer(before_train)
-        final_val = {s: by_layer(r) for s, r in after_val.items()}
-        final_train = {s: by_layer(r) for s, r in after_train.items()}
-    topk_embedding = make_topk_embedder(spec.embedder, val, ctx.cache_dir, ctx.device, ctx.reporter)
-    embed, emb_id, warning = ((topk_embedding.embed, topk_embedding.id, topk_embedding.warning)
-                              if topk_embedding else (None, None, None))
-    if warning:
-        ctx.log(f"note: {warning}")
-    k_clip = spec.k_clip
-    acc = dict((attack or {}).get("accuracy") or {})
-    main_state = states[0]
-    decoy_class = decoy_ids = None
-    if attack is not None and attack.get("kind") == "push_up" and attack.get("decoy_class") is not None:
-        decoy_class, decoy_ids = int(attack["decoy_class"]), attack.get("decoy_ids")
+        return _Inputs(states, layers, attack, val, train, by_layer(before_val), by_layer(before_train),
+                       {s: by_layer(r) for s, r in after_val.items()}, {s: by_layer(r) for s, r in after_train.items()})
+
+
+def _measure_states(spec: MetricsSpec, inp: _Inputs, topk_embedding, ctx) -> dict:
+    """Every state measured against θ_init (:func:`~fvaudit.engine.audit.measure_state`)."""
+    from fvaudit.engine.audit import Measuring, StateFacts, StateScans, measure_state
+
+    how = Measuring(spec.k_clip, topk_embedding.embed if topk_embedding else None,
+                    topk_embedding.id if topk_embedding else None, inp.val.labels,
+                    inp.train.labels if inp.train is not None else None)
+    acc, attack = inp.acc, inp.attack or {}
+    decoy_class, decoy_ids = inp.decoys()
     measured = {}
-    for st in states:
+    for st in inp.states:
         ctx.check_cancel()
         ctx.reporter.stage(f"metrics ({st})", total=None)
-        measured[st] = measure_state(
-            layers, (attack or {}).get("attacked"), init_val, final_val[st], init_train, final_train.get(st),
-            k_clip=k_clip, embed_topk=embed, embedder_id=emb_id, dead=(attack or {}).get("dead"),
-            val_labels=val.labels, train_labels=train.labels if train is not None else None,
-            decoy_class=decoy_class, decoy_ids=decoy_ids, state=st, acc_init=acc.get("init"),
-            acc_n_images=acc.get("n_images"), **state_accuracy(acc, st))
-    main = measured[main_state]
-    rows, per_unit_hist, clip_sim, layer_info = [], {}, {}, {}
-    unit_rows: list[dict] = []
-    for layer in layers:
+        facts = StateFacts(st, attack.get("attacked"), attack.get("dead"), acc_init=acc.get("init"),
+                           acc_n_images=acc.get("n_images"), decoy_class=decoy_class, decoy_ids=decoy_ids,
+                           **state_accuracy(acc, st))
+        scans = StateScans(inp.init_val, inp.final_val[st], inp.init_train, inp.final_train.get(st))
+        measured[st] = measure_state(inp.layers, scans, facts, how)
+    return measured
+
+
+@dataclass
+class _Units:
+    rows: list[dict]
+    per_unit_hist: dict
+    clip_sim: dict
+    layer_info: dict
+
+
+def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx) -> _Units:
+    """Every unit's row (its top-k in each state, its metrics, nearest units, Fig. 3.5
+    similarities), the histograms' values and each layer's unit counts."""
+    out = _Units([], {}, {}, {})
+    main_state = inp.states[0]
+    for layer in inp.layers:
         ctx.check_cancel()
-        lm = main.metrics[layer]
-        iv, it = init_val[layer], (init_train or {}).get(layer)
-        fv, ft = final_val[main_state][layer], (final_train.get(main_state) or {}).get(layer)
-        n_units = iv.units
-        others = [st for st in states if st != main_state]
-        # C^{init,init}_jj and C^{init,state}_jj (Fig. 3.5), from the cached embeddings: the
-        # main state's in clip_self, every other state's in extra["clip_self"][state]
-        self_sim: dict[int, dict] = {}
-        other_sim: dict[str, dict[int, dict]] = {st: {} for st in others}
-        if embed is not None and len(lm.units) > 1:
-            e_i, e_f = embed(iv.topk_ids[lm.units, :k_clip]), embed(fv.topk_ids[lm.units, :k_clip])
-            pre = np.diag(measure.set_similarity(e_i, e_i))
-            post = np.diag(measure.set_similarity(e_i, e_f))
-            self_sim = {u: {"pre": finite(pre[c]), "post": finite(post[c])} for c, u in enumerate(lm.units)}
-            clip_sim[layer] = [{"unit": u, **self_sim[u]} for u in lm.units if u in set(lm.attacked)]
-            for st in others:
-                e_o = embed(final_val[st][layer].topk_ids[lm.units, :k_clip])
-                post_o = np.diag(measure.set_similarity(e_i, e_o))
-                other_sim[st] = {u: {"pre": finite(pre[c]), "post": finite(post_o[c])} for c, u in enumerate(lm.units)}
+        lm = measured[main_state].metrics[layer]
+        self_sim, other_sim = _clip_self(spec, inp, layer, lm, embed)
+        if self_sim:
+            out.clip_sim[layer] = [{"unit": u, **self_sim[u]} for u in lm.units if u in set(lm.attacked)]
         att, dead_set = set(lm.attacked), set(lm.dead)
-        for u in range(n_units):
-            topk = {"val": {"image_set_id": spec.val_set_id,
-                            "before": _topk_entry(iv.topk_ids[u], iv.topk_scores[u], val.labels),
-                            "after": _topk_entry(fv.topk_ids[u], fv.topk_scores[u], val.labels)}}
-            if it is not None and ft is not None and train is not None:
-                topk["train"] = {"image_set_id": spec.train_set_id,
-                                 "before": _topk_entry(it.topk_ids[u], it.topk_scores[u], train.labels),
-                                 "after": _topk_entry(ft.topk_ids[u], ft.topk_scores[u], train.labels)}
-            # every other state's top-k beside the main one ("after"), so the unit page can show
-            # either state (GET .../units/{unit}?state=final)
-            for st in others:
-                ov = final_val[st][layer]
-                topk["val"][st] = _topk_entry(ov.topk_ids[u], ov.topk_scores[u], val.labels)
-                ot = (final_train.get(st) or {}).get(layer)
-                if "train" in topk and ot is not None:
-                    topk["train"][st] = _topk_entry(ot.topk_ids[u], ot.topk_scores[u], train.labels)
-            other = {st: {m: finite(measured[st].metrics[layer].per_unit.get(m, {}).get(u)) for m in METRICS}
-                     for st in others}
-            extra = {"states": other, "after_state": main_state,
-                     "nearest": {st: measured[st].metrics[layer].nearest.get(u, {}) for st in others},
-                     "clip_self": {st: other_sim[st].get(u, {}) for st in others}}
-            unit_rows.append({"layer": layer, "unit": u, "attacked": u in att, "dead": u in dead_set,
-                              **{m: finite(lm.per_unit.get(m, {}).get(u)) for m in METRICS},
-                              "topk": clean_json(topk), "nearest": clean_json(lm.nearest.get(u, {})),
-                              "clip_self": clean_json(self_sim.get(u, {})), "extra": clean_json(extra)})
+        for u in range(inp.init_val[layer].units):
+            out.rows.append({"layer": layer, "unit": u, "attacked": u in att, "dead": u in dead_set,
+                             **{m: finite(lm.per_unit.get(m, {}).get(u)) for m in METRICS},
+                             "topk": clean_json(_unit_topk(spec, inp, layer, u)),
+                             "nearest": clean_json(lm.nearest.get(u, {})),
+                             "clip_self": clean_json(self_sim.get(u, {})),
+                             "extra": clean_json(_other_states(inp, measured, layer, u, other_sim))})
         for m in METRICS:
-            per_unit_hist.setdefault(layer, {})[m] = ([finite(lm.per_unit[m].get(u)) for u in lm.attacked]
-                                                      if m in lm.per_unit else [])
-        layer_info[layer] = {"units": n_units, "attacked": lm.attacked, "dead": lm.dead, "live": len(lm.units),
-                             "n_images": lm.extra.get("n_images")}
-    for st in states:
+            out.per_unit_hist.setdefault(layer, {})[m] = ([finite(lm.per_unit[m].get(u)) for u in lm.attacked]
+                                                          if m in lm.per_unit else [])
+        out.layer_info[layer] = {"units": inp.init_val[layer].units, "attacked": lm.attacked, "dead": lm.dead,
+                                 "live": len(lm.units), "n_images": lm.extra.get("n_images")}
+    return out
+
+
+def _clip_self(spec: MetricsSpec, inp: _Inputs, layer: str, lm, embed) -> tuple[dict, dict]:
+    """C^{init,init}_jj and C^{init,state}_jj (Fig. 3.5) of every live unit, from the cached
+    embeddings: the main state's, and every other state's by state."""
+    from fvaudit.engine import measure
+
+    others = inp.states[1:]
+    if embed is None or len(lm.units) <= 1:
+        return {}, {st: {} for st in others}
+    k = spec.k_clip
+    e_i = embed(inp.init_val[layer].topk_ids[lm.units, :k])
+    pre = np.diag(measure.set_similarity(e_i, e_i))
+
+    def against(state: str) -> dict[int, dict]:
+        e_s = embed(inp.final_val[state][layer].topk_ids[lm.units, :k])
+        post = np.diag(measure.set_similarity(e_i, e_s))
+        return {u: {"pre": finite(pre[c]), "post": finite(post[c])} for c, u in enumerate(lm.units)}
+
+    return against(inp.states[0]), {st: against(st) for st in others}
+
+
+def _unit_topk(spec: MetricsSpec, inp: _Inputs, layer: str, u: int) -> dict:
+    """A unit's top-k before and after on each set; every other state's beside the main one
+    ("after"), so the unit page can show either state (GET .../units/{unit}?state=final)."""
+    main = inp.states[0]
+    iv, fv = inp.init_val[layer], inp.final_val[main][layer]
+    topk = {"val": {"image_set_id": spec.val_set_id,
+                    "before": _topk_entry(iv.topk_ids[u], iv.topk_scores[u], inp.val.labels),
+                    "after": _topk_entry(fv.topk_ids[u], fv.topk_scores[u], inp.val.labels)}}
+    it, ft = (inp.init_train or {}).get(layer), (inp.final_train.get(main) or {}).get(layer)
+    if it is not None and ft is not None and inp.train is not None:
+        topk["train"] = {"image_set_id": spec.train_set_id,
+                         "before": _topk_entry(it.topk_ids[u], it.topk_scores[u], inp.train.labels),
+                         "after": _topk_entry(ft.topk_ids[u], ft.topk_scores[u], inp.train.labels)}
+    for st in inp.states[1:]:
+        ov = inp.final_val[st][layer]
+        topk["val"][st] = _topk_entry(ov.topk_ids[u], ov.topk_scores[u], inp.val.labels)
+        ot = (inp.final_train.get(st) or {}).get(layer)
+        if "train" in topk and ot is not None:
+            topk["train"][st] = _topk_entry(ot.topk_ids[u], ot.topk_scores[u], inp.train.labels)
+    return topk
+
+
+def _other_states(inp: _Inputs, measured: dict, layer: str, u: int, other_sim: dict) -> dict:
+    """A unit's metrics, nearest units and Fig. 3.5 similarities in every state but the main one."""
+    others = inp.states[1:]
+    return {"states": {st: {m: finite(measured[st].metrics[layer].per_unit.get(m, {}).get(u)) for m in METRICS}
+                       for st in others},
+            "after_state": inp.states[0],
+            "nearest": {st: measured[st].metrics[layer].nearest.get(u, {}) for st in others},
+            "clip_self": {st: other_sim[st].get(u, {}) for st in others}}
+
+
+def _table_rows(spec: MetricsSpec, inp: _Inputs, measured: dict, layer_info: dict) -> list[dict]:
+    """Table 3.1: a row per layer and state (and an ``all`` row for several layers), with counts."""
+    rows = []
+    for st in inp.states:
         ms = measured[st]
         for row in ms.rows(spec.name or "run"):
-            ls = layers if row.layer == "all" else [row.layer]
-            rows.append({**row.to_json(), **{
-                "n_units": sum(layer_info[l]["units"] for l in ls),
-                "n_attacked": sum(len(ms.metrics[l].attacked) for l in ls),
-                "n_dead": sum(len(ms.metrics[l].dead) for l in ls),
-                "n_images": ms.metrics[ls[0]].extra.get("n_images"),
-                "train_topk_overlap": ms.train_overlap.get(row.layer) if row.layer != "all" else None,
-                **{f"{m}_n_nan": sum(int(ms.metrics[l].aggregates[m].get("n_nan", 0)) for l in ls
-                                     if m in ms.metrics[l].aggregates) for m in METRICS}}})
-    pushup = None
-    if decoy_class is not None and main.pushup:
-        pushup = {"decoy_class": decoy_class, "k": k_clip,
-                  "decoy_class_name": val.class_names[decoy_class] if decoy_class < len(val.class_names) else None,
-                  **main.pushup}
-        if "final" in measured and main_state != "final":
-            pushup["final"] = measured["final"].pushup
-    main_rows = [r for r in rows if r["state"] == main_state]
+            ls = inp.layers if row.layer == "all" else [row.layer]
+            rows.append({**row.to_json(),
+                         "n_units": sum(layer_info[l]["units"] for l in ls),
+                         "n_attacked": sum(len(ms.metrics[l].attacked) for l in ls),
+                         "n_dead": sum(len(ms.metrics[l].dead) for l in ls),
+                         "n_images": ms.metrics[ls[0]].extra.get("n_images"),
+                         "train_topk_overlap": ms.train_overlap.get(row.layer) if row.layer != "all" else None,
+                         **{f"{m}_n_nan": sum(int(ms.metrics[l].aggregates[m].get("n_nan", 0)) for l in ls
+                                              if m in ms.metrics[l].aggregates) for m in METRICS}})
+    return rows
+
+
+def _pushup_summary(spec: MetricsSpec, inp: _Inputs, measured: dict) -> dict | None:
+    decoy_class, _ = inp.decoys()
+    main = measured[inp.states[0]]
+    if decoy_class is None or not main.pushup:
+        return None
+    names = inp.val.class_names
+    pushup = {"decoy_class": decoy_class, "k": spec.k_clip,
+              "decoy_class_name": names[decoy_class] if decoy_class < len(names) else None, **main.pushup}
+    if "final" in measured and inp.states[0] != "final":
+        pushup["final"] = measured["final"].pushup
+    return pushup
+
+
+@dataclass
+class _RunResults:
+    rows: list[dict]
+    units: _Units
+    pushup: dict | None
+    acc: dict
+    embedder_id: str | None
+    embedder_warning: str | None
+
+
+def _store(spec: MetricsSpec, ctx, inp: _Inputs, res: _RunResults) -> dict:
+    """Upsert the unit rows and write the run's tables; returns the headline."""
+    main_rows = [r for r in res.rows if r["state"] == inp.states[0]]
     headline_src = next((r for r in main_rows if r["layer"] == "all"), main_rows[0] if main_rows else {})
     headline = {m: headline_src.get(m) for m in METRICS}
-    headline.update({"acc_init": acc.get("init"), "acc_final": acc.get("final"), "delta_acc": acc.get("delta")})
-    ctx.reporter.stage("store results")
+    headline.update({"acc_init": res.acc.get("init"), "acc_final": res.acc.get("final"),
+                     "delta_acc": res.acc.get("delta")})
     with ctx.session() as db:
         run = db.get(Run, ctx.run_id) if ctx.run_id is not None else None
         if run is None:
             raise RuntimeError("metrics job has no run to write into")
-        for r in unit_rows:
+        for r in res.units.rows:
             r["run_id"] = run.id
-        upsert(db, UnitResult, unit_rows, ("run_id", "layer", "unit"),
+        upsert(db, UnitResult, res.units.rows, ("run_id", "layer", "unit"),
                update=("attacked", "dead", *METRICS, "topk", "nearest", "clip_self", "extra"))
-        run.rows = clean_json(rows)
+        run.rows = clean_json(res.rows)
         run.table = clean_json([r for r in main_rows if r["layer"] != "all"])
         run.headline = clean_json(headline)
-        run.per_unit = clean_json(per_unit_hist)
-        run.clip_similarity = clean_json(clip_sim)
+        run.per_unit = clean_json(res.units.per_unit_hist)
+        run.clip_similarity = clean_json(res.units.clip_sim)
         info = dict(run.layer_info or {})
-        for l, v in layer_info.items():
+        for l, v in res.units.layer_info.items():
             info[l] = {**info.get(l, {}), **v}
         run.layer_info = clean_json(info)
-        run.layers = list(dict.fromkeys(list(run.layers or []) + layers))
-        run.embedder = emb_id
-        run.embedder_warning = warning
-        run.k_clip = k_clip
-        run.pushup = clean_json(pushup)
-        if not run.accuracy and acc:
-            run.accuracy = clean_json(acc)
+        run.layers = list(dict.fromkeys(list(run.layers or []) + inp.layers))
+        run.embedder = res.embedder_id
+        run.embedder_warning = res.embedder_warning
+        run.k_clip = spec.k_clip
+        run.pushup = clean_json(res.pushup)
+        if not run.accuracy and res.acc:
+            run.accuracy = clean_json(res.acc)
         run.finished_at = utcnow()
-    ctx.log(f"metrics stored for {len(unit_rows)} units of {len(layers)} layer(s), state(s) {', '.join(states)}; "
-            f"embedder {emb_id}")
-    return {"layers": layers, "units": len(unit_rows), "embedder": emb_id, "states": states,
-            "headline": clean_json(headline)}
+    return headline

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -150,39 +151,78 @@ def _mean(xs) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def run_visualize(spec: VisualizeSpec, ctx) -> dict:
-    from fvaudit.engine.measure import synthetic
-    from fvaudit.engine.scans.activations import scan
-    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
-    from fvaudit.jobs.common import layer_scan, load_db_model, load_scan, open_db_image_set, resolve_weights
-    from fvaudit.engine.measure.embedders import make_topk_embedder
+@dataclass
+class _Inputs:
+    """What a visualize job reads: the model row and its checkpoints (θ_init and the audited
+    state), the validation set with its stored scans, and the run's attacked and dead units."""
 
-    state_note = None
+    model_row: Model
+    ckpt_init: object
+    ckpt_after: object | None
+    after_state: str | None
+    state_note: str | None
+    val: object | None
+    val_name: str | None
+    stored: dict[str, object]
+    attacked: dict[str, set[int]]
+    dead: dict[str, set[int]]
+
+
+def run_visualize(spec: VisualizeSpec, ctx) -> dict:
+    from fvaudit.engine.measure.embedders import make_topk_embedder
+    from fvaudit.jobs.common import load_db_model
+
+    inp = _load_inputs(spec, ctx)
+    ctx.reporter.stage("load model")
+    models = {"init": load_db_model(inp.model_row, inp.ckpt_init, ctx.device)}
+    if inp.ckpt_after is not None:
+        models["after"] = load_db_model(inp.model_row, inp.ckpt_after, ctx.device)
+    topk_embedding = make_topk_embedder(spec.embedder, inp.val, ctx.cache_dir, ctx.device, ctx.reporter)
+    if topk_embedding is not None and topk_embedding.warning:
+        ctx.log(f"note: {topk_embedding.warning}")
+    image_rows: list[dict] = []
+    unit_measures: dict[str, dict[int, dict]] = {}
+    summary: dict[str, dict] = {}
+    for layer in [models["init"].layer(l).name for l in spec.layers]:
+        ctx.check_cancel()
+        info = models["init"].layer(layer)
+        units = list(spec.units) if spec.units is not None else list(range(info.units))
+        images, rows = _render_layer(spec, ctx, inp, models, layer, units)
+        image_rows += rows
+        measures = _measure_layer(spec, ctx, inp, models, layer, units, images, topk_embedding)
+        dead_here = inp.dead.get(layer, set())
+        per_unit = {int(u): {m: finite(measures[m][c]) if m in measures and int(u) not in dead_here else None
+                             for m in MEASURES}
+                    for c, u in enumerate(units)}
+        unit_measures[layer] = per_unit
+        att = inp.attacked.get(layer) or set(units)
+        summary[layer] = {"units": len(units), "size": int(images["init"].shape[2]),
+                          "means": {m: _mean(v[m] for u, v in per_unit.items() if u in att) for m in MEASURES}}
+        ctx.log(f"synthesised {len(units)} units × {spec.n_synth} seeds of {layer} ({', '.join(images)}); "
+                + ", ".join(f"{m} {v:.3f}" for m, v in summary[layer]["means"].items() if v is not None))
+    _store(ctx, inp, image_rows, unit_measures)
+    return {"layers": clean_json(summary), "images": len(image_rows),
+            "embedder": topk_embedding.id if topk_embedding else None, "state": inp.after_state,
+            "state_note": inp.state_note,
+            "per_unit": clean_json({l: {str(u): v for u, v in pu.items()} for l, pu in unit_measures.items()})}
+
+
+def _load_inputs(spec: VisualizeSpec, ctx) -> _Inputs:
+    from fvaudit.db.tables import ImageSet
+    from fvaudit.jobs.common import load_scan, open_db_image_set, resolve_weights
+
     with ctx.session() as db:
         model_row = db.get(Model, spec.model_id)
         if model_row is None:
             raise RuntimeError(f"model {spec.model_id} no longer exists")
         ckpt_init, _ = resolve_weights(db, ctx.store, model_row, None, spec.checkpoint_path)
-        ckpt_after = None
-        weights_from = spec.weights_from
-        if weights_from is not None and weights_from.state == "selected":
-            attack_job = db.get(Job, weights_from.job_id)
-            acc = ((attack_job.result or {}).get("accuracy") or {}) if attack_job is not None else {}
-            if acc.get("selected_step") == 0:
-                weights_from = weights_from.model_copy(update={"state": "final"})
-                state_note = (f"no evaluated state of attack job {weights_from.job_id} stayed within its accuracy "
-                              f"budget, so its selected state is θ_init: rendering its final state (step "
-                              f"{acc.get('steps')}) instead of θ_init twice")
-                ctx.log(f"note: {state_note}")
-        if weights_from is not None:
-            ckpt_after, _ = resolve_weights(db, ctx.store, model_row, weights_from, None)
-        val = val_row = None
+        weights_from, state_note = _audited_state(spec, ctx, db)
+        ckpt_after = resolve_weights(db, ctx.store, model_row, weights_from, None)[0] if weights_from else None
+        val = val_name = None
         stored: dict[str, object] = {}      # reused scans of the validation set, by state
         if spec.val_set_id is not None:
-            from fvaudit.db.tables import ImageSet
-
             val_row = db.get(ImageSet, spec.val_set_id)
-            val = open_db_image_set(db, val_row)
+            val, val_name = open_db_image_set(db, val_row), val_row.name
             after_scan = spec.after_scan_job_id
             if state_note is not None:      # the given scan is of the selected state: use the chain's final scan
                 me = db.get(Job, ctx.job_id)
@@ -195,97 +235,108 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
         attacked: dict[str, set[int]] = {}
         dead: dict[str, set[int]] = {}
         if ctx.run_id is not None:
-            run = db.get(Run, ctx.run_id)
-            attacked = {l: set(int(u) for u in v.get("attacked", [])) for l, v in (run.layer_info or {}).items()}
-            dead = {l: set(int(u) for u in v.get("dead", [])) for l, v in (run.layer_info or {}).items()}
+            info = db.get(Run, ctx.run_id).layer_info or {}
+            attacked = {l: set(int(u) for u in v.get("attacked", [])) for l, v in info.items()}
+            dead = {l: set(int(u) for u in v.get("dead", [])) for l, v in info.items()}
         db.expunge(model_row)
-    ctx.reporter.stage("load model")
-    models = {"init": load_db_model(model_row, ckpt_init, ctx.device)}
-    if ckpt_after is not None:
-        models["after"] = load_db_model(model_row, ckpt_after, ctx.device)
-    after_state = weights_from.state if weights_from is not None else None
-    layers = [models["init"].layer(l).name for l in spec.layers]
+    return _Inputs(model_row, ckpt_init, ckpt_after, weights_from.state if weights_from is not None else None,
+                   state_note, val, val_name, stored, attacked, dead)
+
+
+def _audited_state(spec: VisualizeSpec, ctx, db):
+    """The attack state to render beside θ_init, and why it is not the one asked for: when the
+    selected state is θ_init (no evaluated state stayed within the budget), its final state."""
+    weights_from = spec.weights_from
+    if weights_from is None or weights_from.state != "selected":
+        return weights_from, None
+    attack_job = db.get(Job, weights_from.job_id)
+    acc = ((attack_job.result or {}).get("accuracy") or {}) if attack_job is not None else {}
+    if acc.get("selected_step") != 0:
+        return weights_from, None
+    note = (f"no evaluated state of attack job {weights_from.job_id} stayed within its accuracy budget, so its "
+            f"selected state is θ_init: rendering its final state (step {acc.get('steps')}) instead of θ_init twice")
+    ctx.log(f"note: {note}")
+    return weights_from.model_copy(update={"state": "final"}), note
+
+
+def _render_layer(spec: VisualizeSpec, ctx, inp: _Inputs, models: dict, layer: str,
+                  units: list[int]) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Every unit's synthetic images in each state (SPEC §4), stored as PNG artifacts.
+    Returns the images by state ([J, n, H, W, C] uint8) and their rows."""
+    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
+
     seeds = list(range(spec.n_synth))
     cfg = SynthesisConfig(steps=spec.steps, objective=spec.objective, device=ctx.device)
-    topk_embedding = make_topk_embedder(spec.embedder, val, ctx.cache_dir, ctx.device, ctx.reporter)
-    embed_topk, embedder, emb_id, warning = ((topk_embedding.embed, topk_embedding.embedder, topk_embedding.id,
-                                              topk_embedding.warning) if topk_embedding else (None, None, None, None))
-    if warning:
-        ctx.log(f"note: {warning}")
-    image_rows: list[dict] = []
-    unit_measures: dict[str, dict[int, dict]] = {}
-    summary: dict[str, dict] = {}
-    for layer in layers:
-        ctx.check_cancel()
-        info = models["init"].layer(layer)
-        units = list(spec.units) if spec.units is not None else list(range(info.units))
-        rendered = {}
-        for state, model in models.items():
-            ctx.reporter.stage(f"synthesise {layer} ({'θ_init' if state == 'init' else after_state})")
-            rendered[state] = synthesize_many(model, layer, units, seeds, cfg, ctx.reporter)
-        # images[state]: [J, n, H, W, C] uint8; activation[state]: [J, n]
-        images = {s: np.stack([r.images for r in res], axis=1) for s, res in rendered.items()}
-        acts = {s: np.stack([r.activation for r in res], axis=1) for s, res in rendered.items()}
-        size = int(images["init"].shape[2])
-        ctx.reporter.stage(f"store {layer}")
-        with ctx.session() as db:
-            for s, imgs in images.items():
-                row_state = "init" if s == "init" else after_state
-                for c, u in enumerate(units):
-                    for si, seed in enumerate(seeds):
-                        art = ctx.store.put_bytes(db, png(imgs[c, si]), "image", ".png")
-                        image_rows.append({"model_id": spec.model_id, "run_id": ctx.run_id, "job_id": ctx.job_id,
-                                           "layer": layer, "unit": int(u), "state": row_state, "seed": int(seed),
-                                           "objective": spec.objective, "steps": spec.steps, "size": size,
-                                           "artifact_id": art.id, "activation": finite(acts[s][c, si])})
-        measures: dict[str, np.ndarray] = {}
-        if embedder is not None and len(units) > 1:
-            J, n = len(units), len(seeds)
-            e = {}
-            for s, im in images.items():
-                ctx.reporter.stage(f"embed {layer} ({'θ_init' if s == 'init' else after_state})", total=J * n)
-                e[s] = synthetic.embed_images(embedder, im.reshape(J * n, *im.shape[2:]),
-                                       progress=lambda done, total: ctx.reporter.advance(done, total)
-                                       ).reshape(J, n, -1)
-            ctx.reporter.stage(f"measure {layer}")
-            if "after" in e:
-                measures["synthetic_clip_delta"] = synthetic.synthetic_clip_delta(e["init"], e["after"])
-            if val is not None:
-                ls = {}
-                for key, model in models.items():
-                    if key in stored:
-                        ls[key] = layer_scan(ctx.store, stored[key], layer)
-                    else:
-                        ctx.reporter.stage(f"scan {val_row.name} ({key})")
-                        ls[key] = scan(model, val, [layer], k=spec.k_clip, device=ctx.device,
-                                       reporter=ctx.reporter).layers[layer]
-                if "after" in images and spec.objective == "score":   # the scans' means are of a_j (SPEC §1)
-                    a_ii = synthetic.unit_scores_of_images(models["init"], layer, units, images["init"], "score", ctx.device)
-                    a_fi = synthetic.unit_scores_of_images(models["after"], layer, units, images["init"], "score", ctx.device)
-                    measures["synthetic_transfer"] = synthetic.synthetic_transfer(
-                        a_ii, a_fi, _val_means(ls["init"].scores, units), _val_means(ls["after"].scores, units))
-                audited = "after" if "after" in images else "init"     # the state the images are shown for
-                natural = embed_topk(np.asarray(ls[audited].topk_ids)[units, :spec.k_clip])
-                measures["ns_agreement"] = synthetic.natural_synthetic_agreement(natural, e[audited])
-        dead_here = dead.get(layer, set())
-        per_unit = {int(u): {m: finite(measures[m][c]) if m in measures and int(u) not in dead_here else None
-                             for m in MEASURES}
-                    for c, u in enumerate(units)}
-        unit_measures[layer] = per_unit
-        att = attacked.get(layer) or set(units)
-        summary[layer] = {"units": len(units), "size": size,
-                          "means": {m: _mean(v[m] for u, v in per_unit.items() if u in att) for m in MEASURES}}
-        ctx.log(f"synthesised {len(units)} units × {len(seeds)} seeds of {layer} ({', '.join(images)}); "
-                + ", ".join(f"{m} {v:.3f}" for m, v in summary[layer]["means"].items() if v is not None))
+    rendered = {}
+    for state, model in models.items():
+        ctx.reporter.stage(f"synthesise {layer} ({'θ_init' if state == 'init' else inp.after_state})")
+        rendered[state] = synthesize_many(model, layer, units, seeds, cfg, ctx.reporter)
+    images = {s: np.stack([r.images for r in res], axis=1) for s, res in rendered.items()}
+    acts = {s: np.stack([r.activation for r in res], axis=1) for s, res in rendered.items()}
+    size = int(images["init"].shape[2])
+    ctx.reporter.stage(f"store {layer}")
+    rows = []
+    with ctx.session() as db:
+        for s, imgs in images.items():
+            row_state = "init" if s == "init" else inp.after_state
+            for c, u in enumerate(units):
+                for si, seed in enumerate(seeds):
+                    art = ctx.store.put_bytes(db, png(imgs[c, si]), "image", ".png")
+                    rows.append({"model_id": spec.model_id, "run_id": ctx.run_id, "job_id": ctx.job_id,
+                                 "layer": layer, "unit": int(u), "state": row_state, "seed": int(seed),
+                                 "objective": spec.objective, "steps": spec.steps, "size": size,
+                                 "artifact_id": art.id, "activation": finite(acts[s][c, si])})
+    return images, rows
+
+
+def _measure_layer(spec: VisualizeSpec, ctx, inp: _Inputs, models: dict, layer: str, units: list[int],
+                   images: dict[str, np.ndarray], topk_embedding) -> dict[str, np.ndarray]:
+    """The synthetic measures of SPEC §4 (CLIP-δ of the renders, transfer, natural-synthetic
+    agreement), each [J]; none without an embedder or with a single unit."""
+    from fvaudit.engine.measure import synthetic
+    from fvaudit.engine.scans.activations import scan
+    from fvaudit.jobs.common import layer_scan
+
+    if topk_embedding is None or len(units) <= 1:
+        return {}
+    J, n = len(units), spec.n_synth
+    e = {}
+    for s, im in images.items():
+        ctx.reporter.stage(f"embed {layer} ({'θ_init' if s == 'init' else inp.after_state})", total=J * n)
+        e[s] = synthetic.embed_images(topk_embedding.embedder, im.reshape(J * n, *im.shape[2:]),
+                                      progress=lambda done, total: ctx.reporter.advance(done, total)).reshape(J, n, -1)
+    ctx.reporter.stage(f"measure {layer}")
+    measures: dict[str, np.ndarray] = {}
+    if "after" in e:
+        measures["synthetic_clip_delta"] = synthetic.synthetic_clip_delta(e["init"], e["after"])
+    if inp.val is None:
+        return measures
+    scans = {}
+    for key, model in models.items():
+        if key in inp.stored:
+            scans[key] = layer_scan(ctx.store, inp.stored[key], layer)
+        else:
+            ctx.reporter.stage(f"scan {inp.val_name} ({key})")
+            scans[key] = scan(model, inp.val, [layer], k=spec.k_clip, device=ctx.device,
+                              reporter=ctx.reporter).layers[layer]
+    if "after" in images and spec.objective == "score":   # the scans' means are of a_j (SPEC §1)
+        a_ii = synthetic.unit_scores_of_images(models["init"], layer, units, images["init"], "score", ctx.device)
+        a_fi = synthetic.unit_scores_of_images(models["after"], layer, units, images["init"], "score", ctx.device)
+        measures["synthetic_transfer"] = synthetic.synthetic_transfer(
+            a_ii, a_fi, _val_means(scans["init"].scores, units), _val_means(scans["after"].scores, units))
+    audited = "after" if "after" in images else "init"     # the state the images are shown for
+    natural = topk_embedding.embed(np.asarray(scans[audited].topk_ids)[units, :spec.k_clip])
+    measures["ns_agreement"] = synthetic.natural_synthetic_agreement(natural, e[audited])
+    return measures
+
+
+def _store(ctx, inp: _Inputs, image_rows: list[dict], unit_measures: dict[str, dict[int, dict]]) -> None:
     with ctx.session() as db:
         db.execute(SyntheticImage.__table__.delete().where(SyntheticImage.job_id == ctx.job_id))  # a requeued job
         if image_rows:
             db.execute(SyntheticImage.__table__.insert(), image_rows)
-        if ctx.run_id is not None and after_state is not None:
-            rows = [{"run_id": ctx.run_id, "layer": layer, "unit": u, "attacked": u in attacked.get(layer, set()),
+        if ctx.run_id is not None and inp.after_state is not None:
+            rows = [{"run_id": ctx.run_id, "layer": layer, "unit": u, "attacked": u in inp.attacked.get(layer, set()),
                      "dead": False, "topk": {}, "nearest": {}, "clip_self": {}, "extra": {}, **vals}
                     for layer, per_unit in unit_measures.items() for u, vals in per_unit.items()]
             upsert(db, UnitResult, rows, ("run_id", "layer", "unit"), update=MEASURES)
-    return {"layers": clean_json(summary), "images": len(image_rows), "embedder": emb_id, "state": after_state,
-            "state_note": state_note,
-            "per_unit": clean_json({l: {str(u): v for u, v in pu.items()} for l, pu in unit_measures.items()})}
