@@ -58,7 +58,7 @@ describe("routes", () => {
       { path: /^\/api\/v1\/health$/, body: { status: "ok", database: "ok", broker: "ok", mode: "service", version: "0" } },
       { path: /^\/api\/v1\/runs\/3$/, respond: () => ({ status: 404, body: { detail: "run 3 not found" } }) },
     ]);
-    for (const [path, signIn] of [["/", true], ["/jobs/12", true], ["/models/1/layers/relu3/units/7", true], ["/runs/3", true], ["/runs/3?share=shr_abc", false]] as const) {
+    for (const [path, signIn] of [["/", true], ["/jobs/12", true], ["/models/1/layers/relu3/units/7", true], ["/sweeps", true], ["/sweeps/4", true], ["/runs/3", true], ["/runs/3?share=shr_abc", false]] as const) {
       const { unmount } = renderApp(path);
       expect(screen.queryAllByRole("heading", { name: "Sign in with an API token" }), path).toHaveLength(signIn ? 1 : 0);
       unmount();

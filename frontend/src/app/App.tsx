@@ -46,7 +46,9 @@ export function AppRoutes() {
           <Route path="jobs" element={<Jobs />} />
           <Route path="jobs/:job" element={<JobView />} />
           <Route path="compare" element={<Compare />} />
+          <Route path="sweeps" element={<SweepList />} />
           <Route path="sweeps/new" element={<SweepLaunch />} />
+          <Route path="sweeps/:sweep" element={<SweepPage />} />
           <Route path="detections" element={<DetectionList />} />
           <Route path="detections/:detection" element={<DetectionPage />} />
           <Route path="detections/:detection/layers/:layer/units/:unit" element={<DetectionUnitPage />} />
@@ -60,8 +62,6 @@ export function AppRoutes() {
           <Route path="runs/:run/layers/:layer" element={<RunSummary />} />
           <Route path="runs/:run/layers/:layer/units/:unit" element={<UnitPage />} />
         </Route>
-        <Route path="sweeps" element={<SweepList />} />
-        <Route path="sweeps/:sweep" element={<SweepPage />} />
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>
