@@ -77,7 +77,7 @@ def lucent_worker(job_path: str, out_path: str) -> None:
     from lucent.optvis import objectives, param, render
 
     from fvaudit.engine.models.sources import load_model
-    from fvaudit.engine.synthesis.render import _relu_input_layer
+    from fvaudit.engine.synthesis.objectives import _relu_input_layer
 
     job = json.loads(Path(job_path).read_text())
     torch.set_num_threads(int(os.environ.get("FVAUDIT_BENCH_THREADS", torch.get_num_threads())))
@@ -178,7 +178,8 @@ class Lucent:
 # ------------------------------------------------------------------ fvaudit side
 
 def run_batched(model, layer, units, steps, seeds=(0,), batch=None, **options):
-    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
+    from fvaudit.engine.synthesis.config import SynthesisConfig
+    from fvaudit.engine.synthesis.render import synthesize_many
 
     cfg = SynthesisConfig(steps=steps, lr=LR, batch_units=batch or len(units) * len(seeds), **options)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -187,7 +188,8 @@ def run_batched(model, layer, units, steps, seeds=(0,), batch=None, **options):
 
 
 def run_one_at_a_time(model, layer, units, steps, **options):
-    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize
+    from fvaudit.engine.synthesis.config import SynthesisConfig
+    from fvaudit.engine.synthesis.render import synthesize
 
     cfg = SynthesisConfig(steps=steps, lr=LR, batch_units=1, **options)
     t0, c0 = time.perf_counter(), time.process_time()

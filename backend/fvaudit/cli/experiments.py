@@ -301,7 +301,8 @@ def cmd_visualize(args) -> int:
 
     from fvaudit.cli.progress import RichReporter
     from fvaudit.engine.models.sources import load_model
-    from fvaudit.engine.synthesis.render import SynthesisConfig, save_grid, synthesize
+    from fvaudit.engine.synthesis.config import SynthesisConfig
+    from fvaudit.engine.synthesis.render import save_grid, synthesize
 
     cfg = SynthesisConfig(steps=args.steps, lr=args.lr, batch_units=args.batch_units, seed=args.seed,
                           device=args.device)

@@ -4,7 +4,9 @@ import torch
 
 from fvaudit.engine.models.loaded import ModelError
 from fvaudit.engine.models.sources import load_model
-from fvaudit.engine.synthesis.render import FourierImage, SynthesisConfig, save_grid, synthesize
+from fvaudit.engine.synthesis.config import SynthesisConfig
+from fvaudit.engine.synthesis.params import FourierImage
+from fvaudit.engine.synthesis.render import save_grid, synthesize
 
 
 def test_normalize_matches_preprocess_on_native_pixels():
@@ -86,7 +88,7 @@ def test_synthesize_many_records_and_pairs(tmp_path):
 
 def test_channel_mean_objective_on_a_layer_with_negative_outputs():
     from fvaudit.engine.scans.activations import run_captured
-    from fvaudit.engine.synthesis.render import channel_mean, total_variation, unit_score
+    from fvaudit.engine.synthesis.objectives import channel_mean, total_variation, unit_score
 
     # hand-checkable: a channel of −2s has a_j = Σ x² = 16 (rewards the negative output)
     # but channel mean −2 (SPEC §4's option for layers that can be negative)

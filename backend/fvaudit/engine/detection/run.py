@@ -242,7 +242,8 @@ def synthetic_embeddings(sub: Subject, layer: str, opts: SyntheticOptions, embed
     """Embeddings [J, n, D] of every unit's synthetic images (n = len(opts.seeds)), cached on the subject."""
     if layer in sub.synthetic:
         return sub.synthetic[layer]
-    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
+    from fvaudit.engine.synthesis.config import SynthesisConfig
+    from fvaudit.engine.synthesis.render import synthesize_many
 
     reporter = reporter or NullReporter()
     check_cancel(reporter)

@@ -263,7 +263,8 @@ def _render_layer(spec: VisualizeSpec, ctx, inp: _Inputs, models: dict, layer: s
                   units: list[int]) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Every unit's synthetic images in each state (SPEC §4), stored as PNG artifacts.
     Returns the images by state ([J, n, H, W, C] uint8) and their rows."""
-    from fvaudit.engine.synthesis.render import SynthesisConfig, synthesize_many
+    from fvaudit.engine.synthesis.config import SynthesisConfig
+    from fvaudit.engine.synthesis.render import synthesize_many
 
     seeds = list(range(spec.n_synth))
     cfg = SynthesisConfig(steps=spec.steps, objective=spec.objective, device=ctx.device)
