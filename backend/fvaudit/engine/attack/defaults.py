@@ -1,7 +1,7 @@
 """The one set of attack defaults (SPEC §2), shared by the engine, the CLI, the API and the form.
 
 Torch-free on purpose: the API's job specs import it without loading torch. The
-engine's :class:`~fvaudit.engine.attack.run.AttackConfig`, the CLI's ``fvaudit attack``
+engine's :class:`~fvaudit.engine.attack.config.AttackConfig`, the CLI's ``fvaudit attack``
 flags and the service's attack parameters all take their defaults from
 :data:`ATTACK_DEFAULTS`; the dashboard's launch form reads them from the API. Change a
 value here and every entry point follows.
