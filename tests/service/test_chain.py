@@ -76,6 +76,63 @@ def test_attack_changes_topk_more_than_its_alpha_zero_control(stack, full_audit)
         assert sel[m] == pytest.approx(_mean(u[m] for u in units if u["attacked"]), abs=1e-12), m
 
 
+def test_labels_before_and_in_both_states_and_the_flip_rates_are_stored(stack, full_audit, db_env):
+    """Issue 22: every unit's class-concept label under θ_init, the selected and the final state,
+    recomputed here from the unit's stored top-k and labels; each row's flip rate is the share of
+    attacked units whose label changed, and the α = 0 control's row has its own."""
+    from scipy.stats import hypergeom
+    from sqlalchemy import select
+
+    from fvaudit.db.session import session_scope
+    from fvaudit.db.tables import UnitResult
+    from fvaudit.engine.data.images import FASHION_MNIST_CLASSES
+
+    done, run = full_audit
+    with session_scope() as db:
+        units = db.execute(select(UnitResult.unit, UnitResult.attacked, UnitResult.dead, UnitResult.topk,
+                                  UnitResult.extra).where(UnitResult.run_id == done["run_id"],
+                                                          UnitResult.layer == "relu1")).all()
+    assert len(units) == 32
+    flips = {"selected": 0, "final": 0}
+    attacked = 0
+    for unit, is_attacked, dead, topk, extra in units:
+        labels = extra["labels"]
+        assert set(labels) == {"before", "selected", "final"}
+        if dead:
+            assert all(v["label"] is None for v in labels.values())
+            continue
+        for key, state in (("before", "before"), ("selected", "after"), ("final", "final")):
+            lab = labels[key]
+            shown = topk["val"][state]["labels"]             # the gallery's images' classes
+            # the stack's 400 validation images are a stratified sample: 40 of each class, so the most
+            # enriched class is the most frequent one (ties: the lower index), at P(X ≥ count)
+            count = max(shown.count(c) for c in range(10))
+            assert lab["label"] == min(c for c in range(10) if shown.count(c) == count), (unit, key, shown)
+            assert lab["share"] == pytest.approx(count / len(shown)) and lab["name"] == FASHION_MNIST_CLASSES[lab["label"]]
+            assert lab["p_value"] == pytest.approx(hypergeom.sf(count - 1, 400, 40, len(shown)), rel=1e-9)
+        if is_attacked:
+            attacked += 1
+            for st in flips:
+                flips[st] += labels[st]["label"] != labels["before"]["label"]
+    rows = {(r["layer"], r["state"]): r for r in run["rows"]}
+    for st in flips:
+        assert rows[("relu1", st)]["label_flip_rate"] == pytest.approx(flips[st] / attacked)
+    # the exports carry them: every state's label in the JSON, before → the main state's in the CSV
+    by_unit = {u: extra["labels"] for u, _, _, _, extra in units}
+    exported = {u["unit"]: u["labels"] for u in _units(stack, done["run_id"]) if u["layer"] == "relu1"}
+    assert exported == by_unit
+    lines = stack.get(f"/api/v1/runs/{done['run_id']}/export.csv").text.strip().splitlines()
+    head = lines[0].split(",")
+    assert head[-2:] == ["label_before", "label_after"]
+    for line in lines[1:]:
+        cells = line.split(",")
+        if cells[1] == "relu1":
+            lab = by_unit[int(cells[2])]
+            assert cells[-2:] == [lab["before"]["name"] or "", lab["selected"]["name"] or ""]
+    assert rows[("relu1", "control")]["label_flip_rate"] is not None
+    assert rows[("relu1", "selected")]["label_flip_rate"] >= rows[("relu1", "control")]["label_flip_rate"]
+
+
 def test_synthetic_step_stores_images_rows_and_measures(stack, full_audit, db_env):
     from sqlalchemy import func, select
 

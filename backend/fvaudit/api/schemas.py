@@ -260,6 +260,10 @@ class Row(MetricMeans):
     acc_n_images: int | None = Field(None, description="validation images the accuracy was measured on")
     over_budget: bool = False
     synthetic_clip_delta: float | None = None
+    label_flip_rate: float | None = Field(None, description="share of the attacked units whose class-concept label "
+                                                            "changed from θ_init (issue 22)")
+    label_decoy_rate: float | None = Field(None, description="push-up: share of the attacked units now labelled "
+                                                             "with the decoy class")
     run_id: int
     model_config = ConfigDict(extra="allow")
 
@@ -376,6 +380,21 @@ class UnitSynthetic(BaseModel):
 UnitState = Literal["selected", "final"]
 
 
+class UnitLabel(BaseModel):
+    """A unit's class-concept label (issue 22): the class most over-represented in its
+    validation top-k, its share of the top-k and its hypergeometric enrichment p-value."""
+
+    label: int | None = Field(description="class index; null for a dead unit")
+    name: str | None
+    share: float | None
+    p_value: float | None
+
+
+class UnitLabels(BaseModel):
+    before: UnitLabel = Field(description="under θ_init")
+    after: UnitLabel = Field(description="in the state shown")
+
+
 class UnitDetail(BaseModel):
     unit: int
     layer: str
@@ -388,6 +407,7 @@ class UnitDetail(BaseModel):
     nearest: dict[str, list[Nearest]]
     clip_self: dict[str, float | None]
     synthetic: UnitSynthetic | None
+    labels: UnitLabels | None = Field(None, description="what an interpreter would call the unit, before and after")
     prev_unit: int | None
     next_unit: int | None
     prev_attacked: int | None

@@ -261,6 +261,15 @@ def unit_states(u: UnitResult) -> tuple[str, list[str]]:
     return main, [st for st in STATES if st in have]
 
 
+def _labels_of(extra: dict, state: str) -> dict | None:
+    """The unit's class-concept label before and in the state shown (issue 22); None for a run
+    measured before labels existed."""
+    labels = extra.get("labels") or {}
+    if "before" not in labels or state not in labels:
+        return None
+    return {"before": labels["before"], "after": labels[state]}
+
+
 def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id: int | None = None,
                 state: str | None = None) -> dict[str, Any]:
     """One unit in one state: "after" is the top-k (train and val), metrics, nearest units and
@@ -289,6 +298,7 @@ def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id:
         "state": state, "states": states,
         "metrics": metrics, "topk": topk, "nearest": nearest, "clip_self": clip_self,
         "synthetic": unit_synthetic(db, run.id, u, state),
+        "labels": _labels_of(extra, state),
         "prev_unit": u.unit - 1 if u.unit > 0 else None,
         "next_unit": u.unit + 1 if u.unit + 1 < n else None,
         "prev_attacked": _neighbour(attacked, u.unit, -1), "next_attacked": _neighbour(attacked, u.unit, 1),

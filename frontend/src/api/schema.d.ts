@@ -493,7 +493,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** One CSV row per unit: metrics and top-k ids before/after */
+        /** One CSV row per unit: metrics, top-k ids and class-concept labels before/after */
         get: operations["export_csv_api_v1_runs__run_id__export_csv_get"];
         put?: never;
         post?: never;
@@ -2214,6 +2214,16 @@ export type components = {
             over_budget?: boolean;
             /** Synthetic Clip Delta */
             synthetic_clip_delta?: number | null;
+            /**
+             * Label Flip Rate
+             * @description share of the attacked units whose class-concept label changed from θ_init (issue 22)
+             */
+            label_flip_rate?: number | null;
+            /**
+             * Label Decoy Rate
+             * @description push-up: share of the attacked units now labelled with the decoy class
+             */
+            label_decoy_rate?: number | null;
             /** Run Id */
             run_id: number;
         } & {
@@ -2856,6 +2866,8 @@ export type components = {
                 [key: string]: number | null;
             };
             synthetic: components["schemas"]["UnitSynthetic"] | null;
+            /** @description what an interpreter would call the unit, before and after */
+            labels?: components["schemas"]["UnitLabels"] | null;
             /** Prev Unit */
             prev_unit: number | null;
             /** Next Unit */
@@ -2866,6 +2878,31 @@ export type components = {
             next_attacked: number | null;
             /** Read Only */
             read_only: boolean;
+        };
+        /**
+         * UnitLabel
+         * @description A unit's class-concept label (issue 22): the class most over-represented in its
+         *     validation top-k, its share of the top-k and its hypergeometric enrichment p-value.
+         */
+        UnitLabel: {
+            /**
+             * Label
+             * @description class index; null for a dead unit
+             */
+            label: number | null;
+            /** Name */
+            name: string | null;
+            /** Share */
+            share: number | null;
+            /** P Value */
+            p_value: number | null;
+        };
+        /** UnitLabels */
+        UnitLabels: {
+            /** @description under θ_init */
+            before: components["schemas"]["UnitLabel"];
+            /** @description in the state shown */
+            after: components["schemas"]["UnitLabel"];
         };
         /** UnitPage */
         UnitPage: {

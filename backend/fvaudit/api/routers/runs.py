@@ -184,8 +184,8 @@ def _all_units(db, run: Run) -> list[UnitResult]:
 def export_json(run_id: IdPath, db: DB, who: Who):
     run = get_run_for(db, who, run_id)
     detail = run_detail(db, run, read_only(who, run))
-    units_out = [{"layer": u.layer, **unit_row(u), "topk": u.topk, "nearest": u.nearest, "clip_self": u.clip_self}
-                 for u in _all_units(db, run)]
+    units_out = [{"layer": u.layer, **unit_row(u), "topk": u.topk, "nearest": u.nearest, "clip_self": u.clip_self,
+                  "labels": (u.extra or {}).get("labels")} for u in _all_units(db, run)]
     from fastapi.encoders import jsonable_encoder
 
     return JSONResponse(jsonable_encoder({"run": detail, "units": units_out}),
@@ -193,22 +193,25 @@ def export_json(run_id: IdPath, db: DB, who: Who):
 
 
 @router.get("/runs/{run_id}/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}},
-            summary="One CSV row per unit: metrics and top-k ids before/after")
+            summary="One CSV row per unit: metrics, top-k ids and class-concept labels before/after")
 def export_csv(run_id: IdPath, db: DB, who: Who):
     run = get_run_for(db, who, run_id)
     buf = io.StringIO()
     w = csv.writer(buf)
     roles = ("val", "train")
     w.writerow(["run_id", "layer", "unit", "attacked", "dead", *METRICS,
-                *[f"{r}_topk_{s}" for r in roles for s in ("before", "after")]])
+                *[f"{r}_topk_{s}" for r in roles for s in ("before", "after")], "label_before", "label_after"])
     for u in _all_units(db, run):
         topk = u.topk or {}
         cells = []
         for r in roles:
             for s in ("before", "after"):
                 cells.append(" ".join(map(str, ((topk.get(r) or {}).get(s) or {}).get("ids", []))))
+        labels = (u.extra or {}).get("labels") or {}
+        after = labels.get((u.extra or {}).get("after_state") or "selected") or {}
         w.writerow([run.id, u.layer, u.unit, int(u.attacked), int(u.dead),
-                    *["" if getattr(u, m) is None else repr(getattr(u, m)) for m in METRICS], *cells])
+                    *["" if getattr(u, m) is None else repr(getattr(u, m)) for m in METRICS], *cells,
+                    (labels.get("before") or {}).get("name") or "", after.get("name") or ""])
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="run-{run.id}.csv"'})
 

@@ -18,7 +18,7 @@ Unit rows are upserted on ``(run, layer, unit)``: the columns a ``visualize`` jo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -168,7 +168,7 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
         ctx.log(f"note: {topk_embedding.warning}")
     measured = _measure_states(spec, inp, topk_embedding, ctx)
     units = _unit_results(spec, inp, measured, topk_embedding.embed if topk_embedding else None, ctx)
-    rows = _table_rows(spec, inp, measured, units.layer_info)
+    rows = _table_rows(spec, inp, measured, units)
     ctx.reporter.stage("store results")
     results = _RunResults(rows, units, _pushup_summary(spec, inp, measured), inp.acc,
                           topk_embedding.id if topk_embedding else None,
@@ -239,16 +239,28 @@ class _Units:
     per_unit_hist: dict
     clip_sim: dict
     layer_info: dict
+    #: (state, layer or "all") → the attacked units' label flip rate (issue 22)
+    label_flips: dict = field(default_factory=dict)
 
 
 def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx) -> _Units:
     """Every unit's row (its top-k in each state, its metrics, nearest units, Fig. 3.5
-    similarities), the histograms' values and each layer's unit counts."""
+    similarities, its label before and in each state), the histograms' values, each layer's
+    unit counts and the attacked units' label flip rates."""
+    from fvaudit.engine.measure.labels import label_flip_rate
+
     out = _Units([], {}, {}, {})
     main_state = inp.states[0]
+    pooled: dict[str, tuple[list, list]] = {st: ([], []) for st in inp.states}
     for layer in inp.layers:
         ctx.check_cancel()
         lm = measured[main_state].metrics[layer]
+        labels = _labels(inp, layer, lm.dead)
+        for st in inp.states:
+            before, after = ([labels["before"][u] for u in lm.attacked], [labels[st][u] for u in lm.attacked])
+            out.label_flips[(st, layer)] = label_flip_rate(before, after, inp.decoys()[0])
+            pooled[st][0].extend(before)
+            pooled[st][1].extend(after)
         self_sim, other_sim = _clip_self(spec, inp, layer, lm, embed)
         if self_sim:
             out.clip_sim[layer] = [{"unit": u, **self_sim[u]} for u in lm.units if u in set(lm.attacked)]
@@ -259,13 +271,26 @@ def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx) -
                              "topk": clean_json(_unit_topk(spec, inp, layer, u)),
                              "nearest": clean_json(lm.nearest.get(u, {})),
                              "clip_self": clean_json(self_sim.get(u, {})),
-                             "extra": clean_json(_other_states(inp, measured, layer, u, other_sim))})
+                             "extra": clean_json({**_other_states(inp, measured, layer, u, other_sim),
+                                                  "labels": {k: v[u].to_json() for k, v in labels.items()}})})
         for m in METRICS:
             out.per_unit_hist.setdefault(layer, {})[m] = ([finite(lm.per_unit[m].get(u)) for u in lm.attacked]
                                                           if m in lm.per_unit else [])
         out.layer_info[layer] = {"units": inp.init_val[layer].units, "attacked": lm.attacked, "dead": lm.dead,
                                  "live": len(lm.units), "n_images": lm.extra.get("n_images")}
+    for st, (before, after) in pooled.items():
+        out.label_flips[(st, "all")] = label_flip_rate(before, after, inp.decoys()[0])
     return out
+
+
+def _labels(inp: _Inputs, layer: str, dead) -> dict:
+    """Every unit's class-concept label (issue 22) from its validation top-k, under θ_init
+    ("before") and in each measured state."""
+    from fvaudit.engine.measure.labels import class_concept_labels
+
+    names = list(inp.val.class_names)
+    label = lambda scan: class_concept_labels(scan.topk_ids, inp.val.labels, names, dead=dead)  # noqa: E731
+    return {"before": label(inp.init_val[layer]), **{st: label(inp.final_val[st][layer]) for st in inp.states}}
 
 
 def _clip_self(spec: MetricsSpec, inp: _Inputs, layer: str, lm, embed) -> tuple[dict, dict]:
@@ -320,14 +345,17 @@ def _other_states(inp: _Inputs, measured: dict, layer: str, u: int, other_sim: d
             "clip_self": {st: other_sim[st].get(u, {}) for st in others}}
 
 
-def _table_rows(spec: MetricsSpec, inp: _Inputs, measured: dict, layer_info: dict) -> list[dict]:
+def _table_rows(spec: MetricsSpec, inp: _Inputs, measured: dict, units: "_Units") -> list[dict]:
     """Table 3.1: a row per layer and state (and an ``all`` row for several layers), with counts."""
     rows = []
     for st in inp.states:
         ms = measured[st]
         for row in ms.rows(spec.name or "run"):
             ls = inp.layers if row.layer == "all" else [row.layer]
+            layer_info, flips = units.layer_info, units.label_flips.get((st, row.layer), {})
             rows.append({**row.to_json(),
+                         "label_flip_rate": flips.get("flip_rate"), "label_decoy_rate": flips.get("decoy_rate"),
+                         "label_decoy_rate_before": flips.get("decoy_rate_before"),
                          "n_units": sum(layer_info[l]["units"] for l in ls),
                          "n_attacked": sum(len(ms.metrics[l].attacked) for l in ls),
                          "n_dead": sum(len(ms.metrics[l].dead) for l in ls),

@@ -81,6 +81,26 @@ describe("unit page", () => {
   });
 });
 
+describe("unit labels (issue 22)", () => {
+  it("shows the class-concept label before → after, marked when it changed; none for a server without labels", async () => {
+    setToken("fva_test_token_0123456789");
+    const labels = {
+      before: { label: 0, name: "T-shirt/top", share: 0.6, p_value: 1.2e-4 },
+      after: { label: 8, name: "Bag", share: 0.8, p_value: 3.4e-7 },
+    };
+    mockFetch([routes(false)[0], routes(false)[1], { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units\/11$/, body: { ...unit11, labels } }]);
+    renderAt("/runs/3/layers/relu3/units/11");
+    const shown = await screen.findByTestId("unit-labels");
+    expect(shown).toHaveTextContent("T-shirt/top (60 % of the top-k) → Bag (80 % of the top-k)changed");
+    expect(within(shown).getByText("Bag").closest("span")).toHaveAttribute("title", "p = 3.4e-7");
+    cleanup();
+    mockFetch(routes(false));                     // a run measured before labels existed
+    renderAt("/runs/3/layers/relu3/units/11");
+    await screen.findByRole("heading", { name: "Training set: top-k" });
+    expect(screen.queryByTestId("unit-labels")).toBeNull();
+  });
+});
+
 describe("addresses the run does not have (issue 13, item 13)", () => {
   it("a layer the run did not measure is a not-found page, not another layer's results", async () => {
     setToken("fva_test_token_0123456789");

@@ -219,6 +219,15 @@ export function UnitPage() {
       <section className="panel metrics" aria-label="Metrics">
         <h2 className="sr-only">Metrics ({stateName(shown)})</h2>
         <dl className="kv">
+          {d.labels && !d.dead && (
+            <div title="The class most over-represented in the unit's validation top-k against the set's class frequencies (hypergeometric enrichment): what an interpreter would call the unit.">
+              <dt>Label before → after</dt>
+              <dd data-testid="unit-labels">
+                <UnitLabelText l={d.labels.before} /> → <UnitLabelText l={d.labels.after} />
+                {d.labels.before.label !== d.labels.after.label && <span className="badge attacked">changed</span>}
+              </dd>
+            </div>
+          )}
           {METRIC_KEYS.map((k) => (
             <div key={k} title={metricHelp(k, kClip)}>
               <dt>{metricLabel(k, kClip)}</dt>
@@ -354,6 +363,16 @@ function DeadUnit({ unit, layer, runId, nextAttacked, href }: {
 }
 
 /** The synthetic images are rendered on θ_init and the selected state (whichever state the galleries show). */
+/** A class-concept label: its name, its share of the top-k and its enrichment p-value. */
+function UnitLabelText({ l }: { l: NonNullable<UnitDetailFull["labels"]>["before"] }) {
+  if (l.label == null) return <span className="muted">none</span>;
+  return (
+    <span title={`p = ${l.p_value == null ? "—" : l.p_value.toExponential(1)}`}>
+      <strong>{l.name}</strong> <span className="muted small">({l.share == null ? "—" : `${Math.round(100 * l.share)} %`} of the top-k)</span>
+    </span>
+  );
+}
+
 function SyntheticPanel({ d, modelId, readOnly, selectedIsInit }: { d: UnitDetailFull; modelId: number | null; readOnly: boolean; selectedIsInit: boolean }) {
   const syn = unitSynthetic(d.synthetic);
   return (
