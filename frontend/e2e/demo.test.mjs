@@ -96,11 +96,16 @@ describe("the README's demo path", { timeout: 40 * 60_000 }, () => {
       `CLIP-δ ${sel.clip_delta} of the selected state is not above its control's ${ctl.clip_delta}`);
     const budget = run.attack_outcome.budget_pp;
     assert.ok(-sel.delta_acc <= budget + 1e-9, `the selected state's drop ${-sel.delta_acc} pp is over the ${budget} pp budget`);
+    // issue 22: the interpreter's conclusion moved more under the attack than under its control
+    assert.ok(sel.label_flip_rate > ctl.label_flip_rate,
+      `labels changed on ${sel.label_flip_rate} of the attacked units, the control's ${ctl.label_flip_rate}`);
+    state.flips = { selected: sel.label_flip_rate, control: ctl.label_flip_rate };
   });
 
   it("opens the run page and its layer page", async () => {
     await page.goto(`${BASE}/runs/${state.runId}`);
     await page.locator("table.t31 tbody tr").first().waitFor();
+    await page.getByRole("columnheader", { name: "labels changed" }).waitFor();
     await noErrorsOn(page, "run page");
     await page.screenshot({ path: join(OUT, "demo-run.png"), fullPage: true });
     await page.goto(`${BASE}/runs/${state.runId}/layers/${DEMO.layer}`);

@@ -82,6 +82,26 @@ describe("unit page", () => {
 });
 
 describe("unit labels (issue 22)", () => {
+  it("the summary shows each row's share of attacked units whose label changed, when the run has it", async () => {
+    setToken("fva_test_token_0123456789");
+    const row = { layer: "relu3", state: "selected", step: 360, clip_delta: 0.409, kendall_tau: 0.371, clip_w: 0.989, kendall_tau_w: 1.004,
+      topk_overlap: 0.089, acc: 91.4, delta_acc: -0.45, acc_n_images: 2000, over_budget: false, run_id: 3 };
+    const rows = [{ ...row, label_flip_rate: 0.8596 }, { ...row, state: "control", label_flip_rate: 0.0526 }];
+    mockFetch([{ path: /^\/api\/v1\/runs\/3$/, body: { ...run, rows, read_only: false } }, routes(false)[1], routes(false)[2]]);
+    renderAt("/runs/3");
+    const table = within(await screen.findByRole("region", { name: "Summary (Table 3.1)" }));
+    expect(table.getByRole("columnheader", { name: "labels changed" })).toBeInTheDocument();
+    const last = (i: number) => [...table.getAllByRole("row")[i].querySelectorAll("td")].pop();
+    expect(last(1)).toHaveTextContent("86 %");
+    expect(last(2)).toHaveTextContent("5 %");
+    cleanup();
+    mockFetch([{ path: /^\/api\/v1\/runs\/3$/, body: { ...run, rows: [row], read_only: false } }, routes(false)[1], routes(false)[2]]);
+    renderAt("/runs/3");                          // a run measured before labels: no such column
+    const plain = within(await screen.findByRole("region", { name: "Summary (Table 3.1)" }));
+    expect(plain.getAllByRole("row")).toHaveLength(2);
+    expect(plain.queryByRole("columnheader", { name: "labels changed" })).toBeNull();
+  });
+
   it("shows the class-concept label before → after, marked when it changed; none for a server without labels", async () => {
     setToken("fva_test_token_0123456789");
     const labels = {

@@ -21,6 +21,7 @@ export function RunRows({ rows, layers, current, budget, kClip, selectedIsInit, 
 }) {
   const ordered = orderRows(rows, layers);
   const synth = rows.some((r) => r.synthetic_clip_delta != null);
+  const labels = rows.some((r) => r.label_flip_rate != null);
   return (
     <table className="data t31 rows">
       <thead>
@@ -35,6 +36,11 @@ export function RunRows({ rows, layers, current, budget, kClip, selectedIsInit, 
           <th scope="col" className="num">Acc</th>
           <th scope="col" className="num">ΔAcc (pp)</th>
           {synth && <th scope="col" className="num" title="CLIP-δ of the synthetic visualizations (SPEC §4)">synthetic CLIP-δ</th>}
+          {labels && (
+            <th scope="col" className="num" title="share of the attacked units whose class-concept label (the class most over-represented in the top-k) changed from θ_init: an interpreter would now call them something else">
+              labels changed
+            </th>
+          )}
         </tr>
       </thead>
       <tbody>
@@ -88,6 +94,7 @@ export function RunRows({ rows, layers, current, budget, kClip, selectedIsInit, 
               </td>
               <td className={`num${over ? " bad" : ""}`}>{r.delta_acc == null ? DASH : signed(r.delta_acc)}</td>
               {synth && <td className="num">{num(r.synthetic_clip_delta)}</td>}
+              {labels && <td className="num">{r.label_flip_rate == null ? DASH : `${Math.round(100 * r.label_flip_rate)} %`}</td>}
             </tr>
           );
         })}
