@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 
-import { ARGS, BASE, CHROMIUM, JOB_TIMEOUT, OUT, TOKEN, here } from "./env.mjs";
+import { ARGS, BASE, CHROMIUM, JOB_TIMEOUT, OUT, TOKEN, here, assertTitle } from "./env.mjs";
 
 let browser;
 let owner; // the signed-in context
@@ -199,7 +199,7 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     const fig = page.locator('section[aria-label="Natural vs synthetic (Fig. 3.7)"]');
     await fig.waitFor();
     assert.ok((await fig.locator("circle.dot.g-attacked").count()) > 10, "attacked units in the Fig. 3.7 scatter");
-    assert.match(await page.title(), /^Run \d+: e2e push-down · fvaudit$/);
+    await assertTitle(page, /^Run \d+: e2e push-down · fvaudit$/);
     // the histograms name the k and the state they show (issue 19, item 4)
     await page.locator('svg[aria-label^="CLIP-δ per unit (top-5, selected state): histogram"]').waitFor();
     await page.locator('svg[aria-label^="Kendall-τ per unit (selected state): histogram"]').waitFor();
@@ -252,7 +252,7 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     assert.ok(synth.some((i) => /seed 1, after the attack/.test(i.alt)), "alt text names unit, seed and state");
     const panel = page.locator('section[aria-label="Synthetic visualizations"]');
     for (const term of ["synthetic CLIP-δ", "synthetic transfer", "natural–synthetic agreement"]) await panel.locator("dt", { hasText: term }).waitFor();
-    assert.match(await page.title(), new RegExp(`^Unit ${unit} · relu3 · e2e push-down · fvaudit$`));
+    await assertTitle(page, new RegExp(`^Unit ${unit} · relu3 · e2e push-down · fvaudit$`));
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(OUT, "unit-page.png"), fullPage: true });
     await panel.screenshot({ path: join(OUT, "unit-synthetic.png") });
@@ -370,7 +370,7 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     const grid = await allThumbnailsLoaded(page, 'section[aria-label="Layer relu3"] .unit-grid img', 96);
     assert.ok(grid.length >= 96, `relu3 grid: ${grid.length} images`);
     assert.match(grid[0].alt, /^synthetic visualization of unit 0 \(relu3\), seed 0$/);
-    assert.match(await page.title(), /^Model fmnist-cnn \(demo\): synthetic visualizations · fvaudit$/);
+    await assertTitle(page, /^Model fmnist-cnn \(demo\): synthetic visualizations · fvaudit$/);
     await page.screenshot({ path: join(OUT, "model-page.png"), fullPage: false });
     // every unit is a link: all seeds of one unit
     const link = layer.locator(".unit-grid a").nth(3);
@@ -423,7 +423,7 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     await page.goto(`${BASE}/`);
     await page.getByRole("link", { name: "Register", exact: true }).click();
     await page.waitForURL(/\/register$/);
-    assert.match(await page.title(), /^Register a model or an image set · fvaudit$/);
+    await assertTitle(page, /^Register a model or an image set · fvaudit$/);
     // a registry model whose checkpoint lies outside the allowed roots: the server's reason on that field
     const rm = page.getByRole("form", { name: "Register a registry model" });
     await rm.getByLabel("Name").fill("e2e outside the roots");
@@ -517,7 +517,7 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     await page.goto(`${BASE}/runs/${state.runId}/layers/relu2`);
     await page.getByRole("heading", { name: `Run ${state.runId} has no layer relu2` }).waitFor();
     assert.equal(await page.locator(".unit-table").count(), 0, "no other layer's units in its place");
-    assert.match(await page.title(), /^Layer relu2 not found · Run \d+: e2e push-down · fvaudit$/);
+    await assertTitle(page, /^Layer relu2 not found · Run \d+: e2e push-down · fvaudit$/);
     await page.screenshot({ path: join(OUT, "issue13-item13-layer-not-found.png") });
     await page.goto(`${BASE}/runs/${state.runId}/layers/relu3/units/500`);
     await page.getByRole("heading", { name: `Layer relu3 of run ${state.runId} has no unit 500` }).waitFor();

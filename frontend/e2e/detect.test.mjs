@@ -19,7 +19,7 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 import { api, setupDemo, waitJob } from "./api.mjs";
-import { ARGS, BASE, CHROMIUM, OUT, TOKEN } from "./env.mjs";
+import { ARGS, BASE, CHROMIUM, OUT, TOKEN, assertTitle } from "./env.mjs";
 
 const LAYER = "relu3";
 
@@ -122,7 +122,7 @@ describe("detections against the real backend + worker", { timeout: 30 * 60_000 
 
   it("follows the detection live, then shows the API's verdict and the 128 units of relu3 ranked", async () => {
     await page.getByRole("heading", { level: 1, name: /e2e detect: push-down vs fine-tune/ }).waitFor();
-    assert.match(await page.title(), /^Detection e2e detect: push-down vs fine-tune · fvaudit$/);
+    await assertTitle(page, /^Detection e2e detect: push-down vs fine-tune · fvaudit$/);
     // still running: its live progress (a tiny detection may already have ended: then its verdict)
     await page.locator('[aria-label="Progress"], [aria-label="Model verdict"]').first().waitFor();
     const job = await waitJob(state.detection);

@@ -15,3 +15,11 @@ export const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-q
 
 if (!BASE || !TOKEN) throw new Error("set FVAUDIT_URL and FVAUDIT_ADMIN_TOKEN (frontend/scripts/test.sh does)");
 mkdirSync(OUT, { recursive: true });
+
+/** Asserts the page's title matches `re`, once the page has set it: a page sets its title after
+ * it renders, so the address can change first (the assertion is unchanged; it waits up to 10 s). */
+export async function assertTitle(page, re) {
+  await page.waitForFunction((src) => new RegExp(src).test(document.title), re.source, { timeout: 10_000 }).catch(() => {});
+  const { match } = await import("node:assert/strict");
+  match(await page.title(), re);
+}
