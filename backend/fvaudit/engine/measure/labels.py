@@ -61,20 +61,22 @@ def class_concept_labels(topk_ids: Any, image_labels: Any, class_names: Sequence
     n_classes = max(int(labels.max()) + 1, len(class_names or ()))
     n_images, k = len(labels), ids.shape[1]
     per_class = np.bincount(labels, minlength=n_classes)                       # K_c
-    rows = list(range(ids.shape[0])) if units is None else [int(u) for u in units]
+    rows = np.arange(ids.shape[0]) if units is None else np.asarray([int(u) for u in units], dtype=np.int64)
+    # counts[j, c] = x_c of unit j: one bincount over (row, class) pairs; one tail call for all units
+    cls = labels[ids[rows]]
+    counts = np.bincount((np.arange(len(rows))[:, None] * n_classes + cls).ravel(),
+                         minlength=len(rows) * n_classes).reshape(len(rows), n_classes)
+    p = np.where(counts > 0, hypergeom.sf(counts - 1, n_images, per_class[None, :], k), 1.0)
     dead_set = {int(u) for u in dead}
     out = []
-    for u in rows:
+    for r, u in enumerate(rows.tolist()):
         if u in dead_set:
             out.append(UnitLabel(u, None))
             continue
-        counts = np.bincount(labels[ids[u]], minlength=n_classes)               # x_c
-        p = hypergeom.sf(counts - 1, n_images, per_class, k)
-        p = np.where(counts > 0, p, 1.0)
         # smallest p-value; ties: the larger count, then the lower class index
-        best = int(np.lexsort((np.arange(n_classes), -counts, p))[0])
+        best = int(np.lexsort((np.arange(n_classes), -counts[r], p[r]))[0])
         out.append(UnitLabel(u, best, class_names[best] if class_names and best < len(class_names) else str(best),
-                             float(counts[best] / k), float(p[best])))
+                             float(counts[r, best] / k), float(p[r, best])))
     return out
 
 
