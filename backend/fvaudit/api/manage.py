@@ -35,6 +35,13 @@ SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 # ------------------------------------------------------------------ the two endpoints of every resource
 
+def require_owner(user, row, what: str):
+    """``row`` (listed to every user) when ``user`` may change it: its owner or an admin; 403 naming ``what``."""
+    if not (user.is_admin or (row.owner_id is not None and row.owner_id == user.id)):
+        raise HTTPException(403, f"{what} is not yours: only its owner or an admin can change it")
+    return row
+
+
 def hide_and_delete_routes(router: APIRouter, path: str, param: str, noun: str, *, owned: Callable,
                            out: Callable, delete: Callable, response_model: Any, hide_summary: str,
                            delete_summary: str, conflicts: str) -> None:

@@ -88,14 +88,11 @@ def list_sets(db: DB, user: CurrentUser, response: Response,
 
 def _owned_set(db, user, set_id: int) -> ImageSet:
     """Image sets are listed to every user; changing one is its owner's or an admin's (403 otherwise)."""
-    s = _get_set(db, set_id)
-    if not (user.is_admin or (s.owner_id is not None and s.owner_id == user.id)):
-        raise HTTPException(403, f"image set {set_id} is not yours: only its owner or an admin can change it")
-    return s
+    return manage.require_owner(user, _get_set(db, set_id), f"image set {set_id}")
 
 
 manage.hide_and_delete_routes(
-    router, "/{set_id}", "set_id", "set", owned=lambda db, user, set_id: _owned_set(db, user, set_id),
+    router, "/{set_id}", "set_id", "set", owned=_owned_set,
     out=lambda db, s: sets_out(db, [s])[0], delete=manage.delete_image_set, response_model=ImageSetOut,
     hide_summary="Hide an image set from the lists and pickers (or show it again); owner or admin",
     delete_summary="Delete an image set nothing uses (its image index and thumbnails); owner or admin",

@@ -154,14 +154,11 @@ def get_model(model_id: IdPath, db: DB, user: CurrentUser):
 
 def _owned_model(db, user, model_id: int) -> Model:
     """Models are listed to every user; changing one is its owner's or an admin's (403 otherwise)."""
-    m = _model_or_404(db, model_id)
-    if not (user.is_admin or (m.owner_id is not None and m.owner_id == user.id)):
-        raise HTTPException(403, f"model {model_id} is not yours: only its owner or an admin can change it")
-    return m
+    return manage.require_owner(user, _model_or_404(db, model_id), f"model {model_id}")
 
 
 manage.hide_and_delete_routes(
-    router, "/{model_id}", "model_id", "model", owned=lambda db, user, model_id: _owned_model(db, user, model_id),
+    router, "/{model_id}", "model_id", "model", owned=_owned_model,
     out=lambda db, m: models_out(db, [m])[0], delete=manage.delete_model, response_model=ModelOut,
     hide_summary="Hide a model from the lists and pickers (or show it again); owner or admin",
     delete_summary="Delete a model nothing derives from, with its checkpoint; owner or admin",
