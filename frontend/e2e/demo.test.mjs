@@ -105,7 +105,7 @@ describe("the README's demo path", { timeout: 40 * 60_000 }, () => {
   it("opens the run page and its layer page", async () => {
     await page.goto(`${BASE}/runs/${state.runId}`);
     await page.locator("table.t31 tbody tr").first().waitFor();
-    await page.getByRole("columnheader", { name: "labels changed" }).waitFor();
+    await page.getByRole("columnheader", { name: "relabelled" }).waitFor();
     await noErrorsOn(page, "run page");
     await page.screenshot({ path: join(OUT, "demo-run.png"), fullPage: true });
     await page.goto(`${BASE}/runs/${state.runId}/layers/${DEMO.layer}`);
@@ -123,12 +123,13 @@ describe("the README's demo path", { timeout: 40 * 60_000 }, () => {
     await page.goto(`${BASE}/runs/${state.runId}/layers/${DEMO.layer}/units/${unit}`);
     await page.getByText(/After \(selected state/).first().waitFor();
     // issue 22: the unit's class-concept label before → after, as the API gives it for this state
-    assert.equal((await page.getByTestId("unit-labels").innerText()).split("→")[1].trim().split(" (")[0], sel.labels.after.name);
+    const labelName = (side) => side.trim().match(/^(.*?) \d+ %/)[1];
+    assert.equal(labelName((await page.getByTestId("unit-labels").innerText()).split("→")[1]), sel.labels.after.name);
     await noErrorsOn(page, "unit page (selected)");
     await page.getByRole("link", { name: /final state/ }).first().click();
     await page.waitForURL(/state=final/);
     await page.getByText(/After \(final state/).first().waitFor();
-    assert.equal((await page.getByTestId("unit-labels").innerText()).split("→")[0].trim().split(" (")[0], fin.labels.before.name);
+    assert.equal(labelName((await page.getByTestId("unit-labels").innerText()).split("→")[0]), fin.labels.before.name);
     await noErrorsOn(page, "unit page (final)");
     await page.screenshot({ path: join(OUT, "demo-unit-final.png"), fullPage: true });
   });

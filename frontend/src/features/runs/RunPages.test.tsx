@@ -81,6 +81,20 @@ describe("unit page", () => {
   });
 });
 
+describe("the accuracy panel", () => {
+  it("says the result is within the budget and the final state over it, not that nothing stayed within", async () => {
+    setToken("fva_test_token_0123456789");
+    const accuracy = { init: 91.85, final: 91.4, last: 91.25, delta: -0.45, selected_step: 360, steps: 400, over_budget: true, n_images: 2000 };
+    const attack_outcome = { selected_step: 360, final_step: 400, selected_is_init: false, final_over_budget: true, budget_pp: 0.5, message: null };
+    mockFetch([{ path: /^\/api\/v1\/runs\/3$/, body: { ...run, accuracy, attack_outcome, read_only: false } }, routes(false)[1], routes(false)[2]]);
+    renderAt("/runs/3");
+    const panel = within(await screen.findByRole("region", { name: "Accuracy" }));
+    expect(panel.getByText(/Change/)).toHaveTextContent(
+      "The result is the last evaluated state within the budget (step 360 of 400). The final state (step 400) is over it.");
+    expect(panel.queryByText(/No evaluated state stayed within/)).toBeNull();
+  });
+});
+
 describe("unit labels (issue 22)", () => {
   it("the summary shows each row's share of attacked units whose label changed, when the run has it", async () => {
     setToken("fva_test_token_0123456789");
@@ -90,7 +104,7 @@ describe("unit labels (issue 22)", () => {
     mockFetch([{ path: /^\/api\/v1\/runs\/3$/, body: { ...run, rows, read_only: false } }, routes(false)[1], routes(false)[2]]);
     renderAt("/runs/3");
     const table = within(await screen.findByRole("region", { name: "Summary (Table 3.1)" }));
-    expect(table.getByRole("columnheader", { name: "labels changed" })).toBeInTheDocument();
+    expect(table.getByRole("columnheader", { name: "relabelled" })).toBeInTheDocument();
     const last = (i: number) => [...table.getAllByRole("row")[i].querySelectorAll("td")].pop();
     expect(last(1)).toHaveTextContent("86 %");
     expect(last(2)).toHaveTextContent("5 %");
@@ -99,7 +113,7 @@ describe("unit labels (issue 22)", () => {
     renderAt("/runs/3");                          // a run measured before labels: no such column
     const plain = within(await screen.findByRole("region", { name: "Summary (Table 3.1)" }));
     expect(plain.getAllByRole("row")).toHaveLength(2);
-    expect(plain.queryByRole("columnheader", { name: "labels changed" })).toBeNull();
+    expect(plain.queryByRole("columnheader", { name: "relabelled" })).toBeNull();
   });
 
   it("shows the class-concept label before → after, marked when it changed; none for a server without labels", async () => {
@@ -111,8 +125,8 @@ describe("unit labels (issue 22)", () => {
     mockFetch([routes(false)[0], routes(false)[1], { path: /^\/api\/v1\/runs\/3\/layers\/relu3\/units\/11$/, body: { ...unit11, labels } }]);
     renderAt("/runs/3/layers/relu3/units/11");
     const shown = await screen.findByTestId("unit-labels");
-    expect(shown).toHaveTextContent("T-shirt/top (60 % of the top-k) → Bag (80 % of the top-k)changed");
-    expect(within(shown).getByText("Bag").closest("span")).toHaveAttribute("title", "p = 3.4e-7");
+    expect(shown).toHaveTextContent("T-shirt/top 60 % → Bag 80 % changed");
+    expect(within(shown).getByText("Bag").closest("span")).toHaveAttribute("title", "80 % of the validation top-k; enrichment p = 3.4e-7");
     cleanup();
     mockFetch(routes(false));                     // a run measured before labels existed
     renderAt("/runs/3/layers/relu3/units/11");

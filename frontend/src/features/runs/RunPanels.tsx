@@ -121,10 +121,11 @@ export function AccuracyPanel({ run }: { run: RunDetailFull }) {
       </div>
       <p className="muted">
         Top-1 on the validation set. Change {signed(acc.delta)} pp.{" "}
-        {acc.over_budget
-          ? "No evaluated state stayed within the accuracy budget: the final state is over it."
+        {outcome?.selected_is_init
+          ? "No evaluated state stayed within the accuracy budget: the selected state is θ_init."
           : acc.selected_step != null
             ? `The result is the last evaluated state within the budget (step ${acc.selected_step}${acc.steps ? ` of ${acc.steps}` : ""}).`
+              + (acc.over_budget ? ` The final state (step ${outcome?.final_step ?? acc.steps ?? "?"}) is over it.` : "")
             : ""}
       </p>
     </section>

@@ -38,7 +38,7 @@ export function RunRows({ rows, layers, current, budget, kClip, selectedIsInit, 
           {synth && <th scope="col" className="num" title="CLIP-δ of the synthetic visualizations (SPEC §4)">synthetic CLIP-δ</th>}
           {labels && (
             <th scope="col" className="num" title="share of the attacked units whose class-concept label (the class most over-represented in the top-k) changed from θ_init: an interpreter would now call them something else">
-              labels changed
+              relabelled
             </th>
           )}
         </tr>

@@ -221,10 +221,10 @@ export function UnitPage() {
         <dl className="kv">
           {d.labels && !d.dead && (
             <div title="The class most over-represented in the unit's validation top-k against the set's class frequencies (hypergeometric enrichment): what an interpreter would call the unit.">
-              <dt>Label before → after</dt>
+              <dt>Label (validation top-k) before → after</dt>
               <dd data-testid="unit-labels">
                 <UnitLabelText l={d.labels.before} /> → <UnitLabelText l={d.labels.after} />
-                {d.labels.before.label !== d.labels.after.label && <span className="badge attacked">changed</span>}
+                {d.labels.before.label !== d.labels.after.label && <> <span className="badge attacked">changed</span></>}
               </dd>
             </div>
           )}
@@ -367,8 +367,8 @@ function DeadUnit({ unit, layer, runId, nextAttacked, href }: {
 function UnitLabelText({ l }: { l: NonNullable<UnitDetailFull["labels"]>["before"] }) {
   if (l.label == null) return <span className="muted">none</span>;
   return (
-    <span title={`p = ${l.p_value == null ? "—" : l.p_value.toExponential(1)}`}>
-      <strong>{l.name}</strong> <span className="muted small">({l.share == null ? "—" : `${Math.round(100 * l.share)} %`} of the top-k)</span>
+    <span title={`${l.share == null ? "—" : `${Math.round(100 * l.share)} %`} of the validation top-k; enrichment p = ${l.p_value == null ? "—" : l.p_value.toExponential(1)}`}>
+      <strong>{l.name}</strong> <span className="muted small">{l.share == null ? "—" : `${Math.round(100 * l.share)} %`}</span>
     </span>
   );
 }
