@@ -64,7 +64,7 @@ def _sweep_item(db, job: Job) -> dict:
 
 
 manage.hide_and_delete_routes(
-    router, "/{sweep_id}", "sweep_id", "sweep", owned=lambda db, user, sweep_id: _sweep(db, user, sweep_id),
+    router, "/{sweep_id}", "sweep_id", "sweep", owned=_sweep,
     out=_sweep_item, delete=manage.delete_sweep, response_model=SweepItem,
     hide_summary="Hide a sweep from the list (or show it again); owner or admin",
     delete_summary="Delete a sweep: its jobs, points, runs and the pruned models it made that nothing else uses, "
