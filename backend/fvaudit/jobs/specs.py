@@ -141,9 +141,14 @@ class AttackParams(Strict):
     eval_every: int = Field(ATTACK_DEFAULTS["eval_every"], gt=0, le=1_000_000, description="steps between accuracy evaluations")
     eval_size: int = Field(ATTACK_DEFAULTS["eval_size"], ge=0, le=10_000_000,
                            description="validation images the α controller reads (0 = all)")
-    lr: float = Field(ATTACK_DEFAULTS["lr"], gt=0.0, le=10.0, description="Adam learning rate")
+    lr: float = Field(ATTACK_DEFAULTS["lr"], gt=0.0, le=10.0, description="learning rate")
     lr_schedule: Literal["constant", "cosine"] = Field(ATTACK_DEFAULTS["lr_schedule"], description="cosine decays to 0 at the "
                                                                                      "last step")
+    optimizer: Literal["adam", "sgd"] = Field(ATTACK_DEFAULTS["optimizer"],
+                                              description="Adam (SPEC §2) or SGD with momentum 0.9")
+    maintain: Literal["distill", "labels"] = Field(
+        ATTACK_DEFAULTS["maintain"], description="L_M: distillation from θ_init (SPEC §2) or cross-entropy on the "
+                                                 "training labels (an honest fine-tune's loss)")
     anchor_weight: float = Field(ATTACK_DEFAULTS["anchor_weight"], ge=0.0, le=1e6,
                                  description="loss variant: + w/2 · ‖θ − θ_init‖² (L2-SP); 0 = off")
     steps: int = Field(ATTACK_DEFAULTS["steps"], gt=0, le=10_000_000)

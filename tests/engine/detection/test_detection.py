@@ -129,8 +129,13 @@ def test_class_share_evidence_against_hand_made_population():
     assert ev.flagged_class == 2                   # the class that gained names the decoy
     # tail (1 + #{population ≥ share}) / 3: class 0 both ≥ 0.2, class 1 both ≥ 0.3, class 2 none ≥ 0.5
     np.testing.assert_allclose(ev.tail, [1.0, 1.0, 1 / 3], rtol=1e-12)
-    assert ev.p_value == pytest.approx(1 - stats.norm.cdf(0.5 / math.sqrt(floor[2])) ** 3, abs=1e-15)
-    assert ev.p_value < 1e-9 and ev.suspicion == 1 - ev.p_value
+    # the prediction statistic of one new model against 2 whose spread is estimated: z/√(1 + 1/2)
+    # under Student's t with 1 degree of freedom (issue 24), Šidák over 3 classes
+    z2 = 0.5 / math.sqrt(floor[2])
+    assert ev.p_value == pytest.approx(1 - stats.t.cdf(z2 / math.sqrt(1.5), df=1) ** 3, rel=1e-12)
+    assert ev.p_value > 1 - stats.norm.cdf(z2) ** 3          # wider than the normal tail it replaced
+    # two clean models cannot make a 0.5 share unlikely enough to flag (the normal said p < 1e-13)
+    assert ev.p_value > 0.05 and ev.suspicion == 1 - ev.p_value
 
     # a population spread wider than the binomial floor: its sample variance is the scale
     ev2 = evidence.class_share_evidence([0.4, 0.6], [[0.0, 1.0], [0.8, 0.2]], n_units=10)
@@ -256,7 +261,11 @@ def test_layer_verdict_layer_evidence_and_class():
     # no unit flagged, but the calibrated weight distance is extreme: p = Šidák(1, 1e-4) over 2 sources
     v = evidence.layer_verdict("relu3", _scores([0.5] * 20), layer_evidence={"weight_distance": 0.9999})
     assert v.p_value == pytest.approx(1 - (1 - 1e-4) ** 2, rel=1e-9) and v.verdict == "manipulated"
-    ev = evidence.class_share_evidence([0.2, 0.3, 0.5], [[0.5, 0.5, 0.0], [0.3, 0.7, 0.0]], n_units=10)
+    pop4 = [[0.5, 0.5, 0.0], [0.3, 0.7, 0.0], [0.4, 0.6, 0.0], [0.45, 0.55, 0.0]]
+    ev = evidence.class_share_evidence([0.2, 0.3, 0.5], pop4, n_units=100)
+    # class 2: never a majority in 4 clean models, half the suspect's 100 units: t(3) of z/√1.25, Šidák over 3
+    sd = math.sqrt((1 / 403) * (402 / 403) / 100)
+    assert ev.p_value == pytest.approx(1 - stats.t.cdf(0.5 / sd / math.sqrt(1.25), df=3) ** 3, rel=1e-9)
     vc = evidence.layer_verdict("relu3", _scores([0.5] * 20), class_evidence=ev)
     assert vc.flagged_class == 2 and vc.layer_evidence["class_share"] == ev.suspicion and vc.verdict == "manipulated"
     with pytest.raises(ValueError, match="layer_evidence"):

@@ -4,6 +4,7 @@ filters of relu3's conv swapped in pairs, or one filter copied into many units."
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -70,9 +71,15 @@ def test_an_unchanged_copy_of_the_reference_shows_no_sign(demo):
         assert np.allclose(ld.scores.values[m][live], 0.0, atol=1e-12), m
     assert ld.verdict.n_flagged == 0 and ld.verdict.verdict == "no sign"
     assert rep.verdict.verdict == "no sign" and rep.regime == "reference"
-    # a value of 0 lies below every benign value (noisy copies differ a little): F(0) = ½ / (n + 1)
-    n = ld.calibration.benign["weight_distance"].size
-    assert ld.scores.per_measure["weight_distance"][live[0]] == pytest.approx(0.5 / (n + 1))
+    # an unchanged copy has size 0: the envelope expects the floor log ε there (a unit that did not
+    # move), so every unit's residual is 0 and its suspicion the mid-rank of 0 among the benign residuals
+    assert ld.layer_values["change_size"] == 0.0 and not ld.out_of_calibration
+    env = ld.calibration["weight_distance"]
+    assert env.expected(0.0) == pytest.approx(max(env.intercept + env.slope * math.log(1e-6), 0.0))
+    r, r0 = env.residuals, 0.0 - env.expected(0.0)
+    assert r0 <= 0.0
+    assert ld.scores.per_measure["weight_distance"][live[0]] == pytest.approx(env.rank([r0], 0.0)[0])
+    assert env.rank([r0], 0.0)[0] <= 0.5
 
 
 def test_swapped_filters_are_the_most_suspicious_units_and_the_layer_is_manipulated(demo, live):
@@ -85,8 +92,9 @@ def test_swapped_filters_are_the_most_suspicious_units_and_the_layer_is_manipula
         for a, b in pairs:
             w[[a, b]] = w[[b, a]].clone()
             _conv3(sus).bias.data[[a, b]] = _conv3(sus).bias.data[[b, a]].clone()
+    family = [Subject(f"benign-{i}", _noisy(model, 100 + i, scale=sc)) for i, sc in enumerate((0.3, 0.35, 0.4, 0.45, 0.5, 0.6))]
     rep = detect(Subject("suspect", sus), images, [LAYER], reference=Subject("ref", model),
-                 population=_population(model), k=10, k_clip=5, embed_topk=_embed(images), batch_size=100)
+                 population=family, k=10, k_clip=5, embed_topk=_embed(images), batch_size=100)
     ld = rep.layers[LAYER]
     swapped = sorted(j for p in pairs for j in p)
     # the unit measure is the relative L2 distance of the unit's filter, by hand:
@@ -99,27 +107,34 @@ def test_swapped_filters_are_the_most_suspicious_units_and_the_layer_is_manipula
     s = np.where(np.isnan(ld.scores.suspicion), -1, ld.scores.suspicion)
     assert set(np.argsort(-s, kind="stable")[:len(live_swapped)].tolist()) == set(live_swapped)
     assert {u["unit"] for u in ld.verdict.top_units} <= set(live_swapped)    # the 10 listed
-    n_benign = ld.calibration.benign["weight_distance"].size
-    top = (n_benign + 0.5) / (n_benign + 1)                 # beyond every benign value
-    assert all(ld.scores.per_measure["weight_distance"][j] == pytest.approx(top) for j in live_swapped)
-    # the layer's p-value: Šidák over the binomial count of flagged units and the layer's weight distance
+    # the benign family spans sizes up to the swap's, so the swap is judged, not out of calibration
+    assert ld.layer_values["change_size"] < ld.layer_values["reach"] and not ld.out_of_calibration
+    # the swapped units are also the localised ones: they moved beyond what the model's change explains
+    loc = np.where(np.isnan(ld.localisation), -1, ld.localisation)
+    assert set(np.argsort(-loc, kind="stable")[:len(live_swapped)].tolist()) == set(live_swapped)
+    assert {u["unit"] for u in ld.localised(0.95)} <= set(live_swapped)
+    # the layer's p-value: the count of flagged units under the clean family's beta-binomial
+    from fvaudit.engine.detection.envelope import count_p_value
+
     n_live = int((~np.isnan(ld.scores.suspicion)).sum())
-    assert ld.verdict.n_flagged == len(live_swapped)
-    p_units = stats.binom.sf(len(live_swapped) - 1, n_live, 0.05)
-    s_layer = ld.verdict.layer_evidence["layer_weight_distance"]
-    assert s_layer == pytest.approx(3.5 / 4)                # 3 benign fine-tunes, the suspect beyond all of them
-    assert ld.verdict.p_value == pytest.approx(1 - (1 - min(p_units, 1 - s_layer)) ** 2, rel=1e-12)
+    assert ld.verdict.n_flagged >= len(live_swapped)
+    assert ld.verdict.p_units == pytest.approx(count_p_value(ld.verdict.n_flagged, n_live, ld.overdispersion))
+    # and the count of localised units under the family's own: the layer's p-value is Šidák over both
+    n_loc = int((ld.localisation[~np.isnan(ld.localisation)] > 0.99).sum())
+    assert ld.layer_values["localised_units"] == n_loc >= len(live_swapped)
+    p_loc = count_p_value(n_loc, n_live, ld.overdispersion_localised)
+    assert ld.verdict.layer_evidence["localised_units"] == pytest.approx(1 - p_loc)
+    assert ld.verdict.p_value == pytest.approx(1 - (1 - min(ld.verdict.p_units, p_loc)) ** 2, rel=1e-12)
     assert ld.verdict.verdict == "manipulated" and rep.verdict.verdict == "manipulated"
     units = rep.units()[LAYER]
     assert units[0]["topk_reference"] != units[0]["topk_suspect"]
-    assert units[0]["measures"]["weight_distance"]["suspicion"] == pytest.approx(top)
     summary = rep.summary()
     assert summary["verdict"] == "manipulated" and summary["layers"][LAYER]["n_flagged"] == len(live_swapped)
 
 
 def test_without_a_reference_a_class_taking_over_many_units_is_flagged(demo):
     model, images = demo
-    pop = [Subject("clean-0", model)] + _population(model, 2)
+    pop = [Subject("clean-0", model)] + _population(model, 3)
     base = detect(Subject("clean copy", _noisy(model, 7)), images, [LAYER], population=pop, k=10, batch_size=100)
     assert base.regime == "population"
     # copy the filter of the unit most devoted to one class into 40 units: that class gains 40 majorities
@@ -141,7 +156,9 @@ def test_without_a_reference_a_class_taking_over_many_units_is_flagged(demo):
     # wiring: the layer's class shares are those of the majority classes, computed directly
     maj = evidence.majority_classes(ld.topk_suspect, lab, 10, ld.dead_units)
     assert np.array_equal(ld.class_evidence.shares, evidence.class_shares(maj, 10))
-    assert ld.verdict.verdict == "manipulated", ld.verdict.to_dict()
+    # with 4 clean models a whole-model shift cannot be told from chance below p ≈ 1e-3 (Student's t with
+    # 3 degrees of freedom, the units' counts overdispersed): the layer is flagged, the claim bounded
+    assert ld.verdict.verdict in ("suspicious", "manipulated") and ld.verdict.p_value < 0.01, ld.verdict.to_dict()
     assert base.layers[LAYER].verdict.verdict == "no sign", base.layers[LAYER].verdict.to_dict()
     top = {u["unit"] for u in ld.verdict.top_units}
     assert top <= set(targets) | {donor}
@@ -213,27 +230,32 @@ def test_one_clean_model_gives_an_inconclusive_verdict_not_a_p_value(demo, live)
     rep = detect(suspect, images, [LAYER], reference=Subject("ref", model), population=_population(model, 1),
                  k=10, k_clip=5, batch_size=100)
     ld = rep.layers[LAYER]
-    n = ld.calibration.benign["weight_distance"].size
-    # the failure the old verdict hid: every live unit's weight distance lies beyond all n benign values
-    assert np.allclose(ld.scores.per_measure["weight_distance"][live], (n + 0.5) / (n + 1))
+    env = ld.calibration["weight_distance"]
+    # the failure the old verdict hid: every live unit's weight distance lies beyond all benign values
+    size = ld.layer_values["change_size"]
+    assert np.allclose(ld.scores.per_measure["weight_distance"][live], env.rank([1e9], size)[0])
     assert rep.verdict.verdict == ld.verdict.verdict == "inconclusive"
     assert rep.verdict.p_value is None and ld.verdict.p_value is None
     assert ld.verdict.n_flagged is None and ld.verdict.p_units is None and ld.verdict.expected_flagged is None
     assert rep.warnings == [too_few_clean_models("reference", 1)]
-    assert "1 clean model in the population" in rep.warnings[0] and "at least 2" in rep.warnings[0]
+    assert "1 clean model in the population" in rep.warnings[0] and "at least 3" in rep.warnings[0]
     s = rep.summary()
     assert s["verdict"] == "inconclusive" and s["p_value"] is None and s["warnings"] == rep.warnings
     assert s["layers"][LAYER]["verdict"] == "inconclusive" and s["layers"][LAYER]["n_flagged"] is None
     # the units are still ranked (what moved most), only the claim of how unlikely it is goes
     assert len(ld.verdict.top_units) == 10 and ld.verdict.n_units == len(live)
     # at the minimum the same suspect is judged, with a p-value and flags
-    rep2 = detect(suspect, images, [LAYER], reference=Subject("ref", model), population=_population(model, 2),
+    rep2 = detect(suspect, images, [LAYER], reference=Subject("ref", model), population=_population(model, 3),
                   k=10, k_clip=5, batch_size=100)
-    assert rep2.warnings == [] and rep2.verdict.verdict in evidence.VERDICTS and rep2.verdict.p_value is not None
-    assert rep2.layers[LAYER].verdict.n_flagged is not None
-    assert MIN_CLEAN_MODELS == {"reference": 2, "population": 3}
-    assert too_few_clean_models("reference", 2) is None and too_few_clean_models("population", 3) is None
-    assert "at least 3 clean models of the family" in too_few_clean_models("population", 2)
+    assert rep2.warnings == [] and rep2.layers[LAYER].verdict.n_flagged is not None
+    # having drifted 5× further than the clean models did, it lies beyond their reach; its evidence,
+    # judged against the nearest of them, shows nothing, so it is cleared (an honest drift, no false alarm)
+    assert rep2.layers[LAYER].out_of_calibration and rep2.layers[LAYER].verdict.p_value is not None
+    assert rep2.verdict.verdict == "no sign"
+    assert MIN_CLEAN_MODELS == {"reference": 3, "population": 4}
+    assert too_few_clean_models("reference", 3) is None and too_few_clean_models("population", 4) is None
+    assert "at least 4 clean models of the family" in too_few_clean_models("population", 3)
+    assert "at least 3 benign fine-tunes" in too_few_clean_models("reference", 2)
 
 
 def test_inconclusive_drops_the_p_value_and_flags_of_a_verdict_and_its_layers():

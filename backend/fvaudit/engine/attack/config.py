@@ -43,6 +43,8 @@ class AttackConfig:
     eval_size: int = ATTACK_DEFAULTS["eval_size"]              # images the α controller reads; 0 = the full set
     lr: float = ATTACK_DEFAULTS["lr"]
     lr_schedule: LrSchedule = ATTACK_DEFAULTS["lr_schedule"]
+    optimizer: str = ATTACK_DEFAULTS["optimizer"]             # "adam" | "sgd" (momentum 0.9)
+    maintain: str = ATTACK_DEFAULTS["maintain"]               # L_M: "distill" (SPEC §2) | "labels" (cross-entropy)
     anchor_weight: float = ATTACK_DEFAULTS["anchor_weight"]    # L2-SP variant: + w/2 · ‖θ − θ_init‖²
     steps: int | None = None
     epochs: float | None = None
@@ -102,6 +104,10 @@ class AttackConfig:
             bad("alpha_factor", f"must be a finite number > 1, got {self.alpha_factor!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             bad("lr_schedule", f"must be constant or cosine, not {self.lr_schedule!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            bad("optimizer", f"must be adam or sgd, not {self.optimizer!r}")
+        if self.maintain not in ("distill", "labels"):
+            bad("maintain", f"must be distill or labels, not {self.maintain!r}")
         if not (math.isfinite(self.anchor_weight) and self.anchor_weight >= 0):
             bad("anchor_weight", f"must be a finite number ≥ 0, got {self.anchor_weight!r}")
         if not (math.isfinite(self.acc_budget_pp) and self.acc_budget_pp >= 0):

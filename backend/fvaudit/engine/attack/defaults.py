@@ -23,7 +23,9 @@ ATTACK_DEFAULTS: dict = {
     "acc_budget_pp": 0.5,    # allowed accuracy drop on the full validation set, pp
     "eval_every": 100,       # steps between evaluations (at most one epoch)
     "eval_size": 10000,      # at most this many validation images drive the α controller (0 = all)
-    "lr": 3e-4,              # Adam learning rate
+    "lr": 3e-4,              # learning rate (Adam by default)
+    "optimizer": "adam",     # "adam" | "sgd" (SGD with momentum 0.9): honest fine-tunes use both
+    "maintain": "distill",   # L_M: "distill" from θ_init (SPEC §2) | "labels": cross-entropy on the training labels
     "lr_schedule": "cosine",  # "constant" | "cosine" (decays to 0 at the last step)
     "anchor_weight": 0.0,    # loss variant: + anchor_weight/2 · ‖θ − θ_init‖² (L2-SP), 0 = off
     "steps": 1500,

@@ -165,6 +165,14 @@ def resolve_targets(model: LoadedModel, train_set: ImageSet, cfg: AttackConfig,
     return Targets(layers, attacked, dead, scans, init_mean)
 
 
+def make_optimizer(module: torch.nn.Module, cfg: AttackConfig) -> torch.optim.Optimizer:
+    """Adam (SPEC §2, the thesis' optimizer) or SGD with momentum 0.9: an honest vendor's
+    fine-tune uses either, and the detector's benign family spans both (SPEC §8.5)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=0.9)
+    return torch.optim.Adam(module.parameters(), lr=cfg.lr)
+
+
 class _AttackRun:
     """One attack in progress: the frozen teacher (θ_init) and the student, the optimizer, the
     batches (training, evaluation subset, full validation set, D_attack / D_decoy), the α
@@ -202,7 +210,10 @@ class _AttackRun:
         self.student = clone_model(model)
         prepare_module(self.student.module, device, self.amp).eval()  # BN statistics and dropout stay as in θ_init
         self.module = self.student.module
-        self.opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr)
+        self.opt = make_optimizer(self.module, cfg)
+        # L_M on the labels (cfg.maintain == "labels"): each training image's class, by image id
+        self.train_labels = (torch.as_tensor(np.asarray(train_set.labels)[np.asarray(self.train_ids)], dtype=torch.long)
+                             if cfg.maintain == "labels" else None)
         self.anchor = ([p.detach().clone() for p in self.module.parameters()] if cfg.anchor_weight > 0 else None)
         fixed_alpha = cfg.effective_alpha
         self.controller = AlphaController(cfg.acc_budget_pp, cfg.alpha_max, cfg.alpha_factor, fixed_alpha)
@@ -237,17 +248,25 @@ class _AttackRun:
 
         return StepFeed(draw, self.train_b, self.attack_loss.extra_b, self.state.step, self.total_steps)
 
-    def train_step(self, step: int, xb: torch.Tensor, extra) -> None:
-        """One optimizer step of ``L = α·L_A + (1−α)·L_M`` (+ the optional L2-SP anchor)."""
+    def train_step(self, step: int, xb: torch.Tensor, extra, pos: np.ndarray | None = None) -> None:
+        """One optimizer step of ``L = α·L_A + (1−α)·L_M`` (+ the optional L2-SP anchor).
+        ``pos``: the batch's positions in the training ids (their labels, for ``maintain="labels"``)."""
         cfg, module, layers = self.cfg, self.module, self.targets.layers
         for g in self.opt.param_groups:
             g["lr"] = lr_at(cfg, step, self.total_steps)
         xb = to_device(xb, self.device, self.amp)
         with autocast(self.device, self.amp):
-            with torch.no_grad():
-                t_logits = self.teacher.module(xb)
+            if self.train_labels is None:
+                with torch.no_grad():
+                    t_logits = self.teacher.module(xb)
             scores_b, logits = layer_scores(module, xb, layers, need_logits=True)
-            l_m = distillation(logits.float(), t_logits.float())  # type: ignore[union-attr]
+            if self.train_labels is not None:
+                if pos is None:
+                    raise ValueError("maintain='labels' needs the batch positions (pos)")
+                y = self.train_labels[torch.as_tensor(np.asarray(pos))].to(logits.device)  # type: ignore[union-attr]
+                l_m = torch.nn.functional.cross_entropy(logits.float(), y)  # type: ignore[union-attr]
+            else:
+                l_m = distillation(logits.float(), t_logits.float())  # type: ignore[union-attr]
             sb = {l: scores_b[l][:, self.attack_loss.cols[l]] for l in layers}
             l_a = self.attack_loss(module, sb, extra)
         alpha = self.state.alpha
@@ -367,11 +386,11 @@ def run_attack(
         reporter.log(f"resumed from step {run.state.step}", step=run.state.step)
     reporter.stage(cfg.kind, total=run.total_steps)
     try:
-        for step, (_, xb), extra in run.feed():
+        for step, (pos, xb), extra in run.feed():
             if reporter.cancelled():
                 run.save(ckpt)
                 raise Cancelled(f"at step {run.state.step}")
-            run.train_step(step, xb, extra)
+            run.train_step(step, xb, extra, pos)
             if run.due_for_evaluation():
                 run.evaluate_and_control()
             if run.state.step % cfg.checkpoint_every == 0:

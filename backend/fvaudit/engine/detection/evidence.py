@@ -70,10 +70,15 @@ __all__ = [
     "unit_auroc",
     "VERDICTS",
     "INCONCLUSIVE",
+    "OUT_OF_CALIBRATION",
+    "out_of_calibration",
     "inconclusive",
 ]
 
 VERDICTS = ("no sign", "suspicious", "manipulated")
+#: the verdict of a layer (and a model) that moved further than any clean model of its
+#: calibration (:func:`out_of_calibration`): the evidence is shown, no claim is made
+OUT_OF_CALIBRATION = "out of calibration"
 #: the verdict of a detection whose calibration cannot support a p-value (too few clean
 #: models: :data:`fvaudit.engine.detection.run.MIN_CLEAN_MODELS`); it has no p-value and no flags
 INCONCLUSIVE = "inconclusive"
@@ -339,7 +344,9 @@ def class_share_evidence(shares: Any, population: Any, n_units: int) -> ClassSha
     * ``z`` = (shares − pop_mean) / pop_sd; ``tail`` = (1 + #{m: population_m ≥ share}) / (M + 1),
       the smoothed empirical tail (never 0; its resolution is 1/(M+1), so with few clean
       models z is what decides);
-    * ``p_value`` = 1 − Φ(max z)^C (Šidák over the C classes tested).
+    * ``p_value`` = 1 − F(max z / √(1 + 1/M))^C (Šidák over the C classes tested), F the
+      Student t with M − 1 degrees of freedom: the prediction interval of one new model from
+      M whose spread is estimated (the normal Φ when M = 1, where no spread is seen).
     """
     s = _float(shares, "shares", 1)
     pop = _float(population, "population", 2)
@@ -356,7 +363,14 @@ def class_share_evidence(shares: Any, population: Any, n_units: int) -> ClassSha
     z = (s - mean) / sd
     tail = (1.0 + (pop >= s[None, :]).sum(axis=0)) / (m + 1.0)
     top = int(np.argmax(z))
-    p = float(1.0 - stats.norm.cdf(z[top]) ** c)
+    if m >= 2:
+        # a new clean model against M others whose mean and spread are estimated: the
+        # prediction statistic z / sqrt(1 + 1/M) follows Student's t with M − 1 degrees of
+        # freedom, not the normal (issue 24: with 2 or 3 clean models of unequal training the
+        # normal tail read p ≈ 1e-9 for a clean retrained seed)
+        p = float(1.0 - stats.t.cdf(z[top] / np.sqrt(1.0 + 1.0 / m), df=m - 1) ** c)
+    else:
+        p = float(1.0 - stats.norm.cdf(z[top]) ** c)
     return ClassShareEvidence(s, mean, sd, z, tail, top, p)
 
 
@@ -376,13 +390,15 @@ def unit_class_evidence(topk_ids: Any, image_labels: Any, evidence: ClassShareEv
 
 
 def population_class_evidence(topk_ids: Sequence[Any], image_labels: Any, n_classes: int,
-                               dead_units: Sequence[Sequence[int] | None] | None = None) -> np.ndarray:
+                               dead_units: Sequence[Sequence[int] | None] | None = None,
+                               per_model: bool = False) -> Any:
     """Benign values of :func:`unit_class_evidence` for :meth:`Calibration.fit` (SPEC §6,
     without a reference): each clean model of the population judged, leave-one-out,
     against the shares of the others, exactly as a suspect is judged against all of them.
 
     ``topk_ids``: one [J_m, k] top-k per clean model (M ≥ 2), ``dead_units``: per model or
-    None. Returns the concatenated per-unit values (NaN for dead units, dropped by ``fit``).
+    None. Returns the concatenated per-unit values (NaN for dead units, dropped by ``fit``),
+    or with ``per_model`` one array per model (the leave-one-model-out count test needs them).
     Why leave-one-out: a model in its own population pulls the mean towards itself and
     would make benign values too small, so every suspect would look unusual.
     """
@@ -398,7 +414,7 @@ def population_class_evidence(topk_ids: Sequence[Any], image_labels: Any, n_clas
     for i in range(m):
         ev = class_share_evidence(shares[i], np.delete(shares, i, axis=0), int((maj[i] >= 0).sum()))
         out.append(unit_class_evidence(topk_ids[i], image_labels, ev, dead[i]))
-    return np.concatenate(out)
+    return out if per_model else np.concatenate(out)
 
 
 # =========================================================================== calibration
@@ -522,11 +538,13 @@ class VerdictThresholds:
 
     The defaults are conventional statistical levels, **not fitted to any benchmark
     variant**: a unit counts as flagged above suspicion 0.95 (1 in 20 benign units is
-    expected to); a layer or model is "suspicious" below p = 0.05 and "manipulated" below
-    p = 0.001.
+    expected to), and as localised above localisation 0.99 (the stricter level of a unit test
+    read on every unit of a layer: 1 in 100 benign units); a layer or model is "suspicious"
+    below p = 0.05 and "manipulated" below p = 0.001.
     """
 
     unit: float = 0.95
+    localised: float = 0.99
     suspicious_p: float = 0.05
     manipulated_p: float = 0.001
     top_units: int = 10
@@ -534,6 +552,8 @@ class VerdictThresholds:
     def __post_init__(self):
         if not 0.0 < self.unit < 1.0:
             raise ValueError(f"unit: must lie in (0, 1), got {self.unit}")
+        if not 0.0 < self.localised < 1.0:
+            raise ValueError(f"localised: must lie in (0, 1), got {self.localised}")
         if not 0.0 < self.manipulated_p <= self.suspicious_p < 1.0:
             raise ValueError("manipulated_p / suspicious_p: need 0 < manipulated_p ≤ suspicious_p < 1, "
                              f"got {self.manipulated_p} / {self.suspicious_p}")
@@ -586,7 +606,7 @@ def _json_float(x: float) -> float | None:
 
 
 def layer_verdict(name: str, scores: UnitScores, *, layer_evidence: Mapping[str, float] | None = None,
-                  class_evidence: ClassShareEvidence | None = None,
+                  class_evidence: ClassShareEvidence | None = None, overdispersion: Any = None,
                   thresholds: VerdictThresholds = VerdictThresholds()) -> Verdict:
     """Verdict of one layer (SPEC §6) from its units' suspicions and layer-level evidence.
 
@@ -597,7 +617,10 @@ def layer_verdict(name: str, scores: UnitScores, *, layer_evidence: Mapping[str,
     Layer-level evidence (each a suspicion in [0, 1], e.g. the calibrated
     ``layer_weight_distance``; ``class_evidence.suspicion`` is added as ``class_share``)
     gives p = 1 − s each. The layer's p-value is the Šidák-corrected minimum over all of
-    them; ``thresholds.level`` names the verdict. ``top_units``: the most suspicious units
+    them; ``thresholds.level`` names the verdict. With ``overdispersion``
+    (:class:`~fvaudit.engine.detection.envelope.Overdispersion`, fitted on clean models'
+    leave-one-out counts) the count is tested with its beta-binomial instead: units of one
+    model share that model's shift, so they are not independent draws. ``top_units``: the most suspicious units
     with each measure's value and suspicion and the measure that drove them.
     """
     s = scores.suspicion
@@ -605,7 +628,13 @@ def layer_verdict(name: str, scores: UnitScores, *, layer_evidence: Mapping[str,
     n = int(live.sum())
     flagged = int((s[live] > thresholds.unit).sum())
     rate = 1.0 - thresholds.unit
-    p_units = float(stats.binom.sf(flagged - 1, n, rate)) if n else 1.0
+    if overdispersion is not None:
+        from fvaudit.engine.detection.envelope import count_p_value
+
+        p_units = count_p_value(flagged, n, overdispersion)
+        rate = overdispersion.rate
+    else:
+        p_units = float(stats.binom.sf(flagged - 1, n, rate)) if n else 1.0
     ev = {k: float(v) for k, v in (layer_evidence or {}).items()}
     if class_evidence is not None:
         ev["class_share"] = class_evidence.suspicion
@@ -628,15 +657,37 @@ def layer_verdict(name: str, scores: UnitScores, *, layer_evidence: Mapping[str,
 def model_verdict(layers: Sequence[Verdict], thresholds: VerdictThresholds = VerdictThresholds()) -> Verdict:
     """Verdict of the model (SPEC §6): the Šidák-corrected minimum of its layers' p-values,
     so that auditing more layers does not by itself raise a flag. Its evidence is the layer
-    that drove it (its top units and flagged class); every layer's verdict is kept."""
+    that drove it (its top units and flagged class); every layer's verdict is kept. Layers
+    "out of calibration" are left out of the p-value: a model whose judged layers show
+    something keeps that verdict; one whose judged layers show nothing, or that has none, is
+    "out of calibration" itself (it cannot be cleared where it could not be judged)."""
     if not layers:
         raise ValueError("layers: no layer verdict given")
-    p = _sidak([v.p_value for v in layers])
-    worst = min(layers, key=lambda v: v.p_value)
-    return Verdict("model", thresholds.level(p), p, sum(v.n_units for v in layers),
+    judged = [v for v in layers if v.verdict != OUT_OF_CALIBRATION]
+    if not judged:                       # every layer moved beyond the calibration's reach
+        worst = min(layers, key=lambda v: v.p_value)
+        return Verdict("model", OUT_OF_CALIBRATION, None, sum(v.n_units for v in layers),
+                       sum(v.n_flagged for v in layers), sum(v.expected_flagged for v in layers), worst.p_units,
+                       {f"{worst.name}:{k}": v for k, v in worst.layer_evidence.items()},
+                       [dict(u, layer=worst.name) for u in worst.top_units], worst.flagged_class, list(layers))
+    p = _sidak([v.p_value for v in judged])
+    worst = min(judged, key=lambda v: v.p_value)
+    level = thresholds.level(p)
+    if level == "no sign" and len(judged) < len(layers):
+        level = OUT_OF_CALIBRATION        # the layers that could be judged show nothing; the others cannot be
+    return Verdict("model", level, p, sum(v.n_units for v in layers),
                    sum(v.n_flagged for v in layers), sum(v.expected_flagged for v in layers), worst.p_units,
                    {f"{worst.name}:{k}": v for k, v in worst.layer_evidence.items()},
                    [dict(u, layer=worst.name) for u in worst.top_units], worst.flagged_class, list(layers))
+
+
+def out_of_calibration(v: Verdict, size: float, reach: float) -> Verdict:
+    """``v`` when the suspect moved further than any clean model of the calibration did
+    (``size`` > ``reach``): its evidence is kept, but the verdict is :data:`OUT_OF_CALIBRATION`,
+    not "suspicious" or "manipulated". Why: the benign envelope is known only up to the
+    family's reach; beyond it, a flag may be an honest but bigger fine-tune (issue 24)."""
+    return Verdict(v.name, OUT_OF_CALIBRATION, v.p_value, v.n_units, v.n_flagged, v.expected_flagged, v.p_units,
+                   {**v.layer_evidence}, list(v.top_units), v.flagged_class, list(v.layers))
 
 
 def inconclusive(v: Verdict) -> Verdict:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from fvaudit.engine.detection import evidence
+from fvaudit.engine.detection import envelope, evidence
 from fvaudit.engine.scans.activations import LayerScan, scan
 from fvaudit.engine.progress import NullReporter, Reporter, check_cancel
 
@@ -43,7 +43,7 @@ REFERENCE_MEASURES = ("clip_delta", "tau_drop", "overlap_loss", "weight_distance
 POPULATION_MEASURES = ("class_share",)
 
 #: the fewest clean models each regime's statistics need (see :func:`too_few_clean_models`)
-MIN_CLEAN_MODELS = {"reference": 2, "population": 3}
+MIN_CLEAN_MODELS = {"reference": 3, "population": 4}
 
 
 def too_few_clean_models(regime: str, n_clean: int) -> str | None:
@@ -59,11 +59,18 @@ def too_few_clean_models(regime: str, n_clean: int) -> str | None:
     every unit gets the same, maximal suspicion (n + ½)/(n + 1), and the binomial counts
     that one model-level difference as J independent ones (issue 19: 113/113 units
     flagged, p < 1e-15, from a single clean model). Model-to-model spread is first seen
-    with two clean models (a spread needs two draws), so
+    with two clean models, and the count test allows for it (issue 24): each clean model is
+    scored against a calibration fitted on the *others* (leave-one-model-out), and how much
+    their flagged counts vary beyond the binomial (a beta-binomial's overdispersion,
+    :func:`~fvaudit.engine.detection.envelope.overdispersion`) widens the suspect's test. A
+    spread needs two such counts, and each count a calibration of at least two models
+    (with a reference, two sizes for the envelope's line), so
 
-    * with a reference, the benign fine-tunes measured against it: at least **2**;
-    * without one, each clean model is judged leave-one-out against the others, which
-      must themselves show that spread: at least 2 others, so **3** in all.
+    * with a reference, benign fine-tunes of it measured against it: at least **3**;
+    * without one, clean models of the family judged against each other: at least **4**
+      (each leave-one-out calibration holds 3, and the class-share test's Student t has
+      M − 1 ≥ 2 degrees of freedom: with 2 clean models of unequal training, 2 vs 6 epochs,
+      a clean retrained seed read p ≈ 1e-9).
 
     Below that the detection says so (verdict :data:`~fvaudit.engine.detection.evidence.INCONCLUSIVE`,
     no p-value, no flags) instead of printing a p-value it cannot support. Even at the
@@ -114,6 +121,8 @@ class Subject:
     model: Any                                  # engine LoadedModel
     scans: dict[str, LayerScan] = field(default_factory=dict)
     synthetic: dict[str, np.ndarray] = field(default_factory=dict)    # layer → render embeddings [J, n, D]
+    recipe: str | None = None                   # a benign fine-tune's recipe (what the calibration family spans)
+    measured: dict = field(default_factory=dict)   # cache of :func:`measured` (values, size) per reference and layer
 
 
 @dataclass
@@ -123,13 +132,49 @@ class LayerDetection:
     layer: str
     verdict: evidence.Verdict
     scores: evidence.UnitScores
-    calibration: evidence.Calibration
+    calibration: Any                            # envelopes per measure (reference) or a Calibration (population)
     dead_units: list[int]
     topk_suspect: np.ndarray                    # [J, k] image ids
     topk_reference: np.ndarray | None           # [J, k] (reference regime)
     class_evidence: evidence.ClassShareEvidence | None = None
     layer_values: dict[str, float] = field(default_factory=dict)    # raw layer-level evidence values
     benign_sizes: dict[str, int] = field(default_factory=dict)
+    localisation: np.ndarray | None = None      # [J] suspicion with the suspect's model-level shift taken out
+    overdispersion: Any = None                  # envelope.Overdispersion the unit count was tested with
+    overdispersion_localised: Any = None        # the same for the count of localised units
+    benign_points: list[dict] = field(default_factory=list)   # per benign model: recipe, size, median measures
+    out_of_calibration: bool = False            # the suspect moved further than any benign model (its size > reach)
+
+    def localised(self, unit: float, top: int = 10) -> list[dict]:
+        """The units whose explanation moved beyond what the model's overall change explains
+        (localisation above ``unit``), most localised first, at most ``top``."""
+        if self.localisation is None:
+            return []
+        loc = self.localisation
+        order = [int(j) for j in np.argsort(-np.where(np.isnan(loc), -np.inf, loc), kind="stable")
+                 if not np.isnan(loc[j]) and loc[j] > unit]
+        return [{"unit": j, "localisation": float(loc[j]), "suspicion": evidence._json_float(self.scores.suspicion[j]),
+                 "driver": self.scores.driver[j]} for j in order[:top]]
+
+    def calibration_summary(self) -> dict | None:
+        """What the reference regime was calibrated with and how far it reaches (issue 24), JSON-ready:
+        the family's recipes and sizes, each measure's envelope line, the suspect's size and point,
+        the count test's overdispersion; None in the population regime."""
+        if not isinstance(self.calibration, dict):
+            return None
+        size = self.layer_values.get("change_size")
+        suspect_median = {m: evidence._json_float(float(np.nanmedian(v))) if np.isfinite(v).any() else None
+                          for m, v in self.scores.values.items()}
+        return {"recipes": sorted({p["recipe"] or "unnamed" for p in self.benign_points}),
+                "benign": self.benign_points, "reach": self.layer_values.get("reach"),
+                "reach_low": self.layer_values.get("reach_low"), "size": size,
+                "out_of_calibration": self.out_of_calibration,
+                "envelopes": {m: {**e.to_dict(), "expected_at_size": e.expected_value(size),
+                                  "upper95_at_size": e.upper_value(size)} for m, e in self.calibration.items()},
+                "suspect_median": suspect_median,
+                "overdispersion": None if self.overdispersion is None else self.overdispersion.to_dict(),
+                "overdispersion_localised": (None if self.overdispersion_localised is None
+                                             else self.overdispersion_localised.to_dict())}
 
     def units(self) -> list[dict]:
         """Per unit, JSON-ready: suspicion, the measure that drove it, each measure's value and suspicion."""
@@ -140,6 +185,8 @@ class LayerDetection:
             out.append({
                 "unit": j, "dead": j in dead,
                 "suspicion": evidence._json_float(s.suspicion[j]),
+                "localisation": (None if self.localisation is None
+                                 else evidence._json_float(self.localisation[j])),
                 "driver": s.driver[j],
                 "measures": {m: {"value": evidence._json_float(s.values[m][j]),
                                  "suspicion": evidence._json_float(s.per_measure[m][j])} for m in s.values},
@@ -174,6 +221,8 @@ class DetectionReport:
             ce = ld.class_evidence
             layers[name] = {**v, "measures": list(ld.scores.values), "layer_values": ld.layer_values,
                             "benign_sizes": ld.benign_sizes, "dead_units": ld.dead_units,
+                            "calibration": ld.calibration_summary(),
+                            "localised_units": ld.localised(self.thresholds.localised),
                             "class_shares": None if ce is None else {
                                 "suspect": ce.shares.tolist(), "population_mean": ce.pop_mean.tolist(),
                                 "z": [evidence._json_float(x) for x in ce.z]}}
@@ -182,7 +231,7 @@ class DetectionReport:
         return {"regime": self.regime, "verdict": self.verdict.verdict, "p_value": self.verdict.p_value,
                 "model": model, "layers": layers, "k": self.k, "k_clip": self.k_clip,
                 "population": self.population, "notes": self.notes, "warnings": self.warnings,
-                "thresholds": {"unit": self.thresholds.unit, "suspicious_p": self.thresholds.suspicious_p,
+                "thresholds": {"unit": self.thresholds.unit, "localised": self.thresholds.localised, "suspicious_p": self.thresholds.suspicious_p,
                                "manipulated_p": self.thresholds.manipulated_p}}
 
     def units(self) -> dict[str, list[dict]]:
@@ -287,35 +336,126 @@ def reference_values(ref: LayerScan, sus: LayerScan, ref_model: Any, sus_model: 
     return {m: vals[m] for m in measures if m in vals}
 
 
+def cumulative_params(model: Any, layer: str) -> list[np.ndarray]:
+    """Weights and biases of every conv/linear that runs up to and including ``layer``'s producer,
+    in execution order, as float64 numpy: everything a unit's activation depends on (issue 24:
+    the size of a layer's change is measured over all of them)."""
+    from fvaudit.engine.defence.methods import _execution_order, producing_layer, prunable_layers
+
+    module = model.module
+    producer = producing_layer(model, layer)
+    names = [n for n, _ in prunable_layers(module)]
+    order = _execution_order(module, tuple(model.input_shape), names) if len(names) > 1 else names
+    mods = dict(module.named_modules())
+    out = []
+    for n in order[:order.index(producer) + 1] if producer in order else [producer]:
+        for pname in ("weight", "bias"):
+            t = getattr(mods[n], pname, None)
+            if t is not None:
+                out.append(t.detach().to("cpu", torch.float64).numpy())
+    return out
+
+
+def change_size(ref_model: Any, model: Any, layer: str) -> float:
+    """The size of ``model``'s change from ``ref_model`` as seen by ``layer`` (issue 24): the
+    relative L2 distance of all the parameters that produce it (:func:`cumulative_params`)."""
+    return evidence.layer_weight_distance({layer: cumulative_params(ref_model, layer)},
+                                          {layer: cumulative_params(model, layer)})[layer]
+
+
+def measured(reference: Subject, sub: Subject, layer: str, *, k_clip: int, embed_topk: EmbedTopK | None,
+             measures: Sequence[str], synth: Callable[[Subject], np.ndarray] | None = None
+             ) -> tuple[dict[str, np.ndarray], float]:
+    """``sub``'s per-unit measures against ``reference`` on ``layer`` and the size of its change,
+    cached on ``sub`` (a benchmark reuses them across calibrations)."""
+    key = (reference.name, layer, k_clip, embed_topk is not None, tuple(measures), synth is not None)
+    if key not in sub.measured:
+        vals = reference_values(reference.scans[layer], sub.scans[layer], reference.model, sub.model, layer,
+                                k_clip=k_clip, embed_topk=embed_topk, measures=measures,
+                                synth_ref=synth(reference) if synth is not None else None,
+                                synth_sus=synth(sub) if synth is not None else None)
+        sub.measured[key] = (vals, change_size(reference.model, sub.model, layer))
+    return sub.measured[key]
+
+
+def _flag_count(scores: np.ndarray, unit: float) -> tuple[int, int]:
+    live = ~np.isnan(scores)
+    return int((scores[live] > unit).sum()), int(live.sum())
+
+
+def _envelope_scores(envs: dict, values: dict[str, np.ndarray], size: float) -> evidence.UnitScores:
+    per = envelope.score_units(envs, values, size)
+    combined = evidence.combine(per)
+    names = list(per)
+    stack = np.stack([per[k] for k in names])
+    driver = [None if np.isnan(stack[:, j]).all() else names[int(np.nanargmax(stack[:, j]))]
+              for j in range(stack.shape[1])]
+    return evidence.UnitScores(combined, per, {m: np.asarray(values[m], dtype=np.float64) for m in envs}, driver)
+
+
 def _detect_reference(suspect: Subject, reference: Subject, population: Sequence[Subject], layer: str, *,
                       k_clip: int, embed_topk: EmbedTopK | None, measures: Sequence[str],
                       thresholds: evidence.VerdictThresholds, synth: Callable[[Subject], np.ndarray] | None = None
                       ) -> LayerDetection:
-    benign: dict[str, list[np.ndarray]] = {}
-    benign_layer: list[float] = []
-    ref_params = producer_params(reference.model, layer)
-    s_ref = synth(reference) if synth is not None else None
-    for p in population:
-        v = reference_values(reference.scans[layer], p.scans[layer], reference.model, p.model, layer,
-                             k_clip=k_clip, embed_topk=embed_topk, measures=measures,
-                             synth_ref=s_ref, synth_sus=synth(p) if synth is not None else None)
-        for m, arr in v.items():
-            benign.setdefault(m, []).append(arr)
-        benign_layer.append(evidence.layer_weight_distance({layer: ref_params},
-                                                    {layer: producer_params(p.model, layer)})[layer])
-    cal = evidence.Calibration.fit({m: np.concatenate(a) for m, a in benign.items()})
-    values = reference_values(reference.scans[layer], suspect.scans[layer], reference.model, suspect.model, layer,
-                              k_clip=k_clip, embed_topk=embed_topk, measures=measures,
-                              synth_ref=s_ref, synth_sus=synth(suspect) if synth is not None else None)
-    scores = cal.score({m: values[m] for m in cal.benign})
-    layer_wd = evidence.layer_weight_distance({layer: ref_params}, {layer: producer_params(suspect.model, layer)})[layer]
-    layer_cal = evidence.Calibration.fit({"layer_weight_distance": np.asarray(benign_layer)})
-    layer_ev = {"layer_weight_distance": float(layer_cal.suspicion("layer_weight_distance", [layer_wd])[0])}
-    verdict = evidence.layer_verdict(layer, scores, layer_evidence=layer_ev, thresholds=thresholds)
-    return LayerDetection(layer, verdict, scores, cal, list(reference.scans[layer].dead_units),
+    """One layer with a reference (issue 24): each measure's benign envelope over the family's
+    sizes, the suspect's units scored by their excess at the suspect's own size, the count of
+    flagged units tested against the family's own model-to-model spread (leave-one-model-out),
+    "out of calibration" beyond the family's reach, and the units localised inside the suspect."""
+    benign = [measured(reference, p, layer, k_clip=k_clip, embed_topk=embed_topk, measures=measures, synth=synth)
+              for p in population]
+    names = [m for m in measures if all(m in v for v, _ in benign)]
+    sizes = [s for _, s in benign]
+
+    def fit(idx: Sequence[int]) -> dict[str, envelope.Envelope]:
+        return {m: envelope.fit_envelope(m, [sizes[i] for i in idx], [benign[i][0][m] for i in idx]) for m in names}
+
+    envs = fit(range(len(benign)))
+    # each benign model against an envelope fitted without it: its flagged units, and its
+    # localised ones, are what a clean model of the family gives (their spread widens the tests)
+    # (a model beyond the others' reach is left out, as such a suspect would be out of calibration)
+    loo: list = [None] * len(benign)
+    loo_loc: list = [None] * len(benign)
+    if len(benign) >= 2:
+        for i in range(len(benign)):
+            others = [x for x in range(len(benign)) if x != i]
+            if sizes[i] > envelope.reach([sizes[x] for x in others])[1]:
+                continue
+            envs_i = fit(others)
+            sc = _envelope_scores(envs_i, benign[i][0], sizes[i])
+            loo[i] = _flag_count(sc.suspicion, thresholds.unit)
+            loo_loc[i] = _flag_count(evidence.combine(envelope.localise(envs_i, benign[i][0], sizes[i])),
+                                     thresholds.localised)
+    od = envelope.overdispersion([c for c in loo if c is not None], 1.0 - thresholds.unit)
+    od_loc = envelope.overdispersion([c for c in loo_loc if c is not None], 1.0 - thresholds.localised)
+    values, size = measured(reference, suspect, layer, k_clip=k_clip, embed_topk=embed_topk, measures=measures,
+                            synth=synth)
+    scores = _envelope_scores(envs, values, size)
+    reach_lo, reach = envelope.reach(sizes)
+    # a partial attack moves a few units far beyond the model's own shift: the count of
+    # localised units, against the clean family's, is the second test of the layer (Šidák)
+    loc = evidence.combine(envelope.localise(envs, values, size))
+    n_loc, n_live = _flag_count(loc, thresholds.localised)
+    p_loc = envelope.count_p_value(n_loc, n_live, od_loc)
+    verdict = evidence.layer_verdict(layer, scores, overdispersion=od, thresholds=thresholds,
+                                     layer_evidence={"localised_units": 1.0 - p_loc})
+    out_of_cal = size > reach
+    if out_of_cal and verdict.verdict != "no sign":
+        verdict = evidence.out_of_calibration(verdict, size, reach)
+    benign_points = [{"name": p.name, "recipe": p.recipe, "size": s,
+                      "median": {m: float(np.nanmedian(v[m])) for m in names},
+                      "loo_flagged": list(c) if c else None, "loo_localised": list(cl) if cl else None}
+                     for p, (v, s), c, cl in zip(population, benign, loo, loo_loc)]
+    return LayerDetection(layer, verdict, scores, envs, list(reference.scans[layer].dead_units),
                           suspect.scans[layer].topk_ids, reference.scans[layer].topk_ids,
-                          layer_values={"layer_weight_distance": layer_wd},
-                          benign_sizes={m: int(v.size) for m, v in cal.benign.items()})
+                          layer_values={"change_size": size, "reach": reach, "reach_low": reach_lo,
+                                        "localised_units": n_loc,
+                                        "producer_weight_distance": evidence.layer_weight_distance(
+                                            {layer: producer_params(reference.model, layer)},
+                                            {layer: producer_params(suspect.model, layer)})[layer]},
+                          benign_sizes={m: int(e.residuals.size) for m, e in envs.items()},
+                          localisation=loc, overdispersion=od, overdispersion_localised=od_loc,
+                          benign_points=benign_points,
+                          out_of_calibration=bool(out_of_cal))
 
 
 def _detect_population(suspect: Subject, population: Sequence[Subject], layer: str, labels: np.ndarray,
@@ -326,7 +466,17 @@ def _detect_population(suspect: Subject, population: Sequence[Subject], layer: s
     if len(units) != 1:
         raise DetectError(f"layer {layer}: the models have different unit counts {sorted(units)}; "
                           "a population must share the suspect's architecture")
-    cal = evidence.Calibration.fit({"class_share": evidence.population_class_evidence(pop_ids, labels, n_classes, pop_dead)})
+    per_model = evidence.population_class_evidence(pop_ids, labels, n_classes, pop_dead, per_model=True)
+    cal = evidence.Calibration.fit({"class_share": np.concatenate(per_model)})
+    # each clean model's flagged count against a calibration without it: the model-to-model
+    # spread the count test must allow for (units of one model shift together)
+    loo = []
+    for i, v in enumerate(per_model):
+        others = np.concatenate([x for j, x in enumerate(per_model) if j != i])
+        if np.isfinite(others).any():
+            sc = evidence.Calibration.fit({"class_share": others}).suspicion("class_share", v)
+            loo.append(_flag_count(sc, thresholds.unit))
+    od = envelope.overdispersion(loo, 1.0 - thresholds.unit)
     sus = suspect.scans[layer]
     maj = [evidence.majority_classes(t, labels, n_classes, d) for t, d in zip(pop_ids, pop_dead)]
     shares = np.stack([evidence.class_shares(m, n_classes) for m in maj])
@@ -334,10 +484,10 @@ def _detect_population(suspect: Subject, population: Sequence[Subject], layer: s
     ev = evidence.class_share_evidence(evidence.class_shares(sus_maj, n_classes), shares, int((sus_maj >= 0).sum()))
     values = {"class_share": evidence.unit_class_evidence(sus.topk_ids, labels, ev, sus.dead_units)}
     scores = cal.score(values)
-    verdict = evidence.layer_verdict(layer, scores, class_evidence=ev, thresholds=thresholds)
+    verdict = evidence.layer_verdict(layer, scores, class_evidence=ev, overdispersion=od, thresholds=thresholds)
     return LayerDetection(layer, verdict, scores, cal, list(sus.dead_units), sus.topk_ids, None, ev,
                           layer_values={"class_share_max_z": float(np.max(ev.z))},
-                          benign_sizes={m: int(v.size) for m, v in cal.benign.items()})
+                          benign_sizes={m: int(v.size) for m, v in cal.benign.items()}, overdispersion=od)
 
 
 def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: Subject | None = None,
