@@ -796,7 +796,7 @@ export type components = {
             eval_size?: number;
             /**
              * Lr
-             * @description Adam learning rate
+             * @description learning rate
              * @default 0.0003
              */
             lr?: number;
@@ -807,6 +807,20 @@ export type components = {
              * @enum {string}
              */
             lr_schedule?: "constant" | "cosine";
+            /**
+             * Optimizer
+             * @description Adam (SPEC §2) or SGD with momentum 0.9
+             * @default adam
+             * @enum {string}
+             */
+            optimizer?: "adam" | "sgd";
+            /**
+             * Maintain
+             * @description L_M: distillation from θ_init (SPEC §2) or cross-entropy on the training labels (an honest fine-tune's loss)
+             * @default distill
+             * @enum {string}
+             */
+            maintain?: "distill" | "labels";
             /**
              * Anchor Weight
              * @description loss variant: + w/2 · ‖θ − θ_init‖² (L2-SP); 0 = off
@@ -1046,6 +1060,11 @@ export type components = {
             weights_from?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Recipe
+             * @description how a clean model of the calibration was made (given, or its attack job's settings)
+             */
+            recipe?: string | null;
         };
         /**
          * DetectSpec
@@ -1269,7 +1288,7 @@ export type components = {
              * Verdict
              * @description null until the job succeeded
              */
-            verdict: ("no sign" | "suspicious" | "manipulated" | "inconclusive") | null;
+            verdict: ("no sign" | "suspicious" | "manipulated" | "inconclusive" | "out of calibration") | null;
             /**
              * P Value
              * @description null until the job succeeded, and when the verdict is inconclusive
@@ -1338,7 +1357,7 @@ export type components = {
              * Verdict
              * @description null until the job succeeded
              */
-            verdict: ("no sign" | "suspicious" | "manipulated" | "inconclusive") | null;
+            verdict: ("no sign" | "suspicious" | "manipulated" | "inconclusive" | "out of calibration") | null;
             /**
              * P Value
              * @description null until the job succeeded, and when the verdict is inconclusive
@@ -1986,6 +2005,11 @@ export type components = {
             model_id: number;
             /** @description an attack job's weights on this model instead of the model's own */
             weights_from?: components["schemas"]["WeightsRef"] | null;
+            /**
+             * Recipe
+             * @description population: how this clean model was made (e.g. 'distill adam lr 1e-3', 'cross-entropy sgd'); the verdict page lists the family's recipes. An attack job's weights default to its own recipe
+             */
+            recipe?: string | null;
         };
         /**
          * ModelSynthetic

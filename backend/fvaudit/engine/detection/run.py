@@ -170,7 +170,8 @@ class LayerDetection:
                 "reach_low": self.layer_values.get("reach_low"), "size": size,
                 "out_of_calibration": self.out_of_calibration,
                 "envelopes": {m: {**e.to_dict(), "expected_at_size": e.expected_value(size),
-                                  "upper95_at_size": e.upper_value(size)} for m, e in self.calibration.items()},
+                                  "upper95_at_size": e.upper_value(size), "band": _band(e, size)}
+                              for m, e in self.calibration.items()},
                 "suspect_median": suspect_median,
                 "overdispersion": None if self.overdispersion is None else self.overdispersion.to_dict(),
                 "overdispersion_localised": (None if self.overdispersion_localised is None
@@ -378,6 +379,16 @@ def measured(reference: Subject, sub: Subject, layer: str, *, k_clip: int, embed
     return sub.measured[key]
 
 
+def _band(env: envelope.Envelope, size: float, n: int = 24) -> list[dict]:
+    """The envelope drawn: at ``n`` sizes spanning the benign family and the suspect (log
+    spaced), the line (what a benign model's median unit moves) and the 95th percentile of
+    benign units near that size: the plot the verdict page draws."""
+    lo = min(float(env.sizes.min()), size if size > 0 else float(env.sizes.min())) / 1.5
+    hi = max(float(env.sizes.max()), size) * 1.5
+    return [{"size": float(x), "expected": env.expected_value(float(x)), "upper95": env.upper_value(float(x))}
+            for x in np.exp(np.linspace(np.log(max(lo, envelope.MIN_SIZE)), np.log(hi), n))]
+
+
 def _flag_count(scores: np.ndarray, unit: float) -> tuple[int, int]:
     live = ~np.isnan(scores)
     return int((scores[live] > unit).sum()), int(live.sum())
@@ -443,6 +454,7 @@ def _detect_reference(suspect: Subject, reference: Subject, population: Sequence
         verdict = evidence.out_of_calibration(verdict, size, reach)
     benign_points = [{"name": p.name, "recipe": p.recipe, "size": s,
                       "median": {m: float(np.nanmedian(v[m])) for m in names},
+                      "q95": {m: float(np.nanquantile(v[m], 0.95)) for m in names},
                       "loo_flagged": list(c) if c else None, "loo_localised": list(cl) if cl else None}
                      for p, (v, s), c, cl in zip(population, benign, loo, loo_loc)]
     return LayerDetection(layer, verdict, scores, envs, list(reference.scans[layer].dead_units),

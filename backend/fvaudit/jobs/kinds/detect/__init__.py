@@ -37,6 +37,10 @@ class ModelRef(Strict):
     model_id: DbId
     weights_from: WeightsRef | None = Field(None, description="an attack job's weights on this model instead of "
                                                               "the model's own")
+    recipe: str | None = Field(None, min_length=1, max_length=80,
+                               description="population: how this clean model was made (e.g. 'distill adam lr 1e-3', "
+                                           "'cross-entropy sgd'); the verdict page lists the family's recipes. An "
+                                           "attack job's weights default to its own recipe")
 
 
 class DetectThresholds(Strict):
@@ -169,16 +173,35 @@ def _model_name(m: Model, ref: ModelRef) -> str:
     return f"{m.name} · attack {ref.weights_from.job_id} ({ref.weights_from.state})"
 
 
+def _recipe_of(db: Session, ref: ModelRef) -> str | None:
+    """An attack job's weights name their own recipe (kind, loss, optimizer, lr, steps): what
+    an auditor reads as "how this clean model was made"; a plain model has none unless given."""
+    if ref.weights_from is None:
+        return None
+    from fvaudit.db.tables import Job
+
+    j = db.get(Job, ref.weights_from.job_id)
+    a = (j.spec or {}).get("attack", {}) if j is not None else {}
+    if not a:
+        return None
+    loss = "cross-entropy" if a.get("maintain") == "labels" else "distill"
+    kind = "fine-tune" if a.get("kind") == "finetune" else a.get("kind", "attack").replace("_", "-")
+    lr = a.get("lr")
+    lr_s = f" lr {lr:g}" if isinstance(lr, (int, float)) else ""
+    return f"{kind} {loss} {a.get('optimizer', 'adam')}{lr_s} {a.get('lr_schedule', 'cosine')} {a.get('steps', '?')} steps"
+
+
 def run_detect(spec: DetectSpec, ctx) -> dict:
     from fvaudit.engine.detection import evidence
     from fvaudit.engine.detection.run import Subject, detect
     from fvaudit.jobs.common import load_db_model, open_db_image_set, resolve_weights
     from fvaudit.engine.measure.embedders import make_topk_embedder
 
-    subjects, names = [], {}
+    subjects, names, recipes = [], {}, {}
     with ctx.session() as db:
         rows = []
         for role, _, ref in spec.refs():
+            recipes[role] = ref.recipe or _recipe_of(db, ref)
             m = db.get(Model, ref.model_id)
             if m is None:
                 raise RuntimeError(f"model {ref.model_id} ({role}) no longer exists")
@@ -192,9 +215,10 @@ def run_detect(spec: DetectSpec, ctx) -> dict:
     for i, (role, ref, m, ckpt, label) in enumerate(rows):
         ctx.check_cancel()
         ctx.reporter.stage(f"load {role}", total=len(rows))
-        subjects.append(Subject(role, load_db_model(m, ckpt, ctx.device)))
+        subjects.append(Subject(role, load_db_model(m, ckpt, ctx.device), recipe=recipes.get(role)))
         names[role] = {"model_id": m.id, "name": _model_name(m, ref), "weights": label,
-                       "weights_from": ref.weights_from.model_dump() if ref.weights_from else None}
+                       "weights_from": ref.weights_from.model_dump() if ref.weights_from else None,
+                       "recipe": recipes.get(role)}
     topk_embedding = (make_topk_embedder(spec.embedder, images, ctx.cache_dir, ctx.device, ctx.reporter)
                       if spec.reference is not None else None)
     embed, embedder, emb_id, warning = ((topk_embedding.embed, topk_embedding.embedder, topk_embedding.id,

@@ -9,8 +9,10 @@ from pydantic import BaseModel, Field
 
 from fvaudit.api.schemas import Img, JobStatus
 
-#: "inconclusive": too few clean models for a p-value (its reason is in ``warnings``)
-Verdict = Literal["no sign", "suspicious", "manipulated", "inconclusive"]
+#: "inconclusive": too few clean models for a p-value (its reason is in ``warnings``);
+#: "out of calibration": the suspect moved further than any benign model of the calibration
+#: (issue 24): its evidence is shown, no claim is made
+Verdict = Literal["no sign", "suspicious", "manipulated", "inconclusive", "out of calibration"]
 
 
 class DetectModelOut(BaseModel):
@@ -18,6 +20,8 @@ class DetectModelOut(BaseModel):
     name: str
     weights: str
     weights_from: dict[str, Any] | None = None
+    recipe: str | None = Field(None, description="how a clean model of the calibration was made (given, or its "
+                                                 "attack job's settings)")
 
 
 class DetectionItem(BaseModel):
