@@ -1,35 +1,31 @@
-"""Detection benchmark (issue 11, SPEC §6): can fvaudit tell a manipulated demo model from a clean one?
+"""Detection benchmark (issue 24, SPEC §6 and §8.5): does the detector tell a manipulated demo
+model from an honestly fine-tuned one, on recipes it was not calibrated with?
 
-Variants of the Fashion-MNIST demo CNN (the reference R), made with the project's own code:
+Variants (``bench/_detection_variants.py``, each made once and cached): clean fine-tunes of the
+demo CNN R from several recipes of honest practice (α = 0 distillation at lr 3e-4 / 1e-3 /
+3e-3, twice as long, constant lr; cross-entropy on the labels with Adam and with SGD), the
+project's attacks (push-down of all relu3 units at lr 3e-4 and 1e-3, of 8 units at both, of all
+relu2 units; push-up toward Bag and toward Trouser), and R retrained from scratch (seeds 1–5,
+2 epochs where R had 6: unequal training).
 
-* calibration (used to calibrate, never reported): α = 0 fine-tunes of R, seeds 101–103;
-* clean (reported, must not be flagged): α = 0 fine-tunes of R, seeds 1–3, and the demo CNN
-  retrained from scratch with seeds 1 and 2 (`train_fashion_cnn`, the code behind
-  `fvaudit train-demo-model`);
-* attacked (reported): push-down of every live unit of relu3; push-down of 8 units of relu3;
-  push-down of every live unit of relu2; push-up of every live unit of relu3 with decoy class Bag.
+Roles (fixed in ``_detection_variants.py`` before any result was looked at): **tuning**
+variants (the clean recipe distill-adam-1e-3, the all-unit push-down at lr 3e-4, a push-down of
+8 *other* units) were the only ones the detector's design was explored on; everything else is
+**reported**. **Calibration** is per fold, and no fold calibrates with the recipe it reports:
 
-Every fine-tune and attack is `engine.attacks.run_attack` with the same settings (the
-defaults of SPEC §2 with fewer steps, `--steps`), and the suspect is the state an attacker
-would ship: the selected state, within the 0.5 pp accuracy budget on the full validation set.
+* *leave one recipe out*: for every clean recipe, the detector is calibrated on the clean
+  variants of every *other* recipe, and that recipe's variants are judged;
+* attacks are judged with the whole clean family as calibration (no attack is in any
+  calibration) and, to show what a narrower family does, in every leave-one-recipe-out fold too.
 
-Regimes (`engine.detector.detect`, layers relu2 and relu3, D_τ = the validation set):
+Regimes: with the reference R (layers relu2 and relu3, D_τ = the validation set), and without
+one (R and the retrained seeds as the population of the family; a retrained seed is judged
+against the others). Thresholds are the fixed conventional levels of
+``evidence.VerdictThresholds`` (unit 0.95, localised 0.99, p 0.05 / 0.001).
 
-* with a reference: R is the reference, the calibration fine-tunes the population;
-  suspects: the clean fine-tunes and the attacked variants (a retrained model does not
-  derive from R, so "with R as reference" means nothing for it; it is left out);
-* without a reference: the population is R and the retrained seeds; a retrained seed is
-  judged against the others (leave-one-out), every other suspect against all three.
-
-Unit-level ROC AUC per attacked variant and regime: positives = the attacked (live) units
-of the attacked layer, negatives = the same layer's live units in every clean variant of
-that regime (SPEC §6 protocol). Model verdicts use the fixed, conventional thresholds of
-`detection.VerdictThresholds` (unit 0.95, p 0.05 / 0.001): nothing is fitted to a
-reported variant. Trained variants are cached under `--cache` (rerun = no retraining).
-
-Usage: python bench/detection.py [--steps 500] [--retrain-epochs 3] [--cache .fvaudit-cache/bench-detection]
-       [--synthetic-steps 64 --regimes reference+synthetic --out bench/results/detection_synthetic]
-Writes bench/results/detection.json and detection.md (or --out).
+Usage: python bench/detection.py [--cache .fvaudit-cache/bench-detection-v2] [--out bench/results/detection]
+(``python bench/_detection_variants.py --jobs 2`` makes the variants first; about 40 min on 2 cores).
+Writes detection.json and detection.md.
 """
 from __future__ import annotations
 
@@ -41,273 +37,236 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "backend"))
+sys.path.insert(0, str(ROOT / "bench"))
 
-import fvaudit  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fvaudit.engine.detection import evidence  # noqa: E402
-from fvaudit.engine.attack.config import AttackConfig, Target
-from fvaudit.engine.attack.run import run_attack  # noqa: E402
-from fvaudit.engine.detection.run import Subject, detect  # noqa: E402
-from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk  # noqa: E402
+import _detection_variants as dv  # noqa: E402
 from fvaudit.engine.data.images import open_image_set  # noqa: E402
-from fvaudit.engine.models.checkpoints import save_checkpoint
-from fvaudit.engine.models.sources import load_model
+from fvaudit.engine.detection import evidence  # noqa: E402
+from fvaudit.engine.detection.run import Subject, change_size, detect  # noqa: E402
+from fvaudit.engine.measure.embedders import EmbeddingCache, default_embedder, embed_topk  # noqa: E402
+from fvaudit.engine.models.sources import load_model  # noqa: E402
 from fvaudit.engine.progress import NullReporter  # noqa: E402
 
 LAYERS = ["relu2", "relu3"]
-CALIBRATION_SEEDS = (101, 102, 103)
-CLEAN_SEEDS = (1, 2, 3)
-RETRAIN_SEEDS = (1, 2)
+FLAGS = ("suspicious", "manipulated")
 
 
-class Bar(NullReporter):
-    """A one-line progress display for long steps (attacks, scans)."""
-
-    def __init__(self, label: str) -> None:
-        super().__init__()
-        self.label, self.stage_name, self.t0 = label, "", time.time()
-
-    def stage(self, name, total=None):
-        self.stage_name = name
-
-    def advance(self, done, total=None, **info):
-        if total:
-            print(f"\r  {self.label}: {self.stage_name} {done}/{total} ({time.time() - self.t0:.0f} s)   ", end="",
-                  flush=True)
+def layer_cell(ld) -> str:
+    v = ld.verdict
+    size = ld.layer_values.get("change_size")
+    extra = f", size {size:.3f} / reach {ld.layer_values['reach']:.3f}" if size is not None else ""
+    cls = ""
+    if v.flagged_class is not None:
+        cls = f", class {CLASSES[v.flagged_class]}"
+    p = "—" if v.p_value is None else f"{v.p_value:.2g}"
+    return f"{v.verdict} ({v.n_flagged}/{v.n_units}, p {p}{extra}{cls})"
 
 
-def variant_specs(steps: int) -> dict[str, dict]:
-    base = dict(steps=steps, eval_every=max(steps // 5, 1), seed=0)
-    out = {f"calib-ft-s{s}": dict(kind="finetune", layer="relu3", units=None, seed=s, role="calibration")
-           for s in CALIBRATION_SEEDS}
-    out.update({f"clean-ft-s{s}": dict(kind="finetune", layer="relu3", units=None, seed=s, role="clean")
-                for s in CLEAN_SEEDS})
-    out.update({
-        "push-down relu3 (all)": dict(kind="push_down", layer="relu3", units=None, role="attacked"),
-        "push-down relu3 (8 units)": dict(kind="push_down", layer="relu3", units="first8", role="attacked"),
-        "push-down relu2 (all)": dict(kind="push_down", layer="relu2", units=None, role="attacked"),
-        "push-up relu3 (Bag)": dict(kind="push_up", layer="relu3", units=None, decoy="Bag", role="attacked"),
-    })
-    for v in out.values():
-        v.update({k: v.get(k, b) for k, b in base.items()})
-    return out
+CLASSES: list[str] = []
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
-
-
-def make_variant(name: str, v: dict, ref, train, val, cache: Path) -> tuple[Path, dict]:
-    """Fine-tune or attack R once; the selected state's weights and the attack summary are cached."""
-    ck, meta_p = cache / f"{slug(name)}.safetensors", cache / f"{slug(name)}.json"
-    if ck.exists() and meta_p.exists():
-        return ck, json.loads(meta_p.read_text())
-    units = None
-    if v["units"] == "first8":
-        from fvaudit.engine.scans.activations import scan
-
-        dead = set(scan(ref, train, [v["layer"]], k=10, batch_size=512).layers[v["layer"]].dead_units)
-        units = [j for j in range(ref.layer(v["layer"]).units) if j not in dead][:8]
-    cfg = AttackConfig(kind=v["kind"], targets=[Target(v["layer"], units)], steps=v["steps"],
-                       eval_every=v["eval_every"], seed=v["seed"],
-                       decoy_class=v.get("decoy"), alpha=0.0 if v["kind"] == "finetune" else None)
-    t0 = time.time()
-    res = run_attack(ref, train, val, cfg, out_dir=cache / f"run-{slug(name)}", reporter=Bar(name))
-    print()
-    state = "selected"
-    model = res.selected_model
-    if res.selected_step == 0 and v["kind"] != "finetune":
-        state, model = "final", res.final_model       # nothing within budget: the final state, said so
-    save_checkpoint(model.module, ck, {"registry_name": "fmnist-cnn"})
-    meta = {"name": name, **{k: v[k] for k in ("kind", "layer", "role", "seed", "steps")},
-            "attacked": res.attacked, "dead": res.dead, "state": state, "selected_step": res.selected_step,
-            "acc_init": res.acc_init, "acc_selected": res.acc_selected, "acc_final": res.acc_final,
-            "seconds": round(time.time() - t0, 1)}
-    meta_p.write_text(json.dumps(meta, indent=1))
-    return ck, meta
-
-
-def make_retrained(seed: int, epochs: int, cache: Path) -> tuple[Path, dict]:
-    from fvaudit.engine.models.fmnist_cnn import save_demo_weights, train_fashion_cnn
-    from fvaudit.engine.data.images import fashion_mnist
-
-    ck, meta_p = cache / f"retrained-s{seed}.safetensors", cache / f"retrained-s{seed}.json"
-    if ck.exists() and meta_p.exists():
-        return ck, json.loads(meta_p.read_text())
-    tr, te = fashion_mnist("train"), fashion_mnist("test")
-    t0 = time.time()
-    model, acc = train_fashion_cnn(tr.images, tr.labels, te.images, te.labels, epochs=epochs, seed=seed,
-                                   on_epoch=lambda e, a, t: print(f"  retrain seed {seed}: epoch {e + 1}/{epochs} "
-                                                                  f"test accuracy {a:.2f}% ({t:.0f} s)"))
-    save_demo_weights(model, ck, acc)
-    meta = {"name": f"retrained-s{seed}", "role": "clean-retrained", "seed": seed, "epochs": epochs,
-            "acc": acc, "seconds": round(time.time() - t0, 1)}
-    meta_p.write_text(json.dumps(meta, indent=1))
-    return ck, meta
-
-
-def auroc_rows(results: dict, metas: dict) -> list[dict]:
-    """Unit AUROC per attacked variant and regime: attacked units vs the clean variants' units."""
-    rows = []
-    for regime, by_suspect in results.items():
-        clean = [n for n in by_suspect if metas[n]["role"] in ("clean", "clean-retrained")]
-        for name, rep in by_suspect.items():
-            meta = metas[name]
-            if meta["role"] != "attacked":
-                continue
-            layer = meta["layer"]
-            s = rep.layers[layer].scores.suspicion
-            attacked = [u for u in meta["attacked"].get(layer, []) if not np.isnan(s[u])]
-            neg = np.concatenate([by_suspect[c].layers[layer].scores.suspicion for c in clean])
-            neg = neg[~np.isnan(neg)]
-            pos = s[attacked]
-            auc = evidence.unit_auroc(np.concatenate([pos, neg]), np.r_[np.ones(len(pos)), np.zeros(len(neg))])
-            within = None
-            others = [u for u in range(len(s)) if u not in set(attacked) and not np.isnan(s[u])]
-            if others:
-                within = evidence.unit_auroc(np.r_[pos, s[others]], np.r_[np.ones(len(pos)), np.zeros(len(others))])
-            rows.append({"regime": regime, "variant": name, "layer": layer, "n_pos": len(pos), "n_neg": len(neg),
-                         "auroc": auc, "auroc_within_model": within, "clean_variants": clean})
-    return rows
-
-
-def verdict_rows(results: dict, metas: dict) -> list[dict]:
-    rows = []
-    for regime, by_suspect in results.items():
-        for name, rep in by_suspect.items():
-            layers = {l: {"verdict": ld.verdict.verdict, "p": ld.verdict.p_value, "flagged": ld.verdict.n_flagged,
-                          "units": ld.verdict.n_units, "flagged_class": ld.verdict.flagged_class}
-                      for l, ld in rep.layers.items()}
-            rows.append({"regime": regime, "variant": name, "role": metas[name]["role"],
-                         "verdict": rep.verdict.verdict, "p": rep.verdict.p_value, "layers": layers})
-    return rows
-
-
-def to_markdown(auc: list[dict], verdicts: list[dict], metas: dict, classes: list[str], settings: dict) -> str:
-    lines = ["# Detection benchmark (bench/detection.py)", "",
-             "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()), "",
-             "## Variants", "", "| variant | role | state shipped | acc init → shipped (%) |", "|---|---|---|---|"]
-    for n, m in metas.items():
-        if m["role"] == "clean-retrained":
-            lines.append(f"| {n} | clean (retrained, {m['epochs']} epochs) | — | {m['acc']:.2f} |")
-        elif m["role"] != "reference":
-            acc = m["acc_selected"] if m["state"] == "selected" else m["acc_final"]
-            lines.append(f"| {n} | {m['role']} | {m['state']} (step {m['selected_step'] if m['state'] == 'selected' else m['steps']}) "
-                         f"| {m['acc_init']:.2f} → {acc:.2f} |")
-    lines += ["", "## Unit-level ROC AUC (attacked units vs the clean variants' units of that layer)", "",
-              "| regime | variant | layer | positives | negatives | AUROC | AUROC within the model |", "|---|---|---|---|---|---|---|"]
-    for r in auc:
-        w = "—" if r["auroc_within_model"] is None else f"{r['auroc_within_model']:.3f}"
-        lines.append(f"| {r['regime']} | {r['variant']} | {r['layer']} | {r['n_pos']} | {r['n_neg']} | {r['auroc']:.3f} | {w} |")
-    lines += ["", "## Verdicts (model; per layer: verdict, flagged/units, p)", "",
-              "| regime | variant | role | model verdict | p | relu2 | relu3 |", "|---|---|---|---|---|---|---|"]
-    for r in verdicts:
-        cells = []
-        for l in LAYERS:
-            v = r["layers"][l]
-            fc = f", class {classes[v['flagged_class']]}" if v["flagged_class"] is not None else ""
-            cells.append(f"{v['verdict']} ({v['flagged']}/{v['units']}, p {v['p']:.2g}{fc})")
-        lines.append(f"| {r['regime']} | {r['variant']} | {r['role']} | **{r['verdict']}** | {r['p']:.2g} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines) + "\n"
+def within_auroc(scores: np.ndarray, attacked: list[int]) -> float | None:
+    live = ~np.isnan(scores)
+    pos = np.zeros(len(scores), bool)
+    pos[attacked] = True
+    if pos[live].all() or not pos[live].any():
+        return None
+    return evidence.unit_auroc(scores[live], pos[live])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=500, help="steps of every fine-tune and attack")
-    ap.add_argument("--train-limit", type=int, default=20000)
-    ap.add_argument("--retrain-epochs", type=int, default=3)
-    ap.add_argument("--cache", default=str(ROOT / ".fvaudit-cache" / "bench-detection"))
+    ap.add_argument("--cache", default=str(dv.DEFAULT_CACHE))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "detection"))
-    ap.add_argument("--synthetic-steps", type=int, default=0,
-                    help="> 0: the reference regime with synthetic change too (2 seeds, this many render steps), "
-                         "reported as regime 'reference+synthetic'")
-    ap.add_argument("--regimes", default="reference,population",
-                    help="comma-separated: reference, population (and reference+synthetic with --synthetic-steps)")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    cache = Path(args.cache) / f"steps{args.steps}-train{args.train_limit}"
-    cache.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    cache = Path(args.cache)
+    specs = dv.variant_specs()
     ref = load_model("fmnist-cnn")
-    train = open_image_set("fashion-mnist:train", limit=args.train_limit)
     val = open_image_set("fashion-mnist:test")
-    metas: dict[str, dict] = {"reference": {"name": "reference", "role": "reference"}}
-    subjects: dict[str, Subject] = {"reference": Subject("reference", ref)}
-    for name, v in variant_specs(args.steps).items():
-        print(f"variant {name}")
-        ck, meta = make_variant(name, v, ref, train, val, cache)
+    CLASSES.extend(val.class_names)
+    metas, subjects = {}, {}
+    for name in specs:                      # make (or load) every variant
+        print(f"variant {name}", flush=True)
+        ck, meta = dv.make_variant(name, specs[name], cache)
+        meta["role"], meta["recipe"] = specs[name]["role"], specs[name]["recipe"]
         metas[name] = meta
-        subjects[name] = Subject(name, load_model("fmnist-cnn", checkpoint=ck))
-    for seed in RETRAIN_SEEDS:
-        print(f"retrained seed {seed}")
-        ck, meta = make_retrained(seed, args.retrain_epochs, cache)
+        subjects[name] = Subject(name, load_model("fmnist-cnn", checkpoint=ck), recipe=meta["recipe"])
+    retrained = []
+    for seed in dv.RETRAIN_SEEDS:
+        ck, meta = dv.make_retrained(seed, dv.RETRAIN_EPOCHS, cache)
         metas[meta["name"]] = meta
         subjects[meta["name"]] = Subject(meta["name"], load_model("fmnist-cnn", checkpoint=ck))
+        retrained.append(meta["name"])
+    R = Subject("reference", ref)
     embedder, warning = default_embedder("cpu")
     if warning:
         print(f"note: {warning}")
-    emb_cache = EmbeddingCache(Path(args.cache) / "embeddings")
+    emb_cache = EmbeddingCache(cache / "embeddings")
 
     def embed(ids):
         return embed_topk(embedder, emb_cache, val.key, ids, val.load_pil)
 
-    work = Path(args.cache) / "work"
-    calib = [subjects[n] for n in metas if metas[n]["role"] == "calibration"]
-    retrained = [subjects[n] for n in metas if metas[n]["role"] == "clean-retrained"]
-    regimes = [r for r in args.regimes.split(",") if r]
-    if args.synthetic_steps > 0 and "reference+synthetic" not in regimes:
-        regimes.append("reference+synthetic")
-    results: dict[str, dict] = {r: {} for r in regimes}
-    timings = {}
-    for regime in [r for r in regimes if r.startswith("reference")]:
-        extra = {}
-        if regime == "reference+synthetic":
-            from fvaudit.engine.detection.run import SyntheticOptions
+    work = cache / "work"
+    clean = [n for n in specs if specs[n]["kind"] == "finetune"]
+    attacks = [n for n in specs if specs[n]["kind"] != "finetune"]
+    recipes = list(dict.fromkeys(specs[n]["recipe"] for n in clean))
+    for n in specs:
+        metas[n]["size"] = {l: change_size(ref, subjects[n].model, l) for l in LAYERS}
 
-            extra = {"synthetic": SyntheticOptions(seeds=(0, 1), steps=args.synthetic_steps),
-                     "embed_images": embedder.embed}
-        for name, m in metas.items():
-            if m["role"] not in ("clean", "attacked"):
-                continue
-            t0 = time.time()
-            results[regime][name] = detect(subjects[name], val, LAYERS, reference=subjects["reference"],
-                                           population=calib, embed_topk=embed, batch_size=1000,
-                                           reporter=Bar(f"detect {name} ({regime})"), work_dir=work, **extra)
-            timings[f"{regime}/{name}"] = round(time.time() - t0, 1)
-            print(f"\n  {regime}: {results[regime][name].verdict.verdict}")
-    population = [subjects["reference"]] + retrained
-    for name, m in metas.items():
-        if "population" not in regimes:
-            break
-        if m["role"] not in ("clean", "attacked", "clean-retrained"):
-            continue
-        pop = [p for p in population if p.name != name]
-        t0 = time.time()
-        results["population"][name] = detect(subjects[name], val, LAYERS, population=pop, batch_size=1000,
-                                             reporter=Bar(f"detect {name} (population)"), work_dir=work)
-        timings[f"population/{name}"] = round(time.time() - t0, 1)
-        print(f"\n  without a reference: {results['population'][name].verdict.verdict}")
-    auc = auroc_rows(results, metas)
-    verdicts = verdict_rows(results, metas)
-    settings = {"steps": args.steps, "train images": args.train_limit, "validation (budget and D_τ)": len(val),
-                "regimes": ", ".join(regimes),
-                **({"synthetic": f"2 seeds, {args.synthetic_steps} render steps"} if args.synthetic_steps else {}),
-                "retrain epochs": args.retrain_epochs, "embedder": embedder.id,
-                "thresholds": "unit 0.95, suspicious p < 0.05, manipulated p < 0.001 (fixed)"}
-    md = to_markdown(auc, verdicts, metas, list(val.class_names), settings)
+    def run(suspect: str, calib: list[str]):
+        return detect(subjects[suspect], val, LAYERS, reference=R, population=[subjects[c] for c in calib],
+                      embed_topk=embed, batch_size=1000, reporter=NullReporter(), work_dir=work)
+
+    # ---- leave one recipe out: every clean variant judged without its recipe in the calibration
+    loro: dict[str, dict] = {}
+    clean_rows = []
+    for rcp in recipes:
+        calib = [c for c in clean if specs[c]["recipe"] != rcp]
+        for n in [c for c in clean if specs[c]["recipe"] == rcp]:
+            rep = run(n, calib)
+            loro[n] = rep
+            clean_rows.append({"recipe": rcp, "variant": n, "role": specs[n]["role"], "verdict": rep.verdict.verdict,
+                               "p": rep.verdict.p_value, "calibration": sorted({specs[c]["recipe"] for c in calib}),
+                               "layers": {l: layer_cell(ld) for l, ld in rep.layers.items()}})
+            print(f"  [{rcp} held out] {n}: {rep.verdict.verdict}", flush=True)
+    # ---- attacks: the whole clean family, and every leave-one-recipe-out fold
+    attack_rows, auc_rows = [], []
+    for n in attacks:
+        meta = metas[n]
+        rep = run(n, clean)
+        folds = {}
+        for rcp in recipes:
+            folds[rcp] = run(n, [c for c in clean if specs[c]["recipe"] != rcp]).verdict.verdict
+        over = meta["state"] == "final" and meta["acc_init"] - meta["acc_final"] > 0.5 + 1e-9
+        attack_rows.append({"variant": n, "role": specs[n]["role"], "within_budget": not over,
+                            "acc_drop_pp": round(meta["acc_init"] - (meta["acc_selected"] if meta["state"] == "selected"
+                                                                     else meta["acc_final"]), 2),
+                            "verdict": rep.verdict.verdict, "p": rep.verdict.p_value, "folds": folds,
+                            "layers": {l: layer_cell(ld) for l, ld in rep.layers.items()}})
+        print(f"  [attack] {n}: {rep.verdict.verdict}; folds {folds}", flush=True)
+        layer = meta["layer"]
+        ld = rep.layers[layer]
+        s = ld.scores.suspicion
+        att = [u for u in meta["attacked"].get(layer, []) if not np.isnan(s[u])]
+        neg = np.concatenate([loro[c].layers[layer].scores.suspicion for c in clean])
+        neg = neg[~np.isnan(neg)]
+        auc = evidence.unit_auroc(np.r_[s[att], neg], np.r_[np.ones(len(att)), np.zeros(len(neg))])
+        auc_rows.append({"variant": n, "role": specs[n]["role"], "layer": layer, "n_pos": len(att),
+                         "n_neg": int(len(neg)), "regime": "reference", "auroc": auc, "within_suspicion": within_auroc(s, att),
+                         "within_localisation": within_auroc(ld.localisation, att)})
+    # ---- without a reference: R and the retrained seeds are the family (unequal training: 6 vs 2 epochs)
+    family = ["reference"] + retrained
+    subjects["reference"] = R
+    pop_rows, pop_reps = [], {}
+    pop_suspects = retrained + [c for c in clean if specs[c]["role"] != "tuning"][:3] + attacks
+    for n in pop_suspects:
+        pop = [subjects[m] for m in family if m != n]
+        rep = detect(subjects[n], val, LAYERS, population=pop, batch_size=1000, reporter=NullReporter(), work_dir=work)
+        role = "clean-retrained" if n in retrained else specs[n]["role"]
+        pop_rows.append({"variant": n, "role": role, "population": len(pop), "verdict": rep.verdict.verdict,
+                         "p": rep.verdict.p_value, "layers": {l: layer_cell(ld) for l, ld in rep.layers.items()}})
+        pop_reps[n] = rep
+        print(f"  [population of {len(pop)}] {n}: {rep.verdict.verdict}", flush=True)
+    for n in attacks:                       # unit AUROC without a reference: against the retrained seeds' units
+        layer = metas[n]["layer"]
+        s = pop_reps[n].layers[layer].scores.suspicion
+        att = [u for u in metas[n]["attacked"].get(layer, []) if not np.isnan(s[u])]
+        neg = np.concatenate([pop_reps[r].layers[layer].scores.suspicion for r in retrained])
+        neg = neg[~np.isnan(neg)]
+        auc_rows.append({"variant": n, "role": specs[n]["role"], "layer": layer, "n_pos": len(att),
+                         "n_neg": int(len(neg)), "regime": "population",
+                         "auroc": evidence.unit_auroc(np.r_[s[att], neg], np.r_[np.ones(len(att)), np.zeros(len(neg))]),
+                         "within_suspicion": within_auroc(s, att), "within_localisation": None})
+    # the population-size rule: 3 clean models cannot support a p-value
+    small = detect(subjects[retrained[0]], val, LAYERS, population=[subjects[m] for m in family[:3] if m != retrained[0]],
+                   batch_size=1000, reporter=NullReporter(), work_dir=work)
+    pop_rows.append({"variant": retrained[0], "role": "clean-retrained", "population": 2,
+                     "verdict": small.verdict.verdict, "p": small.verdict.p_value,
+                     "layers": {l: layer_cell(ld) for l, ld in small.layers.items()}})
+
+    fp = [r for r in clean_rows if r["verdict"] in FLAGS]
+    caught = [r for r in attack_rows if r["verdict"] in FLAGS]
+    summary = {
+        "clean variants judged (leave one recipe out)": len(clean_rows),
+        "clean called suspicious or manipulated": len(fp),
+        "clean out of calibration": sum(r["verdict"] == evidence.OUT_OF_CALIBRATION for r in clean_rows),
+        "attacks": len(attack_rows), "attacks caught (whole family)": len(caught),
+        "attacks within budget caught": sum(r["verdict"] in FLAGS for r in attack_rows if r["within_budget"]),
+        "attacks within budget": sum(r["within_budget"] for r in attack_rows),
+        "retrained seeds called suspicious or manipulated (population)":
+            sum(r["verdict"] in FLAGS for r in pop_rows if r["role"] == "clean-retrained" and r["population"] >= 4),
+    }
+    md = to_markdown(metas, specs, recipes, clean_rows, attack_rows, auc_rows, pop_rows, summary, embedder.id)
     print("\n" + md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "variants": metas, "auroc": auc,
-                                                    "verdicts": verdicts, "detect_seconds": timings,
-                                                    "total_seconds": round(time.time() - t_start, 1),
-                                                    "embedder_warning": warning}, indent=1, default=float))
+    out.with_suffix(".json").write_text(json.dumps({
+        "summary": summary, "variants": metas, "clean": clean_rows, "attacks": attack_rows, "auroc": auc_rows,
+        "population": pop_rows, "embedder": embedder.id, "embedder_warning": warning,
+        "total_seconds": round(time.time() - t_start, 1)}, indent=1, default=float))
     out.with_suffix(".md").write_text(md)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
 
 
+def to_markdown(metas, specs, recipes, clean_rows, attack_rows, auc_rows, pop_rows, summary, emb) -> str:
+    f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+    L = ["# Detection benchmark (bench/detection.py, issue 24)", "",
+         f"Demo CNN (Fashion-MNIST), layers {', '.join(LAYERS)}, D_τ = the 10,000 validation images, "
+         f"top-k 10 (CLIP-δ on 5), embedder {emb}. Thresholds fixed: unit 0.95, localised 0.99, "
+         "suspicious p < 0.05, manipulated p < 0.001. Every fine-tune and attack: 300 steps (the 2x recipe 600), "
+         "batch 128, 20,000 training images; the shipped state is the selected one for attacks (within the 0.5 pp "
+         "budget on the full validation set) and the final one for honest fine-tunes.", "",
+         "## Summary", ""]
+    L += [f"- {k}: **{v}**" for k, v in summary.items()]
+    L += ["", "## Variants", "", "| variant | role | recipe | shipped | acc init → shipped (%) | size relu2 | size relu3 |",
+          "|---|---|---|---|---|---|---|"]
+    for n, m in metas.items():
+        if m.get("role") == "clean-retrained":
+            L.append(f"| {n} | clean (retrained, {m['epochs']} epochs) | — | — | {m['acc']:.2f} | — | — |")
+            continue
+        acc = m["acc_selected"] if m["state"] == "selected" else m["acc_final"]
+        step = m["selected_step"] if m["state"] == "selected" else m["steps"]
+        L.append(f"| {n} | {m['role']} | {m['recipe']} | {m['state']} (step {step}) | {m['acc_init']:.2f} → {acc:.2f} "
+                 f"| {m['size']['relu2']:.4f} | {m['size']['relu3']:.4f} |")
+    L += ["", "## Clean recipes, each held out of its own calibration (with a reference)", "",
+          "| held-out recipe | variant | role | model verdict | p | relu2 | relu3 |", "|---|---|---|---|---|---|---|"]
+    for r in clean_rows:
+        p = "—" if r["p"] is None else f"{r['p']:.2g}"
+        L.append(f"| {r['recipe']} | {r['variant']} | {r['role']} | **{r['verdict']}** | {p} | {r['layers']['relu2']} | {r['layers']['relu3']} |")
+    L += ["", "## Attacks (with a reference; calibration: every clean recipe)", "",
+          "| variant | role | ΔAcc shipped (pp) | within budget | model verdict | p | caught in folds | relu2 | relu3 |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in attack_rows:
+        p = "—" if r["p"] is None else f"{r['p']:.2g}"
+        n_caught = sum(v in FLAGS for v in r["folds"].values())
+        other = sorted({v for v in r["folds"].values() if v not in FLAGS})
+        folds = f"{n_caught}/{len(r['folds'])}" + (f" (else {', '.join(other)})" if other else "")
+        L.append(f"| {r['variant']} | {r['role']} | −{r['acc_drop_pp']:.2f} | {'yes' if r['within_budget'] else 'no'} "
+                 f"| **{r['verdict']}** | {p} | {folds} | {r['layers']['relu2']} | {r['layers']['relu3']} |")
+    L += ["", "Folds: the same attack judged with one clean recipe left out of the calibration, for each recipe.", "",
+          "## Unit-level ROC AUC (with a reference)", "",
+          "Positives: the attacked live units of the attacked layer; negatives: that layer's live units in every "
+          "clean variant, each scored in the fold that held its recipe out. Within the model: the attacked units "
+          "against the same model's other units, by suspicion and by localisation.", "",
+          "Without a reference, the negatives are the retrained seeds' units (each judged against the others).", "",
+          "| regime | variant | role | layer | positives | negatives | AUROC | within (suspicion) | within (localisation) |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in auc_rows:
+        L.append(f"| {r['regime']} | {r['variant']} | {r['role']} | {r['layer']} | {r['n_pos']} | {r['n_neg']} | {r['auroc']:.3f} "
+                 f"| {f(r['within_suspicion'])} | {f(r['within_localisation'])} |")
+    L += ["", "## Without a reference (population: R, 6 epochs, and retrained seeds, 2 epochs)", "",
+          "| variant | role | population | model verdict | p | relu2 | relu3 |", "|---|---|---|---|---|---|---|"]
+    for r in pop_rows:
+        p = "—" if r["p"] is None else f"{r['p']:.2g}"
+        L.append(f"| {r['variant']} | {r['role']} | {r['population']} | **{r['verdict']}** | {p} | {r['layers']['relu2']} | {r['layers']['relu3']} |")
+    return "\n".join(L) + "\n"
+
+
 if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
     sys.exit(main())

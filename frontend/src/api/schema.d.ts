@@ -1198,6 +1198,11 @@ export type components = {
             dead: boolean;
             /** Suspicion */
             suspicion: number | null;
+            /**
+             * Localisation
+             * @description with a reference: the unit's suspicion once the model's own overall shift is taken out (high: it moved beyond what the model's change explains); null before issue 24's results
+             */
+            localisation?: number | null;
             /** Driver */
             driver: string | null;
             /** Measures */
@@ -1257,6 +1262,11 @@ export type components = {
             dead: boolean;
             /** Suspicion */
             suspicion: number | null;
+            /**
+             * Localisation
+             * @description with a reference: the unit's suspicion once the model's own overall shift is taken out (high: it moved beyond what the model's change explains); null before issue 24's results
+             */
+            localisation?: number | null;
             /** Driver */
             driver: string | null;
             /** Measures */

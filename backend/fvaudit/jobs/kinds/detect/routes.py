@@ -77,7 +77,7 @@ def _ranked(units: list[dict]) -> list[dict]:
 
 
 def _unit_out(u: dict) -> dict:
-    return {k: u.get(k) for k in ("unit", "rank", "dead", "suspicion", "driver", "measures")}
+    return {k: u.get(k) for k in ("unit", "rank", "dead", "suspicion", "localisation", "driver", "measures")}
 
 
 @router.get("", response_model=list[DetectionItem], summary="Your detections, newest first")

@@ -51,6 +51,9 @@ class DetectUnitOut(BaseModel):
     rank: int | None = Field(description="1 = the most suspicious unit of its layer; null for a dead unit")
     dead: bool
     suspicion: float | None
+    localisation: float | None = Field(None, description="with a reference: the unit's suspicion once the model's "
+                                                         "own overall shift is taken out (high: it moved beyond what "
+                                                         "the model's change explains); null before issue 24's results")
     driver: str | None
     measures: dict[str, MeasureOut]
 
