@@ -84,6 +84,18 @@ describe("detections list", () => {
     expect(screen.getByTestId("where").textContent).toBe("/detections/41");
   });
 
+  it("shows the 'out of calibration' verdict with its own badge, not the manipulated one (issue 24)", async () => {
+    const outOfCal = { ...list[2], id: 44, name: "check a big fine-tune", verdict: "out of calibration", p_value: null };
+    mockFetch([{ path: /^\/api\/v1\/detections$/, body: [outOfCal, ...list] }, ...routes()]);
+    renderAt("/detections");
+    const table = await screen.findByRole("table");
+    const badge = within(within(table).getAllByRole("row")[1]).getByTestId("verdict");
+    expect(badge).toHaveTextContent(/^out of calibration$/);
+    expect(badge).toHaveClass("verdict", "verdict-out-of-calibration");
+    expect(badge).not.toHaveClass("verdict-manipulated");
+    expect(badge.getAttribute("title")).toMatch(/moved further \(relative weight distance\) than any clean model of the calibration/);
+  });
+
   describe("created", () => {
     afterEach(() => vi.useRealTimers());
 

@@ -1,7 +1,9 @@
 // One detection (SPEC §6): while it runs, its live progress; when it failed, the error;
 // when it succeeded, the model verdict with its p-value and the evidence that drove it,
 // then one card per layer (its verdict, evidence, the class shares of the population
-// regime) with every unit ranked by suspicion, each row a link to the unit's page.
+// regime) with every unit ranked by suspicion, each row a link to the unit's page. The
+// reference regime's cards also show what the layer was calibrated with (issue 24: the clean
+// family, its reach, "out of calibration", the envelope plot) and the localised units.
 import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
 import { isLive } from "../../api/client";
@@ -10,10 +12,11 @@ import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { ErrorBox, Loading, NotFound, StatusBadge, When } from "../../components/States";
 import { DASH, num } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
+import { CalibrationBlock, LocalisedUnits } from "./DetectionCalibration";
 import {
-  detectionUnitPath, detectionsPath, detectResult, DetectionProgress, evidenceLabel, flaggedText, MEASURES,
-  measureLabel, pText, SuspicionBar, VerdictBadge, type ClassShares, type DetectionDetail, type DetectModel,
-  type DetectResult, type DetectUnit, type LayerResult,
+  detectionUnitPath, detectionsPath, detectResult, DetectionProgress, evidenceLabel, flaggedText, isInconclusive, MEASURES,
+  measureLabel, OUT_OF_CALIBRATION, OUT_OF_CALIBRATION_TEXT, pText, SuspicionBar, VerdictBadge, type ClassShares,
+  type DetectionDetail, type DetectModel, type DetectResult, type DetectUnit, type LayerResult,
 } from "./DetectionShared";
 
 /** A layer's table shows this many units until "show all". */
@@ -122,7 +125,9 @@ function Warnings({ warnings, inconclusive }: { warnings: string[]; inconclusive
 function Verdicts({ d, res, warnings }: { d: DetectionDetail; res: DetectResult; warnings: string[] }) {
   const m = res.model;
   const roles = Object.entries(res.models ?? {});
-  const inconclusive = m.verdict === "inconclusive" || m.p_value == null;
+  const inconclusive = isInconclusive(m);
+  const outOfCalibration = m.verdict === OUT_OF_CALIBRATION;
+  const beyond = d.layers.filter((l) => res.layers[l]?.calibration?.out_of_calibration || res.layers[l]?.verdict === OUT_OF_CALIBRATION);
   return (
     <>
       <Warnings warnings={warnings} inconclusive={inconclusive} />
@@ -135,7 +140,9 @@ function Verdicts({ d, res, warnings }: { d: DetectionDetail; res: DetectResult;
               <span className="muted small">
                 {inconclusive
                   ? "(the population is too small to calibrate one)"
-                  : `(“suspicious” below ${res.thresholds.suspicious_p}, “manipulated” below ${res.thresholds.manipulated_p})`}
+                  : m.p_value == null
+                    ? "(no layer could be judged: each moved beyond the calibration)"
+                    : `(“suspicious” below ${res.thresholds.suspicious_p}, “manipulated” below ${res.thresholds.manipulated_p})`}
               </span>
             </p>
             <p data-testid="evidence">
@@ -148,6 +155,18 @@ function Verdicts({ d, res, warnings }: { d: DetectionDetail; res: DetectResult;
             </p>
           </div>
         </div>
+        {outOfCalibration && (
+          <p className="out-of-calibration" role="note" data-testid="out-of-calibration">
+            <strong>Out of calibration:</strong> this model {OUT_OF_CALIBRATION_TEXT}
+            {beyond.length > 0 && (
+              <>
+                {" "}
+                (layer{beyond.length === 1 ? "" : "s"} <span className="mono">{beyond.join(", ")}</span>)
+              </>
+            )}
+            . Its evidence is shown below; no claim is made from it.
+          </p>
+        )}
         {Object.keys(m.layer_evidence).length > 0 && (
           <ul className="evidence-list" aria-label="Layer evidence">
             {Object.entries(m.layer_evidence).map(([k, v]) => (
@@ -200,6 +219,12 @@ function ModelName({ m }: { m: DetectModel }) {
   return (
     <>
       <Link to={`/models/${m.model_id}`}>{m.name}</Link>
+      {m.recipe && (
+        <span className="recipe" data-testid="recipe">
+          {" "}
+          · recipe <span className="mono">{m.recipe}</span>
+        </span>
+      )}
       {m.weights_from && typeof m.weights_from.job_id === "number" && (
         <>
           {" "}
@@ -216,8 +241,11 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
   const shown = all ? units : units.slice(0, TABLE_FIRST);
   const measures = v.measures;
   // an inconclusive layer flags nothing: its suspicions rank the units, no threshold applies
-  const inconclusive = v.verdict === "inconclusive" || v.p_value == null;
+  const inconclusive = isInconclusive(v);
   const th = inconclusive ? undefined : res.thresholds.unit;
+  const localisedAt = inconclusive ? undefined : res.thresholds.localised;
+  // results from before issue 24 have no localisation: no column then
+  const hasLocalisation = units.some((u) => u.localisation != null);
   return (
     <section className="panel layer-card" aria-label={`Layer ${layer}`}>
       <div className="section-head">
@@ -234,10 +262,19 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
           {Object.entries(v.layer_evidence).map(([k, s]) => (
             <li key={k}>
               {evidenceLabel(k)}
-              {v.layer_values[k] != null && <span className="muted small"> ({num(v.layer_values[k], 4)})</span>}: suspicion <SuspicionBar value={s} />
+              {v.layer_values[k] != null && (
+                <span className="muted small"> ({Number.isInteger(v.layer_values[k]) ? v.layer_values[k] : num(v.layer_values[k], 4)})</span>
+              )}
+              : suspicion <SuspicionBar value={s} />
             </li>
           ))}
         </ul>
+      )}
+      {v.calibration && (
+        <CalibrationBlock id={id} layer={layer} v={v} cal={v.calibration} units={units} threshold={th} localisedAt={localisedAt} />
+      )}
+      {(v.calibration || (v.localised_units?.length ?? 0) > 0) && v.localised_units && (
+        <LocalisedUnits id={id} layer={layer} units={v.localised_units} count={v.layer_values?.localised_units} threshold={localisedAt} />
       )}
       {v.class_shares && <ClassShareChart shares={v.class_shares} classes={res.classes} flagged={v.flagged_class} layer={layer} />}
       <p className="muted small">
@@ -251,6 +288,11 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
               <th scope="col" className="num">rank</th>
               <th scope="col">unit</th>
               <th scope="col">suspicion</th>
+              {hasLocalisation && (
+                <th scope="col" title="the unit's suspicion with the model's overall change taken out: how far it moved beyond what that change explains">
+                  localisation
+                </th>
+              )}
               <th scope="col">driver</th>
               {measures.map((k) => (
                 <th key={k} scope="col" className="num" title={MEASURES[k]?.help}>
@@ -274,6 +316,11 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
                   <td>
                     <SuspicionBar value={u.suspicion} threshold={th} />
                   </td>
+                  {hasLocalisation && (
+                    <td>
+                      <SuspicionBar value={u.localisation} threshold={localisedAt} />
+                    </td>
+                  )}
                   <td className="nowrap">{u.driver ? measureLabel(u.driver) : DASH}</td>
                   {measures.map((k) => (
                     <td key={k} className="num">

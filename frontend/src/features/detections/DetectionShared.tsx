@@ -8,12 +8,19 @@ import { isLive, isTerminal, type Schemas } from "../../api/client";
 import { DASH, num, progressText } from "../../lib/format";
 import { enc } from "../../lib/share";
 import { useJobEvents } from "../../lib/sse";
+import "./detections.css";
 
 export type DetectionItem = Schemas["DetectionItem"];
 export type DetectionDetail = Schemas["DetectionDetail"];
-export type DetectUnit = Schemas["DetectUnitOut"];
-export type DetectUnitDetail = Schemas["DetectUnitDetail"];
-export type DetectModel = Schemas["DetectModelOut"];
+/**
+ * `localisation` (issue 24, reference regime): the unit's suspicion with the suspect's
+ * model-level shift taken out; null for a dead unit or the population regime, absent in
+ * older results.
+ */
+export type DetectUnit = Schemas["DetectUnitOut"] & { localisation?: number | null };
+export type DetectUnitDetail = Schemas["DetectUnitDetail"] & { localisation?: number | null };
+/** `recipe`: how a clean model of the calibration was made (absent in older results). */
+export type DetectModel = Schemas["DetectModelOut"] & { recipe?: string | null };
 export type MeasureValue = Schemas["MeasureOut"];
 export type Verdict = NonNullable<DetectionItem["verdict"]>;
 export type Regime = DetectionItem["regime"];
@@ -38,15 +45,74 @@ export type VerdictEvidence = {
 
 export type ClassShares = { suspect: number[]; population_mean: number[]; z: (number | null)[] };
 
+/** One clean model of the calibration family (issue 24): its change and its units' median and 95th percentile per measure. */
+export type BenignPoint = {
+  name: string;
+  recipe: string | null;
+  /** relative L2 weight distance of every parameter producing the layer, reference → this model */
+  size: number;
+  median: Record<string, number | null>;
+  q95: Record<string, number | null>;
+  /** [flagged, units] of this model against an envelope fitted without it; null when left out (beyond the others' reach) */
+  loo_flagged: [number, number] | null;
+  loo_localised: [number, number] | null;
+};
+
+/** A point of a measure's benign envelope: what the family moves at that size (expected) and its 95th percentile. */
+export type EnvelopeBandPoint = { size: number; expected: number; upper95: number };
+
+/** A measure's benign envelope (engine/detection/envelope.py Envelope.to_dict), with its band for the plot. */
+export type Envelope = {
+  measure: string;
+  intercept: number;
+  slope: number;
+  floor: number;
+  sizes: number[];
+  medians: number[];
+  residual_quantiles: Record<string, number>;
+  n_residuals: number;
+  expected_at_size: number | null;
+  upper95_at_size: number | null;
+  band: EnvelopeBandPoint[];
+};
+
+/** The model-to-model spread of a count test: clean models flag about rate·n units, with overdispersion rho (beta-binomial). */
+export type Overdispersion = { rate: number; rho: number; n_models: number };
+
+/** What a reference-regime layer was calibrated with and how far it reaches (issue 24); null in the population regime. */
+export type Calibration = {
+  recipes: string[];
+  benign: BenignPoint[];
+  /** the largest model change the family covers */
+  reach: number | null;
+  /** its smallest */
+  reach_low: number | null;
+  /** the suspect's change for this layer */
+  size: number | null;
+  out_of_calibration: boolean;
+  envelopes: Record<string, Envelope>;
+  suspect_median: Record<string, number | null>;
+  overdispersion: Overdispersion | null;
+  overdispersion_localised: Overdispersion | null;
+};
+
+/** A unit whose explanation moved beyond what the model's overall change explains. */
+export type LocalisedUnit = { unit: number; localisation: number; suspicion: number | null; driver: string | null };
+
 export type LayerResult = VerdictEvidence & {
   measures: string[];
   layer_values: Record<string, number>;
   benign_sizes: Record<string, number>;
   dead_units: number[];
   class_shares: ClassShares | null;
+  /** absent in results from before issue 24 */
+  calibration?: Calibration | null;
+  /** most localised first; absent in results from before issue 24 */
+  localised_units?: LocalisedUnit[];
 };
 
-export type DetectThresholds = { unit: number; suspicious_p: number; manipulated_p: number };
+/** `localised`: a unit is localised above it (issue 24; absent in older results). */
+export type DetectThresholds = { unit: number; localised?: number; suspicious_p: number; manipulated_p: number };
 
 /** `DetectionDetail.result` of a succeeded detection. */
 export type DetectResult = {
@@ -81,12 +147,14 @@ export const MEASURES: Record<string, { label: string; help: string }> = {
   tau_drop: { label: "1 − Kendall-τ", help: "how much the unit's ranking of the images changed, reference → suspect" },
   overlap_loss: { label: "1 − top-k overlap", help: "share of the reference's top-k images missing from the suspect's" },
   weight_distance: { label: "weight distance", help: "relative L2 change of the unit's filter, reference → suspect" },
+  synthetic_change: { label: "synthetic change", help: "semantic change of the unit's synthetic image (feature visualisation), reference → suspect" },
   class_share: { label: "class share", help: "how much of the unit's top-k lies in classes over-represented against the clean models" },
 };
 
 /** Layer-level evidence (a suspicion each), by the name the backend gives it. */
 export const LAYER_EVIDENCE: Record<string, string> = {
   layer_weight_distance: "weight distance of the whole layer",
+  localised_units: "localised units, against the clean family's count",
   class_share: "class shares of the layer's units",
   class_share_max_z: "largest class-share z-score",
 };
@@ -132,7 +200,20 @@ const VERDICT_HELP: Record<string, string> = {
   suspicious: "suspicious: more evidence than clean models show, below the 'suspicious' p-value",
   manipulated: "manipulated: far more evidence than clean models show, below the 'manipulated' p-value",
   inconclusive: "inconclusive: too few clean models in the population to tell a manipulation from the ordinary difference between clean models",
+  "out of calibration": "out of calibration: the model moved further (relative weight distance) than any clean model of the calibration, so no claim is made; its evidence is still shown",
 };
+
+export const OUT_OF_CALIBRATION = "out of calibration";
+
+/** What "out of calibration" means and what to do about it, in one line. */
+export const OUT_OF_CALIBRATION_TEXT = "moved further than any clean model of the calibration: add clean fine-tunes of that size to judge it";
+
+/**
+ * A verdict that makes no claim from its p-value: "inconclusive", or one without a p-value
+ * that is not "out of calibration" (which keeps its evidence, flags included).
+ */
+export const isInconclusive = (v: { verdict: Verdict | string; p_value: number | null }) =>
+  v.verdict === "inconclusive" || (v.p_value == null && v.verdict !== OUT_OF_CALIBRATION);
 
 /** A verdict; one this page does not know (a newer server) is shown as it is, not dropped. */
 export function VerdictBadge({ verdict, p, big }: { verdict: Verdict | string | null | undefined; p?: number | null; big?: boolean }) {

@@ -67,6 +67,9 @@ export function DetectionUnitPage() {
   const lv = u.layer_verdict as { verdict?: Verdict; p_value?: number; n_flagged?: number; n_units?: number; expected_flagged?: number; flagged_class?: number | null };
   const flaggedClass = u.regime === "population" ? (lv.flagged_class ?? null) : null;
   const flagged = threshold != null && u.suspicion != null && u.suspicion > threshold;
+  // issue 24: how far the unit moved beyond what the model's overall change explains (absent in older results)
+  const localisedAt = res?.thresholds.localised;
+  const localised = localisedAt != null && u.localisation != null && u.localisation > localisedAt;
   const go = (to: number | null) => to != null && navigate(detectionUnitPath(id, layer, to));
 
   return (
@@ -88,6 +91,11 @@ export function DetectionUnitPage() {
               </span>
             )}
             {flagged && <span className="badge verdict verdict-manipulated">flagged</span>}
+            {localised && (
+              <span className="badge verdict verdict-suspicious" data-testid="localised" title={`localisation above ${localisedAt}`}>
+                localised
+              </span>
+            )}
           </h1>
           <p className="muted">
             {u.n_units} units in {layer} · {u.regime === "reference" ? "compared with the reference" : "judged against the population"}
@@ -126,6 +134,16 @@ export function DetectionUnitPage() {
                 <SuspicionBar value={u.suspicion} threshold={threshold} />
               </dd>
             </div>
+            {u.localisation != null && (
+              <div data-testid="localisation">
+                <dt title="the unit's suspicion with the model's overall change taken out: how far it moved beyond what that change explains">
+                  localisation
+                </dt>
+                <dd>
+                  <SuspicionBar value={u.localisation} threshold={localisedAt} />
+                </dd>
+              </div>
+            )}
             <div>
               <dt>driven by</dt>
               <dd>{measureLabel(u.driver)}</dd>
