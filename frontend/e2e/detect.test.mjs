@@ -112,9 +112,10 @@ describe("detections against the real backend + worker", { timeout: 30 * 60_000 
     assert.deepEqual(
       { suspect: d.spec.suspect, reference: d.spec.reference, population: d.spec.population, image_set_id: d.spec.image_set_id, layers: d.spec.layers, k: d.spec.k },
       {
-        suspect: { model_id: model, weights_from: { job_id: state.pushDown, state: "final" } },
-        reference: { model_id: model, weights_from: null },
-        population: [{ model_id: model, weights_from: { job_id: state.finetune, state: "final" } }],
+        // recipe: null — the form leaves it to the attack job's own settings (named in the result)
+        suspect: { model_id: model, weights_from: { job_id: state.pushDown, state: "final" }, recipe: null },
+        reference: { model_id: model, weights_from: null, recipe: null },
+        population: [{ model_id: model, weights_from: { job_id: state.finetune, state: "final" }, recipe: null }],
         image_set_id: val, layers: [LAYER], k: 10,
       },
     );
@@ -143,6 +144,20 @@ describe("detections against the real backend + worker", { timeout: 30 * 60_000 
     for (const w of d.warnings) await warn.getByText(w, { exact: false }).first().waitFor();
     const card = page.getByRole("region", { name: `Layer ${LAYER}` });
     assert.equal((await card.getByTestId("verdict").first().textContent()).split(" · ")[0], d.result.layers[LAYER].verdict);
+    // issue 24: the calibration family by its recipe (the fine-tune job's own settings) and its reach, the
+    // envelope plot (one clean model, this model's live units) and the localised units, as the API gives them
+    const cal = d.result.layers[LAYER].calibration;
+    assert.deepEqual(cal.recipes, ["fine-tune distill adam lr 0.001 cosine 10 steps"]);
+    const calBlock = card.getByTestId("calibration");
+    assert.match(await calBlock.getByTestId("calibration-family").textContent(), /fine-tune distill adam lr 0\.001 cosine 10 steps/);
+    await calBlock.getByTestId("calibration-reach").waitFor();
+    const plot = card.getByTestId("envelope");
+    await plot.getByRole("img").waitFor();
+    assert.equal(await plot.getByTestId("benign-point").count(), cal.benign.length);
+    const liveUnits = d.units[LAYER].filter((u) => !u.dead).length;
+    assert.equal(await plot.getByTestId("suspect-unit").count(), liveUnits);
+    const localised = card.getByRole("group", { name: `Localised units of ${LAYER}` });
+    assert.equal(await localised.getByTestId("localised-unit").count(), d.result.layers[LAYER].localised_units.length);
     const rows = card.getByTestId("unit-row");
     assert.equal(await rows.count(), 128);
     const ranks = await rows.evaluateAll((trs) => trs.map((tr) => tr.querySelector("td").textContent));
