@@ -44,8 +44,13 @@ def alpha(s: str) -> float | None:
 def attack_tuning_args(sp) -> None:
     """The attack settings shared by `fvaudit attack` and `fvaudit demo-experiment`; defaults
     from ATTACK_DEFAULTS (the same as the API's and the form's)."""
-    sp.add_argument("--lr", type=float, default=ATTACK_DEFAULTS["lr"], help="Adam learning rate")
+    sp.add_argument("--lr", type=float, default=ATTACK_DEFAULTS["lr"], help="learning rate")
     sp.add_argument("--lr-schedule", choices=["constant", "cosine"], default=ATTACK_DEFAULTS["lr_schedule"])
+    sp.add_argument("--optimizer", choices=["adam", "sgd"], default=ATTACK_DEFAULTS["optimizer"],
+                    help="Adam (SPEC §2) or SGD with momentum 0.9")
+    sp.add_argument("--maintain", choices=["distill", "labels"], default=ATTACK_DEFAULTS["maintain"],
+                    help="L_M: distillation from θ_init (SPEC §2) or cross-entropy on the training labels (an honest "
+                         "fine-tune's loss: with --kind finetune, a clean model for a detector's calibration family)")
     sp.add_argument("--batch-size", type=int, default=ATTACK_DEFAULTS["batch_size"])
     sp.add_argument("--attack-batch-size", type=int, default=ATTACK_DEFAULTS["attack_batch_size"])
     sp.add_argument("--decoy-batch-size", type=int, default=ATTACK_DEFAULTS["decoy_batch_size"])

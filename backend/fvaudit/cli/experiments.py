@@ -173,7 +173,8 @@ def _attack_config(args, model):
 
 def tuning_fields(args) -> dict:
     """AttackConfig fields from the shared tuning flags (names as in ATTACK_DEFAULTS)."""
-    return dict(lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size,
+    return dict(lr=args.lr, lr_schedule=args.lr_schedule, optimizer=args.optimizer, maintain=args.maintain,
+                batch_size=args.batch_size,
                 attack_batch_size=args.attack_batch_size, decoy_batch_size=args.decoy_batch_size,
                 eval_every=args.eval_every, eval_size=args.eval_size, acc_budget_pp=args.acc_budget,
                 alpha_max=args.alpha_max, alpha_factor=args.alpha_factor, anchor_weight=args.anchor_weight)

@@ -289,3 +289,38 @@ def test_multi_layer_attack_runs(setup):
     res = run_attack(m, train, val, _cfg(targets=[Target("relu1", [0, 1, 2]), Target("relu3", [0, 1, 2, 3])], steps=4,
                                          alpha=0.5), init_scans=init.layers)
     assert set(res.attacked) == {"relu1", "relu3"} and res.steps == 4
+
+
+def test_an_honest_fine_tune_on_the_labels_with_sgd(setup):
+    """Issue 24: maintain="labels" makes L_M the cross-entropy on the training labels (an honest
+    fine-tune's loss) and optimizer="sgd" SGD with momentum 0.9. Step 0's L_M is the model's
+    cross-entropy on the batch the step draws (default_rng([seed, 0])), computed here by hand; the
+    distillation of the same step is the teacher's entropy instead (student = teacher at step 0)."""
+    import torch.nn.functional as F
+
+    from fvaudit.engine.attack.run import make_optimizer
+
+    m, train, val, init = setup
+    cfg = _cfg(kind="finetune", alpha=0.0, steps=3, eval_every=3, optimizer="sgd", maintain="labels", lr=1e-2)
+    res = run_attack(m, train, val, cfg, init_scans=init.layers)
+    rng = np.random.default_rng([cfg.seed, 0])
+    pos = np.sort(rng.choice(len(train.ids), size=cfg.batch_size, replace=False))
+    ids = np.asarray(train.ids)[pos]
+    with torch.no_grad():
+        logits = m.module.eval()(m.preprocess_many(list(train.arrays(ids))))
+        y = torch.as_tensor(np.asarray(train.labels)[ids], dtype=torch.long)
+        ce = float(F.cross_entropy(logits, y))
+        p = F.softmax(logits, dim=1)
+        entropy = float(-(p * F.log_softmax(logits, dim=1)).sum(dim=1).mean())
+    assert res.history[0]["l_maintain"] == pytest.approx(ce, rel=1e-4)
+    distill = run_attack(m, train, val, _cfg(kind="finetune", alpha=0.0, steps=1, eval_every=1), init_scans=init.layers)
+    assert distill.history[0]["l_maintain"] == pytest.approx(entropy, rel=1e-4) and abs(entropy - ce) > 1e-3
+    # the weights moved, and SGD (with momentum) is what moved them
+    moved = sum(float((a - b).detach().abs().sum()) for a, b in zip(res.final_model.module.parameters(), m.module.parameters()))
+    assert moved > 0
+    opt = make_optimizer(m.module, cfg)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    with pytest.raises(AttackConfigError, match="optimizer"):
+        _cfg(optimizer="rmsprop").validate()
+    with pytest.raises(AttackConfigError, match="maintain"):
+        _cfg(maintain="mse").validate()

@@ -22,7 +22,7 @@ const KIND_TEXT: Record<string, { label: string; help: string }> = {
 };
 const kindText = (kind: LaunchKind) => KIND_TEXT[kind] ?? { label: kind, help: "" };
 
-const ADVANCED: Field[] = ["eval_every", "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "k_clip", "embedder"];
+const ADVANCED: Field[] = ["eval_every", "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "optimizer", "maintain", "k_clip", "embedder"];
 
 export function LaunchPage() {
   usePageTitle("Launch an audit");
@@ -304,6 +304,8 @@ function AdvancedFields({ f }: { f: LaunchState }) {
           </FieldRow>
         )}
         <ChoiceRow f={f} field="lr_schedule" label="learning-rate schedule" options={[["constant", "constant"], ["cosine", "cosine (decays to 0)"]]} />
+        <ChoiceRow f={f} field="optimizer" label="optimizer" options={[["adam", "Adam"], ["sgd", "SGD (momentum 0.9)"]]} />
+        <ChoiceRow f={f} field="maintain" label="keep the model by" hint="labels: an honest fine-tune's loss, for a detector's clean family" options={[["distill", "distillation from θ_init (SPEC §2)"], ["labels", "cross-entropy on the labels"]]} />
         <FieldRow field="k_clip" label="k for CLIP-δ" hint="top-k compared by the embedder (thesis: 5)" error={shown("k_clip")}>
           <input inputMode="numeric" {...fieldProps("k_clip")} />
         </FieldRow>
@@ -320,7 +322,7 @@ function AdvancedFields({ f }: { f: LaunchState }) {
  * only while the field has no value (the registry's default fills it).
  */
 function ChoiceRow({ f, field, label, hint, options }: {
-  f: LaunchState; field: "score_norm" | "synth_objective" | "lr_schedule"; label: string; hint?: string; options: [string, string][];
+  f: LaunchState; field: "score_norm" | "synth_objective" | "lr_schedule" | "optimizer" | "maintain"; label: string; hint?: string; options: [string, string][];
 }) {
   const { form, set, shown } = f;
   return (

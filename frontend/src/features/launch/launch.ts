@@ -32,6 +32,10 @@ export type LaunchForm = {
   lr: string;
   /** attack.lr_schedule: "constant" | "cosine" ("" = the server's default) */
   lr_schedule: string;
+  /** attack.optimizer: "adam" | "sgd" ("" = the server's default) */
+  optimizer: string;
+  /** attack.maintain: "distill" | "labels" (L_M; "" = the server's default) */
+  maintain: string;
   steps: string;
   batch_size: string;
   seed: string;
@@ -57,7 +61,8 @@ export type LaunchForm = {
 export type Field =
   | "name" | "model_id" | "layers" | "train_set_id" | "val_set_id" | "units" | "k" | "alpha" | "alpha_factor" | "lr"
   | "steps" | "batch_size" | "seed" | "score_norm" | "decoy" | "k_clip" | "eval_every" | "eval_size" | "acc_budget_pp"
-  | "embedder" | "kind" | "visualize" | "n_synth" | "synth_steps" | "synth_objective" | "control" | "lr_schedule";
+  | "embedder" | "kind" | "visualize" | "n_synth" | "synth_steps" | "synth_objective" | "control" | "lr_schedule"
+  | "optimizer" | "maintain";
 
 export type Errors = Partial<Record<Field, string>>;
 
@@ -83,6 +88,8 @@ export const BLANK: LaunchForm = {
   alpha_factor: "",
   lr: "",
   lr_schedule: "",
+  optimizer: "",
+  maintain: "",
   steps: "",
   batch_size: "",
   seed: "",
@@ -121,6 +128,8 @@ export function formDefaults(kinds: JobKind[] | undefined, kind: LaunchKind = "p
   set("k", kind === "scan" ? (str(scan.k) ?? pick("k")) : pick("k"));
   set("lr", pick("lr"));
   set("lr_schedule", pick("lr_schedule"));
+  set("optimizer", pick("optimizer"));
+  set("maintain", pick("maintain"));
   set("steps", pick("steps"));
   set("batch_size", pick("batch_size"));
   set("seed", pick("seed"));
@@ -301,6 +310,8 @@ export function buildRequest(f: LaunchForm): LaunchBody {
         alpha_factor: dynamic ? optFloat(f.alpha_factor) : undefined,
         lr: optFloat(f.lr),
         lr_schedule: optStr(f.lr_schedule),
+        optimizer: optStr(f.optimizer),
+        maintain: optStr(f.maintain),
         steps: optInt(f.steps),
         batch_size: optInt(f.batch_size),
         seed: optInt(f.seed),
@@ -325,7 +336,7 @@ export function buildRequest(f: LaunchForm): LaunchBody {
 
 const ATTACK_FIELDS: Record<string, Field> = {
   kind: "kind", layers: "layers", layer: "layers", units: "units", k: "k", alpha: "alpha", alpha_max: "alpha",
-  alpha_init: "alpha", alpha_factor: "alpha_factor", lr: "lr", lr_schedule: "lr_schedule", steps: "steps", batch_size: "batch_size", seed: "seed",
+  alpha_init: "alpha", alpha_factor: "alpha_factor", lr: "lr", lr_schedule: "lr_schedule", optimizer: "optimizer", maintain: "maintain", steps: "steps", batch_size: "batch_size", seed: "seed",
   score_norm: "score_norm", decoy_class: "decoy", decoy_ids: "decoy", n_decoys: "decoy", eval_every: "eval_every",
   eval_size: "eval_size", acc_budget_pp: "acc_budget_pp",
 };

@@ -12,7 +12,7 @@ import { BLANK, buildRequest, formDefaults, launchKinds, mapServerErrors, valida
 const FIELD_ORDER: Field[] = [
   "kind", "name", "model_id", "layers", "train_set_id", "val_set_id", "units", "decoy", "k", "alpha", "lr", "steps",
   "batch_size", "seed", "score_norm", "visualize", "n_synth", "synth_steps", "synth_objective", "control", "eval_every",
-  "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "k_clip", "embedder",
+  "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "optimizer", "maintain", "k_clip", "embedder",
 ];
 
 /** ?layer=relu2&layer=relu3 or ?layer=relu2,relu3 */
