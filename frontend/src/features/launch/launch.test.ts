@@ -109,9 +109,9 @@ describe("validate", () => {
 
 describe("buildRequest", () => {
   it("sends the optimizer and the loss that keeps the model (issue 24: an honest fine-tune for a clean family)", () => {
-    const body = buildRequest({ ...valid, kind: "finetune", optimizer: "sgd", maintain: "labels", lr: "0.03" }) as { spec: { attack: Record<string, unknown> } };
+    const body = buildRequest({ ...valid, kind: "finetune", optimizer: "sgd", maintain: "labels", lr: "0.03" }) as unknown as { spec: { attack: Record<string, unknown> } };
     expect(body.spec.attack).toMatchObject({ kind: "finetune", optimizer: "sgd", maintain: "labels", lr: 0.03, alpha: 0 });
-    const plain = buildRequest(valid) as { spec: { attack: Record<string, unknown> } };
+    const plain = buildRequest(valid) as unknown as { spec: { attack: Record<string, unknown> } };
     expect(plain.spec.attack).not.toHaveProperty("optimizer");      // blank: the server's default (adam, distill)
     expect(plain.spec.attack).not.toHaveProperty("maintain");
   });
