@@ -133,6 +133,69 @@ def test_labels_before_and_in_both_states_and_the_flip_rates_are_stored(stack, f
     assert rows[("relu1", "selected")]["label_flip_rate"] >= rows[("relu1", "control")]["label_flip_rate"]
 
 
+def test_label_rows_for_both_states_and_the_label_search(stack, full_audit, db_env):
+    """Issue 22: the metrics job writes every live unit's label in each state (before, selected,
+    final) as a searchable row; GET /units?q= finds them by prefix across the caller's runs (a share
+    link: its run only), with filters, each hit linking to its unit page with a thumbnail."""
+    import httpx
+    from sqlalchemy import select
+
+    from fvaudit.db.session import session_scope
+    from fvaudit.db.tables import UnitLabel
+
+    done, run = full_audit
+    rid = done["run_id"]
+    by_unit = {u["unit"]: u["labels"] for u in _units(stack, rid) if u["layer"] == "relu1"}
+    with session_scope() as db:
+        rows = db.scalars(select(UnitLabel).where(UnitLabel.run_id == rid, UnitLabel.layer == "relu1")).all()
+        rows = [(r.unit, r.state, r.label, r.label_key, r.score, r.changed, r.attacked, r.model_id) for r in rows]
+    live = [u for u, lab in by_unit.items() if lab["before"]["label"] is not None]
+    assert sorted((u, st) for u, st, *_ in rows) == sorted((u, st) for u in live for st in ("before", "selected", "final"))
+    for u, st, label, key, score, changed, attacked, model_id in rows:
+        lab = by_unit[u][st]
+        assert label == lab["name"] and key == label.lower() and score == pytest.approx(lab["share"])
+        assert changed == (st != "before" and lab["label"] != by_unit[u]["before"]["label"])
+        assert model_id == run["model_id"]
+    # search: a label that exists, by a lower-case prefix of its name
+    name = max(rows, key=lambda r: r[4])[2]
+    want = sorted((u, st) for u, st, label, *_ in rows if label == name)
+    r = stack.get("/api/v1/units", params={"q": name[:3].lower(), "run_id": rid, "limit": 500})
+    assert r.status_code == 200, r.text
+    hits = r.json()
+    got = sorted((h["unit"], h["state"]) for h in hits if h["label"] == name and h["layer"] == "relu1")
+    assert got == want and all(h["label"].lower().startswith(name[:3].lower()) for h in hits)
+    assert int(r.headers["X-Total-Count"]) == len(hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    h = hits[0]
+    assert h["run_name"] == run["name"] and h["unit_path"] == f"/runs/{rid}/layers/{h['layer']}/units/{h['unit']}"
+    assert stack.get(h["thumb_url"], who=None).status_code == 200
+    # filters: only labels the attack changed, in one state
+    changed = stack.get("/api/v1/units", params={"q": name[:3], "run_id": rid, "state": "selected",
+                                                 "changed": "true", "limit": 500}).json()
+    assert sorted(x["unit"] for x in changed if x["label"] == name) == sorted(
+        u for u, st, label, _, _, ch, *_ in rows if st == "selected" and ch and label == name)
+    # another user sees none of it; a share link sees its run only; bad queries are 422 naming q
+    assert [x for x in stack.get("/api/v1/units", params={"q": name[:3]}, who="bob").json() if x["run_id"] == rid] == []
+    share = stack.post(f"/api/v1/runs/{rid}/shares").json()
+    anon = httpx.Client(base_url=stack.base, timeout=30)
+    shared = anon.get("/api/v1/units", params={"q": name[:3], "share": share["token"], "limit": 500}).json()
+    assert shared and {x["run_id"] for x in shared} == {rid}
+    assert anon.get(shared[0]["thumb_url"]).status_code == 200
+    assert anon.get("/api/v1/units", params={"q": "bag"}).status_code == 401
+    for bad in ("", " ", "x" * 201):
+        r = stack.get("/api/v1/units", params={"q": bad})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "q"], (bad, r.text)
+    r = stack.get("/api/v1/units")                     # nothing to search and nothing to browse
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "q"], r.text
+    # browsing one run's labels (no q): every live unit of relu1 before the attack, by unit
+    browse = stack.get("/api/v1/units", params={"run_id": rid, "layer": "relu1", "state": "before", "sort": "unit",
+                                                "limit": 500}).json()
+    assert [x["unit"] for x in browse] == sorted(live)
+    by_label = stack.get("/api/v1/units", params={"run_id": rid, "layer": "relu1", "state": "before",
+                                                  "sort": "label", "limit": 500}).json()
+    assert [x["label"].lower() for x in by_label] == sorted(x["label"].lower() for x in browse)
+
+
 def test_synthetic_step_stores_images_rows_and_measures(stack, full_audit, db_env):
     from sqlalchemy import func, select
 

@@ -347,10 +347,10 @@ def create_app(on_shutdown=None) -> FastAPI:
             exc = HTTPException(exc.status_code, clean_message(exc.detail, 2000), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
-    from fvaudit.api.routers import image_sets, jobs, models, runs, system
+    from fvaudit.api.routers import image_sets, jobs, models, runs, system, units
     from fvaudit.jobs.registry import all_kinds
 
-    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router):
+    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router, units.router):
         app.include_router(r, prefix=API)
     for kind in all_kinds():            # a kind may bring its own endpoints (/sweeps, /detections)
         if kind.routes is not None:

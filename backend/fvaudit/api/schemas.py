@@ -395,6 +395,17 @@ class UnitLabels(BaseModel):
     after: UnitLabel = Field(description="in the state shown")
 
 
+class UnitScoreSet(BaseModel):
+    clarity: float | None = Field(description="(‖mean v̂‖² − 1/n)·n/(n−1) of the top-k embeddings: 1 = one concept")
+    polysemanticity: float | None = Field(description="1 − the clarity of two k-means centroids of the top-k")
+    redundancy: float | None = Field(description="largest cosine of the unit's mean embedding to another unit's")
+
+
+class UnitScores(BaseModel):
+    before: UnitScoreSet = Field(description="under θ_init")
+    after: UnitScoreSet = Field(description="in the state shown")
+
+
 class UnitDetail(BaseModel):
     unit: int
     layer: str
@@ -408,6 +419,8 @@ class UnitDetail(BaseModel):
     clip_self: dict[str, float | None]
     synthetic: UnitSynthetic | None
     labels: UnitLabels | None = Field(None, description="what an interpreter would call the unit, before and after")
+    scores: UnitScores | None = Field(None, description="SemanticLens clarity, polysemanticity and redundancy of the "
+                                                        "unit's top-k embeddings, before and after (issue 22)")
     prev_unit: int | None
     next_unit: int | None
     prev_attacked: int | None

@@ -270,6 +270,14 @@ def _labels_of(extra: dict, state: str) -> dict | None:
     return {"before": labels["before"], "after": labels[state]}
 
 
+def _scores_of(extra: dict, state: str) -> dict | None:
+    """The unit's SemanticLens scores before and in the state shown (issue 22); None when not measured."""
+    scores = extra.get("scores") or {}
+    if "before" not in scores or state not in scores:
+        return None
+    return {"before": scores["before"], "after": scores[state]}
+
+
 def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id: int | None = None,
                 state: str | None = None) -> dict[str, Any]:
     """One unit in one state: "after" is the top-k (train and val), metrics, nearest units and
@@ -299,6 +307,7 @@ def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id:
         "metrics": metrics, "topk": topk, "nearest": nearest, "clip_self": clip_self,
         "synthetic": unit_synthetic(db, run.id, u, state),
         "labels": _labels_of(extra, state),
+        "scores": _scores_of(extra, state),
         "prev_unit": u.unit - 1 if u.unit > 0 else None,
         "next_unit": u.unit + 1 if u.unit + 1 < n else None,
         "prev_attacked": _neighbour(attacked, u.unit, -1), "next_attacked": _neighbour(attacked, u.unit, 1),

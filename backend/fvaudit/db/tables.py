@@ -329,6 +329,39 @@ class UnitResult(Base):
     )
 
 
+class UnitLabel(Base):
+    """One unit's label in one state of a run (issue 22): what an interpreter would conclude it
+    detects, as a row the label search reads (``GET /api/v1/units?q=``).
+
+    One row per (run, layer, unit, state, describer); ``label_key`` is the label lower-cased,
+    the column a search matches by prefix (Postgres: a ``text_pattern_ops`` index, so
+    ``LIKE 'bag%'`` is an index range scan on 10⁵ rows, bench/label_search.py). The unit's
+    model and attacked flag are copied in so that a search needs no join to say them.
+    """
+
+    __tablename__ = "unit_labels"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True)
+    layer: Mapped[str] = mapped_column(String(300))
+    unit: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))             # "before" | "selected" | "final"
+    describer: Mapped[str] = mapped_column(String(32), default="class-concept")
+    label: Mapped[str] = mapped_column(String(300))
+    label_key: Mapped[str] = mapped_column(String(300))
+    class_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)       # the class's share of the top-k
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True)     # its enrichment p-value
+    attacked: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed: Mapped[bool] = mapped_column(Boolean, default=False)          # this state's label ≠ the "before" one
+    __table_args__ = (
+        UniqueConstraint("run_id", "layer", "unit", "state", "describer", name="uq_unit_labels_address"),
+        Index("ix_unit_labels_key", "label_key", "run_id", postgresql_ops={"label_key": "text_pattern_ops"}),
+        Index("ix_unit_labels_run_state", "run_id", "state", "changed"),
+        Index("ix_unit_labels_model_state", "model_id", "state"),
+    )
+
+
 class SyntheticImage(Base):
     """One synthetic visualization (SPEC §4): a unit's image for one seed under one state.
 

@@ -538,6 +538,23 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/units": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Find units by label across every run you can see (a share link: its run only) */
+        get: operations["search_units_api_v1_units_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/detections": {
         parameters: {
             query?: never;
@@ -1798,6 +1815,60 @@ export type components = {
             };
         };
         JsonValue: unknown;
+        /** LabelHit */
+        LabelHit: {
+            /** Run Id */
+            run_id: number;
+            /** Run Name */
+            run_name: string;
+            /** Model Id */
+            model_id: number | null;
+            /** Model Name */
+            model_name: string | null;
+            /** Layer */
+            layer: string;
+            /** Unit */
+            unit: number;
+            /**
+             * State
+             * @description before = θ_init; selected / final: the attacked model's states
+             */
+            state: ("before" | "selected" | "final") | string;
+            /**
+             * Describer
+             * @description class-concept (the top-k's most over-represented class)
+             */
+            describer: string;
+            /** Label */
+            label: string;
+            /**
+             * Score
+             * @description the label's share of the unit's validation top-k
+             */
+            score: number | null;
+            /**
+             * P Value
+             * @description its enrichment p-value (hypergeometric)
+             */
+            p_value: number | null;
+            /** Attacked */
+            attacked: boolean;
+            /**
+             * Changed
+             * @description the label differs from the unit's label before the attack
+             */
+            changed: boolean;
+            /**
+             * Thumb Url
+             * @description the unit's top image in this state (signed)
+             */
+            thumb_url: string | null;
+            /**
+             * Unit Path
+             * @description the dashboard path of the unit's page
+             */
+            unit_path: string;
+        };
         /** LayerOut */
         LayerOut: {
             /** Name */
@@ -2902,6 +2973,8 @@ export type components = {
             synthetic: components["schemas"]["UnitSynthetic"] | null;
             /** @description what an interpreter would call the unit, before and after */
             labels?: components["schemas"]["UnitLabels"] | null;
+            /** @description SemanticLens clarity, polysemanticity and redundancy of the unit's top-k embeddings, before and after (issue 22) */
+            scores?: components["schemas"]["UnitScores"] | null;
             /** Prev Unit */
             prev_unit: number | null;
             /** Next Unit */
@@ -2967,6 +3040,31 @@ export type components = {
             kendall_tau_w: number | null;
             /** Topk Overlap */
             topk_overlap: number | null;
+        };
+        /** UnitScoreSet */
+        UnitScoreSet: {
+            /**
+             * Clarity
+             * @description (‖mean v̂‖² − 1/n)·n/(n−1) of the top-k embeddings: 1 = one concept
+             */
+            clarity: number | null;
+            /**
+             * Polysemanticity
+             * @description 1 − the clarity of two k-means centroids of the top-k
+             */
+            polysemanticity: number | null;
+            /**
+             * Redundancy
+             * @description largest cosine of the unit's mean embedding to another unit's
+             */
+            redundancy: number | null;
+        };
+        /** UnitScores */
+        UnitScores: {
+            /** @description under θ_init */
+            before: components["schemas"]["UnitScoreSet"];
+            /** @description in the state shown */
+            after: components["schemas"]["UnitScoreSet"];
         };
         /**
          * UnitSynthetic
@@ -4679,6 +4777,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    search_units_api_v1_units_get: {
+        parameters: {
+            query?: {
+                /** @description label prefix, case-insensitive ('bag' finds Bag); leave it out to browse one run's or model's labels */
+                q?: string | null;
+                state?: "before" | "selected" | "final" | "any";
+                layer?: string | null;
+                sort?: "score" | "label" | "unit";
+                /** @description only labels that changed (or did not) from before the attack */
+                changed?: boolean | null;
+                attacked?: boolean | null;
+                run_id?: number | null;
+                model_id?: number | null;
+                limit?: number;
+                offset?: number;
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LabelHit"][];
+                };
             };
             /** @description Validation Error */
             422: {

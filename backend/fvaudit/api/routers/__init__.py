@@ -1,1 +1,1 @@
-"""Routers per resource: system, models, image sets, jobs, runs (and shares)."""
+"""Routers per resource: system, models, image sets, jobs, runs (and shares), unit labels (search)."""

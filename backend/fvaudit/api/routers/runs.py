@@ -22,6 +22,9 @@ from fvaudit.config import get_settings
 from fvaudit.db.tables import METRICS, Artifact, Run, ShareLink, SyntheticImage, UnitResult, utcnow
 from fvaudit.store import get_store
 
+#: SemanticLens per-unit scores a metrics job stores (issue 22), exported before/after
+SCORES = ("clarity", "polysemanticity", "redundancy")
+
 router = APIRouter(tags=["runs"])
 LayerPath = Annotated[str, FPath(min_length=1, max_length=300, pattern=r"^[^\x00/]+$", examples=["relu1"])]
 UnitPath = Annotated[int, FPath(ge=0, le=2**31 - 1, examples=[0])]
@@ -185,7 +188,8 @@ def export_json(run_id: IdPath, db: DB, who: Who):
     run = get_run_for(db, who, run_id)
     detail = run_detail(db, run, read_only(who, run))
     units_out = [{"layer": u.layer, **unit_row(u), "topk": u.topk, "nearest": u.nearest, "clip_self": u.clip_self,
-                  "labels": (u.extra or {}).get("labels")} for u in _all_units(db, run)]
+                  "labels": (u.extra or {}).get("labels"), "scores": (u.extra or {}).get("scores")}
+                 for u in _all_units(db, run)]
     from fastapi.encoders import jsonable_encoder
 
     return JSONResponse(jsonable_encoder({"run": detail, "units": units_out}),
@@ -200,7 +204,8 @@ def export_csv(run_id: IdPath, db: DB, who: Who):
     w = csv.writer(buf)
     roles = ("val", "train")
     w.writerow(["run_id", "layer", "unit", "attacked", "dead", *METRICS,
-                *[f"{r}_topk_{s}" for r in roles for s in ("before", "after")], "label_before", "label_after"])
+                *[f"{r}_topk_{s}" for r in roles for s in ("before", "after")], "label_before", "label_after",
+                *[f"{m}_{s}" for m in SCORES for s in ("before", "after")]])
     for u in _all_units(db, run):
         topk = u.topk or {}
         cells = []
@@ -208,10 +213,14 @@ def export_csv(run_id: IdPath, db: DB, who: Who):
             for s in ("before", "after"):
                 cells.append(" ".join(map(str, ((topk.get(r) or {}).get(s) or {}).get("ids", []))))
         labels = (u.extra or {}).get("labels") or {}
-        after = labels.get((u.extra or {}).get("after_state") or "selected") or {}
+        main = (u.extra or {}).get("after_state") or "selected"
+        after = labels.get(main) or {}
+        scores = (u.extra or {}).get("scores") or {}
+        score_cells = [("" if (scores.get(st) or {}).get(m) is None else repr(scores[st][m]))
+                       for m in SCORES for st in ("before", main)]
         w.writerow([run.id, u.layer, u.unit, int(u.attacked), int(u.dead),
                     *["" if getattr(u, m) is None else repr(getattr(u, m)) for m in METRICS], *cells,
-                    (labels.get("before") or {}).get("name") or "", after.get("name") or ""])
+                    (labels.get("before") or {}).get("name") or "", after.get("name") or "", *score_cells])
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="run-{run.id}.csv"'})
 

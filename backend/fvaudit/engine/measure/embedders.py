@@ -114,6 +114,11 @@ class Embedder:
         """A ``[B, 3, H, W]`` batch on ``self.device`` → ``[B, dim]`` features (any norm)."""
         raise NotImplementedError
 
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts (CLIP's text tower): ``[n, dim]`` float32, each row L2-normalised. Only a
+        real CLIP has one; the stand-ins say so (CLIP-Dissect needs it, issue 22)."""
+        raise EmbedderError(f"{self.id or type(self).__name__} has no text tower: it embeds images only")
+
     def embed(self, images: Sequence[Image.Image | np.ndarray],
               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Embed images: ``[n, dim]`` float32, each row L2-normalised.
@@ -411,6 +416,20 @@ class OpenClipEmbedder(Embedder):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(x)
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """CLIP's text tower: ``[n, dim]`` float32 unit rows (CLIP-Dissect's concepts, issue 22)."""
+        import open_clip
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tok = open_clip.get_tokenizer(self.id.split(":")[1])
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), 256):
+                t = self.model.encode_text(tok(list(texts[i:i + 256])).to(self.device)).float()
+                out.append(torch.nn.functional.normalize(t, dim=1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import numpy as np
 from pydantic import ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from fvaudit.db.tables import METRICS, ImageSet, Job, Run, UnitResult, User, clean_json, finite, upsert, utcnow
+from fvaudit.db.tables import (METRICS, ImageSet, Job, Run, UnitLabel, UnitResult, User, clean_json, finite, upsert,
+                               utcnow)
 from fvaudit.db.session import inserted
 from fvaudit.jobs.registry import JobKind, register_kind
 from fvaudit.jobs.specs import DbId, Embedder, Name, Strict, UniqueLayers
@@ -262,6 +263,7 @@ def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx) -
             pooled[st][0].extend(before)
             pooled[st][1].extend(after)
         self_sim, other_sim = _clip_self(spec, inp, layer, lm, embed)
+        scores = _scores(spec, inp, layer, lm, embed)
         if self_sim:
             out.clip_sim[layer] = [{"unit": u, **self_sim[u]} for u in lm.units if u in set(lm.attacked)]
         att, dead_set = set(lm.attacked), set(lm.dead)
@@ -272,7 +274,8 @@ def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx) -
                              "nearest": clean_json(lm.nearest.get(u, {})),
                              "clip_self": clean_json(self_sim.get(u, {})),
                              "extra": clean_json({**_other_states(inp, measured, layer, u, other_sim),
-                                                  "labels": {k: v[u].to_json() for k, v in labels.items()}})})
+                                                  "labels": {k: v[u].to_json() for k, v in labels.items()},
+                                                  **({"scores": scores[u]} if u in scores else {})})})
         for m in METRICS:
             out.per_unit_hist.setdefault(layer, {})[m] = ([finite(lm.per_unit[m].get(u)) for u in lm.attacked]
                                                           if m in lm.per_unit else [])
@@ -291,6 +294,25 @@ def _labels(inp: _Inputs, layer: str, dead) -> dict:
     names = list(inp.val.class_names)
     label = lambda scan: class_concept_labels(scan.topk_ids, inp.val.labels, names, dead=dead)  # noqa: E731
     return {"before": label(inp.init_val[layer]), **{st: label(inp.final_val[st][layer]) for st in inp.states}}
+
+
+def _scores(spec: MetricsSpec, inp: _Inputs, layer: str, lm, embed) -> dict[int, dict]:
+    """Every live unit's SemanticLens scores (issue 22) of its validation top-k embeddings, before
+    and in each state: clarity, polysemanticity and redundancy (against the layer's other live
+    units), on the embedder in use (the run says which). Empty without an embedder."""
+    from fvaudit.engine.measure.labels import clarity, polysemanticity, redundancy
+
+    k = spec.k_clip
+    if embed is None or len(lm.units) < 2 or k < 2:
+        return {}
+    scans = {"before": inp.init_val[layer], **{st: inp.final_val[st][layer] for st in inp.states}}
+    out: dict[int, dict] = {u: {} for u in lm.units}
+    for st, sc in scans.items():
+        e = np.asarray(embed(sc.topk_ids[lm.units, :k]), dtype=np.float64)
+        vals = {"clarity": clarity(e), "polysemanticity": polysemanticity(e), "redundancy": redundancy(e)}
+        for c, u in enumerate(lm.units):
+            out[u][st] = {m: finite(v[c]) for m, v in vals.items()}
+    return out
 
 
 def _clip_self(spec: MetricsSpec, inp: _Inputs, layer: str, lm, embed) -> tuple[dict, dict]:
@@ -389,6 +411,25 @@ class _RunResults:
     embedder_warning: str | None
 
 
+def label_rows(run_id: int, model_id: int | None, unit_rows: list[dict]) -> list[dict]:
+    """The ``unit_labels`` rows of a run (issue 22): every live unit's class-concept label in each
+    state (``before`` = θ_init), whether it differs from the one before, for the label search."""
+    out = []
+    for r in unit_rows:
+        labels = (r.get("extra") or {}).get("labels") or {}
+        before = (labels.get("before") or {}).get("label")
+        for state, lab in labels.items():
+            if not lab or lab.get("label") is None:
+                continue                                   # a dead unit has no label
+            name = str(lab.get("name") or lab["label"])
+            out.append({"run_id": run_id, "model_id": model_id, "layer": r["layer"], "unit": r["unit"],
+                        "state": state, "describer": "class-concept", "label": name, "label_key": name.lower(),
+                        "class_index": lab["label"], "score": finite(lab.get("share")),
+                        "p_value": finite(lab.get("p_value")), "attacked": bool(r.get("attacked")),
+                        "changed": state != "before" and lab["label"] != before})
+    return out
+
+
 def _store(spec: MetricsSpec, ctx, inp: _Inputs, res: _RunResults) -> dict:
     """Upsert the unit rows and write the run's tables; returns the headline."""
     main_rows = [r for r in res.rows if r["state"] == inp.states[0]]
@@ -404,6 +445,9 @@ def _store(spec: MetricsSpec, ctx, inp: _Inputs, res: _RunResults) -> dict:
             r["run_id"] = run.id
         upsert(db, UnitResult, res.units.rows, ("run_id", "layer", "unit"),
                update=("attacked", "dead", *METRICS, "topk", "nearest", "clip_self", "extra"))
+        upsert(db, UnitLabel, label_rows(run.id, run.model_id, res.units.rows),
+               ("run_id", "layer", "unit", "state", "describer"),
+               update=("model_id", "label", "label_key", "class_index", "score", "p_value", "attacked", "changed"))
         run.rows = clean_json(res.rows)
         run.table = clean_json([r for r in main_rows if r["layer"] != "all"])
         run.headline = clean_json(headline)
