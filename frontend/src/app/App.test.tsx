@@ -1,6 +1,7 @@
 // An address the dashboard does not know: a page that says so, with a title that names it.
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { render, screen, waitFor } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
 import { MemoryRouter } from "react-router";
 import { describe, expect, it } from "vitest";
 import { setToken } from "../api/auth";
@@ -44,13 +45,32 @@ describe("routes", () => {
       expect(await screen.findByRole("heading", { level: 1, name: heading })).toBeInTheDocument();
       const nav = screen.getByRole("navigation", { name: "Main" });
       expect([...nav.querySelectorAll("a")].map((a) => a.getAttribute("href"))).toEqual([
-        "/", "/models", "/image-sets", "/jobs", "/launch", "/register", "/compare", "/sweeps", "/sweeps/new", "/detections",
+        "/", "/models", "/image-sets", "/jobs", "/launch", "/register", "/compare", "/sweeps", "/sweeps/new", "/detections", "/search",
       ]);
       if (path === "/sweeps/new") expect(nav.querySelector('a[aria-current="page"]')).toHaveTextContent("New sweep");
       // the sweeps list links to the form
       if (path === "/sweeps") expect(screen.getByRole("link", { name: "+ Launch a sweep" })).toHaveAttribute("href", "/sweeps/new");
       unmount();
     }
+  });
+
+  it("the header's label search opens /search?q= (issue 22)", async () => {
+    setToken("fva_test_token_0123456789");
+    mockFetch([
+      { path: /^\/api\/v1\/health$/, body: { status: "ok", database: "ok", broker: "ok", mode: "service", version: "0" } },
+      { path: /^\/api\/v1\/me$/, body: { user: "u", is_admin: false } },
+      { path: /^\/api\/v1\/models$/, body: models },
+      { path: /^\/api\/v1\/units$/, body: [] },
+    ]);
+    const user = userEvent.setup();
+    renderApp("/models");
+    await screen.findByRole("heading", { level: 1, name: "Models" });
+    await user.type(screen.getByRole("searchbox", { name: "Search unit labels" }), "ankle b{Enter}");
+    expect(await screen.findByRole("heading", { level: 1, name: "Search unit labels" })).toBeInTheDocument();
+    expect(screen.getByRole("searchbox", { name: "Unit label starts with" })).toHaveValue("ankle b");
+    // on the search page, its own box is the one
+    expect(screen.queryByRole("searchbox", { name: "Search unit labels" })).toBeNull();
+    expect(await screen.findByText(/No unit labelled “ankle b…”/)).toBeInTheDocument();
   });
 
   it("one guard: a page that needs a token asks for one, a run opened through a share link does not (issue 20)", async () => {

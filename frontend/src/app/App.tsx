@@ -13,6 +13,7 @@ import { Models } from "../features/models/Models";
 import { Register } from "../features/register/Register";
 import { Compare } from "../features/runs/Compare";
 import { Home } from "../features/runs/Home";
+import { SearchPage } from "../features/search/Search";
 import { RunSummary } from "../features/runs/RunSummary";
 import { UnitPage } from "../features/runs/UnitPage";
 import { SweepList, SweepPage } from "../features/sweeps/Sweep";
@@ -56,6 +57,7 @@ export function AppRoutes() {
           <Route path="image-sets" element={<ImageSets />} />
           <Route path="models/:model" element={<ModelPage />} />
           <Route path="models/:model/layers/:layer/units/:unit" element={<ModelUnitPage />} />
+          <Route path="search" element={<SearchPage />} />
         </Route>
         <Route element={<RequireToken orShare />}>
           <Route path="runs/:run" element={<RunSummary />} />

@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Link, NavLink, Outlet } from "react-router";
+import { Link, NavLink, Outlet, useLocation, useNavigate } from "react-router";
 import { useToken } from "../api/auth";
 import { useHealth, useMe } from "../api/queries";
 import { useShareParam } from "../lib/share";
@@ -43,9 +43,11 @@ export function Layout() {
             </NavLink>
             <NavLink to="/sweeps/new">New sweep</NavLink>
             <NavLink to="/detections">Detections</NavLink>
+            <NavLink to="/search">Search</NavLink>
           </nav>
         )}
         <div className="spacer" />
+        {!sharedOnly && token && <HeaderSearch />}
         <span
           className={`health ${health.data?.status === "ok" ? "ok" : health.error ? "down" : "degraded"}`}
           title={
@@ -80,5 +82,35 @@ export function Layout() {
       </main>
       {tokenOpen && <TokenDialog onClose={() => setTokenOpen(false)} />}
     </div>
+  );
+}
+
+/** The header's label search: Enter opens /search?q=… (the search page has its own box). */
+function HeaderSearch() {
+  const navigate = useNavigate();
+  const { pathname } = useLocation();
+  const [text, setText] = useState("");
+  if (pathname === "/search") return null;
+  return (
+    <form
+      className="header-search"
+      role="search"
+      aria-label="Units by label"
+      onSubmit={(e) => {
+        e.preventDefault();
+        const q = text.trim();
+        navigate(q ? `/search?q=${encodeURIComponent(q)}` : "/search");
+        setText("");
+      }}
+    >
+      <input
+        type="search"
+        maxLength={200}
+        aria-label="Search unit labels"
+        placeholder="find units by label…"
+        value={text}
+        onChange={(e) => setText(e.target.value)}
+      />
+    </form>
   );
 }

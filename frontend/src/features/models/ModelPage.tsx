@@ -3,7 +3,7 @@
 // (`/models/:id/layers/:layer/units/:unit`). The images come from visualize jobs that
 // run on the model alone, no attack needed; an empty state says how to render some.
 import { useState } from "react";
-import { Link, useNavigate, useParams } from "react-router";
+import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import type { LayerOut, ModelOut } from "../../api/client";
 import type { ModelSynthetic } from "../../api/contract";
 import { modelUsable, useLayers, useModel, useModelSynthetic, useModelSyntheticUnit } from "../../api/queries";
@@ -14,6 +14,8 @@ import { Empty, ErrorBox, Loading, StatusBadge } from "../../components/States";
 import { useArrowKeys } from "../../lib/keys";
 import { enc } from "../../lib/share";
 import { usePageTitle } from "../../lib/title";
+import { HitThumb } from "../search/Search";
+import { firstPerUnit, labelTitle, shareText, unitKey, useAllLabels, type LabelHit } from "../search/labelQueries";
 import { RenderSynthetic } from "./RenderSynthetic";
 
 const GRID_FIRST = 96; // a layer shows this many units until "show all"
@@ -31,6 +33,10 @@ export function ModelPage() {
   const model = useModel(modelId);
   const layers = useLayers(modelId > 0 ? modelId : null);
   const synth = useModelSynthetic(modelId);
+  // each unit's label under the model's own weights: the "before" label of its newest run (issue 22)
+  const labels = useAllLabels({ model_id: modelId, state: "before", sort: "unit" }, modelId > 0);
+  const [sp, setSp] = useSearchParams();
+  const sort: UnitSort = sp.get("sort") === "label" || sp.get("sort") === "score" ? (sp.get("sort") as UnitSort) : "unit";
   usePageTitle(model.data ? `Model ${model.data.name}: synthetic visualizations` : `Model ${modelId}`);
 
   if (!(modelId > 0)) return <ErrorBox error={new Error("No such model: the address must be /models/<number>.")} />;
@@ -46,6 +52,29 @@ export function ModelPage() {
   const withImages = all.filter((l) => byLayer.get(l.name)?.length);
   // a layer the server has images for but the model's layer list does not name (renamed since): still shown
   const extra = (synth.data?.layers ?? []).filter((l) => l.units.length && !all.some((x) => x.name === l.layer));
+  const labelOf = labelLookup(labels.data?.items);
+  // the layers with labels but no synthetic images: their units' top images and labels
+  const labelled = labelsByLayer(labels.data?.items);
+  const layerOrder = [...all.map((l) => l.name), ...extra.map((l) => l.layer)];
+  const labelOnly = [...labelled.keys()]
+    .filter((l) => !byLayer.get(l)?.length && !extra.some((e) => e.layer === l))
+    .sort((a, b) => rank(layerOrder, a) - rank(layerOrder, b) || a.localeCompare(b));
+  const labelsPanel = (
+    <UnitLabelsPanel
+      hits={labels.data?.items}
+      error={labels.error}
+      sort={sort}
+      onSort={(v) => {
+        const n = new URLSearchParams(sp);
+        if (v === "unit") n.delete("sort");
+        else n.set("sort", v);
+        setSp(n, { replace: true });
+      }}
+    />
+  );
+  const labelGrids = labelOnly.map((l) => (
+    <LabelGrid key={`labels-${l}`} layer={l} info={all.find((x) => x.name === l)} hits={labelled.get(l)!} sort={sort} />
+  ));
 
   return (
     <div className="page model">
@@ -94,21 +123,25 @@ export function ModelPage() {
         </div>
       )}
 
+      {labelsPanel}
       {synth.error ? (
         <ErrorBox error={synth.error} retry={() => synth.refetch()} />
       ) : synth.isLoading || layers.isLoading ? (
         <Loading what="Loading synthetic visualizations" />
       ) : withImages.length + extra.length === 0 ? (
-        <section className="panel" aria-label="No synthetic visualizations">
-          <Empty>
-            <p>
-              <strong>No synthetic visualizations of this model yet.</strong> They are rendered by a <em>visualize</em> job: gradient
-              ascent from noise, a few seeds per unit, on the model as it is (no attack needed). Choose a layer and render one; an
-              audit with “synthetic visualization” on renders them too, before and after its attack.
-            </p>
-            {all.length > 0 && <RenderSynthetic modelId={m.id} layers={all} />}
-          </Empty>
-        </section>
+        <>
+          <section className="panel" aria-label="No synthetic visualizations">
+            <Empty>
+              <p>
+                <strong>No synthetic visualizations of this model yet.</strong> They are rendered by a <em>visualize</em> job: gradient
+                ascent from noise, a few seeds per unit, on the model as it is (no attack needed). Choose a layer and render one; an
+                audit with “synthetic visualization” on renders them too, before and after its attack.
+              </p>
+              {all.length > 0 && <RenderSynthetic modelId={m.id} layers={all} />}
+            </Empty>
+          </section>
+          {labelGrids}
+        </>
       ) : (
         <>
           <nav className="panel layer-jump" aria-label="Layers">
@@ -126,8 +159,17 @@ export function ModelPage() {
             </ul>
           </nav>
           {[...withImages.map((l) => ({ layer: l.name, info: l as LayerOut | undefined })), ...extra.map((l) => ({ layer: l.layer, info: undefined }))].map(({ layer, info }) => (
-            <LayerGrid key={layer} modelId={m.id} layer={layer} info={info} units={byLayer.get(layer) ?? extra.find((e) => e.layer === layer)!.units} />
+            <LayerGrid
+              key={layer}
+              modelId={m.id}
+              layer={layer}
+              info={info}
+              units={byLayer.get(layer) ?? extra.find((e) => e.layer === layer)!.units}
+              labelOf={labelled.has(layer) ? labelOf : null}
+              sort={sort}
+            />
           ))}
+          {labelGrids}
           {all.length > withImages.length && (
             <section className="panel" aria-label="Render another layer">
               <h2>Render another layer</h2>
@@ -140,9 +182,11 @@ export function ModelPage() {
   );
 }
 
-function LayerGrid({ modelId, layer, info, units }: { modelId: number; layer: string; info?: LayerOut; units: ModelSynthetic["layers"][number]["units"] }) {
+function LayerGrid({ modelId, layer, info, units, labelOf, sort }: {
+  modelId: number; layer: string; info?: LayerOut; units: ModelSynthetic["layers"][number]["units"]; labelOf: LabelLookup | null; sort: UnitSort;
+}) {
   const [all, setAll] = useState(false);
-  const sorted = [...units].sort((a, b) => a.unit - b.unit);
+  const sorted = sortUnits(units, sort, (u) => labelOf?.(layer, u));
   const shown = all ? sorted : sorted.slice(0, GRID_FIRST);
   return (
     <section className="panel" id={`layer-${layer}`} aria-label={`Layer ${layer}`}>
@@ -163,6 +207,142 @@ function LayerGrid({ modelId, layer, info, units }: { modelId: number; layer: st
             <Link to={modelUnitPath(modelId, layer, u.unit)} title={`unit ${u.unit}: all seeds`}>
               <AuthImage src={u.url} size={96} alt={`synthetic visualization of unit ${u.unit} (${layer})${u.seed != null ? `, seed ${u.seed}` : ""}`} />
               <span className="cap">unit {u.unit}</span>
+              {labelOf && <UnitLabelCap hit={labelOf(layer, u.unit)} />}
+            </Link>
+          </li>
+        ))}
+      </ul>
+      {sorted.length > GRID_FIRST && (
+        <button type="button" className="link" onClick={() => setAll((v) => !v)}>
+          {all ? `show the first ${GRID_FIRST}` : `show all ${sorted.length} units`}
+        </button>
+      )}
+    </section>
+  );
+}
+
+export type UnitSort = "unit" | "label" | "score";
+type LabelLookup = (layer: string, unit: number) => LabelHit | undefined;
+
+const rank = (order: string[], layer: string) => (order.indexOf(layer) >= 0 ? order.indexOf(layer) : order.length);
+
+/** (layer, unit) → the unit's newest label, or null while there are none (no labels: no captions). */
+function labelLookup(hits: LabelHit[] | undefined): LabelLookup | null {
+  if (!hits?.length) return null;
+  const first = firstPerUnit(hits);
+  return (layer, unit) => first.get(unitKey(layer, unit));
+}
+
+/** Each layer's units with a label, one hit per unit (its newest run's). */
+function labelsByLayer(hits: LabelHit[] | undefined): Map<string, LabelHit[]> {
+  const out = new Map<string, LabelHit[]>();
+  for (const h of firstPerUnit(hits ?? []).values()) out.set(h.layer, [...(out.get(h.layer) ?? []), h]);
+  return out;
+}
+
+/**
+ * Units in the order asked: by unit; by label (A → Z, the best score first within a label);
+ * by score (the label's share of the top-k, best first). Units without a label come last.
+ */
+export function sortUnits<T extends { unit: number }>(units: T[], sort: UnitSort, labelOf: (unit: number) => LabelHit | undefined): T[] {
+  const byUnit = (a: T, b: T) => a.unit - b.unit;
+  if (sort === "unit") return [...units].sort(byUnit);
+  const score = (h: LabelHit | undefined) => h?.score ?? -Infinity;
+  return [...units].sort((a, b) => {
+    const ha = labelOf(a.unit);
+    const hb = labelOf(b.unit);
+    if (!ha || !hb) return ha ? -1 : hb ? 1 : byUnit(a, b);
+    if (sort === "label") {
+      const c = ha.label.localeCompare(hb.label, "en", { sensitivity: "base" });
+      if (c) return c;
+    }
+    return score(hb) - score(ha) || byUnit(a, b);
+  });
+}
+
+/** A unit's label under its image: the class and its share of the top-k (the p-value and run in the tooltip). */
+function UnitLabelCap({ hit }: { hit: LabelHit | undefined }) {
+  if (!hit)
+    return (
+      <span className="unit-label none" data-testid="unit-label" title="no label: the unit is dead, or no audit of this layer measured labels">
+        —
+      </span>
+    );
+  return (
+    <span className="unit-label" data-testid="unit-label" title={`${hit.label}: ${labelTitle(hit)} · before the attack of run ${hit.run_id} (${hit.run_name})`}>
+      {hit.label} <span className="muted">{shareText(hit.score)}</span>
+    </span>
+  );
+}
+
+/** The model's unit labels: what they are, where they come from, and the units' order on the page. */
+function UnitLabelsPanel({ hits, error, sort, onSort }: { hits: LabelHit[] | undefined; error: unknown; sort: UnitSort; onSort: (s: UnitSort) => void }) {
+  const status = (error as { status?: number } | null)?.status;
+  if (error && status !== 404)
+    return (
+      <p className="muted small" role="note">
+        The unit labels could not be loaded: {error instanceof Error ? error.message : String(error)}
+      </p>
+    );
+  if (!hits?.length) return null;
+  const units = firstPerUnit(hits);
+  const runs = [...new Set([...units.values()].map((h) => h.run_id))].sort((a, b) => b - a);
+  return (
+    <section className="panel" aria-label="Unit labels">
+      <div className="section-head">
+        <h2>
+          Unit labels <span className="muted small">{units.size.toLocaleString("en")} units</span>
+        </h2>
+        <label className="label-sort">
+          sort units by{" "}
+          <select aria-label="Sort units by" value={sort} onChange={(e) => onSort(e.target.value as UnitSort)}>
+            <option value="unit">unit</option>
+            <option value="label">label</option>
+            <option value="score">score</option>
+          </select>
+        </label>
+      </div>
+      <p className="muted small">
+        Under each unit, its label under the model's own weights (θ_init): the class most over-represented in its validation
+        top-k, with its share of the top-k, from the newest audit that measured the unit (
+        {runs.slice(0, 4).map((r, i) => (
+          <span key={r}>
+            {i > 0 && ", "}
+            <Link to={`/runs/${r}`}>run {r}</Link>
+          </span>
+        ))}
+        {runs.length > 4 ? ", …" : ""}). <Link to="/search">Search the labels</Link> of every run.
+      </p>
+    </section>
+  );
+}
+
+/** A layer with labels but no synthetic images: each unit's top image (before the attack) and label, linking to its unit page in the run. */
+function LabelGrid({ layer, info, hits, sort }: { layer: string; info?: LayerOut; hits: LabelHit[]; sort: UnitSort }) {
+  const [all, setAll] = useState(false);
+  const byUnit = new Map(hits.map((h) => [h.unit, h]));
+  const sorted = sortUnits(hits, sort, (u) => byUnit.get(u));
+  const shown = all ? sorted : sorted.slice(0, GRID_FIRST);
+  return (
+    <section className="panel" id={`labels-${layer}`} aria-label={`Unit labels of ${layer}`}>
+      <div className="section-head">
+        <h2>
+          <span className="mono">{layer}</span>
+          {info?.label && <span className="muted small"> {info.label}</span>}
+          <span className="muted small">
+            {" "}
+            · {hits.length}
+            {info ? ` of ${info.units}` : ""} units labelled · no synthetic visualizations: each unit's top validation image before the attack
+          </span>
+        </h2>
+      </div>
+      <ul className="unit-grid">
+        {shown.map((h) => (
+          <li key={h.unit}>
+            <Link to={h.unit_path} title={`unit ${h.unit} in run ${h.run_id} (${h.run_name})`}>
+              <HitThumb h={h} size={64} />
+              <span className="cap">unit {h.unit}</span>
+              <UnitLabelCap hit={h} />
             </Link>
           </li>
         ))}

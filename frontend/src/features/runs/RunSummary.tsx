@@ -52,6 +52,16 @@ export function RunSummary() {
   return <RunBody run={run.data!} layerParam={params.layer} />;
 }
 
+/** The run's embedder warning (the embedder its CLIP measures and scores used is not the one asked for, or a stand-in), if any. */
+export function EmbedderWarning({ run }: { run: Pick<RunDetailFull, "embedder_warning"> | undefined }) {
+  if (!run?.embedder_warning) return null;
+  return (
+    <div className="banner warn" role="note" data-testid="embedder-warning">
+      <strong>Embedder:</strong> {run.embedder_warning}
+    </div>
+  );
+}
+
 /** `/runs/1/layers/relu2` when run 1 has no relu2: not another layer's results in its place. */
 export function LayerNotFound({ runId, runName, layer, layers }: { runId: number; runName: string; layer: string; layers: string[] }) {
   const href = useRunHref();
@@ -94,11 +104,7 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
       <SelectedIsInit outcome={outcome}>
         {hasResults && <>The final state is the <strong>final</strong> row of the summary{finalUnitHref ? <>; per unit, each unit page's “final state” tab (<Link to={finalUnitHref}>unit {firstAttacked}, final state</Link>)</> : null}.</>}
       </SelectedIsInit>
-      {run.embedder_warning && (
-        <div className="banner warn" role="note">
-          <strong>Embedder:</strong> {run.embedder_warning}
-        </div>
-      )}
+      <EmbedderWarning run={run} />
       <SummaryPanel run={run} layers={layers} layer={layer} />
       <AccuracyPanel run={run} />
       {run.pushup && (

@@ -13,7 +13,7 @@ import { metric, metricHelp, metricLabel, METRIC_KEYS, num, unitRole } from "../
 import { attackOutcome, type AttackOutcome } from "../../lib/rows";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../../lib/share";
 import { usePageTitle } from "../../lib/title";
-import { LayerNotFound } from "./RunSummary";
+import { EmbedderWarning, LayerNotFound } from "./RunSummary";
 
 const NEAREST: { key: string; title: string; help: string }[] = [
   { key: "by_tau_init", title: "Kendall-τ, before", help: "units whose initial ranking is closest to this unit's initial ranking" },
@@ -228,6 +228,15 @@ export function UnitPage() {
               </dd>
             </div>
           )}
+          {d.scores && !d.dead &&
+            SCORES.map((sc) => (
+              <div key={sc.key} title={sc.help}>
+                <dt>{sc.title} before → after</dt>
+                <dd data-testid={`unit-score-${sc.key}`}>
+                  {num(d.scores!.before[sc.key])} → {num(d.scores!.after[sc.key])}
+                </dd>
+              </div>
+            ))}
           {METRIC_KEYS.map((k) => (
             <div key={k} title={metricHelp(k, kClip)}>
               <dt>{metricLabel(k, kClip)}</dt>
@@ -247,7 +256,14 @@ export function UnitPage() {
           “After” is the <strong>{stateName(shown)}</strong>
           {stepText(shown === "final" ? (outcome?.final_step ?? null) : (outcome?.selected_step ?? null))}. CLIP-δ, CLIP-W and the overlap compare
           the top-{kClip ?? "k"} (k_clip); the galleries show the top-{attack.k ?? "k"}.
+          {d.scores && !d.dead && (
+            <span data-testid="unit-scores-note">
+              {" "}Clarity, polysemanticity and redundancy (SemanticLens) are measured on the embeddings of the unit's validation
+              top-k by the run's embedder, <span className="mono">{run.data?.embedder ?? "—"}</span>: not by the model itself.
+            </span>
+          )}
         </p>
+        {d.scores && !d.dead && <EmbedderWarning run={run.data} />}
       </section>
       </ErrorBoundary>
 
@@ -288,6 +304,25 @@ export function UnitPage() {
     </div>
   );
 }
+
+/** SemanticLens interpretability scores of the unit's top-k embeddings (issue 22), in the order they are shown. */
+const SCORES: { key: keyof NonNullable<UnitDetailFull["scores"]>["before"]; title: string; help: string }[] = [
+  {
+    key: "clarity",
+    title: "Clarity",
+    help: "how much the embeddings of the unit's top-k agree on one concept: 1 = one concept, about 0 = unrelated images (from −1/(n−1) to 1)",
+  },
+  {
+    key: "polysemanticity",
+    title: "Polysemanticity",
+    help: "1 − the clarity of two k-means centroids of the top-k embeddings: high = the top-k splits into two different concepts",
+  },
+  {
+    key: "redundancy",
+    title: "Redundancy",
+    help: "the largest cosine of the unit's mean top-k embedding to another unit's: high = another unit stands for the same concept",
+  },
+];
 
 const stateName = (s: UnitState) => (s === "final" ? "final state" : "selected state");
 const stepText = (step: number | null) => (step == null ? "" : `, step ${step.toLocaleString("en")}`);

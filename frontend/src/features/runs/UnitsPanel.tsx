@@ -7,6 +7,7 @@ import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { ErrorBox, Loading } from "../../components/States";
 import { unitRole } from "../../lib/format";
 import { layerPath, unitPath, useRunHref } from "../../lib/share";
+import { LabelChanged, mainLabelState } from "./LabelChanged";
 import { attackOf, layerInfo } from "./RunPanels";
 import { FIRST_ORDER, UnitListNotice, unitListNotice, UnitTable, type SortKey } from "./UnitTable";
 
@@ -30,13 +31,13 @@ function useUnitQuery() {
     for (const [k, v] of Object.entries(changes)) v == null ? next.delete(k) : next.set(k, v);
     setSp(next, { replace: true });
   };
-  return { q, update };
+  return { q, update, sp };
 }
 
 export function UnitsPanel({ run, layers, layer, readOnly }: { run: RunDetailFull; layers: string[]; layer: string; readOnly: boolean }) {
   const navigate = useNavigate();
   const href = useRunHref();
-  const { q, update } = useUnitQuery();
+  const { q, update, sp } = useUnitQuery();
   const { sort, order } = q;
   const attack = attackOf(run);
   // a run without results (queued, running, failed or cancelled before its metrics) has no unit rows to ask for
@@ -45,6 +46,10 @@ export function UnitsPanel({ run, layers, layer, readOnly }: { run: RunDetailFul
   const notice = unitListNotice(run.status, units.data, unitsAsked);
   const info = layerInfo(run, layer);
   const role = unitRole(attack.kind as string | undefined);
+  // "label changed" (issue 22): the attacked units relabelled by the attack, in the run's main state or the one asked for
+  const relabelled = sp.get("relabelled") === "1";
+  const hasFinal = (run.rows ?? []).some((r) => r.state === "final");
+  const labelState = sp.get("lstate") === "final" && hasFinal ? "final" : sp.get("lstate") === "selected" ? "selected" : mainLabelState(run);
   return (
     <ErrorBoundary name="Units" resetKey={layer}>
     <section className="panel" aria-label="Units">
@@ -68,7 +73,30 @@ export function UnitsPanel({ run, layers, layer, readOnly }: { run: RunDetailFul
           </div>
         )}
       </div>
-      {units.error ? (
+      {unitsAsked && (
+        <div className="row wrap label-toggle">
+          <label className="check" title="the attacked units whose label (the class most over-represented in their validation top-k) is not the one before the attack">
+            <input
+              type="checkbox"
+              checked={relabelled}
+              onChange={(e) => update({ relabelled: e.target.checked ? "1" : null, lstate: null })}
+            />{" "}
+            label changed
+          </label>
+          {relabelled && hasFinal && (
+            <label className="label-sort">
+              in the{" "}
+              <select aria-label="Label state" value={labelState} onChange={(e) => update({ lstate: e.target.value })}>
+                <option value="selected">selected state</option>
+                <option value="final">final state</option>
+              </select>
+            </label>
+          )}
+        </div>
+      )}
+      {relabelled && unitsAsked ? (
+        <LabelChanged run={run} state={labelState} attackKind={attack.kind as string | undefined} />
+      ) : units.error ? (
         <ErrorBox error={units.error} retry={() => units.refetch()} />
       ) : notice ? (
         <UnitListNotice status={notice} reason={run.error} jobHref={run.job_id && !readOnly ? `/jobs/${run.job_id}` : null} />
