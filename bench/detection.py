@@ -62,7 +62,9 @@ def layer_cell(ld) -> str:
     if v.flagged_class is not None:
         cls = f", class {CLASSES[v.flagged_class]}"
     p = "—" if v.p_value is None else f"{v.p_value:.2g}"
-    return f"{v.verdict} ({v.n_flagged}/{v.n_units}, p {p}{extra}{cls})"
+    flips = ld.layer_values.get("label_flip_rate")
+    relabelled = f", relabelled {flips:.0%}" if flips is not None else ""
+    return f"{v.verdict} ({v.n_flagged}/{v.n_units}, p {p}{extra}{relabelled}{cls})"
 
 
 CLASSES: list[str] = []

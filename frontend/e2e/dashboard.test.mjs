@@ -11,6 +11,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 
+import { api } from "./api.mjs";
 import { ARGS, BASE, CHROMIUM, JOB_TIMEOUT, OUT, TOKEN, here, assertTitle } from "./env.mjs";
 
 let browser;
@@ -273,6 +274,41 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     await page.getByRole("button", { name: "Copy link" }).click();
     await page.getByRole("button", { name: "Copied ✓" }).waitFor();
     assert.equal(await clipboard(page), page.url());
+  });
+
+  it("issue 22: searches a unit label from the header, opens a hit, and reads its label before → after", async () => {
+    // a label of this run's relu3 in its selected state, as the API stores it (the audit just ran)
+    const r = await api(`/api/v1/units?run_id=${state.runId}&layer=relu3&state=selected&sort=score&limit=500`);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.ok(r.body.length > 0, "the metrics job stored labels for the run");
+    const target = r.body.find((h) => h.changed) ?? r.body[0];
+    const q = target.label.slice(0, 3).toLowerCase();
+    const box = page.getByRole("searchbox", { name: "Search unit labels" });
+    await box.fill(q);
+    await box.press("Enter");
+    await page.waitForURL(new RegExp(`/search\\?.*q=${encodeURIComponent(q)}`));
+    await page.locator('[data-testid="search-results"][aria-busy="false"]').waitFor();
+    // the page shows the API's first page for that prefix (25 hits, best label first): the same hits
+    const expected = (await api(`/api/v1/units?q=${encodeURIComponent(q)}&limit=25`)).body;
+    const rows = page.getByTestId("label-hit");
+    assert.equal(await rows.count(), expected.length);
+    // open this run's hit when it is on the first page, else the first hit (another run of the suite)
+    const found = expected.findIndex((h) => h.run_id === target.run_id && h.unit === target.unit && h.state === target.state);
+    const idx = found >= 0 ? found : 0;
+    const hit = expected[idx];
+    const row = rows.nth(idx);
+    assert.ok((await row.textContent()).includes(hit.label), await row.textContent());
+    await page.screenshot({ path: join(OUT, "search.png"), fullPage: true });
+    await row.getByTestId("hit-unit").click();
+    await page.waitForURL(new RegExp(`/runs/${hit.run_id}/layers/${hit.layer}/units/${hit.unit}`));
+    const labels = page.getByTestId("unit-labels");
+    await labels.waitFor();
+    const stateQ = hit.state === "final" ? "?state=final" : "";
+    const detail = (await api(`/api/v1/runs/${hit.run_id}/layers/${hit.layer}/units/${hit.unit}${stateQ}`)).body;
+    const text = await labels.textContent();
+    assert.ok(text.includes(detail.labels.before.name) && text.includes(detail.labels.after.name), text);
+    assert.equal(hit.state === "before" ? detail.labels.before.name : detail.labels.after.name, hit.label);
+    assert.match(text, /→/);
   });
 
   it("creates a share link from the Share dialog and copies it", async () => {

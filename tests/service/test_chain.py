@@ -123,12 +123,20 @@ def test_labels_before_and_in_both_states_and_the_flip_rates_are_stored(stack, f
     assert exported == by_unit
     lines = stack.get(f"/api/v1/runs/{done['run_id']}/export.csv").text.strip().splitlines()
     head = lines[0].split(",")
-    assert head[-2:] == ["label_before", "label_after"]
+    scores_cols = [f"{m}_{s}" for m in ("clarity", "polysemanticity", "redundancy") for s in ("before", "after")]
+    assert head[-8:] == ["label_before", "label_after", *scores_cols]
+    scores = {u["unit"]: u["scores"] for u in _units(stack, done["run_id"]) if u["layer"] == "relu1"}
     for line in lines[1:]:
         cells = line.split(",")
         if cells[1] == "relu1":
             lab = by_unit[int(cells[2])]
-            assert cells[-2:] == [lab["before"]["name"] or "", lab["selected"]["name"] or ""]
+            assert cells[-8:-6] == [lab["before"]["name"] or "", lab["selected"]["name"] or ""]
+            sc = scores[int(cells[2])]
+            if sc is None:                      # a dead unit has no top-k embeddings to score
+                assert cells[-6:] == [""] * 6
+            else:                               # SemanticLens scores (issue 22), before and in the main state
+                want = [sc[st][m] for m in ("clarity", "polysemanticity", "redundancy") for st in ("before", "selected")]
+                assert [float(c) for c in cells[-6:]] == pytest.approx(want)
     assert rows[("relu1", "control")]["label_flip_rate"] is not None
     assert rows[("relu1", "selected")]["label_flip_rate"] >= rows[("relu1", "control")]["label_flip_rate"]
 

@@ -110,7 +110,7 @@ def test_detect_with_a_reference_finds_the_swapped_units(stack, models):
 
 
 def _attack_job(stack, **attack) -> int:
-    a = {"layers": [LAYER], "steps": 60, "eval_every": 20, "checkpoint_every": 1000, **attack}
+    a = {"layers": [LAYER], "steps": 40, "eval_every": 20, "checkpoint_every": 1000, **attack}
     r = stack.post("/api/v1/jobs", {"kind": "attack", "spec": stack.attack_spec(**a)})
     assert r.status_code == 201, r.text
     return r.json()["id"]
@@ -124,7 +124,6 @@ def test_a_hotter_honest_fine_tune_is_not_manipulated_but_an_attack_at_that_rate
     family = {
         "distill adam 3e-4 s1": dict(kind="finetune", lr=3e-4, seed=1),
         "distill adam 3e-4 s2": dict(kind="finetune", lr=3e-4, seed=2),
-        "distill adam 3e-4 s3": dict(kind="finetune", lr=3e-4, seed=3),
         "labels adam 1e-3": dict(kind="finetune", lr=1e-3, maintain="labels", seed=1),
         "labels sgd 3e-2": dict(kind="finetune", lr=3e-2, maintain="labels", optimizer="sgd", seed=1),
     }
@@ -173,8 +172,10 @@ def test_detect_without_a_reference_gives_a_clean_copy_no_sign(stack, models):
 def test_detect_with_synthetic_change_renders_every_model(stack, models):
     """The synthetic-change option (SPEC §4, §6): every relu3 unit rendered with 2 seeds under the reference,
     the suspect and each benign model (4 steps: the job's path, not a strong render), embedded, measured."""
-    r = stack.post("/api/v1/jobs", {"kind": "detect", "spec": _spec(stack, models, name="with synthetic change",
-                                                                      synthetic={"seeds": 2, "steps": 4})})
+    # three of the noise family (the minimum): every model taking part is rendered and embedded
+    r = stack.post("/api/v1/jobs", {"kind": "detect", "spec": _spec(
+        stack, models, name="with synthetic change", synthetic={"seeds": 2, "steps": 4},
+        population=[{"model_id": models[f"benign{i}"], "recipe": "weight noise"} for i in (1, 3, 5)])})
     assert r.status_code == 201, r.text
     job = stack.wait_job(r.json()["id"], timeout=600)
     assert job["status"] == "succeeded", job

@@ -70,6 +70,7 @@ def test_an_unchanged_copy_of_the_reference_shows_no_sign(demo):
     for m in ("clip_delta", "tau_drop", "overlap_loss", "weight_distance"):
         assert np.allclose(ld.scores.values[m][live], 0.0, atol=1e-12), m
     assert ld.verdict.n_flagged == 0 and ld.verdict.verdict == "no sign"
+    assert ld.layer_values["label_flip_rate"] == 0.0 and "label_flip_to" not in ld.layer_values
     assert rep.verdict.verdict == "no sign" and rep.regime == "reference"
     # an unchanged copy has size 0: the envelope expects the floor log ε there (a unit that did not
     # move), so every unit's residual is 0 and its suspicion the mid-rank of 0 among the benign residuals
@@ -128,6 +129,14 @@ def test_swapped_filters_are_the_most_suspicious_units_and_the_layer_is_manipula
     assert ld.verdict.verdict == "manipulated" and rep.verdict.verdict == "manipulated"
     units = rep.units()[LAYER]
     assert units[0]["topk_reference"] != units[0]["topk_suspect"]
+    # issue 22: the share of live units whose class-concept label moved, from the two top-k by hand
+    from fvaudit.engine.measure.labels import class_concept_labels
+
+    lab = np.asarray(images.labels)
+    live_units = [u for u in units if not u["dead"]]
+    moved = [class_concept_labels([u["topk_reference"]], lab, list(images.class_names))[0].label
+             != class_concept_labels([u["topk_suspect"]], lab, list(images.class_names))[0].label for u in live_units]
+    assert ld.layer_values["label_flip_rate"] == pytest.approx(np.mean(moved)) and np.mean(moved) > 0
     summary = rep.summary()
     assert summary["verdict"] == "manipulated" and summary["layers"][LAYER]["n_flagged"] == len(live_swapped)
 

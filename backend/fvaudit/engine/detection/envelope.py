@@ -219,13 +219,6 @@ def reach(sizes: Sequence[float]) -> tuple[float, float]:
     return float(np.exp(ls.min())), float(np.exp(max(ok.max(), ls.max())))
 
 
-def combine_suspicions(per_measure: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The Šidák-corrected maximum over measures (``evidence.combine``), imported lazily to keep one rule."""
-    from fvaudit.engine.detection.evidence import combine
-
-    return combine(per_measure)
-
-
 def score_units(envelopes: Mapping[str, Envelope], values: Mapping[str, Any], size: float) -> dict[str, np.ndarray]:
     """Per measure, each unit's suspicion against its envelope at ``size``."""
     missing = set(envelopes) - set(values)

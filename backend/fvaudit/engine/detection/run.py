@@ -379,6 +379,24 @@ def measured(reference: Subject, sub: Subject, layer: str, *, k_clip: int, embed
     return sub.measured[key]
 
 
+def label_flips(ref: LayerScan, sus: LayerScan, image_labels: np.ndarray, class_names: Sequence[str]) -> dict:
+    """What an interpreter would now conclude (issue 22): the share of the layer's live units whose
+    class-concept label (the most over-represented class of the top-k) differs between the
+    reference and the suspect, and the class most units moved to."""
+    from fvaudit.engine.measure.labels import class_concept_labels, label_flip_rate
+
+    dead = list(ref.dead_units)
+    before = class_concept_labels(ref.topk_ids, image_labels, class_names or None, dead=dead)
+    after = class_concept_labels(sus.topk_ids, image_labels, class_names or None, dead=dead)
+    out = {"label_flip_rate": label_flip_rate(before, after)["flip_rate"]}
+    moved = [a.label for b, a in zip(before, after) if b.label is not None and a.label is not None and a.label != b.label]
+    if moved:
+        cls = int(np.bincount(moved).argmax())
+        out["label_flip_to"] = cls
+        out["label_flip_to_share"] = float(np.mean([m == cls for m in moved]))
+    return out
+
+
 def _band(env: envelope.Envelope, size: float, n: int = 24) -> list[dict]:
     """The envelope drawn: at ``n`` sizes spanning the benign family and the suspect (log
     spaced), the line (what a benign model's median unit moves) and the 95th percentile of
@@ -563,6 +581,8 @@ def detect(suspect: Subject, images: Any, layers: Sequence[str], *, reference: S
                 out[layer] = _detect_reference(suspect, reference, population, layer, k_clip=k_clip,
                                                embed_topk=embed_topk, measures=measures, thresholds=thresholds,
                                                synth=synth)
+                out[layer].layer_values.update(label_flips(reference.scans[layer], suspect.scans[layer], labels,
+                                                           list(getattr(images, "class_names", []) or [])))
             else:
                 out[layer] = _detect_population(suspect, population, layer, labels, len(images.class_names),
                                                 thresholds=thresholds)
