@@ -309,6 +309,9 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
     assert.ok(text.includes(detail.labels.before.name) && text.includes(detail.labels.after.name), text);
     assert.equal(hit.state === "before" ? detail.labels.before.name : detail.labels.after.name, hit.label);
     assert.match(text, /→/);
+    // back where the next step starts: this run's unit page
+    await page.goto(`${BASE}/runs/${state.runId}/layers/relu3/units/${state.unit}`);
+    await page.getByRole("heading", { name: `Unit ${state.unit}`, exact: false }).waitFor();
   });
 
   it("creates a share link from the Share dialog and copies it", async () => {
