@@ -2855,6 +2855,16 @@ export type components = {
             kendall_tau_w: number | null;
             /** Topk Overlap */
             topk_overlap: number | null;
+            /**
+             * Label Flip Rate
+             * @description share of the attacked units whose class-concept label changed in the selected state (issue 22)
+             */
+            label_flip_rate?: number | null;
+            /**
+             * Label Decoy Rate
+             * @description push-up: share of the attacked units now labelled with the decoy class
+             */
+            label_decoy_rate?: number | null;
             /** Acc */
             acc: number | null;
             /** Delta Acc */

@@ -10,7 +10,8 @@ from fvaudit.engine.defence.sweep_table import COLUMNS, curves, selected_row, ta
 
 def _rows(cd: float, acc: float, d: float, layer: str = "relu3") -> list[dict]:
     return [{"layer": layer, "state": "selected", "clip_delta": cd, "kendall_tau": 0.5, "clip_w": 0.9,
-             "kendall_tau_w": 0.1, "topk_overlap": 0.2, "acc": acc, "delta_acc": d, "acc_n_images": 400},
+             "kendall_tau_w": 0.1, "topk_overlap": 0.2, "acc": acc, "delta_acc": d, "acc_n_images": 400,
+             "label_flip_rate": cd * 2, "label_decoy_rate": None},
             {"layer": layer, "state": "final", "clip_delta": 0.99, "acc": 10.0, "delta_acc": -80.0,
              "acc_n_images": 400}]
 
@@ -50,6 +51,10 @@ def test_rows_one_per_point_and_attack():
     assert rows[2]["finetuned_acc"] == 88.0 and rows[2]["weight_rate"] == 0.5 and rows[2]["acc"] == 87.5
     assert rows[3]["status"] == "failed" and rows[3]["clip_delta"] is None and rows[3]["run_id"] == 16
     assert rows[5]["status"] is None and rows[5]["rate"] == 0.5 and rows[5]["finetuned_acc"] is None
+    # issue 22: the selected state's label-flip rate (the share of attacked units relabelled) per row
+    assert rows[0]["label_flip_rate"] == 0.60 and rows[2]["label_flip_rate"] == 0.50
+    assert rows[0]["label_decoy_rate"] is None and rows[3]["label_flip_rate"] is None
+    assert "| relabelled |" in to_markdown(rows) and "60.0%" in to_markdown(rows)
 
 
 def test_curves_per_method_sorted_by_rate_from_the_unpruned_model():

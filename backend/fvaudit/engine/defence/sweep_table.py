@@ -31,12 +31,14 @@ from typing import Any, Iterable, Sequence
 METRICS = ("clip_delta", "kendall_tau", "clip_w", "kendall_tau_w", "topk_overlap")
 #: the table's columns, in order (CSV header and JSON keys)
 COLUMNS = ("point", "label", "method", "rate", "weight_rate", "filter_rate", "finetuned_acc", "finetune_n_images",
-           "layer", "attack", *METRICS, "acc", "delta_acc", "acc_n_images", "status", "run_id", "model_id")
+           "layer", "attack", *METRICS, "label_flip_rate", "label_decoy_rate", "acc", "delta_acc", "acc_n_images",
+           "status", "run_id", "model_id")
 #: markdown headers (thesis names)
 HEADERS = {"point": "#", "label": "point", "method": "method", "rate": "rate", "weight_rate": "weight pruned",
            "filter_rate": "filters pruned", "finetuned_acc": "fine-tuned Acc.(%)", "finetune_n_images": "n",
            "layer": "layer", "attack": "attack", "clip_delta": "CLIP-δ", "kendall_tau": "Kendall-τ",
            "clip_w": "CLIP-W", "kendall_tau_w": "Kendall-τ-W", "topk_overlap": "top-k overlap",
+           "label_flip_rate": "relabelled", "label_decoy_rate": "labelled decoy",
            "acc": "Acc.(%)", "delta_acc": "ΔAcc.(pp)", "acc_n_images": "n", "status": "status", "run_id": "run",
            "model_id": "model"}
 RATES = ("rate", "weight_rate", "filter_rate")
@@ -91,7 +93,10 @@ def table_rows(points: Iterable[dict]) -> list[dict]:
         for attack, a in audits.items():
             r = selected_row(a.get("rows"), p.get("layer")) or {}
             row = {**base, "attack": attack, "status": a.get("status"), "run_id": a.get("run_id"),
-                   **{m: _num(r.get(m)) for m in METRICS}, "acc": _num(r.get("acc")),
+                   **{m: _num(r.get(m)) for m in METRICS},
+                   # issue 22: the share of attacked units an interpreter would now call something else
+                   "label_flip_rate": _num(r.get("label_flip_rate")), "label_decoy_rate": _num(r.get("label_decoy_rate")),
+                   "acc": _num(r.get("acc")),
                    "delta_acc": _num(r.get("delta_acc")), "acc_n_images": r.get("acc_n_images")}
             out.append({c: row.get(c) for c in COLUMNS})
     return out
@@ -128,7 +133,7 @@ def curves(rows: Sequence[dict]) -> dict[str, dict[str, list]]:
 def _fmt(col: str, v: Any) -> str:
     if v is None:
         return "—"
-    if col in RATES:
+    if col in RATES or col in ("label_flip_rate", "label_decoy_rate"):
         return f"{100 * v:.1f}%"
     if col in ("finetuned_acc", "acc"):
         return f"{v:.2f}"

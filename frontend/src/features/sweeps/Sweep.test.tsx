@@ -148,10 +148,23 @@ describe("sweep pages", () => {
                                        "84.50 n=2000", "push-down", "0.120"]);
     // the top-k overlap as a percentage, as on every other page (issue 19, item 4); the page names the sweep (item 11)
     expect(within(rows[1]).getAllByRole("cell")[11].textContent).toBe(`${Math.round(detail.rows[0].topk_overlap! * 100)} %`);
+    // issue 22: the share of attacked units relabelled (older sweeps have none: a dash)
+    expect(within(rows[1]).getAllByRole("cell")[12].textContent).toBe("—");
+    expect(within(table).getByRole("columnheader", { name: "relabelled" })).toBeTruthy();
     expect(document.title).toBe("Sweep 9: demo sweep · fvaudit");
     expect(within(rows[6]).getByText("failed")).toBeTruthy();
     await user.click(within(rows[7]).getByRole("link", { name: "run 17" }));
     expect(screen.getByTestId("where").textContent).toBe("/runs/17");
+  });
+
+  it("shows the share of attacked units relabelled, and the decoy's share for a push-up (issue 22)", async () => {
+    const rowsWithFlips = detail.rows.map((r, i) => ({ ...r, label_flip_rate: i === 0 ? 0.86 : null,
+                                                        label_decoy_rate: i === 0 ? 0.5 : null }));
+    mockFetch([{ path: /^\/api\/v1\/sweeps\/9$/, body: { ...detail, rows: rowsWithFlips } }]);
+    renderAt("/sweeps/9");
+    const table = await screen.findByRole("table");
+    const first = within(table).getAllByRole("row")[1];
+    expect(within(first).getAllByRole("cell")[12].textContent).toBe("86% (50% decoy)");
   });
 
   it("exports the table through the API (CSV, markdown)", async () => {

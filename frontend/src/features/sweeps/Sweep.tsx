@@ -213,6 +213,7 @@ export function SweepTable({ rows }: { rows: SweepRow[] }) {
           <th>CLIP-W</th>
           <th>Kendall-τ-W</th>
           <th>top-k overlap</th>
+          <th title="share of the attacked units whose label (the class most over-represented in their validation top-k) changed; push-up: share now labelled with the decoy">relabelled</th>
           <th>Acc.</th>
           <th>ΔAcc. (pp)</th>
           <th>Run</th>
@@ -236,6 +237,10 @@ export function SweepTable({ rows }: { rows: SweepRow[] }) {
             <td>{clip(r.clip_w)}</td>
             <td>{tau(r.kendall_tau_w)}</td>
             <td>{overlap(r.topk_overlap)}</td>
+            <td>
+              {r.label_flip_rate != null ? `${Math.round(100 * r.label_flip_rate)}%` : DASH}
+              {r.label_decoy_rate != null && <span className="muted"> ({Math.round(100 * r.label_decoy_rate)}% decoy)</span>}
+            </td>
             <td>{num(r.acc, 2)}</td>
             <td>{signed(r.delta_acc)}</td>
             <td>

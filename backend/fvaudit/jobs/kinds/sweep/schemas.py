@@ -53,6 +53,10 @@ class SweepTableRow(BaseModel):
     clip_w: float | None
     kendall_tau_w: float | None
     topk_overlap: float | None
+    label_flip_rate: float | None = Field(None, description="share of the attacked units whose class-concept label "
+                                                            "changed in the selected state (issue 22)")
+    label_decoy_rate: float | None = Field(None, description="push-up: share of the attacked units now labelled with "
+                                                             "the decoy class")
     acc: float | None
     delta_acc: float | None
     acc_n_images: int | None
