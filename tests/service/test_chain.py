@@ -158,6 +158,12 @@ def test_label_rows_for_both_states_and_the_label_search(stack, full_audit, db_e
         rows = db.scalars(select(UnitLabel).where(UnitLabel.run_id == rid, UnitLabel.layer == "relu1")).all()
         rows = [(r.unit, r.state, r.label, r.label_key, r.score, r.changed, r.attacked, r.model_id) for r in rows]
     live = [u for u, lab in by_unit.items() if lab["before"]["label"] is not None]
+    # offline the embedder is the stand-in (no text tower): the run says CLIP-Dissect is unavailable
+    # and stores no CLIP-Dissect label, never a fake one
+    assert run["layer_info"]["relu1"]["clip_dissect"].startswith("unavailable:")
+    with session_scope() as db:
+        assert not db.scalars(select(UnitLabel).where(UnitLabel.run_id == rid,
+                                                      UnitLabel.describer == "clip-dissect")).all()
     assert sorted((u, st) for u, st, *_ in rows) == sorted((u, st) for u in live for st in ("before", "selected", "final"))
     for u, st, label, key, score, changed, attacked, model_id in rows:
         lab = by_unit[u][st]

@@ -32,7 +32,7 @@ from scipy.special import logsumexp, softmax
 from fvaudit.engine.measure.arrays import as_numpy
 
 __all__ = ["soft_wpmi", "ClipDissectLabel", "ClipDissectUnavailable", "unavailable_reason", "concept_vocabulary",
-           "clip_dissect_labels", "COMMON_WORDS_FILE"]
+           "clip_dissect_labels", "labels_from_similarity", "COMMON_WORDS_FILE"]
 
 #: the shipped common visual words (one per line) added to a set's class names
 COMMON_WORDS_FILE = Path(__file__).with_name("concepts_common.txt")
@@ -107,6 +107,19 @@ def concept_vocabulary(class_names: Sequence[str] = (), extra: Sequence[str] | N
     return out
 
 
+def labels_from_similarity(similarity: Any, activations: Any, concepts: Sequence[str], *, dead: Sequence[int] = (),
+                           top_k: int = 100) -> list[ClipDissectLabel]:
+    """Every unit's label from the probe images' CLIP cosines with the concepts [N, M] and the
+    units' activations [N, J] (:func:`soft_wpmi`): the argmax concept and its score; None for dead units."""
+    if len(concepts) != np.asarray(similarity).shape[1]:
+        raise ValueError(f"concepts: {len(concepts)} names for {np.asarray(similarity).shape[1]} similarity columns")
+    score = soft_wpmi(similarity, activations, top_k=top_k)
+    dead_set = set(int(d) for d in dead)
+    best = score.argmax(axis=1)
+    return [ClipDissectLabel(j, None, None) if j in dead_set else
+            ClipDissectLabel(j, concepts[int(best[j])], float(score[j, best[j]])) for j in range(score.shape[0])]
+
+
 def clip_dissect_labels(embedder: Any, activations: Any, probe_images: Sequence[Any] | Callable[[], Sequence[Any]],
                         concepts: Sequence[str], *, dead: Sequence[int] = (), top_k: int = 100,
                         template: str = "{}") -> list[ClipDissectLabel]:
@@ -121,8 +134,4 @@ def clip_dissect_labels(embedder: Any, activations: Any, probe_images: Sequence[
     images = probe_images() if callable(probe_images) else probe_images
     img = np.asarray(embedder.embed(list(images)), dtype=np.float64)
     txt = np.asarray(embedder.embed_text([template.format(c) for c in concepts]), dtype=np.float64)
-    score = soft_wpmi(img @ txt.T, activations, top_k=top_k)
-    dead_set = set(int(d) for d in dead)
-    best = score.argmax(axis=1)
-    return [ClipDissectLabel(j, None, None) if j in dead_set else
-            ClipDissectLabel(j, concepts[int(best[j])], float(score[j, best[j]])) for j in range(score.shape[0])]
+    return labels_from_similarity(img @ txt.T, activations, concepts, dead=dead, top_k=top_k)

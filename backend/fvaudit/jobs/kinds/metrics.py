@@ -168,7 +168,8 @@ def run_metrics(spec: MetricsSpec, ctx) -> dict:
     if topk_embedding is not None and topk_embedding.warning:
         ctx.log(f"note: {topk_embedding.warning}")
     measured = _measure_states(spec, inp, topk_embedding, ctx)
-    units = _unit_results(spec, inp, measured, topk_embedding.embed if topk_embedding else None, ctx)
+    units = _unit_results(spec, inp, measured, topk_embedding.embed if topk_embedding else None, ctx,
+                          clip_dissect=_ClipDissect.open(inp, topk_embedding, ctx))
     rows = _table_rows(spec, inp, measured, units)
     ctx.reporter.stage("store results")
     results = _RunResults(rows, units, _pushup_summary(spec, inp, measured), inp.acc,
@@ -244,7 +245,46 @@ class _Units:
     label_flips: dict = field(default_factory=dict)
 
 
-def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx) -> _Units:
+@dataclass
+class _ClipDissect:
+    """CLIP-Dissect (issue 22, :mod:`fvaudit.engine.measure.clip_dissect`): the validation images'
+    CLIP cosines with the concept vocabulary, computed once per job when a real CLIP (image and
+    text towers) is the embedder; ``why`` says why not otherwise (offline: the stand-in has no
+    text tower), and no CLIP-Dissect label is stored."""
+
+    similarity: np.ndarray | None
+    concepts: list[str]
+    why: str | None
+
+    @classmethod
+    def open(cls, inp: "_Inputs", topk_embedding, ctx) -> "_ClipDissect":
+        from fvaudit.engine.measure import clip_dissect as cd
+
+        embedder = topk_embedding.embedder if topk_embedding is not None else None
+        why = cd.unavailable_reason(embedder)
+        if why is not None:
+            ctx.log(f"note: CLIP-Dissect labels unavailable: {why}")
+            return cls(None, [], why)
+        ctx.reporter.stage("CLIP-Dissect: embed the validation images and the concepts")
+        concepts = cd.concept_vocabulary(list(inp.val.class_names))
+        ids = np.asarray(inp.val.ids)
+        images = np.asarray(topk_embedding.embed(ids[None, :]), dtype=np.float64)[0]        # cached per image
+        text = np.asarray(embedder.embed_text(concepts), dtype=np.float64)
+        return cls(images @ text.T, concepts, None)
+
+    def labels(self, inp: "_Inputs", layer: str, dead) -> dict | None:
+        """Every unit's CLIP-Dissect label before and in each state, from the scans' validation scores."""
+        from fvaudit.engine.measure.clip_dissect import labels_from_similarity
+
+        if self.similarity is None:
+            return None
+        scans = {"before": inp.init_val[layer], **{st: inp.final_val[st][layer] for st in inp.states}}
+        return {st: labels_from_similarity(self.similarity, np.asarray(sc.scores), self.concepts, dead=dead)
+                for st, sc in scans.items()}
+
+
+def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx,
+                  clip_dissect: "_ClipDissect | None" = None) -> _Units:
     """Every unit's row (its top-k in each state, its metrics, nearest units, Fig. 3.5
     similarities, its label before and in each state), the histograms' values, each layer's
     unit counts and the attacked units' label flip rates."""
@@ -257,6 +297,7 @@ def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx) -
         ctx.check_cancel()
         lm = measured[main_state].metrics[layer]
         labels = _labels(inp, layer, lm.dead)
+        clip_labels = clip_dissect.labels(inp, layer, lm.dead) if clip_dissect is not None else None
         for st in inp.states:
             before, after = ([labels["before"][u] for u in lm.attacked], [labels[st][u] for u in lm.attacked])
             out.label_flips[(st, layer)] = label_flip_rate(before, after, inp.decoys()[0])
@@ -275,12 +316,16 @@ def _unit_results(spec: MetricsSpec, inp: _Inputs, measured: dict, embed, ctx) -
                              "clip_self": clean_json(self_sim.get(u, {})),
                              "extra": clean_json({**_other_states(inp, measured, layer, u, other_sim),
                                                   "labels": {k: v[u].to_json() for k, v in labels.items()},
-                                                  **({"scores": scores[u]} if u in scores else {})})})
+                                                  **({"scores": scores[u]} if u in scores else {}),
+                                                  **({"labels_clip": {k: v[u].to_json() for k, v in clip_labels.items()}}
+                                                     if clip_labels else {})})})
         for m in METRICS:
             out.per_unit_hist.setdefault(layer, {})[m] = ([finite(lm.per_unit[m].get(u)) for u in lm.attacked]
                                                           if m in lm.per_unit else [])
         out.layer_info[layer] = {"units": inp.init_val[layer].units, "attacked": lm.attacked, "dead": lm.dead,
-                                 "live": len(lm.units), "n_images": lm.extra.get("n_images")}
+                                 "live": len(lm.units), "n_images": lm.extra.get("n_images"),
+                                 "clip_dissect": ("labelled" if clip_labels else
+                                                  f"unavailable: {clip_dissect.why}" if clip_dissect else None)}
     for st, (before, after) in pooled.items():
         out.label_flips[(st, "all")] = label_flip_rate(before, after, inp.decoys()[0])
     return out
@@ -416,7 +461,8 @@ def label_rows(run_id: int, model_id: int | None, unit_rows: list[dict]) -> list
     state (``before`` = θ_init), whether it differs from the one before, for the label search."""
     out = []
     for r in unit_rows:
-        labels = (r.get("extra") or {}).get("labels") or {}
+        extra = r.get("extra") or {}
+        labels = extra.get("labels") or {}
         before = (labels.get("before") or {}).get("label")
         for state, lab in labels.items():
             if not lab or lab.get("label") is None:
@@ -427,6 +473,16 @@ def label_rows(run_id: int, model_id: int | None, unit_rows: list[dict]) -> list
                         "class_index": lab["label"], "score": finite(lab.get("share")),
                         "p_value": finite(lab.get("p_value")), "attacked": bool(r.get("attacked")),
                         "changed": state != "before" and lab["label"] != before})
+        clip = extra.get("labels_clip") or {}             # CLIP-Dissect, when a real CLIP labelled the run
+        clip_before = (clip.get("before") or {}).get("concept")
+        for state, lab in clip.items():
+            if not lab or lab.get("concept") is None:
+                continue
+            out.append({"run_id": run_id, "model_id": model_id, "layer": r["layer"], "unit": r["unit"],
+                        "state": state, "describer": "clip-dissect", "label": lab["concept"],
+                        "label_key": lab["concept"].lower(), "class_index": None, "score": finite(lab.get("score")),
+                        "p_value": None, "attacked": bool(r.get("attacked")),
+                        "changed": state != "before" and lab["concept"] != clip_before})
     return out
 
 
