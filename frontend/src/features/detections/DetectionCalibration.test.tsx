@@ -120,6 +120,20 @@ describe("a detection calibrated on a clean family (issue 24)", () => {
     expect(screen.getByTestId("where").textContent).toBe("/detections/44/layers/relu3/units/0");
   });
 
+  it("says what share of the layer's units an interpreter would now label differently (issue 22)", async () => {
+    const r = structuredClone(calibrated);
+    const lv = r.result.layers.relu3.layer_values as Record<string, number>;
+    Object.assign(lv, { label_flip_rate: 0.32, label_flip_to: 8, label_flip_to_share: 0.5 });
+    mockFetch([{ path: /^\/api\/v1\/detections\/44$/, body: r }]);
+    renderAt("/detections/44");
+    const card = await screen.findByRole("region", { name: "Layer relu3" });
+    expect(within(card).getByTestId("relabelled")).toHaveTextContent(
+      `relabelled: 32% of the live units (50% of those now ${r.result.classes[8]})`);
+    // a result without the flip rate (before issue 22) says nothing
+    const relu2 = await screen.findByRole("region", { name: "Layer relu2" });
+    expect(within(relu2).queryByTestId("relabelled")).toBeNull();
+  });
+
   it("lists the localised units, each linking to its page, and says none when there are none", async () => {
     mockFetch([{ path: /^\/api\/v1\/detections\/44$/, body: calibrated }]);
     renderAt("/detections/44");

@@ -257,6 +257,14 @@ function LayerCard({ id, layer, v, units, res }: { id: number; layer: string; v:
         {flaggedText(v)} {v.p_units != null && <span className="muted small">({pText(v.p_units)})</span>}
         {v.dead_units.length > 0 && <span className="muted small"> · {v.dead_units.length} dead units, not ranked</span>}
       </p>
+      {v.layer_values?.label_flip_rate != null && (
+        <p data-testid="relabelled" title="the share of live units whose label (the class most over-represented in the validation top-k) differs between the reference and this model: what an interpreter would now conclude differently">
+          relabelled: <strong>{Math.round(100 * v.layer_values.label_flip_rate)}%</strong> of the live units
+          {v.layer_values.label_flip_to != null && res.classes?.[v.layer_values.label_flip_to] != null && v.layer_values.label_flip_to_share != null && (
+            <span className="muted small"> ({Math.round(100 * v.layer_values.label_flip_to_share)}% of those now {res.classes[v.layer_values.label_flip_to]})</span>
+          )}
+        </p>
+      )}
       {Object.keys(v.layer_evidence).length > 0 && (
         <ul className="evidence-list">
           {Object.entries(v.layer_evidence).map(([k, s]) => (
