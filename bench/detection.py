@@ -61,7 +61,7 @@ def layer_cell(ld) -> str:
     cls = ""
     if v.flagged_class is not None:
         cls = f", class {CLASSES[v.flagged_class]}"
-    p = "—" if v.p_value is None else f"{v.p_value:.2g}"
+    p = p_text(v.p_value)
     flips = ld.layer_values.get("label_flip_rate")
     relabelled = f", relabelled {flips:.0%}" if flips is not None else ""
     return f"{v.verdict} ({v.n_flagged}/{v.n_units}, p {p}{extra}{relabelled}{cls})"
@@ -215,6 +215,10 @@ def main() -> int:
     return 0
 
 
+def p_text(p: float | None) -> str:
+    return "—" if p is None else f"{p:.2g}"
+
+
 def to_markdown(metas, specs, recipes, clean_rows, attack_rows, auc_rows, pop_rows, summary, emb) -> str:
     f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
     L = ["# Detection benchmark (bench/detection.py, issue 24)", "",
@@ -238,13 +242,13 @@ def to_markdown(metas, specs, recipes, clean_rows, attack_rows, auc_rows, pop_ro
     L += ["", "## Clean recipes, each held out of its own calibration (with a reference)", "",
           "| held-out recipe | variant | role | model verdict | p | relu2 | relu3 |", "|---|---|---|---|---|---|---|"]
     for r in clean_rows:
-        p = "—" if r["p"] is None else f"{r['p']:.2g}"
+        p = p_text(r["p"])
         L.append(f"| {r['recipe']} | {r['variant']} | {r['role']} | **{r['verdict']}** | {p} | {r['layers']['relu2']} | {r['layers']['relu3']} |")
     L += ["", "## Attacks (with a reference; calibration: every clean recipe)", "",
           "| variant | role | ΔAcc shipped (pp) | within budget | model verdict | p | caught in folds | relu2 | relu3 |",
           "|---|---|---|---|---|---|---|---|---|"]
     for r in attack_rows:
-        p = "—" if r["p"] is None else f"{r['p']:.2g}"
+        p = p_text(r["p"])
         n_caught = sum(v in FLAGS for v in r["folds"].values())
         other = sorted({v for v in r["folds"].values() if v not in FLAGS})
         folds = f"{n_caught}/{len(r['folds'])}" + (f" (else {', '.join(other)})" if other else "")
@@ -264,7 +268,7 @@ def to_markdown(metas, specs, recipes, clean_rows, attack_rows, auc_rows, pop_ro
     L += ["", "## Without a reference (population: R, 6 epochs, and retrained seeds, 2 epochs)", "",
           "| variant | role | population | model verdict | p | relu2 | relu3 |", "|---|---|---|---|---|---|---|"]
     for r in pop_rows:
-        p = "—" if r["p"] is None else f"{r['p']:.2g}"
+        p = p_text(r["p"])
         L.append(f"| {r['variant']} | {r['role']} | {r['population']} | **{r['verdict']}** | {p} | {r['layers']['relu2']} | {r['layers']['relu3']} |")
     return "\n".join(L) + "\n"
 

@@ -141,9 +141,11 @@ def top_level_jobs(db: Session, user, kind: str, limit: int, offset: int, respon
     return list(db.scalars(q.order_by(Job.id.desc()).offset(offset).limit(limit)))
 
 
-def like(text: str) -> str:
-    """A LIKE pattern matching ``text`` anywhere, its own % and _ taken literally (escape \\)."""
-    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def like(text: str, anywhere: bool = True) -> str:
+    """A LIKE pattern matching ``text`` anywhere (or, ``anywhere=False``, at the start: an index
+    range scan), lower-cased, its own % and _ taken literally (escape \\)."""
+    body = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return "%" + body if anywhere else body
 
 
 def paged(db, q, order, limit: int, offset: int, response: Response) -> list:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select, tuple_
 
-from fvaudit.api.deps import DB, Who, paged
+from fvaudit.api.deps import DB, Who, like, paged
 from fvaudit.api.serialize import img, classes_of
 from fvaudit.db.tables import Model, Run, UnitLabel, UnitResult
 
@@ -42,11 +42,6 @@ class LabelHit(BaseModel):
     changed: bool = Field(description="the label differs from the unit's label before the attack")
     thumb_url: str | None = Field(description="the unit's top image in this state (signed)")
     unit_path: str = Field(description="the dashboard path of the unit's page")
-
-
-def prefix(text: str) -> str:
-    """A LIKE pattern matching labels that start with ``text`` (its own % and _ taken literally)."""
-    return text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 @router.get("/units", response_model=list[LabelHit],
@@ -92,7 +87,7 @@ def label_query(who, q: str | None, *, state: str = "any", changed: bool | None 
     may read: their own (an admin: all) that are not hidden, or a share link's run alone."""
     query = select(UnitLabel).join(Run, Run.id == UnitLabel.run_id)
     if q is not None:
-        query = query.where(UnitLabel.label_key.like(prefix(q.strip()), escape="\\"))
+        query = query.where(UnitLabel.label_key.like(like(q.strip(), anywhere=False), escape="\\"))
     if layer is not None:
         query = query.where(UnitLabel.layer == layer)
     if who.share is not None and who.user is None:

@@ -134,13 +134,21 @@ class Envelope:
 
     def upper_value(self, size: float, q: float = 0.95) -> float:
         """The ``q`` quantile of benign units near ``size`` in the measure's own units (the envelope's top)."""
+        return self.expected(size) + self.residual_quantile(size, q)
+
+    def residual_quantile(self, size: float, q: float) -> float:
+        """The ``q`` quantile of the benign residuals near ``size``: kernel weights as in :meth:`rank`,
+        each model's units sharing its weight; the mean of the lower and upper weighted quantiles, so
+        equal weights give the ordinary median at q = ½."""
         w = self.weights(size)
         res = np.concatenate(self.by_model)
-        ww = np.concatenate([np.full(r.size, wi / max(r.size, 1)) for r, wi in zip(self.by_model, w)])
+        ww = np.concatenate([np.full(r.size, wi / r.size) for r, wi in zip(self.by_model, w)])
         order = np.argsort(res, kind="stable")
         cum = np.cumsum(ww[order])
-        r_q = float(res[order][min(int(np.searchsorted(cum, q * cum[-1])), res.size - 1)])
-        return self.expected(size) + r_q
+        at, tol = q * cum[-1], 1e-12 * cum[-1]
+        lo = min(int(np.searchsorted(cum, at - tol, side="left")), res.size - 1)
+        hi = min(int(np.searchsorted(cum, at + tol, side="right")), res.size - 1)
+        return float(0.5 * (res[order][lo] + res[order][hi]))
 
     def residual(self, values: Any, size: float) -> np.ndarray:
         """Each unit's excess over the line at the model's size (NaN stays NaN)."""
@@ -285,22 +293,6 @@ def count_p_value(flagged: int, n: int, od: Overdispersion) -> float:
 
 # =========================================================================== localisation
 
-def _weighted_median(env: Envelope, size: float) -> float:
-    """The median benign residual near ``size`` (kernel weights as in :meth:`Envelope.rank`;
-    each model's units share its weight): the mean of the lower and upper weighted medians,
-    so equal weights give the ordinary median."""
-    w = env.weights(size)
-    res = np.concatenate(env.by_model)
-    ww = np.concatenate([np.full(r.size, wi / r.size) for r, wi in zip(env.by_model, w)])
-    order = np.argsort(res, kind="stable")
-    cum = np.cumsum(ww[order])
-    half = 0.5 * cum[-1]
-    tol = 1e-12 * cum[-1]
-    lo = min(int(np.searchsorted(cum, half - tol, side="left")), res.size - 1)
-    hi = min(int(np.searchsorted(cum, half + tol, side="right")), res.size - 1)
-    return float(0.5 * (res[order][lo] + res[order][hi]))
-
-
 def localise(envelopes: Mapping[str, Envelope], values: Mapping[str, Any], size: float) -> dict[str, np.ndarray]:
     """Per measure, each unit's suspicion after the suspect's own model-level shift is taken out:
     its residual minus the median residual of the suspect's live units, plus the benign residuals'
@@ -312,6 +304,6 @@ def localise(envelopes: Mapping[str, Envelope], values: Mapping[str, Any], size:
         if np.isnan(r).all():
             out[m] = r
             continue
-        shifted = r - np.nanmedian(r) + _weighted_median(env, size)
+        shifted = r - np.nanmedian(r) + env.residual_quantile(size, 0.5)
         out[m] = env.rank(shifted, size)
     return out

@@ -62,6 +62,7 @@ __all__ = [
     "population_class_evidence",
     "Calibration",
     "UnitScores",
+    "unit_scores",
     "combine",
     "VerdictThresholds",
     "Verdict",
@@ -457,6 +458,17 @@ def combine(per_measure: Mapping[str, Any]) -> np.ndarray:
     return out
 
 
+def unit_scores(per_measure: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> UnitScores:
+    """Each unit's combined suspicion (:func:`combine`) and the measure that drove it (its highest
+    suspicion), from per-measure suspicions [J] however they were calibrated (pooled benign values,
+    or the benign envelope of :mod:`fvaudit.engine.detection.envelope`)."""
+    names = list(per_measure)
+    stack = np.stack([per_measure[k] for k in names])
+    driver = [None if np.isnan(stack[:, j]).all() else names[int(np.nanargmax(stack[:, j]))]
+              for j in range(stack.shape[1])]
+    return UnitScores(combine(per_measure), dict(per_measure), dict(values), driver)
+
+
 @dataclass
 class Calibration:
     """Per evidence measure, the benign distribution its values are judged against (SPEC §6:
@@ -513,13 +525,7 @@ class Calibration:
         if not measures:
             raise ValueError("measures: no measure given")
         values = {k: _float(v, f"measures[{k!r}]", 1) for k, v in measures.items()}
-        per = {k: self.suspicion(k, v) for k, v in values.items()}
-        combined = combine(per)
-        names = list(per)
-        stack = np.stack([per[k] for k in names])
-        driver = [None if np.isnan(stack[:, j]).all() else names[int(np.nanargmax(stack[:, j]))]
-                  for j in range(stack.shape[1])]
-        return UnitScores(combined, per, values, driver)
+        return unit_scores({k: self.suspicion(k, v) for k, v in values.items()}, values)
 
     def to_dict(self) -> dict[str, list[float]]:
         """JSON-ready form (a job stores the calibration it used next to its verdicts)."""

@@ -413,13 +413,8 @@ def _flag_count(scores: np.ndarray, unit: float) -> tuple[int, int]:
 
 
 def _envelope_scores(envs: dict, values: dict[str, np.ndarray], size: float) -> evidence.UnitScores:
-    per = envelope.score_units(envs, values, size)
-    combined = evidence.combine(per)
-    names = list(per)
-    stack = np.stack([per[k] for k in names])
-    driver = [None if np.isnan(stack[:, j]).all() else names[int(np.nanargmax(stack[:, j]))]
-              for j in range(stack.shape[1])]
-    return evidence.UnitScores(combined, per, {m: np.asarray(values[m], dtype=np.float64) for m in envs}, driver)
+    return evidence.unit_scores(envelope.score_units(envs, values, size),
+                                {m: np.asarray(values[m], dtype=np.float64) for m in envs})
 
 
 def _detect_reference(suspect: Subject, reference: Subject, population: Sequence[Subject], layer: str, *,

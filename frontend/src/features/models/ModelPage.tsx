@@ -212,11 +212,7 @@ function LayerGrid({ modelId, layer, info, units, labelOf, sort }: {
           </li>
         ))}
       </ul>
-      {sorted.length > GRID_FIRST && (
-        <button type="button" className="link" onClick={() => setAll((v) => !v)}>
-          {all ? `show the first ${GRID_FIRST}` : `show all ${sorted.length} units`}
-        </button>
-      )}
+      <ShowAll n={sorted.length} all={all} setAll={setAll} />
     </section>
   );
 }
@@ -347,11 +343,7 @@ function LabelGrid({ layer, info, hits, sort }: { layer: string; info?: LayerOut
           </li>
         ))}
       </ul>
-      {sorted.length > GRID_FIRST && (
-        <button type="button" className="link" onClick={() => setAll((v) => !v)}>
-          {all ? `show the first ${GRID_FIRST}` : `show all ${sorted.length} units`}
-        </button>
-      )}
+      <ShowAll n={sorted.length} all={all} setAll={setAll} />
     </section>
   );
 }
@@ -463,4 +455,14 @@ export function groupImages(images: UnitImage[]) {
         images: [...ims].sort((a, b) => (a.seed ?? 0) - (b.seed ?? 0)),
       };
     });
+}
+
+/** "show all N units" / "show the first …" under a grid longer than GRID_FIRST (nothing otherwise). */
+function ShowAll({ n, all, setAll }: { n: number; all: boolean; setAll: (f: (v: boolean) => boolean) => void }) {
+  if (n <= GRID_FIRST) return null;
+  return (
+    <button type="button" className="link" onClick={() => setAll((v) => !v)}>
+      {all ? `show the first ${GRID_FIRST}` : `show all ${n} units`}
+    </button>
+  );
 }
