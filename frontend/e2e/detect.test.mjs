@@ -22,6 +22,9 @@ import { api, setupDemo, waitJob } from "./api.mjs";
 import { ARGS, BASE, CHROMIUM, OUT, TOKEN, assertTitle } from "./env.mjs";
 
 const LAYER = "relu3";
+// unique per run: a stack reused across runs lists earlier detections of the same test
+const NAME = `e2e detect: push-down vs fine-tune ${Date.now().toString(36)}`;
+const NAME_RE = NAME.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 function attackSpec(ids, kind, name) {
   return {
@@ -91,7 +94,7 @@ describe("detections against the real backend + worker", { timeout: 30 * 60_000 
     await layers.getByRole("checkbox", { name: new RegExp(`— ${LAYER} ·|^${LAYER} ·`) }).waitFor();
     for (const box of await layers.getByRole("checkbox", { checked: true }).all()) await box.uncheck();
     await layers.getByRole("checkbox", { name: new RegExp(`— ${LAYER} ·|^${LAYER} ·`) }).check();
-    await form.getByLabel("Name", { exact: true }).fill("e2e detect: push-down vs fine-tune");
+    await form.getByLabel("Name", { exact: true }).fill(NAME);
     await form.getByText("Advanced: embedder, batch size, verdict thresholds").click();
     await form.getByLabel("embedder").fill("efficientnet-lite0");
     await form.getByLabel("batch size").fill("200");
@@ -122,8 +125,8 @@ describe("detections against the real backend + worker", { timeout: 30 * 60_000 
   });
 
   it("follows the detection live, then shows the API's verdict and the 128 units of relu3 ranked", async () => {
-    await page.getByRole("heading", { level: 1, name: /e2e detect: push-down vs fine-tune/ }).waitFor();
-    await assertTitle(page, /^Detection e2e detect: push-down vs fine-tune · fvaudit$/);
+    await page.getByRole("heading", { level: 1, name: new RegExp(NAME_RE) }).waitFor();
+    await assertTitle(page, new RegExp(`^Detection ${NAME_RE} · fvaudit$`));
     // still running: its live progress (a tiny detection may already have ended: then its verdict)
     await page.locator('[aria-label="Progress"], [aria-label="Model verdict"]').first().waitFor();
     const job = await waitJob(state.detection);
@@ -168,11 +171,11 @@ describe("detections against the real backend + worker", { timeout: 30 * 60_000 
     await page.screenshot({ path: join(OUT, "detection.png"), fullPage: true });
     // the list names it with the same verdict
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Detections" }).click();
-    const row = page.getByRole("row").filter({ has: page.getByRole("link", { name: "e2e detect: push-down vs fine-tune" }) }).first();
+    const row = page.getByRole("row").filter({ has: page.getByRole("link", { name: NAME, exact: true }) }).first();
     await row.getByTestId("verdict").waitFor();
     assert.equal((await row.getByTestId("verdict").textContent()).trim(), d.verdict);    // no p-value to show
     await page.screenshot({ path: join(OUT, "detections.png"), fullPage: true });
-    await row.getByRole("link", { name: "e2e detect: push-down vs fine-tune" }).click();
+    await row.getByRole("link", { name: NAME, exact: true }).click();
     await page.waitForURL(new RegExp(`/detections/${state.detection}$`));
   });
 
@@ -180,16 +183,21 @@ describe("detections against the real backend + worker", { timeout: 30 * 60_000 
     await page.getByRole("region", { name: `Layer ${LAYER}` }).getByTestId("unit-row").first().getByRole("link").click();
     await page.waitForURL(new RegExp(`/detections/${state.detection}/layers/${LAYER}/units/${state.top}$`));
     await page.getByRole("heading", { level: 1, name: new RegExp(`Unit ${state.top}`) }).waitFor();
-    assert.match(await page.getByTestId("rank").textContent(), /^rank 1 of \d+$/);
+    // the rank's "of N" needs the detection too (cached from its page): wait for the text, never read it early
+    await page.getByTestId("rank").filter({ hasText: /^rank 1 of \d+$/ }).waitFor();
     const ref = page.getByRole("region", { name: /^Reference top-k/ });
     const sus = page.getByRole("region", { name: /^Suspect top-k/ });
     await ref.waitFor();
     assert.equal(await ref.getByTestId("tile").count(), 10);
     assert.equal(await sus.getByTestId("tile").count(), 10);
-    // every thumbnail decodes (signed URLs, no token needed)
+    // every thumbnail decodes (signed URLs, no token needed); they load lazily, so each is
+    // brought into view and waited for in turn (on a loaded machine a quick pass over all of
+    // them can leave the first ones unrequested)
     for (const g of [ref, sus]) {
-      for (const img of await g.locator("img").all()) await img.scrollIntoViewIfNeeded();
-      await page.waitForFunction((el) => [...el.querySelectorAll("img")].every((i) => i.complete && i.naturalWidth > 0), await g.elementHandle());
+      for (const img of await g.locator("img").all()) {
+        await img.scrollIntoViewIfNeeded();
+        await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle(), { timeout: 60_000 });
+      }
     }
     const u = (await api(`/api/v1/detections/${state.detection}/layers/${LAYER}/units/${state.top}`)).body;
     const measures = page.getByRole("table", { name: "Measures" }).getByRole("row");
@@ -200,7 +208,7 @@ describe("detections against the real backend + worker", { timeout: 30 * 60_000 
     if (u.next_ranked != null) {
       await page.keyboard.press("ArrowRight");
       await page.waitForURL(new RegExp(`/units/${u.next_ranked}$`));
-      assert.match(await page.getByTestId("rank").textContent(), /^rank 2 of/);
+      await page.getByTestId("rank").filter({ hasText: /^rank 2 of \d+$/ }).waitFor();
     }
   });
 

@@ -73,8 +73,9 @@ export function useCreateJob() {
   return useMutation({
     mutationFn: (body: LaunchBody) => unwrap(client.POST("/api/v1/jobs", { body: body as never })),
     onSuccess: () => {
-      qc.invalidateQueries({ queryKey: ["jobs"] });
-      qc.invalidateQueries({ queryKey: ["runs"] });
+      // a launched job is a row of its kind's list too (a detection, a sweep): without this the
+      // list cached before the launch is shown for its stale time without the new job
+      for (const key of ["jobs", "runs", "detections", "sweeps"]) qc.invalidateQueries({ queryKey: [key] });
     },
   });
 }
