@@ -8,7 +8,9 @@ is a structurally pruned model: the architecture is resized to it first
 """
 from __future__ import annotations
 
+import importlib
 import io
+import json
 import os
 import pickle
 import zipfile
@@ -137,9 +139,68 @@ def load_state_dict_file(path: str | Path, display_name: str | None = None) -> d
     return obj
 
 
+# ---------------------------------------------------------------- swapped-module architecture records
+
+#: the safetensors metadata key of an architecture record (JSON): modules of the base model
+#: swapped for others (silent units, SPEC §8.3), which a freshly built base model must get
+#: before the checkpoint's weights load
+ARCH_RECORD_KEY = "fvaudit_architecture"
+ARCH_FORMAT = "fvaudit-architecture/1"
+#: record kind (a module class's ``ARCH_KIND``) -> "module:function(module, entries) -> swapped names"
+ARCH_REBUILDERS = {"silent_units": "fvaudit.engine.models.silent:rebuild_silent"}
+
+
+def architecture_record(module: nn.Module) -> dict | None:
+    """The modules of ``module`` that are not the base architecture's: every module whose class
+    declares an ``ARCH_KIND``, as ``{kind: {module name: module.arch_entry()}}``; None for a
+    plain model. :func:`save_checkpoint` writes it into the metadata, so any checkpoint of a
+    manipulated model (an attack's, an upload's re-save) stays loadable."""
+    kinds: dict[str, dict] = {}
+    for name, m in module.named_modules():
+        kind = getattr(type(m), "ARCH_KIND", None)
+        if kind:
+            kinds.setdefault(kind, {})[name] = m.arch_entry()
+    return {"format": ARCH_FORMAT, "kinds": kinds} if kinds else None
+
+
+def checkpoint_architecture(path: str | Path) -> dict | None:
+    """The architecture record of a safetensors checkpoint (None: none, or not safetensors)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            raw = (f.metadata() or {}).get(ARCH_RECORD_KEY)
+        return json.loads(raw) if raw else None
+    except Exception as exc:
+        raise ModelError(f"checkpoint {path.name}: unreadable architecture record: {exc}") from None
+
+
+def rebuild_architecture(module: nn.Module, record: dict) -> list[str]:
+    """Apply an :func:`architecture_record` to a freshly built base model, in place (each kind
+    by its registered rebuilder, :data:`ARCH_REBUILDERS`); returns the swapped module names."""
+    kinds = record.get("kinds") if isinstance(record, dict) and record.get("format") == ARCH_FORMAT else None
+    if not isinstance(kinds, dict):
+        raise ModelError(f"architecture record: expected format {ARCH_FORMAT} with kinds")
+    done: list[str] = []
+    for kind, entries in kinds.items():
+        target = ARCH_REBUILDERS.get(kind)
+        if target is None:
+            raise ModelError(f"architecture record: unknown kind {kind!r} (known: {', '.join(ARCH_REBUILDERS)})")
+        mod, _, fn = target.partition(":")
+        try:
+            done += getattr(importlib.import_module(mod), fn)(module, entries)
+        except ValueError as exc:
+            raise ModelError(f"architecture record: {exc}") from None
+    return done
+
+
 def apply_checkpoint(module: nn.Module, path: str | Path, display_name: str | None = None) -> list[str]:
     """Load a checkpoint into ``module``; returns the modules resized to fit a structurally
-    pruned checkpoint (SPEC §5: :func:`~fvaudit.engine.models.surgery.rebuild_pruned`), empty for an ordinary one."""
+    pruned checkpoint (SPEC §5: :func:`~fvaudit.engine.models.surgery.rebuild_pruned`) or swapped
+    by its architecture record (:func:`rebuild_architecture`), empty for an ordinary one."""
     state = load_state_dict_file(path, display_name)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = module.state_dict()
@@ -149,6 +210,9 @@ def apply_checkpoint(module: nn.Module, path: str | Path, display_name: str | No
             resized = rebuild_pruned(module, {k: tuple(v.shape) for k, v in state.items() if k in own})
         except PruneError as exc:
             raise ModelError(f"checkpoint {display_name or path} does not fit the architecture: {exc}") from None
+    arch = checkpoint_architecture(path)
+    if arch is not None:         # swapped modules (silent units): rebuilt before the weights load
+        resized += rebuild_architecture(module, arch)
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
@@ -159,12 +223,16 @@ def apply_checkpoint(module: nn.Module, path: str | Path, display_name: str | No
 
 
 def save_checkpoint(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Save weights as safetensors (no pickle), atomically."""
+    """Save weights as safetensors (no pickle), atomically; a model with swapped modules gets its
+    :func:`architecture_record` in the metadata."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    arch = architecture_record(module)
+    if arch is not None:
+        metadata = {**(metadata or {}), ARCH_RECORD_KEY: json.dumps(arch, sort_keys=True)}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata=metadata or {})
     os.replace(tmp, path)
