@@ -50,15 +50,15 @@ def test_model_flags_must_be_booleans(stack):
 # ---------------------------------------------------------------- fields a kind does not use
 
 @pytest.mark.parametrize("attack, field, words", [
-    ({"decoy_class": "5"}, "decoy_class", "only push_up uses a decoy class (this attack: push_down)"),
-    ({"decoy_class": 3}, "decoy_class", "only push_up uses a decoy class"),
-    ({"decoy_ids": [1, 2]}, "decoy_ids", "only push_up uses decoy images"),
-    ({"n_decoys": 50}, "n_decoys", "only push_up draws decoys (this attack: push_down): leave n_decoys out "
+    ({"decoy_class": "5"}, "decoy_class", "only push_up and push_up_slingshot use a decoy class (this attack: push_down)"),
+    ({"decoy_class": 3}, "decoy_class", "only push_up and push_up_slingshot use a decoy class"),
+    ({"decoy_ids": [1, 2]}, "decoy_ids", "only push_up and push_up_slingshot use decoy images"),
+    ({"n_decoys": 50}, "n_decoys", "only push_up and push_up_slingshot draw decoys (this attack: push_down): leave n_decoys out "
                                    "(or at its default 100)"),
     ({"kind": "push_up", "decoy_class": 8, "attack_batch_size": 16}, "attack_batch_size",
      "only push_down draws batches of the attacked top-k (this attack: push_up)"),
     ({"kind": "finetune", "alpha_init": 0.3}, "alpha_init", "the finetune baseline has α = 0, no α controller"),
-    ({"kind": "finetune", "score_norm": "none"}, "score_norm", "no attack loss to normalise"),
+    ({"kind": "finetune", "score_norm": "none"}, "score_norm", "only push-down and push-up losses normalise unit scores"),
 ])
 def test_a_field_the_attack_kind_does_not_use_is_refused(stack, attack, field, words):
     for kind, body in (("audit", _audit(stack, **attack)), ("attack", {"kind": "attack",
@@ -107,14 +107,14 @@ def test_sweep_decoy_class_without_push_up_is_refused_and_range_checked(stack):
     assert loc == ["body", "spec", "decoy_class"] and "a class index lies in 0 .. 2147483647" in msg
     loc, msg = _loc_msg(stack.post("/api/v1/jobs", _sweep(stack, decoy_class=3)))
     assert loc == ["body", "spec", "decoy_class"]
-    assert msg == "only push_up uses a decoy class (this sweep: push_down): leave decoy_class out"
+    assert msg == "only push_up and push_up_slingshot use a decoy class (this sweep: push_down): leave decoy_class out"
     loc, msg = _loc_msg(stack.post("/api/v1/jobs", _sweep(stack, attacks=["push_down", "push_up"],
                                                           decoy_class=10)))
     assert loc == ["body", "spec", "decoy_class"] and "class index 10 out of range" in msg
     body = _sweep(stack)
     body["spec"]["base"]["attack"]["n_decoys"] = 50
     loc, msg = _loc_msg(stack.post("/api/v1/jobs", body))
-    assert loc == ["body", "spec", "base", "attack", "n_decoys"] and "only push_up draws decoys (this sweep" in msg
+    assert loc == ["body", "spec", "base", "attack", "n_decoys"] and "only push_up and push_up_slingshot draw decoys (this sweep" in msg
     body = _sweep(stack)
     body["spec"]["base"]["attack"]["kind"] = "finetune"
     loc, msg = _loc_msg(stack.post("/api/v1/jobs", body))

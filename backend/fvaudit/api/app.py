@@ -124,6 +124,9 @@ async def _no_body() -> Message:
 LARGE_BODY_ROUTES = {
     # a checkpoint of up to FVAUDIT_MAX_UPLOAD_MB, plus the multipart form around it
     f"{API}/models/upload": lambda s: (s.max_upload_mb * 2**20 + 2**20, "FVAUDIT_MAX_UPLOAD_MB"),
+    # a Slingshots target: the route itself refuses a file over its 8 MiB with a 422 naming body.file;
+    # this bound (one MiB more) only stops a body far beyond that before it is spooled to disk
+    f"{API}/target-images": lambda s: (9 * 2**20, "the target image limit"),
 }
 
 
@@ -347,10 +350,10 @@ def create_app(on_shutdown=None) -> FastAPI:
             exc = HTTPException(exc.status_code, clean_message(exc.detail, 2000), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
-    from fvaudit.api.routers import image_sets, jobs, models, runs, system, units
+    from fvaudit.api.routers import image_sets, jobs, models, runs, system, targets, units
     from fvaudit.jobs.registry import all_kinds
 
-    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router, units.router):
+    for r in (system.router, models.router, image_sets.router, jobs.router, runs.router, units.router, targets.router):
         app.include_router(r, prefix=API)
     for kind in all_kinds():            # a kind may bring its own endpoints (/sweeps, /detections)
         if kind.routes is not None:

@@ -318,6 +318,9 @@ class RunDetail(BaseModel):
     read_only: bool
     hidden: bool = False
     attack_outcome: AttackOutcome
+    fv_target: dict[str, dict[str, Any]] | None = Field(
+        None, description="Slingshots runs (SPEC §8.1), per layer: medians over the aimed units of the FV→target "
+                          "measures, moved_share (FV closer to the target than to the original FV), cross_check")
 
 
 class UnitRow(BaseModel):
@@ -406,6 +409,22 @@ class UnitScores(BaseModel):
     after: UnitScoreSet = Field(description="in the state shown")
 
 
+class UnitFVTarget(BaseModel):
+    """A Slingshots unit (SPEC §8.1): the target its attack aimed the synthetic visualization at,
+    and the measures of the visualize job's renders (seeds the attack never saw) against it."""
+
+    target_url: str = Field(description="the target image (PNG)")
+    moved: bool | None = Field(None, description="the FV after the attack is closer to the target than to the "
+                                                 "unit's original FV")
+    moved_by: str | None = None
+    cross_check: str | None = Field(None, description="agree / disagree: the unit's natural exemplars vs its FV "
+                                                      "after the attack (natural–synthetic agreement > 1)")
+    top_class: int | None = Field(None, description="the unit's top class (θ_init), the AUROC's positive class")
+    measures: dict[str, float | None] = Field(default_factory=dict, description=(
+        "ssim_target_after/before, ssim_original_after, mse_target_after/before, cos_target_after/before, "
+        "cos_original_after, auroc_before/after, agreement_before/after"))
+
+
 class UnitDetail(BaseModel):
     unit: int
     layer: str
@@ -421,6 +440,7 @@ class UnitDetail(BaseModel):
     labels: UnitLabels | None = Field(None, description="what an interpreter would call the unit, before and after")
     scores: UnitScores | None = Field(None, description="SemanticLens clarity, polysemanticity and redundancy of the "
                                                         "unit's top-k embeddings, before and after (issue 22)")
+    fv_target: UnitFVTarget | None = Field(None, description="Slingshots runs: the unit's target and its measures")
     prev_unit: int | None
     next_unit: int | None
     prev_attacked: int | None

@@ -191,7 +191,40 @@ def run_detail(db: Session, run: Run, read_only: bool) -> dict[str, Any]:
             "clip_similarity": run.clip_similarity or {}, "layer_info": run.layer_info or {},
             "train_set_id": run.train_set_id, "val_set_id": run.val_set_id, "job_id": run.job_id,
             "error": run.error, "created_at": run.created_at, "finished_at": run.finished_at,
-            "read_only": read_only, "hidden": bool(run.hidden), "attack_outcome": attack_outcome(run)}
+            "read_only": read_only, "hidden": bool(run.hidden), "attack_outcome": attack_outcome(run),
+            "fv_target": run_fv_target(db, run)}
+
+
+def _aims_at_targets(run: Run) -> bool:
+    from fvaudit.engine.attack.kinds import ATTACK_KINDS
+
+    k = ATTACK_KINDS.get(run.attack_kind or "")
+    return bool(k and k.target_image)
+
+
+def run_fv_target(db: Session, run: Run) -> dict | None:
+    """A Slingshots run's FV→target aggregates per layer (its newest visualize job's)."""
+    if not _aims_at_targets(run):
+        return None
+    job = db.scalar(select(Job).where(Job.run_id == run.id, Job.kind == "visualize", Job.status == "succeeded")
+                    .order_by(Job.id.desc()).limit(1))
+    layers = ((job.result or {}).get("layers") or {}) if job is not None else {}
+    out = {l: v["fv_target"] for l, v in layers.items() if isinstance(v, dict) and v.get("fv_target")}
+    return out or None
+
+
+def unit_fv_target(db: Session, run: Run, u: UnitResult) -> dict | None:
+    """A Slingshots unit's target (its URL) and measures (the visualize job's, in ``extra``)."""
+    if not _aims_at_targets(run):
+        return None
+    from fvaudit.api.routers.targets import unit_target
+
+    if unit_target(db, run, u.layer, u.unit) is None:
+        return None
+    got = dict((u.extra or {}).get("fv_target") or {})
+    return {"target_url": f"{API}/runs/{run.id}/layers/{u.layer}/units/{u.unit}/target",
+            "moved": got.pop("moved", None), "moved_by": got.pop("moved_by", None),
+            "cross_check": got.pop("cross_check", None), "top_class": got.pop("top_class", None), "measures": got}
 
 
 def unit_row(u: UnitResult) -> dict[str, Any]:
@@ -308,6 +341,7 @@ def unit_detail(db: Session, run: Run, u: UnitResult, read_only: bool, share_id:
         "synthetic": unit_synthetic(db, run.id, u, state),
         "labels": _labels_of(extra, state),
         "scores": _scores_of(extra, state),
+        "fv_target": unit_fv_target(db, run, u),
         "prev_unit": u.unit - 1 if u.unit > 0 else None,
         "next_unit": u.unit + 1 if u.unit + 1 < n else None,
         "prev_attacked": _neighbour(attacked, u.unit, -1), "next_attacked": _neighbour(attacked, u.unit, 1),

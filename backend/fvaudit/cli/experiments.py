@@ -15,6 +15,7 @@ from fvaudit import _tv_guard  # noqa: F401
 from fvaudit.cli.common import (alpha, attack_tuning_args, cache_dir, format_alpha_trajectory, int_list,
                                 make_embed_topk, model_args)
 from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
+from fvaudit.engine.attack.kinds import ATTACK_KINDS, KIND_NAMES
 
 
 def register(sub) -> dict:
@@ -38,7 +39,8 @@ def register(sub) -> dict:
     model_args(sp)
     sp.add_argument("--train", default="fashion-mnist:train")
     sp.add_argument("--val", default="fashion-mnist:test", help="held-out set: accuracy and D_τ for the metrics")
-    sp.add_argument("--kind", choices=["push_down", "push_up", "finetune"], default="push_down")
+    sp.add_argument("--kind", choices=list(KIND_NAMES), default="push_down",
+                    help="; ".join(f"{k.name}: {k.description}" for k in ATTACK_KINDS.values()))
     sp.add_argument("--layers", required=True, help="comma-separated layer names, or all-conv")
     sp.add_argument("--units", type=int_list, help="comma-separated unit indices (default: all units)")
     sp.add_argument("--k", type=int, default=ATTACK_DEFAULTS["k"], help="size of D_attack(j)")
@@ -49,6 +51,20 @@ def register(sub) -> dict:
     attack_tuning_args(sp)
     sp.add_argument("--score-norm", choices=["none", "init_mean", "batch_mean"], default=ATTACK_DEFAULTS["score_norm"])
     sp.add_argument("--decoy-class", help="push-up decoy class (name or index)")
+    sp.add_argument("--target", action="append", metavar="IMAGE",
+                    help="Slingshots kinds: the target image (a PNG/JPEG path, or SET:ID for an image of an image "
+                         "set, e.g. fashion-mnist:train:42); once for every unit, or once per --units entry")
+    sp.add_argument("--gamma", type=float, default=ATTACK_DEFAULTS["gamma"])
+    sp.add_argument("--tunnel-sd", type=float, default=ATTACK_DEFAULTS["tunnel_sd"])
+    sp.add_argument("--tunnel-batch", type=int, default=ATTACK_DEFAULTS["tunnel_batch"])
+    sp.add_argument("--tunnel-path", choices=["segment", "clipped"], default=ATTACK_DEFAULTS["tunnel_path"])
+    sp.add_argument("--slingshot-form", choices=["gradient", "activation"], default=ATTACK_DEFAULTS["slingshot_form"])
+    sp.add_argument("--slingshot-norm", choices=["adam", "cosine", "relative", "none"],
+                    default=ATTACK_DEFAULTS["slingshot_norm"])
+    sp.add_argument("--slingshot-weight", type=float, default=ATTACK_DEFAULTS["slingshot_weight"])
+    sp.add_argument("--unit-weight", type=float, default=ATTACK_DEFAULTS["unit_weight"])
+    sp.add_argument("--softplus", action="store_true", help="ReLU → Softplus inside L_S while fine-tuning")
+    sp.add_argument("--fv-objective", choices=["score", "channel_mean"], default=ATTACK_DEFAULTS["fv_objective"])
     sp.add_argument("--decoy-ids", type=int_list, help="push-up: explicit decoy image ids")
     sp.add_argument("--n-decoys", type=int, default=ATTACK_DEFAULTS["n_decoys"])
     sp.add_argument("--seed", type=int, default=ATTACK_DEFAULTS["seed"])
@@ -165,10 +181,18 @@ def _attack_config(args, model):
     else:
         names = [x for x in args.layers.split(",") if x]
         targets = [Target(model.layer(n).name, args.units if len(names) == 1 else None) for n in names]
+    sling = {}
+    if ATTACK_KINDS[args.kind].target_image:
+        sling = dict(target_images=args.target, gamma=args.gamma, tunnel_sd=args.tunnel_sd,
+                     tunnel_batch=args.tunnel_batch, tunnel_path=args.tunnel_path, slingshot_form=args.slingshot_form,
+                     slingshot_norm=args.slingshot_norm, slingshot_weight=args.slingshot_weight,
+                     unit_weight=args.unit_weight, softplus=args.softplus, fv_objective=args.fv_objective)
+    elif args.target:
+        raise ValueError(f"--target: only Slingshots kinds use a target image, not {args.kind}")
     return AttackConfig(kind=args.kind, targets=targets, k=args.k, alpha=args.alpha, steps=args.steps,
                         epochs=args.epochs, score_norm=args.score_norm, decoy_class=args.decoy_class,
                         decoy_ids=args.decoy_ids, n_decoys=args.n_decoys, seed=args.seed, device=args.device,
-                        checkpoint_every=args.checkpoint_every, **tuning_fields(args))
+                        checkpoint_every=args.checkpoint_every, **sling, **tuning_fields(args))
 
 
 def tuning_fields(args) -> dict:
@@ -190,6 +214,8 @@ def cmd_attack(args) -> int:
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     train = open_image_set(args.train, cache_dir=cache_dir(), limit=args.limit_train)
     val = open_image_set(args.val, cache_dir=cache_dir(), limit=args.limit_val)
+    if args.target:
+        args.target = resolve_targets(args.target, args.out / "targets")
     cfg = _attack_config(args, model)
     cfg.validate()
     if args.no_resume and (args.out / "checkpoint").exists():
@@ -210,8 +236,75 @@ def cmd_attack(args) -> int:
           + (" (final state over the accuracy budget)" if a.final_over_budget else "")
           + f"; accuracies on all {a.acc_n_images} validation images, α controller on {a.eval_n_images}")
     print("α trajectory: " + format_alpha_trajectory(a.alpha_trajectory))
+    if cfg.target_images:
+        print_fv_target(model, res, cfg, val, args.embedder, args.device, args.out)
     print(f"run directory: {args.out}")
     return 0
+
+
+def resolve_targets(values: list[str], out: Path) -> list[str]:
+    """``--target`` values as image files: a path as it is; ``SET:ID`` (an image set spec and an
+    image id, e.g. ``fashion-mnist:train:42``) decoded and written to ``out`` as a PNG."""
+    from PIL import Image
+
+    from fvaudit.engine.data.images import open_image_set
+
+    paths = []
+    for v in values:
+        if Path(v).is_file():
+            paths.append(v)
+            continue
+        spec, _, idx = v.rpartition(":")
+        if not spec or not idx.isdigit():
+            raise ValueError(f"--target: {v!r} is neither an image file nor SET:ID (e.g. fashion-mnist:train:42)")
+        arr = open_image_set(spec, cache_dir=cache_dir()).load_array(int(idx))
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{spec.replace(':', '_').replace('/', '_')}_{idx}.png"
+        Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def print_fv_target(model, res, cfg, val, embedder: str, device: str, out: Path) -> None:
+    """SPEC §8.1's measures of a Slingshots run, from renders with seeds the attack never saw:
+    printed and written to ``out/fv_target.json`` (per unit) with a contact sheet
+    ``out/fv_target.png`` (rows: target, FV before, FV after)."""
+    import numpy as np
+
+    from fvaudit.engine.attack.slingshot import load_targets
+    from fvaudit.engine.measure.fv_manipulation import measure_fv_manipulation
+    from fvaudit.engine.synthesis.render import save_grid
+
+    layer = cfg.targets[0].layer
+    units = res.attack.attacked[layer]
+    requested = model.check_units(layer, cfg.targets[0].units)
+    paths = cfg.target_images if len(cfg.target_images) == 1 else [dict(zip(requested, cfg.target_images))[u] for u in units]
+    targets = load_targets(paths, len(units), model.input_shape)
+    init_val, after_val = res.scans["val_init"][layer], res.scans["val_selected"][layer]
+    from fvaudit.engine.measure.embedders import make_topk_embedder
+    from fvaudit.engine.measure.synthetic import embed_images
+
+    made = make_topk_embedder(embedder, val, cache_dir(), device)
+    emb = (lambda im: embed_images(made.embedder, im)) if made is not None else None
+    m = measure_fv_manipulation(model, res.attack.selected_model, layer, units, targets, embed=emb,
+                                val_scores=(np.asarray(init_val.scores)[:, units], np.asarray(after_val.scores)[:, units]),
+                                val_labels=np.asarray(val.labels),
+                                topk_labels=np.asarray(val.labels)[np.asarray(init_val.topk_ids)[units]])
+    agg = m.aggregates()
+    (out / "fv_target.json").write_text(json.dumps({"aggregates": agg, "units": m.per_unit()}, indent=1))
+    sheet = np.concatenate([m.targets, m.images_before[0], m.images_after[0]])
+    save_grid(sheet, out / "fv_target.png", labels=[f"target {u}" for u in units] + [f"before {u}" for u in units]
+              + [f"after {u}" for u in units], cols=len(units))
+
+    def f(v):
+        return "—" if v is None else f"{v:.3f}"
+
+    print(f"synthetic visualization vs the target ({len(units)} units of {layer}, seeds {m.seeds}): "
+          f"{agg['moved_share']:.0%} moved toward the target ({agg['moved_by']}); median SSIM to the target "
+          f"{f(agg['ssim_target_before'])} → {f(agg['ssim_target_after'])}, to the original FV {f(agg['ssim_original_after'])}; "
+          f"embedder cosine to the target {f(agg['cos_target_before'])} → {f(agg['cos_target_after'])}; "
+          f"top-class AUROC {f(agg['auroc_before'])} → {f(agg['auroc_after'])}")
+    print(f"per-unit measures: {out / 'fv_target.json'}; target / FV before / FV after: {out / 'fv_target.png'}")
 
 
 def cmd_metrics(args) -> int:

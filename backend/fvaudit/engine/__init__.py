@@ -14,6 +14,8 @@ The notebook API, importable from here (each name loads its sub-package on first
     after = engine.scan(attack.selected_model, val, ["relu3"], k=10)
     tau = engine.kendall_tau(before.layers["relu3"].scores, after.layers["relu3"].scores)   # §3
     images = engine.synthesize(model, "relu3", [0, 1])                       # §4
+    sling = engine.AttackConfig(kind="slingshot", targets=[engine.Target("relu3", [0, 1])],
+                                target_images=["boot.png"], steps=1500)        # §8.1
     pruned = engine.prune(model, "norm", 0.5, train, val)                    # §5
 
 The sub-packages, by idea: ``data`` (image sets, decode, the input pipeline), ``models``
@@ -47,6 +49,7 @@ _EXPORTS = {
     "Target": "fvaudit.engine.attack.config",
     "run_attack": "fvaudit.engine.attack.run",
     "evaluate_accuracy": "fvaudit.engine.attack.run",
+    "ATTACK_KINDS": "fvaudit.engine.attack.kinds",
     # measure
     "kendall_tau": "fvaudit.engine.measure.kendall",
     "kendall_tau_w": "fvaudit.engine.measure.kendall",
@@ -55,6 +58,7 @@ _EXPORTS = {
     "topk_overlap": "fvaudit.engine.measure.topk",
     "measure_layer": "fvaudit.engine.measure.report",
     "make_topk_embedder": "fvaudit.engine.measure.embedders",
+    "measure_fv_manipulation": "fvaudit.engine.measure.fv_manipulation",
     # synthesis
     "synthesize": "fvaudit.engine.synthesis.render",
     "synthesize_many": "fvaudit.engine.synthesis.render",

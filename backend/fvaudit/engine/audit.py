@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fvaudit.engine.scans.activations import LayerScan, ScanResult, scan
+from fvaudit.engine.attack.kinds import ATTACK_KINDS
 from fvaudit.engine.attack.config import AttackConfig
 from fvaudit.engine.attack.run import AttackResult, run_attack
 from fvaudit.engine.data.images import ImageSet
@@ -301,7 +302,7 @@ def run_audit(
                                                 init_scans=init_train.layers))
     how = Measuring(k_clip, embed_topk, embedder_id, val_set.labels, train_set.labels)
     decoy_class = (train_set.class_index(cfg.decoy_class)
-                   if cfg.kind == "push_up" and cfg.decoy_class is not None else None)
+                   if ATTACK_KINDS[cfg.kind].decoy and cfg.decoy_class is not None else None)
     scans = {"train_init": init_train.layers, "val_init": init_val.layers}
     states: dict[str, StateMeasure] = {}
     for st, m, acc, step in (("selected", attack.selected_model, attack.acc_selected, attack.selected_step),

@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo,
-                      WithJsonSchema, field_validator)
+                      WithJsonSchema, field_validator, model_validator)
 
 from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
+from fvaudit.engine.attack.kinds import ATTACK_KINDS, FIELD_USERS, KIND_NAMES, kinds_using
 
 MAX_INT = 2**31 - 1
 
@@ -100,18 +101,29 @@ def unique_layers(v: list[str]) -> list[str]:
 UniqueLayers = Annotated[list[LayerName], AfterValidator(unique_layers)]
 
 
-#: attack fields only some attack kinds use: field → (the kinds that use it, why the others do not)
+#: attack fields only some attack kinds use: field → (the kinds that use it, why the others do not),
+#: read from the engine's kinds table (:mod:`fvaudit.engine.attack.kinds`)
 ATTACK_FIELD_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "alpha_init": (("push_down", "push_up"), "the finetune baseline has α = 0, no α controller"),
-    "alpha_max": (("push_down", "push_up"), "the finetune baseline has α = 0, no α controller"),
-    "alpha_factor": (("push_down", "push_up"), "the finetune baseline has α = 0, no α controller"),
-    "attack_batch_size": (("push_down",), "only push_down draws batches of the attacked top-k"),
-    "decoy_batch_size": (("push_up",), "only push_up draws batches of decoys"),
-    "score_norm": (("push_down", "push_up"), "the finetune baseline has no attack loss to normalise"),
-    "n_decoys": (("push_up",), "only push_up draws decoys"),
-    "decoy_ids": (("push_up",), "only push_up uses decoy images"),
-    "decoy_class": (("push_up",), "only push_up uses a decoy class"),
-}
+    f: (kinds_using(f), why) for f, (_, why) in FIELD_USERS.items()}
+
+AttackKindName = Literal[KIND_NAMES]  # type: ignore[valid-type]
+
+
+class TargetImageRef(Strict):
+    """A Slingshots target image (SPEC §8.1): an uploaded image (``POST /target-images``), or one
+    image of a registered image set."""
+
+    artifact_id: DbId | None = Field(None, description="an uploaded target image (POST /api/v1/target-images)")
+    image_set_id: DbId | None = Field(None, description="an image set holding the target")
+    image_id: ImageIdx | None = Field(None, description="the target's image id in that set")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.artifact_id is None) == (self.image_set_id is None):
+            raise ValueError("give artifact_id (an upload) or image_set_id with image_id, not both or neither")
+        if (self.image_set_id is None) != (self.image_id is None):
+            raise ValueError("image_set_id and image_id go together")
+        return self
 
 
 def attack_rules(kinds: list[str] | tuple[str, ...]) -> dict[str, tuple[bool, str]]:
@@ -123,8 +135,9 @@ def attack_rules(kinds: list[str] | tuple[str, ...]) -> dict[str, tuple[bool, st
 class AttackParams(Strict):
     """One attack (SPEC §2) on the units of one or several layers of the model."""
 
-    kind: Literal["push_down", "push_up", "finetune"] = Field("push_down", description="attack kind; finetune = "
-                                                                                       "the α = 0 baseline")
+    kind: AttackKindName = Field("push_down", description="attack kind (GET /job-kinds lists them); finetune = "
+                                                          "the α = 0 baseline; slingshot and push_up_slingshot "
+                                                          "manipulate the synthetic visualization (SPEC §8.1–8.2)")
     layers: UniqueLayers = Field(min_length=1, max_length=64, description="layer names or display labels "
                                                                              "(see GET /models/{id}/layers)")
     units: list[UnitIdx] | None = Field(None, min_length=1, max_length=65536,
@@ -165,12 +178,37 @@ class AttackParams(Strict):
     decoy_class: DecoyClass | None = Field(None, validate_default=True,
                                            description="push-up: decoy class index (a number) or name (a string) "
                                                        "of the training set")
+    target_images: list[TargetImageRef] | None = Field(
+        None, min_length=1, max_length=4096, validate_default=True,
+        description="Slingshots kinds: the target image, one for every attacked unit or one per unit in order")
+    gamma: float = Field(ATTACK_DEFAULTS["gamma"], gt=0.0, le=1e9, description="γ of φ(q) = −γ/2·‖q_t − q‖²")
+    tunnel_sd: float = Field(ATTACK_DEFAULTS["tunnel_sd"], ge=0.0, le=100.0, description="tunnel noise u ~ U(−sd, sd)")
+    tunnel_batch: int = Field(ATTACK_DEFAULTS["tunnel_batch"], gt=0, le=4096, description="tunnel samples per unit per step")
+    tunnel_path: Literal["segment", "clipped"] = Field(
+        ATTACK_DEFAULTS["tunnel_path"], description="segment: q = p·q_t + u (SPEC §8.1); clipped: the path a "
+                                                    "render's Adam takes, clip(q_t, ±r) + u")
+    slingshot_form: Literal["gradient", "activation"] = Field(ATTACK_DEFAULTS["slingshot_form"],
+                                                              description="L_S on the input gradient (double "
+                                                                          "back-propagation) or on the activation")
+    slingshot_norm: Literal["adam", "cosine", "relative", "none"] = Field(
+        ATTACK_DEFAULTS["slingshot_norm"], description="cosine: 1 − cos(∇a, wanted field); relative: MSE ÷ mean "
+                                                       "wanted²; none: the paper's MSE; adam: entrywise RMS-normalised")
+    slingshot_weight: float = Field(ATTACK_DEFAULTS["slingshot_weight"], gt=0.0, le=1e6,
+                                    description="combined attack: L_A = L_push-up + weight·L_S")
+    unit_weight: float = Field(ATTACK_DEFAULTS["unit_weight"], ge=0.0, le=1.0,
+                               description="w of L_P = w·MSE(a_j) + (1 − w)·MSE(A_l) on natural images")
+    softplus: bool = Field(ATTACK_DEFAULTS["softplus"], description="ReLU → Softplus inside L_S while fine-tuning")
+    fv_objective: Literal["score", "channel_mean"] = Field(ATTACK_DEFAULTS["fv_objective"],
+                                                           description="the render objective the attack targets")
+    fv_transforms: bool = Field(ATTACK_DEFAULTS["fv_transforms"],
+                                description="L_S sees the render's random jitter, scale and rotation")
 
     @field_validator("alpha")
     @classmethod
     def _finetune_alpha(cls, v, info: ValidationInfo):
-        if info.data.get("kind") == "finetune" and v not in (None, 0.0):
-            raise ValueError("a finetune baseline has alpha = 0 (or null)")
+        kind = info.data.get("kind")
+        if kind in ATTACK_KINDS and not ATTACK_KINDS[kind].attack_loss and v not in (None, 0.0):
+            raise ValueError(f"a {kind} baseline has alpha = 0 (or null)")
         return v
 
     @field_validator("units")
@@ -185,21 +223,34 @@ class AttackParams(Strict):
     @field_validator("decoy_class")
     @classmethod
     def _decoy(cls, v, info: ValidationInfo):
-        if info.data.get("kind") == "push_up" and v is None and not info.data.get("decoy_ids"):
-            raise ValueError("push_up needs a decoy: give decoy_class (or decoy_ids)")
+        kind = info.data.get("kind")
+        if kind in ATTACK_KINDS and ATTACK_KINDS[kind].decoy and v is None and not info.data.get("decoy_ids"):
+            raise ValueError(f"{kind} needs a decoy: give decoy_class (or decoy_ids)")
+        return v
+
+    @field_validator("target_images")
+    @classmethod
+    def _targets(cls, v, info: ValidationInfo):
+        kind = info.data.get("kind")
+        if kind in ATTACK_KINDS and ATTACK_KINDS[kind].target_image:
+            if v is None:
+                raise ValueError(f"{kind} needs a target image: give target_images (one for every unit, or one per unit)")
+            if len(info.data.get("layers") or []) != 1:
+                raise ValueError(f"{kind} attacks the units of exactly one layer")
         return v
 
     def for_kind(self, kind: str, **update) -> "AttackParams":
         """These settings as an attack of ``kind``: the fields ``kind`` does not use back at their
         defaults (the α = 0 control of a push-down, a sweep's push-down and push-up of one base)."""
         reset = {f: default_of(AttackParams, f) for f, (users, _) in ATTACK_FIELD_KINDS.items() if kind not in users}
-        if kind == "finetune":
+        if not ATTACK_KINDS[kind].attack_loss:
             reset["alpha"] = 0.0
         return self.model_copy(update={**reset, "kind": kind, **update})
 
     def engine_fields(self) -> dict:
-        """Every field but the targets, by the engine's names: ``AttackConfig(**this)``."""
-        return self.model_dump(exclude={"layers", "units"})
+        """Every field but the targets, by the engine's names: ``AttackConfig(**this)``. The target
+        images are references here; the job resolves them to files (``target_images`` of the engine)."""
+        return self.model_dump(exclude={"layers", "units", "target_images"})
 
 
 class WeightsRef(Strict):

@@ -189,7 +189,39 @@ def check_attack(db: Session, model: Model, train: ImageSet, attack: AttackParam
     update: dict = {"layers": layers}
     if attack.decoy_class is not None:
         update["decoy_class"] = check_decoy_class(train, attack.decoy_class, loc + ("decoy_class",))
+    from fvaudit.engine.attack.kinds import ATTACK_KINDS
+
+    if ATTACK_KINDS[attack.kind].target_image and len(layers) != 1:
+        raise FieldError(loc + ("layers",), f"{attack.kind} attacks the units of exactly one layer, got {len(layers)}")
+    if attack.target_images is not None:
+        n_units = len(attack.units) if attack.units is not None else infos[0]["units"]
+        check_target_images(db, attack.target_images, n_units, loc + ("target_images",))
     return attack.model_copy(update=update)
+
+
+#: the kind of artifact an uploaded Slingshots target is stored as (``POST /target-images``)
+TARGET_ARTIFACT_KIND = "target_image"
+
+
+def check_target_images(db: Session, refs, n_units: int, loc: tuple) -> None:
+    """Slingshots targets (SPEC §8.1): one for every unit or one per attacked unit; each an
+    uploaded target image or an image of a registered set, within its range."""
+    from fvaudit.db.tables import Artifact
+
+    if len(refs) not in (1, n_units):
+        raise FieldError(loc, f"give one target image for every unit or one per attacked unit ({n_units}), "
+                              f"got {len(refs)}")
+    for i, ref in enumerate(refs):
+        if ref.artifact_id is not None:
+            art = db.get(Artifact, ref.artifact_id)
+            if art is None or art.kind != TARGET_ARTIFACT_KIND:
+                raise FieldError(loc + (i, "artifact_id"), f"no uploaded target image {ref.artifact_id} "
+                                                           "(upload one with POST /api/v1/target-images)")
+        else:
+            s = get_image_set(db, ref.image_set_id, loc + (i, "image_set_id"))
+            if ref.image_id >= s.size:
+                raise FieldError(loc + (i, "image_id"), f"image id {ref.image_id} out of range: {s.name} has "
+                                                        f"{s.size} images (0..{s.size - 1})")
 
 
 def check_classes_match(model: Model, image_set: ImageSet, loc: tuple) -> None:

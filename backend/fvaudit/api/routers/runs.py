@@ -74,11 +74,13 @@ class _RunRef:
     owner_id: int | None
     layer_info: dict | None = None
     layers: list | None = None
+    attack_kind: str | None = None
 
 
 def _run_ref(db, who: Principal, run_id: int) -> _RunRef:
-    row = db.execute(select(Run.owner_id, Run.layer_info, Run.layers).where(Run.id == run_id)).one_or_none()
-    ref = _RunRef(run_id, row.owner_id, row.layer_info, row.layers) if row else None
+    row = db.execute(select(Run.owner_id, Run.layer_info, Run.layers, Run.attack_kind)
+                     .where(Run.id == run_id)).one_or_none()
+    ref = _RunRef(run_id, row.owner_id, row.layer_info, row.layers, row.attack_kind) if row else None
     if ref is None or not can_read_run(who, ref):
         raise HTTPException(404, f"run {run_id} not found")
     return ref
@@ -117,7 +119,7 @@ def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who,
                                                        "accuracy budget) or final (the last step)")] = "selected"):
     # the hot path of the unit page: one indexed lookup joined with the run's owner and
     # layer info (not its large JSON columns), serialised without re-validation
-    row = db.execute(select(UnitResult, Run.owner_id, Run.layer_info)
+    row = db.execute(select(UnitResult, Run.owner_id, Run.layer_info, Run.attack_kind)
                      .join(Run, Run.id == UnitResult.run_id)
                      .where(UnitResult.run_id == run_id, UnitResult.layer == layer, UnitResult.unit == unit)
                      ).one_or_none()
@@ -126,7 +128,7 @@ def unit(run_id: IdPath, layer: LayerPath, unit: UnitPath, db: DB, who: Who,
         raise HTTPException(404, f"unit {layer}/{unit} not found in run {run_id}")
     if not can_read_run(who, _RunRef(run_id, row.owner_id)):
         raise HTTPException(404, f"run {run_id} not found")
-    ref = _RunRef(run_id, row.owner_id, row.layer_info)
+    ref = _RunRef(run_id, row.owner_id, row.layer_info, attack_kind=row.attack_kind)
     main, states = unit_states(row.UnitResult)
     if state not in states:
         raise HTTPException(404, f"run {run_id} has no {state} state for unit {layer}/{unit}: its metrics measured "

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
+from fvaudit.engine.attack.kinds import ATTACK_KINDS, KIND_NAMES
 from fvaudit.engine.models.loaded import LoadedModel
 
-AttackKind = Literal["push_down", "push_up", "finetune"]
+AttackKind = Literal["push_down", "push_up", "finetune", "slingshot", "push_up_slingshot"]  # kinds.KIND_NAMES
 ScoreNorm = Literal["none", "init_mean", "batch_mean"]
 LrSchedule = Literal["constant", "cosine"]
 
@@ -61,6 +62,19 @@ class AttackConfig:
     max_candidates: int = 8                      # over-budget-on-subset states kept for the full-set check
     amp: bool | None = None                      # bf16 autocast + channels_last; None = on CUDA only
     workers: int | None = None                   # input pipeline worker processes; None = configured default
+    # Slingshots kinds (SPEC §8.1): one target image (a file) for every attacked unit, or one per unit in order
+    target_images: list[str] | None = None
+    gamma: float = ATTACK_DEFAULTS["gamma"]
+    tunnel_sd: float = ATTACK_DEFAULTS["tunnel_sd"]
+    tunnel_batch: int = ATTACK_DEFAULTS["tunnel_batch"]
+    tunnel_path: str = ATTACK_DEFAULTS["tunnel_path"]
+    slingshot_form: str = ATTACK_DEFAULTS["slingshot_form"]
+    slingshot_norm: str = ATTACK_DEFAULTS["slingshot_norm"]
+    slingshot_weight: float = ATTACK_DEFAULTS["slingshot_weight"]
+    unit_weight: float = ATTACK_DEFAULTS["unit_weight"]
+    softplus: bool = ATTACK_DEFAULTS["softplus"]
+    fv_objective: str = ATTACK_DEFAULTS["fv_objective"]
+    fv_transforms: bool = ATTACK_DEFAULTS["fv_transforms"]
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
@@ -70,15 +84,16 @@ class AttackConfig:
         def bad(field_name: str, why: str) -> None:
             raise AttackConfigError(f"{field_name}: {why}")
 
-        if self.kind not in ("push_down", "push_up", "finetune"):
-            bad("kind", f"must be push_down, push_up or finetune, not {self.kind!r}")
+        if self.kind not in ATTACK_KINDS:
+            bad("kind", f"must be one of {', '.join(KIND_NAMES)}, not {self.kind!r}")
+        info = ATTACK_KINDS[self.kind]
         if not self.targets:
             bad("targets", "at least one target layer is required")
         if not isinstance(self.k, int) or self.k <= 0:
             bad("k", f"must be a positive integer, got {self.k!r}")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             bad("alpha", f"must lie in [0, 1], got {self.alpha}")
-        if self.kind == "finetune" and self.alpha not in (None, 0.0):
+        if not info.attack_loss and self.alpha not in (None, 0.0):
             bad("alpha", "a finetune baseline has alpha = 0")
         if not 0.0 < self.alpha_init <= 1.0:
             bad("alpha_init", f"must lie in (0, 1], got {self.alpha_init}")
@@ -114,12 +129,37 @@ class AttackConfig:
             bad("acc_budget_pp", f"must be a finite number ≥ 0, got {self.acc_budget_pp}")
         if self.score_norm not in ("none", "init_mean", "batch_mean"):
             bad("score_norm", f"must be none, init_mean or batch_mean, not {self.score_norm!r}")
-        if self.kind == "push_up" and self.decoy_class is None and not self.decoy_ids:
-            bad("decoy_class", "push_up needs a decoy class or explicit decoy_ids")
+        if info.decoy and self.decoy_class is None and not self.decoy_ids:
+            bad("decoy_class", f"{self.kind} needs a decoy class or explicit decoy_ids")
+        if info.target_image:
+            if len(self.targets) != 1:
+                bad("targets", f"{self.kind} attacks the units of one layer, each toward its target image")
+            if not self.target_images:
+                bad("target_images", f"{self.kind} needs a target image (one for every unit, or one per unit)")
+            if not (math.isfinite(self.gamma) and self.gamma > 0):
+                bad("gamma", f"must be a finite number > 0, got {self.gamma!r}")
+            if not (math.isfinite(self.tunnel_sd) and self.tunnel_sd >= 0):
+                bad("tunnel_sd", f"must be a finite number ≥ 0, got {self.tunnel_sd!r}")
+            if not isinstance(self.tunnel_batch, int) or isinstance(self.tunnel_batch, bool) or self.tunnel_batch <= 0:
+                bad("tunnel_batch", f"must be a positive integer, got {self.tunnel_batch!r}")
+            if self.tunnel_path not in ("segment", "clipped"):
+                bad("tunnel_path", f"must be segment or clipped, not {self.tunnel_path!r}")
+            if self.slingshot_form not in ("gradient", "activation"):
+                bad("slingshot_form", f"must be gradient or activation, not {self.slingshot_form!r}")
+            if self.slingshot_norm not in ("adam", "cosine", "relative", "none"):
+                bad("slingshot_norm", f"must be adam, cosine, relative or none, not {self.slingshot_norm!r}")
+            if self.slingshot_norm in ("adam", "cosine") and self.slingshot_form != "gradient":
+                bad("slingshot_norm", f"{self.slingshot_norm} compares gradient fields: only with slingshot_form gradient")
+            if not (math.isfinite(self.slingshot_weight) and self.slingshot_weight > 0):
+                bad("slingshot_weight", f"must be a finite number > 0, got {self.slingshot_weight!r}")
+            if not 0.0 <= self.unit_weight <= 1.0:
+                bad("unit_weight", f"must lie in [0, 1], got {self.unit_weight!r}")
+            if self.fv_objective not in ("score", "channel_mean"):
+                bad("fv_objective", f"must be score or channel_mean, not {self.fv_objective!r}")
 
     @property
     def effective_alpha(self) -> float | None:
-        return 0.0 if self.kind == "finetune" else self.alpha
+        return self.alpha if ATTACK_KINDS[self.kind].attack_loss else 0.0
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -36,4 +36,19 @@ ATTACK_DEFAULTS: dict = {
     "n_decoys": 100,
     "seed": 0,
     "checkpoint_every": 100,
+    # Gradient Slingshots (SPEC §8.1) and the combined attack (§8.2)
+    "gamma": 1000.0,          # γ of the wanted landscape φ(q) = −γ/2·‖q_t − q‖²
+    # measured on the demo CNN (bench/slingshot.py, README): the render's Adam leaves the straight
+    # segment p·q_t of SPEC §8.1 after its first steps (every entry moves at about its lr toward its
+    # target), so the tunnel follows Adam's own path clip(q_t, ±r), widened to sd 0.1
+    "tunnel_sd": 0.1,         # u ~ U(−sd, sd) around the path
+    "tunnel_batch": 8,        # tunnel samples per attacked unit per step
+    "tunnel_path": "clipped",  # "clipped": Adam's path clip(q_t, ±r) + u | "segment": q = p·q_t + u (SPEC §8.1)
+    "slingshot_form": "gradient",   # "gradient" (double back-propagation) | "activation"
+    "slingshot_norm": "cosine",     # "cosine": 1 − cos(∇_q a_j, wanted field): its direction (what a render's Adam follows); "relative": MSE ÷ mean wanted² | "none": the paper's MSE
+    "slingshot_weight": 1.0,  # the combined attack: L_A = L_push-up + weight·L_S
+    "unit_weight": 0.1,       # w of L_P = w·MSE(a_j) + (1 − w)·MSE(A_l) on natural images
+    "softplus": False,        # ReLU → Softplus (β 10) inside L_S while fine-tuning (the paper's replace_relu)
+    "fv_objective": "score",  # the objective the auditor renders with: "score" (SPEC §4 a_j) | "channel_mean"
+    "fv_transforms": True,    # L_S sees the render's random jitter/scale/rotation, as the auditor's render does
 }

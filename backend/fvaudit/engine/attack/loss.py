@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fvaudit.engine.attack.config import AttackConfig, AttackConfigError
+from fvaudit.engine.attack.kinds import ATTACK_KINDS
 from fvaudit.engine.data.images import ImageSet
 from fvaudit.engine.data.pipeline import Batches, to_device
 from fvaudit.engine.models.loaded import LoadedModel
@@ -40,7 +41,9 @@ class AttackLoss:
         self.attack_b: Batches | None = None
         self.decoy_b: Batches | None = None
         self.decoy_ids: np.ndarray | None = None
-        if cfg.kind == "push_down":
+        self.slingshot = None
+        info = ATTACK_KINDS[cfg.kind]
+        if info.top_k:
             self.attack_ids = np.unique(np.concatenate([scans[l].topk_ids[attacked[l], : cfg.k].reshape(-1)
                                                         for l in layers]))
             self.attack_b = Batches(train_set, self.attack_ids, model, workers=cfg.workers, pin_memory=pin)
@@ -53,7 +56,7 @@ class AttackLoss:
                     for i in scans[l].topk_ids[u, : cfg.k]:
                         m[pos_of[int(i)], c] = True
                 self.membership[l] = m.to(device)
-        elif cfg.kind == "push_up":
+        if info.decoy:
             if cfg.decoy_ids:
                 self.decoy_ids = train_set.check_ids(cfg.decoy_ids, "decoy_ids:")
             else:
@@ -63,6 +66,23 @@ class AttackLoss:
                     raise AttackConfigError(f"decoy_class: no training image of class {cfg.decoy_class!r}")
                 self.decoy_ids = np.sort(rng0.choice(pool, size=min(cfg.n_decoys, len(pool)), replace=False))
             self.decoy_b = Batches(train_set, self.decoy_ids, model, workers=cfg.workers, pin_memory=pin)
+        if info.target_image:
+            from fvaudit.engine.attack.slingshot import SlingshotTerm, load_targets
+
+            (layer,) = layers
+            paths = list(cfg.target_images or [])
+            if len(paths) > 1:   # one per requested unit: the dead ones (left out, SPEC §1) lose theirs
+                requested = model.check_units(layer, cfg.targets[0].units)
+                if len(paths) != len(requested):
+                    raise AttackConfigError(f"target_images: give one image for every unit or one per unit "
+                                            f"({len(requested)}), got {len(paths)}")
+                by_unit = dict(zip(requested, paths))
+                paths = [by_unit[u] for u in attacked[layer]]
+            targets = load_targets(paths, len(attacked[layer]), model.input_shape)
+            self.slingshot = SlingshotTerm(model, layer, attacked[layer], targets, gamma=cfg.gamma, sd=cfg.tunnel_sd,
+                                           per_unit=cfg.tunnel_batch, form=cfg.slingshot_form, norm=cfg.slingshot_norm,
+                                           objective=cfg.fv_objective, transforms=cfg.fv_transforms,
+                                           softplus=cfg.softplus, path=cfg.tunnel_path, device=device, seed=cfg.seed)
 
     @property
     def extra_b(self) -> "Batches | None":
@@ -92,8 +112,13 @@ class AttackLoss:
         return batch_scores.mean(dim=0) + 1e-3 * self.init_mean[l] + 1e-12
 
     def __call__(self, module: torch.nn.Module, sb: dict[str, torch.Tensor],
-                 extra: tuple[np.ndarray, torch.Tensor] | None) -> torch.Tensor:
-        """``extra``: this step's (positions, tensor) of D_attack / D_decoy (:meth:`draw`, loaded)."""
+                 extra: tuple[np.ndarray, torch.Tensor] | None, step: int = 0) -> torch.Tensor:
+        """``extra``: this step's (positions, tensor) of D_attack / D_decoy (:meth:`draw`, loaded);
+        ``step`` draws the Slingshots tunnel samples. Slingshots alone: L_A = L_S; the combined
+        attack (SPEC §8.2): L_A = L_push-up + slingshot_weight·L_S."""
+        l_s = self.slingshot(module, step) if self.slingshot is not None else None
+        if l_s is not None and self.decoy_b is None:
+            return l_s
         dev = self.device
         per_unit: list[torch.Tensor] = []
         if self.attack_b is not None:
@@ -115,7 +140,8 @@ class AttackLoss:
                 per_unit.append(F.relu(s_x[:, None, :] - s_p[None, :, :]).mean(dim=(0, 1)))
         else:  # finetune baseline: L_A is 0
             per_unit.append(torch.zeros(1, device=dev))
-        return torch.cat(per_unit).mean()
+        l_a = torch.cat(per_unit).mean()
+        return l_a if l_s is None else l_a + self.cfg.slingshot_weight * l_s
 
     def close(self) -> None:
         for b in (self.attack_b, self.decoy_b):

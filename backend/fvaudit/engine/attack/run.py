@@ -6,6 +6,10 @@ Fine-tune θ from θ_init with ``L = α·L_A + (1−α)·L_M``:
 * push-down ``L_A``: mean over attacked units of the mean (normalised) score of the unit's
   initial top-k images ``D_attack(j)``, evaluated on a mini-batch of attack images;
 * push-up ``L_A``: mean over units, training images and decoys of ``[s_j(x) − s_j(p)]_+``;
+* Slingshots ``L_A`` (SPEC §8.1, :mod:`.slingshot`): the unit's input-gradient field on the
+  render's parameterisation matched to one converging on a target image (double back-propagation),
+  with ``L_P`` (the layer's natural activations kept) added to ``L_M``; the combined attack
+  (SPEC §8.2) sums push-up and Slingshots. Which terms a kind has: :mod:`.kinds`;
 * ``score_norm``: ``none`` | ``init_mean`` | ``batch_mean`` (default), SPEC §2;
 * α fixed (0 = plain fine-tuning, the baseline) or dynamic (start 0.1, divide by
   ``alpha_factor`` when the accuracy drop on the evaluation subset exceeds the budget
@@ -48,7 +52,7 @@ from fvaudit.engine.models.checkpoints import save_checkpoint
 from fvaudit.engine.models.loaded import LoadedModel
 from fvaudit.engine.models.sources import clone_model
 from fvaudit.engine.progress import Cancelled, NullReporter, Reporter
-from fvaudit.engine.scans.activations import LayerScan, layer_scores, scan
+from fvaudit.engine.scans.activations import LayerScan, run_captured, scan, unit_scores
 
 
 @dataclass
@@ -255,11 +259,17 @@ class _AttackRun:
         for g in self.opt.param_groups:
             g["lr"] = lr_at(cfg, step, self.total_steps)
         xb = to_device(xb, self.device, self.amp)
+        # Slingshots keeps the attacked layer's natural activations too (L_P, SPEC §8.1); the combined
+        # attack (§8.2) does not: its push-up is meant to change them
+        sling = self.attack_loss.slingshot if self.attack_loss.decoy_b is None else None
         with autocast(self.device, self.amp):
-            if self.train_labels is None:
+            t_outs: dict[str, torch.Tensor] = {}
+            if self.train_labels is None or sling is not None:
                 with torch.no_grad():
-                    t_logits = self.teacher.module(xb)
-            scores_b, logits = layer_scores(module, xb, layers, need_logits=True)
+                    t_outs, t_logits = run_captured(self.teacher.module, xb, layers if sling is not None else [],
+                                                    need_logits=True)
+            outs, logits = run_captured(module, xb, layers, need_logits=True)
+            scores_b = {l: unit_scores(o) for l, o in outs.items()}
             if self.train_labels is not None:
                 if pos is None:
                     raise ValueError("maintain='labels' needs the batch positions (pos)")
@@ -267,8 +277,13 @@ class _AttackRun:
                 l_m = torch.nn.functional.cross_entropy(logits.float(), y)  # type: ignore[union-attr]
             else:
                 l_m = distillation(logits.float(), t_logits.float())  # type: ignore[union-attr]
+            if sling is not None:
+                from fvaudit.engine.attack.slingshot import preservation
+
+                l_m = l_m + preservation(outs[sling.layer], t_outs[sling.layer], self.attack_loss.cols[sling.layer],
+                                         cfg.unit_weight)
             sb = {l: scores_b[l][:, self.attack_loss.cols[l]] for l in layers}
-            l_a = self.attack_loss(module, sb, extra)
+            l_a = self.attack_loss(module, sb, extra, step)
         alpha = self.state.alpha
         loss = alpha * l_a + (1 - alpha) * l_m if alpha > 0 else l_m
         if self.anchor is not None:  # L2-SP (Li et al. 2018): pulls θ towards θ_init, an option (SPEC §2)

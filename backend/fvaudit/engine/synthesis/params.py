@@ -52,11 +52,44 @@ class FourierImage(torch.nn.Module):
         self.register_buffer("color", color)
 
     def forward(self) -> torch.Tensor:
-        spec = torch.view_as_complex(self.spectrum) * self.scale
+        return self.pixels(self.spectrum)
+
+    def pixels(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """``η(q)``: the images of any spectra ``[B, C, H, W//2+1, 2]`` under this
+        parameterisation (the render's own map; Gradient Slingshots differentiates through it)."""
+        spec = torch.view_as_complex(spectrum.contiguous()) * self.scale
         x = torch.fft.irfft2(spec, s=(self.h, self.w), norm="ortho")
         if self.color is not None:
             x = torch.einsum("bchw,dc->bdhw", x, self.color)
         return torch.sigmoid(x)
+
+    def inverse(self, images: torch.Tensor, margin: float = 0.005) -> torch.Tensor:
+        """``η⁻¹``: the spectra ``[B, C, H, W//2+1, 2]`` whose :meth:`pixels` are ``images``
+        ``[B, C, H, W]`` (values in [0, 1]) squeezed into ``[margin, 1 − margin]``.
+
+        Why the squeeze: the sigmoid reaches 0 and 1 only at ±∞, so a black or white pixel has no
+        finite parameter (SPEC §8.1 divides by 1.01 for the white end; the black end needs the
+        margin too). ``pixels(inverse(x))`` equals the squeezed ``x`` to float precision.
+        """
+        x = images.to(self.scale.dtype).clamp(0, 1) * (1 - 2 * margin) + margin
+        z = torch.logit(x)
+        if self.color is not None:
+            z = torch.einsum("bdhw,cd->bchw", z, torch.linalg.inv(self.color))
+        spec = torch.fft.rfft2(z, norm="ortho") / self.scale
+        return torch.view_as_real(spec).contiguous()
+
+    def live_mask(self) -> torch.Tensor:
+        """``[C, H, W//2+1, 2]`` bool: the spectrum entries the image depends on. The imaginary
+        parts of the self-conjugate frequencies (DC and, for even sizes, the Nyquist rows and
+        columns) never reach the pixels (``irfft2`` drops them): a loss on the gradient there
+        could never be met."""
+        probe = torch.zeros((1, self.channels, self.h, self.w // 2 + 1, 2), requires_grad=True)
+        with torch.enable_grad():
+            spec = torch.view_as_complex(probe) * self.scale
+            x = torch.fft.irfft2(spec, s=(self.h, self.w), norm="ortho")
+            g = torch.Generator().manual_seed(0)
+            (x * torch.randn(x.shape, generator=g)).sum().backward()
+        return (probe.grad[0].abs() > 0)
 
 
 @dataclass(frozen=True)

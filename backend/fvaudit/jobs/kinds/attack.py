@@ -137,6 +137,9 @@ def run_attack_job(spec: AttackSpec, ctx) -> dict:
     model = load_db_model(model_row, ckpt, ctx.device)
     layers = [model.layer(l).name for l in spec.attack.layers]
     cfg = attack_config(spec.attack, layers, ctx.device)
+    targets = materialize_targets(spec.attack.target_images, ctx) if spec.attack.target_images else None
+    if targets is not None:
+        cfg.target_images = [t["path"] for t in targets]
     cfg.validate()
     res = run_attack(model, train, val, cfg, out_dir=ctx.work_dir, reporter=ctx.reporter, init_scans=init_scans,
                      resume=True)
@@ -164,6 +167,44 @@ def run_attack_job(spec: AttackSpec, ctx) -> dict:
                 run.layers = layers
     ctx.log(f"attack done: {res.steps} steps, accuracy {res.acc_init:.2f} → {res.acc_selected:.2f} "
             f"(selected step {res.selected_step}{', final state over budget' if res.final_over_budget else ''})")
-    return {"selected_sha": sel.sha256, "final_sha": fin.sha256, "accuracy": clean_json(accuracy),
-            "attacked": res.attacked, "dead": res.dead, "decoy_ids": res.decoy_ids, "layers": layers,
-            "decoy_class": spec.attack.decoy_class, "kind": spec.attack.kind}
+    out = {"selected_sha": sel.sha256, "final_sha": fin.sha256, "accuracy": clean_json(accuracy),
+           "attacked": res.attacked, "dead": res.dead, "decoy_ids": res.decoy_ids, "layers": layers,
+           "decoy_class": spec.attack.decoy_class, "kind": spec.attack.kind}
+    if targets is not None:
+        out["targets"] = target_map(targets, model.check_units(layers[0], spec.attack.units), res.attacked[layers[0]])
+    return out
+
+
+def materialize_targets(refs, ctx) -> list[dict]:
+    """The Slingshots targets as stored PNG artifacts (kind ``target_image``) with their files: an
+    upload is already one; an image of a registered set is decoded and stored, so the run can show
+    exactly the image the attack aimed at even if the set changes."""
+    from fvaudit.db.tables import Artifact
+    from fvaudit.jobs.common import open_db_image_set
+    from fvaudit.jobs.kinds.visualize import png
+    from fvaudit.jobs.validate import TARGET_ARTIFACT_KIND
+
+    out = []
+    with ctx.session() as db:
+        for ref in refs:
+            if ref.artifact_id is not None:
+                art = db.get(Artifact, ref.artifact_id)
+                if art is None:
+                    raise RuntimeError(f"target image {ref.artifact_id} no longer exists")
+            else:
+                row = db.get(ImageSet, ref.image_set_id)
+                if row is None:
+                    raise RuntimeError(f"image set {ref.image_set_id} of a target image no longer exists")
+                arr = open_db_image_set(db, row).load_array(int(ref.image_id))
+                art = ctx.store.put_bytes(db, png(arr if arr.ndim == 3 else arr[..., None]), TARGET_ARTIFACT_KIND, ".png")
+            out.append({"artifact_id": art.id, "path": str(ctx.store.path(art)),
+                        "source": ref.model_dump(exclude_none=True)})
+    return out
+
+
+def target_map(targets: list[dict], requested: list[int], attacked: list[int]) -> dict:
+    """attacked unit → its target's artifact id (one target for every unit, or one per requested
+    unit; a dead unit, left out of the attack, has none)."""
+    ids = [t["artifact_id"] for t in targets]
+    per = dict(zip(requested, ids * len(requested) if len(ids) == 1 else ids))
+    return {"units": {str(u): per[u] for u in attacked}, "sources": [t["source"] for t in targets]}

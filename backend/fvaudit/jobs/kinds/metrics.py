@@ -154,7 +154,10 @@ class _Inputs:
 
     def decoys(self) -> tuple[int | None, list | None]:
         a = self.attack or {}
-        if a.get("kind") == "push_up" and a.get("decoy_class") is not None:
+        from fvaudit.engine.attack.kinds import ATTACK_KINDS
+
+        kind = ATTACK_KINDS.get(a.get("kind") or "")
+        if kind is not None and kind.decoy and a.get("decoy_class") is not None:
             return int(a["decoy_class"]), a.get("decoy_ids")
         return None, None
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -166,6 +166,8 @@ class _Inputs:
     stored: dict[str, object]
     attacked: dict[str, set[int]]
     dead: dict[str, set[int]]
+    #: Slingshots runs (SPEC §8.1): layer → unit → the file of the target its attack aimed at
+    targets: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 def run_visualize(spec: VisualizeSpec, ctx) -> dict:
@@ -182,6 +184,7 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
         ctx.log(f"note: {topk_embedding.warning}")
     image_rows: list[dict] = []
     unit_measures: dict[str, dict[int, dict]] = {}
+    unit_extra: dict[str, dict[int, dict]] = {}    # layer → unit → keys merged into UnitResult.extra
     summary: dict[str, dict] = {}
     for layer in [models["init"].layer(l).name for l in spec.layers]:
         ctx.check_cancel()
@@ -198,9 +201,12 @@ def run_visualize(spec: VisualizeSpec, ctx) -> dict:
         att = inp.attacked.get(layer) or set(units)
         summary[layer] = {"units": len(units), "size": int(images["init"].shape[2]),
                           "means": {m: _mean(v[m] for u, v in per_unit.items() if u in att) for m in MEASURES}}
+        if inp.targets.get(layer) and "after" in images:
+            summary[layer]["fv_target"] = _fv_target(spec, ctx, inp, models, layer, units, images, topk_embedding,
+                                                     measures, unit_extra.setdefault(layer, {}))
         ctx.log(f"synthesised {len(units)} units × {spec.n_synth} seeds of {layer} ({', '.join(images)}); "
                 + ", ".join(f"{m} {v:.3f}" for m, v in summary[layer]["means"].items() if v is not None))
-    _store(ctx, inp, image_rows, unit_measures)
+    _store(ctx, inp, image_rows, unit_measures, unit_extra)
     return {"layers": clean_json(summary), "images": len(image_rows),
             "embedder": topk_embedding.id if topk_embedding else None, "state": inp.after_state,
             "state_note": inp.state_note,
@@ -234,13 +240,22 @@ def _load_inputs(spec: VisualizeSpec, ctx) -> _Inputs:
                     stored[key] = load_scan(db, jid, spec.val_set_id)
         attacked: dict[str, set[int]] = {}
         dead: dict[str, set[int]] = {}
+        targets: dict[str, dict[int, str]] = {}
+        attack_job = db.get(Job, weights_from.job_id) if weights_from is not None else None
+        got = ((attack_job.result or {}).get("targets") if attack_job is not None else None) or {}
+        if got.get("units"):
+            from fvaudit.db.tables import Artifact
+
+            layer0 = (attack_job.result or {}).get("layers", [None])[0]
+            targets[layer0] = {int(u): str(ctx.store.path(db.get(Artifact, a))) for u, a in got["units"].items()
+                               if db.get(Artifact, a) is not None}
         if ctx.run_id is not None:
             info = db.get(Run, ctx.run_id).layer_info or {}
             attacked = {l: set(int(u) for u in v.get("attacked", [])) for l, v in info.items()}
             dead = {l: set(int(u) for u in v.get("dead", [])) for l, v in info.items()}
         db.expunge(model_row)
     return _Inputs(model_row, ckpt_init, ckpt_after, weights_from.state if weights_from is not None else None,
-                   state_note, val, val_name, stored, attacked, dead)
+                   state_note, val, val_name, stored, attacked, dead, targets)
 
 
 def _audited_state(spec: VisualizeSpec, ctx, db):
@@ -328,10 +343,61 @@ def _measure_layer(spec: VisualizeSpec, ctx, inp: _Inputs, models: dict, layer: 
     audited = "after" if "after" in images else "init"     # the state the images are shown for
     natural = topk_embedding.embed(np.asarray(scans[audited].topk_ids)[units, :spec.k_clip])
     measures["ns_agreement"] = synthetic.natural_synthetic_agreement(natural, e[audited])
+    if audited == "after" and inp.targets.get(layer):       # the clean model's, beside it (SPEC §8.2's cross-check)
+        natural_init = topk_embedding.embed(np.asarray(scans["init"].topk_ids)[units, :spec.k_clip])
+        measures["ns_agreement_init"] = synthetic.natural_synthetic_agreement(natural_init, e["init"])
     return measures
 
 
-def _store(ctx, inp: _Inputs, image_rows: list[dict], unit_measures: dict[str, dict[int, dict]]) -> None:
+def _fv_target(spec: VisualizeSpec, ctx, inp: _Inputs, models: dict, layer: str, units: list[int],
+               images: dict[str, np.ndarray], topk_embedding, measures: dict, extra: dict[int, dict]) -> dict:
+    """SPEC §8.1's measures of the attacked units that had a target, from this job's renders
+    (seeds the attack never saw; :func:`~fvaudit.engine.measure.fv_manipulation.measure_rendered`):
+    FV→target SSIM / MSE / embedder cosine after and before, FV after vs the original FV, the
+    unit's AUROC for its top class before and after, natural–synthetic agreement (over the whole
+    layer, as the synthetic step measures it) before and after, and the cross-check verdict.
+    Per unit into ``extra``; returns the aggregates."""
+    from fvaudit.engine.attack.slingshot import target_pixels
+    from fvaudit.engine.measure.fv_manipulation import measure_rendered, target_uint8
+    from fvaudit.engine.measure.synthetic import embed_images
+    from fvaudit.jobs.common import layer_scan
+
+    ctx.reporter.stage(f"measure {layer} against the targets")
+    pos = {u: c for c, u in enumerate(units)}
+    aimed = [u for u in sorted(inp.targets[layer]) if u in pos and u not in inp.dead.get(layer, set())]
+    if not aimed:
+        return {}
+    cols = [pos[u] for u in aimed]
+    shape = models["init"].input_shape
+    tgt = target_uint8(np.stack([target_pixels(inp.targets[layer][u], shape) for u in aimed]))
+    kw: dict = {}
+    if topk_embedding is not None:
+        kw["embed"] = lambda im: embed_images(topk_embedding.embedder, im)
+    if "ns_agreement" in measures and "ns_agreement_init" in measures:
+        kw["agreement"] = (np.asarray(measures["ns_agreement_init"])[cols], np.asarray(measures["ns_agreement"])[cols])
+    if inp.val is not None and "init" in inp.stored and "after" in inp.stored:
+        s_b, s_a = (layer_scan(ctx.store, inp.stored[k], layer) for k in ("init", "after"))
+        labels = np.asarray(inp.val.labels)
+        kw.update(val_scores=(np.asarray(s_b.scores)[:, aimed], np.asarray(s_a.scores)[:, aimed]), val_labels=labels,
+                  topk_labels=labels[np.asarray(s_b.topk_ids)[aimed]])
+    # the job's images are unit-major [J, n, ...]; the measures take seed-major [n, U, ...]
+    m = measure_rendered(layer, aimed, list(range(spec.n_synth)), images["init"][cols].swapaxes(0, 1),
+                         images["after"][cols].swapaxes(0, 1), tgt, **kw)
+    for row in m.per_unit():
+        u = row.pop("unit")
+        verdict = row.pop("cross_check_after")
+        extra[u] = {"fv_target": clean_json({**row, "moved_by": m.moved_by, "cross_check": verdict})}
+    agg = m.aggregates()
+    if "cross_check_after" in agg:
+        agg["cross_check"] = agg.pop("cross_check_after")
+    ctx.log(f"{layer}: FV of {int(np.sum(m.moved))}/{len(aimed)} units closer to their target than to their "
+            f"original FV ({m.moved_by}); median FV→target SSIM {agg['ssim_target_after']} (before "
+            f"{agg['ssim_target_before']})")
+    return clean_json(agg)
+
+
+def _store(ctx, inp: _Inputs, image_rows: list[dict], unit_measures: dict[str, dict[int, dict]],
+           unit_extra: dict[str, dict[int, dict]] | None = None) -> None:
     with ctx.session() as db:
         db.execute(SyntheticImage.__table__.delete().where(SyntheticImage.job_id == ctx.job_id))  # a requeued job
         if image_rows:
@@ -341,3 +407,9 @@ def _store(ctx, inp: _Inputs, image_rows: list[dict], unit_measures: dict[str, d
                      "dead": False, "topk": {}, "nearest": {}, "clip_self": {}, "extra": {}, **vals}
                     for layer, per_unit in unit_measures.items() for u, vals in per_unit.items()]
             upsert(db, UnitResult, rows, ("run_id", "layer", "unit"), update=MEASURES)
+            for layer, per_unit in (unit_extra or {}).items():
+                for u, add in per_unit.items():
+                    row = db.scalar(select(UnitResult).where(UnitResult.run_id == ctx.run_id, UnitResult.layer == layer,
+                                                             UnitResult.unit == u))
+                    if row is not None:
+                        row.extra = clean_json({**(row.extra or {}), **add})

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, Valid
 from sqlalchemy.orm import Session
 
 from fvaudit.db.tables import Job, Model, SweepPoint, User
+from fvaudit.engine.attack.kinds import ATTACK_KINDS
 from fvaudit.jobs.kinds.attack import new_attack_run
 from fvaudit.jobs.kinds.audit import AuditKind, AuditSpec, control_params
 from fvaudit.jobs.kinds.prune import PruneParams, PruneSpec, check_prune, new_pruned_model
@@ -43,7 +44,8 @@ from fvaudit.jobs.registry import JobKind, Step, StepInfo, register_kind
 from fvaudit.jobs.specs import AttackParams, DbId, DecoyClass, Embedder, Name, Strict, attack_rules, unused_given
 from fvaudit.jobs.validate import FieldError, get_image_set, get_model
 
-AttackName = Literal["push_down", "push_up"]
+#: the attacks a sweep point can run: every kind with an attack loss (the kinds table)
+AttackName = Literal[tuple(k for k, v in ATTACK_KINDS.items() if v.attack_loss)]  # type: ignore[valid-type]
 MAX_POINTS = 64
 FIELD_RE = r"^(model_id|prune|prune\.[a-z_]+|prune\.finetune\.[a-z_]+|attack\.[a-z_]+)$"
 
@@ -79,7 +81,8 @@ class SweepSpec(Strict):
                                  description="every combination of the axes' values is a point (at most 64)")
     baseline: bool = Field(True, description="point 0: the unpruned base model (the curves' rate 0; the push-down "
                                              "run that vulnerability pruning ranks channels by)")
-    attacks: list[AttackName] = Field(default_factory=lambda: ["push_down", "push_up"], min_length=1, max_length=2)
+    attacks: list[AttackName] = Field(default_factory=lambda: ["push_down", "push_up"], min_length=1,
+                                      max_length=len(ATTACK_KINDS))
     decoy_class: DecoyClass | None = Field(None, validate_default=True,
                                            description="push-up decoy class: index (a number) or name (a string); "
                                                        "only with push_up in attacks")
@@ -100,8 +103,9 @@ class SweepSpec(Strict):
     @field_validator("decoy_class")
     @classmethod
     def _decoy(cls, v, info: ValidationInfo):
-        if "push_up" in (info.data.get("attacks") or []) and v is None:
-            raise ValueError("push_up needs a decoy class")
+        needs = [a for a in (info.data.get("attacks") or []) if ATTACK_KINDS[a].decoy]
+        if needs and v is None:
+            raise ValueError(f"{needs[0]} needs a decoy class")
         return v
 
     @field_validator("grid")
@@ -203,7 +207,7 @@ def plan_points(spec: SweepSpec) -> list[Point]:
 
 def audit_spec(spec: SweepSpec, pt: Point, attack: str, model_id: int | None = None, name: str | None = None
                ) -> AuditSpec:
-    a = pt.base.attack.for_kind(attack, **({"decoy_class": spec.decoy_class} if attack == "push_up" else {}))
+    a = pt.base.attack.for_kind(attack, **({"decoy_class": spec.decoy_class} if ATTACK_KINDS[attack].decoy else {}))
     return AuditSpec(name=name, model_id=model_id or pt.base.model_id, train_set_id=spec.train_set_id,
                      val_set_id=spec.val_set_id, attack=a, k_clip=spec.k_clip, embedder=spec.embedder,
                      scan_batch_size=spec.scan_batch_size, control=spec.control, visualize=spec.visualize)
@@ -236,7 +240,7 @@ def check_point(db: Session, user: User, spec: SweepSpec, pt: Point, baseline: P
             raise FieldError(_sweep_loc(spec, exc.loc, pt), exc.msg) from None
         if a == spec.attacks[0]:
             attack = attack.model_copy(update={"layers": checked.attack.layers})
-        if a == "push_up":
+        if ATTACK_KINDS[a].decoy:
             pt.decoy_class = checked.attack.decoy_class
     p = pt.base.prune
     if p is not None:
@@ -285,7 +289,7 @@ class SweepKind(JobKind):
              *[s for s in AuditKind.steps if s.key != "scan_init"])
 
     def step_label(self, key: str | None) -> str | None:
-        m = re.fullmatch(r"p(\d+)\.(?:(push_down|push_up)\.)?(\w+)", key or "")
+        m = re.fullmatch(r"p(\d+)\.(?:(" + "|".join(ATTACK_KINDS) + r")\.)?(\w+)", key or "")
         if not m:
             return None
         idx, attack, step = m.groups()
@@ -294,8 +298,8 @@ class SweepKind(JobKind):
 
     def check(self, db, user, spec: SweepSpec) -> SweepSpec:
         L = ("spec",)
-        if spec.decoy_class is not None and "push_up" not in spec.attacks:
-            raise FieldError(L + ("decoy_class",), f"only push_up uses a decoy class (this sweep: "
+        if spec.decoy_class is not None and not any(ATTACK_KINDS[a].decoy for a in spec.attacks):
+            raise FieldError(L + ("decoy_class",), f"only push_up and push_up_slingshot use a decoy class (this sweep: "
                                                    f"{', '.join(spec.attacks)}): leave decoy_class out")
         get_image_set(db, spec.train_set_id, L + ("train_set_id",))
         get_image_set(db, spec.val_set_id, L + ("val_set_id",))
@@ -305,7 +309,7 @@ class SweepKind(JobKind):
         baseline = points[0] if spec.baseline else None
         for pt in points:
             check_point(db, user, spec, pt, baseline)
-        if "push_up" in spec.attacks:
+        if any(ATTACK_KINDS[a].decoy for a in spec.attacks):
             spec = spec.model_copy(update={"decoy_class": points[0].decoy_class})
         spec._plan = points
         return spec
