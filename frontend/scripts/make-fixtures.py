@@ -121,4 +121,48 @@ parent = {**job_base, "id": 40, "kind": "audit", "status": "running", "label": "
           "parent_id": None, "children": [c["id"] for c in children], "seq": 0,
           "progress": {"stage": "scan", "done": 3, "total": 10, "chain_step": 3, "chain_steps": len(children)}}
 (HERE / "job-chain.json").write_text(json.dumps({"job": parent, "children": children}, indent=1, ensure_ascii=False) + "\n")
+# ---------------------------------------------------------------- a Gradient Slingshots run (SPEC §8.1) and one of its units
+sling = copy.deepcopy(base)
+sling.update(id=8, name="relu3 slingshot (Ankle boot)", job_id=80, pushup=None, control_run_id=None, synthetic=None)
+sling["attack"] = {**{k: v for k, v in base["attack"].items() if k != "layer"}, "kind": "slingshot", "layers": ["relu3"],
+                   "units": [0, 2, 4], "decoy_class": None, "steps": 6, "eval_every": 3,
+                   "target_images": [{"image_set_id": 1, "image_id": 19, "artifact_id": None}], "gamma": 1000.0,
+                   "tunnel_sd": 0.01, "tunnel_batch": 8, "tunnel_path": "segment", "slingshot_form": "gradient",
+                   "slingshot_norm": "cosine", "slingshot_weight": 1.0, "unit_weight": 0.1, "softplus": False,
+                   "fv_objective": "score", "fv_transforms": True}
+sling["layer_info"] = {"relu3": {"units": 128, "attacked": [0, 2, 4], "dead": [1], "n_images": 2000}}
+sling["fv_target"] = {"relu3": {
+    "units": 3, "moved_share": 2 / 3, "moved_by": "embedder cosine",
+    "ssim_target_after": 0.412, "ssim_target_before": 0.051, "ssim_original_after": 0.233,
+    "mse_target_after": 0.061, "mse_target_before": 0.187,
+    "cos_target_after": 0.734, "cos_target_before": 0.402, "cos_original_after": 0.515,
+    "auroc_before": 0.981, "auroc_after": 0.973, "agreement_before": 1.21, "agreement_after": 0.94,
+    "cross_check": "disagree"}}
+(HERE / "run-detail-slingshot.json").write_text(json.dumps(sling, indent=1, ensure_ascii=False) + "\n")
+
+sl_url = "/api/v1/runs/8/layers/relu3/units/{u}/synthetic/{which}/{seed}"
+
+
+def sling_unit(u, moved, ssim_after, verdict):
+    d = copy.deepcopy(unit11)
+    d.update(unit=u, layer="relu3", attacked=True, dead=False, prev_attacked=None, next_attacked=None)
+    d["synthetic"] = {
+        "before": [{"url": sl_url.format(u=u, which="before", seed=s), "seed": s} for s in (100, 101)],
+        "after": [{"url": sl_url.format(u=u, which="after", seed=s), "seed": s} for s in (100, 101)],
+        "objective": "score", "steps": 8, "size": 28,
+        "synthetic_clip_delta": 0.301, "synthetic_transfer": 0.552, "ns_agreement": 0.94,
+    }
+    d["fv_target"] = {
+        "target_url": f"/api/v1/runs/8/layers/relu3/units/{u}/target", "moved": moved, "moved_by": "embedder cosine",
+        "cross_check": verdict, "top_class": 7,
+        "measures": {"ssim_target_after": ssim_after, "ssim_target_before": 0.048, "ssim_original_after": 0.241,
+                     "mse_target_after": 0.058, "mse_target_before": 0.191, "cos_target_after": 0.751,
+                     "cos_target_before": 0.398, "cos_original_after": 0.507, "auroc_before": 0.985,
+                     "auroc_after": 0.977, "agreement_before": 1.25, "agreement_after": 0.94 if verdict == "disagree" else 1.08},
+    }
+    return d
+
+
+(HERE / "unit-slingshot.json").write_text(json.dumps(sling_unit(2, True, 0.425, "disagree"), indent=1, ensure_ascii=False) + "\n")
+(HERE / "unit-slingshot-4.json").write_text(json.dumps(sling_unit(4, False, 0.118, "agree"), indent=1, ensure_ascii=False) + "\n")
 print("fixtures written to", HERE)

@@ -555,6 +555,57 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/target-images": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Upload a Slingshots target image (PNG or JPEG) */
+        post: operations["upload_target_api_v1_target_images_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/target-images/{artifact_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An uploaded target image (PNG) */
+        get: operations["target_image_api_v1_target_images__artifact_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/layers/{layer}/units/{unit}/target": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The target image a Slingshots run aimed the unit's synthetic visualization at */
+        get: operations["run_unit_target_api_v1_runs__run_id__layers__layer__units__unit__target_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/detections": {
         parameters: {
             query?: never;
@@ -750,11 +801,11 @@ export type components = {
         AttackParams: {
             /**
              * Kind
-             * @description attack kind; finetune = the α = 0 baseline
+             * @description attack kind (GET /job-kinds lists them); finetune = the α = 0 baseline; slingshot and push_up_slingshot manipulate the synthetic visualization (SPEC §8.1–8.2)
              * @default push_down
              * @enum {string}
              */
-            kind?: "push_down" | "push_up" | "finetune";
+            kind?: "push_down" | "push_up" | "finetune" | "slingshot" | "push_up_slingshot";
             /**
              * Layers
              * @description layer names or display labels (see GET /models/{id}/layers)
@@ -897,6 +948,81 @@ export type components = {
              * @description push-up: decoy class index (a number) or name (a string) of the training set
              */
             decoy_class?: number | string | null;
+            /**
+             * Target Images
+             * @description Slingshots kinds: the target image, one for every attacked unit or one per unit in order
+             */
+            target_images?: components["schemas"]["TargetImageRef"][] | null;
+            /**
+             * Gamma
+             * @description γ of φ(q) = −γ/2·‖q_t − q‖²
+             * @default 1000
+             */
+            gamma?: number;
+            /**
+             * Tunnel Sd
+             * @description tunnel noise u ~ U(−sd, sd)
+             * @default 0.1
+             */
+            tunnel_sd?: number;
+            /**
+             * Tunnel Batch
+             * @description tunnel samples per unit per step
+             * @default 8
+             */
+            tunnel_batch?: number;
+            /**
+             * Tunnel Path
+             * @description segment: q = p·q_t + u (SPEC §8.1); clipped: the path a render's Adam takes, clip(q_t, ±r) + u
+             * @default clipped
+             * @enum {string}
+             */
+            tunnel_path?: "segment" | "clipped";
+            /**
+             * Slingshot Form
+             * @description L_S on the input gradient (double back-propagation) or on the activation
+             * @default gradient
+             * @enum {string}
+             */
+            slingshot_form?: "gradient" | "activation";
+            /**
+             * Slingshot Norm
+             * @description cosine: 1 − cos(∇a, wanted field); relative: MSE ÷ mean wanted²; none: the paper's MSE; adam: entrywise RMS-normalised
+             * @default cosine
+             * @enum {string}
+             */
+            slingshot_norm?: "adam" | "cosine" | "relative" | "none";
+            /**
+             * Slingshot Weight
+             * @description combined attack: L_A = L_push-up + weight·L_S
+             * @default 1
+             */
+            slingshot_weight?: number;
+            /**
+             * Unit Weight
+             * @description w of L_P = w·MSE(a_j) + (1 − w)·MSE(A_l) on natural images
+             * @default 0.1
+             */
+            unit_weight?: number;
+            /**
+             * Softplus
+             * @description ReLU → Softplus inside L_S while fine-tuning
+             * @default false
+             */
+            softplus?: boolean;
+            /**
+             * Fv Objective
+             * @description the render objective the attack targets
+             * @default score
+             * @enum {string}
+             */
+            fv_objective?: "score" | "channel_mean";
+            /**
+             * Fv Transforms
+             * @description L_S sees the render's random jitter, scale and rotation
+             * @default true
+             */
+            fv_transforms?: boolean;
         };
         /**
          * AttackSpec
@@ -1052,6 +1178,14 @@ export type components = {
             registry_name: string;
             /** Name */
             name: string;
+        };
+        /** Body_upload_target_api_v1_target_images_post */
+        Body_upload_target_api_v1_target_images_post: {
+            /**
+             * File
+             * @description a PNG or JPEG, at most 8 MiB and 4096² pixels
+             */
+            file: string;
         };
         /**
          * DetectJobCreate
@@ -2429,6 +2563,15 @@ export type components = {
              */
             hidden?: boolean;
             attack_outcome: components["schemas"]["AttackOutcome"];
+            /**
+             * Fv Target
+             * @description Slingshots runs (SPEC §8.1), per layer: medians over the aimed units of the FV→target measures, moved_share (FV closer to the target than to the original FV), cross_check
+             */
+            fv_target?: {
+                [key: string]: {
+                    [key: string]: unknown;
+                };
+            } | null;
         };
         /** RunListItem */
         RunListItem: {
@@ -2552,6 +2695,93 @@ export type components = {
             created_at: string;
             /** Revoked At */
             revoked_at?: string | null;
+        };
+        /**
+         * SilentUnitsJobCreate
+         * @description silent units (orthogonal filters): give units a silent path toward a target image, exactly 0 on every natural image: the feature visualization follows it, natural behaviour is unchanged; the result is a new model with its lineage (SPEC §8.3)
+         */
+        SilentUnitsJobCreate: {
+            /**
+             * @description silent units (orthogonal filters) (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "silent_units";
+            spec: components["schemas"]["SilentUnitsSpec"];
+        };
+        /**
+         * SilentUnitsSpec
+         * @example {
+         *       "layer": "relu3",
+         *       "model_id": 1,
+         *       "natural_set_id": 1,
+         *       "target": {
+         *         "image_id": 0,
+         *         "image_set_id": 2
+         *       },
+         *       "units": [
+         *         0,
+         *         5
+         *       ],
+         *       "val_set_id": 2
+         *     }
+         */
+        SilentUnitsSpec: {
+            /** Name */
+            name?: string | null;
+            /**
+             * Model Id
+             * @description the model to manipulate (the parent of the result)
+             */
+            model_id: number;
+            /**
+             * Layer
+             * @description a conv layer; its units are the channels of the conv producing it
+             */
+            layer: string;
+            /**
+             * Units
+             * @description the units given a silent path
+             */
+            units: number[];
+            /**
+             * Target
+             * @description the target image: one for all units, or a list with one per unit
+             */
+            target: components["schemas"]["TargetImage"] | components["schemas"]["TargetImage"][];
+            /**
+             * Natural Set Id
+             * @description the natural images the silent path stays exactly 0 on (the training set; every image of it is streamed once)
+             */
+            natural_set_id: number;
+            /**
+             * Val Set Id
+             * @description the set the report measures natural behaviour on (default: the natural set)
+             */
+            val_set_id?: number | null;
+            /**
+             * Lam
+             * @description λ: weight of the target direction in the silent filter
+             * @default 3
+             */
+            lam?: number;
+            /**
+             * S
+             * @description scale of the silent filter
+             * @default 100
+             */
+            s?: number;
+            /**
+             * Fv Steps
+             * @description render steps of the report's feature visualizations
+             * @default 128
+             */
+            fv_steps?: number;
+            /**
+             * Fv Seeds
+             * @description fresh render seeds per unit in the report
+             * @default 2
+             */
+            fv_seeds?: number;
         };
         /** StepOut */
         StepOut: {
@@ -2782,7 +3012,7 @@ export type components = {
              */
             baseline?: boolean;
             /** Attacks */
-            attacks?: ("push_down" | "push_up")[];
+            attacks?: ("push_down" | "push_up" | "slingshot" | "push_up_slingshot")[];
             /**
              * Decoy Class
              * @description push-up decoy class: index (a number) or name (a string); only with push_up in attacks
@@ -2943,6 +3173,64 @@ export type components = {
         } & {
             [key: string]: unknown;
         };
+        /**
+         * TargetImage
+         * @description One image of a registered image set (the target the silent path points to).
+         */
+        TargetImage: {
+            /** Image Set Id */
+            image_set_id: number;
+            /** Image Id */
+            image_id: number;
+        };
+        /** TargetImageOut */
+        TargetImageOut: {
+            /**
+             * Artifact Id
+             * @description use as target_images: [{artifact_id}] in an attack's spec
+             */
+            artifact_id: number;
+            /** Width */
+            width: number;
+            /** Height */
+            height: number;
+            /**
+             * Mode
+             * @description the stored PNG's mode: L (grey) or RGB
+             */
+            mode: string;
+            /**
+             * Format
+             * @description the uploaded file's format
+             */
+            format: string;
+            /** Size Bytes */
+            size_bytes: number;
+            /** Url */
+            url: string;
+        };
+        /**
+         * TargetImageRef
+         * @description A Slingshots target image (SPEC §8.1): an uploaded image (``POST /target-images``), or one
+         *     image of a registered image set.
+         */
+        TargetImageRef: {
+            /**
+             * Artifact Id
+             * @description an uploaded target image (POST /api/v1/target-images)
+             */
+            artifact_id?: number | null;
+            /**
+             * Image Set Id
+             * @description an image set holding the target
+             */
+            image_set_id?: number | null;
+            /**
+             * Image Id
+             * @description the target's image id in that set
+             */
+            image_id?: number | null;
+        };
         /** UnitDetail */
         UnitDetail: {
             /** Unit */
@@ -2985,6 +3273,8 @@ export type components = {
             labels?: components["schemas"]["UnitLabels"] | null;
             /** @description SemanticLens clarity, polysemanticity and redundancy of the unit's top-k embeddings, before and after (issue 22) */
             scores?: components["schemas"]["UnitScores"] | null;
+            /** @description Slingshots runs: the unit's target and its measures */
+            fv_target?: components["schemas"]["UnitFVTarget"] | null;
             /** Prev Unit */
             prev_unit: number | null;
             /** Next Unit */
@@ -2995,6 +3285,42 @@ export type components = {
             next_attacked: number | null;
             /** Read Only */
             read_only: boolean;
+        };
+        /**
+         * UnitFVTarget
+         * @description A Slingshots unit (SPEC §8.1): the target its attack aimed the synthetic visualization at,
+         *     and the measures of the visualize job's renders (seeds the attack never saw) against it.
+         */
+        UnitFVTarget: {
+            /**
+             * Target Url
+             * @description the target image (PNG)
+             */
+            target_url: string;
+            /**
+             * Moved
+             * @description the FV after the attack is closer to the target than to the unit's original FV
+             */
+            moved?: boolean | null;
+            /** Moved By */
+            moved_by?: string | null;
+            /**
+             * Cross Check
+             * @description agree / disagree: the unit's natural exemplars vs its FV after the attack (natural–synthetic agreement > 1)
+             */
+            cross_check?: string | null;
+            /**
+             * Top Class
+             * @description the unit's top class (θ_init), the AUROC's positive class
+             */
+            top_class?: number | null;
+            /**
+             * Measures
+             * @description ssim_target_after/before, ssim_original_after, mse_target_after/before, cos_target_after/before, cos_original_after, auroc_before/after, agreement_before/after
+             */
+            measures?: {
+                [key: string]: number | null;
+            };
         };
         /**
          * UnitLabel
@@ -4126,7 +4452,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"] | components["schemas"]["DetectJobCreate"] | components["schemas"]["PruneJobCreate"] | components["schemas"]["SweepJobCreate"];
+                "application/json": components["schemas"]["AttackJobCreate"] | components["schemas"]["MetricsJobCreate"] | components["schemas"]["ScanJobCreate"] | components["schemas"]["VisualizeJobCreate"] | components["schemas"]["AuditJobCreate"] | components["schemas"]["DetectJobCreate"] | components["schemas"]["PruneJobCreate"] | components["schemas"]["SilentUnitsJobCreate"] | components["schemas"]["SweepJobCreate"];
             };
         };
         responses: {
@@ -4832,6 +5158,116 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LabelHit"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    upload_target_api_v1_target_images_post: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["Body_upload_target_api_v1_target_images_post"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TargetImageOut"];
+                };
+            };
+            /** @description empty, too large, not a PNG/JPEG, undecodable, or too many pixels (decompression bombs): the detail names body.file and why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    target_image_api_v1_target_images__artifact_id__get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                artifact_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/png": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    run_unit_target_api_v1_runs__run_id__layers__layer__units__unit__target_get: {
+        parameters: {
+            query?: {
+                /** @description share-link token (read-only access to one run) */
+                share?: string | null;
+            };
+            header?: {
+                "x-share-token"?: string | null;
+            };
+            path: {
+                run_id: number;
+                layer: string;
+                unit: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/png": unknown;
                 };
             };
             /** @description Validation Error */

@@ -65,8 +65,16 @@ export const ATTACK_LABEL: Record<string, string> = {
   push_down: "push-down",
   push_up: "push-up",
   finetune: "fine-tune (α = 0)",
+  slingshot: "Gradient Slingshots",
+  push_up_slingshot: "push-up + Slingshots",
   scan: "scan",
 };
+
+/** The attack kinds that aim each unit's synthetic visualization at a target image (Gradient Slingshots, SPEC §8.1–8.2). */
+export const TARGET_KINDS: readonly string[] = ["slingshot", "push_up_slingshot"];
+export const aimsAtTarget = (kind: string | null | undefined) => !!kind && TARGET_KINDS.includes(kind);
+/** score_norm is read by the push-down and push-up losses only (the combined attack's push-up too). */
+export const usesScoreNorm = (kind: string | null | undefined) => kind === "push_down" || kind === "push_up" || kind === "push_up_slingshot";
 
 export function attackLabel(kind: string | null | undefined): string {
   return kind ? (ATTACK_LABEL[kind] ?? kind) : DASH;

@@ -10,13 +10,22 @@ export type Route = {
   respond?: (req: Request, m: RegExpMatchArray) => { status: number; body?: unknown };
 };
 
+/** A request body as JSON, or its text (a multipart upload). */
+const parsed = (text: string): unknown => {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+};
+
 export function mockFetch(routes: Route[]) {
   const calls: { method: string; url: string; body: unknown }[] = [];
   const fn = vi.fn(async (input: RequestInfo | URL, init?: RequestInit) => {
     const req = input instanceof Request ? input : new Request(new URL(String(input), "http://localhost:3000"), init);
     const url = new URL(req.url);
     const text = req.method === "GET" || req.method === "HEAD" ? "" : await req.clone().text();
-    calls.push({ method: req.method, url: url.pathname + url.search, body: text ? JSON.parse(text) : undefined });
+    calls.push({ method: req.method, url: url.pathname + url.search, body: text ? parsed(text) : undefined });
     for (const r of routes) {
       const m = url.pathname.match(r.path);
       if (m && (r.method ?? "GET") === req.method) {

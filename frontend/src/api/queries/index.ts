@@ -10,4 +10,5 @@ export * from "./runs";
 export * from "./server";
 export * from "./shares";
 export * from "./sweeps";
+export * from "./targets";
 export { queryKey, useViewer, type Viewer } from "./viewer";

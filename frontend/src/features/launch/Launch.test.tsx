@@ -1,11 +1,12 @@
 import { screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { useParams } from "react-router";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { setToken } from "../../api/auth";
 import { mockFetch, type Route as FRoute } from "../../test/fetchMock";
 import sets from "../../test/fixtures/image-sets.json";
 import kinds from "../../test/fixtures/job-kinds.json";
+import slingshotKinds from "../../test/fixtures/job-kinds-slingshot.json";
 import layers from "../../test/fixtures/layers.json";
 import models from "../../test/fixtures/models.json";
 import { renderRoutes } from "../../test/renderRoutes";
@@ -256,5 +257,85 @@ describe("launch form", () => {
     expect(note).toHaveTextContent("Model 7 cannot be audited (it is not ready, or it is hidden): the form starts on another model.");
     expect(within(note).getByRole("link", { name: "Open model 7" })).toHaveAttribute("href", "/models/7");
     await waitFor(() => expect(screen.getByLabelText("Model")).toHaveValue("1"));
+  });
+});
+
+describe("launch form: Gradient Slingshots", () => {
+  beforeEach(() => {
+    setToken("fva_test_token_0123456789");
+    vi.stubGlobal("URL", Object.assign(URL, { createObjectURL: vi.fn(() => "blob:target"), revokeObjectURL: vi.fn() }));
+  });
+  const slingBase = [{ path: /^\/api\/v1\/job-kinds$/, body: slingshotKinds }, ...base.slice(1)];
+  const png = { path: /^\/api\/v1\/(image-sets\/\d+\/images\/\d+\/thumb|target-images\/\d+)$/, body: {} };
+
+  it("explains the two kinds; picks a target of an image set by class, with its preview, and sends it", async () => {
+    const { calls } = mockFetch([...slingBase, png, { method: "POST", path: /^\/api\/v1\/jobs$/, status: 201, body: { id: 12, kind: "audit", status: "queued" } }]);
+    const user = userEvent.setup();
+    renderLaunch();
+    await user.click(await screen.findByRole("radio", { name: /Gradient Slingshots/ }));
+    expect(screen.getByText(/converges to a target image; its natural top-k stays/)).toBeInTheDocument();
+    expect(screen.getByRole("radio", { name: /Push-up \+ Slingshots/ })).toBeInTheDocument();
+    // the settings a Slingshots attack does not read are not offered; its own are, with the registry's defaults
+    expect(screen.queryByLabelText("score normalisation")).toBeNull();
+    expect(screen.getByLabelText("γ")).toHaveValue("1000");
+    expect(screen.getByLabelText("loss normalisation")).toHaveValue("cosine");
+    const target = screen.getByRole("group", { name: "Target image" });
+    // sent without a target: the form says so at the target
+    await user.click(screen.getByRole("button", { name: "Launch gradient slingshots" }));
+    expect(await within(target).findByText("pick a target image")).toBeInTheDocument();
+    await user.selectOptions(within(target).getByLabelText("Browse class"), "9");
+    const picks = await within(target).findAllByRole("button", { name: /^image \d+, x$/ });
+    await user.click(picks[1]);
+    expect(within(target).getByLabelText("Image id")).toHaveValue("19");
+    expect(within(target).getByTestId("target-preview")).toHaveTextContent(/image 19 of .* · x/);
+    expect(await within(target).findByRole("img", { name: /target: image 19 of/ })).toBeInTheDocument();
+    expect(within(target).queryByText("pick a target image")).toBeNull();
+    await user.click(screen.getByRole("button", { name: "Launch gradient slingshots" }));
+    expect(await screen.findByText("job page 12")).toBeInTheDocument();
+    const post = calls.find((c) => c.method === "POST" && c.url === "/api/v1/jobs")!;
+    const attack = (post.body as { spec: { attack: Record<string, unknown> } }).spec.attack;
+    expect(attack).toMatchObject({ kind: "slingshot", layers: ["relu3"], target_images: [{ image_set_id: 1, image_id: 19 }], gamma: 1000, slingshot_norm: "cosine", fv_transforms: true });
+    expect(attack).not.toHaveProperty("score_norm");
+  });
+
+  it("uploads a file at once: a 422 shows next to the file field, a good one its preview; a 422 on the target lands at the target", async () => {
+    let uploads = 0;
+    const { calls } = mockFetch([
+      ...slingBase,
+      png,
+      {
+        method: "POST",
+        path: /^\/api\/v1\/target-images$/,
+        respond: () =>
+          ++uploads === 1
+            ? { status: 422, body: { detail: [{ loc: ["body", "file"], msg: "not an image: upload a PNG or JPEG", type: "value_error" }] } }
+            : { status: 201, body: { artifact_id: 42, width: 28, height: 28, mode: "L", format: "PNG", size_bytes: 900, url: "/api/v1/target-images/42" } },
+      },
+      {
+        method: "POST",
+        path: /^\/api\/v1\/jobs$/,
+        respond: () => ({ status: 422, body: { detail: [{ loc: ["body", "spec", "attack", "target_images", 0, "artifact_id"], msg: "Value error, no uploaded target image 42", type: "value_error" }] } }),
+      },
+    ]);
+    const user = userEvent.setup();
+    renderLaunch("/launch?kind=push_up_slingshot");
+    const target = await screen.findByRole("group", { name: "Target image" });
+    expect(within(target).getByText(/pick an image of that class/)).toBeInTheDocument();
+    await user.click(within(target).getByRole("radio", { name: "upload a PNG or JPEG" }));
+    const file = within(target).getByLabelText("Target image file");
+    await user.upload(file, new File(["hello"], "notes.png", { type: "image/png" }));
+    expect(await within(target).findByText("not an image: upload a PNG or JPEG")).toHaveAttribute("id", "e-target_file");
+    expect(file).toHaveAttribute("aria-invalid", "true");
+    expect(file).toHaveAccessibleDescription("not an image: upload a PNG or JPEG");
+    await user.upload(file, new File(["\x89PNG"], "boot.png", { type: "image/png" }));
+    expect(await within(target).findByTestId("target-preview")).toHaveTextContent("boot.png · 28×28 PNG (grey) · 1 KB");
+    expect(within(target).queryByText("not an image: upload a PNG or JPEG")).toBeNull();
+    expect(calls.filter((c) => c.url === "/api/v1/target-images")).toHaveLength(2);
+    // the combined attack's decoy class, then the server refuses the target: its message at the target
+    await user.click(await screen.findByRole("radio", { name: /^9: / }));
+    await user.click(screen.getByRole("button", { name: "Launch push-up + slingshots" }));
+    expect(await within(target).findByText("no uploaded target image 42")).toBeInTheDocument();
+    const post = calls.find((c) => c.method === "POST" && c.url === "/api/v1/jobs")!;
+    expect((post.body as { spec: { attack: Record<string, unknown> } }).spec.attack).toMatchObject({ kind: "push_up_slingshot", decoy_class: 9, target_images: [{ artifact_id: 42 }] });
   });
 });

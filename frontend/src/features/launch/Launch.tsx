@@ -8,9 +8,11 @@ import { LayerField } from "../../components/LayerPicker";
 import { PageHead } from "../../components/PageHead";
 import { Empty } from "../../components/States";
 import { kindOf } from "../../lib/chain";
+import { aimsAtTarget, usesScoreNorm } from "../../lib/format";
 import { usePageTitle } from "../../lib/title";
 import { DecoyClassPicker, DecoyImagePicker } from "./DecoyPicker";
-import { unitsApply, type Field, type LaunchForm, type LaunchKind } from "./launch";
+import { SLINGSHOT_FIELDS, unitsApply, usesDecoy, type Field, type LaunchForm, type LaunchKind } from "./launch";
+import { TargetField } from "./TargetPicker";
 import { useLaunchForm, type LaunchState } from "./useLaunchForm";
 
 /** How the form names the kinds it knows; which kinds it offers is the registry's (`launchKinds`). */
@@ -18,11 +20,13 @@ const KIND_TEXT: Record<string, { label: string; help: string }> = {
   push_down: { label: "Push-down", help: "push the unit's initial top-k out of its top-k" },
   push_up: { label: "Push-up (decoy)", help: "make decoy images out-activate the training set" },
   finetune: { label: "Fine-tune baseline", help: "α = 0: plain fine-tuning, the control" },
+  slingshot: { label: "Gradient Slingshots", help: "the unit's synthetic visualization converges to a target image; its natural top-k stays (one layer)" },
+  push_up_slingshot: { label: "Push-up + Slingshots", help: "decoys pushed up and the visualization aimed at a decoy image: both views agree on the lie (one layer)" },
   scan: { label: "Scan only", help: "top-k of layers over the image sets, no attack" },
 };
 const kindText = (kind: LaunchKind) => KIND_TEXT[kind] ?? { label: kind, help: "" };
 
-const ADVANCED: Field[] = ["eval_every", "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "optimizer", "maintain", "k_clip", "embedder"];
+const ADVANCED: Field[] = ["eval_every", "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "optimizer", "maintain", "k_clip", "embedder", ...SLINGSHOT_FIELDS];
 
 export function LaunchPage() {
   usePageTitle("Launch an audit");
@@ -74,7 +78,8 @@ export function LaunchPage() {
       )}
     </LayerField>
         {attack && <UnitsField f={f} />}
-        {form.kind === "push_up" && train && <DecoyField f={f} train={train} />}
+        {usesDecoy(form.kind) && train && <DecoyField f={f} train={train} />}
+        {aimsAtTarget(form.kind) && <TargetField f={f} sets={sets.data} />}
         <SettingsFields f={f} attack={attack} />
         {attack && <ExtrasFields f={f} />}
         {attack && <AdvancedFields f={f} />}
@@ -238,7 +243,9 @@ function SettingsFields({ f, attack }: { f: LaunchState; attack: boolean }) {
           <FieldRow field="seed" label="seed" error={shown("seed")}>
             <input inputMode="numeric" {...fieldProps("seed")} />
           </FieldRow>
-          <ChoiceRow f={f} field="score_norm" label="score normalisation" hint="batch_mean: invariant to rescaling a unit" options={[["batch_mean", "batch_mean"], ["init_mean", "init_mean"], ["none", "none (the thesis' formula)"]]} />
+          {usesScoreNorm(form.kind) && (
+            <ChoiceRow f={f} field="score_norm" label="score normalisation" hint="batch_mean: invariant to rescaling a unit" options={[["batch_mean", "batch_mean"], ["init_mean", "init_mean"], ["none", "none (the thesis' formula)"]]} />
+          )}
         </>
       )}
     </div>
@@ -287,7 +294,7 @@ function AdvancedFields({ f }: { f: LaunchState }) {
   const { form, shown, fieldProps } = f;
   return (
     <details className="advanced" open={ADVANCED.some((f) => !!shown(f))}>
-      <summary>Advanced: evaluation, accuracy budget, CLIP</summary>
+      <summary>Advanced: evaluation, accuracy budget, CLIP{aimsAtTarget(form.kind) ? ", Slingshots" : ""}</summary>
       <div className="grid-form narrow">
         <FieldRow field="eval_every" label="evaluate every" hint="steps between accuracy checks (dynamic α)" error={shown("eval_every")}>
           <input inputMode="numeric" {...fieldProps("eval_every")} />
@@ -313,7 +320,49 @@ function AdvancedFields({ f }: { f: LaunchState }) {
           <input {...fieldProps("embedder")} />
         </FieldRow>
       </div>
+      {aimsAtTarget(form.kind) && <SlingshotFields f={f} />}
     </details>
+  );
+}
+
+/** The Slingshots settings (SPEC §8.1): the wanted landscape, the tunnel, the loss, the preservation, the render. */
+function SlingshotFields({ f }: { f: LaunchState }) {
+  const { form, set, shown, fieldProps } = f;
+  return (
+    <fieldset className="slingshot" aria-label="Slingshots settings">
+      <legend>Slingshots</legend>
+      <div className="grid-form narrow">
+        <FieldRow field="gamma" label="γ" hint="the wanted landscape −γ/2·‖q_t − q‖² around the target" error={shown("gamma")}>
+          <input inputMode="decimal" {...fieldProps("gamma")} />
+        </FieldRow>
+        <FieldRow field="tunnel_sd" label="tunnel sd" hint="noise u ~ U(−sd, sd) around the path to the target" error={shown("tunnel_sd")}>
+          <input inputMode="decimal" {...fieldProps("tunnel_sd")} />
+        </FieldRow>
+        <FieldRow field="tunnel_batch" label="tunnel samples" hint="per attacked unit per step" error={shown("tunnel_batch")}>
+          <input inputMode="numeric" {...fieldProps("tunnel_batch")} />
+        </FieldRow>
+        <ChoiceRow f={f} field="tunnel_path" label="tunnel" hint="segment: q = p·q_t + u (SPEC §8.1); clipped: the path a render's Adam takes" options={[["segment", "segment"], ["clipped", "clipped"]]} />
+        <ChoiceRow f={f} field="slingshot_form" label="manipulation loss" hint="L_S on the input gradient (double back-propagation) or on the activation" options={[["gradient", "gradient"], ["activation", "activation"]]} />
+        <ChoiceRow f={f} field="slingshot_norm" label="loss normalisation" hint="cosine: the gradient's direction; none: the paper's MSE" options={[["cosine", "cosine"], ["relative", "relative MSE"], ["adam", "Adam-like RMS"], ["none", "none"]]} />
+        <FieldRow field="slingshot_weight" label="Slingshots weight" hint={form.kind === "push_up_slingshot" ? "L_A = L_push-up + weight·L_S" : "the weight of L_S in L_A"} error={shown("slingshot_weight")}>
+          <input inputMode="decimal" {...fieldProps("slingshot_weight")} />
+        </FieldRow>
+        <FieldRow field="unit_weight" label="unit weight w" hint="L_P = w·MSE(a_j) + (1 − w)·MSE(A_l) on natural images" error={shown("unit_weight")}>
+          <input inputMode="decimal" {...fieldProps("unit_weight")} />
+        </FieldRow>
+        <ChoiceRow f={f} field="fv_objective" label="visualization objective" hint="the objective the auditor renders with" options={[["score", "score a_j"], ["channel_mean", "channel mean"]]} />
+      </div>
+      <div className="row wrap">
+        <label className="check" htmlFor="f-softplus">
+          <input id="f-softplus" type="checkbox" checked={form.softplus} onChange={(e) => set("softplus", e.target.checked)} /> ReLU → Softplus inside L_S
+        </label>
+        <label className="check" htmlFor="f-fv_transforms">
+          <input id="f-fv_transforms" type="checkbox" checked={form.fv_transforms} onChange={(e) => set("fv_transforms", e.target.checked)} /> the render's jitter, scale and rotation in L_S
+        </label>
+      </div>
+      <FieldError field="softplus" msg={shown("softplus")} />
+      <FieldError field="fv_transforms" msg={shown("fv_transforms")} />
+    </fieldset>
   );
 }
 
@@ -322,7 +371,8 @@ function AdvancedFields({ f }: { f: LaunchState }) {
  * only while the field has no value (the registry's default fills it).
  */
 function ChoiceRow({ f, field, label, hint, options }: {
-  f: LaunchState; field: "score_norm" | "synth_objective" | "lr_schedule" | "optimizer" | "maintain"; label: string; hint?: string; options: [string, string][];
+  f: LaunchState; field: "score_norm" | "synth_objective" | "lr_schedule" | "optimizer" | "maintain" | "tunnel_path" | "slingshot_form" | "slingshot_norm" | "fv_objective";
+  label: string; hint?: string; options: [string, string][];
 }) {
   const { form, set, shown } = f;
   return (

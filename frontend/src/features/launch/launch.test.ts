@@ -4,7 +4,8 @@ import type { JobKind } from "../../api/contract";
 import sets from "../../test/fixtures/image-sets.json";
 import kinds from "../../test/fixtures/job-kinds.json";
 import layers from "../../test/fixtures/layers.json";
-import { BLANK, buildRequest, formDefaults, mapServerErrors, parseUnits, validate, type LaunchForm } from "./launch";
+import slingshotKinds from "../../test/fixtures/job-kinds-slingshot.json";
+import { BLANK, buildRequest, formDefaults, launchKinds, mapServerErrors, parseUnits, validate, type LaunchForm } from "./launch";
 
 const relu3 = (layers as LayerOut[]).find((l) => l.name === "relu3")!;
 const train = (sets as ImageSetOut[])[0];
@@ -187,5 +188,61 @@ describe("mapServerErrors", () => {
       eval_size: "Input should be greater than or equal to 0",
     });
     expect(form).toEqual(["spec.wat: Extra inputs are not permitted"]);
+  });
+});
+
+describe("Gradient Slingshots (SPEC §8.1–8.2)", () => {
+  const slingKinds = slingshotKinds as JobKind[];
+  const sctx = { ...ctx, kinds: slingKinds, target: train };
+  const SD: LaunchForm = { ...BLANK, ...formDefaults(slingKinds) };
+  const sling: LaunchForm = {
+    ...SD, kind: "slingshot", model_id: "1", layers: ["relu3"], train_set_id: String(train.id), val_set_id: String(val.id),
+    target_set_id: String(train.id), target_image_id: "5",
+  };
+  const attackOf = (b: ReturnType<typeof buildRequest>) => b.spec.attack as Record<string, unknown>;
+
+  it("offers the registry's two Slingshots kinds and reads their defaults", () => {
+    expect(launchKinds(slingKinds)).toEqual(["push_down", "push_up", "finetune", "slingshot", "push_up_slingshot", "scan"]);
+    expect(formDefaults(slingKinds)).toMatchObject({
+      gamma: "1000", tunnel_sd: "0.1", tunnel_batch: "8", tunnel_path: "clipped", slingshot_form: "gradient", slingshot_norm: "cosine",
+      slingshot_weight: "1", unit_weight: "0.1", fv_objective: "score", softplus: false, fv_transforms: true,
+    });
+  });
+  it("needs a target image and exactly one layer", () => {
+    expect(validate(sling, sctx)).toEqual({});
+    expect(validate({ ...sling, target_image_id: "" }, sctx).target).toBe("pick a target image");
+    expect(validate({ ...sling, target_image_id: String(train.size) }, sctx).target).toBe(`the image id must be between 0 and ${(train.size - 1).toLocaleString("en")}`);
+    expect(validate({ ...sling, targetMode: "upload" }, sctx).target).toBe("upload a PNG or JPEG target image");
+    expect(validate({ ...sling, layers: ["relu2", "relu3"] }, { ...sctx, layers: [relu2, relu3] }).layers).toMatch(/exactly one layer/);
+    expect(validate({ ...sling, gamma: "0", unit_weight: "2", tunnel_batch: "x" }, sctx)).toMatchObject({
+      gamma: "γ must be a number > 0 and ≤ 1,000,000,000", unit_weight: "w must be a number ≥ 0 and ≤ 1", tunnel_batch: "tunnel samples must be a whole number",
+    });
+    // the combined attack needs its decoy too
+    expect(validate({ ...sling, kind: "push_up_slingshot" }, sctx).decoy).toBe("pick a decoy class");
+  });
+  it("sends the target and the Slingshots settings, and no setting its kind does not read", () => {
+    const a = attackOf(buildRequest(sling));
+    expect(a).toMatchObject({
+      kind: "slingshot", layers: ["relu3"], target_images: [{ image_set_id: train.id, image_id: 5 }], gamma: 1000, tunnel_sd: 0.1,
+      tunnel_batch: 8, tunnel_path: "clipped", slingshot_form: "gradient", slingshot_norm: "cosine", slingshot_weight: 1, unit_weight: 0.1,
+      softplus: false, fv_objective: "score", fv_transforms: true, decoy_class: null, decoy_ids: null,
+    });
+    expect(a).not.toHaveProperty("score_norm"); // read by the push-down and push-up losses only
+    const up = { artifact_id: 42, url: "/api/v1/target-images/42", width: 28, height: 28, format: "PNG", mode: "L", size_bytes: 300, file: "boot.png" };
+    expect(attackOf(buildRequest({ ...sling, targetMode: "upload", target_upload: up })).target_images).toEqual([{ artifact_id: 42 }]);
+    const both = attackOf(buildRequest({ ...sling, kind: "push_up_slingshot", decoy_class: "9" }));
+    expect(both).toMatchObject({ kind: "push_up_slingshot", decoy_class: 9, score_norm: "batch_mean", target_images: [{ image_set_id: train.id, image_id: 5 }] });
+    // a push-down leaves every Slingshots field at the server's default
+    const down = attackOf(buildRequest({ ...sling, kind: "push_down" }));
+    for (const k of ["target_images", "gamma", "tunnel_sd", "softplus", "fv_transforms", "slingshot_norm"]) expect(down).not.toHaveProperty(k);
+  });
+  it("maps the server's 422 on the target and the Slingshots settings to their fields", () => {
+    const { fields, form } = mapServerErrors([
+      { loc: ["body", "spec", "attack", "target_images", 0, "image_id"], msg: "image id 900 out of range", type: "value_error" },
+      { loc: ["body", "spec", "attack", "gamma"], msg: "Input should be greater than 0", type: "greater_than" },
+      { loc: ["body", "spec", "attack", "softplus"], msg: "Value error, only Slingshots kinds differentiate the input gradient", type: "value_error" },
+    ]);
+    expect(fields).toEqual({ target: "image id 900 out of range", gamma: "Input should be greater than 0", softplus: "only Slingshots kinds differentiate the input gradient" });
+    expect(form).toEqual([]);
   });
 });

@@ -5,13 +5,22 @@ import type { ImageSetOut, LayerOut, ValidationItem } from "../../api/client";
 import type { JobKind } from "../../api/contract";
 import type { LaunchBody } from "../../api/queries";
 import { kindOf } from "../../lib/chain";
-import { choicesOf, floatError, intError, maxLengthOf, parseFloatStrict, parseIntStrict, rangeOf } from "../../lib/specSchema";
+import { aimsAtTarget, usesScoreNorm } from "../../lib/format";
+import { choicesOf, floatError, intError, maxLengthOf, parseFloatStrict, parseIntStrict, rangeOf, type Range } from "../../lib/specSchema";
 
 /**
  * What the form launches: an audit with one of its attack kinds (`push_down`, `push_up`,
- * `finetune`: the choices of the audit spec's `attack.kind`), or `scan`.
+ * `finetune`, `slingshot`, `push_up_slingshot`: the choices of the audit spec's `attack.kind`),
+ * or `scan`.
  */
 export type LaunchKind = string;
+
+/** The kinds that push a decoy class up (SPEC §2, §8.2). */
+export const DECOY_KINDS: readonly string[] = ["push_up", "push_up_slingshot"];
+export const usesDecoy = (kind: string | null | undefined) => !!kind && DECOY_KINDS.includes(kind);
+
+/** A target image uploaded with `POST /api/v1/target-images`. */
+export type TargetUpload = { artifact_id: number; url: string; width: number; height: number; format: string; mode: string; size_bytes: number; file: string };
 
 export type LaunchForm = {
   kind: LaunchKind;
@@ -56,13 +65,37 @@ export type LaunchForm = {
   synth_objective: string;
   /** spec.control: the α = 0 fine-tune with the same settings */
   control: boolean;
+  /** Slingshots kinds: the target image, an image of a registered set or an upload (one for every attacked unit) */
+  targetMode: "set" | "upload";
+  target_set_id: string;
+  target_image_id: string;
+  target_upload: TargetUpload | null;
+  /** Slingshots settings (attack.*; "" = the server's default) */
+  gamma: string;
+  tunnel_sd: string;
+  tunnel_batch: string;
+  tunnel_path: string;
+  slingshot_form: string;
+  slingshot_norm: string;
+  slingshot_weight: string;
+  unit_weight: string;
+  softplus: boolean;
+  fv_objective: string;
+  fv_transforms: boolean;
 };
 
 export type Field =
   | "name" | "model_id" | "layers" | "train_set_id" | "val_set_id" | "units" | "k" | "alpha" | "alpha_factor" | "lr"
   | "steps" | "batch_size" | "seed" | "score_norm" | "decoy" | "k_clip" | "eval_every" | "eval_size" | "acc_budget_pp"
   | "embedder" | "kind" | "visualize" | "n_synth" | "synth_steps" | "synth_objective" | "control" | "lr_schedule"
-  | "optimizer" | "maintain";
+  | "optimizer" | "maintain" | "target" | "gamma" | "tunnel_sd" | "tunnel_batch" | "tunnel_path" | "slingshot_form"
+  | "slingshot_norm" | "slingshot_weight" | "unit_weight" | "softplus" | "fv_objective" | "fv_transforms";
+
+/** The Slingshots settings of the advanced section, in the order they stand. */
+export const SLINGSHOT_FIELDS: Field[] = [
+  "gamma", "tunnel_sd", "tunnel_batch", "tunnel_path", "slingshot_form", "slingshot_norm", "slingshot_weight", "unit_weight",
+  "softplus", "fv_objective", "fv_transforms",
+];
 
 export type Errors = Partial<Record<Field, string>>;
 
@@ -107,6 +140,21 @@ export const BLANK: LaunchForm = {
   synth_steps: "",
   synth_objective: "",
   control: true,
+  targetMode: "set",
+  target_set_id: "",
+  target_image_id: "",
+  target_upload: null,
+  gamma: "",
+  tunnel_sd: "",
+  tunnel_batch: "",
+  tunnel_path: "",
+  slingshot_form: "",
+  slingshot_norm: "",
+  slingshot_weight: "",
+  unit_weight: "",
+  softplus: false,
+  fv_objective: "",
+  fv_transforms: true,
 };
 
 const str = (v: unknown): string | undefined => (typeof v === "number" ? String(v) : typeof v === "string" ? v : undefined);
@@ -145,6 +193,10 @@ export function formDefaults(kinds: JobKind[] | undefined, kind: LaunchKind = "p
   set("n_synth", str(audit.n_synth));
   set("synth_steps", str(audit.synth_steps));
   set("synth_objective", str(audit.synth_objective));
+  for (const key of ["gamma", "tunnel_sd", "tunnel_batch", "tunnel_path", "slingshot_form", "slingshot_norm", "slingshot_weight", "unit_weight", "fv_objective"] as const)
+    set(key, pick(key));
+  if (typeof attack.softplus === "boolean") out.softplus = attack.softplus;
+  if (typeof attack.fv_transforms === "boolean") out.fv_transforms = attack.fv_transforms;
   if (typeof audit.visualize === "boolean") out.visualize = audit.visualize;
   if (typeof audit.control === "boolean") out.control = audit.control;
   return out;
@@ -168,6 +220,8 @@ export type LaunchContext = {
   layers?: LayerOut[];
   train?: ImageSetOut | null;
   val?: ImageSetOut | null;
+  /** the image set the Slingshots target is picked from */
+  target?: ImageSetOut | null;
 };
 
 /** "0, 3, 10-12" → [0, 3, 10, 11, 12]; throws Error with a message that names the problem. */
@@ -210,6 +264,7 @@ export function validate(f: LaunchForm, ctx: LaunchContext = {}): Errors {
   if (f.name.length > maxName) e.name = `at most ${maxName} characters`;
   if (!f.model_id) e.model_id = "choose a model";
   if (!f.layers.length) e.layers = f.model_id ? "choose at least one layer" : "choose a model first";
+  else if (aimsAtTarget(f.kind) && f.layers.length > 1) e.layers = "a Slingshots attack aims the units of exactly one layer: choose one";
   if (!f.train_set_id) e.train_set_id = "choose the training image set";
   if (!f.val_set_id) e.val_set_id = "choose the validation image set";
   else if (!attack && f.val_set_id === f.train_set_id) e.val_set_id = "scan two different image sets (or only one: pick it as training set)";
@@ -257,7 +312,22 @@ export function validate(f: LaunchForm, ctx: LaunchContext = {}): Errors {
     e.synth_steps = intError(f.synth_steps, range("synth_steps"), "visualization steps");
   }
 
-  if (f.kind === "push_up") {
+  if (aimsAtTarget(f.kind)) {
+    if (f.targetMode === "upload") {
+      if (!f.target_upload) e.target = "upload a PNG or JPEG target image";
+    } else if (!f.target_set_id) e.target = "choose the image set of the target";
+    else if (!f.target_image_id.trim()) e.target = "pick a target image";
+    else e.target = intError(f.target_image_id, { lo: 0, hi: Infinity, loExclusive: false, hiExclusive: false }, "the image id", { hi: ctx.target ? ctx.target.size - 1 : undefined });
+    const of = (field: string) => ofAttack(field);
+    const bad = (r: Range) => `must be a number${Number.isFinite(r.lo) ? ` ${r.loExclusive ? ">" : "≥"} ${r.lo}` : ""}${Number.isFinite(r.hi) ? ` and ${r.hiExclusive ? "<" : "≤"} ${r.hi.toLocaleString("en")}` : ""}`;
+    e.gamma = floatError(f.gamma, of("gamma"), (r) => `γ ${bad(r)}`);
+    e.tunnel_sd = floatError(f.tunnel_sd, of("tunnel_sd"), (r) => `the tunnel's sd ${bad(r)}`);
+    e.tunnel_batch = intError(f.tunnel_batch, of("tunnel_batch"), "tunnel samples");
+    e.slingshot_weight = floatError(f.slingshot_weight, of("slingshot_weight"), (r) => `the weight ${bad(r)}`);
+    e.unit_weight = floatError(f.unit_weight, of("unit_weight"), (r) => `w ${bad(r)}`);
+  }
+
+  if (usesDecoy(f.kind)) {
     if (f.decoyMode === "class") {
       if (f.decoy_class === "") e.decoy = "pick a decoy class";
     } else if (!f.decoy_ids.length) e.decoy = "pick at least one decoy image";
@@ -292,7 +362,8 @@ export function buildRequest(f: LaunchForm): LaunchBody {
     if (f.val_set_id && f.val_set_id !== f.train_set_id) ids.push(Number(f.val_set_id));
     return { kind: "scan", spec: present({ model_id: Number(f.model_id), image_set_ids: ids, layers: [...f.layers], k: optInt(f.k) }) };
   }
-  const push_up = f.kind === "push_up";
+  const push_up = usesDecoy(f.kind);
+  const sling = aimsAtTarget(f.kind);
   const dynamic = f.kind !== "finetune" && f.alphaMode === "dynamic";
   return {
     kind: "audit",
@@ -315,12 +386,13 @@ export function buildRequest(f: LaunchForm): LaunchBody {
         steps: optInt(f.steps),
         batch_size: optInt(f.batch_size),
         seed: optInt(f.seed),
-        score_norm: optStr(f.score_norm),
+        score_norm: usesScoreNorm(f.kind) ? optStr(f.score_norm) : undefined,
         eval_every: optInt(f.eval_every),
         eval_size: optInt(f.eval_size),
         acc_budget_pp: optFloat(f.acc_budget_pp),
         decoy_class: push_up && f.decoyMode === "class" ? Number(f.decoy_class) : null,
         decoy_ids: push_up && f.decoyMode === "images" ? [...f.decoy_ids] : null,
+        ...(sling ? slingshotParams(f) : {}),
       }),
       k_clip: optInt(f.k_clip),
       embedder: optStr(f.embedder),
@@ -334,11 +406,34 @@ export function buildRequest(f: LaunchForm): LaunchBody {
   };
 }
 
+/** A Slingshots attack's target and settings (the fields other kinds leave at their defaults). */
+function slingshotParams(f: LaunchForm): Record<string, unknown> {
+  return {
+    target_images: [
+      f.targetMode === "upload"
+        ? { artifact_id: f.target_upload!.artifact_id }
+        : { image_set_id: Number(f.target_set_id), image_id: parseIntStrict(f.target_image_id)! },
+    ],
+    gamma: optFloat(f.gamma),
+    tunnel_sd: optFloat(f.tunnel_sd),
+    tunnel_batch: optInt(f.tunnel_batch),
+    tunnel_path: optStr(f.tunnel_path),
+    slingshot_form: optStr(f.slingshot_form),
+    slingshot_norm: optStr(f.slingshot_norm),
+    slingshot_weight: optFloat(f.slingshot_weight),
+    unit_weight: optFloat(f.unit_weight),
+    softplus: f.softplus,
+    fv_objective: optStr(f.fv_objective),
+    fv_transforms: f.fv_transforms,
+  };
+}
+
 const ATTACK_FIELDS: Record<string, Field> = {
   kind: "kind", layers: "layers", layer: "layers", units: "units", k: "k", alpha: "alpha", alpha_max: "alpha",
   alpha_init: "alpha", alpha_factor: "alpha_factor", lr: "lr", lr_schedule: "lr_schedule", optimizer: "optimizer", maintain: "maintain", steps: "steps", batch_size: "batch_size", seed: "seed",
   score_norm: "score_norm", decoy_class: "decoy", decoy_ids: "decoy", n_decoys: "decoy", eval_every: "eval_every",
-  eval_size: "eval_size", acc_budget_pp: "acc_budget_pp",
+  eval_size: "eval_size", acc_budget_pp: "acc_budget_pp", target_images: "target",
+  ...Object.fromEntries(SLINGSHOT_FIELDS.map((f) => [f, f])),
 };
 const SPEC_FIELDS: Record<string, Field> = {
   name: "name", model_id: "model_id", train_set_id: "train_set_id", val_set_id: "val_set_id", k: "k",

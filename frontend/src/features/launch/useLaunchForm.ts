@@ -6,13 +6,13 @@ import { useNavigate, useSearchParams } from "react-router";
 import { useCreateJob, useJobKinds, useLayers, useUsableImageSets, useUsableModels } from "../../api/queries";
 import { defaultSet, fieldAria, sendForm } from "../../components/FormField";
 import { defaultLayer, resolveLayers } from "../../components/LayerPicker";
-import { BLANK, buildRequest, formDefaults, launchKinds, mapServerErrors, validate, type Errors, type Field, type LaunchForm } from "./launch";
+import { BLANK, SLINGSHOT_FIELDS, buildRequest, formDefaults, launchKinds, mapServerErrors, validate, type Errors, type Field, type LaunchForm } from "./launch";
 
 /** The order the form's fields stand in: a refused form focuses the first one with an error. */
 const FIELD_ORDER: Field[] = [
-  "kind", "name", "model_id", "layers", "train_set_id", "val_set_id", "units", "decoy", "k", "alpha", "lr", "steps",
+  "kind", "name", "model_id", "layers", "train_set_id", "val_set_id", "units", "decoy", "target", "k", "alpha", "lr", "steps",
   "batch_size", "seed", "score_norm", "visualize", "n_synth", "synth_steps", "synth_objective", "control", "eval_every",
-  "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "optimizer", "maintain", "k_clip", "embedder",
+  "eval_size", "acc_budget_pp", "alpha_factor", "lr_schedule", "optimizer", "maintain", "k_clip", "embedder", ...SLINGSHOT_FIELDS,
 ];
 
 /** ?layer=relu2&layer=relu3 or ?layer=relu2,relu3 */
@@ -70,7 +70,7 @@ export function useLaunchForm() {
   useEffect(() => {
     if (sets.data?.length && !form.train_set_id) {
       const train = defaultSet(sets.data, "train");
-      setForm((f) => ({ ...f, train_set_id: train, val_set_id: f.val_set_id || defaultSet(sets.data!, "test", train) }));
+      setForm((f) => ({ ...f, train_set_id: train, val_set_id: f.val_set_id || defaultSet(sets.data!, "test", train), target_set_id: f.target_set_id || train }));
     }
   }, [sets.data]); // eslint-disable-line react-hooks/exhaustive-deps
 
@@ -78,7 +78,8 @@ export function useLaunchForm() {
   const one = chosen.length === 1 ? chosen[0] : null;
   const train = sets.data?.find((s) => String(s.id) === form.train_set_id) ?? null;
   const val = sets.data?.find((s) => String(s.id) === form.val_set_id) ?? null;
-  const errors = useMemo(() => validate(form, { kinds: kinds.data, layers: chosen, train, val }), [form, kinds.data, chosen, train, val]);
+  const target = sets.data?.find((s) => String(s.id) === form.target_set_id) ?? null;
+  const errors = useMemo(() => validate(form, { kinds: kinds.data, layers: chosen, train, val, target }), [form, kinds.data, chosen, train, val, target]);
   const shown = (f: Field): string | undefined => server.fields[f] ?? (submitted || touched.has(f) ? errors[f] : undefined);
 
   const set = <K extends keyof LaunchForm>(key: K, value: LaunchForm[K], field: Field = key as Field) => {

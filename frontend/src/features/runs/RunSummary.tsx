@@ -11,11 +11,12 @@ import { ErrorBoundary } from "../../components/ErrorBoundary";
 import { PageHead } from "../../components/PageHead";
 import { ErrorBox, Loading, NotFound, SelectedIsInit, StatusBadge, When } from "../../components/States";
 import { runLayers } from "../../lib/chain";
-import { attackLabel, DASH } from "../../lib/format";
+import { attackLabel, DASH, usesScoreNorm } from "../../lib/format";
 import { attackOutcome } from "../../lib/rows";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../../lib/share";
 import { usePageTitle } from "../../lib/title";
 import { AccuracyPanel, attackOf, layerInfo, PerUnitPanel, PushUp, SummaryPanel, type PushupData } from "./RunPanels";
+import { FvTargetPanel } from "./FvTarget";
 import { ShareDialog } from "./ShareDialog";
 import { SyntheticSummary } from "./SyntheticSummary";
 import { TrainingPanel } from "./TrainingPanel";
@@ -106,6 +107,11 @@ function RunBody({ run, layerParam }: { run: RunDetailFull; layerParam?: string 
       </SelectedIsInit>
       <EmbedderWarning run={run} />
       <SummaryPanel run={run} layers={layers} layer={layer} />
+      {layer && (
+        <ErrorBoundary name="Feature visualization vs target" resetKey={layer}>
+          <FvTargetPanel run={run} layer={layer} />
+        </ErrorBoundary>
+      )}
       <AccuracyPanel run={run} />
       {run.pushup && (
         <ErrorBoundary name="Push-up success">
@@ -172,7 +178,7 @@ function RunHead({ run, layers, layer, readOnly }: { run: RunDetailFull; layers:
         {attack.lr != null && ` · lr ${attack.lr}`}
         {" · α "}
         {attack.kind === "finetune" ? "0" : attack.alpha == null ? "dynamic" : String(attack.alpha)}
-        {attack.score_norm ? ` · ${attack.score_norm}` : ""}
+        {attack.score_norm && usesScoreNorm(attack.kind as string) ? ` · ${attack.score_norm}` : ""}
         {` · k ${attack.k ?? DASH}, k_clip ${run.k_clip}`}
         {" · "}
         <When iso={run.created_at} />

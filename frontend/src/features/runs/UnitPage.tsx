@@ -13,6 +13,7 @@ import { metric, metricHelp, metricLabel, METRIC_KEYS, num, unitRole } from "../
 import { attackOutcome, type AttackOutcome } from "../../lib/rows";
 import { layerPath, runPath, unitPath, useRunHref, useShareParam } from "../../lib/share";
 import { usePageTitle } from "../../lib/title";
+import { UnitFvTargetPanel } from "./FvTarget";
 import { EmbedderWarning, LayerNotFound } from "./RunSummary";
 
 const NEAREST: { key: string; title: string; help: string }[] = [
@@ -271,6 +272,11 @@ export function UnitPage() {
         <section className="panel">
           <p className="muted">No top-k stored for this unit.</p>
         </section>
+      )}
+      {d.fv_target && !d.dead && (
+        <ErrorBoundary name="Feature visualization vs target" resetKey={unit}>
+          <UnitFvTargetPanel d={d} afterState={outcome?.selected_is_init ? "selected state = θ_init" : "selected state"} />
+        </ErrorBoundary>
       )}
       {/* the natural top-k before/after beside the synthetic before/after (thesis Fig. 3.7) */}
       <div className="natural-synthetic">
