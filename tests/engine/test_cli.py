@@ -103,6 +103,16 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["attack", "--kind", "push_up", "--layers", "relu3", "--out", str(tmp_path / "y"),
                  "--limit-train", "50", "--limit-val", "50"]) == 2
     assert "decoy_class" in capsys.readouterr().err
+    # Slingshots (SPEC §8.1): a target is needed, must be readable, and only Slingshots kinds take one
+    assert main(["attack", "--kind", "slingshot", "--layers", "relu3", "--out", str(tmp_path / "y"),
+                 "--limit-train", "50", "--limit-val", "50"]) == 2
+    assert "target_images: slingshot needs a target image" in capsys.readouterr().err
+    assert main(["attack", "--kind", "push_down", "--target", "fashion-mnist:train:3", "--layers", "relu3",
+                 "--out", str(tmp_path / "y"), "--limit-train", "50", "--limit-val", "50"]) == 2
+    assert "--target: only Slingshots kinds use a target image, not push_down" in capsys.readouterr().err
+    assert main(["attack", "--kind", "slingshot", "--target", "no-such-file.png", "--layers", "relu3",
+                 "--out", str(tmp_path / "y"), "--limit-train", "50", "--limit-val", "50"]) == 2
+    assert "neither an image file nor SET:ID" in capsys.readouterr().err
 
 
 def test_visualize_writes_grids_and_activations(tmp_path):

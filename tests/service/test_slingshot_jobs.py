@@ -73,6 +73,13 @@ def test_a_target_upload_is_stored_as_png_and_read_back(stack):
     assert img.status_code == 200 and img.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(img.content)).size == (20, 30)
     assert stack.get(out["url"], who=None).status_code in (401, 404)
+    # a PNG the store already holds under another kind (a thumbnail saved from the dashboard) is a
+    # target of its own: the store is content-addressed, and its kind must not leak into the upload
+    thumb = stack.get(f"/api/v1/image-sets/{stack.ids['train']}/images/0/thumb")
+    assert thumb.status_code == 200
+    again = _upload(stack, "thumb.png", thumb.content)
+    assert again.status_code == 201, again.text
+    assert stack.get(again.json()["url"]).status_code == 200
 
 
 def test_attack_targets_are_checked_against_the_database(stack):

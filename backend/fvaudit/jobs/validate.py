@@ -203,6 +203,21 @@ def check_attack(db: Session, model: Model, train: ImageSet, attack: AttackParam
 TARGET_ARTIFACT_KIND = "target_image"
 
 
+def target_png(image) -> bytes:
+    """A target image (PIL) as the PNG the store keeps: marked by a text chunk, so its bytes never
+    equal a thumbnail's or a rendered image's (the content-addressed store would hand back that
+    artifact, of another kind, and the target could not be named in an attack)."""
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("fvaudit", TARGET_ARTIFACT_KIND)
+    out = io.BytesIO()
+    image.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
 def check_target_images(db: Session, refs, n_units: int, loc: tuple) -> None:
     """Slingshots targets (SPEC §8.1): one for every unit or one per attacked unit; each an
     uploaded target image or an image of a registered set, within its range."""

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from fvaudit.api.deps import DB, CurrentUser, IdPath, Who, get_run_for
 from fvaudit.db.tables import Artifact, Job, Run
-from fvaudit.jobs.validate import TARGET_ARTIFACT_KIND, FieldError
+from fvaudit.jobs.validate import TARGET_ARTIFACT_KIND, FieldError, target_png
 from fvaudit.store import get_store
 
 router = APIRouter(tags=["target images"])
@@ -78,9 +78,7 @@ def decode_target(data: bytes) -> tuple[bytes, dict]:
     except (OSError, ValueError, SyntaxError) as e:
         raise _field(f"cannot decode the {fmt} image: {e}") from None
     mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-    out = io.BytesIO()
-    im.convert(mode).save(out, format="PNG")
-    return out.getvalue(), {"width": w, "height": h, "mode": mode, "format": fmt}
+    return target_png(im.convert(mode)), {"width": w, "height": h, "mode": mode, "format": fmt}
 
 
 @router.post("/target-images", response_model=TargetImageOut, status_code=201,

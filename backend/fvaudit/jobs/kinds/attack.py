@@ -181,8 +181,7 @@ def materialize_targets(refs, ctx) -> list[dict]:
     exactly the image the attack aimed at even if the set changes."""
     from fvaudit.db.tables import Artifact
     from fvaudit.jobs.common import open_db_image_set
-    from fvaudit.jobs.kinds.visualize import png
-    from fvaudit.jobs.validate import TARGET_ARTIFACT_KIND
+    from fvaudit.jobs.validate import TARGET_ARTIFACT_KIND, target_png
 
     out = []
     with ctx.session() as db:
@@ -195,8 +194,8 @@ def materialize_targets(refs, ctx) -> list[dict]:
                 row = db.get(ImageSet, ref.image_set_id)
                 if row is None:
                     raise RuntimeError(f"image set {ref.image_set_id} of a target image no longer exists")
-                arr = open_db_image_set(db, row).load_array(int(ref.image_id))
-                art = ctx.store.put_bytes(db, png(arr if arr.ndim == 3 else arr[..., None]), TARGET_ARTIFACT_KIND, ".png")
+                art = ctx.store.put_bytes(db, target_png(open_db_image_set(db, row).load_pil(int(ref.image_id))),
+                                          TARGET_ARTIFACT_KIND, ".png")
             out.append({"artifact_id": art.id, "path": str(ctx.store.path(art)),
                         "source": ref.model_dump(exclude_none=True)})
     return out
