@@ -611,7 +611,16 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
 
   // ---------------------------------------------------------------- issue 19, item 6
   it("issue 19: index pages: runs filtered and paged, models (delete refused with the reason, or done), image sets, jobs", async () => {
-    // the home page: the runs filtered by status (the cancelled push-up), in the address
+    // the home page: the runs filtered by status (the cancelled push-up), in the address. Its run
+    // follows its chain when the cancelled step stops: wait for that in the API first (a loaded
+    // machine stops it later), and say what the run is if it never becomes "cancelled"
+    let cancelledRun;
+    for (let t0 = Date.now(); Date.now() - t0 < 120_000; await new Promise((r) => setTimeout(r, 1000))) {
+      const r = await api(`/api/v1/runs?limit=5&q=${encodeURIComponent("e2e push-up to cancel")}`);
+      cancelledRun = (r.body ?? [])[0];
+      if (cancelledRun?.status === "cancelled") break;
+    }
+    assert.equal(cancelledRun?.status, "cancelled", `the cancelled push-up's run: ${JSON.stringify(cancelledRun)}`);
     await page.goto(`${BASE}/`);
     const runs = page.getByRole("region", { name: "Runs" });
     await runs.getByRole("combobox", { name: "Status" }).selectOption("cancelled");
