@@ -424,7 +424,7 @@ describe("dashboard against the real backend + worker", { timeout: 45 * 60_000 }
 
   it("push-up: decoy class picker with thumbnails; a running job can be cancelled", async () => {
     await page.goto(`${BASE}/launch`);
-    await page.getByRole("radio", { name: /Push-up/ }).check();
+    await page.getByRole("radio", { name: /^Push-up \(decoy\)/ }).check();
     await page.getByRole("checkbox", { name: /— relu3 · 128 units$/ }).check();
     const group = page.getByRole("radiogroup", { name: "Decoy class" });
     await group.waitFor();
