@@ -45,6 +45,9 @@ def step_seconds(model, train, val, cfg, init_scans, n: int = 12) -> float:
     from fvaudit.engine.attack.run import _AttackRun, resolve_targets
     from fvaudit.engine.progress import NullReporter
 
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, workers=0)   # no loader processes decoding ahead while the steps are timed
     cfg.validate()
     rep = NullReporter()
     run = _AttackRun(model, train, val, cfg, resolve_targets(model, train, cfg, init_scans, rep), rep)
@@ -77,6 +80,9 @@ def main(argv=None) -> int:
                                                "'tunnel_path=clipped,tunnel_sd=0.1'")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-slingshot")
     ap.add_argument("--results", type=Path, default=RESULTS / "slingshot.json")
+    ap.add_argument("--step-cost-only", action="store_true",
+                    help="only time the rows' steps against a fine-tune step (back to back, 3 times each) and "
+                         "write them into --results")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -125,6 +131,23 @@ def main(argv=None) -> int:
         "control": dict(kind="slingshot", alpha=0.0, target_images=[target_of(args.target_class)]),
     }
     init_train = scan(model, train, ["relu3"], k=10)
+    if args.step_cost_only:
+        results = json.loads(args.results.read_text())
+        for key in [r for r in args.rows.split(",") if r]:
+            pairs = []
+            for _ in range(3):
+                ft = step_seconds(model, train, val, AttackConfig(kind="finetune", **{**base, "steps": 20}),
+                                  init_train.layers)
+                row = step_seconds(model, train, val, AttackConfig(**{**base, **rows_def[key], "steps": 20}),
+                                   init_train.layers)
+                pairs.append((row, ft))
+            row_s, ft_s = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+            results["rows"][key].update(step_seconds=row_s, finetune_step_seconds=ft_s, step_cost_ratio=row_s / ft_s)
+            print(f"{key}: {row_s:.4f} s/step against a fine-tune step of {ft_s:.4f} s: ×{row_s / ft_s:.2f}")
+        args.results.write_text(json.dumps(results, indent=1, default=float))
+        args.results.with_suffix(".md").write_text(table(results))
+        print(table(results))
+        return 0
     init_val = scan(model, val, ["relu3"], k=10)
     results = {"goals": GOALS, "settings": {**{k: v for k, v in base.items() if k != "targets"}, "units": units,
                                             "train_limit": args.train_limit, "val": "fashion-mnist:test (all)",

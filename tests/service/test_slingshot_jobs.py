@@ -141,3 +141,25 @@ def test_slingshot_audit_end_to_end_shows_target_and_measures(stack):
     # a unit the run did not aim at has no target
     assert stack.get(f"/api/v1/runs/{done['run_id']}/layers/relu3/units/5/target").status_code == 404
     assert stack.get(f"/api/v1/runs/{done['run_id']}/layers/relu3/units/5").json()["fv_target"] is None
+
+
+def test_a_sweep_over_gamma_runs_slingshots_at_each_value(stack):
+    """Issue 21: a sweep over γ (or α, or the units) works through the existing sweep: each point is a
+    Slingshots audit with its own γ and the base's target."""
+    target = [{"image_set_id": stack.ids["train"], "image_id": 0}]
+    attack = {"layers": ["relu3"], "units": [0, 2], "steps": 3, "batch_size": 32, "eval_every": 3, "eval_size": 200,
+              "lr": 1e-3, "checkpoint_every": 3, "tunnel_batch": 2, "target_images": target}
+    spec = {"name": "gamma sweep", "train_set_id": stack.ids["train"], "val_set_id": stack.ids["val"],
+            "base": {"model_id": stack.ids["model"], "attack": attack},
+            "grid": [{"field": "attack.gamma", "values": [10.0, 1000.0]}], "baseline": False,
+            "attacks": ["slingshot"], "k_clip": 5, "embedder": "none"}
+    bad = {**spec, "attacks": ["push_down"]}
+    r = stack.post("/api/v1/jobs", {"kind": "sweep", "spec": bad})
+    assert r.status_code == 422 and "only Slingshots kinds" in r.text, r.text
+    r = stack.post("/api/v1/jobs", {"kind": "sweep", "spec": spec})
+    assert r.status_code == 201, r.text
+    done = stack.wait_job(r.json()["id"], timeout=900)
+    assert done["status"] == "succeeded", done
+    attacks = [stack.job(k) for k in done["children"] if stack.job(k)["kind"] == "attack"]
+    assert sorted(a["spec"]["attack"]["gamma"] for a in attacks) == [10.0, 1000.0]
+    assert all(a["spec"]["attack"]["kind"] == "slingshot" and a["result"]["targets"]["units"] for a in attacks)

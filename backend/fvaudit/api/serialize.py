@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from fvaudit.api.security import image_sig_expiry, sign_image
 from fvaudit.config import get_settings
-from fvaudit.db.tables import METRICS, ImageSet, Job, Run, SyntheticImage, UnitResult
+from fvaudit.db.tables import METRICS, Artifact, ImageSet, Job, Run, SyntheticImage, UnitResult
 from fvaudit.jobs.registry import job_label
 
 API = "/api/v1"
@@ -213,12 +213,22 @@ def run_fv_target(db: Session, run: Run) -> dict | None:
     return out or None
 
 
+def unit_target(db: Session, run: Run, layer: str, unit: int) -> Artifact | None:
+    """The target a run's attack aimed unit ``unit`` of ``layer`` at (its attack job's result)."""
+    jobs = db.scalars(select(Job).where(Job.run_id == run.id, Job.kind == "attack", Job.status == "succeeded")
+                      .order_by(Job.id.desc()))
+    for job in jobs:
+        targets = (job.result or {}).get("targets")
+        if targets and layer in (job.result or {}).get("layers", []):
+            aid = targets.get("units", {}).get(str(unit))
+            return db.get(Artifact, aid) if aid is not None else None
+    return None
+
+
 def unit_fv_target(db: Session, run: Run, u: UnitResult) -> dict | None:
     """A Slingshots unit's target (its URL) and measures (the visualize job's, in ``extra``)."""
     if not _aims_at_targets(run):
         return None
-    from fvaudit.api.routers.targets import unit_target
-
     if unit_target(db, run, u.layer, u.unit) is None:
         return None
     got = dict((u.extra or {}).get("fv_target") or {})

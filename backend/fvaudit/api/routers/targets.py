@@ -16,10 +16,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from fvaudit.api.deps import DB, CurrentUser, IdPath, Who, get_run_for
-from fvaudit.db.tables import Artifact, Job, Run
+from fvaudit.api.serialize import unit_target
+from fvaudit.db.tables import Artifact
 from fvaudit.jobs.validate import TARGET_ARTIFACT_KIND, FieldError, target_png
 from fvaudit.store import get_store
 
@@ -111,18 +111,6 @@ def target_image(artifact_id: IdPath, request: Request, db: DB, who: Who):
     if art is None or art.kind != TARGET_ARTIFACT_KIND or who.user is None:
         raise HTTPException(404, f"target image {artifact_id} not found")
     return _png(art, request)
-
-
-def unit_target(db, run: Run, layer: str, unit: int) -> Artifact | None:
-    """The target a run's attack aimed unit ``unit`` of ``layer`` at (its attack job's result)."""
-    jobs = db.scalars(select(Job).where(Job.run_id == run.id, Job.kind == "attack", Job.status == "succeeded")
-                      .order_by(Job.id.desc()))
-    for job in jobs:
-        targets = (job.result or {}).get("targets")
-        if targets and layer in (job.result or {}).get("layers", []):
-            aid = targets.get("units", {}).get(str(unit))
-            return db.get(Artifact, aid) if aid is not None else None
-    return None
 
 
 @router.get("/runs/{run_id}/layers/{layer}/units/{unit}/target", response_class=Response,
