@@ -15,7 +15,7 @@ from fvaudit import _tv_guard  # noqa: F401
 from fvaudit.cli.common import (alpha, attack_tuning_args, cache_dir, format_alpha_trajectory, int_list,
                                 make_embed_topk, model_args)
 from fvaudit.engine.attack.defaults import ATTACK_DEFAULTS
-from fvaudit.engine.attack.kinds import ATTACK_KINDS, KIND_NAMES
+from fvaudit.engine.attack.kinds import ATTACK_KINDS, KIND_NAMES, per_attacked_unit
 
 
 def register(sub) -> dict:
@@ -277,8 +277,7 @@ def print_fv_target(model, res, cfg, val, embedder: str, device: str, out: Path)
 
     layer = cfg.targets[0].layer
     units = res.attack.attacked[layer]
-    requested = model.check_units(layer, cfg.targets[0].units)
-    paths = cfg.target_images if len(cfg.target_images) == 1 else [dict(zip(requested, cfg.target_images))[u] for u in units]
+    paths = per_attacked_unit(cfg.target_images, model.check_units(layer, cfg.targets[0].units), units)
     targets = load_targets(paths, len(units), model.input_shape)
     init_val, after_val = res.scans["val_init"][layer], res.scans["val_selected"][layer]
     from fvaudit.engine.measure.embedders import make_topk_embedder

@@ -219,3 +219,12 @@ def test_a_short_slingshots_run_moves_the_fv_toward_the_target_more_than_the_con
     # L_S fell during the attack (cosine form: 1 − cos of the gradient fields)
     hist = [h["l_attack"] for h in attack.history]
     assert np.mean(hist[-20:]) < np.mean(hist[:5]) - 0.1
+
+
+def test_targets_per_attacked_unit_one_for_all_or_one_per_requested_unit():
+    from fvaudit.engine.attack.kinds import per_attacked_unit
+
+    assert per_attacked_unit(["a"], [0, 1, 2], [0, 2]) == ["a", "a"]
+    assert per_attacked_unit(["a", "b", "c"], [4, 1, 2], [4, 2]) == ["a", "c"]     # unit 1 dead: "b" dropped
+    with pytest.raises(ValueError, match=r"one per unit \(3\), got 2"):
+        per_attacked_unit(["a", "b"], [0, 1, 2], [0, 1, 2])

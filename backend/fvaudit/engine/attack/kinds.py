@@ -88,3 +88,16 @@ def uses(kind: str, field: str) -> bool:
 
 def kinds_using(field: str) -> tuple[str, ...]:
     return tuple(k for k in KIND_NAMES if uses(k, field))
+
+
+def per_attacked_unit(targets: list, requested: list[int], attacked: list[int]) -> list:
+    """The targets of the attacked units, in their order: one target given for every unit, or one
+    per requested unit (a dead unit, left out of the attack by SPEC §1, loses its own). The one
+    rule the attack loss, the job's unit → target map and the CLI's measures read targets by."""
+    if len(targets) == 1:
+        return [targets[0]] * len(attacked)
+    if len(targets) != len(requested):
+        raise ValueError(f"target_images: give one image for every unit or one per unit ({len(requested)}), "
+                         f"got {len(targets)}")
+    by_unit = dict(zip(requested, targets))
+    return [by_unit[u] for u in attacked]

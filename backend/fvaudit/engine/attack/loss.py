@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fvaudit.engine.attack.config import AttackConfig, AttackConfigError
-from fvaudit.engine.attack.kinds import ATTACK_KINDS
+from fvaudit.engine.attack.kinds import ATTACK_KINDS, per_attacked_unit
 from fvaudit.engine.data.images import ImageSet
 from fvaudit.engine.data.pipeline import Batches, to_device
 from fvaudit.engine.models.loaded import LoadedModel
@@ -70,14 +70,11 @@ class AttackLoss:
             from fvaudit.engine.attack.slingshot import SlingshotTerm, load_targets
 
             (layer,) = layers
-            paths = list(cfg.target_images or [])
-            if len(paths) > 1:   # one per requested unit: the dead ones (left out, SPEC §1) lose theirs
-                requested = model.check_units(layer, cfg.targets[0].units)
-                if len(paths) != len(requested):
-                    raise AttackConfigError(f"target_images: give one image for every unit or one per unit "
-                                            f"({len(requested)}), got {len(paths)}")
-                by_unit = dict(zip(requested, paths))
-                paths = [by_unit[u] for u in attacked[layer]]
+            try:
+                paths = per_attacked_unit(list(cfg.target_images or []), model.check_units(layer, cfg.targets[0].units),
+                                          attacked[layer])
+            except ValueError as e:
+                raise AttackConfigError(str(e)) from None
             targets = load_targets(paths, len(attacked[layer]), model.input_shape)
             self.slingshot = SlingshotTerm(model, layer, attacked[layer], targets, gamma=cfg.gamma, sd=cfg.tunnel_sd,
                                            per_unit=cfg.tunnel_batch, form=cfg.slingshot_form, norm=cfg.slingshot_norm,

@@ -204,6 +204,7 @@ def materialize_targets(refs, ctx) -> list[dict]:
 def target_map(targets: list[dict], requested: list[int], attacked: list[int]) -> dict:
     """attacked unit → its target's artifact id (one target for every unit, or one per requested
     unit; a dead unit, left out of the attack, has none)."""
-    ids = [t["artifact_id"] for t in targets]
-    per = dict(zip(requested, ids * len(requested) if len(ids) == 1 else ids))
-    return {"units": {str(u): per[u] for u in attacked}, "sources": [t["source"] for t in targets]}
+    from fvaudit.engine.attack.kinds import per_attacked_unit
+
+    ids = per_attacked_unit([t["artifact_id"] for t in targets], requested, attacked)
+    return {"units": {str(u): a for u, a in zip(attacked, ids)}, "sources": [t["source"] for t in targets]}
