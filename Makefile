@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps services test test-engine demo demo-experiment demo-sweep bench clean train-demo-model
+.PHONY: install system-deps services test test-engine demo demo-experiment demo-sweep bench bench-projection clean train-demo-model
 
 $(STAMP): backend/requirements.lock backend/constraints.txt backend/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,12 @@ demo-sweep: install
 bench: install
 	$(PY) bench/kendall_w.py
 	$(PY) bench/scan.py
+
+# The thesis' ImageNet audit projected from rates measured on this machine's device (CUDA when
+# present): AlexNet, ResNet-50, ViT-B/32 (random init), generated JPEGs. PROJECTION_ARGS e.g.
+# "--models alexnet" or "--tiny". Writes bench/results/imagenet_projection_<device>.{json,md}.
+bench-projection: install
+	$(PY) bench/imagenet_projection.py $(PROJECTION_ARGS)
 
 train-demo-model: install
 	$(VENV)/bin/fvaudit train-demo-model --out backend/fvaudit/assets/fmnist_cnn.safetensors
