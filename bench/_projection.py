@@ -19,7 +19,7 @@ by stage (every count is a field of :class:`AuditPlan`, printed with the result)
   plus the budget selector's confirmations on the full validation set (SPEC §2; a share
   ``confirm_share`` of the readings say "within" and are confirmed at once) and the final
   selection (θ_init, selected and final states on the full set), at the measured
-  evaluation rate.
+  evaluation rate, plus each evaluation's fixed cost (its loader's start, measured).
 * **metrics**: Kendall-τ and τ-W of every unit over D_τ = the validation set, for the
   selected and the final state, at the time measured for the layer's J units (or, for a J
   not measured, the fit t(J) = a·J + b·J² through the measured J: per-unit ranking is
@@ -70,12 +70,17 @@ class AuditPlan:
                 + (self.evaluations * self.confirm_share + self.final_full_evals) * self.n_val)
 
     @property
+    def eval_calls(self) -> float:
+        """Evaluations run: readings, confirmations and the final full-set ones."""
+        return self.evaluations * (1 + self.confirm_share) + self.final_full_evals
+
+    @property
     def scan_images(self) -> int:
         return self.scans * (self.n_train + self.n_val)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "steps": self.steps, "evaluations": self.evaluations,
-                "eval_images": self.eval_images, "scan_images": self.scan_images}
+                "eval_images": self.eval_images, "eval_calls": self.eval_calls, "scan_images": self.scan_images}
 
 
 @dataclass
@@ -90,6 +95,7 @@ class Rates:
     embed_img_s: float
     synth_batch: int                  # images optimised together by the render
     synth_s_per_batch_step: float
+    eval_fixed_s: float = 0.0         # seconds of one evaluation beyond its images (the loader's start)
     #: seconds of τ + τ-W over the plan's n_val images, by J (measured points)
     metric_s_by_j: dict[int, float] = field(default_factory=dict)
 
@@ -120,7 +126,7 @@ def project(rates: Rates, plan: AuditPlan = AuditPlan()) -> dict:
     seconds = {
         "scans": plan.scan_images / rates.scan_img_s,
         "attack": plan.steps * step_s,
-        "evaluations": plan.eval_images / rates.eval_img_s,
+        "evaluations": plan.eval_images / rates.eval_img_s + plan.eval_calls * rates.eval_fixed_s,
         "metrics": plan.metric_states * metric_s,
         "embedding": plan.embed_states * rates.units * plan.k_clip / rates.embed_img_s,
         "synthesis": plan.synth_states * synth_batches * plan.synth_steps * rates.synth_s_per_batch_step,
@@ -134,7 +140,9 @@ def project(rates: Rates, plan: AuditPlan = AuditPlan()) -> dict:
                       if rates.attack_batch != plan.batch else "")),
         "evaluations": (f"{plan.evaluations:,} readings × {plan.eval_size:,} + "
                         f"({plan.evaluations:,} × {plan.confirm_share:g} + {plan.final_full_evals}) full sets × "
-                        f"{plan.n_val:,} = {plan.eval_images:,.0f} images ÷ {rates.eval_img_s:.4g} images/s"),
+                        f"{plan.n_val:,} = {plan.eval_images:,.0f} images ÷ {rates.eval_img_s:.4g} images/s"
+                        + (f" + {plan.eval_calls:,.0f} evaluations × {rates.eval_fixed_s:.3g} s"
+                           if rates.eval_fixed_s else "")),
         "metrics": f"{plan.metric_states} states × {metric_s:.4g} s (J = {rates.units}, {metric_how})",
         "embedding": (f"{plan.embed_states} states × {rates.units} units × {plan.k_clip} images ÷ "
                       f"{rates.embed_img_s:.4g} images/s"),

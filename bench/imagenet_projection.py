@@ -188,15 +188,36 @@ def scan_rate(model, image_set, layer, ids, st: Settings, device, workers) -> tu
 
 
 def eval_rate(model, image_set, ids, st: Settings, device, workers) -> dict:
-    """Images/s of ``evaluate_accuracy`` on a loader made once, as an attack's evaluations use it."""
+    """``evaluate_accuracy`` as an attack's evaluations call it (one ``Batches`` made once; each
+    call starts the loader's processes again): evaluations of all ``ids`` and of their first
+    half in turn; the rate is the slope and the intercept the fixed seconds of one evaluation."""
     from fvaudit.engine.attack.run import evaluate_accuracy
     from fvaudit.engine.data.pipeline import Batches
 
     amp = device.type == "cuda"
-    batches = Batches(image_set, ids, model, preload_limit_mb=0, workers=workers, pin_memory=device.type == "cuda")
-    return rate(timed(lambda: evaluate_accuracy(model, image_set, ids, batch_size=st.eval_batch, device=str(device),
-                                                amp=amp, batches=batches),
-                      device, st.min_seconds, max(2, st.min_reps // 2), warmup=1), len(ids))
+    half = ids[: len(ids) // 2]
+    made = {key: Batches(image_set, sel, model, preload_limit_mb=0, workers=workers, pin_memory=amp)
+            for key, sel in (("half", half), ("full", ids))}
+    times: dict[str, list[float]] = {"full": [], "half": []}
+
+    def once(key, sel):
+        t = time.perf_counter()
+        evaluate_accuracy(model, image_set, sel, batch_size=st.eval_batch, device=str(device), amp=amp,
+                          batches=made[key])
+        sync(device)
+        return time.perf_counter() - t
+
+    once("half", half)                                        # warm-up
+    t_end = time.perf_counter() + st.min_seconds
+    while len(times["full"]) < max(2, st.min_reps // 2) or time.perf_counter() < t_end:
+        for key, sel in (("half", half), ("full", ids)):
+            times[key].append(once(key, sel))
+    full, part = statistics.median(times["full"]), statistics.median(times["half"])
+    slope = (len(ids) - len(half)) / max(1e-9, full - part)
+    res = rate(times["full"], len(ids))
+    res.update(with_startup=res["rate"], rate=slope, fixed_s=max(0.0, full - len(ids) / slope),
+               half_s=times["half"], full_s=times["full"])
+    return res
 
 
 # ------------------------------------------------------------------ attack vs plain fine-tuning
@@ -454,7 +475,8 @@ def bench_model(short: str, folder: Path, st: Settings, device, workers: int, me
     eval_ids = ids[: st.eval_images]
     res["evaluation"] = eval_rate(model, train, eval_ids, st, device, workers)
     res["evaluation"]["over_ceiling"] = res["evaluation"]["rate"] / ceiling
-    say("evaluation", f"{res['evaluation']['rate']:.0f} images/s = {res['evaluation']['over_ceiling']:.2f} × ceiling")
+    say("evaluation", f"{res['evaluation']['rate']:.0f} images/s = {res['evaluation']['over_ceiling']:.2f} × ceiling, "
+                      f"+ {res['evaluation']['fixed_s']:.2f} s per evaluation")
     res["synthesis"] = synthesis_stage(model, layer, device, st)
     say("synthesis", f"{res['synthesis']['s_per_batch_step'] * 1e3:.0f} ms per step of {res['synthesis']['batch']} "
                      f"images; forward+backward {res['synthesis']['fwd_bwd_s'] * 1e3:.0f} ms = "
@@ -466,7 +488,8 @@ def bench_model(short: str, folder: Path, st: Settings, device, workers: int, me
 
 def to_rates(res: dict, embed_img_s: float) -> Rates:
     return Rates(units=res["units"], scan_img_s=res["scan"]["rate"], attack_steps_s=res["push_down"]["rate"],
-                 attack_batch=res["attack_batch"], eval_img_s=res["evaluation"]["rate"], embed_img_s=embed_img_s,
+                 attack_batch=res["attack_batch"], eval_img_s=res["evaluation"]["rate"],
+                 eval_fixed_s=res["evaluation"]["fixed_s"], embed_img_s=embed_img_s,
                  synth_batch=res["synthesis"]["batch"], synth_s_per_batch_step=res["synthesis"]["s_per_batch_step"],
                  metric_s_by_j={int(k): float(v) for k, v in res["metric_s_by_j"].items()})
 
@@ -558,7 +581,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _run(args, shorts, device, st: Settings, dev_name: str, t_start: float, load0) -> dict:
-    n_folder = args.folder_n or max(st.scan_images, 2 * st.attack_batch * (WARMUP_STEPS + st.attack_steps + 1), 64)
+    n_folder = args.folder_n or max(st.scan_images, 2 * st.attack_batch, 64)   # batches are drawn at random
     ensure_folder(args.folder, n_folder, args.photos)
     made = json.loads((args.folder / "made.json").read_text())
     jpgs = sorted(args.folder.glob("*/*.jpg"))[:500]

@@ -49,6 +49,10 @@ def test_projection_on_hand_given_rates():
     # at the plan's own batch nothing is scaled
     same = project(Rates(**{**rates.__dict__, "attack_batch": 100}), PLAN)
     assert same["seconds"]["attack"] == 10.0 and "measured at batch" not in same["how"]["attack"]
+    # each evaluation's fixed cost: 4 readings + 4 × 0.5 confirmations + 3 final ones = 9 evaluations
+    assert PLAN.eval_calls == 9
+    fixed = project(Rates(**{**rates.__dict__, "eval_fixed_s": 2.0}), PLAN)
+    assert fixed["seconds"]["evaluations"] == 10.0 + 9 * 2.0 and "9 evaluations × 2 s" in fixed["how"]["evaluations"]
 
 
 def test_metric_fit_is_exact_at_measured_points():
@@ -94,6 +98,7 @@ def test_bench_runs_every_stage_on_tiny_settings(tmp_path):
                           attack_batch=m["attack_batch"], eval_img_s=m["evaluation"]["rate"],
                           embed_img_s=res["embedding"]["embed"]["rate"], synth_batch=m["synthesis"]["batch"],
                           synth_s_per_batch_step=m["synthesis"]["s_per_batch_step"],
+                          eval_fixed_s=m["evaluation"]["fixed_s"],
                           metric_s_by_j={int(k): v for k, v in m["metric_s_by_j"].items()}),
                     AuditPlan(**{k: v for k, v in res["plan"].items() if k in AuditPlan.__dataclass_fields__}))
     assert m["projection"]["seconds"] == pytest.approx(again["seconds"], rel=1e-12)
