@@ -23,7 +23,7 @@ ceiling measured in the same run:
   its forward over preprocessed images;
 * **synthesis**: a whole layer's units at 224 px, 256 steps (the render's time per batch-step,
   the slope between two render lengths, so set-up is not counted) vs a plain
-  forward + backward to the input of the same batch.
+  forward + backward of the same batch (input and weight gradients, as in a training step).
 
 Then it prints, per model, the projected wall time of the thesis' audit (bench/_projection.py
 says what each stage counts and how it extrapolates), the stage that dominates, and writes
@@ -414,7 +414,8 @@ def synthesis_stage(model, layer: str, device, st: Settings) -> dict:
     short = [render(st.synth_steps) for _ in range(2)]
     long = [render(2 * st.synth_steps) for _ in range(2)]
     per_step = max(1e-9, (min(long) - min(short)) / st.synth_steps)
-    # ceiling: forward + backward to the input of the same batch, no parameterisation or transforms
+    # ceiling: a plain forward + backward of the same batch through the whole model (input and weight
+    # gradients, as a training step computes them), no parameterisation, transforms or early stop
     module = model.module.to(device).eval()
     x = torch.rand(b, *model.input_shape, device=device, requires_grad=True)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from fvaudit.config import Settings
@@ -28,6 +29,9 @@ from fvaudit.db.session import session_scope
 from fvaudit.store import ArtifactStore
 
 log = logging.getLogger("fvaudit.jobs")
+
+#: times a progress write is tried again after Postgres chose it as a deadlock victim
+DEADLOCK_RETRIES = 3
 
 
 class LeaseLost(Exception):
@@ -55,7 +59,33 @@ class DBReporter:
     def _write(self, events: list[tuple[str, dict]], progress: bool = True) -> None:
         if self.lost.is_set():
             raise LeaseLost(f"job {self.job_id}: lease lost")
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                self._write_once(events, progress)
+                break
+            except OperationalError as exc:
+                # Postgres ended this transaction to break a lock cycle (SQLSTATE 40P01): nothing of it
+                # was committed, so it is written again (a progress write must not fail the job)
+                if getattr(getattr(exc, "orig", None), "sqlstate", None) != "40P01" or attempt == DEADLOCK_RETRIES:
+                    raise
+                log.warning("job %s: progress write was a deadlock victim; retrying (%d)", self.job_id, attempt + 1)
+                time.sleep(0.05 * (attempt + 1))
+        self._last_flush = time.monotonic()
+        self._dirty = False
+
+    def _write_once(self, events: list[tuple[str, dict]], progress: bool) -> None:
         with session_scope() as db:
+            chain = None
+            if progress and self.parent_id is not None:
+                chain = {"stage": f"{self.progress.get('stage')}", "done": self.progress.get("done"),
+                         "total": self.progress.get("total"), "job_id": self.job_id, "kind": self.kind,
+                         "chain_step": self.seq, "chain_steps": self.chain_len}
+                for key in ("loss", "l_attack", "l_maintain", "alpha", "step"):
+                    if key in self.progress:
+                        chain[key] = self.progress[key]
+                # the chain parent's row first: request_cancel locks a parent before its children, and
+                # the opposite order here deadlocked with it (a sweep cancelled as its first scan started)
+                db.execute(update(Job).where(Job.id == self.parent_id).values(progress=clean_json(chain)))
             values: dict[str, Any] = {"heartbeat_at": utcnow()}
             if progress:
                 values["progress"] = clean_json(self.progress)
@@ -66,19 +96,10 @@ class DBReporter:
                 raise LeaseLost(f"job {self.job_id} is no longer held by this runner")
             for type_, data in events:
                 db.add(JobEvent(job_id=self.job_id, type=type_, data=clean_json(data)))
-            if progress and self.parent_id is not None:
-                chain = {"stage": f"{self.progress.get('stage')}", "done": self.progress.get("done"),
-                         "total": self.progress.get("total"), "job_id": self.job_id, "kind": self.kind,
-                         "chain_step": self.seq, "chain_steps": self.chain_len}
-                for key in ("loss", "l_attack", "l_maintain", "alpha", "step"):
-                    if key in self.progress:
-                        chain[key] = self.progress[key]
-                db.execute(update(Job).where(Job.id == self.parent_id).values(progress=clean_json(chain)))
+            if chain is not None:
                 for type_, data in events:
                     if type_ == "progress":
                         db.add(JobEvent(job_id=self.parent_id, type="progress", data=clean_json(chain)))
-        self._last_flush = time.monotonic()
-        self._dirty = False
 
     def flush(self, force: bool = False) -> None:
         if self._dirty and (force or time.monotonic() - self._last_flush >= self.settings.progress_interval):
