@@ -60,6 +60,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from _jpegs import ensure_folder  # noqa: E402
+from attack import WARMUP, StepClock  # noqa: E402  (bench/attack.py: timestamps run_attack's steps)
 from _projection import STAGES, AuditPlan, Rates, hms, project  # noqa: E402
 
 #: short name → (registry name, the thesis' conv5 layer, score distribution of that layer)
@@ -222,24 +223,7 @@ def eval_rate(model, image_set, ids, st: Settings, device, workers) -> dict:
 
 # ------------------------------------------------------------------ attack vs plain fine-tuning
 
-WARMUP_STEPS = 2
-
-
-class StepClock:
-    """A reporter that timestamps every training step of ``run_attack``."""
-
-    def __init__(self):
-        from fvaudit.engine.progress import NullReporter
-
-        self._null = NullReporter()
-        self.t: dict[int, float] = {}
-
-    def __getattr__(self, name):
-        return getattr(self._null, name)
-
-    def advance(self, done, total=None, **info):
-        if "loss" in info:
-            self.t[int(done)] = time.perf_counter()
+WARMUP_STEPS = WARMUP     # bench/attack.py's: steps before the timed span
 
 
 def step_rate(stamps: dict[int, float]) -> dict:
